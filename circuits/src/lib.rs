@@ -1,0 +1,26 @@
+//! Credit models, the pushdown planner, the plaintext reference and TFHE
+//! evaluation for jointscore.
+//!
+//! A [`Model`] is read from TOML and validated. [`reference::evaluate`]
+//! defines what it means. A [`Plan`] splits it into what each party
+//! computes in the clear and a joint [`Circuit`] that the coordinator
+//! evaluates under TFHE ([`fhe`]); both plans reproduce the reference
+//! exactly.
+//!
+//! This crate has no network dependency: services wrap it.
+
+mod circuit;
+mod error;
+pub mod fhe;
+mod model;
+mod plan;
+pub mod reference;
+
+pub use circuit::{Circuit, CircuitStats};
+pub use error::{Error, Result};
+pub use model::{
+    Band, Bin, CROSS_BORDER_SELLER, CmpOp, Condition, CreditLine, Feature, FeatureKind, Knockout, MAX_CATEGORIES,
+    MAX_REASONS, MODEL_FORMAT, Missing, Model, Output,
+};
+pub use plan::{PartyPlan, Plan, PlanKind, Slot};
+pub use reference::{Bundle, Record, Verdict};

@@ -1,0 +1,1097 @@
+//! The planner: a model becomes per-party contributions and a joint circuit.
+//!
+//! Two plans of the same model:
+//!
+//! * [`PlanKind::Pushdown`] — each party evaluates its own terms in the clear
+//!   (its points, its local knock-outs, its share of cross-party knock-outs,
+//!   the credit line for every band when it owns the line feature, and its
+//!   reason-code candidates) and contributes only those, as base-4 digits of
+//!   the smallest width their range allows. The coordinator clamps every
+//!   contributed value to what the party's own data could produce, sums the
+//!   partial scores, and evaluates cutoffs, bands, tiers, line selection,
+//!   cross-party knock-outs and reason selection under TFHE.
+//! * [`PlanKind::CoordinatorSide`] — parties send raw features (clamped in the
+//!   circuit to their declared ranges) and everything runs under TFHE. Parties
+//!   then learn nothing of the model beyond the features it reads.
+//!
+//! Both plans produce exactly [`reference::evaluate`]'s outputs; the outputs
+//! the model's policy does not reveal are not computed at all.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::circuit::{Builder, Circuit, CircuitStats, DIGIT_BASE, Val, digits_for, to_digits};
+use crate::error::{Error, Result};
+use crate::model::{FeatureKind, Missing, Model, Output};
+use crate::reference::{self, Bundle, Record, Verdict};
+
+/// Which plan to build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanKind {
+    /// Parties compute their separable terms in the clear.
+    Pushdown,
+    /// Parties send raw features; everything runs under TFHE.
+    CoordinatorSide,
+}
+
+/// One value a party contributes.
+#[derive(Clone, Debug, Serialize)]
+pub struct Slot {
+    /// What the value is.
+    pub what: String,
+    /// Base-4 digits it is sent as.
+    pub digits: usize,
+    /// Largest honest value; the circuit clamps anything above.
+    pub max: u64,
+}
+
+/// What one party computes and sends.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartyPlan {
+    /// Party name.
+    pub name: String,
+    /// Values contributed, in wire order.
+    pub slots: Vec<Slot>,
+}
+
+impl PartyPlan {
+    /// Number of encrypted blocks the party sends.
+    pub fn blocks(&self) -> usize {
+        self.slots.iter().map(|s| s.digits).sum()
+    }
+}
+
+/// A compiled model: what each party contributes and the joint circuit.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    kind: PlanKind,
+    model: Model,
+    parties: Vec<PartyPlan>,
+    circuit: Circuit,
+    layout: Layout,
+}
+
+/// How party contributions and outputs are encoded.
+#[derive(Clone, Debug)]
+struct Layout {
+    /// Points are counted in multiples of this.
+    unit: i64,
+    /// Score = offset + unit * T.
+    offset: i64,
+    /// Per party: digits of its partial score (pushdown).
+    partial_digits: Vec<usize>,
+    /// Bands with a line, in band order.
+    line_bands: Vec<usize>,
+    line_digits: usize,
+    /// Distinct positive lost-point values, ascending; code = index + 1.
+    lost_levels: Vec<i64>,
+    code_digits: usize,
+    id_digits: usize,
+    /// Per party: cross-party knock-outs it holds a literal of.
+    cross_rules: Vec<Vec<usize>>,
+    /// Per party: whether it sends a local knock-out digit.
+    local_knock: Vec<bool>,
+    /// Per feature: digits of the raw encoding (coordinator-side).
+    raw_digits: Vec<usize>,
+}
+
+impl Plan {
+    /// Compiles a model.
+    pub fn new(model: &Model, kind: PlanKind) -> Result<Plan> {
+        let layout = Layout::new(model, kind)?;
+        let mut b = Builder::new();
+        let parties = party_plans(model, kind, &layout);
+        match kind {
+            PlanKind::Pushdown => pushdown(model, &layout, &mut b)?,
+            PlanKind::CoordinatorSide => coordinator_side(model, &layout, &mut b)?,
+        }
+        let circuit = b.finish();
+        let expected: usize = parties.iter().map(PartyPlan::blocks).sum();
+        if circuit.input_count() != expected {
+            return Err(Error::Internal(format!("circuit reads {} blocks, parties send {expected}", circuit.input_count())));
+        }
+        Ok(Plan { kind, model: model.clone(), parties, circuit, layout })
+    }
+
+    /// Which plan this is.
+    pub fn kind(&self) -> PlanKind {
+        self.kind
+    }
+
+    /// The model planned.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Per-party contributions, in party order.
+    pub fn parties(&self) -> &[PartyPlan] {
+        &self.parties
+    }
+
+    /// The joint circuit.
+    pub fn circuit(&self) -> &Circuit {
+        &self.circuit
+    }
+
+    /// Static costs of the joint circuit.
+    pub fn stats(&self) -> CircuitStats {
+        self.circuit.stats()
+    }
+
+    /// Points are counted in multiples of this unit in the circuit.
+    pub fn points_unit(&self) -> i64 {
+        self.layout.unit
+    }
+
+    /// What `party` contributes for one subject: the clear computation on
+    /// its own features, as base-4 digits in wire order. Only the party's own
+    /// features of `record` are read.
+    pub fn contribution(&self, party: usize, record: &Record) -> Result<Vec<u8>> {
+        let m = &self.model;
+        if party >= m.parties.len() {
+            return Err(Error::UnknownParty(format!("#{party}")));
+        }
+        let l = &self.layout;
+        let own: Vec<usize> = (0..m.features.len()).filter(|&f| m.features[f].party == party).collect();
+        let mut out = Vec::with_capacity(self.parties[party].blocks());
+        match self.kind {
+            PlanKind::Pushdown => {
+                if l.partial_digits[party] > 0 {
+                    let x: i64 = own
+                        .iter()
+                        .map(|&f| (reference::points(m, f, record.value(f)) - m.features[f].worst_points()) / l.unit)
+                        .sum();
+                    out.extend(to_digits(x as u64, l.partial_digits[party]));
+                }
+                if l.local_knock[party] {
+                    let fired = m.knockouts.iter().filter(|k| rule_parties(m, k) == BTreeSet::from([party])).any(|k| {
+                        k.when.iter().all(|c| reference::condition_holds(c, record.value(c.feature)))
+                    });
+                    out.push(u8::from(fired));
+                }
+                for &r in &l.cross_rules[party] {
+                    let lit = m.knockouts[r]
+                        .when
+                        .iter()
+                        .filter(|c| m.features[c.feature].party == party)
+                        .all(|c| reference::condition_holds(c, record.value(c.feature)));
+                    out.push(u8::from(lit));
+                }
+                if let Some(line) = m.credit_line.as_ref().filter(|_| line_needed(m))
+                    && m.features[line.feature].party == party
+                {
+                    let v = record.value(line.feature).unwrap_or(0);
+                    for &band in &l.line_bands {
+                        out.extend(to_digits(reference::line_steps(m, band, v), l.line_digits));
+                    }
+                }
+                if m.reveals(Output::Reasons) {
+                    let mut cands: Vec<(i64, usize)> = own
+                        .iter()
+                        .map(|&f| (m.features[f].best_points() - reference::points(m, f, record.value(f)), f))
+                        .filter(|&(lost, _)| lost > 0)
+                        .collect();
+                    cands.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                    for slot in 0..m.reasons {
+                        let (code, id) = match cands.get(slot) {
+                            Some(&(lost, f)) => (l.code(lost), f as u64 + 1),
+                            None => (0, 0),
+                        };
+                        out.extend(to_digits(code, l.code_digits));
+                        out.extend(to_digits(id, l.id_digits));
+                    }
+                }
+            }
+            PlanKind::CoordinatorSide => {
+                for &f in &own {
+                    let feat = &m.features[f];
+                    let sentinel = i64::from(matches!(feat.missing, Missing::Points(_)));
+                    let e = match record.value(f) {
+                        None => 0,
+                        Some(v) => v - feat.domain_min() + sentinel,
+                    };
+                    let top = (DIGIT_BASE.pow(l.raw_digits[f] as u32) - 1) as i64;
+                    out.extend(to_digits(e.clamp(0, top) as u64, l.raw_digits[f]));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decodes the joint circuit's decrypted outputs (per output, per
+    /// block, the decrypted parts) into a bundle.
+    pub fn decode(&self, outputs: &[(String, Vec<Vec<u64>>)]) -> Result<Bundle> {
+        let m = &self.model;
+        let l = &self.layout;
+        let bad = |what: &str| Error::Fhe(format!("decrypted {what} is out of range; was the bundle decrypted with the key it was made for?"));
+        let mut bundle = Bundle::default();
+        for (name, blocks) in outputs {
+            let vals: Vec<u64> = blocks.iter().map(|parts| parts.iter().sum()).collect();
+            let number = |vals: &[u64]| -> Result<u64> {
+                vals.iter().rev().try_fold(0u64, |acc, &d| if d < DIGIT_BASE { Ok(acc * DIGIT_BASE + d) } else { Err(bad(name)) })
+            };
+            let single = vals.first().copied().ok_or_else(|| bad(name))?;
+            match name.as_str() {
+                "decision" => bundle.decision = Some(Verdict::from_code(single).ok_or_else(|| bad(name))?),
+                "band" => {
+                    let band = usize::try_from(single).ok().filter(|&b| b < m.bands.len()).ok_or_else(|| bad(name))?;
+                    bundle.band = Some(band);
+                }
+                "rate_tier" => {
+                    let tier = match single {
+                        0 => None,
+                        t if (t as usize) <= m.bands.len() => Some(t as usize - 1),
+                        _ => return Err(bad(name)),
+                    };
+                    bundle.rate_tier = Some(tier);
+                }
+                "credit_line" => {
+                    let line = m.credit_line.as_ref().ok_or_else(|| bad(name))?;
+                    let steps = number(&vals)?;
+                    if steps * line.granularity > line.cap {
+                        return Err(bad(name));
+                    }
+                    bundle.credit_line = Some(steps * line.granularity);
+                }
+                "reasons" => {
+                    let mut ids = vec![0u64; m.reasons];
+                    for (d, &v) in vals.iter().enumerate() {
+                        if v > 15 {
+                            return Err(bad(name));
+                        }
+                        for (slot, id) in ids.iter_mut().enumerate() {
+                            *id += ((v >> (2 * slot)) & 3) << (2 * d);
+                        }
+                    }
+                    let mut reasons = Vec::new();
+                    for id in ids.into_iter().take_while(|&id| id > 0) {
+                        let f = id as usize - 1;
+                        if f >= m.features.len() {
+                            return Err(bad(name));
+                        }
+                        reasons.push(f);
+                    }
+                    bundle.reasons = Some(reasons);
+                }
+                "score" => bundle.score = Some(l.offset + l.unit * number(&vals)? as i64),
+                _ => return Err(Error::Internal(format!("unknown output `{name}`"))),
+            }
+        }
+        Ok(bundle)
+    }
+
+    /// Runs the plan in the clear: each party's contribution, then the joint
+    /// circuit on them. Equal to the reference restricted to the policy.
+    pub fn eval_plain(&self, record: &Record) -> Result<Bundle> {
+        let mut inputs = Vec::new();
+        for p in 0..self.parties.len() {
+            inputs.extend(self.contribution(p, record)?);
+        }
+        self.eval_contributions(&inputs)
+    }
+
+    /// Runs the joint circuit in the clear on contributed blocks (all
+    /// parties, in party order), which need not come from honest parties.
+    pub fn eval_contributions(&self, blocks: &[u8]) -> Result<Bundle> {
+        if let Some(&b) = blocks.iter().find(|&&b| b > 3) {
+            return Err(Error::Contribution { party: "*".into(), message: format!("block value {b} is not a base-4 digit") });
+        }
+        let out = self.circuit.eval_plain(blocks)?;
+        let out: Vec<(String, Vec<Vec<u64>>)> =
+            out.into_iter().map(|(n, d)| (n, d.into_iter().map(|p| p.into_iter().map(u64::from).collect()).collect())).collect();
+        self.decode(&out)
+    }
+}
+
+/// The parties whose features a knock-out rule reads.
+fn rule_parties(m: &Model, k: &crate::model::Knockout) -> BTreeSet<usize> {
+    k.when.iter().map(|c| m.features[c.feature].party).collect()
+}
+
+fn line_needed(m: &Model) -> bool {
+    m.credit_line.is_some() && m.reveals(Output::CreditLine)
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a.abs() } else { gcd(b, a % b) }
+}
+
+impl Layout {
+    fn new(m: &Model, kind: PlanKind) -> Result<Layout> {
+        let unit = m
+            .features
+            .iter()
+            .flat_map(|f| f.point_values().map(move |p| p - f.worst_points()))
+            .fold(0, gcd)
+            .max(1);
+        let offset = m.base_points + m.features.iter().map(|f| f.worst_points()).sum::<i64>();
+        let partial_digits = (0..m.parties.len())
+            .map(|p| {
+                let r = party_range(m, p, unit);
+                if r == 0 { 0 } else { digits_for(r as u64) }
+            })
+            .collect();
+        let line_bands: Vec<usize> = if line_needed(m) {
+            (0..m.bands.len()).filter(|&b| m.bands[b].line_multiplier > 0).collect()
+        } else {
+            Vec::new()
+        };
+        let line_digits = match &m.credit_line {
+            Some(line) => digits_for(line.cap / line.granularity),
+            None => 0,
+        };
+        let lost_levels: Vec<i64> = m
+            .features
+            .iter()
+            .flat_map(|f| f.point_values().map(move |p| f.best_points() - p))
+            .filter(|&l| l > 0)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let code_digits = digits_for(lost_levels.len() as u64);
+        let id_digits = digits_for(m.features.len() as u64);
+        if m.reasons > 0 && m.reveals(Output::Reasons) && id_digits > 2 {
+            return Err(Error::Plan("reason codes support at most 15 features".into()));
+        }
+        let mut cross_rules = vec![Vec::new(); m.parties.len()];
+        let mut local_knock = vec![false; m.parties.len()];
+        if kind == PlanKind::Pushdown && needs_decision(m) {
+            for (r, k) in m.knockouts.iter().enumerate() {
+                let parties = rule_parties(m, k);
+                if parties.len() == 1 {
+                    for p in parties {
+                        local_knock[p] = true;
+                    }
+                } else {
+                    for p in parties {
+                        cross_rules[p].push(r);
+                    }
+                }
+            }
+        }
+        let raw_digits = m
+            .features
+            .iter()
+            .map(|f| digits_for(f.span() + u64::from(matches!(f.missing, Missing::Points(_)))))
+            .collect();
+        Ok(Layout {
+            unit,
+            offset,
+            partial_digits,
+            line_bands,
+            line_digits,
+            lost_levels,
+            code_digits,
+            id_digits,
+            cross_rules,
+            local_knock,
+            raw_digits,
+        })
+    }
+
+    /// Code of a positive lost-point value: its rank among all such values.
+    fn code(&self, lost: i64) -> u64 {
+        self.lost_levels.iter().position(|&l| l == lost).map_or(0, |i| i as u64 + 1)
+    }
+
+    /// Score threshold `score >= at`, in circuit units of T.
+    fn threshold(&self, at: i64) -> i64 {
+        (at - self.offset).div_euclid(self.unit) + i64::from((at - self.offset).rem_euclid(self.unit) != 0)
+    }
+}
+
+/// Largest partial score (in units above the party's worst) a party's own
+/// data can produce.
+fn party_range(m: &Model, p: usize, unit: i64) -> i64 {
+    m.features.iter().filter(|f| f.party == p).map(|f| (f.best_points() - f.worst_points()) / unit).sum()
+}
+
+/// Whether any revealed output depends on the decision.
+fn needs_decision(m: &Model) -> bool {
+    m.reveals(Output::Decision) || m.reveals(Output::RateTier) || line_needed(m)
+}
+
+fn needs_band(m: &Model) -> bool {
+    m.reveals(Output::Band) || m.reveals(Output::RateTier) || line_needed(m)
+}
+
+fn party_plans(m: &Model, kind: PlanKind, l: &Layout) -> Vec<PartyPlan> {
+    (0..m.parties.len())
+        .map(|p| {
+            let mut slots = Vec::new();
+            match kind {
+                PlanKind::Pushdown => {
+                    if l.partial_digits[p] > 0 {
+                        slots.push(Slot {
+                            what: format!("partial score (units of {} points above the party's minimum)", l.unit),
+                            digits: l.partial_digits[p],
+                            max: party_range(m, p, l.unit) as u64,
+                        });
+                    }
+                    if l.local_knock[p] {
+                        slots.push(Slot { what: "local knock-out fired".into(), digits: 1, max: 1 });
+                    }
+                    for &r in &l.cross_rules[p] {
+                        slots.push(Slot { what: format!("share of knock-out {}", m.knockouts[r].code), digits: 1, max: 1 });
+                    }
+                    if let Some(line) = m.credit_line.as_ref().filter(|_| line_needed(m))
+                        && m.features[line.feature].party == p
+                    {
+                        let fmax = feature_max(m, line.feature);
+                        for &band in &l.line_bands {
+                            slots.push(Slot {
+                                what: format!("credit line if band {} (steps of {})", m.bands[band].name, line.granularity),
+                                digits: l.line_digits,
+                                max: reference::line_steps(m, band, fmax),
+                            });
+                        }
+                    }
+                    if m.reveals(Output::Reasons) {
+                        for slot in 0..m.reasons {
+                            slots.push(Slot { what: format!("reason candidate {} lost-points code", slot + 1), digits: l.code_digits, max: l.lost_levels.len() as u64 });
+                            slots.push(Slot { what: format!("reason candidate {} feature id", slot + 1), digits: l.id_digits, max: m.features.len() as u64 });
+                        }
+                    }
+                }
+                PlanKind::CoordinatorSide => {
+                    for (f, feat) in m.features.iter().enumerate().filter(|(_, f)| f.party == p) {
+                        let sentinel = u64::from(matches!(feat.missing, Missing::Points(_)));
+                        slots.push(Slot { what: format!("raw {}", feat.name), digits: l.raw_digits[f], max: feat.span() + sentinel });
+                    }
+                }
+            }
+            PartyPlan { name: m.parties[p].clone(), slots }
+        })
+        .collect()
+}
+
+fn feature_max(m: &Model, f: usize) -> i64 {
+    match m.features[f].kind {
+        FeatureKind::Integer { max, .. } => max,
+        FeatureKind::Categorical { ref categories } => categories.len() as i64 - 1,
+    }
+}
+
+/// A reason candidate: lost-points code digits and feature-id digits.
+struct Candidate {
+    code: Vec<Val>,
+    id: Vec<Val>,
+}
+
+/// What both plans hand to the shared joint circuit.
+struct Joint {
+    /// Base-4 columns of T (the score in units above the minimum); a column
+    /// may exceed 3.
+    score_cols: Vec<Val>,
+    score_max: u64,
+    /// Any of these non-zero means a knock-out fired.
+    knock_terms: Vec<Val>,
+    /// Credit line in steps, per line band (in layout order).
+    line_cands: Vec<Vec<Val>>,
+    /// Clamp the selected line to this many steps (pushdown), if below the
+    /// width's maximum.
+    line_clamp: Option<u64>,
+    /// Reason candidates grouped by tie-break order: groups in order, slots
+    /// in order within a group.
+    reason_groups: Vec<Vec<Candidate>>,
+}
+
+fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
+    // Inputs first, party by party, in the order `contribution` writes them.
+    struct PartyInputs {
+        partial: Vec<Val>,
+        knock: Option<Val>,
+        literals: Vec<(usize, Val)>,
+        lines: Vec<Vec<Val>>,
+        reasons: Vec<Candidate>,
+    }
+    let mut inputs = Vec::new();
+    for (p, plan) in party_plans(m, PlanKind::Pushdown, l).iter().enumerate() {
+        let _ = plan;
+        let partial = b.input_digits(l.partial_digits[p]);
+        let knock = l.local_knock[p].then(|| b.input(3));
+        let literals = l.cross_rules[p].iter().map(|&r| (r, b.input(3))).collect();
+        let owns_line = m.credit_line.as_ref().is_some_and(|line| line_needed(m) && m.features[line.feature].party == p);
+        let lines = if owns_line { l.line_bands.iter().map(|_| b.input_digits(l.line_digits)).collect() } else { Vec::new() };
+        let mut reasons = Vec::new();
+        if m.reveals(Output::Reasons) {
+            for _ in 0..m.reasons {
+                let code = b.input_digits(l.code_digits);
+                let id = b.input_digits(l.id_digits);
+                reasons.push(Candidate { code, id });
+            }
+        }
+        inputs.push(PartyInputs { partial, knock, literals, lines, reasons });
+    }
+
+    // Clamp each partial to what the party's data can produce, then add
+    // column by column (no carries yet).
+    let mut cols: Vec<Vec<Val>> = Vec::new();
+    let mut score_max = 0u64;
+    for (p, pi) in inputs.iter().enumerate() {
+        let r = party_range(m, p, l.unit) as u64;
+        score_max += r;
+        let clamped = clamp_digits(b, &pi.partial, r)?;
+        for (i, d) in clamped.into_iter().enumerate() {
+            if cols.len() <= i {
+                cols.push(Vec::new());
+            }
+            cols[i].push(d);
+        }
+    }
+    let score_cols = cols.iter().map(|c| b.sum(c, 0)).collect::<Result<Vec<_>>>()?;
+
+    // Knock-outs: local digits count as fired when non-zero; a cross-party
+    // rule fires when every party's literal is non-zero.
+    let mut knock_terms: Vec<Val> = inputs.iter().filter_map(|pi| pi.knock).collect();
+    for r in 0..m.knockouts.len() {
+        let lits: Vec<Val> = inputs.iter().flat_map(|pi| pi.literals.iter().filter(|(x, _)| *x == r).map(|(_, v)| *v)).collect();
+        if lits.is_empty() {
+            continue;
+        }
+        let mut acc = Val::Const(1);
+        for lit in lits {
+            acc = b.lut_multi(&[acc, lit], |a| u8::from(a[0] != 0 && a[1] != 0))?;
+        }
+        knock_terms.push(acc);
+    }
+
+    // Credit line candidates; clamp once after selection when every band
+    // shares one bound, else each candidate before it.
+    let (mut line_cands, mut line_clamp) = (Vec::new(), None);
+    if let Some(line) = m.credit_line.as_ref().filter(|_| line_needed(m)) {
+        let fmax = feature_max(m, line.feature);
+        let bounds: Vec<u64> = l.line_bands.iter().map(|&band| reference::line_steps(m, band, fmax)).collect();
+        let owner = &inputs[m.features[line.feature].party];
+        let top = DIGIT_BASE.pow(l.line_digits as u32) - 1;
+        if bounds.windows(2).all(|w| w[0] == w[1]) {
+            line_cands = owner.lines.clone();
+            line_clamp = bounds.first().copied().filter(|&bound| bound < top);
+        } else {
+            for (cand, &bound) in owner.lines.iter().zip(&bounds) {
+                line_cands.push(clamp_digits(b, cand, bound)?);
+            }
+        }
+    }
+
+    let reason_groups = inputs.into_iter().map(|pi| pi.reasons).filter(|r| !r.is_empty()).collect();
+    joint(m, l, b, Joint { score_cols, score_max, knock_terms, line_cands, line_clamp, reason_groups })
+}
+
+fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
+    // Raw inputs, party by party, feature order within a party.
+    let mut raw: Vec<Vec<Val>> = vec![Vec::new(); m.features.len()];
+    for p in 0..m.parties.len() {
+        for f in (0..m.features.len()).filter(|&f| m.features[f].party == p) {
+            raw[f] = b.input_digits(l.raw_digits[f]);
+        }
+    }
+    // Each feature becomes a level index: how many of its cut points the
+    // encoded value reaches. Everything but the line is a function of it.
+    let mut per_feature_units: Vec<Vec<Val>> = Vec::new();
+    let mut cond_bits: Vec<Vec<Val>> = m.knockouts.iter().map(|_| Vec::new()).collect();
+    let mut reason_groups = Vec::new();
+    let mut score_max = 0u64;
+    let mut order: Vec<usize> = (0..m.features.len()).collect();
+    order.sort_by_key(|&f| (m.features[f].party, f));
+    for &f in &order {
+        let feat = &m.features[f];
+        let sentinel = i64::from(matches!(feat.missing, Missing::Points(_)));
+        let top = feat.span() as i64 + sentinel;
+        let mut cuts: BTreeSet<i64> = BTreeSet::new();
+        if sentinel == 1 {
+            cuts.insert(1);
+        }
+        for bin in &feat.bins {
+            for &(lo, hi) in &bin.ranges {
+                cuts.insert(lo - feat.domain_min() + sentinel);
+                cuts.insert(hi + 1 - feat.domain_min() + sentinel);
+            }
+        }
+        for c in m.knockouts.iter().flat_map(|k| &k.when).filter(|c| c.feature == f) {
+            for v in [c.value, c.value + 1] {
+                cuts.insert(v - feat.domain_min() + sentinel);
+            }
+        }
+        let cuts: Vec<i64> = cuts.into_iter().filter(|&c| c > 0 && c <= top).collect();
+        if cuts.len() > 15 {
+            return Err(Error::Plan(format!("feature `{}` has {} cut points; the coordinator-side plan supports 15", feat.name, cuts.len())));
+        }
+        let bits = cuts.iter().map(|&c| columns_ge(b, &raw[f], c)).collect::<Result<Vec<_>>>()?;
+        let level = b.sum(&bits, 0)?;
+        let level = b.clean(level)?;
+        // The smallest encoded value of each level stands for all of it.
+        let rep = |lv: u8| -> Option<i64> {
+            let e = if lv == 0 { 0 } else { cuts[usize::from(lv) - 1] };
+            (e >= sentinel).then(|| (e - sentinel + feat.domain_min()).min(feature_max(m, f)))
+        };
+        let units = |lv: u8| ((reference::points(m, f, rep(lv)) - feat.worst_points()) / l.unit) as u64;
+        let umax = ((feat.best_points() - feat.worst_points()) / l.unit) as u64;
+        score_max += umax;
+        let digits = (0..digits_for(umax)).map(|i| b.lut(level, |lv| to_digits(units(lv), i + 1)[i])).collect::<Result<Vec<_>>>()?;
+        per_feature_units.push(digits);
+        for (r, k) in m.knockouts.iter().enumerate() {
+            for c in k.when.iter().filter(|c| c.feature == f) {
+                let bit = b.lut(level, |lv| u8::from(reference::condition_holds(c, rep(lv))))?;
+                cond_bits[r].push(bit);
+            }
+        }
+        if m.reveals(Output::Reasons) {
+            let code = (0..l.code_digits)
+                .map(|i| b.lut(level, |lv| to_digits(l.code(feat.best_points() - reference::points(m, f, rep(lv))), l.code_digits)[i]))
+                .collect::<Result<Vec<_>>>()?;
+            // A feature that lost nothing carries id 0 ("none").
+            let id = (0..l.id_digits)
+                .map(|i| {
+                    b.lut(level, |lv| {
+                        let lost = feat.best_points() - reference::points(m, f, rep(lv));
+                        to_digits(if lost > 0 { f as u64 + 1 } else { 0 }, l.id_digits)[i]
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            reason_groups.push(vec![Candidate { code, id }]);
+        }
+    }
+    let score_cols = add_numbers(b, &per_feature_units)?;
+
+    let knock_terms = if needs_decision(m) {
+        cond_bits
+            .iter()
+            .map(|bits| {
+                let n = bits.len() as i16;
+                let s = b.sum(bits, 0)?;
+                b.lut(s, |x| u8::from(i16::from(x) == n))
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+
+    let mut line_cands = Vec::new();
+    if let Some(line) = m.credit_line.as_ref().filter(|_| line_needed(m)) {
+        let feat = &m.features[line.feature];
+        for &band in &l.line_bands {
+            line_cands.push(b.radix_line(
+                &raw[line.feature],
+                feat.span(),
+                feat.domain_min() as u64,
+                u64::from(m.bands[band].line_multiplier),
+                line.divisor * line.granularity,
+                line.cap / line.granularity,
+                l.line_digits,
+            ));
+        }
+    }
+    joint(m, l, b, Joint { score_cols, score_max, knock_terms, line_cands, line_clamp: None, reason_groups })
+}
+
+/// The joint part shared by both plans.
+fn joint(m: &Model, l: &Layout, b: &mut Builder, j: Joint) -> Result<()> {
+    let score_cols = fit_columns(b, &j.score_cols)?;
+    let ge = |b: &mut Builder, at: i64| columns_ge(b, &score_cols, l.threshold(at));
+
+    let band = if needs_band(m) {
+        let mut bits = Vec::new();
+        for band in &m.bands {
+            if let Some(min) = band.min_score {
+                bits.push((ge(b, min)?, -1i8));
+            }
+        }
+        let band = b.linear(&bits, bits.len() as i16)?;
+        Some(b.clean(band)?)
+    } else {
+        None
+    };
+    let decision = if needs_decision(m) {
+        let knocked = if j.knock_terms.is_empty() {
+            Val::Const(0)
+        } else {
+            let s = nonzero_sum(b, &j.knock_terms)?;
+            b.lut(s, |x| u8::from(x != 0))?
+        };
+        let refer = ge(b, m.refer_at)?;
+        let approve = ge(b, m.approve_at)?;
+        let passes = b.linear(&[(refer, 1), (approve, 1)], 0)?;
+        Some(b.lut_multi(&[passes, knocked], |a| if a[1] != 0 { 0 } else { a[0] })?)
+    } else {
+        None
+    };
+
+    if let Some(d) = decision.filter(|_| m.reveals(Output::Decision)) {
+        b.output("decision", vec![vec![d]]);
+    }
+    if let Some(band) = band.filter(|_| m.reveals(Output::Band)) {
+        b.output("band", vec![vec![band]]);
+    }
+    if let (Some(band), Some(d)) = (band, decision) {
+        if m.reveals(Output::RateTier) {
+            let tier = b.lut_multi(&[band, d], |a| if a[1] == 0 { 0 } else { a[0] + 1 })?;
+            b.output("rate_tier", vec![vec![tier]]);
+        }
+        if line_needed(m) {
+            let digits = line(b, l, band, d, &j)?;
+            b.output("credit_line", digits.into_iter().map(|v| vec![v]).collect());
+        }
+    }
+    if m.reveals(Output::Reasons) && m.reasons > 0 {
+        let blocks = reasons(b, m, l, &j.reason_groups)?;
+        b.output("reasons", blocks);
+    }
+    if m.reveals(Output::Score) {
+        let n = digits_for(j.score_max);
+        let mut digits = normalize(b, &score_cols)?;
+        digits.resize(n, Val::Const(0));
+        b.output("score", digits.into_iter().take(n).map(|v| vec![v]).collect());
+    }
+    Ok(())
+}
+
+/// Selects the line candidate of the band (none when declined or the band
+/// offers no line), clamped when the plan requires.
+fn line(b: &mut Builder, l: &Layout, band: Val, decision: Val, j: &Joint) -> Result<Vec<Val>> {
+    let bands = l.line_bands.clone();
+    // 0: no line; i + 1: the i-th line band.
+    let pick = b.lut_multi(&[band, decision], |a| {
+        if a[1] == 0 {
+            return 0;
+        }
+        bands.iter().position(|&x| x == usize::from(a[0])).map_or(0, |i| i as u8 + 1)
+    })?;
+    let mut selected = Vec::new();
+    for d in 0..l.line_digits {
+        let mut terms = Vec::new();
+        for (i, cand) in j.line_cands.iter().enumerate() {
+            let me = i as u8 + 1;
+            let t = match b.lut_multi(&[pick, cand[d]], |a| if a[0] == me { a[1] } else { 0 }) {
+                Ok(t) => t,
+                // Too many line bands to pack with a digit: one indicator each.
+                Err(Error::Plan(_)) => {
+                    let is_me = b.lut(pick, |x| u8::from(x == me))?;
+                    b.lut_multi(&[is_me, cand[d]], |a| if a[0] != 0 { a[1] } else { 0 })?
+                }
+                Err(e) => return Err(e),
+            };
+            terms.push(t);
+        }
+        selected.push(b.bounded_sum(&terms, 3)?);
+    }
+    let Some(bound) = j.line_clamp else { return Ok(selected) };
+    let over = columns_ge(b, &selected, bound as i64 + 1)?;
+    let cap = to_digits(bound, l.line_digits);
+    selected
+        .iter()
+        .zip(cap)
+        .map(|(&d, c)| {
+            let d = b.clean(d)?;
+            b.lut_multi(&[d, over], move |a| if a[1] != 0 { c } else { a[0] })
+        })
+        .collect()
+}
+
+/// Top-k (k <= 2) reason selection over groups of pre-ordered candidates.
+///
+/// Groups are in tie-break order; within a group, slot 0 outranks slot 1 by
+/// construction (a party sorts its own candidates), so only heads compete
+/// for first place, and second place goes to the best of the remaining heads
+/// or the winner's second. The selection is well defined for any inputs:
+/// exactly one candidate is first and at most one is second.
+///
+/// Output: id digits, each block holding `first + 4 * second`.
+fn reasons(b: &mut Builder, m: &Model, l: &Layout, groups: &[Vec<Candidate>]) -> Result<Vec<Vec<Val>>> {
+    let n = groups.len();
+    let k = m.reasons;
+    // beats[p][q]: head of p outranks head of q.
+    let mut head_beats = vec![vec![Val::Const(0); n]; n];
+    for p in 0..n {
+        for q in p + 1..n {
+            let bit = outranks(b, &groups[p][0].code, &groups[q][0].code, true)?;
+            head_beats[p][q] = bit;
+            head_beats[q][p] = b.linear(&[(bit, -1)], 1)?;
+        }
+    }
+    // rank of each head among heads: how many heads outrank it.
+    let ranks: Vec<Val> = (0..n)
+        .map(|p| {
+            let terms: Vec<Val> = (0..n).filter(|&q| q != p).map(|q| head_beats[q][p]).collect();
+            b.sum(&terms, 0)
+        })
+        .collect::<Result<_>>()?;
+
+    let mut first_terms: Vec<Vec<Val>> = vec![Vec::new(); l.id_digits];
+    if k == 1 {
+        for p in 0..n {
+            for (d, terms) in first_terms.iter_mut().enumerate() {
+                terms.push(b.lut_multi(&[ranks[p], groups[p][0].id[d]], |a| if a[0] == 0 { a[1] } else { 0 })?);
+            }
+        }
+        return first_terms.iter().map(|t| b.bounded_parts(t, 3)).collect();
+    }
+
+    // second_wins[p]: p's head is first and p's second outranks every other
+    // head (ties go to the earlier group).
+    let mut second_wins = vec![Val::Const(0); n];
+    for p in 0..n {
+        let Some(second) = groups[p].get(1) else { continue };
+        let mut terms = Vec::new();
+        for q in (0..n).filter(|&q| q != p) {
+            terms.push(outranks(b, &second.code, &groups[q][0].code, p < q)?);
+            terms.push(head_beats[p][q]);
+        }
+        let all = (2 * (n - 1)) as u8;
+        let s = b.sum(&terms, 0)?;
+        second_wins[p] = b.lut(s, |x| u8::from(x == all))?;
+    }
+    let any_second = b.bounded_sum(&second_wins, 1)?;
+    let mut blocks: Vec<Vec<Val>> = vec![Vec::new(); l.id_digits];
+    for p in 0..n {
+        // 0: first; 1: second; 2: neither.
+        let role = b.lut_multi(&[ranks[p], any_second], |a| match (a[0], a[1]) {
+            (0, _) => 0,
+            (1, 0) => 1,
+            _ => 2,
+        })?;
+        for (d, terms) in blocks.iter_mut().enumerate() {
+            terms.push(b.lut_multi(&[role, groups[p][0].id[d]], |a| match a[0] {
+                0 => a[1],
+                1 => 4 * a[1],
+                _ => 0,
+            })?);
+            if let Some(second) = groups[p].get(1) {
+                terms.push(b.lut_multi(&[second_wins[p], second.id[d]], |a| if a[0] != 0 { 4 * a[1] } else { 0 })?);
+            }
+        }
+    }
+    blocks.iter().map(|t| b.bounded_parts(t, 15)).collect()
+}
+
+/// Whether code `a` outranks code `b` (digits, least significant first):
+/// greater, or equal when `ties` says `a` wins ties.
+fn outranks(b: &mut Builder, a: &[Val], c: &[Val], ties: bool) -> Result<Val> {
+    let mut acc = b.lut_multi(&[a[0], c[0]], |x| u8::from(x[0] > x[1] || (ties && x[0] == x[1])))?;
+    for i in 1..a.len() {
+        // a[..=i] >= c[..=i]  <=>  a_i - c_i + acc >= 1
+        let v = b.linear(&[(a[i], 1), (c[i], -1), (acc, 1)], 3)?;
+        acc = b.lut(v, |x| u8::from(x >= 4))?;
+    }
+    Ok(acc)
+}
+
+/// Clamps a base-4 number to `bound`: identity when the width cannot exceed
+/// it; one lookup per digit for narrow numbers; else a comparison and a
+/// select per digit.
+fn clamp_digits(b: &mut Builder, digits: &[Val], bound: u64) -> Result<Vec<Val>> {
+    let top = DIGIT_BASE.pow(digits.len() as u32) - 1;
+    if bound >= top {
+        return Ok(digits.to_vec());
+    }
+    if digits.len() <= 2 {
+        return (0..digits.len())
+            .map(|i| {
+                let n = digits.len();
+                b.lut_multi(digits, move |a| {
+                    let v = a.iter().rev().fold(0u64, |acc, &d| acc * DIGIT_BASE + u64::from(d));
+                    to_digits(v.min(bound), n)[i]
+                })
+            })
+            .collect();
+    }
+    let over = columns_ge(b, digits, bound as i64 + 1)?;
+    let cap = to_digits(bound, digits.len());
+    digits.iter().zip(cap).map(|(&d, c)| b.lut_multi(&[d, over], move |a| if a[1] != 0 { c } else { a[0] })).collect()
+}
+
+/// `[sum(4^i * cols[i]) >= t]`, by running the carries of `T + (4^n - t)`:
+/// one lookup per column, the first shared among thresholds with the same
+/// low digit. Columns must be at most 9 with noise at most 4 (see
+/// [`fit_columns`]).
+fn columns_ge(b: &mut Builder, cols: &[Val], t: i64) -> Result<Val> {
+    let max: u64 = cols.iter().enumerate().map(|(i, &c)| u64::from(b.max(c)) << (2 * i)).sum();
+    if t <= 0 {
+        return Ok(Val::Const(1));
+    }
+    if t as u64 > max {
+        return Ok(Val::Const(0));
+    }
+    let n = digits_for(max).max(cols.len());
+    let u = to_digits(DIGIT_BASE.pow(n as u32) - t as u64, n);
+    let col = |i: usize| cols.get(i).copied().unwrap_or(Val::Const(0));
+    let mut carry = Val::Const(0);
+    for i in 0..n {
+        let v = b.linear(&[(col(i), 1), (carry, 1)], i16::from(u[i]))?;
+        if (i + 1..n).all(|j| matches!(col(j), Val::Const(_))) {
+            // The rest is constant: finish the carry chain in this lookup.
+            let rest: Vec<u8> = (i + 1..n).map(|j| if let Val::Const(c) = col(j) { c + u[j] } else { 0 }).collect();
+            return b.lut(v, move |x| {
+                let mut c = x / 4;
+                for r in &rest {
+                    c = (r + c) / 4;
+                }
+                u8::from(c >= 1)
+            });
+        }
+        carry = b.lut(v, |x| x / 4)?;
+    }
+    Err(Error::Internal("carry chain ended without a result".into()))
+}
+
+/// Columns fit for [`columns_ge`]: normalised if any is too big or noisy.
+fn fit_columns(b: &mut Builder, cols: &[Val]) -> Result<Vec<Val>> {
+    if cols.iter().all(|&c| b.max(c) <= 9) {
+        return Ok(cols.to_vec());
+    }
+    normalize(b, cols)
+}
+
+/// Propagates carries: clean base-4 digits of `sum(4^i * cols[i])`.
+fn normalize(b: &mut Builder, cols: &[Val]) -> Result<Vec<Val>> {
+    let mut out = Vec::new();
+    let mut carry = Val::Const(0);
+    let mut i = 0;
+    while i < cols.len() || carry != Val::Const(0) {
+        let c = cols.get(i).copied().unwrap_or(Val::Const(0));
+        let c = if b.max(c) > 12 { b.clean(c)? } else { c };
+        let v = b.sum(&[c, carry], 0)?;
+        out.push(b.lut(v, |x| x % 4)?);
+        carry = b.lut(v, |x| x / 4)?;
+        if i >= cols.len() && carry == Val::Const(0) {
+            break;
+        }
+        i += 1;
+        if i > 32 {
+            return Err(Error::Internal("carry propagation does not terminate".into()));
+        }
+    }
+    Ok(out)
+}
+
+/// Adds base-4 numbers column by column, normalising when a column would
+/// grow past 9.
+fn add_numbers(b: &mut Builder, numbers: &[Vec<Val>]) -> Result<Vec<Val>> {
+    let mut acc: Vec<Val> = Vec::new();
+    for num in numbers {
+        let fits = num.iter().enumerate().all(|(i, &d)| {
+            let a = acc.get(i).map_or(0, |&v| b.max(v));
+            a + b.max(d) <= 9
+        });
+        if !fits {
+            acc = normalize(b, &acc)?;
+        }
+        for (i, &d) in num.iter().enumerate() {
+            if acc.len() <= i {
+                acc.push(Val::Const(0));
+            }
+            acc[i] = b.sum(&[acc[i], d], 0)?;
+        }
+    }
+    Ok(acc)
+}
+
+/// A block that is non-zero exactly when one of `terms` is.
+fn nonzero_sum(b: &mut Builder, terms: &[Val]) -> Result<Val> {
+    let mut acc: Vec<Val> = Vec::new();
+    for &t in terms {
+        let total: u32 = acc.iter().map(|&v| u32::from(b.max(v))).sum::<u32>() + u32::from(b.max(t));
+        if total > 15 {
+            let s = b.sum(&acc, 0)?;
+            acc = vec![b.lut(s, |x| u8::from(x != 0))?];
+        }
+        acc.push(t);
+    }
+    b.sum(&acc, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::reference::RawValue;
+
+    /// A record with values drawn around and beyond each feature's range.
+    pub(crate) fn arb_record(m: &Model) -> impl Strategy<Value = Record> + use<> {
+        let m = m.clone();
+        let per_feature: Vec<BoxedStrategy<Option<RawValue>>> = m
+            .features
+            .iter()
+            .map(|f| {
+                let missing_ok = !matches!(f.missing, Missing::Reject);
+                let value: BoxedStrategy<RawValue> = match &f.kind {
+                    FeatureKind::Integer { min, max } => {
+                        let (min, max) = (*min, *max);
+                        let edges: Vec<i64> = f.bins.iter().flat_map(|b| b.ranges.iter().flat_map(|&(lo, hi)| [lo, hi, lo - 1, hi + 1])).collect();
+                        prop_oneof![
+                            (min..=max).prop_map(RawValue::Int),
+                            proptest::sample::select(edges).prop_map(RawValue::Int),
+                            (min - 1000..min.saturating_add(1)).prop_map(RawValue::Int),
+                            (max..max.saturating_add(100_000)).prop_map(RawValue::Int),
+                        ]
+                        .boxed()
+                    }
+                    FeatureKind::Categorical { categories } => proptest::sample::select(categories.clone()).prop_map(RawValue::Category).boxed(),
+                };
+                if missing_ok { proptest::option::weighted(0.8, value).boxed() } else { value.prop_map(Some).boxed() }
+            })
+            .collect();
+        per_feature.prop_map(move |vals| {
+            let raw: BTreeMap<usize, Option<RawValue>> = vals.into_iter().enumerate().collect();
+            Record::from_raw(&m, raw).unwrap_or_else(|e| panic!("generated record must be valid: {e}"))
+        })
+    }
+
+    fn all_outputs(mut m: Model) -> Model {
+        m.reveal = Output::ALL.into_iter().collect();
+        m
+    }
+
+    #[test]
+    fn shipped_model_plans_within_budget() {
+        let m = Model::cross_border_seller();
+        let plan = Plan::new(&m, PlanKind::Pushdown).unwrap();
+        let stats = plan.stats();
+        assert!(stats.lookups <= 80, "pushdown uses {} bootstraps", stats.lookups);
+        let cs = Plan::new(&m, PlanKind::CoordinatorSide).unwrap();
+        assert!(cs.stats().lookups > stats.lookups);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn pushdown_plain_equals_reference(record in arb_record(&Model::cross_border_seller())) {
+            for m in [Model::cross_border_seller(), all_outputs(Model::cross_border_seller())] {
+                let plan = Plan::new(&m, PlanKind::Pushdown).unwrap();
+                let want = reference::evaluate(&m, &record).restricted(&m);
+                prop_assert_eq!(plan.eval_plain(&record).unwrap(), want);
+            }
+        }
+
+        #[test]
+        fn coordinator_side_plain_equals_reference(record in arb_record(&Model::cross_border_seller())) {
+            let m = all_outputs(Model::cross_border_seller());
+            let plan = Plan::new(&m, PlanKind::CoordinatorSide).unwrap();
+            let want = reference::evaluate(&m, &record).restricted(&m);
+            prop_assert_eq!(plan.eval_plain(&record).unwrap(), want);
+        }
+
+        /// Whatever a party sends, the joint circuit stays inside every bound
+        /// the encrypted run relies on, and its result is one a party could
+        /// have caused by lying about its own data only within its range.
+        #[test]
+        fn arbitrary_contributions_stay_in_bounds(seed in proptest::collection::vec(0u8..4, 200)) {
+            let m = all_outputs(Model::cross_border_seller());
+            let plan = Plan::new(&m, PlanKind::Pushdown).unwrap();
+            let n = plan.circuit().input_count();
+            let blocks: Vec<u8> = seed.iter().cycle().take(n).copied().collect();
+            let bundle = plan.eval_contributions(&blocks).unwrap();
+            let score = bundle.score.unwrap();
+            let lo = m.base_points + m.features.iter().map(|f| f.worst_points()).sum::<i64>();
+            let hi = m.base_points + m.features.iter().map(|f| f.best_points()).sum::<i64>();
+            prop_assert!(lo <= score && score <= hi);
+            prop_assert!(bundle.credit_line.unwrap() <= m.credit_line.as_ref().unwrap().cap);
+        }
+    }
+}
