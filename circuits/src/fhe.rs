@@ -1,1 +1,521 @@
-pub fn placeholder() {}
+//! TFHE: lender keys, party-side encryption, coordinator-side evaluation and
+//! lender-side decryption of the declared outputs only.
+//!
+//! Parameters are tfhe's default `PARAM_MESSAGE_2_CARRY_2_KS_PBS` (2 message
+//! bits, 2 carry bits, failure probability ≤ 2^-128). Parties encrypt their
+//! contribution digits under the lender's compact public key as one compact
+//! list; the coordinator expands it without bootstrapping, evaluates the
+//! plan's circuit level by level (the lookups of a level in parallel on the
+//! rayon pool), and returns the output blocks; the lender decrypts them.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tfhe::conformance::{ListSizeConstraint, ParameterSetConformant};
+use tfhe::named::Named;
+use tfhe_versionable::{Unversionize, UnversionizeError, Versionize, VersionizeOwned};
+use tfhe::core_crypto::prelude::{
+    Cleartext, LweCiphertextListConformanceParams, Plaintext, lwe_ciphertext_add_assign,
+    lwe_ciphertext_cleartext_mul_assign, lwe_ciphertext_plaintext_add_assign,
+};
+use tfhe::integer::{ClientKey as IntegerClientKey, IntegerCiphertext, RadixCiphertext, ServerKey as IntegerServerKey};
+use tfhe::safe_serialization::{safe_deserialize_conformant, safe_serialize};
+use tfhe::shortint::ciphertext::{Ciphertext, CompactCiphertextList, Degree};
+use tfhe::shortint::parameters::{
+    CiphertextListConformanceParams, PARAM_MESSAGE_2_CARRY_2_KS_PBS, ShortintCompactCiphertextListCastingMode,
+};
+use tfhe::shortint::{ClientKey as ShortintClientKey, CompactPublicKey};
+
+use crate::circuit::{BLOCK_MAX, DIGIT_BASE, NOISE_MAX, Op, Val};
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::reference::Bundle;
+
+/// Size limit for one serialized contribution: generous for the models this
+/// version plans (a few hundred blocks is ~40 KB), and far below anything
+/// that could exhaust the coordinator.
+pub const CONTRIBUTION_SIZE_LIMIT: u64 = 1 << 22;
+
+/// The lender's secret key. It never leaves the lender; `Debug` does not
+/// print it.
+pub struct LenderKey {
+    client: IntegerClientKey,
+    key_id: String,
+}
+
+impl fmt::Debug for LenderKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LenderKey(<secret>)")
+    }
+}
+
+/// The key parties encrypt under.
+#[derive(Clone)]
+pub struct PublicKey {
+    key: CompactPublicKey,
+    key_id: String,
+}
+
+/// The key the coordinator evaluates with; it cannot decrypt.
+#[derive(Clone)]
+pub struct EvaluationKey {
+    server: IntegerServerKey,
+    key_id: String,
+}
+
+/// The three keys of a lender.
+pub struct KeySet {
+    /// Secret; stays with the lender.
+    pub lender: LenderKey,
+    /// For parties.
+    pub public: PublicKey,
+    /// For the coordinator.
+    pub evaluation: EvaluationKey,
+}
+
+impl KeySet {
+    /// Generates a fresh key set (a few seconds).
+    pub fn generate() -> Result<KeySet> {
+        let client = IntegerClientKey::new(PARAM_MESSAGE_2_CARRY_2_KS_PBS);
+        let server = IntegerServerKey::new_radix_server_key(&client);
+        let max_noise = server.as_ref().max_noise_level.get();
+        if max_noise != u64::from(NOISE_MAX) {
+            return Err(Error::Fhe(format!("parameters allow noise level {max_noise}; circuits are built for {NOISE_MAX}")));
+        }
+        let public = CompactPublicKey::try_new(AsRef::<ShortintClientKey>::as_ref(&client)).map_err(|e| Error::Fhe(e.to_string()))?;
+        let (raw, _) = public.clone().into_raw_parts();
+        let mut hasher = Sha256::new();
+        for word in raw.as_ref() {
+            hasher.update(word.to_le_bytes());
+        }
+        let key_id = hex::encode(&hasher.finalize()[..8]);
+        Ok(KeySet {
+            lender: LenderKey { client, key_id: key_id.clone() },
+            public: PublicKey { key: public, key_id: key_id.clone() },
+            evaluation: EvaluationKey { server, key_id },
+        })
+    }
+
+    /// The key set's id: a hash of its public key.
+    pub fn id(&self) -> &str {
+        &self.public.key_id
+    }
+}
+
+/// One party's encrypted contribution: a compact list of digit blocks.
+#[derive(Clone)]
+pub struct Contribution {
+    list: CompactCiphertextList,
+    key_id: String,
+}
+
+/// The wire form of a contribution: tfhe's versioned compact list under a
+/// name of our own, so `safe_serialize`'s header says what it is.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+struct WireList(CompactCiphertextList);
+
+impl Named for WireList {
+    const NAME: &'static str = "jointscore::Contribution";
+}
+
+impl Versionize for WireList {
+    type Versioned<'vers> = <CompactCiphertextList as Versionize>::Versioned<'vers>;
+    fn versionize(&self) -> Self::Versioned<'_> {
+        self.0.versionize()
+    }
+}
+
+impl VersionizeOwned for WireList {
+    type VersionedOwned = <CompactCiphertextList as VersionizeOwned>::VersionedOwned;
+    fn versionize_owned(self) -> Self::VersionedOwned {
+        self.0.versionize_owned()
+    }
+}
+
+impl Unversionize for WireList {
+    fn unversionize(versioned: Self::VersionedOwned) -> Result<Self, UnversionizeError> {
+        CompactCiphertextList::unversionize(versioned).map(WireList)
+    }
+}
+
+impl ParameterSetConformant for WireList {
+    type ParameterSet = CiphertextListConformanceParams;
+    fn is_conformant(&self, params: &Self::ParameterSet) -> bool {
+        self.0.is_conformant(params)
+    }
+}
+
+impl Contribution {
+    /// Encrypts a party's contribution digits (from [`Plan::contribution`]).
+    pub fn encrypt(plan: &Plan, party: usize, digits: &[u8], key: &PublicKey) -> Result<Contribution> {
+        let want = plan.parties().get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.blocks();
+        let name = &plan.model().parties[party];
+        if digits.len() != want {
+            return Err(Error::Contribution { party: name.clone(), message: format!("{} blocks, the plan expects {want}", digits.len()) });
+        }
+        if digits.iter().any(|&d| u64::from(d) >= DIGIT_BASE) {
+            return Err(Error::Contribution { party: name.clone(), message: "a block is not a base-4 digit".into() });
+        }
+        let values: Vec<u64> = digits.iter().map(|&d| u64::from(d)).collect();
+        Ok(Contribution { list: key.key.encrypt_slice_with_modulus(&values, DIGIT_BASE), key_id: key.key_id.clone() })
+    }
+
+    /// Serialized form, versioned by tfhe.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        safe_serialize(&WireList(self.list.clone()), &mut out, CONTRIBUTION_SIZE_LIMIT).map_err(|e| Error::Fhe(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Reads a contribution from untrusted bytes: bounded in size and checked
+    /// to be exactly the list the plan expects from `party` under `key`'s
+    /// parameters. The bytes do not name the key they were encrypted under;
+    /// binding a contribution to a key id is the envelope's job.
+    pub fn from_bytes(bytes: &[u8], plan: &Plan, party: usize, key: &PublicKey) -> Result<Contribution> {
+        let name = plan.model().parties.get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.clone();
+        if bytes.len() as u64 > CONTRIBUTION_SIZE_LIMIT {
+            return Err(Error::Contribution { party: name, message: format!("{} bytes exceeds the {CONTRIBUTION_SIZE_LIMIT}-byte limit", bytes.len()) });
+        }
+        let params = key.key.parameters();
+        let conformance = CiphertextListConformanceParams {
+            ct_list_params: LweCiphertextListConformanceParams {
+                lwe_dim: params.encryption_lwe_dimension,
+                lwe_ciphertext_count_constraint: ListSizeConstraint::exact_size(plan.parties()[party].blocks()),
+                ct_modulus: params.ciphertext_modulus,
+            },
+            message_modulus: params.message_modulus,
+            carry_modulus: params.carry_modulus,
+            degree: Degree::new(DIGIT_BASE - 1),
+            expansion_kind: params.expansion_kind,
+        };
+        let list: WireList = safe_deserialize_conformant(bytes, CONTRIBUTION_SIZE_LIMIT, &conformance)
+            .map_err(|e| Error::Contribution { party: name, message: format!("not a well-formed contribution for this plan and key: {e}") })?;
+        Ok(Contribution { list: list.0, key_id: key.key_id.clone() })
+    }
+
+    /// Number of encrypted blocks.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+/// The encrypted output blocks of one evaluation.
+pub struct EncryptedResult {
+    outputs: Vec<(String, Vec<Vec<Ciphertext>>)>,
+    key_id: String,
+}
+
+/// Timing and cost of one evaluation.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct EvalReport {
+    /// Expanding the compact lists.
+    pub expand: Duration,
+    /// Evaluating the circuit.
+    pub circuit: Duration,
+    /// Programmable bootstraps counted by tfhe (`pbs-stats`) during the
+    /// evaluation, expansion included.
+    pub pbs: u64,
+}
+
+impl EvaluationKey {
+    /// Evaluates the plan's joint circuit on the parties' contributions (in
+    /// party order). Runs on the calling thread and the rayon pool.
+    pub fn evaluate(&self, plan: &Plan, contributions: &[Contribution]) -> Result<(EncryptedResult, EvalReport)> {
+        let parties = plan.parties();
+        if contributions.len() != parties.len() {
+            return Err(Error::Contribution {
+                party: "*".into(),
+                message: format!("{} contributions for {} parties", contributions.len(), parties.len()),
+            });
+        }
+        if let Some(c) = contributions.iter().find(|c| c.key_id != self.key_id) {
+            return Err(Error::Fhe(format!("a contribution is encrypted under key {}, this evaluation key is {}", c.key_id, self.key_id)));
+        }
+        let sks = self.server.as_ref();
+        let pbs_before = tfhe::shortint::server_key::get_pbs_count();
+        let start = Instant::now();
+        let mut inputs: Vec<Ciphertext> = Vec::with_capacity(plan.circuit().input_count());
+        for (p, c) in contributions.iter().enumerate() {
+            if c.len() != parties[p].blocks() {
+                return Err(Error::Contribution {
+                    party: parties[p].name.clone(),
+                    message: format!("{} blocks, the plan expects {}", c.len(), parties[p].blocks()),
+                });
+            }
+            let blocks = c
+                .list
+                .expand(ShortintCompactCiphertextListCastingMode::NoCasting)
+                .map_err(|e| Error::Contribution { party: parties[p].name.clone(), message: e.to_string() })?;
+            inputs.extend(blocks);
+        }
+        let expand = start.elapsed();
+
+        let start = Instant::now();
+        let circuit = plan.circuit();
+        let delta = (1u64 << 63) / (sks.message_modulus.0 * sks.carry_modulus.0);
+        let nodes = &circuit.nodes;
+        let mut vals: Vec<Option<Ciphertext>> = vec![None; nodes.len()];
+        let max_depth = nodes.iter().map(|n| n.depth).max().unwrap_or(0);
+        let mut by_depth: Vec<Vec<usize>> = vec![Vec::new(); max_depth as usize + 1];
+        for (i, n) in nodes.iter().enumerate() {
+            by_depth[n.depth as usize].push(i);
+        }
+        for level in &by_depth {
+            // Bootstraps of this level, in parallel.
+            let luts: Vec<(usize, Ciphertext)> = level
+                .par_iter()
+                .filter_map(|&i| match &nodes[i].op {
+                    Op::Lut { input, table } => Some((i, *input, table)),
+                    _ => None,
+                })
+                .map(|(i, input, table)| {
+                    let ct = vals[input as usize].as_ref().ok_or_else(|| Error::Internal("lookup input not ready".into()))?;
+                    let lut = sks.generate_lookup_table(|x| u64::from(table[(x as usize).min(usize::from(BLOCK_MAX))]));
+                    Ok((i, sks.apply_lookup_table(ct, &lut)))
+                })
+                .collect::<Result<_>>()?;
+            for (i, ct) in luts {
+                vals[i] = Some(ct);
+            }
+            // Radix groups of this level: tfhe's integer operations.
+            for &i in level {
+                if let Op::Radix { group, index: 0 } = nodes[i].op {
+                    let outs = self.radix(circuit, group, &vals)?;
+                    for (k, ct) in outs.into_iter().enumerate() {
+                        vals[i + k] = Some(ct);
+                    }
+                }
+            }
+            // Free linear combinations, in topological order.
+            for &i in level {
+                match &nodes[i].op {
+                    Op::Input(n) => vals[i] = Some(inputs[*n].clone()),
+                    Op::Linear { terms, constant } => {
+                        let mut acc: Option<Ciphertext> = None;
+                        for &(t, c) in terms {
+                            let mut ct = vals[t as usize].clone().ok_or_else(|| Error::Internal("linear input not ready".into()))?;
+                            if c != 1 {
+                                lwe_ciphertext_cleartext_mul_assign(&mut ct.ct, Cleartext(i64::from(c) as u64));
+                            }
+                            match acc.as_mut() {
+                                None => acc = Some(ct),
+                                Some(a) => lwe_ciphertext_add_assign(&mut a.ct, &ct.ct),
+                            }
+                        }
+                        let mut acc = acc.ok_or_else(|| Error::Internal("empty linear node".into()))?;
+                        if *constant != 0 {
+                            lwe_ciphertext_plaintext_add_assign(&mut acc.ct, Plaintext((i64::from(*constant) as u64).wrapping_mul(delta)));
+                        }
+                        acc.degree = Degree::new(u64::from(nodes[i].max));
+                        vals[i] = Some(acc);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut outputs = Vec::new();
+        for (name, blocks) in &circuit.outputs {
+            let mut enc = Vec::new();
+            for parts in blocks {
+                let mut cts = Vec::new();
+                for &part in parts {
+                    cts.push(match part {
+                        Val::Const(c) => sks.create_trivial(u64::from(c)),
+                        Val::Wire(w) => vals[w as usize].clone().ok_or_else(|| Error::Internal("output not computed".into()))?,
+                    });
+                }
+                enc.push(cts);
+            }
+            outputs.push((name.clone(), enc));
+        }
+        let report = EvalReport { expand, circuit: start.elapsed(), pbs: tfhe::shortint::server_key::get_pbs_count() - pbs_before };
+        Ok((EncryptedResult { outputs, key_id: self.key_id.clone() }, report))
+    }
+
+    fn radix(&self, circuit: &crate::circuit::Circuit, group: usize, vals: &[Option<Ciphertext>]) -> Result<Vec<Ciphertext>> {
+        let g = &circuit.groups[group];
+        let sks = &self.server;
+        let mut blocks = Vec::new();
+        for &d in &g.digits {
+            blocks.push(match d {
+                Val::Const(c) => sks.as_ref().create_trivial(u64::from(c)),
+                Val::Wire(w) => vals[w as usize].clone().ok_or_else(|| Error::Internal("radix input not ready".into()))?,
+            });
+        }
+        blocks.resize_with(g.work_blocks(), || sks.as_ref().create_trivial(0));
+        let x = RadixCiphertext::from(blocks);
+        let x = sks.scalar_min_parallelized(&x, g.clamp_max);
+        let x = sks.scalar_add_parallelized(&x, g.offset);
+        let x = sks.scalar_mul_parallelized(&x, g.mul);
+        let x = sks.scalar_div_parallelized(&x, g.div);
+        let x = sks.scalar_min_parallelized(&x, g.cap);
+        Ok(x.blocks().iter().take(g.out_digits).cloned().collect())
+    }
+}
+
+impl LenderKey {
+    /// Decrypts an evaluation's outputs into the bundle the policy reveals.
+    pub fn decrypt(&self, plan: &Plan, result: &EncryptedResult) -> Result<Bundle> {
+        if result.key_id != self.key_id {
+            return Err(Error::Fhe(format!("the result was computed for key {}, this lender key is {}", result.key_id, self.key_id)));
+        }
+        let ck: &ShortintClientKey = self.client.as_ref();
+        let plain: Vec<(String, Vec<Vec<u64>>)> = result
+            .outputs
+            .iter()
+            .map(|(n, blocks)| (n.clone(), blocks.iter().map(|parts| parts.iter().map(|ct| ck.decrypt_message_and_carry(ct)).collect()).collect()))
+            .collect();
+        plan.decode(&plain)
+    }
+}
+
+impl EncryptedResult {
+    /// Names of the outputs it carries (those the policy reveals).
+    pub fn output_names(&self) -> Vec<&str> {
+        self.outputs.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::{Model, Output};
+    use crate::plan::PlanKind;
+    use crate::plan::tests::arb_record;
+    use crate::reference::{self, Record};
+
+    /// One key set for the whole test binary: key generation takes seconds.
+    fn keys() -> &'static KeySet {
+        static KEYS: OnceLock<KeySet> = OnceLock::new();
+        KEYS.get_or_init(|| KeySet::generate().expect("key generation"))
+    }
+
+    fn plans() -> &'static [(Model, Plan, Plan)] {
+        static PLANS: OnceLock<Vec<(Model, Plan, Plan)>> = OnceLock::new();
+        PLANS.get_or_init(|| {
+            let default = Model::cross_border_seller();
+            let mut all = default.clone();
+            all.reveal = Output::ALL.into_iter().collect();
+            [default, all]
+                .into_iter()
+                .map(|m| {
+                    let pd = Plan::new(&m, PlanKind::Pushdown).expect("pushdown plan");
+                    let cs = Plan::new(&m, PlanKind::CoordinatorSide).expect("coordinator-side plan");
+                    (m, pd, cs)
+                })
+                .collect()
+        })
+    }
+
+    /// Encrypts every party's contribution, sends it through bytes, evaluates
+    /// and decrypts.
+    fn run_encrypted(plan: &Plan, blocks_per_party: &[Vec<u8>]) -> Result<Bundle> {
+        let k = keys();
+        let mut contributions = Vec::new();
+        for (p, digits) in blocks_per_party.iter().enumerate() {
+            let c = Contribution::encrypt(plan, p, digits, &k.public)?;
+            contributions.push(Contribution::from_bytes(&c.to_bytes()?, plan, p, &k.public)?);
+        }
+        let (result, report) = k.evaluation.evaluate(plan, &contributions)?;
+        assert!(report.pbs > 0);
+        k.lender.decrypt(plan, &result)
+    }
+
+    fn contributions(plan: &Plan, record: &Record) -> Vec<Vec<u8>> {
+        (0..plan.parties().len()).map(|p| plan.contribution(p, record).expect("contribution")).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn pushdown_encrypted_equals_reference(record in arb_record(&Model::cross_border_seller()), all in any::<bool>()) {
+            let (m, plan, _) = &plans()[usize::from(all)];
+            let got = run_encrypted(plan, &contributions(plan, &record)).unwrap();
+            prop_assert_eq!(got, reference::evaluate(m, &record).restricted(m));
+        }
+
+        /// Dishonest parties may send any digits: the encrypted circuit still
+        /// equals its plaintext run bit for bit (clamps included).
+        #[test]
+        fn arbitrary_contributions_encrypted_equal_plain(seed in proptest::collection::vec(0u8..4, 64)) {
+            let (_, plan, _) = &plans()[1];
+            let mut it = seed.iter().cycle();
+            let blocks: Vec<Vec<u8>> = plan.parties().iter().map(|p| (0..p.blocks()).map(|_| *it.next().unwrap_or(&0)).collect()).collect();
+            let flat: Vec<u8> = blocks.concat();
+            prop_assert_eq!(run_encrypted(plan, &blocks).unwrap(), plan.eval_contributions(&flat).unwrap());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn coordinator_side_encrypted_equals_reference(record in arb_record(&Model::cross_border_seller())) {
+            let (m, _, plan) = &plans()[1];
+            let got = run_encrypted(plan, &contributions(plan, &record)).unwrap();
+            prop_assert_eq!(got, reference::evaluate(m, &record).restricted(m));
+        }
+    }
+
+    #[test]
+    fn malformed_contributions_are_rejected() {
+        let (_, plan, _) = &plans()[0];
+        let k = keys();
+        let n = plan.parties()[0].blocks();
+        let good = Contribution::encrypt(plan, 0, &vec![1; n], &k.public).unwrap().to_bytes().unwrap();
+
+        // Truncated, garbage and oversized bytes.
+        assert!(matches!(Contribution::from_bytes(&good[..good.len() / 2], plan, 0, &k.public), Err(Error::Contribution { .. })));
+        assert!(matches!(Contribution::from_bytes(b"not a contribution", plan, 0, &k.public), Err(Error::Contribution { .. })));
+        let huge = vec![0u8; CONTRIBUTION_SIZE_LIMIT as usize + 1];
+        let err = Contribution::from_bytes(&huge, plan, 0, &k.public).err().unwrap();
+        assert!(err.to_string().contains("limit"), "{err}");
+        // A well-formed list of the wrong length for this party.
+        assert!(matches!(Contribution::from_bytes(&good, plan, 1, &k.public), Err(Error::Contribution { .. })));
+        // Wrong width or digit values at the party.
+        assert!(Contribution::encrypt(plan, 0, &vec![1; n + 1], &k.public).is_err());
+        assert!(Contribution::encrypt(plan, 0, &vec![4; n], &k.public).is_err());
+        assert!(matches!(Contribution::encrypt(plan, 9, &[], &k.public), Err(Error::UnknownParty(_))));
+        // A missing party.
+        let one = Contribution::from_bytes(&good, plan, 0, &k.public).unwrap();
+        let err = k.evaluation.evaluate(plan, &[one]).err().unwrap();
+        assert!(err.to_string().contains("1 contributions for 3 parties"), "{err}");
+    }
+
+    #[test]
+    fn wrong_key_is_refused() {
+        let (_, plan, _) = &plans()[0];
+        let k = keys();
+        let other = KeySet::generate().unwrap();
+        assert_ne!(other.id(), k.id());
+        let blocks = contributions(plan, &Record::from_json(plan.model(), &serde_json::json!({
+            "gmv_12m_k": 900, "refund_rate_bp": 200, "months_active": 30, "on_time_rate_bp": 9600,
+            "inventory_turnover_days": 40, "collection_cycle_days": 10, "late_repayments_12m": 0,
+            "outstanding_debt_k": 10, "major_violations": 0
+        })).unwrap());
+        let cs: Vec<Contribution> = blocks.iter().enumerate().map(|(p, d)| Contribution::encrypt(plan, p, d, &k.public).unwrap()).collect();
+        let mixed: Vec<Contribution> = blocks
+            .iter()
+            .enumerate()
+            .map(|(p, d)| Contribution::encrypt(plan, p, d, if p == 1 { &other.public } else { &k.public }).unwrap())
+            .collect();
+        assert!(k.evaluation.evaluate(plan, &mixed).err().unwrap().to_string().contains("encrypted under key"));
+        let (result, _) = k.evaluation.evaluate(plan, &cs).unwrap();
+        assert!(other.lender.decrypt(plan, &result).err().unwrap().to_string().contains("computed for key"));
+        assert!(format!("{:?}", k.lender).contains("<secret>"));
+    }
+}

@@ -88,7 +88,10 @@ struct Layout {
     /// Distinct positive lost-point values, ascending; code = index + 1.
     lost_levels: Vec<i64>,
     code_digits: usize,
-    id_digits: usize,
+    /// Reason-id spaces: candidates name a feature by its position + 1 in
+    /// one of these lists (0 = none). Pushdown: one per party, its own
+    /// features, so a party can only ever name its own features.
+    reason_sets: Vec<Vec<usize>>,
     /// Per party: cross-party knock-outs it holds a literal of.
     cross_rules: Vec<Vec<usize>>,
     /// Per party: whether it sends a local knock-out digit.
@@ -196,11 +199,11 @@ impl Plan {
                     cands.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
                     for slot in 0..m.reasons {
                         let (code, id) = match cands.get(slot) {
-                            Some(&(lost, f)) => (l.code(lost), f as u64 + 1),
+                            Some(&(lost, f)) => (l.code(lost), l.local_id(party, f)),
                             None => (0, 0),
                         };
                         out.extend(to_digits(code, l.code_digits));
-                        out.extend(to_digits(id, l.id_digits));
+                        out.extend(to_digits(id, l.id_digits(party)));
                     }
                 }
             }
@@ -256,24 +259,26 @@ impl Plan {
                     bundle.credit_line = Some(steps * line.granularity);
                 }
                 "reasons" => {
-                    let mut ids = vec![0u64; m.reasons];
-                    for (d, &v) in vals.iter().enumerate() {
-                        if v > 15 {
-                            return Err(bad(name));
-                        }
-                        for (slot, id) in ids.iter_mut().enumerate() {
-                            *id += ((v >> (2 * slot)) & 3) << (2 * d);
+                    // Ids are local to their set; an id naming no feature of
+                    // its set (only a dishonest party can send one) is no
+                    // reason at all.
+                    let mut picked: Vec<Option<usize>> = vec![None; m.reasons];
+                    let mut at = 0;
+                    for set in &l.reason_sets {
+                        let n = digits_for(set.len() as u64);
+                        let digits = vals.get(at..at + n).ok_or_else(|| bad(name))?;
+                        at += n;
+                        for (slot, pick) in picked.iter_mut().enumerate() {
+                            let id = digits.iter().rev().fold(0u64, |acc, &v| acc * DIGIT_BASE + ((v >> (2 * slot)) & 3));
+                            if id > 0 && (id as usize) <= set.len() {
+                                *pick = Some(set[id as usize - 1]);
+                            }
                         }
                     }
-                    let mut reasons = Vec::new();
-                    for id in ids.into_iter().take_while(|&id| id > 0) {
-                        let f = id as usize - 1;
-                        if f >= m.features.len() {
-                            return Err(bad(name));
-                        }
-                        reasons.push(f);
+                    if at != vals.len() || vals.iter().any(|&v| v > 15) {
+                        return Err(bad(name));
                     }
-                    bundle.reasons = Some(reasons);
+                    bundle.reasons = Some(picked.into_iter().flatten().collect());
                 }
                 "score" => bundle.score = Some(l.offset + l.unit * number(&vals)? as i64),
                 _ => return Err(Error::Internal(format!("unknown output `{name}`"))),
@@ -351,10 +356,10 @@ impl Layout {
             .into_iter()
             .collect();
         let code_digits = digits_for(lost_levels.len() as u64);
-        let id_digits = digits_for(m.features.len() as u64);
-        if m.reasons > 0 && m.reveals(Output::Reasons) && id_digits > 2 {
-            return Err(Error::Plan("reason codes support at most 15 features".into()));
-        }
+        let reason_sets = match kind {
+            PlanKind::Pushdown => (0..m.parties.len()).map(|p| (0..m.features.len()).filter(|&f| m.features[f].party == p).collect()).collect(),
+            PlanKind::CoordinatorSide => vec![(0..m.features.len()).collect()],
+        };
         let mut cross_rules = vec![Vec::new(); m.parties.len()];
         let mut local_knock = vec![false; m.parties.len()];
         if kind == PlanKind::Pushdown && needs_decision(m) {
@@ -384,11 +389,21 @@ impl Layout {
             line_digits,
             lost_levels,
             code_digits,
-            id_digits,
+            reason_sets,
             cross_rules,
             local_knock,
             raw_digits,
         })
+    }
+
+    /// Digits of an id in reason set `set`.
+    fn id_digits(&self, set: usize) -> usize {
+        digits_for(self.reason_sets[set].len() as u64)
+    }
+
+    /// Id of feature `f` in reason set `set` (0 if absent).
+    fn local_id(&self, set: usize, f: usize) -> u64 {
+        self.reason_sets[set].iter().position(|&x| x == f).map_or(0, |i| i as u64 + 1)
     }
 
     /// Code of a positive lost-point value: its rank among all such values.
@@ -451,7 +466,7 @@ fn party_plans(m: &Model, kind: PlanKind, l: &Layout) -> Vec<PartyPlan> {
                     if m.reveals(Output::Reasons) {
                         for slot in 0..m.reasons {
                             slots.push(Slot { what: format!("reason candidate {} lost-points code", slot + 1), digits: l.code_digits, max: l.lost_levels.len() as u64 });
-                            slots.push(Slot { what: format!("reason candidate {} feature id", slot + 1), digits: l.id_digits, max: m.features.len() as u64 });
+                            slots.push(Slot { what: format!("reason candidate {} feature id", slot + 1), digits: l.id_digits(p), max: l.reason_sets[p].len() as u64 });
                         }
                     }
                 }
@@ -474,8 +489,10 @@ fn feature_max(m: &Model, f: usize) -> i64 {
     }
 }
 
-/// A reason candidate: lost-points code digits and feature-id digits.
+/// A reason candidate: lost-points code digits and feature-id digits in
+/// reason set `set`.
 struct Candidate {
+    set: usize,
     code: Vec<Val>,
     id: Vec<Val>,
 }
@@ -519,8 +536,8 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
         if m.reveals(Output::Reasons) {
             for _ in 0..m.reasons {
                 let code = b.input_digits(l.code_digits);
-                let id = b.input_digits(l.id_digits);
-                reasons.push(Candidate { code, id });
+                let id = b.input_digits(l.id_digits(p));
+                reasons.push(Candidate { set: p, code, id });
             }
         }
         inputs.push(PartyInputs { partial, knock, literals, lines, reasons });
@@ -643,15 +660,16 @@ fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
                 .map(|i| b.lut(level, |lv| to_digits(l.code(feat.best_points() - reference::points(m, f, rep(lv))), l.code_digits)[i]))
                 .collect::<Result<Vec<_>>>()?;
             // A feature that lost nothing carries id 0 ("none").
-            let id = (0..l.id_digits)
+            let n = l.id_digits(0);
+            let id = (0..n)
                 .map(|i| {
                     b.lut(level, |lv| {
                         let lost = feat.best_points() - reference::points(m, f, rep(lv));
-                        to_digits(if lost > 0 { f as u64 + 1 } else { 0 }, l.id_digits)[i]
+                        to_digits(if lost > 0 { l.local_id(0, f) } else { 0 }, n)[i]
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            reason_groups.push(vec![Candidate { code, id }]);
+            reason_groups.push(vec![Candidate { set: 0, code, id }]);
         }
     }
     let score_cols = add_numbers(b, &per_feature_units)?;
@@ -798,7 +816,8 @@ fn line(b: &mut Builder, l: &Layout, band: Val, decision: Val, j: &Joint) -> Res
 /// or the winner's second. The selection is well defined for any inputs:
 /// exactly one candidate is first and at most one is second.
 ///
-/// Output: id digits, each block holding `first + 4 * second`.
+/// Output: per reason set, id digits, each block holding `first + 4 *
+/// second` (only one set holds the first, only one the second).
 fn reasons(b: &mut Builder, m: &Model, l: &Layout, groups: &[Vec<Candidate>]) -> Result<Vec<Vec<Val>>> {
     let n = groups.len();
     let k = m.reasons;
@@ -819,14 +838,19 @@ fn reasons(b: &mut Builder, m: &Model, l: &Layout, groups: &[Vec<Candidate>]) ->
         })
         .collect::<Result<_>>()?;
 
-    let mut first_terms: Vec<Vec<Val>> = vec![Vec::new(); l.id_digits];
+    // Per reason set, per id digit: the terms of that output block.
+    let mut blocks: Vec<Vec<Vec<Val>>> = (0..l.reason_sets.len()).map(|s| vec![Vec::new(); l.id_digits(s)]).collect();
+    let finish = |b: &mut Builder, blocks: Vec<Vec<Vec<Val>>>, bound: u8| -> Result<Vec<Vec<Val>>> {
+        blocks.into_iter().flatten().map(|t| b.bounded_parts(&t, bound)).collect()
+    };
     if k == 1 {
-        for p in 0..n {
-            for (d, terms) in first_terms.iter_mut().enumerate() {
-                terms.push(b.lut_multi(&[ranks[p], groups[p][0].id[d]], |a| if a[0] == 0 { a[1] } else { 0 })?);
+        for (p, g) in groups.iter().enumerate() {
+            for (d, &digit) in g[0].id.iter().enumerate() {
+                let t = b.lut_multi(&[ranks[p], digit], |a| if a[0] == 0 { a[1] } else { 0 })?;
+                blocks[g[0].set][d].push(t);
             }
         }
-        return first_terms.iter().map(|t| b.bounded_parts(t, 3)).collect();
+        return finish(b, blocks, 3);
     }
 
     // second_wins[p]: p's head is first and p's second outranks every other
@@ -844,26 +868,29 @@ fn reasons(b: &mut Builder, m: &Model, l: &Layout, groups: &[Vec<Candidate>]) ->
         second_wins[p] = b.lut(s, |x| u8::from(x == all))?;
     }
     let any_second = b.bounded_sum(&second_wins, 1)?;
-    let mut blocks: Vec<Vec<Val>> = vec![Vec::new(); l.id_digits];
-    for p in 0..n {
+    for (p, g) in groups.iter().enumerate() {
         // 0: first; 1: second; 2: neither.
         let role = b.lut_multi(&[ranks[p], any_second], |a| match (a[0], a[1]) {
             (0, _) => 0,
             (1, 0) => 1,
             _ => 2,
         })?;
-        for (d, terms) in blocks.iter_mut().enumerate() {
-            terms.push(b.lut_multi(&[role, groups[p][0].id[d]], |a| match a[0] {
+        for (d, &digit) in g[0].id.iter().enumerate() {
+            let t = b.lut_multi(&[role, digit], |a| match a[0] {
                 0 => a[1],
                 1 => 4 * a[1],
                 _ => 0,
-            })?);
-            if let Some(second) = groups[p].get(1) {
-                terms.push(b.lut_multi(&[second_wins[p], second.id[d]], |a| if a[0] != 0 { 4 * a[1] } else { 0 })?);
+            })?;
+            blocks[g[0].set][d].push(t);
+        }
+        if let Some(second) = g.get(1) {
+            for (d, &digit) in second.id.iter().enumerate() {
+                let t = b.lut_multi(&[second_wins[p], digit], |a| if a[0] != 0 { 4 * a[1] } else { 0 })?;
+                blocks[second.set][d].push(t);
             }
         }
     }
-    blocks.iter().map(|t| b.bounded_parts(t, 15)).collect()
+    finish(b, blocks, 15)
 }
 
 /// Whether code `a` outranks code `b` (digits, least significant first):
@@ -1003,7 +1030,7 @@ fn nonzero_sum(b: &mut Builder, terms: &[Val]) -> Result<Val> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use proptest::prelude::*;
