@@ -378,6 +378,41 @@ impl LenderKey {
     }
 }
 
+/// One decision run end to end in one process, with per-phase timings.
+#[derive(Clone, Debug)]
+pub struct LocalRun {
+    /// What the lender decrypted.
+    pub bundle: Bundle,
+    /// All parties' clear computation and encryption.
+    pub encrypt: Duration,
+    /// Serialized contribution bytes, all parties.
+    pub wire_bytes: usize,
+    /// Coordinator evaluation.
+    pub eval: EvalReport,
+    /// Lender decryption.
+    pub decrypt: Duration,
+}
+
+/// Runs every role of one decision in this process: each party computes and
+/// encrypts its contribution (through its serialized form, as on the wire),
+/// the coordinator evaluates, the lender decrypts.
+pub fn decide_locally(plan: &Plan, keys: &KeySet, record: &crate::reference::Record) -> Result<LocalRun> {
+    let start = Instant::now();
+    let mut wire = Vec::new();
+    for p in 0..plan.parties().len() {
+        let digits = plan.contribution(p, record)?;
+        wire.push(Contribution::encrypt(plan, p, &digits, &keys.public)?.to_bytes()?);
+    }
+    let encrypt = start.elapsed();
+    let wire_bytes = wire.iter().map(Vec::len).sum();
+    let contributions =
+        wire.iter().enumerate().map(|(p, bytes)| Contribution::from_bytes(bytes, plan, p, &keys.public)).collect::<Result<Vec<_>>>()?;
+    let (result, eval) = keys.evaluation.evaluate(plan, &contributions)?;
+    let start = Instant::now();
+    let bundle = keys.lender.decrypt(plan, &result)?;
+    Ok(LocalRun { bundle, encrypt, wire_bytes, eval, decrypt: start.elapsed() })
+}
+
 impl EncryptedResult {
     /// Names of the outputs it carries (those the policy reveals).
     pub fn output_names(&self) -> Vec<&str> {

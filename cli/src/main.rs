@@ -1,1 +1,293 @@
-fn main() {}
+//! `jointscore`: credit models, plans, evaluation and benchmarks from the
+//! command line.
+
+mod bench;
+mod sample;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use jointscore_circuits::fhe::{self, KeySet};
+use jointscore_circuits::{Model, Plan, PlanKind, Record, reference};
+use serde_json::{Value, json};
+use thiserror::Error;
+
+/// The name that selects the model shipped inside the binary.
+const BUILTIN: &str = "cross_border_seller";
+
+#[derive(Parser)]
+#[command(name = "jointscore", version, about = "Privacy-preserving joint credit decisions over TFHE.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with credit model files.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Decide for sample sellers end to end (keys, party encryption,
+    /// coordinator evaluation, lender decryption) and check every encrypted
+    /// decision against the plaintext reference.
+    Quickstart(QuickstartArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Validate a model file and print its id.
+    Check {
+        /// Model file (TOML), or `cross_border_seller` for the built-in model.
+        file: String,
+    },
+    /// Show what each party computes and sends, the joint circuit, integer
+    /// widths and bootstrap counts (measured under TFHE unless --static).
+    Plan {
+        /// Model file (TOML), or `cross_border_seller`.
+        file: String,
+        /// Plan with raw features at the coordinator instead of pushdown.
+        #[arg(long)]
+        coordinator_side: bool,
+        /// Skip key generation and the measured run; print static counts only.
+        #[arg(long = "static")]
+        static_only: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a model on one subject's inputs.
+    Eval {
+        /// Model file (TOML), or `cross_border_seller`.
+        file: String,
+        /// Inputs as a JSON object `{feature: value}` (null = missing), or a
+        /// path to a file holding one.
+        #[arg(long)]
+        inputs: String,
+        /// Also run the encrypted path and compare it with the reference.
+        #[arg(long)]
+        encrypted: bool,
+        /// Use the coordinator-side plan for the encrypted path.
+        #[arg(long)]
+        coordinator_side: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Joint-circuit latency and bootstraps, pushdown vs coordinator-side.
+    Decision(bench::DecisionArgs),
+}
+
+#[derive(Args)]
+struct QuickstartArgs {
+    /// Number of sample sellers.
+    #[arg(long, default_value_t = 10)]
+    sellers: usize,
+    /// Seed of the sample book.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+/// Errors of the command line; each names what to fix.
+#[derive(Debug, Error)]
+enum CliError {
+    #[error(transparent)]
+    Circuits(#[from] jointscore_circuits::Error),
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("inputs are not valid JSON: {0}")]
+    Json(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Model(cmd) => model(cmd),
+        Command::Bench(BenchCommand::Decision(args)) => bench::decision(args),
+        Command::Quickstart(args) => quickstart(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads a model file, or the built-in model by name.
+fn load_model(file: &str) -> Result<Model, CliError> {
+    if file == BUILTIN && !Path::new(file).exists() {
+        return Ok(Model::cross_border_seller());
+    }
+    let text = std::fs::read_to_string(file).map_err(|source| CliError::Read { path: file.into(), source })?;
+    Ok(Model::from_toml(&text)?)
+}
+
+fn read_inputs(arg: &str) -> Result<Value, CliError> {
+    let text = if arg.trim_start().starts_with('{') {
+        arg.to_string()
+    } else {
+        std::fs::read_to_string(arg).map_err(|source| CliError::Read { path: arg.into(), source })?
+    };
+    serde_json::from_str(&text).map_err(|e| CliError::Json(e.to_string()))
+}
+
+/// Generates a key set behind a spinner.
+fn generate_keys() -> Result<KeySet, CliError> {
+    let spinner = ProgressBar::new_spinner().with_message("generating TFHE keys (a few seconds)");
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let keys = KeySet::generate();
+    spinner.finish_and_clear();
+    Ok(keys?)
+}
+
+fn plan_kind(coordinator_side: bool) -> PlanKind {
+    if coordinator_side { PlanKind::CoordinatorSide } else { PlanKind::Pushdown }
+}
+
+fn model(cmd: ModelCommand) -> Result<(), CliError> {
+    match cmd {
+        ModelCommand::Check { file } => {
+            let m = load_model(&file)?;
+            println!("ok: {} v{} ({} parties, {} features, {} knock-outs, {} bands)", m.name, m.version, m.parties.len(), m.features.len(), m.knockouts.len(), m.bands.len());
+            println!("model id: {}", m.id());
+            let reveal: Vec<&str> = m.reveal.iter().map(|o| o.name()).collect();
+            println!("reveals: {}", reveal.join(", "));
+            Ok(())
+        }
+        ModelCommand::Plan { file, coordinator_side, static_only, json } => {
+            let m = load_model(&file)?;
+            let plan = Plan::new(&m, plan_kind(coordinator_side))?;
+            let measured = if static_only {
+                None
+            } else {
+                let keys = generate_keys()?;
+                let (_, record) = sample::subjects(&m, 1, 7).remove(0);
+                let record = Record::from_json(&m, &record)?;
+                Some(fhe::decide_locally(&plan, &keys, &record)?)
+            };
+            print_plan(&plan, measured.as_ref(), json);
+            Ok(())
+        }
+        ModelCommand::Eval { file, inputs, encrypted, coordinator_side } => {
+            let m = load_model(&file)?;
+            let record = Record::from_json(&m, &read_inputs(&inputs)?)?;
+            let want = reference::evaluate(&m, &record).restricted(&m);
+            let mut out = json!({ "model_id": m.id(), "reference": want.describe(&m) });
+            if encrypted {
+                let plan = Plan::new(&m, plan_kind(coordinator_side))?;
+                let keys = generate_keys()?;
+                let run = fhe::decide_locally(&plan, &keys, &record)?;
+                out["encrypted"] = run.bundle.describe(&m);
+                out["agree"] = json!(run.bundle == want);
+                out["plan"] = json!(plan.kind());
+                out["coordinator_seconds"] = json!((run.eval.expand + run.eval.circuit).as_secs_f64());
+                out["pbs"] = json!(run.eval.pbs);
+                out["party_encrypt_seconds"] = json!(run.encrypt.as_secs_f64());
+                out["wire_bytes"] = json!(run.wire_bytes);
+                if run.bundle != want {
+                    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                    return Err(CliError::Usage("the encrypted result differs from the reference".into()));
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            Ok(())
+        }
+    }
+}
+
+fn print_plan(plan: &Plan, measured: Option<&fhe::LocalRun>, as_json: bool) {
+    let m = plan.model();
+    let stats = plan.stats();
+    if as_json {
+        let v = json!({
+            "model_id": m.id(),
+            "plan": plan.kind(),
+            "points_unit": plan.points_unit(),
+            "parties": plan.parties(),
+            "circuit": stats,
+            "measured_pbs": measured.map(|r| r.eval.pbs),
+            "measured_seconds": measured.map(|r| (r.eval.expand + r.eval.circuit).as_secs_f64()),
+            "wire_bytes": measured.map(|r| r.wire_bytes),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    println!("model {} ({}), plan: {:?}", m.name, &m.id()[..16], plan.kind());
+    println!("points counted in units of {}", plan.points_unit());
+    for p in plan.parties() {
+        println!("\nparty {} sends {} encrypted blocks (base-4 digits):", p.name, p.blocks());
+        for s in &p.slots {
+            println!("  {:>2} digit(s)  max {:>5}  {}", s.digits, s.max, s.what);
+        }
+    }
+    println!("\njoint circuit at the coordinator:");
+    println!("  lookups (PBS)    {:>6}", stats.lookups);
+    println!("  linear ops       {:>6}  (no bootstrap)", stats.linear);
+    println!("  radix groups     {:>6}  (tfhe integer ops; PBS counted when run)", stats.radix_groups);
+    println!("  PBS depth        {:>6}", stats.depth);
+    println!("  input blocks     {:>6}", stats.inputs);
+    println!("  output blocks    {:>6}", stats.output_blocks);
+    if let Some(r) = measured {
+        println!("\nmeasured on one sample subject (tfhe pbs-stats):");
+        println!("  PBS              {:>6}", r.eval.pbs);
+        println!("  coordinator      {:>9.3} s  (expand {:.3} s, circuit {:.3} s)", (r.eval.expand + r.eval.circuit).as_secs_f64(), r.eval.expand.as_secs_f64(), r.eval.circuit.as_secs_f64());
+        println!("  wire bytes       {:>6}  (all contributions)", r.wire_bytes);
+    }
+}
+
+fn quickstart(args: QuickstartArgs) -> Result<(), CliError> {
+    if args.sellers == 0 {
+        return Err(CliError::Usage("--sellers must be at least 1".into()));
+    }
+    let m = Model::cross_border_seller();
+    let plan = Plan::new(&m, PlanKind::Pushdown)?;
+    println!("model {} (id {}), pushdown plan: {} PBS per decision", m.name, &m.id()[..16], plan.stats().lookups);
+    let keys = generate_keys()?;
+    println!("lender key set {} generated; parties encrypt under its public key", keys.id());
+    let book = sample::subjects(&m, args.sellers, args.seed);
+    let bar = ProgressBar::new(book.len() as u64)
+        .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} decisions {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let mut rows = Vec::new();
+    let mut agree = 0;
+    for (id, inputs) in &book {
+        let record = Record::from_json(&m, inputs)?;
+        let run = fhe::decide_locally(&plan, &keys, &record)?;
+        let want = reference::evaluate(&m, &record).restricted(&m);
+        agree += usize::from(run.bundle == want);
+        rows.push((id.clone(), run));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!("\n{:<12} {:<9} {:<5} {:<12} {:>9} {:>8}  reasons", "seller", "decision", "band", "rate tier", "line k$", "latency");
+    for (id, run) in &rows {
+        let d = run.bundle.describe(&m);
+        let text = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+        let reasons: Vec<String> = d.get("reasons").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
+        let latency = run.encrypt + run.eval.expand + run.eval.circuit + run.decrypt;
+        println!(
+            "{:<12} {:<9} {:<5} {:<12} {:>9} {:>7.2}s  {}",
+            id,
+            text("decision"),
+            text("band"),
+            text("rate_tier"),
+            d.get("credit_line").and_then(Value::as_u64).map_or("-".into(), |l| l.to_string()),
+            latency.as_secs_f64(),
+            reasons.join("; ")
+        );
+    }
+    println!("\nencrypted == reference: {agree}/{}", rows.len());
+    if agree != rows.len() {
+        return Err(CliError::Usage("some encrypted decisions differ from the reference".into()));
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! `jointscore bench decision`: the joint circuit of both plans, timed and
+//! bootstrap-counted on the same subjects with the same keys.
+
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use jointscore_circuits::fhe::{self, LocalRun};
+use jointscore_circuits::{Plan, PlanKind, Record, reference};
+use serde_json::json;
+
+use crate::{CliError, generate_keys, load_model, sample};
+
+/// Options of `bench decision`.
+#[derive(Args)]
+pub(crate) struct DecisionArgs {
+    /// Model file, or `cross_border_seller`.
+    #[arg(long, default_value = "cross_border_seller")]
+    model: String,
+    /// Decisions timed with the pushdown plan.
+    #[arg(long, default_value_t = 11)]
+    runs: usize,
+    /// Decisions timed with the coordinator-side plan (slow).
+    #[arg(long, default_value_t = 3)]
+    coordinator_side_runs: usize,
+    /// Seed of the sample subjects.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Series {
+    coordinator: Vec<Duration>,
+    pbs: Vec<u64>,
+    encrypt: Vec<Duration>,
+    decrypt: Vec<Duration>,
+    wire_bytes: usize,
+    exact: usize,
+}
+
+fn median(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2].as_secs_f64(),
+        n => (v[n / 2 - 1] + v[n / 2]).as_secs_f64() / 2.0,
+    }
+}
+
+fn run_series(plan: &Plan, keys: &fhe::KeySet, subjects: &[Record], bar: &ProgressBar) -> Result<Series, CliError> {
+    let m = plan.model();
+    let mut s = Series { coordinator: Vec::new(), pbs: Vec::new(), encrypt: Vec::new(), decrypt: Vec::new(), wire_bytes: 0, exact: 0 };
+    for record in subjects {
+        let LocalRun { bundle, encrypt, wire_bytes, eval, decrypt } = fhe::decide_locally(plan, keys, record)?;
+        s.exact += usize::from(bundle == reference::evaluate(m, record).restricted(m));
+        s.coordinator.push(eval.expand + eval.circuit);
+        s.pbs.push(eval.pbs);
+        s.encrypt.push(encrypt);
+        s.decrypt.push(decrypt);
+        s.wire_bytes = wire_bytes;
+        bar.inc(1);
+    }
+    Ok(s)
+}
+
+pub(crate) fn decision(args: DecisionArgs) -> Result<(), CliError> {
+    if args.runs == 0 || args.coordinator_side_runs == 0 {
+        return Err(CliError::Usage("--runs and --coordinator-side-runs must be at least 1".into()));
+    }
+    let m = load_model(&args.model)?;
+    let pushdown = Plan::new(&m, PlanKind::Pushdown)?;
+    let coord = Plan::new(&m, PlanKind::CoordinatorSide)?;
+    let keys = generate_keys()?;
+    let n = args.runs.max(args.coordinator_side_runs);
+    let subjects = sample::subjects(&m, n, args.seed)
+        .into_iter()
+        .map(|(_, v)| Record::from_json(&m, &v))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let bar = ProgressBar::new((args.runs + args.coordinator_side_runs) as u64)
+        .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} evaluations").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    // Warm-up: first use of a key set pays for allocations and caches.
+    fhe::decide_locally(&pushdown, &keys, &subjects[0])?;
+    let pd = run_series(&pushdown, &keys, &subjects[..args.runs], &bar)?;
+    let cs = run_series(&coord, &keys, &subjects[..args.coordinator_side_runs], &bar)?;
+    bar.finish_and_clear();
+
+    let pd_s = median(pd.coordinator.clone());
+    let cs_s = median(cs.coordinator.clone());
+    let pd_pbs = pd.pbs.iter().copied().max().unwrap_or(0);
+    let cs_pbs = cs.pbs.iter().copied().max().unwrap_or(0);
+    let exact = pd.exact == args.runs && cs.exact == args.coordinator_side_runs;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if args.json {
+        let v = json!({
+            "model": m.name,
+            "model_id": m.id(),
+            "pushdown_s": pd_s,
+            "pushdown_pbs": pd_pbs,
+            "pushdown_runs": args.runs,
+            "coordinator_side_s": cs_s,
+            "coordinator_side_pbs": cs_pbs,
+            "coordinator_side_runs": args.coordinator_side_runs,
+            "speedup": cs_s / pd_s,
+            "pbs_ratio": cs_pbs as f64 / pd_pbs.max(1) as f64,
+            "exact": exact,
+            "party_encrypt_s": median(pd.encrypt),
+            "lender_decrypt_s": median(pd.decrypt),
+            "pushdown_wire_bytes": pd.wire_bytes,
+            "coordinator_side_wire_bytes": cs.wire_bytes,
+            "threads": threads,
+        });
+        println!("{v}");
+    } else {
+        println!("model {} ({}), {} threads", m.name, &m.id()[..16], threads);
+        println!("{:<18} {:>5} {:>10} {:>10} {:>10} {:>6} {:>8} {:>10}", "plan", "runs", "median s", "min s", "max s", "PBS", "depth", "wire bytes");
+        for (name, plan, s, runs) in [("pushdown", &pushdown, &pd, args.runs), ("coordinator-side", &coord, &cs, args.coordinator_side_runs)] {
+            let min = s.coordinator.iter().min().map_or(f64::NAN, Duration::as_secs_f64);
+            let max = s.coordinator.iter().max().map_or(f64::NAN, Duration::as_secs_f64);
+            println!(
+                "{:<18} {:>5} {:>10.3} {:>10.3} {:>10.3} {:>6} {:>8} {:>10}",
+                name,
+                runs,
+                median(s.coordinator.clone()),
+                min,
+                max,
+                s.pbs.iter().copied().max().unwrap_or(0),
+                plan.stats().depth,
+                s.wire_bytes
+            );
+        }
+        println!("speedup (median coordinator-side / median pushdown): {:.1}x", cs_s / pd_s);
+        println!("party encrypt (all parties) {:.3} s, lender decrypt {:.4} s (pushdown medians)", median(pd.encrypt), median(pd.decrypt));
+        println!("exact: {exact} ({}/{} pushdown, {}/{} coordinator-side equal the reference)", pd.exact, args.runs, cs.exact, args.coordinator_side_runs);
+    }
+    if !exact {
+        return Err(CliError::Usage("an encrypted result differs from the reference".into()));
+    }
+    Ok(())
+}
