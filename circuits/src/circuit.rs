@@ -408,40 +408,38 @@ impl Builder {
     /// A function of several values in one PBS: constants are substituted,
     /// the rest packed into one block. Fails if they cannot share a block.
     pub(crate) fn lut_multi(&mut self, vals: &[Val], f: impl Fn(&[u8]) -> u8) -> Result<Val> {
-        let mut wires: Vec<usize> = (0..vals.len()).filter(|&i| matches!(vals[i], Val::Wire(_))).collect();
-        // The noisiest value takes coefficient 1.
-        wires.sort_by_key(|&i| std::cmp::Reverse(self.noise(vals[i])));
         let mut vals = vals.to_vec();
         loop {
-            let mut coeff = 1u32;
-            let mut noise = 0u32;
-            let mut terms = Vec::new();
-            for &i in &wires {
-                noise += coeff * u32::from(self.noise(vals[i]));
-                terms.push((vals[i], coeff));
-                coeff *= u32::from(self.max(vals[i])) + 1;
-            }
-            if coeff > u32::from(BLOCK_MAX) + 1 {
+            let wires: Vec<usize> = (0..vals.len()).filter(|&i| matches!(vals[i], Val::Wire(_))).collect();
+            let maxes: Vec<u32> = vals.iter().map(|&v| u32::from(self.max(v))).collect();
+            let noises: Vec<u32> = vals.iter().map(|&v| u32::from(self.noise(v))).collect();
+            // The packing order decides the coefficients, and so the noise:
+            // take the cheapest order that fits one block.
+            let Some((order, noise)) = cheapest_packing(&wires, &maxes, &noises) else {
                 return Err(Error::Plan(format!("{} values do not fit one block together", wires.len())));
-            }
+            };
             if noise > u32::from(NOISE_MAX) {
                 // Clean the noisiest value that is not yet clean and retry.
-                let Some(&i) = wires.iter().find(|&&i| self.noise(vals[i]) > 1) else {
+                let Some(&i) = wires.iter().filter(|&&i| noises[i] > 1).max_by_key(|&&i| noises[i]) else {
                     return Err(Error::Plan("packed values exceed the noise budget".into()));
                 };
                 vals[i] = self.clean(vals[i])?;
                 continue;
             }
-            let packed = self.linear(&terms.iter().map(|&(v, c)| (v, c as i8)).collect::<Vec<_>>(), 0)?;
-            let maxes: Vec<u8> = vals.iter().map(|&v| self.max(v)).collect();
-            let order = wires.clone();
+            let mut coeff = 1i8;
+            let mut terms = Vec::new();
+            for &i in &order {
+                terms.push((vals[i], coeff));
+                coeff *= (maxes[i] + 1) as i8;
+            }
+            let packed = self.linear(&terms, 0)?;
             let consts = vals.clone();
             return self.lut(packed, move |x| {
                 let mut args: Vec<u8> = consts.iter().map(|v| if let Val::Const(c) = v { *c } else { 0 }).collect();
-                let mut rest = x;
+                let mut rest = u32::from(x);
                 for &i in &order {
                     let base = maxes[i] + 1;
-                    args[i] = rest % base;
+                    args[i] = (rest % base) as u8;
                     rest /= base;
                 }
                 f(&args)
@@ -479,4 +477,27 @@ impl Builder {
     pub(crate) fn finish(self) -> Circuit {
         Circuit { nodes: self.nodes, input_count: self.input_count, groups: self.groups, outputs: self.outputs }
     }
+}
+
+/// The order of `wires` whose mixed-radix packing fits one block with the
+/// least noise, and that noise; `None` if no order fits.
+fn cheapest_packing(wires: &[usize], maxes: &[u32], noises: &[u32]) -> Option<(Vec<usize>, u32)> {
+    fn go(rest: &mut Vec<usize>, order: &mut Vec<usize>, coeff: u32, noise: u32, m: &[u32], n: &[u32], best: &mut Option<(Vec<usize>, u32)>) {
+        if rest.is_empty() {
+            if coeff <= u32::from(BLOCK_MAX) + 1 && best.as_ref().is_none_or(|(_, b)| noise < *b) {
+                *best = Some((order.clone(), noise));
+            }
+            return;
+        }
+        for k in 0..rest.len() {
+            let i = rest.remove(k);
+            order.push(i);
+            go(rest, order, coeff * (m[i] + 1), noise + coeff * n[i], m, n, best);
+            order.pop();
+            rest.insert(k, i);
+        }
+    }
+    let mut best = None;
+    go(&mut wires.to_vec(), &mut Vec::new(), 1, 0, maxes, noises, &mut best);
+    best
 }

@@ -912,3 +912,116 @@ impl Validator<'_> {
         Ok(CreditLine { feature, divisor, cap: rl.cap, granularity: rl.granularity, unit: rl.unit.clone() })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped model with one line replaced; panics if `from` is absent
+    /// so a test cannot silently test nothing.
+    fn edited(from: &str, to: &str) -> String {
+        assert!(CROSS_BORDER_SELLER.contains(from), "fixture text `{from}` not in the model");
+        CROSS_BORDER_SELLER.replacen(from, to, 1)
+    }
+
+    fn line_of(text: &str, needle: &str) -> usize {
+        text[..text.find(needle).expect("needle present")].matches('\n').count() + 1
+    }
+
+    fn invalid(text: &str) -> (String, usize, String) {
+        match Model::from_toml(text) {
+            Err(Error::Invalid { field, line, message }) => (field, line, message),
+            other => panic!("expected an invalid-model error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shipped_model_is_valid_and_its_id_is_stable() {
+        let m = Model::cross_border_seller();
+        assert_eq!(m.features.len(), 12);
+        assert_eq!(m.parties, ["platform", "logistics", "bank"]);
+        assert_eq!(m.id().len(), 64);
+        // Comments and layout do not change the id; semantics do.
+        let reformatted = format!("# a comment\n{}", CROSS_BORDER_SELLER.replace("base_points = 420", "base_points    = 420"));
+        assert_eq!(Model::from_toml(&reformatted).unwrap().id(), m.id());
+        let changed = CROSS_BORDER_SELLER.replace("base_points = 420", "base_points = 421");
+        assert_ne!(Model::from_toml(&changed).unwrap().id(), m.id());
+        assert!(!m.reveals(Output::Score));
+    }
+
+    #[test]
+    fn unknown_party_names_field_and_line() {
+        let text = edited("party = \"logistics\"", "party = \"warehouse\"");
+        let (field, line, msg) = invalid(&text);
+        assert_eq!(field, "features[5].party");
+        assert_eq!(line, line_of(&text, "party = \"warehouse\""));
+        assert!(msg.contains("warehouse"), "{msg}");
+    }
+
+    #[test]
+    fn overlapping_gapped_and_short_bins_are_rejected() {
+        let text = edited("  { max = 499, points = 5 },", "  { min = 90, max = 499, points = 5 },");
+        let (field, line, msg) = invalid(&text);
+        assert_eq!(field, "features[0].bins[1]");
+        assert_eq!(line, line_of(&text, "{ min = 90"));
+        assert!(msg.contains("overlaps"), "{msg}");
+
+        let text = edited("  { max = 499, points = 5 },", "  { min = 150, max = 499, points = 5 },");
+        assert!(invalid(&text).2.contains("gap"));
+
+        let text = edited("  { points = 15 },\n]\n\n[[features]]\nname = \"gmv_trend_pct\"", "  { max = 40000, points = 15 },\n]\n\n[[features]]\nname = \"gmv_trend_pct\"");
+        let (field, _, msg) = invalid(&text);
+        assert_eq!(field, "features[0].bins");
+        assert!(msg.contains("range ends at 50000"), "{msg}");
+    }
+
+    #[test]
+    fn line_formula_multiplying_two_features_is_rejected() {
+        let text = edited("formula = \"band_multiplier * gmv_12m_k / 12\"", "formula = \"band_multiplier * gmv_12m_k * overseas_stock_k / 12\"");
+        let (field, line, msg) = invalid(&text);
+        assert_eq!(field, "credit_line.formula");
+        assert_eq!(line, line_of(&text, "formula ="));
+        assert!(msg.contains("two encrypted values"), "{msg}");
+    }
+
+    #[test]
+    fn forbidden_output_and_duplicate_feature_are_rejected() {
+        let text = edited("reveal = [\"decision\",", "reveal = [\"gmv_12m_k\", \"decision\",");
+        let (field, _, msg) = invalid(&text);
+        assert_eq!(field, "outputs.reveal");
+        assert!(msg.contains("raw features are never outputs"), "{msg}");
+
+        let text = edited("name = \"gmv_trend_pct\"", "name = \"gmv_12m_k\"");
+        let (field, line, msg) = invalid(&text);
+        assert_eq!(field, "features[1].name");
+        assert_eq!(line, line_of(&text, "name = \"gmv_12m_k\"\nparty = \"platform\"\nunit = \"percent"));
+        assert!(msg.contains("duplicate"), "{msg}");
+    }
+
+    #[test]
+    fn other_inconsistencies_are_rejected() {
+        let cases = [
+            ("format = \"jointscore.model.v1\"", "format = \"jointscore.model.v9\"", "format"),
+            ("approve = 530", "approve = 490", "cutoffs"),
+            ("when = [\"months_active < 6\"]", "when = [\"months_activ < 6\"]", "knockouts[0].when"),
+            ("when = [\"months_active < 6\"]", "when = [\"months_active ~ 6\"]", "knockouts[0].when"),
+            ("count = 2", "count = 3", "reasons.count"),
+            ("min_score = 530", "min_score = 570", "bands[1]"),
+            ("cap = 300", "cap = 302", "credit_line"),
+            ("missing = { points = 5 }", "missing = { impute = 9999 }", "features[1].missing"),
+            ("missing = \"reject\"", "missing = \"ignore\"", "features[0].missing"),
+        ];
+        for (from, to, want) in cases {
+            let (field, _, _) = invalid(&edited(from, to));
+            assert_eq!(field, want, "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_fields_report_the_parser_position() {
+        let err = Model::from_toml("format = \"jointscore.model.v1\"\nname = \n").unwrap_err();
+        assert!(matches!(err, Error::Parse(ref m) if m.contains("line 2")), "{err}");
+        let err = Model::from_toml(&edited("base_points = 420", "base_points = 420\nbase_pionts = 1")).unwrap_err();
+        assert!(matches!(err, Error::Parse(ref m) if m.contains("base_pionts")), "{err}");
+    }
+}

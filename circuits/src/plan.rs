@@ -1069,6 +1069,101 @@ pub(crate) mod tests {
         })
     }
 
+    /// A second model exercising what the shipped one does not: categorical
+    /// features, imputation, a single reason, every output revealed, line
+    /// bounds that differ by band, three-digit partials and multi-digit
+    /// lost-point codes.
+    pub(crate) const ALT_MODEL: &str = r#"
+format = "jointscore.model.v1"
+name = "alt"
+version = "1"
+parties = ["shop", "bank"]
+base_points = 0
+
+[[features]]
+name = "region"
+party = "shop"
+unit = "region"
+categories = ["eu", "us", "apac", "latam", "mena"]
+missing = { points = 3 }
+bins = [
+  { categories = ["eu", "us"], points = 20 },
+  { categories = ["apac"], points = 11 },
+  { categories = ["latam", "mena"], points = 0 },
+]
+
+[[features]]
+name = "sales"
+party = "shop"
+unit = "k"
+range = [10, 400]
+missing = { impute = 10 }
+bins = [{ max = 49, points = 0 }, { max = 199, points = 7 }, { points = 19 }]
+
+[[features]]
+name = "debt"
+party = "bank"
+unit = "k"
+range = [0, 1000]
+missing = "reject"
+bins = [{ max = 99, points = 30 }, { max = 499, points = 12 }, { points = 0 }]
+
+[[knockouts]]
+code = "K1"
+when = ["region == mena", "debt >= 500"]
+
+[[knockouts]]
+code = "K2"
+when = ["sales < 20"]
+
+[cutoffs]
+approve = 40
+refer = 25
+
+[[bands]]
+name = "A"
+min_score = 55
+rate_tier = "a"
+line_multiplier = 4
+
+[[bands]]
+name = "B"
+min_score = 40
+rate_tier = "b"
+line_multiplier = 2
+
+[[bands]]
+name = "C"
+min_score = 25
+rate_tier = "c"
+line_multiplier = 1
+
+[[bands]]
+name = "D"
+min_score = 10
+rate_tier = "d"
+
+[[bands]]
+name = "E"
+rate_tier = "e"
+
+[credit_line]
+formula = "band_multiplier * sales / 3"
+cap = 500
+granularity = 10
+unit = "k"
+
+[reasons]
+count = 1
+
+[outputs]
+reveal = ["decision", "band", "rate_tier", "credit_line", "reasons", "score"]
+"#;
+
+    pub(crate) fn alt_model() -> Model {
+        Model::from_toml(ALT_MODEL).unwrap_or_else(|e| panic!("alt model: {e}"))
+    }
+
     fn all_outputs(mut m: Model) -> Model {
         m.reveal = Output::ALL.into_iter().collect();
         m
@@ -1094,6 +1189,28 @@ pub(crate) mod tests {
                 let want = reference::evaluate(&m, &record).restricted(&m);
                 prop_assert_eq!(plan.eval_plain(&record).unwrap(), want);
             }
+        }
+
+        #[test]
+        fn alt_model_plans_equal_reference(record in arb_record(&alt_model())) {
+            let m = alt_model();
+            for kind in [PlanKind::Pushdown, PlanKind::CoordinatorSide] {
+                let plan = Plan::new(&m, kind).unwrap();
+                prop_assert_eq!(plan.eval_plain(&record).unwrap(), reference::evaluate(&m, &record).restricted(&m));
+            }
+        }
+
+        #[test]
+        fn alt_model_arbitrary_contributions_stay_in_bounds(seed in proptest::collection::vec(0u8..4, 97)) {
+            let m = alt_model();
+            let plan = Plan::new(&m, PlanKind::Pushdown).unwrap();
+            let blocks: Vec<u8> = seed.iter().cycle().take(plan.circuit().input_count()).copied().collect();
+            let b = plan.eval_contributions(&blocks).unwrap();
+            prop_assert!((0..=69).contains(&b.score.unwrap()));
+            // Each band's line is clamped to what sales of 400k could give.
+            let bound = [530, 260, 130, 0, 0][b.band.unwrap()];
+            prop_assert!(b.credit_line.unwrap() <= bound);
+            prop_assert!(b.reasons.unwrap().len() <= 1);
         }
 
         #[test]

@@ -303,3 +303,95 @@ pub fn evaluate(model: &Model, record: &Record) -> Bundle {
         score: Some(score),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn seller() -> Value {
+        json!({
+            "gmv_12m_k": 1400, "gmv_trend_pct": 12, "refund_rate_bp": 650, "months_active": 40,
+            "store_rating_x10": 44, "on_time_rate_bp": 9550, "inventory_turnover_days": 70,
+            "overseas_stock_k": 120, "collection_cycle_days": 21, "late_repayments_12m": 1,
+            "outstanding_debt_k": 300, "major_violations": 0
+        })
+    }
+
+    /// Worked by hand from models/cross_border_seller.toml: nine features in
+    /// their 10-point bin, late repayments and debt at 5, no violations at
+    /// 15: 420 + 115 = 535, band B (>= 530), line 2 * 1400 / 12 = 233 -> 230.
+    #[test]
+    fn hand_computed_seller() {
+        let m = Model::cross_border_seller();
+        let b = evaluate(&m, &Record::from_json(&m, &seller()).unwrap());
+        assert_eq!(b.score, Some(535));
+        assert_eq!(b.decision, Some(Verdict::Approve));
+        assert_eq!(b.band, Some(1));
+        assert_eq!(b.rate_tier, Some(Some(1)));
+        assert_eq!(b.credit_line, Some(230));
+        let late = m.feature_index("late_repayments_12m").unwrap();
+        let debt = m.feature_index("outstanding_debt_k").unwrap();
+        assert_eq!(b.reasons, Some(vec![late, debt]));
+        // The default policy hides the raw score.
+        assert_eq!(b.clone().restricted(&m).score, None);
+        assert_eq!(b.restricted(&m).decision, Some(Verdict::Approve));
+    }
+
+    #[test]
+    fn knock_outs_and_out_of_range_values() {
+        let m = Model::cross_border_seller();
+        let mut v = seller();
+        v["major_violations"] = json!(1);
+        let b = evaluate(&m, &Record::from_json(&m, &v).unwrap());
+        assert_eq!((b.decision, b.rate_tier, b.credit_line), (Some(Verdict::Decline), Some(None), Some(0)));
+
+        // Cross-party rule: heavy refunds alone do not knock out; with late
+        // repayments they do.
+        let mut v = seller();
+        v["refund_rate_bp"] = json!(2000);
+        assert_ne!(evaluate(&m, &Record::from_json(&m, &v).unwrap()).score, None);
+        v["late_repayments_12m"] = json!(2);
+        assert_eq!(evaluate(&m, &Record::from_json(&m, &v).unwrap()).decision, Some(Verdict::Decline));
+
+        // Values beyond the range are clamped to it: a GMV of 10^9 scores and
+        // lends like the range's top.
+        let mut v = seller();
+        v["gmv_12m_k"] = json!(1_000_000_000i64);
+        let r = Record::from_json(&m, &v).unwrap();
+        assert_eq!(r.value(0), Some(50_000));
+        assert_eq!(evaluate(&m, &r).credit_line, Some(300));
+    }
+
+    #[test]
+    fn bad_inputs_name_the_feature() {
+        let m = Model::cross_border_seller();
+        let cases = [
+            ("gmv_12m_k", json!("lots"), "expected an integer"),
+            ("gmv_12m_k", json!(12.5), "fraction"),
+            ("gmv_12m_k", json!(1i64 << 50), "does not fit"),
+            ("gmv_12m_k", json!(u64::MAX), "does not fit"),
+            ("months_active", Value::Null, "missing"),
+        ];
+        for (feature, value, want) in cases {
+            let mut v = seller();
+            v[feature] = value;
+            match Record::from_json(&m, &v) {
+                Err(Error::Input { feature: f, message }) => {
+                    assert_eq!(f, feature);
+                    assert!(message.contains(want), "{message}");
+                }
+                other => panic!("{feature}: expected an input error, got {other:?}"),
+            }
+        }
+        let mut v = seller();
+        v["credit_score"] = json!(700);
+        assert!(matches!(Record::from_json(&m, &v), Err(Error::UnknownFeature(f)) if f == "credit_score"));
+        assert!(matches!(Record::from_json(&m, &json!([1, 2])), Err(Error::Input { .. })));
+        // A missing value with a points treatment is fine.
+        let mut v = seller();
+        v["store_rating_x10"] = Value::Null;
+        assert_eq!(Record::from_json(&m, &v).unwrap().value(4), None);
+    }
+}
