@@ -25,10 +25,15 @@ fn joint_circuit(c: &mut Criterion) {
     let record = subject(&m);
     let mut group = c.benchmark_group("joint_circuit");
     group.sample_size(10);
-    for (name, kind, time) in [("pushdown", PlanKind::Pushdown, 10), ("coordinator_side", PlanKind::CoordinatorSide, 60)] {
+    for (name, kind, time) in
+        [("pushdown", PlanKind::Pushdown, 10), ("coordinator_side", PlanKind::CoordinatorSide, 60)]
+    {
         let plan = Plan::new(&m, kind).expect("plan");
         let contributions: Vec<Contribution> = (0..plan.parties().len())
-            .map(|p| Contribution::encrypt(&plan, p, &plan.contribution(p, &record).expect("contribution"), &keys.public).expect("encrypt"))
+            .map(|p| {
+                Contribution::encrypt(&plan, p, &plan.contribution(p, &record).expect("contribution"), &keys.public)
+                    .expect("encrypt")
+            })
             .collect();
         group.measurement_time(Duration::from_secs(time));
         group.bench_function(name, |b| b.iter(|| keys.evaluation.evaluate(&plan, &contributions).expect("evaluate")));
@@ -36,5 +41,10 @@ fn joint_circuit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, joint_circuit);
-criterion_main!(benches);
+// The macro defines an undocumented public function.
+#[allow(missing_docs)]
+mod group {
+    use super::*;
+    criterion_group!(benches, joint_circuit);
+}
+criterion_main!(group::benches);

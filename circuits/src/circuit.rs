@@ -150,7 +150,11 @@ impl Circuit {
     /// declared bound — which would make the encrypted run diverge.
     pub fn eval_plain(&self, inputs: &[u8]) -> Result<Vec<(String, Vec<Vec<u8>>)>> {
         if inputs.len() != self.input_count {
-            return Err(Error::Internal(format!("{} input blocks for a circuit of {}", inputs.len(), self.input_count)));
+            return Err(Error::Internal(format!(
+                "{} input blocks for a circuit of {}",
+                inputs.len(),
+                self.input_count
+            )));
         }
         let mut vals = vec![0u8; self.nodes.len()];
         let mut group_out: Vec<Option<Vec<u8>>> = vec![None; self.groups.len()];
@@ -162,13 +166,15 @@ impl Circuit {
             let v: i32 = match &node.op {
                 Op::Input(n) => i32::from(inputs[*n]),
                 Op::Linear { terms, constant } => {
-                    i32::from(*constant) + terms.iter().map(|&(t, c)| i32::from(c) * i32::from(vals[t as usize])).sum::<i32>()
+                    i32::from(*constant)
+                        + terms.iter().map(|&(t, c)| i32::from(c) * i32::from(vals[t as usize])).sum::<i32>()
                 }
                 Op::Lut { input, table } => i32::from(table[usize::from(vals[*input as usize])]),
                 Op::Radix { group, index } => {
                     if group_out[*group].is_none() {
                         let g = &self.groups[*group];
-                        let x = g.digits.iter().rev().fold(0u64, |acc, &d| acc * DIGIT_BASE + u64::from(read(&vals, d)));
+                        let x =
+                            g.digits.iter().rev().fold(0u64, |acc, &d| acc * DIGIT_BASE + u64::from(read(&vals, d)));
                         group_out[*group] = Some(to_digits(g.apply(x), g.out_digits));
                     }
                     group_out[*group].as_ref().map_or(0, |d| i32::from(d[*index]))
@@ -182,7 +188,9 @@ impl Circuit {
         Ok(self
             .outputs
             .iter()
-            .map(|(name, digits)| (name.clone(), digits.iter().map(|parts| parts.iter().map(|&p| read(&vals, p)).collect()).collect()))
+            .map(|(name, digits)| {
+                (name.clone(), digits.iter().map(|parts| parts.iter().map(|&p| read(&vals, p)).collect()).collect())
+            })
             .collect())
     }
 }
@@ -198,6 +206,9 @@ pub(crate) fn digits_for(max: u64) -> usize {
     bits.div_ceil(2).max(1)
 }
 
+/// Terms, constant and declared bound of a linear node, for sharing.
+type LinearKey = (Vec<(u32, i8)>, i16, Option<u8>);
+
 /// Builds circuits; see the module documentation for what it guarantees.
 #[derive(Default)]
 pub(crate) struct Builder {
@@ -205,7 +216,7 @@ pub(crate) struct Builder {
     input_count: usize,
     groups: Vec<RadixGroup>,
     outputs: Vec<(String, Vec<Vec<Val>>)>,
-    linear_cache: HashMap<(Vec<(u32, i8)>, i16, Option<u8>), u32>,
+    linear_cache: HashMap<LinearKey, u32>,
     lut_cache: HashMap<(u32, [u8; 16]), u32>,
 }
 
@@ -482,7 +493,15 @@ impl Builder {
 /// The order of `wires` whose mixed-radix packing fits one block with the
 /// least noise, and that noise; `None` if no order fits.
 fn cheapest_packing(wires: &[usize], maxes: &[u32], noises: &[u32]) -> Option<(Vec<usize>, u32)> {
-    fn go(rest: &mut Vec<usize>, order: &mut Vec<usize>, coeff: u32, noise: u32, m: &[u32], n: &[u32], best: &mut Option<(Vec<usize>, u32)>) {
+    fn go(
+        rest: &mut Vec<usize>,
+        order: &mut Vec<usize>,
+        coeff: u32,
+        noise: u32,
+        m: &[u32],
+        n: &[u32],
+        best: &mut Option<(Vec<usize>, u32)>,
+    ) {
         if rest.is_empty() {
             if coeff <= u32::from(BLOCK_MAX) + 1 && best.as_ref().is_none_or(|(_, b)| noise < *b) {
                 *best = Some((order.clone(), noise));

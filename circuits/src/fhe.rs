@@ -15,19 +15,19 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tfhe::conformance::{ListSizeConstraint, ParameterSetConformant};
-use tfhe::named::Named;
-use tfhe_versionable::{Unversionize, UnversionizeError, Versionize, VersionizeOwned};
 use tfhe::core_crypto::prelude::{
     Cleartext, LweCiphertextListConformanceParams, Plaintext, lwe_ciphertext_add_assign,
     lwe_ciphertext_cleartext_mul_assign, lwe_ciphertext_plaintext_add_assign,
 };
 use tfhe::integer::{ClientKey as IntegerClientKey, IntegerCiphertext, RadixCiphertext, ServerKey as IntegerServerKey};
+use tfhe::named::Named;
 use tfhe::safe_serialization::{safe_deserialize_conformant, safe_serialize};
 use tfhe::shortint::ciphertext::{Ciphertext, CompactCiphertextList, Degree};
 use tfhe::shortint::parameters::{
     CiphertextListConformanceParams, PARAM_MESSAGE_2_CARRY_2_KS_PBS, ShortintCompactCiphertextListCastingMode,
 };
 use tfhe::shortint::{ClientKey as ShortintClientKey, CompactPublicKey};
+use tfhe_versionable::{Unversionize, UnversionizeError, Versionize, VersionizeOwned};
 
 use crate::circuit::{BLOCK_MAX, DIGIT_BASE, NOISE_MAX, Op, Val};
 use crate::error::{Error, Result};
@@ -83,9 +83,12 @@ impl KeySet {
         let server = IntegerServerKey::new_radix_server_key(&client);
         let max_noise = server.as_ref().max_noise_level.get();
         if max_noise != u64::from(NOISE_MAX) {
-            return Err(Error::Fhe(format!("parameters allow noise level {max_noise}; circuits are built for {NOISE_MAX}")));
+            return Err(Error::Fhe(format!(
+                "parameters allow noise level {max_noise}; circuits are built for {NOISE_MAX}"
+            )));
         }
-        let public = CompactPublicKey::try_new(AsRef::<ShortintClientKey>::as_ref(&client)).map_err(|e| Error::Fhe(e.to_string()))?;
+        let public = CompactPublicKey::try_new(AsRef::<ShortintClientKey>::as_ref(&client))
+            .map_err(|e| Error::Fhe(e.to_string()))?;
         let (raw, _) = public.clone().into_raw_parts();
         let mut hasher = Sha256::new();
         for word in raw.as_ref() {
@@ -155,7 +158,10 @@ impl Contribution {
         let want = plan.parties().get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.blocks();
         let name = &plan.model().parties[party];
         if digits.len() != want {
-            return Err(Error::Contribution { party: name.clone(), message: format!("{} blocks, the plan expects {want}", digits.len()) });
+            return Err(Error::Contribution {
+                party: name.clone(),
+                message: format!("{} blocks, the plan expects {want}", digits.len()),
+            });
         }
         if digits.iter().any(|&d| u64::from(d) >= DIGIT_BASE) {
             return Err(Error::Contribution { party: name.clone(), message: "a block is not a base-4 digit".into() });
@@ -167,7 +173,8 @@ impl Contribution {
     /// Serialized form, versioned by tfhe.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        safe_serialize(&WireList(self.list.clone()), &mut out, CONTRIBUTION_SIZE_LIMIT).map_err(|e| Error::Fhe(e.to_string()))?;
+        safe_serialize(&WireList(self.list.clone()), &mut out, CONTRIBUTION_SIZE_LIMIT)
+            .map_err(|e| Error::Fhe(e.to_string()))?;
         Ok(out)
     }
 
@@ -178,7 +185,10 @@ impl Contribution {
     pub fn from_bytes(bytes: &[u8], plan: &Plan, party: usize, key: &PublicKey) -> Result<Contribution> {
         let name = plan.model().parties.get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.clone();
         if bytes.len() as u64 > CONTRIBUTION_SIZE_LIMIT {
-            return Err(Error::Contribution { party: name, message: format!("{} bytes exceeds the {CONTRIBUTION_SIZE_LIMIT}-byte limit", bytes.len()) });
+            return Err(Error::Contribution {
+                party: name,
+                message: format!("{} bytes exceeds the {CONTRIBUTION_SIZE_LIMIT}-byte limit", bytes.len()),
+            });
         }
         let params = key.key.parameters();
         let conformance = CiphertextListConformanceParams {
@@ -192,8 +202,13 @@ impl Contribution {
             degree: Degree::new(DIGIT_BASE - 1),
             expansion_kind: params.expansion_kind,
         };
-        let list: WireList = safe_deserialize_conformant(bytes, CONTRIBUTION_SIZE_LIMIT, &conformance)
-            .map_err(|e| Error::Contribution { party: name, message: format!("not a well-formed contribution for this plan and key: {e}") })?;
+        let list: WireList =
+            safe_deserialize_conformant(bytes, CONTRIBUTION_SIZE_LIMIT, &conformance).map_err(|e| {
+                Error::Contribution {
+                    party: name,
+                    message: format!("not a well-formed contribution for this plan and key: {e}"),
+                }
+            })?;
         Ok(Contribution { list: list.0, key_id: key.key_id.clone() })
     }
 
@@ -238,7 +253,10 @@ impl EvaluationKey {
             });
         }
         if let Some(c) = contributions.iter().find(|c| c.key_id != self.key_id) {
-            return Err(Error::Fhe(format!("a contribution is encrypted under key {}, this evaluation key is {}", c.key_id, self.key_id)));
+            return Err(Error::Fhe(format!(
+                "a contribution is encrypted under key {}, this evaluation key is {}",
+                c.key_id, self.key_id
+            )));
         }
         let sks = self.server.as_ref();
         let pbs_before = tfhe::shortint::server_key::get_pbs_count();
@@ -278,7 +296,9 @@ impl EvaluationKey {
                     _ => None,
                 })
                 .map(|(i, input, table)| {
-                    let ct = vals[input as usize].as_ref().ok_or_else(|| Error::Internal("lookup input not ready".into()))?;
+                    let ct = vals[input as usize]
+                        .as_ref()
+                        .ok_or_else(|| Error::Internal("lookup input not ready".into()))?;
                     let lut = sks.generate_lookup_table(|x| u64::from(table[(x as usize).min(usize::from(BLOCK_MAX))]));
                     Ok((i, sks.apply_lookup_table(ct, &lut)))
                 })
@@ -302,7 +322,9 @@ impl EvaluationKey {
                     Op::Linear { terms, constant } => {
                         let mut acc: Option<Ciphertext> = None;
                         for &(t, c) in terms {
-                            let mut ct = vals[t as usize].clone().ok_or_else(|| Error::Internal("linear input not ready".into()))?;
+                            let mut ct = vals[t as usize]
+                                .clone()
+                                .ok_or_else(|| Error::Internal("linear input not ready".into()))?;
                             if c != 1 {
                                 lwe_ciphertext_cleartext_mul_assign(&mut ct.ct, Cleartext(i64::from(c) as u64));
                             }
@@ -313,7 +335,10 @@ impl EvaluationKey {
                         }
                         let mut acc = acc.ok_or_else(|| Error::Internal("empty linear node".into()))?;
                         if *constant != 0 {
-                            lwe_ciphertext_plaintext_add_assign(&mut acc.ct, Plaintext((i64::from(*constant) as u64).wrapping_mul(delta)));
+                            lwe_ciphertext_plaintext_add_assign(
+                                &mut acc.ct,
+                                Plaintext((i64::from(*constant) as u64).wrapping_mul(delta)),
+                            );
                         }
                         acc.degree = Degree::new(u64::from(nodes[i].max));
                         vals[i] = Some(acc);
@@ -330,25 +355,38 @@ impl EvaluationKey {
                 for &part in parts {
                     cts.push(match part {
                         Val::Const(c) => sks.create_trivial(u64::from(c)),
-                        Val::Wire(w) => vals[w as usize].clone().ok_or_else(|| Error::Internal("output not computed".into()))?,
+                        Val::Wire(w) => {
+                            vals[w as usize].clone().ok_or_else(|| Error::Internal("output not computed".into()))?
+                        }
                     });
                 }
                 enc.push(cts);
             }
             outputs.push((name.clone(), enc));
         }
-        let report = EvalReport { expand, circuit: start.elapsed(), pbs: tfhe::shortint::server_key::get_pbs_count() - pbs_before };
+        let report = EvalReport {
+            expand,
+            circuit: start.elapsed(),
+            pbs: tfhe::shortint::server_key::get_pbs_count() - pbs_before,
+        };
         Ok((EncryptedResult { outputs, key_id: self.key_id.clone() }, report))
     }
 
-    fn radix(&self, circuit: &crate::circuit::Circuit, group: usize, vals: &[Option<Ciphertext>]) -> Result<Vec<Ciphertext>> {
+    fn radix(
+        &self,
+        circuit: &crate::circuit::Circuit,
+        group: usize,
+        vals: &[Option<Ciphertext>],
+    ) -> Result<Vec<Ciphertext>> {
         let g = &circuit.groups[group];
         let sks = &self.server;
         let mut blocks = Vec::new();
         for &d in &g.digits {
             blocks.push(match d {
                 Val::Const(c) => sks.as_ref().create_trivial(u64::from(c)),
-                Val::Wire(w) => vals[w as usize].clone().ok_or_else(|| Error::Internal("radix input not ready".into()))?,
+                Val::Wire(w) => {
+                    vals[w as usize].clone().ok_or_else(|| Error::Internal("radix input not ready".into()))?
+                }
             });
         }
         blocks.resize_with(g.work_blocks(), || sks.as_ref().create_trivial(0));
@@ -366,13 +404,24 @@ impl LenderKey {
     /// Decrypts an evaluation's outputs into the bundle the policy reveals.
     pub fn decrypt(&self, plan: &Plan, result: &EncryptedResult) -> Result<Bundle> {
         if result.key_id != self.key_id {
-            return Err(Error::Fhe(format!("the result was computed for key {}, this lender key is {}", result.key_id, self.key_id)));
+            return Err(Error::Fhe(format!(
+                "the result was computed for key {}, this lender key is {}",
+                result.key_id, self.key_id
+            )));
         }
         let ck: &ShortintClientKey = self.client.as_ref();
         let plain: Vec<(String, Vec<Vec<u64>>)> = result
             .outputs
             .iter()
-            .map(|(n, blocks)| (n.clone(), blocks.iter().map(|parts| parts.iter().map(|ct| ck.decrypt_message_and_carry(ct)).collect()).collect()))
+            .map(|(n, blocks)| {
+                (
+                    n.clone(),
+                    blocks
+                        .iter()
+                        .map(|parts| parts.iter().map(|ct| ck.decrypt_message_and_carry(ct)).collect())
+                        .collect(),
+                )
+            })
             .collect();
         plan.decode(&plain)
     }
@@ -405,8 +454,11 @@ pub fn decide_locally(plan: &Plan, keys: &KeySet, record: &crate::reference::Rec
     }
     let encrypt = start.elapsed();
     let wire_bytes = wire.iter().map(Vec::len).sum();
-    let contributions =
-        wire.iter().enumerate().map(|(p, bytes)| Contribution::from_bytes(bytes, plan, p, &keys.public)).collect::<Result<Vec<_>>>()?;
+    let contributions = wire
+        .iter()
+        .enumerate()
+        .map(|(p, bytes)| Contribution::from_bytes(bytes, plan, p, &keys.public))
+        .collect::<Result<Vec<_>>>()?;
     let (result, eval) = keys.evaluation.evaluate(plan, &contributions)?;
     let start = Instant::now();
     let bundle = keys.lender.decrypt(plan, &result)?;
@@ -506,6 +558,23 @@ mod tests {
         }
     }
 
+    /// The second model (categorical features, per-band line clamps, every
+    /// output) through both plans under TFHE.
+    #[test]
+    fn alt_model_encrypted_equals_reference() {
+        let m = crate::plan::tests::alt_model();
+        let inputs = [
+            serde_json::json!({"region": "mena", "sales": 380, "debt": 40}),
+            serde_json::json!({"region": null, "sales": 9999, "debt": 700}),
+        ];
+        for (kind, v) in [(PlanKind::Pushdown, &inputs[0]), (PlanKind::CoordinatorSide, &inputs[1])] {
+            let plan = Plan::new(&m, kind).unwrap();
+            let record = Record::from_json(&m, v).unwrap();
+            let got = run_encrypted(&plan, &contributions(&plan, &record)).unwrap();
+            assert_eq!(got, reference::evaluate(&m, &record).restricted(&m), "{kind:?}");
+        }
+    }
+
     #[test]
     fn malformed_contributions_are_rejected() {
         let (_, plan, _) = &plans()[0];
@@ -514,8 +583,14 @@ mod tests {
         let good = Contribution::encrypt(plan, 0, &vec![1; n], &k.public).unwrap().to_bytes().unwrap();
 
         // Truncated, garbage and oversized bytes.
-        assert!(matches!(Contribution::from_bytes(&good[..good.len() / 2], plan, 0, &k.public), Err(Error::Contribution { .. })));
-        assert!(matches!(Contribution::from_bytes(b"not a contribution", plan, 0, &k.public), Err(Error::Contribution { .. })));
+        assert!(matches!(
+            Contribution::from_bytes(&good[..good.len() / 2], plan, 0, &k.public),
+            Err(Error::Contribution { .. })
+        ));
+        assert!(matches!(
+            Contribution::from_bytes(b"not a contribution", plan, 0, &k.public),
+            Err(Error::Contribution { .. })
+        ));
         let huge = vec![0u8; CONTRIBUTION_SIZE_LIMIT as usize + 1];
         let err = Contribution::from_bytes(&huge, plan, 0, &k.public).err().unwrap();
         assert!(err.to_string().contains("limit"), "{err}");
@@ -537,12 +612,20 @@ mod tests {
         let k = keys();
         let other = KeySet::generate().unwrap();
         assert_ne!(other.id(), k.id());
-        let blocks = contributions(plan, &Record::from_json(plan.model(), &serde_json::json!({
-            "gmv_12m_k": 900, "refund_rate_bp": 200, "months_active": 30, "on_time_rate_bp": 9600,
-            "inventory_turnover_days": 40, "collection_cycle_days": 10, "late_repayments_12m": 0,
-            "outstanding_debt_k": 10, "major_violations": 0
-        })).unwrap());
-        let cs: Vec<Contribution> = blocks.iter().enumerate().map(|(p, d)| Contribution::encrypt(plan, p, d, &k.public).unwrap()).collect();
+        let blocks = contributions(
+            plan,
+            &Record::from_json(
+                plan.model(),
+                &serde_json::json!({
+                    "gmv_12m_k": 900, "refund_rate_bp": 200, "months_active": 30, "on_time_rate_bp": 9600,
+                    "inventory_turnover_days": 40, "collection_cycle_days": 10, "late_repayments_12m": 0,
+                    "outstanding_debt_k": 10, "major_violations": 0
+                }),
+            )
+            .unwrap(),
+        );
+        let cs: Vec<Contribution> =
+            blocks.iter().enumerate().map(|(p, d)| Contribution::encrypt(plan, p, d, &k.public).unwrap()).collect();
         let mixed: Vec<Contribution> = blocks
             .iter()
             .enumerate()

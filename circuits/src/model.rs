@@ -46,14 +46,8 @@ pub enum Output {
 
 impl Output {
     /// Every output, in report order.
-    pub const ALL: [Output; 6] = [
-        Output::Decision,
-        Output::Band,
-        Output::RateTier,
-        Output::CreditLine,
-        Output::Reasons,
-        Output::Score,
-    ];
+    pub const ALL: [Output; 6] =
+        [Output::Decision, Output::Band, Output::RateTier, Output::CreditLine, Output::Reasons, Output::Score];
 
     /// The name used in model files and reports.
     pub fn name(self) -> &'static str {
@@ -251,8 +245,7 @@ impl Model {
 
     /// The shipped `cross_border_seller` model.
     pub fn cross_border_seller() -> Model {
-        Model::from_toml(CROSS_BORDER_SELLER)
-            .unwrap_or_else(|e| panic!("the shipped model must validate: {e}"))
+        Model::from_toml(CROSS_BORDER_SELLER).unwrap_or_else(|e| panic!("the shipped model must validate: {e}"))
     }
 
     /// The model id: hex SHA-256 of the canonical (validated, normalised)
@@ -268,10 +261,7 @@ impl Model {
 
     /// Index of a party by name.
     pub fn party_index(&self, name: &str) -> Result<usize> {
-        self.parties
-            .iter()
-            .position(|p| p == name)
-            .ok_or_else(|| Error::UnknownParty(name.to_string()))
+        self.parties.iter().position(|p| p == name).ok_or_else(|| Error::UnknownParty(name.to_string()))
     }
 
     /// Whether the policy reveals this output.
@@ -460,11 +450,7 @@ impl Validator<'_> {
     }
 
     fn err<T>(&self, field: &str, span: std::ops::Range<usize>, msg: impl Into<String>) -> Result<T> {
-        Err(Error::Invalid {
-            field: field.to_string(),
-            line: self.line(span),
-            message: msg.into(),
-        })
+        Err(Error::Invalid { field: field.to_string(), line: self.line(span), message: msg.into() })
     }
 
     fn model(&self, raw: RawModel) -> Result<Model> {
@@ -517,7 +503,11 @@ impl Validator<'_> {
                 when.push(self.condition(&format!("knockouts[{i}].when"), c, &features)?);
             }
             if when.is_empty() {
-                return self.err(&format!("knockouts[{i}].when"), k.get_ref().when.span(), "needs at least one condition");
+                return self.err(
+                    &format!("knockouts[{i}].when"),
+                    k.get_ref().when.span(),
+                    "needs at least one condition",
+                );
             }
             knockouts.push(Knockout { code: k.get_ref().code.clone(), when });
         }
@@ -572,7 +562,11 @@ impl Validator<'_> {
                     }
                 }
                 if set.contains(&Output::CreditLine) && credit_line.is_none() {
-                    return self.err("outputs.reveal", o.span(), "reveals credit_line but the model has no [credit_line]");
+                    return self.err(
+                        "outputs.reveal",
+                        o.span(),
+                        "reveals credit_line but the model has no [credit_line]",
+                    );
                 }
                 if set.contains(&Output::Reasons) && reasons == 0 {
                     return self.err("outputs.reveal", o.span(), "reveals reasons but reasons.count is 0");
@@ -651,7 +645,11 @@ impl Validator<'_> {
             (None, Some(c)) => {
                 let cats = c.get_ref();
                 if cats.is_empty() || cats.len() > MAX_CATEGORIES {
-                    return self.err(&field("categories"), c.span(), format!("declare 1 to {MAX_CATEGORIES} categories"));
+                    return self.err(
+                        &field("categories"),
+                        c.span(),
+                        format!("declare 1 to {MAX_CATEGORIES} categories"),
+                    );
                 }
                 let unique: BTreeSet<_> = cats.iter().collect();
                 if unique.len() != cats.len() {
@@ -677,13 +675,21 @@ impl Validator<'_> {
                     let hi = rb.max.unwrap_or(*max);
                     if lo != next {
                         let what = if lo > next { "leaves a gap" } else { "overlaps the previous bin" };
-                        return self.err(&bfield, bin.span(), format!("starts at {lo} and {what}: expected it to start at {next}"));
+                        return self.err(
+                            &bfield,
+                            bin.span(),
+                            format!("starts at {lo} and {what}: expected it to start at {next}"),
+                        );
                     }
                     if hi < lo {
                         return self.err(&bfield, bin.span(), format!("max {hi} is below min {lo}"));
                     }
                     if hi > *max {
-                        return self.err(&bfield, bin.span(), format!("max {hi} is beyond the feature's range end {max}"));
+                        return self.err(
+                            &bfield,
+                            bin.span(),
+                            format!("max {hi} is beyond the feature's range end {max}"),
+                        );
                     }
                     bins.push(Bin { ranges: vec![(lo, hi)], points: rb.points });
                     next = hi + 1;
@@ -722,7 +728,11 @@ impl Validator<'_> {
                     bins.push(Bin { ranges, points: rb.points });
                 }
                 if let Some(idx) = seen.iter().position(|s| !s) {
-                    return self.err(&field("bins"), raw.bins.span(), format!("category `{}` is in no bin", categories[idx]));
+                    return self.err(
+                        &field("bins"),
+                        raw.bins.span(),
+                        format!("category `{}` is in no bin", categories[idx]),
+                    );
                 }
             }
         }
@@ -740,12 +750,16 @@ impl Validator<'_> {
                 );
             }
             RawMissing::Table(t) => match (&t.impute, t.points) {
-                (Some(v), None) => Missing::Impute(self.domain_value(&field("missing"), raw.missing.span(), &kind, v)?),
+                (Some(v), None) => {
+                    Missing::Impute(self.domain_value(&field("missing"), raw.missing.span(), &kind, v)?)
+                }
                 (None, Some(p)) => {
                     self.bounded(&field("missing"), raw.missing.span(), p)?;
                     Missing::Points(p)
                 }
-                _ => return self.err(&field("missing"), raw.missing.span(), "give exactly one of `impute` or `points`"),
+                _ => {
+                    return self.err(&field("missing"), raw.missing.span(), "give exactly one of `impute` or `points`");
+                }
             },
         };
 
@@ -760,7 +774,13 @@ impl Validator<'_> {
         })
     }
 
-    fn domain_value(&self, field: &str, span: std::ops::Range<usize>, kind: &FeatureKind, v: &toml::Value) -> Result<i64> {
+    fn domain_value(
+        &self,
+        field: &str,
+        span: std::ops::Range<usize>,
+        kind: &FeatureKind,
+        v: &toml::Value,
+    ) -> Result<i64> {
         match (kind, v) {
             (FeatureKind::Integer { min, max }, toml::Value::Integer(x)) => {
                 if x < min || x > max {
@@ -768,10 +788,12 @@ impl Validator<'_> {
                 }
                 Ok(*x)
             }
-            (FeatureKind::Categorical { categories }, toml::Value::String(s)) => match categories.iter().position(|c| c == s) {
-                Some(i) => Ok(i as i64),
-                None => self.err(field, span, format!("unknown category `{s}`")),
-            },
+            (FeatureKind::Categorical { categories }, toml::Value::String(s)) => {
+                match categories.iter().position(|c| c == s) {
+                    Some(i) => Ok(i as i64),
+                    None => self.err(field, span, format!("unknown category `{s}`")),
+                }
+            }
             (FeatureKind::Integer { .. }, _) => self.err(field, span, "expected an integer"),
             (FeatureKind::Categorical { .. }, _) => self.err(field, span, "expected a category name"),
         }
@@ -779,9 +801,20 @@ impl Validator<'_> {
 
     fn condition(&self, field: &str, c: &Spanned<String>, features: &[Feature]) -> Result<Condition> {
         let text = c.get_ref().trim();
-        let ops = [(">=", CmpOp::Ge), ("<=", CmpOp::Le), ("==", CmpOp::Eq), ("!=", CmpOp::Ne), (">", CmpOp::Gt), ("<", CmpOp::Lt)];
+        let ops = [
+            (">=", CmpOp::Ge),
+            ("<=", CmpOp::Le),
+            ("==", CmpOp::Eq),
+            ("!=", CmpOp::Ne),
+            (">", CmpOp::Gt),
+            ("<", CmpOp::Lt),
+        ];
         let Some((pos, sym, op)) = ops.iter().find_map(|&(sym, op)| text.find(sym).map(|p| (p, sym, op))) else {
-            return self.err(field, c.span(), format!("`{text}` is not `FEATURE OP VALUE` with OP one of < <= > >= == !="));
+            return self.err(
+                field,
+                c.span(),
+                format!("`{text}` is not `FEATURE OP VALUE` with OP one of < <= > >= == !="),
+            );
         };
         let name = text[..pos].trim();
         let value = text[pos + sym.len()..].trim();
@@ -826,7 +859,9 @@ impl Validator<'_> {
             }
             let last = i + 1 == list.len();
             match (rb.min_score, last) {
-                (Some(_), true) => return self.err(&field, b.span(), "the last band is the catch-all: leave out min_score"),
+                (Some(_), true) => {
+                    return self.err(&field, b.span(), "the last band is the catch-all: leave out min_score");
+                }
                 (None, false) => return self.err(&field, b.span(), "every band but the last needs min_score"),
                 (Some(m), false) => {
                     self.bounded(&field, b.span(), m)?;
@@ -857,7 +892,13 @@ impl Validator<'_> {
         let (product, divisor) = match formula.split_once('/') {
             Some((p, d)) => match d.trim().parse::<u64>() {
                 Ok(d) if d > 0 => (p, d),
-                _ => return self.err("credit_line.formula", span, format!("divisor `{}` is not a positive integer", d.trim())),
+                _ => {
+                    return self.err(
+                        "credit_line.formula",
+                        span,
+                        format!("divisor `{}` is not a positive integer", d.trim()),
+                    );
+                }
             },
             None => (formula.as_str(), 1),
         };
@@ -883,7 +924,11 @@ impl Validator<'_> {
             } else if let Ok(c) = term.parse::<u64>() {
                 constant = constant.saturating_mul(c);
             } else {
-                return self.err("credit_line.formula", span, format!("unknown term `{term}`; use band_multiplier, a feature name or an integer"));
+                return self.err(
+                    "credit_line.formula",
+                    span,
+                    format!("unknown term `{term}`; use band_multiplier, a feature name or an integer"),
+                );
             }
         }
         let Some(feature) = feature else {
@@ -898,12 +943,22 @@ impl Validator<'_> {
         let f = &features[feature];
         match f.kind {
             FeatureKind::Integer { min, .. } if min >= 0 => {}
-            _ => return self.err("credit_line.formula", span, format!("`{}` must be an integer feature with a non-negative range", f.name)),
+            _ => {
+                return self.err(
+                    "credit_line.formula",
+                    span,
+                    format!("`{}` must be an integer feature with a non-negative range", f.name),
+                );
+            }
         }
         if matches!(f.missing, Missing::Points(_)) {
-            return self.err("credit_line.formula", span, format!("`{}` may be missing; a line feature must use \"reject\" or impute", f.name));
+            return self.err(
+                "credit_line.formula",
+                span,
+                format!("`{}` may be missing; a line feature must use \"reject\" or impute", f.name),
+            );
         }
-        if rl.granularity == 0 || rl.cap == 0 || rl.cap % rl.granularity != 0 {
+        if rl.granularity == 0 || rl.cap == 0 || !rl.cap.is_multiple_of(rl.granularity) {
             return self.err("credit_line", raw.span(), "cap must be a positive multiple of a positive granularity");
         }
         if rl.cap / rl.granularity > 4095 {
@@ -942,7 +997,8 @@ mod tests {
         assert_eq!(m.parties, ["platform", "logistics", "bank"]);
         assert_eq!(m.id().len(), 64);
         // Comments and layout do not change the id; semantics do.
-        let reformatted = format!("# a comment\n{}", CROSS_BORDER_SELLER.replace("base_points = 420", "base_points    = 420"));
+        let reformatted =
+            format!("# a comment\n{}", CROSS_BORDER_SELLER.replace("base_points = 420", "base_points    = 420"));
         assert_eq!(Model::from_toml(&reformatted).unwrap().id(), m.id());
         let changed = CROSS_BORDER_SELLER.replace("base_points = 420", "base_points = 421");
         assert_ne!(Model::from_toml(&changed).unwrap().id(), m.id());
@@ -969,7 +1025,10 @@ mod tests {
         let text = edited("  { max = 499, points = 5 },", "  { min = 150, max = 499, points = 5 },");
         assert!(invalid(&text).2.contains("gap"));
 
-        let text = edited("  { points = 15 },\n]\n\n[[features]]\nname = \"gmv_trend_pct\"", "  { max = 40000, points = 15 },\n]\n\n[[features]]\nname = \"gmv_trend_pct\"");
+        let text = edited(
+            "  { points = 15 },\n]\n\n[[features]]\nname = \"gmv_trend_pct\"",
+            "  { max = 40000, points = 15 },\n]\n\n[[features]]\nname = \"gmv_trend_pct\"",
+        );
         let (field, _, msg) = invalid(&text);
         assert_eq!(field, "features[0].bins");
         assert!(msg.contains("range ends at 50000"), "{msg}");
@@ -977,7 +1036,10 @@ mod tests {
 
     #[test]
     fn line_formula_multiplying_two_features_is_rejected() {
-        let text = edited("formula = \"band_multiplier * gmv_12m_k / 12\"", "formula = \"band_multiplier * gmv_12m_k * overseas_stock_k / 12\"");
+        let text = edited(
+            "formula = \"band_multiplier * gmv_12m_k / 12\"",
+            "formula = \"band_multiplier * gmv_12m_k * overseas_stock_k / 12\"",
+        );
         let (field, line, msg) = invalid(&text);
         assert_eq!(field, "credit_line.formula");
         assert_eq!(line, line_of(&text, "formula ="));

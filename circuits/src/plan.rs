@@ -113,7 +113,10 @@ impl Plan {
         let circuit = b.finish();
         let expected: usize = parties.iter().map(PartyPlan::blocks).sum();
         if circuit.input_count() != expected {
-            return Err(Error::Internal(format!("circuit reads {} blocks, parties send {expected}", circuit.input_count())));
+            return Err(Error::Internal(format!(
+                "circuit reads {} blocks, parties send {expected}",
+                circuit.input_count()
+            )));
         }
         Ok(Plan { kind, model: model.clone(), parties, circuit, layout })
     }
@@ -169,9 +172,11 @@ impl Plan {
                     out.extend(to_digits(x as u64, l.partial_digits[party]));
                 }
                 if l.local_knock[party] {
-                    let fired = m.knockouts.iter().filter(|k| rule_parties(m, k) == BTreeSet::from([party])).any(|k| {
-                        k.when.iter().all(|c| reference::condition_holds(c, record.value(c.feature)))
-                    });
+                    let fired = m
+                        .knockouts
+                        .iter()
+                        .filter(|k| rule_parties(m, k) == BTreeSet::from([party]))
+                        .any(|k| k.when.iter().all(|c| reference::condition_holds(c, record.value(c.feature))));
                     out.push(u8::from(fired));
                 }
                 for &r in &l.cross_rules[party] {
@@ -228,12 +233,18 @@ impl Plan {
     pub fn decode(&self, outputs: &[(String, Vec<Vec<u64>>)]) -> Result<Bundle> {
         let m = &self.model;
         let l = &self.layout;
-        let bad = |what: &str| Error::Fhe(format!("decrypted {what} is out of range; was the bundle decrypted with the key it was made for?"));
+        let bad = |what: &str| {
+            Error::Fhe(format!(
+                "decrypted {what} is out of range; was the bundle decrypted with the key it was made for?"
+            ))
+        };
         let mut bundle = Bundle::default();
         for (name, blocks) in outputs {
             let vals: Vec<u64> = blocks.iter().map(|parts| parts.iter().sum()).collect();
             let number = |vals: &[u64]| -> Result<u64> {
-                vals.iter().rev().try_fold(0u64, |acc, &d| if d < DIGIT_BASE { Ok(acc * DIGIT_BASE + d) } else { Err(bad(name)) })
+                vals.iter()
+                    .rev()
+                    .try_fold(0u64, |acc, &d| if d < DIGIT_BASE { Ok(acc * DIGIT_BASE + d) } else { Err(bad(name)) })
             };
             let single = vals.first().copied().ok_or_else(|| bad(name))?;
             match name.as_str() {
@@ -269,7 +280,8 @@ impl Plan {
                         let digits = vals.get(at..at + n).ok_or_else(|| bad(name))?;
                         at += n;
                         for (slot, pick) in picked.iter_mut().enumerate() {
-                            let id = digits.iter().rev().fold(0u64, |acc, &v| acc * DIGIT_BASE + ((v >> (2 * slot)) & 3));
+                            let id =
+                                digits.iter().rev().fold(0u64, |acc, &v| acc * DIGIT_BASE + ((v >> (2 * slot)) & 3));
                             if id > 0 && (id as usize) <= set.len() {
                                 *pick = Some(set[id as usize - 1]);
                             }
@@ -301,11 +313,16 @@ impl Plan {
     /// parties, in party order), which need not come from honest parties.
     pub fn eval_contributions(&self, blocks: &[u8]) -> Result<Bundle> {
         if let Some(&b) = blocks.iter().find(|&&b| b > 3) {
-            return Err(Error::Contribution { party: "*".into(), message: format!("block value {b} is not a base-4 digit") });
+            return Err(Error::Contribution {
+                party: "*".into(),
+                message: format!("block value {b} is not a base-4 digit"),
+            });
         }
         let out = self.circuit.eval_plain(blocks)?;
-        let out: Vec<(String, Vec<Vec<u64>>)> =
-            out.into_iter().map(|(n, d)| (n, d.into_iter().map(|p| p.into_iter().map(u64::from).collect()).collect())).collect();
+        let out: Vec<(String, Vec<Vec<u64>>)> = out
+            .into_iter()
+            .map(|(n, d)| (n, d.into_iter().map(|p| p.into_iter().map(u64::from).collect()).collect()))
+            .collect();
         self.decode(&out)
     }
 }
@@ -325,12 +342,8 @@ fn gcd(a: i64, b: i64) -> i64 {
 
 impl Layout {
     fn new(m: &Model, kind: PlanKind) -> Result<Layout> {
-        let unit = m
-            .features
-            .iter()
-            .flat_map(|f| f.point_values().map(move |p| p - f.worst_points()))
-            .fold(0, gcd)
-            .max(1);
+        let unit =
+            m.features.iter().flat_map(|f| f.point_values().map(move |p| p - f.worst_points())).fold(0, gcd).max(1);
         let offset = m.base_points + m.features.iter().map(|f| f.worst_points()).sum::<i64>();
         let partial_digits = (0..m.parties.len())
             .map(|p| {
@@ -357,7 +370,9 @@ impl Layout {
             .collect();
         let code_digits = digits_for(lost_levels.len() as u64);
         let reason_sets = match kind {
-            PlanKind::Pushdown => (0..m.parties.len()).map(|p| (0..m.features.len()).filter(|&f| m.features[f].party == p).collect()).collect(),
+            PlanKind::Pushdown => (0..m.parties.len())
+                .map(|p| (0..m.features.len()).filter(|&f| m.features[f].party == p).collect())
+                .collect(),
             PlanKind::CoordinatorSide => vec![(0..m.features.len()).collect()],
         };
         let mut cross_rules = vec![Vec::new(); m.parties.len()];
@@ -449,7 +464,11 @@ fn party_plans(m: &Model, kind: PlanKind, l: &Layout) -> Vec<PartyPlan> {
                         slots.push(Slot { what: "local knock-out fired".into(), digits: 1, max: 1 });
                     }
                     for &r in &l.cross_rules[p] {
-                        slots.push(Slot { what: format!("share of knock-out {}", m.knockouts[r].code), digits: 1, max: 1 });
+                        slots.push(Slot {
+                            what: format!("share of knock-out {}", m.knockouts[r].code),
+                            digits: 1,
+                            max: 1,
+                        });
                     }
                     if let Some(line) = m.credit_line.as_ref().filter(|_| line_needed(m))
                         && m.features[line.feature].party == p
@@ -457,7 +476,10 @@ fn party_plans(m: &Model, kind: PlanKind, l: &Layout) -> Vec<PartyPlan> {
                         let fmax = feature_max(m, line.feature);
                         for &band in &l.line_bands {
                             slots.push(Slot {
-                                what: format!("credit line if band {} (steps of {})", m.bands[band].name, line.granularity),
+                                what: format!(
+                                    "credit line if band {} (steps of {})",
+                                    m.bands[band].name, line.granularity
+                                ),
                                 digits: l.line_digits,
                                 max: reference::line_steps(m, band, fmax),
                             });
@@ -465,15 +487,27 @@ fn party_plans(m: &Model, kind: PlanKind, l: &Layout) -> Vec<PartyPlan> {
                     }
                     if m.reveals(Output::Reasons) {
                         for slot in 0..m.reasons {
-                            slots.push(Slot { what: format!("reason candidate {} lost-points code", slot + 1), digits: l.code_digits, max: l.lost_levels.len() as u64 });
-                            slots.push(Slot { what: format!("reason candidate {} feature id", slot + 1), digits: l.id_digits(p), max: l.reason_sets[p].len() as u64 });
+                            slots.push(Slot {
+                                what: format!("reason candidate {} lost-points code", slot + 1),
+                                digits: l.code_digits,
+                                max: l.lost_levels.len() as u64,
+                            });
+                            slots.push(Slot {
+                                what: format!("reason candidate {} feature id", slot + 1),
+                                digits: l.id_digits(p),
+                                max: l.reason_sets[p].len() as u64,
+                            });
                         }
                     }
                 }
                 PlanKind::CoordinatorSide => {
                     for (f, feat) in m.features.iter().enumerate().filter(|(_, f)| f.party == p) {
                         let sentinel = u64::from(matches!(feat.missing, Missing::Points(_)));
-                        slots.push(Slot { what: format!("raw {}", feat.name), digits: l.raw_digits[f], max: feat.span() + sentinel });
+                        slots.push(Slot {
+                            what: format!("raw {}", feat.name),
+                            digits: l.raw_digits[f],
+                            max: feat.span() + sentinel,
+                        });
                     }
                 }
             }
@@ -530,8 +564,10 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
         let partial = b.input_digits(l.partial_digits[p]);
         let knock = l.local_knock[p].then(|| b.input(3));
         let literals = l.cross_rules[p].iter().map(|&r| (r, b.input(3))).collect();
-        let owns_line = m.credit_line.as_ref().is_some_and(|line| line_needed(m) && m.features[line.feature].party == p);
-        let lines = if owns_line { l.line_bands.iter().map(|_| b.input_digits(l.line_digits)).collect() } else { Vec::new() };
+        let owns_line =
+            m.credit_line.as_ref().is_some_and(|line| line_needed(m) && m.features[line.feature].party == p);
+        let lines =
+            if owns_line { l.line_bands.iter().map(|_| b.input_digits(l.line_digits)).collect() } else { Vec::new() };
         let mut reasons = Vec::new();
         if m.reveals(Output::Reasons) {
             for _ in 0..m.reasons {
@@ -564,7 +600,8 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
     // rule fires when every party's literal is non-zero.
     let mut knock_terms: Vec<Val> = inputs.iter().filter_map(|pi| pi.knock).collect();
     for r in 0..m.knockouts.len() {
-        let lits: Vec<Val> = inputs.iter().flat_map(|pi| pi.literals.iter().filter(|(x, _)| *x == r).map(|(_, v)| *v)).collect();
+        let lits: Vec<Val> =
+            inputs.iter().flat_map(|pi| pi.literals.iter().filter(|(x, _)| *x == r).map(|(_, v)| *v)).collect();
         if lits.is_empty() {
             continue;
         }
@@ -634,7 +671,11 @@ fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
         }
         let cuts: Vec<i64> = cuts.into_iter().filter(|&c| c > 0 && c <= top).collect();
         if cuts.len() > 15 {
-            return Err(Error::Plan(format!("feature `{}` has {} cut points; the coordinator-side plan supports 15", feat.name, cuts.len())));
+            return Err(Error::Plan(format!(
+                "feature `{}` has {} cut points; the coordinator-side plan supports 15",
+                feat.name,
+                cuts.len()
+            )));
         }
         let bits = cuts.iter().map(|&c| columns_ge(b, &raw[f], c)).collect::<Result<Vec<_>>>()?;
         let level = b.sum(&bits, 0)?;
@@ -647,7 +688,9 @@ fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
         let units = |lv: u8| ((reference::points(m, f, rep(lv)) - feat.worst_points()) / l.unit) as u64;
         let umax = ((feat.best_points() - feat.worst_points()) / l.unit) as u64;
         score_max += umax;
-        let digits = (0..digits_for(umax)).map(|i| b.lut(level, |lv| to_digits(units(lv), i + 1)[i])).collect::<Result<Vec<_>>>()?;
+        let digits = (0..digits_for(umax))
+            .map(|i| b.lut(level, |lv| to_digits(units(lv), i + 1)[i]))
+            .collect::<Result<Vec<_>>>()?;
         per_feature_units.push(digits);
         for (r, k) in m.knockouts.iter().enumerate() {
             for c in k.when.iter().filter(|c| c.feature == f) {
@@ -657,7 +700,11 @@ fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
         }
         if m.reveals(Output::Reasons) {
             let code = (0..l.code_digits)
-                .map(|i| b.lut(level, |lv| to_digits(l.code(feat.best_points() - reference::points(m, f, rep(lv))), l.code_digits)[i]))
+                .map(|i| {
+                    b.lut(level, |lv| {
+                        to_digits(l.code(feat.best_points() - reference::points(m, f, rep(lv))), l.code_digits)[i]
+                    })
+                })
                 .collect::<Result<Vec<_>>>()?;
             // A feature that lost nothing carries id 0 ("none").
             let n = l.id_digits(0);
@@ -1049,7 +1096,11 @@ pub(crate) mod tests {
                 let value: BoxedStrategy<RawValue> = match &f.kind {
                     FeatureKind::Integer { min, max } => {
                         let (min, max) = (*min, *max);
-                        let edges: Vec<i64> = f.bins.iter().flat_map(|b| b.ranges.iter().flat_map(|&(lo, hi)| [lo, hi, lo - 1, hi + 1])).collect();
+                        let edges: Vec<i64> = f
+                            .bins
+                            .iter()
+                            .flat_map(|b| b.ranges.iter().flat_map(|&(lo, hi)| [lo, hi, lo - 1, hi + 1]))
+                            .collect();
                         prop_oneof![
                             (min..=max).prop_map(RawValue::Int),
                             proptest::sample::select(edges).prop_map(RawValue::Int),
@@ -1058,7 +1109,9 @@ pub(crate) mod tests {
                         ]
                         .boxed()
                     }
-                    FeatureKind::Categorical { categories } => proptest::sample::select(categories.clone()).prop_map(RawValue::Category).boxed(),
+                    FeatureKind::Categorical { categories } => {
+                        proptest::sample::select(categories.clone()).prop_map(RawValue::Category).boxed()
+                    }
                 };
                 if missing_ok { proptest::option::weighted(0.8, value).boxed() } else { value.prop_map(Some).boxed() }
             })

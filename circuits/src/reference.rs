@@ -54,10 +54,16 @@ impl Record {
             let v = match raw.get(&i).cloned().flatten() {
                 Some(RawValue::Int(x)) => {
                     let FeatureKind::Integer { min, max } = f.kind else {
-                        return Err(Error::Input { feature: f.name.clone(), message: "expected a category name".into() });
+                        return Err(Error::Input {
+                            feature: f.name.clone(),
+                            message: "expected a category name".into(),
+                        });
                     };
                     if x.abs() > INPUT_LIMIT {
-                        return Err(Error::Input { feature: f.name.clone(), message: "integer does not fit ±2^40".into() });
+                        return Err(Error::Input {
+                            feature: f.name.clone(),
+                            message: "integer does not fit ±2^40".into(),
+                        });
                     }
                     Some(x.clamp(min, max))
                 }
@@ -77,7 +83,10 @@ impl Record {
                 }
                 None => match f.missing {
                     Missing::Reject => {
-                        return Err(Error::Input { feature: f.name.clone(), message: "value is missing and the model requires it".into() });
+                        return Err(Error::Input {
+                            feature: f.name.clone(),
+                            message: "value is missing and the model requires it".into(),
+                        });
                     }
                     Missing::Impute(v) => Some(v),
                     Missing::Points(_) => None,
@@ -212,10 +221,8 @@ impl Bundle {
             }
         }
         if let Some(r) = &self.reasons {
-            let names: Vec<Value> = r
-                .iter()
-                .map(|&i| model.features.get(i).map(|f| format!("{} ({})", f.reason, f.name)).into())
-                .collect();
+            let names: Vec<Value> =
+                r.iter().map(|&i| model.features.get(i).map(|f| format!("{} ({})", f.reason, f.name)).into()).collect();
             out.insert("reasons".into(), names.into());
         }
         if let Some(s) = self.score {
@@ -256,10 +263,7 @@ pub fn evaluate(model: &Model, record: &Record) -> Bundle {
     let pts: Vec<i64> = (0..n).map(|f| points(model, f, record.value(f))).collect();
     let score = model.base_points + pts.iter().sum::<i64>();
 
-    let knocked = model
-        .knockouts
-        .iter()
-        .any(|k| k.when.iter().all(|c| condition_holds(c, record.value(c.feature))));
+    let knocked = model.knockouts.iter().any(|k| k.when.iter().all(|c| condition_holds(c, record.value(c.feature))));
     let decision = if knocked {
         Verdict::Decline
     } else if score >= model.approve_at {
@@ -270,11 +274,7 @@ pub fn evaluate(model: &Model, record: &Record) -> Bundle {
         Verdict::Decline
     };
 
-    let band = model
-        .bands
-        .iter()
-        .position(|b| b.min_score.is_none_or(|m| score >= m))
-        .unwrap_or(model.bands.len() - 1);
+    let band = model.bands.iter().position(|b| b.min_score.is_none_or(|m| score >= m)).unwrap_or(model.bands.len() - 1);
     let offered = decision != Verdict::Decline;
     let rate_tier = offered.then_some(band);
     let credit_line = match (&model.credit_line, offered) {

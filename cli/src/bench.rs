@@ -51,7 +51,14 @@ fn median(mut v: Vec<Duration>) -> f64 {
 
 fn run_series(plan: &Plan, keys: &fhe::KeySet, subjects: &[Record], bar: &ProgressBar) -> Result<Series, CliError> {
     let m = plan.model();
-    let mut s = Series { coordinator: Vec::new(), pbs: Vec::new(), encrypt: Vec::new(), decrypt: Vec::new(), wire_bytes: 0, exact: 0 };
+    let mut s = Series {
+        coordinator: Vec::new(),
+        pbs: Vec::new(),
+        encrypt: Vec::new(),
+        decrypt: Vec::new(),
+        wire_bytes: 0,
+        exact: 0,
+    };
     for record in subjects {
         let LocalRun { bundle, encrypt, wire_bytes, eval, decrypt } = fhe::decide_locally(plan, keys, record)?;
         s.exact += usize::from(bundle == reference::evaluate(m, record).restricted(m));
@@ -79,8 +86,10 @@ pub(crate) fn decision(args: DecisionArgs) -> Result<(), CliError> {
         .map(|(_, v)| Record::from_json(&m, &v))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let bar = ProgressBar::new((args.runs + args.coordinator_side_runs) as u64)
-        .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} evaluations").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let bar = ProgressBar::new((args.runs + args.coordinator_side_runs) as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} evaluations")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     // Warm-up: first use of a key set pays for allocations and caches.
     fhe::decide_locally(&pushdown, &keys, &subjects[0])?;
     let pd = run_series(&pushdown, &keys, &subjects[..args.runs], &bar)?;
@@ -115,8 +124,13 @@ pub(crate) fn decision(args: DecisionArgs) -> Result<(), CliError> {
         println!("{v}");
     } else {
         println!("model {} ({}), {} threads", m.name, &m.id()[..16], threads);
-        println!("{:<18} {:>5} {:>10} {:>10} {:>10} {:>6} {:>8} {:>10}", "plan", "runs", "median s", "min s", "max s", "PBS", "depth", "wire bytes");
-        for (name, plan, s, runs) in [("pushdown", &pushdown, &pd, args.runs), ("coordinator-side", &coord, &cs, args.coordinator_side_runs)] {
+        println!(
+            "{:<18} {:>5} {:>10} {:>10} {:>10} {:>6} {:>8} {:>10}",
+            "plan", "runs", "median s", "min s", "max s", "PBS", "depth", "wire bytes"
+        );
+        for (name, plan, s, runs) in
+            [("pushdown", &pushdown, &pd, args.runs), ("coordinator-side", &coord, &cs, args.coordinator_side_runs)]
+        {
             let min = s.coordinator.iter().min().map_or(f64::NAN, Duration::as_secs_f64);
             let max = s.coordinator.iter().max().map_or(f64::NAN, Duration::as_secs_f64);
             println!(
@@ -132,8 +146,15 @@ pub(crate) fn decision(args: DecisionArgs) -> Result<(), CliError> {
             );
         }
         println!("speedup (median coordinator-side / median pushdown): {:.1}x", cs_s / pd_s);
-        println!("party encrypt (all parties) {:.3} s, lender decrypt {:.4} s (pushdown medians)", median(pd.encrypt), median(pd.decrypt));
-        println!("exact: {exact} ({}/{} pushdown, {}/{} coordinator-side equal the reference)", pd.exact, args.runs, cs.exact, args.coordinator_side_runs);
+        println!(
+            "party encrypt (all parties) {:.3} s, lender decrypt {:.4} s (pushdown medians)",
+            median(pd.encrypt),
+            median(pd.decrypt)
+        );
+        println!(
+            "exact: {exact} ({}/{} pushdown, {}/{} coordinator-side equal the reference)",
+            pd.exact, args.runs, cs.exact, args.coordinator_side_runs
+        );
     }
     if !exact {
         return Err(CliError::Usage("an encrypted result differs from the reference".into()));

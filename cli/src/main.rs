@@ -158,7 +158,15 @@ fn model(cmd: ModelCommand) -> Result<(), CliError> {
     match cmd {
         ModelCommand::Check { file } => {
             let m = load_model(&file)?;
-            println!("ok: {} v{} ({} parties, {} features, {} knock-outs, {} bands)", m.name, m.version, m.parties.len(), m.features.len(), m.knockouts.len(), m.bands.len());
+            println!(
+                "ok: {} v{} ({} parties, {} features, {} knock-outs, {} bands)",
+                m.name,
+                m.version,
+                m.parties.len(),
+                m.features.len(),
+                m.knockouts.len(),
+                m.bands.len()
+            );
             println!("model id: {}", m.id());
             let reveal: Vec<&str> = m.reveal.iter().map(|o| o.name()).collect();
             println!("reveals: {}", reveal.join(", "));
@@ -240,7 +248,12 @@ fn print_plan(plan: &Plan, measured: Option<&fhe::LocalRun>, as_json: bool) {
     if let Some(r) = measured {
         println!("\nmeasured on one sample subject (tfhe pbs-stats):");
         println!("  PBS              {:>6}", r.eval.pbs);
-        println!("  coordinator      {:>9.3} s  (expand {:.3} s, circuit {:.3} s)", (r.eval.expand + r.eval.circuit).as_secs_f64(), r.eval.expand.as_secs_f64(), r.eval.circuit.as_secs_f64());
+        println!(
+            "  coordinator      {:>9.3} s  (expand {:.3} s, circuit {:.3} s)",
+            (r.eval.expand + r.eval.circuit).as_secs_f64(),
+            r.eval.expand.as_secs_f64(),
+            r.eval.circuit.as_secs_f64()
+        );
         println!("  wire bytes       {:>6}  (all contributions)", r.wire_bytes);
     }
 }
@@ -255,8 +268,10 @@ fn quickstart(args: QuickstartArgs) -> Result<(), CliError> {
     let keys = generate_keys()?;
     println!("lender key set {} generated; parties encrypt under its public key", keys.id());
     let book = sample::subjects(&m, args.sellers, args.seed);
-    let bar = ProgressBar::new(book.len() as u64)
-        .with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} decisions {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let bar = ProgressBar::new(book.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} decisions {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let mut rows = Vec::new();
     let mut agree = 0;
     for (id, inputs) in &book {
@@ -268,11 +283,18 @@ fn quickstart(args: QuickstartArgs) -> Result<(), CliError> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    println!("\n{:<12} {:<9} {:<5} {:<12} {:>9} {:>8}  reasons", "seller", "decision", "band", "rate tier", "line k$", "latency");
+    println!(
+        "\n{:<12} {:<9} {:<5} {:<12} {:>9} {:>8}  reasons",
+        "seller", "decision", "band", "rate tier", "line k$", "latency"
+    );
     for (id, run) in &rows {
         let d = run.bundle.describe(&m);
         let text = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-        let reasons: Vec<String> = d.get("reasons").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
+        let reasons: Vec<String> = d
+            .get("reasons")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
         let latency = run.encrypt + run.eval.expand + run.eval.circuit + run.decrypt;
         println!(
             "{:<12} {:<9} {:<5} {:<12} {:>9} {:>7.2}s  {}",
