@@ -67,6 +67,8 @@ pub(crate) struct Node {
     pub(crate) noise: u8,
     /// Bootstrap depth: the PBS level at which the node becomes available.
     pub(crate) depth: u32,
+    /// Index of the build phase that created the node, for cost reports.
+    pub(crate) phase: u8,
 }
 
 /// `min(cap, floor((min(x, clamp_max) + offset) * mul / div))` on the base-4
@@ -102,14 +104,17 @@ impl RadixGroup {
 #[derive(Clone, Debug)]
 pub struct Circuit {
     pub(crate) nodes: Vec<Node>,
+    pub(crate) phases: Vec<String>,
     pub(crate) input_count: usize,
     pub(crate) groups: Vec<RadixGroup>,
     pub(crate) outputs: Vec<(String, Vec<Vec<Val>>)>,
 }
 
 /// Static cost figures of a circuit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CircuitStats {
+    /// Lookups per build phase, in build order (what each part costs).
+    pub phases: Vec<(String, usize)>,
     /// Programmable bootstraps in lookup nodes.
     pub lookups: usize,
     /// Linear (bootstrap-free) nodes.
@@ -128,9 +133,13 @@ impl Circuit {
     /// Static cost figures.
     pub fn stats(&self) -> CircuitStats {
         let mut s = CircuitStats { inputs: self.input_count, radix_groups: self.groups.len(), ..Default::default() };
+        s.phases = self.phases.iter().map(|p| (p.clone(), 0)).collect();
         for n in &self.nodes {
             match n.op {
-                Op::Lut { .. } => s.lookups += 1,
+                Op::Lut { .. } => {
+                    s.lookups += 1;
+                    s.phases[usize::from(n.phase)].1 += 1;
+                }
                 Op::Linear { .. } => s.linear += 1,
                 _ => {}
             }
@@ -213,6 +222,7 @@ type LinearKey = (Vec<(u32, i8)>, i16, Option<u8>);
 #[derive(Default)]
 pub(crate) struct Builder {
     nodes: Vec<Node>,
+    phases: Vec<String>,
     input_count: usize,
     groups: Vec<RadixGroup>,
     outputs: Vec<(String, Vec<Vec<Val>>)>,
@@ -248,7 +258,18 @@ impl Builder {
         }
     }
 
-    fn push(&mut self, node: Node) -> u32 {
+    /// Attributes the nodes built from now on to `name` in cost reports.
+    pub(crate) fn phase(&mut self, name: &str) {
+        if self.phases.last().is_none_or(|p| p != name) {
+            self.phases.push(name.to_string());
+        }
+    }
+
+    fn push(&mut self, mut node: Node) -> u32 {
+        if self.phases.is_empty() {
+            self.phases.push("inputs".into());
+        }
+        node.phase = (self.phases.len() - 1) as u8;
         self.nodes.push(node);
         (self.nodes.len() - 1) as u32
     }
@@ -257,7 +278,7 @@ impl Builder {
     pub(crate) fn input(&mut self, max: u8) -> Val {
         let n = self.input_count;
         self.input_count += 1;
-        Val::Wire(self.push(Node { op: Op::Input(n), max, noise: 1, depth: 0 }))
+        Val::Wire(self.push(Node { op: Op::Input(n), max, noise: 1, depth: 0, phase: 0 }))
     }
 
     /// `n` input digits (base 4), least significant first.
@@ -317,7 +338,7 @@ impl Builder {
         }
         let noise = u8::try_from(noise).unwrap_or(u8::MAX);
         let op = Op::Linear { terms: wires, constant: k as i16 };
-        let n = self.push(Node { op, max: hi as u8, noise, depth });
+        let n = self.push(Node { op, max: hi as u8, noise, depth, phase: 0 });
         self.linear_cache.insert(key, n);
         Ok(Val::Wire(n))
     }
@@ -403,7 +424,7 @@ impl Builder {
             return Ok(Val::Wire(n));
         }
         let depth = self.nodes[w as usize].depth + 1;
-        let n = self.push(Node { op: Op::Lut { input: w, table }, max: out_max, noise: 1, depth });
+        let n = self.push(Node { op: Op::Lut { input: w, table }, max: out_max, noise: 1, depth, phase: 0 });
         self.lut_cache.insert((w, table), n);
         Ok(Val::Wire(n))
     }
@@ -475,7 +496,9 @@ impl Builder {
         let depth = digits.iter().map(|&d| self.depth(d)).max().unwrap_or(0) + 1;
         self.groups.push(RadixGroup { digits: digits.to_vec(), clamp_max, offset, mul, div, cap, out_digits });
         (0..out_digits)
-            .map(|index| Val::Wire(self.push(Node { op: Op::Radix { group, index }, max: 3, noise: 1, depth })))
+            .map(|index| {
+                Val::Wire(self.push(Node { op: Op::Radix { group, index }, max: 3, noise: 1, depth, phase: 0 }))
+            })
             .collect()
     }
 
@@ -486,7 +509,13 @@ impl Builder {
 
     /// The finished circuit.
     pub(crate) fn finish(self) -> Circuit {
-        Circuit { nodes: self.nodes, input_count: self.input_count, groups: self.groups, outputs: self.outputs }
+        Circuit {
+            nodes: self.nodes,
+            phases: self.phases,
+            input_count: self.input_count,
+            groups: self.groups,
+            outputs: self.outputs,
+        }
     }
 }
 

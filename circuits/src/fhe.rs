@@ -372,6 +372,27 @@ impl EvaluationKey {
         Ok((EncryptedResult { outputs, key_id: self.key_id.clone() }, report))
     }
 
+    /// Median wall time of one PBS on this machine: `n` lookups, one at a
+    /// time, on the first block of `contribution`. Calibrates circuit costs.
+    pub fn pbs_probe(&self, contribution: &Contribution, n: usize) -> Result<Duration> {
+        let sks = self.server.as_ref();
+        let blocks = contribution
+            .list
+            .expand(ShortintCompactCiphertextListCastingMode::NoCasting)
+            .map_err(|e| Error::Fhe(e.to_string()))?;
+        let ct = blocks.first().ok_or_else(|| Error::Fhe("empty contribution".into()))?;
+        let lut = sks.generate_lookup_table(|x| (x + 1) % 4);
+        let mut times: Vec<Duration> = (0..n.max(1))
+            .map(|_| {
+                let start = Instant::now();
+                let _ = std::hint::black_box(sks.apply_lookup_table(ct, &lut));
+                start.elapsed()
+            })
+            .collect();
+        times.sort();
+        Ok(times[times.len() / 2])
+    }
+
     fn radix(
         &self,
         circuit: &crate::circuit::Circuit,

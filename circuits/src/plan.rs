@@ -581,6 +581,7 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
 
     // Clamp each partial to what the party's data can produce, then add
     // column by column (no carries yet).
+    b.phase("clamp partial scores");
     let mut cols: Vec<Vec<Val>> = Vec::new();
     let mut score_max = 0u64;
     for (p, pi) in inputs.iter().enumerate() {
@@ -598,6 +599,7 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
 
     // Knock-outs: local digits count as fired when non-zero; a cross-party
     // rule fires when every party's literal is non-zero.
+    b.phase("knock-outs");
     let mut knock_terms: Vec<Val> = inputs.iter().filter_map(|pi| pi.knock).collect();
     for r in 0..m.knockouts.len() {
         let lits: Vec<Val> =
@@ -605,8 +607,9 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
         if lits.is_empty() {
             continue;
         }
-        let mut acc = Val::Const(1);
-        for lit in lits {
+        // A single literal already means "fired when non-zero".
+        let mut acc = lits[0];
+        for &lit in &lits[1..] {
             acc = b.lut_multi(&[acc, lit], |a| u8::from(a[0] != 0 && a[1] != 0))?;
         }
         knock_terms.push(acc);
@@ -614,6 +617,7 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
 
     // Credit line candidates; clamp once after selection when every band
     // shares one bound, else each candidate before it.
+    b.phase("credit line");
     let (mut line_cands, mut line_clamp) = (Vec::new(), None);
     if let Some(line) = m.credit_line.as_ref().filter(|_| line_needed(m)) {
         let fmax = feature_max(m, line.feature);
@@ -644,6 +648,7 @@ fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
     }
     // Each feature becomes a level index: how many of its cut points the
     // encoded value reaches. Everything but the line is a function of it.
+    b.phase("raw features: levels, points, conditions, codes");
     let mut per_feature_units: Vec<Vec<Val>> = Vec::new();
     let mut cond_bits: Vec<Vec<Val>> = m.knockouts.iter().map(|_| Vec::new()).collect();
     let mut reason_groups = Vec::new();
@@ -719,7 +724,9 @@ fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
             reason_groups.push(vec![Candidate { set: 0, code, id }]);
         }
     }
+    b.phase("add feature points");
     let score_cols = add_numbers(b, &per_feature_units)?;
+    b.phase("knock-outs");
 
     let knock_terms = if needs_decision(m) {
         cond_bits
@@ -735,6 +742,7 @@ fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
     };
 
     let mut line_cands = Vec::new();
+    b.phase("credit line");
     if let Some(line) = m.credit_line.as_ref().filter(|_| line_needed(m)) {
         let feat = &m.features[line.feature];
         for &band in &l.line_bands {
@@ -754,6 +762,7 @@ fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
 
 /// The joint part shared by both plans.
 fn joint(m: &Model, l: &Layout, b: &mut Builder, j: Joint) -> Result<()> {
+    b.phase("cutoffs and bands");
     let score_cols = fit_columns(b, &j.score_cols)?;
     let ge = |b: &mut Builder, at: i64| columns_ge(b, &score_cols, l.threshold(at));
 
@@ -770,14 +779,17 @@ fn joint(m: &Model, l: &Layout, b: &mut Builder, j: Joint) -> Result<()> {
         None
     };
     let decision = if needs_decision(m) {
+        b.phase("knock-outs");
         let knocked = if j.knock_terms.is_empty() {
             Val::Const(0)
         } else {
             let s = nonzero_sum(b, &j.knock_terms)?;
             b.lut(s, |x| u8::from(x != 0))?
         };
+        b.phase("cutoffs and bands");
         let refer = ge(b, m.refer_at)?;
         let approve = ge(b, m.approve_at)?;
+        b.phase("decision");
         let passes = b.linear(&[(refer, 1), (approve, 1)], 0)?;
         Some(b.lut_multi(&[passes, knocked], |a| if a[1] != 0 { 0 } else { a[0] })?)
     } else {
@@ -792,19 +804,23 @@ fn joint(m: &Model, l: &Layout, b: &mut Builder, j: Joint) -> Result<()> {
     }
     if let (Some(band), Some(d)) = (band, decision) {
         if m.reveals(Output::RateTier) {
+            b.phase("rate tier");
             let tier = b.lut_multi(&[band, d], |a| if a[1] == 0 { 0 } else { a[0] + 1 })?;
             b.output("rate_tier", vec![vec![tier]]);
         }
         if line_needed(m) {
+            b.phase("credit line");
             let digits = line(b, l, band, d, &j)?;
             b.output("credit_line", digits.into_iter().map(|v| vec![v]).collect());
         }
     }
     if m.reveals(Output::Reasons) && m.reasons > 0 {
+        b.phase("reasons");
         let blocks = reasons(b, m, l, &j.reason_groups)?;
         b.output("reasons", blocks);
     }
     if m.reveals(Output::Score) {
+        b.phase("score");
         let n = digits_for(j.score_max);
         let mut digits = normalize(b, &score_cols)?;
         digits.resize(n, Val::Const(0));

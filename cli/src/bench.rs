@@ -93,6 +93,8 @@ pub(crate) fn decision(args: DecisionArgs) -> Result<(), CliError> {
     // Warm-up: first use of a key set pays for allocations and caches.
     fhe::decide_locally(&pushdown, &keys, &subjects[0])?;
     let pd = run_series(&pushdown, &keys, &subjects[..args.runs], &bar)?;
+    let probe = fhe::Contribution::encrypt(&pushdown, 0, &pushdown.contribution(0, &subjects[0])?, &keys.public)?;
+    let one_pbs = keys.evaluation.pbs_probe(&probe, 21)?.as_secs_f64();
     let cs = run_series(&coord, &keys, &subjects[..args.coordinator_side_runs], &bar)?;
     bar.finish_and_clear();
 
@@ -120,6 +122,7 @@ pub(crate) fn decision(args: DecisionArgs) -> Result<(), CliError> {
             "pushdown_wire_bytes": pd.wire_bytes,
             "coordinator_side_wire_bytes": cs.wire_bytes,
             "threads": threads,
+            "one_pbs_s": one_pbs,
         });
         println!("{v}");
     } else {
@@ -146,6 +149,11 @@ pub(crate) fn decision(args: DecisionArgs) -> Result<(), CliError> {
             );
         }
         println!("speedup (median coordinator-side / median pushdown): {:.1}x", cs_s / pd_s);
+        println!(
+            "one PBS on one core: {:.1} ms (median of 21); pushdown PBS x that / {threads} threads = {:.3} s",
+            one_pbs * 1e3,
+            pd_pbs as f64 * one_pbs / threads as f64
+        );
         println!(
             "party encrypt (all parties) {:.3} s, lender decrypt {:.4} s (pushdown medians)",
             median(pd.encrypt),

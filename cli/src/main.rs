@@ -245,6 +245,17 @@ fn print_plan(plan: &Plan, measured: Option<&fhe::LocalRun>, as_json: bool) {
     println!("  PBS depth        {:>6}", stats.depth);
     println!("  input blocks     {:>6}", stats.inputs);
     println!("  output blocks    {:>6}", stats.output_blocks);
+    println!("\nlookups by part (a lookup shared by two parts counts where first built):");
+    let mut merged: Vec<(String, usize)> = Vec::new();
+    for (name, n) in &stats.phases {
+        match merged.iter_mut().find(|(m, _)| m == name) {
+            Some(entry) => entry.1 += n,
+            None => merged.push((name.clone(), *n)),
+        }
+    }
+    for (name, n) in merged.iter().filter(|(_, n)| *n > 0) {
+        println!("  {name:<48} {n:>4}");
+    }
     if let Some(r) = measured {
         println!("\nmeasured on one sample subject (tfhe pbs-stats):");
         println!("  PBS              {:>6}", r.eval.pbs);
