@@ -507,15 +507,65 @@ impl Builder {
         self.outputs.push((name.to_string(), digits));
     }
 
-    /// The finished circuit.
+    /// The finished circuit, without the nodes no output depends on (a
+    /// plan builds shared parts before it knows which outputs need them).
     pub(crate) fn finish(self) -> Circuit {
-        Circuit {
-            nodes: self.nodes,
-            phases: self.phases,
-            input_count: self.input_count,
-            groups: self.groups,
-            outputs: self.outputs,
+        let Builder { nodes, phases, input_count, mut groups, mut outputs, .. } = self;
+        let wire = |v: &Val| if let Val::Wire(w) = v { Some(*w) } else { None };
+        let mut group_nodes: Vec<Vec<u32>> = vec![Vec::new(); groups.len()];
+        for (i, n) in nodes.iter().enumerate() {
+            if let Op::Radix { group, .. } = n.op {
+                group_nodes[group].push(i as u32);
+            }
         }
+        let mut live = vec![false; nodes.len()];
+        let mut stack: Vec<u32> =
+            outputs.iter().flat_map(|(_, blocks)| blocks.iter().flatten()).filter_map(wire).collect();
+        // Inputs stay: parties send every block of the plan.
+        stack.extend((0..nodes.len() as u32).filter(|&i| matches!(nodes[i as usize].op, Op::Input(_))));
+        while let Some(w) = stack.pop() {
+            if std::mem::replace(&mut live[w as usize], true) {
+                continue;
+            }
+            match &nodes[w as usize].op {
+                Op::Input(_) => {}
+                Op::Linear { terms, .. } => stack.extend(terms.iter().map(|&(t, _)| t)),
+                Op::Lut { input, .. } => stack.push(*input),
+                Op::Radix { group, .. } => {
+                    // A group runs as a whole, so all its digits stay.
+                    stack.extend(&group_nodes[*group]);
+                    stack.extend(groups[*group].digits.iter().filter_map(wire));
+                }
+            }
+        }
+        let mut new_index = vec![u32::MAX; nodes.len()];
+        let mut kept = Vec::new();
+        for (i, node) in nodes.into_iter().enumerate() {
+            if live[i] {
+                new_index[i] = kept.len() as u32;
+                kept.push(node);
+            }
+        }
+        let remap = |v: Val| match v {
+            Val::Wire(w) => Val::Wire(new_index[w as usize]),
+            c => c,
+        };
+        for node in &mut kept {
+            match &mut node.op {
+                Op::Linear { terms, .. } => terms.iter_mut().for_each(|(t, _)| *t = new_index[*t as usize]),
+                Op::Lut { input, .. } => *input = new_index[*input as usize],
+                Op::Input(_) | Op::Radix { .. } => {}
+            }
+        }
+        for g in &mut groups {
+            g.digits = g.digits.iter().map(|&d| remap(d)).collect();
+        }
+        for (_, blocks) in &mut outputs {
+            for parts in blocks.iter_mut() {
+                parts.iter_mut().for_each(|p| *p = remap(*p));
+            }
+        }
+        Circuit { nodes: kept, phases, input_count, groups, outputs }
     }
 }
 

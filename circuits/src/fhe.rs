@@ -23,11 +23,13 @@ use tfhe::integer::{ClientKey as IntegerClientKey, IntegerCiphertext, RadixCiphe
 use tfhe::named::Named;
 use tfhe::safe_serialization::{safe_deserialize_conformant, safe_serialize};
 use tfhe::shortint::ciphertext::{Ciphertext, CompactCiphertextList, Degree};
+use tfhe::shortint::client_key::atomic_pattern::AtomicPatternClientKey;
 use tfhe::shortint::parameters::{
     CiphertextListConformanceParams, PARAM_MESSAGE_2_CARRY_2_KS_PBS, ShortintCompactCiphertextListCastingMode,
 };
 use tfhe::shortint::{ClientKey as ShortintClientKey, CompactPublicKey};
 use tfhe_versionable::{Unversionize, UnversionizeError, Versionize, VersionizeOwned};
+use zeroize::Zeroize;
 
 use crate::circuit::{BLOCK_MAX, DIGIT_BASE, NOISE_MAX, Op, Val};
 use crate::error::{Error, Result};
@@ -40,10 +42,24 @@ use crate::reference::Bundle;
 pub const CONTRIBUTION_SIZE_LIMIT: u64 = 1 << 22;
 
 /// The lender's secret key. It never leaves the lender; `Debug` does not
-/// print it.
+/// print it; its secret buffers are zeroed when it is dropped.
 pub struct LenderKey {
-    client: IntegerClientKey,
+    /// Always `Some` until dropped.
+    client: Option<IntegerClientKey>,
     key_id: String,
+}
+
+impl Drop for LenderKey {
+    fn drop(&mut self) {
+        // tfhe does not zeroize its keys; take ours apart and wipe the
+        // secret key buffers ourselves.
+        let Some(client) = self.client.take() else { return };
+        if let AtomicPatternClientKey::Standard(key) = client.into_raw_parts().atomic_pattern {
+            let (glwe, lwe, _, _) = key.into_raw_parts();
+            glwe.into_container().zeroize();
+            lwe.into_container().zeroize();
+        }
+    }
 }
 
 impl fmt::Debug for LenderKey {
@@ -96,7 +112,7 @@ impl KeySet {
         }
         let key_id = hex::encode(&hasher.finalize()[..8]);
         Ok(KeySet {
-            lender: LenderKey { client, key_id: key_id.clone() },
+            lender: LenderKey { client: Some(client), key_id: key_id.clone() },
             public: PublicKey { key: public, key_id: key_id.clone() },
             evaluation: EvaluationKey { server, key_id },
         })
@@ -430,7 +446,8 @@ impl LenderKey {
                 result.key_id, self.key_id
             )));
         }
-        let ck: &ShortintClientKey = self.client.as_ref();
+        let client = self.client.as_ref().ok_or_else(|| Error::Internal("lender key already dropped".into()))?;
+        let ck: &ShortintClientKey = client.as_ref();
         let plain: Vec<(String, Vec<Vec<u64>>)> = result
             .outputs
             .iter()
