@@ -345,10 +345,12 @@ impl Layout {
         let unit =
             m.features.iter().flat_map(|f| f.point_values().map(move |p| p - f.worst_points())).fold(0, gcd).max(1);
         let offset = m.base_points + m.features.iter().map(|f| f.worst_points()).sum::<i64>();
+        // Parties send partial scores only when a revealed output needs them.
+        let needs_score = needs_decision(m) || needs_band(m) || m.reveals(Output::Score);
         let partial_digits = (0..m.parties.len())
             .map(|p| {
                 let r = party_range(m, p, unit);
-                if r == 0 { 0 } else { digits_for(r as u64) }
+                if r == 0 || !needs_score { 0 } else { digits_for(r as u64) }
             })
             .collect();
         let line_bands: Vec<usize> = if line_needed(m) {
@@ -1257,6 +1259,21 @@ reveal = ["decision", "band", "rate_tier", "credit_line", "reasons", "score"]
                 let plan = Plan::new(&m, PlanKind::Pushdown).unwrap();
                 let want = reference::evaluate(&m, &record).restricted(&m);
                 prop_assert_eq!(plan.eval_plain(&record).unwrap(), want);
+            }
+        }
+
+        /// Any output policy: only the revealed outputs come back, and they
+        /// equal the reference.
+        #[test]
+        fn every_output_policy_equals_reference(
+            record in arb_record(&Model::cross_border_seller()),
+            mask in 1u8..64,
+        ) {
+            let mut m = Model::cross_border_seller();
+            m.reveal = Output::ALL.into_iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, o)| o).collect();
+            for kind in [PlanKind::Pushdown, PlanKind::CoordinatorSide] {
+                let plan = Plan::new(&m, kind).unwrap();
+                prop_assert_eq!(plan.eval_plain(&record).unwrap(), reference::evaluate(&m, &record).restricted(&m));
             }
         }
 
