@@ -244,7 +244,8 @@ impl Builder {
         }
     }
 
-    fn noise(&self, v: Val) -> u8 {
+    /// Noise level of `v` in tfhe's accounting (0 for constants).
+    pub(crate) fn noise(&self, v: Val) -> u8 {
         match v {
             Val::Const(_) => 0,
             Val::Wire(w) => self.nodes[w as usize].noise,

@@ -19,8 +19,8 @@ pub mod reference;
 pub use circuit::{Circuit, CircuitStats};
 pub use error::{Error, Result};
 pub use model::{
-    Band, Bin, CROSS_BORDER_SELLER, CmpOp, Condition, CreditLine, Feature, FeatureKind, Knockout, MAX_CATEGORIES,
-    MAX_REASONS, MODEL_FORMAT, Missing, Model, Output,
+    Band, Bin, CROSS_BORDER_SELLER, CmpOp, Condition, CreditLine, Feature, FeatureKind, Knockout, MAX_BINS,
+    MAX_CATEGORIES, MAX_REASONS, MODEL_FORMAT, Missing, Model, Output,
 };
 pub use plan::{PartyPlan, Plan, PlanKind, Slot};
 pub use reference::{Bundle, Record, Verdict};

@@ -17,8 +17,12 @@ use crate::error::{Error, Result};
 pub const MODEL_FORMAT: &str = "jointscore.model.v1";
 
 /// Largest number of categories a categorical feature may declare; the
-/// encrypted paths index categories within one 4-bit block.
-pub const MAX_CATEGORIES: usize = 16;
+/// encrypted paths index categories (and a missing marker) within one 4-bit
+/// block.
+pub const MAX_CATEGORIES: usize = 15;
+
+/// Largest number of scorecard bins per feature, for the same reason.
+pub const MAX_BINS: usize = 15;
 
 /// Largest number of reason codes a model may ask for.
 pub const MAX_REASONS: usize = 2;
@@ -329,7 +333,7 @@ struct RawModel {
     #[allow(dead_code)] // documentation for people; not part of the semantics
     description: String,
     parties: Spanned<Vec<Spanned<String>>>,
-    base_points: i64,
+    base_points: Spanned<i64>,
     features: Spanned<Vec<Spanned<RawFeature>>>,
     #[serde(default)]
     knockouts: Vec<Spanned<RawKnockout>>,
@@ -464,7 +468,7 @@ impl Validator<'_> {
         if raw.name.get_ref().trim().is_empty() {
             return self.err("name", raw.name.span(), "must not be empty");
         }
-        self.bounded("base_points", raw.name.span(), raw.base_points)?;
+        self.bounded("base_points", raw.base_points.span(), *raw.base_points.get_ref())?;
 
         let mut parties = Vec::new();
         for p in raw.parties.get_ref() {
@@ -592,7 +596,7 @@ impl Validator<'_> {
             name: raw.name.get_ref().clone(),
             version: raw.version,
             parties,
-            base_points: raw.base_points,
+            base_points: *raw.base_points.get_ref(),
             features,
             knockouts,
             approve_at: cut.approve,
@@ -736,8 +740,8 @@ impl Validator<'_> {
                 }
             }
         }
-        if bins.is_empty() {
-            return self.err(&field("bins"), raw.bins.span(), "at least one bin is required");
+        if bins.is_empty() || bins.len() > MAX_BINS {
+            return self.err(&field("bins"), raw.bins.span(), format!("declare 1 to {MAX_BINS} bins"));
         }
 
         let missing = match raw.missing.get_ref() {
@@ -891,12 +895,12 @@ impl Validator<'_> {
         let span = rl.formula.span();
         let (product, divisor) = match formula.split_once('/') {
             Some((p, d)) => match d.trim().parse::<u64>() {
-                Ok(d) if d > 0 => (p, d),
+                Ok(d) if d > 0 && d <= 1 << 40 => (p, d),
                 _ => {
                     return self.err(
                         "credit_line.formula",
                         span,
-                        format!("divisor `{}` is not a positive integer", d.trim()),
+                        format!("divisor `{}` is not an integer in 1..=2^40", d.trim()),
                     );
                 }
             },
@@ -907,6 +911,9 @@ impl Validator<'_> {
         let mut constant: u64 = 1;
         for term in product.split('*').map(str::trim) {
             if term == "band_multiplier" {
+                if has_multiplier {
+                    return self.err("credit_line.formula", span, "band_multiplier appears twice");
+                }
                 has_multiplier = true;
             } else if let Some(i) = features.iter().position(|f| f.name == term) {
                 if let Some(j) = feature {
@@ -960,6 +967,9 @@ impl Validator<'_> {
         }
         if rl.granularity == 0 || rl.cap == 0 || !rl.cap.is_multiple_of(rl.granularity) {
             return self.err("credit_line", raw.span(), "cap must be a positive multiple of a positive granularity");
+        }
+        if rl.cap > 1 << 40 {
+            return self.err("credit_line", raw.span(), "cap must be at most 2^40");
         }
         if rl.cap / rl.granularity > 4095 {
             return self.err("credit_line", raw.span(), "cap / granularity must be at most 4095 line steps");
@@ -1072,6 +1082,10 @@ mod tests {
             ("cap = 300", "cap = 302", "credit_line"),
             ("missing = { points = 5 }", "missing = { impute = 9999 }", "features[1].missing"),
             ("missing = \"reject\"", "missing = \"ignore\"", "features[0].missing"),
+            ("band_multiplier * gmv_12m_k", "band_multiplier * band_multiplier * gmv_12m_k", "credit_line.formula"),
+            ("gmv_12m_k / 12\"", "gmv_12m_k / 9999999999999\"", "credit_line.formula"),
+            ("cap = 300", "cap = 3000000000000000", "credit_line"),
+            ("base_points = 420", "base_points = 9999999999999", "base_points"),
         ];
         for (from, to, want) in cases {
             let (field, _, _) = invalid(&edited(from, to));

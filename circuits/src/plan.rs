@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::circuit::{Builder, Circuit, CircuitStats, DIGIT_BASE, Val, digits_for, to_digits};
+use crate::circuit::{Builder, Circuit, CircuitStats, DIGIT_BASE, NOISE_MAX, Val, digits_for, to_digits};
 use crate::error::{Error, Result};
 use crate::model::{FeatureKind, Missing, Model, Output};
 use crate::reference::{self, Bundle, Record, Verdict};
@@ -195,7 +195,7 @@ impl Plan {
                         out.extend(to_digits(reference::line_steps(m, band, v), l.line_digits));
                     }
                 }
-                if m.reveals(Output::Reasons) {
+                if l.sends_reasons(m, party) {
                     let mut cands: Vec<(i64, usize)> = own
                         .iter()
                         .map(|&f| (m.features[f].best_points() - reference::points(m, f, record.value(f)), f))
@@ -423,6 +423,22 @@ impl Layout {
         self.reason_sets[set].iter().position(|&x| x == f).map_or(0, |i| i as u64 + 1)
     }
 
+    /// Whether party `p` sends reason candidates: reasons are revealed and it
+    /// owns features to name.
+    fn sends_reasons(&self, m: &Model, p: usize) -> bool {
+        m.reveals(Output::Reasons) && !self.reason_sets.get(p).is_none_or(Vec::is_empty)
+    }
+
+    /// Largest lost-points code party `p`'s own features can produce.
+    fn party_code_max(&self, m: &Model, p: usize) -> u64 {
+        m.features
+            .iter()
+            .filter(|f| f.party == p)
+            .flat_map(|f| f.point_values().map(|pts| self.code(f.best_points() - pts)))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Code of a positive lost-point value: its rank among all such values.
     fn code(&self, lost: i64) -> u64 {
         self.lost_levels.iter().position(|&l| l == lost).map_or(0, |i| i as u64 + 1)
@@ -487,7 +503,7 @@ fn party_plans(m: &Model, kind: PlanKind, l: &Layout) -> Vec<PartyPlan> {
                             });
                         }
                     }
-                    if m.reveals(Output::Reasons) {
+                    if l.sends_reasons(m, p) {
                         for slot in 0..m.reasons {
                             slots.push(Slot {
                                 what: format!("reason candidate {} lost-points code", slot + 1),
@@ -525,10 +541,11 @@ fn feature_max(m: &Model, f: usize) -> i64 {
     }
 }
 
-/// A reason candidate: lost-points code digits and feature-id digits in
-/// reason set `set`.
+/// A reason candidate: lost-points code digits (at most `code_max`, a
+/// bound the circuit enforces) and feature-id digits in reason set `set`.
 struct Candidate {
     set: usize,
+    code_max: u64,
     code: Vec<Val>,
     id: Vec<Val>,
 }
@@ -571,11 +588,11 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
         let lines =
             if owns_line { l.line_bands.iter().map(|_| b.input_digits(l.line_digits)).collect() } else { Vec::new() };
         let mut reasons = Vec::new();
-        if m.reveals(Output::Reasons) {
+        if l.sends_reasons(m, p) {
             for _ in 0..m.reasons {
                 let code = b.input_digits(l.code_digits);
                 let id = b.input_digits(l.id_digits(p));
-                reasons.push(Candidate { set: p, code, id });
+                reasons.push(Candidate { set: p, code, code_max: l.party_code_max(m, p), id });
             }
         }
         inputs.push(PartyInputs { partial, knock, literals, lines, reasons });
@@ -584,20 +601,14 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
     // Clamp each partial to what the party's data can produce, then add
     // column by column (no carries yet).
     b.phase("clamp partial scores");
-    let mut cols: Vec<Vec<Val>> = Vec::new();
+    let mut clamped = Vec::new();
     let mut score_max = 0u64;
     for (p, pi) in inputs.iter().enumerate() {
         let r = party_range(m, p, l.unit) as u64;
         score_max += r;
-        let clamped = clamp_digits(b, &pi.partial, r)?;
-        for (i, d) in clamped.into_iter().enumerate() {
-            if cols.len() <= i {
-                cols.push(Vec::new());
-            }
-            cols[i].push(d);
-        }
+        clamped.push(clamp_digits(b, &pi.partial, r)?);
     }
-    let score_cols = cols.iter().map(|c| b.sum(c, 0)).collect::<Result<Vec<_>>>()?;
+    let score_cols = add_numbers(b, &clamped)?;
 
     // Knock-outs: local digits count as fired when non-zero; a cross-party
     // rule fires when every party's literal is non-zero.
@@ -636,7 +647,22 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
         }
     }
 
-    let reason_groups = inputs.into_iter().map(|pi| pi.reasons).filter(|r| !r.is_empty()).collect();
+    // A party cannot claim more lost points than its own features can lose:
+    // one-digit codes are clamped inside the comparisons, wider ones here.
+    b.phase("reasons");
+    let mut reason_groups = Vec::new();
+    for pi in inputs {
+        let mut group = Vec::new();
+        for mut cand in pi.reasons {
+            if cand.code.len() > 1 {
+                cand.code = clamp_digits(b, &cand.code, cand.code_max)?;
+            }
+            group.push(cand);
+        }
+        if !group.is_empty() {
+            reason_groups.push(group);
+        }
+    }
     joint(m, l, b, Joint { score_cols, score_max, knock_terms, line_cands, line_clamp, reason_groups })
 }
 
@@ -661,55 +687,72 @@ fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
         let feat = &m.features[f];
         let sentinel = i64::from(matches!(feat.missing, Missing::Points(_)));
         let top = feat.span() as i64 + sentinel;
-        let mut cuts: BTreeSet<i64> = BTreeSet::new();
+        let encode = |v: i64| v - feat.domain_min() + sentinel;
+        let mut bin_cuts: BTreeSet<i64> = BTreeSet::new();
         if sentinel == 1 {
-            cuts.insert(1);
+            bin_cuts.insert(1);
         }
         for bin in &feat.bins {
             for &(lo, hi) in &bin.ranges {
-                cuts.insert(lo - feat.domain_min() + sentinel);
-                cuts.insert(hi + 1 - feat.domain_min() + sentinel);
+                bin_cuts.extend([encode(lo), encode(hi + 1)]);
             }
         }
-        for c in m.knockouts.iter().flat_map(|k| &k.when).filter(|c| c.feature == f) {
-            for v in [c.value, c.value + 1] {
-                cuts.insert(v - feat.domain_min() + sentinel);
-            }
+        let conditions: Vec<(usize, &crate::model::Condition)> = m
+            .knockouts
+            .iter()
+            .enumerate()
+            .flat_map(|(r, k)| k.when.iter().filter(|c| c.feature == f).map(move |c| (r, c)))
+            .collect();
+        let mut cond_cuts: Vec<BTreeSet<i64>> = conditions
+            .iter()
+            .map(|(_, c)| {
+                let mut s: BTreeSet<i64> = [encode(c.value), encode(c.value + 1)].into();
+                if sentinel == 1 {
+                    s.insert(1);
+                }
+                s
+            })
+            .collect();
+        let all: BTreeSet<i64> = bin_cuts.iter().chain(cond_cuts.iter().flatten()).copied().collect();
+        // One level index serves everything when the cut points fit a block;
+        // otherwise the bins get one and each condition its own.
+        let shared = all.iter().filter(|&&c| c > 0 && c <= top).count() <= 15;
+        if shared {
+            bin_cuts = all;
+            cond_cuts.iter_mut().for_each(|c| c.clone_from(&bin_cuts));
         }
-        let cuts: Vec<i64> = cuts.into_iter().filter(|&c| c > 0 && c <= top).collect();
-        if cuts.len() > 15 {
-            return Err(Error::Plan(format!(
-                "feature `{}` has {} cut points; the coordinator-side plan supports 15",
-                feat.name,
-                cuts.len()
-            )));
-        }
-        let bits = cuts.iter().map(|&c| columns_ge(b, &raw[f], c)).collect::<Result<Vec<_>>>()?;
-        let level = b.sum(&bits, 0)?;
-        let level = b.clean(level)?;
-        // The smallest encoded value of each level stands for all of it.
-        let rep = |lv: u8| -> Option<i64> {
+        let rep = |cuts: &[i64], lv: u8| -> Option<i64> {
             let e = if lv == 0 { 0 } else { cuts[usize::from(lv) - 1] };
             (e >= sentinel).then(|| (e - sentinel + feat.domain_min()).min(feature_max(m, f)))
         };
-        let units = |lv: u8| ((reference::points(m, f, rep(lv)) - feat.worst_points()) / l.unit) as u64;
+        let level_of = |b: &mut Builder, cuts: &BTreeSet<i64>| -> Result<(Val, Vec<i64>)> {
+            let cuts: Vec<i64> = cuts.iter().copied().filter(|&c| c > 0 && c <= top).collect();
+            if cuts.len() > 15 {
+                return Err(Error::Plan(format!("feature `{}` has more than 15 bins", feat.name)));
+            }
+            let bits = cuts.iter().map(|&c| columns_ge(b, &raw[f], c)).collect::<Result<Vec<_>>>()?;
+            let level = b.sum(&bits, 0)?;
+            Ok((b.clean(level)?, cuts))
+        };
+        let (level, cuts) = level_of(b, &bin_cuts)?;
+        let rep_bin = |lv: u8| rep(&cuts, lv);
+        let units = |lv: u8| ((reference::points(m, f, rep_bin(lv)) - feat.worst_points()) / l.unit) as u64;
         let umax = ((feat.best_points() - feat.worst_points()) / l.unit) as u64;
         score_max += umax;
         let digits = (0..digits_for(umax))
             .map(|i| b.lut(level, |lv| to_digits(units(lv), i + 1)[i]))
             .collect::<Result<Vec<_>>>()?;
         per_feature_units.push(digits);
-        for (r, k) in m.knockouts.iter().enumerate() {
-            for c in k.when.iter().filter(|c| c.feature == f) {
-                let bit = b.lut(level, |lv| u8::from(reference::condition_holds(c, rep(lv))))?;
-                cond_bits[r].push(bit);
-            }
+        for ((r, c), ccuts) in conditions.iter().zip(&cond_cuts) {
+            let (clevel, ccuts) = if shared { (level, cuts.clone()) } else { level_of(b, ccuts)? };
+            let bit = b.lut(clevel, |lv| u8::from(reference::condition_holds(c, rep(&ccuts, lv))))?;
+            cond_bits[*r].push(bit);
         }
         if m.reveals(Output::Reasons) {
             let code = (0..l.code_digits)
                 .map(|i| {
                     b.lut(level, |lv| {
-                        to_digits(l.code(feat.best_points() - reference::points(m, f, rep(lv))), l.code_digits)[i]
+                        to_digits(l.code(feat.best_points() - reference::points(m, f, rep_bin(lv))), l.code_digits)[i]
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -718,12 +761,13 @@ fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
             let id = (0..n)
                 .map(|i| {
                     b.lut(level, |lv| {
-                        let lost = feat.best_points() - reference::points(m, f, rep(lv));
+                        let lost = feat.best_points() - reference::points(m, f, rep_bin(lv));
                         to_digits(if lost > 0 { l.local_id(0, f) } else { 0 }, n)[i]
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            reason_groups.push(vec![Candidate { set: 0, code, id }]);
+            let code_max = feat.point_values().map(|p| l.code(feat.best_points() - p)).max().unwrap_or(0);
+            reason_groups.push(vec![Candidate { set: 0, code, code_max, id }]);
         }
     }
     b.phase("add feature points");
@@ -748,15 +792,19 @@ fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
     if let Some(line) = m.credit_line.as_ref().filter(|_| line_needed(m)) {
         let feat = &m.features[line.feature];
         for &band in &l.line_bands {
-            line_cands.push(b.radix_line(
-                &raw[line.feature],
-                feat.span(),
-                feat.domain_min() as u64,
-                u64::from(m.bands[band].line_multiplier),
-                line.divisor * line.granularity,
-                line.cap / line.granularity,
-                l.line_digits,
-            ));
+            line_cands.push(
+                b.radix_line(
+                    &raw[line.feature],
+                    feat.span(),
+                    feat.domain_min() as u64,
+                    u64::from(m.bands[band].line_multiplier),
+                    line.divisor
+                        .checked_mul(line.granularity)
+                        .ok_or_else(|| Error::Plan("line divisor x granularity overflows".into()))?,
+                    line.cap / line.granularity,
+                    l.line_digits,
+                ),
+            );
         }
     }
     joint(m, l, b, Joint { score_cols, score_max, knock_terms, line_cands, line_clamp: None, reason_groups })
@@ -772,11 +820,13 @@ fn joint(m: &Model, l: &Layout, b: &mut Builder, j: Joint) -> Result<()> {
         let mut bits = Vec::new();
         for band in &m.bands {
             if let Some(min) = band.min_score {
-                bits.push((ge(b, min)?, -1i8));
+                bits.push(ge(b, min)?);
             }
         }
-        let band = b.linear(&bits, bits.len() as i16)?;
-        Some(b.clean(band)?)
+        // Band 0 is the best: the number of thresholds not reached.
+        let reached = b.sum(&bits, 0)?;
+        let n = bits.len() as u8;
+        Some(b.lut(reached, move |x| n - x)?)
     } else {
         None
     };
@@ -807,7 +857,7 @@ fn joint(m: &Model, l: &Layout, b: &mut Builder, j: Joint) -> Result<()> {
     if let (Some(band), Some(d)) = (band, decision) {
         if m.reveals(Output::RateTier) {
             b.phase("rate tier");
-            let tier = b.lut_multi(&[band, d], |a| if a[1] == 0 { 0 } else { a[0] + 1 })?;
+            let tier = by_band(b, band, d, |band, offered| if offered { band + 1 } else { 0 })?;
             b.output("rate_tier", vec![vec![tier]]);
         }
         if line_needed(m) {
@@ -836,11 +886,11 @@ fn joint(m: &Model, l: &Layout, b: &mut Builder, j: Joint) -> Result<()> {
 fn line(b: &mut Builder, l: &Layout, band: Val, decision: Val, j: &Joint) -> Result<Vec<Val>> {
     let bands = l.line_bands.clone();
     // 0: no line; i + 1: the i-th line band.
-    let pick = b.lut_multi(&[band, decision], |a| {
-        if a[1] == 0 {
+    let pick = by_band(b, band, decision, move |band, offered| {
+        if !offered {
             return 0;
         }
-        bands.iter().position(|&x| x == usize::from(a[0])).map_or(0, |i| i as u8 + 1)
+        bands.iter().position(|&x| x == usize::from(band)).map_or(0, |i| i as u8 + 1)
     })?;
     let mut selected = Vec::new();
     for d in 0..l.line_digits {
@@ -861,7 +911,10 @@ fn line(b: &mut Builder, l: &Layout, band: Val, decision: Val, j: &Joint) -> Res
         selected.push(b.bounded_sum(&terms, 3)?);
     }
     let Some(bound) = j.line_clamp else { return Ok(selected) };
-    let over = columns_ge(b, &selected, bound as i64 + 1)?;
+    let over = {
+        let cols = fit_columns(b, &selected)?;
+        columns_ge(b, &cols, bound as i64 + 1)?
+    };
     let cap = to_digits(bound, l.line_digits);
     selected
         .iter()
@@ -871,6 +924,20 @@ fn line(b: &mut Builder, l: &Layout, band: Val, decision: Val, j: &Joint) -> Res
             b.lut_multi(&[d, over], move |a| if a[1] != 0 { c } else { a[0] })
         })
         .collect()
+}
+
+/// `f(band, offered)` where offered means the decision is not decline: one
+/// lookup on (band, decision) when they share a block, else through an
+/// "offered" bit.
+fn by_band(b: &mut Builder, band: Val, decision: Val, f: impl Fn(u8, bool) -> u8 + Clone) -> Result<Val> {
+    let g = f.clone();
+    match b.lut_multi(&[band, decision], move |a| g(a[0], a[1] != 0)) {
+        Err(Error::Plan(_)) => {
+            let offered = b.lut(decision, |x| u8::from(x != 0))?;
+            b.lut_multi(&[band, offered], move |a| f(a[0], a[1] != 0))
+        }
+        other => other,
+    }
 }
 
 /// Top-k (k <= 2) reason selection over groups of pre-ordered candidates.
@@ -890,16 +957,18 @@ fn reasons(b: &mut Builder, m: &Model, l: &Layout, groups: &[Vec<Candidate>]) ->
     let mut head_beats = vec![vec![Val::Const(0); n]; n];
     for p in 0..n {
         for q in p + 1..n {
-            let bit = outranks(b, &groups[p][0].code, &groups[q][0].code, true)?;
+            let (hp, hq) = (&groups[p][0], &groups[q][0]);
+            let bit = outranks(b, (&hp.code, hp.code_max), (&hq.code, hq.code_max), true)?;
             head_beats[p][q] = bit;
             head_beats[q][p] = b.linear(&[(bit, -1)], 1)?;
         }
     }
-    // rank of each head among heads: how many heads outrank it.
+    // rank of each head among heads: how many heads outrank it, counted up
+    // to 2 (only first and second matter).
     let ranks: Vec<Val> = (0..n)
         .map(|p| {
             let terms: Vec<Val> = (0..n).filter(|&q| q != p).map(|q| head_beats[q][p]).collect();
-            b.sum(&terms, 0)
+            saturating_count(b, &terms, 2)
         })
         .collect::<Result<_>>()?;
 
@@ -925,12 +994,11 @@ fn reasons(b: &mut Builder, m: &Model, l: &Layout, groups: &[Vec<Candidate>]) ->
         let Some(second) = groups[p].get(1) else { continue };
         let mut terms = Vec::new();
         for q in (0..n).filter(|&q| q != p) {
-            terms.push(outranks(b, &second.code, &groups[q][0].code, p < q)?);
+            let hq = &groups[q][0];
+            terms.push(outranks(b, (&second.code, second.code_max), (&hq.code, hq.code_max), p < q)?);
             terms.push(head_beats[p][q]);
         }
-        let all = (2 * (n - 1)) as u8;
-        let s = b.sum(&terms, 0)?;
-        second_wins[p] = b.lut(s, |x| u8::from(x == all))?;
+        second_wins[p] = all_set(b, &terms)?;
     }
     let any_second = b.bounded_sum(&second_wins, 1)?;
     for (p, g) in groups.iter().enumerate() {
@@ -958,10 +1026,18 @@ fn reasons(b: &mut Builder, m: &Model, l: &Layout, groups: &[Vec<Candidate>]) ->
     finish(b, blocks, 15)
 }
 
-/// Whether code `a` outranks code `b` (digits, least significant first):
-/// greater, or equal when `ties` says `a` wins ties.
-fn outranks(b: &mut Builder, a: &[Val], c: &[Val], ties: bool) -> Result<Val> {
-    let mut acc = b.lut_multi(&[a[0], c[0]], |x| u8::from(x[0] > x[1] || (ties && x[0] == x[1])))?;
+/// Whether code `a` outranks code `c` (digits, least significant first,
+/// each with the bound its sender must respect): greater, or equal when
+/// `ties` says `a` wins ties. One-digit codes are clamped to their bounds in
+/// the same lookup; wider codes must arrive clamped.
+fn outranks(b: &mut Builder, a: (&[Val], u64), c: (&[Val], u64), ties: bool) -> Result<Val> {
+    let ((a, amax), (c, cmax)) = (a, c);
+    let (amax, cmax) = (amax.min(u64::from(u8::MAX)) as u8, cmax.min(u64::from(u8::MAX)) as u8);
+    let clamp_low = a.len() == 1;
+    let mut acc = b.lut_multi(&[a[0], c[0]], move |x| {
+        let (x0, y0) = if clamp_low { (x[0].min(amax), x[1].min(cmax)) } else { (x[0], x[1]) };
+        u8::from(x0 > y0 || (ties && x0 == y0))
+    })?;
     for i in 1..a.len() {
         // a[..=i] >= c[..=i]  <=>  a_i - c_i + acc >= 1
         let v = b.linear(&[(a[i], 1), (c[i], -1), (acc, 1)], 3)?;
@@ -1028,12 +1104,13 @@ fn columns_ge(b: &mut Builder, cols: &[Val], t: i64) -> Result<Val> {
     Err(Error::Internal("carry chain ended without a result".into()))
 }
 
-/// Columns fit for [`columns_ge`]: normalised if any is too big or noisy.
+/// Columns fit for [`columns_ge`]: each at most 9 with noise at most 4;
+/// normalised when too big, cleaned when too noisy.
 fn fit_columns(b: &mut Builder, cols: &[Val]) -> Result<Vec<Val>> {
-    if cols.iter().all(|&c| b.max(c) <= 9) {
-        return Ok(cols.to_vec());
+    if cols.iter().any(|&c| b.max(c) > 9) {
+        return normalize(b, cols);
     }
-    normalize(b, cols)
+    cols.iter().map(|&c| if b.noise(c) > NOISE_MAX - 1 { b.clean(c) } else { Ok(c) }).collect()
 }
 
 /// Propagates carries: clean base-4 digits of `sum(4^i * cols[i])`.
@@ -1043,15 +1120,22 @@ fn normalize(b: &mut Builder, cols: &[Val]) -> Result<Vec<Val>> {
     let mut i = 0;
     while i < cols.len() || carry != Val::Const(0) {
         let c = cols.get(i).copied().unwrap_or(Val::Const(0));
-        let c = if b.max(c) > 12 { b.clean(c)? } else { c };
-        let v = b.sum(&[c, carry], 0)?;
-        out.push(b.lut(v, |x| x % 4)?);
-        carry = b.lut(v, |x| x / 4)?;
-        if i >= cols.len() && carry == Val::Const(0) {
-            break;
+        let fits = u32::from(b.max(c)) + u32::from(b.max(carry)) <= 15 && b.noise(c) + b.noise(carry) <= NOISE_MAX;
+        if fits {
+            let v = b.sum(&[c, carry], 0)?;
+            out.push(b.lut(v, |x| x % 4)?);
+            carry = b.lut(v, |x| x / 4)?;
+        } else {
+            // Split the column first: its own carry goes straight on.
+            let (lo, hi) = (b.lut(c, |x| x % 4)?, b.lut(c, |x| x / 4)?);
+            let carry_in = b.clean(carry)?;
+            let v = b.sum(&[lo, carry_in], 0)?;
+            out.push(b.lut(v, |x| x % 4)?);
+            let up = b.lut(v, |x| x / 4)?;
+            carry = b.sum(&[up, hi], 0)?;
         }
         i += 1;
-        if i > 32 {
+        if i > 64 {
             return Err(Error::Internal("carry propagation does not terminate".into()));
         }
     }
@@ -1078,6 +1162,51 @@ fn add_numbers(b: &mut Builder, numbers: &[Vec<Val>]) -> Result<Vec<Val>> {
         }
     }
     Ok(acc)
+}
+
+/// `min(sum(bits), cap)` of values in `0..=1`, in chunks that fit a block
+/// and the noise budget; no lookup when the sum cannot exceed `cap`.
+fn saturating_count(b: &mut Builder, bits: &[Val], cap: u8) -> Result<Val> {
+    let mut acc: Vec<Val> = Vec::new();
+    let (mut max, mut noise) = (0u32, 0u32);
+    for &t in bits {
+        let (tm, tn) = (u32::from(b.max(t)), u32::from(b.noise(t)));
+        if !acc.is_empty() && (max + tm > 15 || noise + tn > u32::from(NOISE_MAX)) {
+            let s = b.sum(&acc, 0)?;
+            acc = vec![b.lut(s, move |x| x.min(cap))?];
+            (max, noise) = (u32::from(cap), 1);
+        }
+        acc.push(t);
+        (max, noise) = (max + tm, noise + tn);
+    }
+    let s = b.sum(&acc, 0)?;
+    if max > u32::from(cap) { b.lut(s, move |x| x.min(cap)) } else { Ok(s) }
+}
+
+/// Whether every one of `bits` (values in `0..=1`) is 1.
+fn all_set(b: &mut Builder, bits: &[Val]) -> Result<Val> {
+    let mut chunks: Vec<Val> = Vec::new();
+    let mut acc: Vec<Val> = Vec::new();
+    let mut noise = 0;
+    for &t in bits {
+        if !acc.is_empty() && (acc.len() == 15 || noise + b.noise(t) > NOISE_MAX) {
+            let n = acc.len() as u8;
+            let s = b.sum(&acc, 0)?;
+            chunks.push(b.lut(s, move |x| u8::from(x == n))?);
+            acc.clear();
+            noise = 0;
+        }
+        noise += b.noise(t);
+        acc.push(t);
+    }
+    let n = acc.len() as u8;
+    let s = b.sum(&acc, 0)?;
+    let last = b.lut(s, move |x| u8::from(x == n))?;
+    if chunks.is_empty() {
+        return Ok(last);
+    }
+    chunks.push(last);
+    all_set(b, &chunks)
 }
 
 /// A block that is non-zero exactly when one of `terms` is.
@@ -1235,9 +1364,150 @@ reveal = ["decision", "band", "rate_tier", "credit_line", "reasons", "score"]
         Model::from_toml(ALT_MODEL).unwrap_or_else(|e| panic!("alt model: {e}"))
     }
 
+    /// A random valid model as TOML: 1-6 parties, 0-4 features each
+    /// (integer or categorical, every missing treatment), 1-8 bands,
+    /// knock-outs across parties, an optional line, 0-2 reasons, any policy.
+    pub(crate) fn arb_model() -> impl Strategy<Value = Model> {
+        (any::<u64>(), 1usize..=6).prop_filter_map("model rejected by the validator", |(seed, parties)| {
+            use std::fmt::Write;
+            let mut s = seed;
+            let mut next = move |n: u64| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (s >> 33) % n.max(1)
+            };
+            let mut t = String::from("format = \"jointscore.model.v1\"\nname = \"fuzz\"\nversion = \"1\"\n");
+            let names: Vec<String> = (0..parties).map(|i| format!("p{i}")).collect();
+            writeln!(t, "parties = {:?}\nbase_points = {}", names, next(100) as i64 - 50).ok()?;
+            let unit = [1, 5, 10][next(3) as usize] as i64;
+            let mut ints: Vec<(String, i64, i64, bool)> = Vec::new();
+            let mut cats: Vec<(String, usize)> = Vec::new();
+            let mut nfeat = 0;
+            for party in &names {
+                for _ in 0..next(5) {
+                    let name = format!("f{nfeat}");
+                    nfeat += 1;
+                    let pts = |next: &mut dyn FnMut(u64) -> u64| (next(9) as i64 - 2) * unit;
+                    let missing = match next(3) {
+                        0 => "\"reject\"".to_string(),
+                        1 => format!("{{ points = {} }}", pts(&mut next)),
+                        _ => String::new(),
+                    };
+                    if next(5) == 0 {
+                        let n = 1 + next(6) as usize;
+                        let categories: Vec<String> = (0..n).map(|c| format!("c{c}")).collect();
+                        let mut groups: Vec<Vec<String>> = vec![Vec::new(); 1 + next(n as u64) as usize];
+                        for (i, c) in categories.iter().enumerate() {
+                            let g = if i < groups.len() { i } else { next(groups.len() as u64) as usize };
+                            groups[g].push(c.clone());
+                        }
+                        let missing = if missing.is_empty() { format!("{{ impute = \"c{}\" }}", next(n as u64)) } else { missing };
+                        writeln!(t, "[[features]]\nname = \"{name}\"\nparty = \"{party}\"\nunit = \"u\"\ncategories = {categories:?}\nmissing = {missing}\nbins = [").ok()?;
+                        for g in groups {
+                            writeln!(t, "  {{ categories = {g:?}, points = {} }},", pts(&mut next)).ok()?;
+                        }
+                        t.push_str("]\n");
+                        cats.push((name, n));
+                    } else {
+                        let min = next(101) as i64 - 50;
+                        let max = min + next(2000) as i64;
+                        let scored_missing = missing.starts_with('{');
+                        let missing = if missing.is_empty() { format!("{{ impute = {} }}", min + next((max - min + 1) as u64) as i64) } else { missing };
+                        writeln!(t, "[[features]]\nname = \"{name}\"\nparty = \"{party}\"\nunit = \"u\"\nrange = [{min}, {max}]\nmissing = {missing}\nbins = [").ok()?;
+                        let mut cuts: Vec<i64> = (0..next(5)).map(|_| min + 1 + next((max - min).max(1) as u64) as i64).filter(|&c| c <= max).collect();
+                        cuts.sort();
+                        cuts.dedup();
+                        for c in &cuts {
+                            writeln!(t, "  {{ max = {}, points = {} }},", c - 1, pts(&mut next)).ok()?;
+                        }
+                        writeln!(t, "  {{ points = {} }},\n]", pts(&mut next)).ok()?;
+                        ints.push((name, min, max, scored_missing));
+                    }
+                }
+            }
+            let all: Vec<String> = ints.iter().map(|f| f.0.clone()).chain(cats.iter().map(|c| c.0.clone())).collect();
+            for r in 0..next(9) {
+                let mut when = Vec::new();
+                for _ in 0..1 + next(2) {
+                    if all.is_empty() {
+                        break;
+                    }
+                    let f = &all[next(all.len() as u64) as usize];
+                    if let Some((_, min, max, _)) = ints.iter().find(|x| &x.0 == f) {
+                        let op = ["<", "<=", ">", ">=", "==", "!="][next(6) as usize];
+                        when.push(format!("{f} {op} {}", min - 5 + next((max - min + 11) as u64) as i64));
+                    } else if let Some((_, n)) = cats.iter().find(|x| &x.0 == f) {
+                        when.push(format!("{f} {} c{}", ["==", "!="][next(2) as usize], next(*n as u64)));
+                    }
+                }
+                if !when.is_empty() {
+                    writeln!(t, "[[knockouts]]\ncode = \"K{r}\"\nwhen = {when:?}").ok()?;
+                }
+            }
+            let lo = -150 + next(100) as i64;
+            let refer = lo + next(200) as i64;
+            writeln!(t, "[cutoffs]\napprove = {}\nrefer = {refer}", refer + next(60) as i64).ok()?;
+            let line_feature = ints.iter().find(|f| f.1 >= 0 && !f.3).map(|f| f.0.clone());
+            let nb = 1 + next(8) as i64;
+            let mut score = lo + 250;
+            for band in 0..nb {
+                let mult = if line_feature.is_some() { next(5) } else { 0 };
+                let min = if band + 1 == nb { String::new() } else { format!("min_score = {score}\n") };
+                writeln!(t, "[[bands]]\nname = \"B{band}\"\n{min}rate_tier = \"T{band}\"\nline_multiplier = {mult}").ok()?;
+                score -= 1 + next(60) as i64;
+            }
+            let reasons = next(3);
+            writeln!(t, "[reasons]\ncount = {reasons}").ok()?;
+            let mut outs = vec!["decision", "band", "rate_tier", "score"];
+            if let Some(f) = &line_feature {
+                let g = 1 + next(10);
+                writeln!(t, "[credit_line]\nformula = \"band_multiplier * {f} / {}\"\ncap = {}\ngranularity = {g}\nunit = \"k\"", 1 + next(30), g * (1 + next(80))).ok()?;
+                outs.push("credit_line");
+            }
+            if reasons > 0 {
+                outs.push("reasons");
+            }
+            let reveal: Vec<&str> = outs.iter().copied().filter(|_| next(3) > 0).collect();
+            let reveal = if reveal.is_empty() { vec!["decision"] } else { reveal };
+            writeln!(t, "[outputs]\nreveal = {reveal:?}").ok()?;
+            Model::from_toml(&t).ok()
+        })
+    }
+
     fn all_outputs(mut m: Model) -> Model {
         m.reveal = Output::ALL.into_iter().collect();
         m
+    }
+
+    /// Golden vector: what each party sends for examples/seller.json under
+    /// the pushdown plan, worked by hand (see the comments). A change here is
+    /// a change of the wire contract between parties and coordinator.
+    #[test]
+    fn golden_pushdown_contributions() {
+        let m = Model::cross_border_seller();
+        let plan = Plan::new(&m, PlanKind::Pushdown).unwrap();
+        let seller: serde_json::Value = serde_json::from_str(include_str!("../../examples/seller.json")).unwrap();
+        let record = Record::from_json(&m, &seller).unwrap();
+        let platform: [u8; 19] = [
+            2, 2, // partial: 5 features x 10 points = 50 = 10 units -> digits 2, 2
+            0, // no local knock-out (months_active 40 >= 6)
+            0, // refund_rate_bp 650 is not > 1500
+            0, 3, 3, // band A line: min(60, 3 * 1400 / 60 = 70) = 60 steps
+            2, 3, 2, // band B: 2 * 1400 / 60 = 46 steps
+            3, 1, 1, // band C: 1400 / 60 = 23 steps
+            1, 1, 0, // reason 1: lost 5 (code 1), gmv_12m_k (own id 1)
+            1, 2, 0, // reason 2: lost 5 (code 1), gmv_trend_pct (own id 2)
+        ];
+        let logistics: [u8; 6] = [2, 1, 1, 1, 1, 2]; // 30 points = 6 units; on_time (1), turnover (2)
+        let bank: [u8; 10] = [
+            3, 1, // 10 + 5 + 5 + 15 = 35 points = 7 units
+            0, 0, // no violations; late_repayments 1 < 2
+            2, 2, 0, // reason 1: lost 10 (code 2), late_repayments_12m (own id 2)
+            2, 3, 0, // reason 2: lost 10 (code 2), outstanding_debt_k (own id 3)
+        ];
+        assert_eq!(plan.contribution(0, &record).unwrap(), platform);
+        assert_eq!(plan.contribution(1, &record).unwrap(), logistics);
+        assert_eq!(plan.contribution(2, &record).unwrap(), bank);
+        assert_eq!(plan.stats().lookups, 59);
     }
 
     #[test]
@@ -1322,6 +1592,36 @@ reveal = ["decision", "band", "rate_tier", "credit_line", "reasons", "score"]
             let hi = m.base_points + m.features.iter().map(|f| f.best_points()).sum::<i64>();
             prop_assert!(lo <= score && score <= hi);
             prop_assert!(bundle.credit_line.unwrap() <= m.credit_line.as_ref().unwrap().cap);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1500))]
+
+        /// Random valid models: both plans build and equal the reference on
+        /// random records, and the pushdown circuit stays within its bounds
+        /// on arbitrary contributions.
+        #[test]
+        fn random_models_plan_and_equal_reference(
+            (m, records) in arb_model().prop_flat_map(|m| {
+                let records = proptest::collection::vec(arb_record(&m), 4);
+                (Just(m), records)
+            }),
+            junk in proptest::collection::vec(0u8..4, 64),
+        ) {
+            for kind in [PlanKind::Pushdown, PlanKind::CoordinatorSide] {
+                let plan = match Plan::new(&m, kind) {
+                    Ok(plan) => plan,
+                    Err(e) => return Err(TestCaseError::fail(format!("{kind:?}: {e}"))),
+                };
+                for record in &records {
+                    prop_assert_eq!(plan.eval_plain(record).unwrap(), reference::evaluate(&m, record).restricted(&m));
+                }
+                if kind == PlanKind::Pushdown {
+                    let blocks: Vec<u8> = junk.iter().cycle().take(plan.circuit().input_count()).copied().collect();
+                    prop_assert!(plan.eval_contributions(&blocks).is_ok());
+                }
+            }
         }
     }
 }

@@ -102,8 +102,7 @@ impl Record {
         self.values[feature]
     }
 
-    /// The record restricted to one party: other parties' features are
-    /// unknown to it and must not be read.
+    /// Every feature's value, by feature index (`None` = missing).
     pub fn values(&self) -> &[Option<i64>] {
         &self.values
     }
