@@ -253,7 +253,9 @@ pub struct EvalReport {
     /// Evaluating the circuit.
     pub circuit: Duration,
     /// Programmable bootstraps counted by tfhe (`pbs-stats`) during the
-    /// evaluation, expansion included.
+    /// evaluation, expansion included. tfhe's counter is process-wide:
+    /// evaluations running concurrently in one process inflate each other's
+    /// count.
     pub pbs: u64,
 }
 
