@@ -1015,33 +1015,34 @@ mod tests {
         assert!(!m.reveals(Output::Score));
     }
 
+    /// Asserts `text` is refused at `field`, on the line where `at` starts
+    /// (when given), with a message containing `says`.
+    fn assert_invalid(text: &str, field: &str, at: Option<&str>, says: &str) {
+        let (got_field, line, msg) = invalid(text);
+        assert_eq!(got_field, field, "{msg}");
+        if let Some(at) = at {
+            assert_eq!(line, line_of(text, at), "{msg}");
+        }
+        assert!(msg.contains(says), "{msg}");
+    }
+
     #[test]
     fn unknown_party_names_field_and_line() {
         let text = edited("party = \"logistics\"", "party = \"warehouse\"");
-        let (field, line, msg) = invalid(&text);
-        assert_eq!(field, "features[5].party");
-        assert_eq!(line, line_of(&text, "party = \"warehouse\""));
-        assert!(msg.contains("warehouse"), "{msg}");
+        assert_invalid(&text, "features[5].party", Some("party = \"warehouse\""), "warehouse");
     }
 
     #[test]
     fn overlapping_gapped_and_short_bins_are_rejected() {
         let text = edited("  { max = 499, points = 5 },", "  { min = 90, max = 499, points = 5 },");
-        let (field, line, msg) = invalid(&text);
-        assert_eq!(field, "features[0].bins[1]");
-        assert_eq!(line, line_of(&text, "{ min = 90"));
-        assert!(msg.contains("overlaps"), "{msg}");
-
+        assert_invalid(&text, "features[0].bins[1]", Some("{ min = 90"), "overlaps");
         let text = edited("  { max = 499, points = 5 },", "  { min = 150, max = 499, points = 5 },");
-        assert!(invalid(&text).2.contains("gap"));
-
+        assert_invalid(&text, "features[0].bins[1]", Some("{ min = 150"), "gap");
         let text = edited(
             "  { points = 15 },\n]\n\n[[features]]\nname = \"gmv_trend_pct\"",
             "  { max = 40000, points = 15 },\n]\n\n[[features]]\nname = \"gmv_trend_pct\"",
         );
-        let (field, _, msg) = invalid(&text);
-        assert_eq!(field, "features[0].bins");
-        assert!(msg.contains("range ends at 50000"), "{msg}");
+        assert_invalid(&text, "features[0].bins", None, "range ends at 50000");
     }
 
     #[test]
@@ -1050,24 +1051,16 @@ mod tests {
             "formula = \"band_multiplier * gmv_12m_k / 12\"",
             "formula = \"band_multiplier * gmv_12m_k * overseas_stock_k / 12\"",
         );
-        let (field, line, msg) = invalid(&text);
-        assert_eq!(field, "credit_line.formula");
-        assert_eq!(line, line_of(&text, "formula ="));
-        assert!(msg.contains("two encrypted values"), "{msg}");
+        assert_invalid(&text, "credit_line.formula", Some("formula ="), "two encrypted values");
     }
 
     #[test]
     fn forbidden_output_and_duplicate_feature_are_rejected() {
         let text = edited("reveal = [\"decision\",", "reveal = [\"gmv_12m_k\", \"decision\",");
-        let (field, _, msg) = invalid(&text);
-        assert_eq!(field, "outputs.reveal");
-        assert!(msg.contains("raw features are never outputs"), "{msg}");
-
+        assert_invalid(&text, "outputs.reveal", Some("\"gmv_12m_k\", \"decision\""), "raw features are never outputs");
         let text = edited("name = \"gmv_trend_pct\"", "name = \"gmv_12m_k\"");
-        let (field, line, msg) = invalid(&text);
-        assert_eq!(field, "features[1].name");
-        assert_eq!(line, line_of(&text, "name = \"gmv_12m_k\"\nparty = \"platform\"\nunit = \"percent"));
-        assert!(msg.contains("duplicate"), "{msg}");
+        let at = "name = \"gmv_12m_k\"\nparty = \"platform\"\nunit = \"percent";
+        assert_invalid(&text, "features[1].name", Some(at), "duplicate");
     }
 
     #[test]
