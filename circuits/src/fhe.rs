@@ -646,6 +646,22 @@ mod tests {
         assert!(err.to_string().contains("1 contributions for 3 parties"), "{err}");
     }
 
+    /// A party whose values the policy never reads sends an empty list.
+    #[test]
+    fn a_party_with_nothing_to_send() {
+        let m = Model::from_toml(&crate::model::CROSS_BORDER_SELLER.replace(
+            "parties = [\"platform\", \"logistics\", \"bank\"]",
+            "parties = [\"platform\", \"logistics\", \"bank\", \"observer\"]",
+        ))
+        .unwrap();
+        let plan = Plan::new(&m, PlanKind::Pushdown).unwrap();
+        assert_eq!(plan.parties()[3].blocks(), 0);
+        let record =
+            Record::from_json(&m, &serde_json::from_str(include_str!("../../examples/seller.json")).unwrap()).unwrap();
+        let got = run_encrypted(&plan, &contributions(&plan, &record)).unwrap();
+        assert_eq!(got, reference::evaluate(&m, &record).restricted(&m));
+    }
+
     #[test]
     fn wrong_key_is_refused() {
         let (_, plan, _) = &plans()[0];
