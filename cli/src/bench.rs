@@ -169,3 +169,75 @@ pub(crate) fn decision(args: DecisionArgs) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+/// Options of `bench psi`.
+#[derive(Args)]
+pub(crate) struct PsiArgs {
+    /// Items per side; half of each side's items are in the other's set.
+    #[arg(long, default_value_t = 1 << 16)]
+    size: usize,
+    /// Run the cardinality-only variant instead of the intersection.
+    #[arg(long)]
+    cardinality: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs one PSI session in process and reports throughput.
+pub(crate) fn psi(args: PsiArgs) -> Result<(), CliError> {
+    use jointscore_psi::{Outcome, POINT_BYTES, Requester, Responder, Variant};
+    use std::time::Instant;
+
+    if args.size == 0 || args.size > jointscore_psi::MAX_ITEMS {
+        return Err(CliError::Usage(format!("--size must be in 1..={}", jointscore_psi::MAX_ITEMS)));
+    }
+    let n = args.size;
+    let mine: Vec<Vec<u8>> = (0..n).map(|i| format!("invoice:{i:012}").into_bytes()).collect();
+    let theirs: Vec<Vec<u8>> = (n / 2..n / 2 + n).map(|i| format!("invoice:{i:012}").into_bytes()).collect();
+    let variant = if args.cardinality { Variant::Cardinality } else { Variant::Intersection };
+    let mut rng = rand_core::OsRng;
+
+    let start = Instant::now();
+    let (requester, request) = Requester::new(&mine, variant, &mut rng).map_err(|e| CliError::Usage(e.to_string()))?;
+    let t_request = start.elapsed();
+    let (response, _) = Responder::respond(&theirs, &request, &mut rng).map_err(|e| CliError::Usage(e.to_string()))?;
+    let t_response = start.elapsed() - t_request;
+    let (outcome, _) = requester.finish(&response).map_err(|e| CliError::Usage(e.to_string()))?;
+    let seconds = start.elapsed().as_secs_f64();
+
+    let shared = n - n / 2;
+    let correct = match outcome {
+        Outcome::Intersection(positions) => positions == (n / 2..n).collect::<Vec<_>>(),
+        Outcome::Cardinality(count) => count == shared,
+    };
+    let bytes = (request.points.len() + response.doubly.len() + response.theirs.len()) * POINT_BYTES;
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let items_per_s = n as f64 / seconds;
+    if args.json {
+        let v = json!({
+            "size": n,
+            "variant": if args.cardinality { "cardinality" } else { "intersection" },
+            "seconds": seconds,
+            "items_per_s": items_per_s,
+            "items_per_s_per_core": items_per_s / threads as f64,
+            "bytes": bytes,
+            "correct": correct,
+            "request_s": t_request.as_secs_f64(),
+            "response_s": t_response.as_secs_f64(),
+            "threads": threads,
+        });
+        println!("{v}");
+    } else {
+        println!("PSI {n} x {n} items ({shared} shared), {threads} threads, variant {variant:?}");
+        println!("  total        {seconds:>9.3} s   ({items_per_s:.0} items/s per side, {:.0} per core)", items_per_s / threads as f64);
+        println!("  request      {:>9.3} s   (requester hashes and blinds its items)", t_request.as_secs_f64());
+        println!("  response     {:>9.3} s   (responder re-blinds them, hashes and blinds its own)", t_response.as_secs_f64());
+        println!("  bytes        {bytes:>9}     ({POINT_BYTES} per point)");
+        println!("  correct      {correct}");
+    }
+    if !correct {
+        return Err(CliError::Usage("the PSI result is wrong".into()));
+    }
+    Ok(())
+}

@@ -82,6 +82,8 @@ enum ModelCommand {
 enum BenchCommand {
     /// Joint-circuit latency and bootstraps, pushdown vs coordinator-side.
     Decision(bench::DecisionArgs),
+    /// ECDH PSI on ristretto255: both sides in one process.
+    Psi(bench::PsiArgs),
 }
 
 #[derive(Args)]
@@ -112,6 +114,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Model(cmd) => model(cmd),
         Command::Bench(BenchCommand::Decision(args)) => bench::decision(args),
+        Command::Bench(BenchCommand::Psi(args)) => bench::psi(args),
         Command::Quickstart(args) => quickstart(args),
     };
     match result {

@@ -1,0 +1,49 @@
+//! ECDH private set intersection over ristretto255.
+//!
+//! Two parties, a **requester** holding set `X` and a **responder** holding
+//! set `Y`, learn about `X ∩ Y` and nothing else, in three messages:
+//!
+//! 1. requester → responder: `H(x)^a` for each of its items, in its order;
+//! 2. responder → requester: those points raised to `b` (`H(x)^ab`), and
+//!    `H(y)^b` for each of its items, shuffled;
+//! 3. the requester raises the latter to `a` and matches `H(y)^ba` against
+//!    `H(x)^ab`.
+//!
+//! `H` hashes an item to ristretto255 with SHA-512 under a
+//! domain-separation tag ([`DOMAIN`]); `a` and `b` are fresh random scalars
+//! per session ([`SessionKey`], zeroized on drop). Exponentiations run in
+//! parallel on the rayon pool.
+//!
+//! # Variants and what each side learns
+//!
+//! | variant | requester learns | responder learns |
+//! | --- | --- | --- |
+//! | [`Variant::Intersection`] (also: membership of the requester's items in the responder's set) | which of its items are in `Y`; `|Y|` | `|X|` |
+//! | [`Variant::Cardinality`] | `|X ∩ Y|`; `|Y|` | `|X|` |
+//! | [`Variant::Intersection`] + [`Reveal`] (both learn) | as Intersection | which of its items are in `X`, and nothing else of `X` beyond `|X|` |
+//!
+//! In the cardinality variant the responder shuffles its answer to message 1
+//! too, so the requester cannot tell which of its items matched. Set sizes
+//! are visible to both sides; pad sets with random dummy items where sizes
+//! are sensitive.
+//!
+//! # Security
+//!
+//! Semi-honest parties (each follows the protocol; either may try to learn
+//! more from what it sees). Security rests on the decisional Diffie-Hellman
+//! assumption in the prime-order ristretto255 group, with `H` modelled as a
+//! random oracle. A malicious responder could answer with other points than
+//! it should (for example exponentiate only a subset), which changes the
+//! requester's result but reveals nothing more of `X`; detecting that is out
+//! of scope. Every received point is decoded with ristretto's canonical
+//! decoding: non-canonical or invalid encodings are refused.
+
+mod error;
+mod group;
+mod protocol;
+
+pub use error::{Error, Result};
+pub use group::{DOMAIN, POINT_BYTES, SessionKey, hash_to_group};
+pub use protocol::{
+    MAX_ITEMS, Outcome, Requester, Request, Responder, ResponderState, Response, Reveal, Variant,
+};
