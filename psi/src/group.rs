@@ -54,24 +54,56 @@ impl SessionKey {
 
     /// `H(item)^k` for every item, encoded, in order.
     pub(crate) fn hash_and_raise<T: AsRef<[u8]> + Sync>(&self, items: &[T]) -> Vec<[u8; POINT_BYTES]> {
-        items.par_iter().map(|item| (hash_to_group(item.as_ref()) * self.0).compress().to_bytes()).collect()
+        let half = self.half();
+        items
+            .par_chunks(CHUNK)
+            .flat_map_iter(|chunk| {
+                let points: Vec<RistrettoPoint> = chunk.iter().map(|item| hash_to_group(item.as_ref()) * half).collect();
+                compress_doubled(&points)
+            })
+            .collect()
     }
 
     /// `p^k` for every received point, in order; refuses any point that is
     /// not a canonical encoding of a group element.
     pub(crate) fn raise(&self, points: &[[u8; POINT_BYTES]], what: &'static str) -> Result<Vec<[u8; POINT_BYTES]>> {
-        points
-            .par_iter()
+        let half = self.half();
+        let chunks: Vec<Vec<[u8; POINT_BYTES]>> = points
+            .par_chunks(CHUNK)
             .enumerate()
-            .map(|(index, bytes)| {
-                // Canonical encodings only; the identity is no honest party's
-                // point (it would be the hash of nothing).
-                let p = CompressedRistretto(*bytes)
-                    .decompress()
-                    .filter(|p| !p.is_identity())
-                    .ok_or(Error::InvalidPoint { what, index })?;
-                Ok((p * self.0).compress().to_bytes())
+            .map(|(c, chunk)| {
+                let raised = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, bytes)| {
+                        // Canonical encodings only; the identity is no honest
+                        // party's point (it would be the hash of nothing).
+                        CompressedRistretto(*bytes)
+                            .decompress()
+                            .filter(|p| !p.is_identity())
+                            .map(|p| p * half)
+                            .ok_or(Error::InvalidPoint { what, index: c * CHUNK + i })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(compress_doubled(&raised))
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok(chunks.concat())
     }
+
+    /// `k / 2`: raising to it and doubling lets a whole chunk of points be
+    /// compressed with one shared field inversion (the group has odd order,
+    /// so `2 * (k / 2) = k`).
+    fn half(&self) -> Scalar {
+        self.0 * Scalar::from(2u8).invert()
+    }
+}
+
+/// Points per batch compression; large enough to amortise the inversion,
+/// small enough to spread over the rayon pool.
+const CHUNK: usize = 512;
+
+/// Encodings of `2 * p` for every point, with one batched inversion.
+fn compress_doubled(points: &[RistrettoPoint]) -> Vec<[u8; POINT_BYTES]> {
+    RistrettoPoint::double_and_compress_batch(points).into_iter().map(|c| c.to_bytes()).collect()
 }
