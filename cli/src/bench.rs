@@ -230,9 +230,15 @@ pub(crate) fn psi(args: PsiArgs) -> Result<(), CliError> {
         println!("{v}");
     } else {
         println!("PSI {n} x {n} items ({shared} shared), {threads} threads, variant {variant:?}");
-        println!("  total        {seconds:>9.3} s   ({items_per_s:.0} items/s per side, {:.0} per core)", items_per_s / threads as f64);
+        println!(
+            "  total        {seconds:>9.3} s   ({items_per_s:.0} items/s per side, {:.0} per core)",
+            items_per_s / threads as f64
+        );
         println!("  request      {:>9.3} s   (requester hashes and blinds its items)", t_request.as_secs_f64());
-        println!("  response     {:>9.3} s   (responder re-blinds them, hashes and blinds its own)", t_response.as_secs_f64());
+        println!(
+            "  response     {:>9.3} s   (responder re-blinds them, hashes and blinds its own)",
+            t_response.as_secs_f64()
+        );
         println!("  bytes        {bytes:>9}     ({POINT_BYTES} per point)");
         println!("  correct      {correct}");
     }

@@ -116,3 +116,20 @@ fn quickstart_decides_and_matches_the_reference() {
     let bad = jointscore(&["quickstart", "--sellers", "0"]);
     assert!(!bad.status.success());
 }
+
+#[test]
+fn bench_psi_json_has_the_documented_fields() {
+    for extra in [&[][..], &["--cardinality"][..]] {
+        let mut args = vec!["bench", "psi", "--size", "600", "--json"];
+        args.extend_from_slice(extra);
+        let out = jointscore(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_str(&stdout(&out)).expect("one JSON object");
+        for key in ["items_per_s", "seconds"] {
+            assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+        }
+        assert_eq!(v["bytes"], 600 * 3 * 32);
+        assert_eq!(v["correct"], Value::Bool(true));
+    }
+    assert!(!jointscore(&["bench", "psi", "--size", "0"]).status.success());
+}

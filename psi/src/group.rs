@@ -58,7 +58,8 @@ impl SessionKey {
         items
             .par_chunks(CHUNK)
             .flat_map_iter(|chunk| {
-                let points: Vec<RistrettoPoint> = chunk.iter().map(|item| hash_to_group(item.as_ref()) * half).collect();
+                let points: Vec<RistrettoPoint> =
+                    chunk.iter().map(|item| hash_to_group(item.as_ref()) * half).collect();
                 compress_doubled(&points)
             })
             .collect()

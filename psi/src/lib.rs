@@ -44,6 +44,4 @@ mod protocol;
 
 pub use error::{Error, Result};
 pub use group::{DOMAIN, POINT_BYTES, SessionKey, hash_to_group};
-pub use protocol::{
-    MAX_ITEMS, Outcome, Requester, Request, Responder, ResponderState, Response, Reveal, Variant,
-};
+pub use protocol::{MAX_ITEMS, Outcome, Request, Requester, Responder, ResponderState, Response, Reveal, Variant};

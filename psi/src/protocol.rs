@@ -124,13 +124,15 @@ impl Requester {
                 return Err(Error::InvalidPoint { what: "answered points", index });
             }
         }
-        let mine: HashMap<&[u8; POINT_BYTES], usize> = response.doubly.iter().enumerate().map(|(i, p)| (p, i)).collect();
+        let mine: HashMap<&[u8; POINT_BYTES], usize> =
+            response.doubly.iter().enumerate().map(|(i, p)| (p, i)).collect();
         let matches: Vec<(usize, usize)> =
             theirs.iter().enumerate().filter_map(|(j, p)| mine.get(p).map(|&i| (i, j))).collect();
         match self.variant {
             Variant::Cardinality => Ok((Outcome::Cardinality(matches.len()), None)),
             Variant::Intersection => {
-                let mut mine: Vec<usize> = matches.iter().flat_map(|&(i, _)| self.positions[i].iter().copied()).collect();
+                let mut mine: Vec<usize> =
+                    matches.iter().flat_map(|&(i, _)| self.positions[i].iter().copied()).collect();
                 mine.sort_unstable();
                 let mut positions: Vec<u32> = matches.iter().map(|&(_, j)| j as u32).collect();
                 positions.sort_unstable();
@@ -210,7 +212,12 @@ mod tests {
     use super::*;
     use crate::group::hash_to_group;
 
-    fn run(x: &[Vec<u8>], y: &[Vec<u8>], variant: Variant, seed: u64) -> (Request, Response, Outcome, Option<Vec<usize>>) {
+    fn run(
+        x: &[Vec<u8>],
+        y: &[Vec<u8>],
+        variant: Variant,
+        seed: u64,
+    ) -> (Request, Response, Outcome, Option<Vec<usize>>) {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let (req, request) = Requester::new(x, variant, &mut rng).unwrap();
         let (response, state) = Responder::respond(y, &request, &mut rng).unwrap();
@@ -256,7 +263,8 @@ mod tests {
         // The answer to a cardinality request is shuffled: not in the order
         // an intersection answer (which the requester could match) has.
         assert_eq!(response.doubly.len(), 64);
-        let ordered_again = Responder::respond(&x, &Request { variant: Variant::Intersection, ..request.clone() }, &mut rng).unwrap().0;
+        let ordered_again =
+            Responder::respond(&x, &Request { variant: Variant::Intersection, ..request.clone() }, &mut rng).unwrap().0;
         assert_ne!(response.doubly, ordered_again.doubly);
         assert!(matches!(req.finish(&response).unwrap(), (Outcome::Cardinality(64), None)));
         assert!(matches!(state.learn(&Reveal { positions: vec![0] }), Err(Error::Mismatch(_))));
@@ -279,7 +287,10 @@ mod tests {
         let (mut response, state) = Responder::respond(&items, &request, &mut rng).unwrap();
         let mut short = response.clone();
         short.doubly.pop();
-        assert!(matches!(Requester::new(&items, Variant::Intersection, &mut rng).unwrap().0.finish(&short), Err(Error::Mismatch(_))));
+        assert!(matches!(
+            Requester::new(&items, Variant::Intersection, &mut rng).unwrap().0.finish(&short),
+            Err(Error::Mismatch(_))
+        ));
         response.theirs[0] = [0xff; 32];
         assert_eq!(req.finish(&response).unwrap_err(), Error::InvalidPoint { what: "responder points", index: 0 });
         assert!(matches!(state.learn(&Reveal { positions: vec![9] }), Err(Error::Mismatch(_))));
@@ -304,12 +315,11 @@ mod tests {
     /// transcript. A change here breaks interoperability between versions.
     #[test]
     fn golden_vectors() {
-        assert_eq!(
-            hex::encode(hash_to_group(b"jointscore").compress().to_bytes()),
-            GOLDEN_HASH,
-        );
-        let x: Vec<Vec<u8>> = ["invoice:acme:001", "invoice:acme:002", "order:shop:9"].map(|s| s.as_bytes().to_vec()).into();
-        let y: Vec<Vec<u8>> = ["order:shop:9", "invoice:acme:002", "receipt:wh:5"].map(|s| s.as_bytes().to_vec()).into();
+        assert_eq!(hex::encode(hash_to_group(b"jointscore").compress().to_bytes()), GOLDEN_HASH,);
+        let x: Vec<Vec<u8>> =
+            ["invoice:acme:001", "invoice:acme:002", "order:shop:9"].map(|s| s.as_bytes().to_vec()).into();
+        let y: Vec<Vec<u8>> =
+            ["order:shop:9", "invoice:acme:002", "receipt:wh:5"].map(|s| s.as_bytes().to_vec()).into();
         let (request, response, outcome, learned) = run(&x, &y, Variant::Intersection, 2026);
         assert_eq!(outcome, Outcome::Intersection(vec![1, 2]));
         assert_eq!(learned, Some(vec![0, 1]));
