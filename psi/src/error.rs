@@ -24,6 +24,9 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// An asset identity that cannot be normalised.
+    #[error("invalid asset id: {0}")]
+    InvalidAsset(String),
     /// A message does not fit the session it is used in.
     #[error("message does not match the session: {0}")]
     Mismatch(String),

@@ -38,10 +38,12 @@
 //! of scope. Every received point is decoded with ristretto's canonical
 //! decoding: non-canonical or invalid encodings are refused.
 
+mod asset;
 mod error;
 mod group;
 mod protocol;
 
+pub use asset::{AssetId, AssetKind, MAX_ISSUER, MAX_NUMBER};
 pub use error::{Error, Result};
 pub use group::{DOMAIN, POINT_BYTES, SessionKey, hash_to_group};
 pub use protocol::{MAX_ITEMS, Outcome, Request, Requester, Responder, ResponderState, Response, Reveal, Variant};
