@@ -292,8 +292,10 @@ impl Feature {
         }
     }
 
-    /// Index of the bin holding a (clamped) domain value.
+    /// Index of the bin holding a domain value; values outside the domain
+    /// are clamped to it first.
     pub fn bin_of(&self, value: i64) -> usize {
+        let value = value.clamp(self.domain_min(), self.domain_min() + self.span() as i64);
         self.bins
             .iter()
             .position(|b| b.ranges.iter().any(|&(lo, hi)| lo <= value && value <= hi))

@@ -578,8 +578,7 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
         reasons: Vec<Candidate>,
     }
     let mut inputs = Vec::new();
-    for (p, plan) in party_plans(m, PlanKind::Pushdown, l).iter().enumerate() {
-        let _ = plan;
+    for p in 0..m.parties.len() {
         let partial = b.input_digits(l.partial_digits[p]);
         let knock = l.local_knock[p].then(|| b.input(3));
         let literals = l.cross_rules[p].iter().map(|&r| (r, b.input(3))).collect();

@@ -231,8 +231,9 @@ impl Bundle {
     }
 }
 
-/// Points a feature awards for a record value (`None` = missing).
-pub fn points(model: &Model, feature: usize, value: Option<i64>) -> i64 {
+/// Points a feature awards for a record value (`None` = missing, which a
+/// [`Record`] only holds for features scored when missing).
+pub(crate) fn points(model: &Model, feature: usize, value: Option<i64>) -> i64 {
     let f = &model.features[feature];
     match (value, &f.missing) {
         (Some(v), _) => f.bins[f.bin_of(v)].points,
