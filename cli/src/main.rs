@@ -84,6 +84,8 @@ enum BenchCommand {
     Decision(bench::DecisionArgs),
     /// ECDH PSI on ristretto255: both sides in one process.
     Psi(bench::PsiArgs),
+    /// Vertical binning round (encrypted labels summed per bin), in process.
+    Binning(bench::BinningArgs),
 }
 
 #[derive(Args)]
@@ -115,6 +117,7 @@ fn main() -> ExitCode {
         Command::Model(cmd) => model(cmd),
         Command::Bench(BenchCommand::Decision(args)) => bench::decision(args),
         Command::Bench(BenchCommand::Psi(args)) => bench::psi(args),
+        Command::Bench(BenchCommand::Binning(args)) => bench::binning(args),
         Command::Quickstart(args) => quickstart(args),
     };
     match result {

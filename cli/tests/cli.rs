@@ -133,3 +133,15 @@ fn bench_psi_json_has_the_documented_fields() {
     }
     assert!(!jointscore(&["bench", "psi", "--size", "0"]).status.success());
 }
+
+#[test]
+fn bench_binning_json_has_the_documented_fields() {
+    let out = jointscore(&["bench", "binning", "--rows", "800", "--features", "3", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).expect("one JSON object");
+    assert_eq!(v["rows"], 800);
+    assert_eq!(v["features"], 3);
+    assert!(v["seconds"].as_f64().is_some_and(|s| s > 0.0));
+    assert_eq!(v["correct"], Value::Bool(true));
+    assert!(!jointscore(&["bench", "binning", "--rows", "0"]).status.success());
+}
