@@ -3,6 +3,7 @@
 
 mod bench;
 mod sample;
+mod study;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,6 +34,10 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Fit a scorecard on vertically split CSV data through the binning
+    /// protocol, score the test rows under TFHE, compare with a plaintext
+    /// logistic regression.
+    Study(study::StudyArgs),
     /// Decide for sample sellers end to end (keys, party encryption,
     /// coordinator evaluation, lender decryption) and check every encrypted
     /// decision against the plaintext reference.
@@ -119,6 +124,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Psi(args)) => bench::psi(args),
         Command::Bench(BenchCommand::Binning(args)) => bench::binning(args),
         Command::Quickstart(args) => quickstart(args),
+        Command::Study(args) => study::study(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -145,3 +145,94 @@ fn bench_binning_json_has_the_documented_fields() {
     assert_eq!(v["correct"], Value::Bool(true));
     assert!(!jointscore(&["bench", "binning", "--rows", "0"]).status.success());
 }
+
+/// A small generated dataset: numeric and categorical columns with missing
+/// values; the label depends on them so the scorecard has something to find.
+fn generated_csv(rows: usize) -> String {
+    let mut s = String::from("amount,region,tenure,score,label\n");
+    let mut x: u64 = 12345;
+    let mut next = || {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (x >> 33) as f64 / (1u64 << 31) as f64
+    };
+    for i in 0..rows {
+        let risk = next();
+        let amount = (100.0 + risk * 900.0 + next() * 300.0).round();
+        let region = ["north", "south", "east", "west"][(risk * 3.9) as usize];
+        let tenure = if i % 13 == 0 { String::new() } else { format!("{:.1}", 10.0 - risk * 8.0 + next() * 3.0) };
+        let score = (next() * 100.0).round();
+        let label = if next() < 0.15 + risk * 0.6 { "bad" } else { "good" };
+        s.push_str(&format!("{amount},{region},{tenure},{score},{label}\n"));
+    }
+    s
+}
+
+#[test]
+fn study_runs_end_to_end_on_generated_data() {
+    let csv = temp_file("study.csv", &generated_csv(160));
+    let out = std::env::temp_dir().join(format!("jointscore-study-{}", std::process::id()));
+    let o = jointscore(&[
+        "study",
+        "--data",
+        csv.to_str().unwrap(),
+        "--label",
+        "label",
+        "--bad",
+        "bad",
+        "--parties",
+        "platform=amount,region;bank=tenure:num",
+        "--test-fraction",
+        "0.1",
+        "--seed",
+        "7",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    for prefix in ["test AUC: ", "reference AUC: ", "KS: "] {
+        let line =
+            text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` line in {text}"));
+        let v: f64 = line[prefix.len()..].parse().expect("a number");
+        assert!((0.0..=1.0).contains(&v), "{line}");
+    }
+    // 10% of each class is held out: 16 or 17 rows, every one equal.
+    let last = text.lines().last().unwrap_or_default();
+    let (n, m) = last.strip_prefix("encrypted == reference: ").and_then(|r| r.split_once('/')).expect("final line");
+    assert!(n == m && ["16", "17"].contains(&n), "{last}");
+    for file in ["model.toml", "roc.svg", "scores.svg"] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    let model = std::fs::read_to_string(out.join("model.toml")).unwrap();
+    let check = jointscore(&["model", "check", out.join("model.toml").to_str().unwrap()]);
+    assert!(check.status.success(), "{model}\n{}", stderr(&check));
+}
+
+#[test]
+fn study_refuses_bad_data_naming_the_column() {
+    let good = generated_csv(60);
+    let run = |csv: &str, label: &str, parties: &str| {
+        let path = temp_file(&format!("bad-{}.csv", csv.len() + label.len() + parties.len()), csv);
+        let o = jointscore(&[
+            "study",
+            "--data",
+            path.to_str().unwrap(),
+            "--label",
+            label,
+            "--bad",
+            "bad",
+            "--parties",
+            parties,
+        ]);
+        assert!(!o.status.success());
+        stderr(&o)
+    };
+    assert!(run(&good, "outcome", "").contains("label column `outcome`"));
+    assert!(run(&good.replace(",bad\n", ",good\n"), "label", "").contains("needs both"));
+    assert!(run(&good, "label", "platform=amount,colour").contains("column `colour`"));
+    let constant: String =
+        good.lines().map(|l| format!("{l},{}\n", if l.starts_with("amount") { "flag" } else { "1" })).collect();
+    assert!(run(&constant, "label", "").contains("column `flag` is constant"));
+    let text = good.replacen('\n', "\nabc,north,1.0,5,good\n", 1);
+    assert!(run(&text, "label", "platform=amount:num").contains("column `amount` is numeric but row 2 holds `abc`"));
+}
