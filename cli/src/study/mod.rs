@@ -117,9 +117,6 @@ pub(crate) fn study(args: StudyArgs) -> Result<(), CliError> {
     let toml = format!("{}{}", fitted.toml, fit::decision_section(&train_scores));
     let model = Model::from_toml(&toml)?;
 
-    std::fs::create_dir_all(&args.out).map_err(|source| CliError::Read { path: args.out.clone(), source })?;
-    write_atomic(&args.out.join("model.toml"), &toml)?;
-
     // The test rows through the full encrypted path.
     let plan = Plan::new(&model, PlanKind::Pushdown)?;
     println!(
@@ -155,7 +152,7 @@ pub(crate) fn study(args: StudyArgs) -> Result<(), CliError> {
         &eval::roc_svg(&[("encrypted scorecard", "#3366cc", &risk), ("reference LR", "#cc3333", &lr)], &bad),
     )?;
     write_atomic(&args.out.join("scores.svg"), &eval::distribution_svg(&enc_scores, &bad))?;
-    println!("plots: {}, {}", args.out.join("roc.svg").display(), args.out.join("scores.svg").display());
+    println!("written: {} (model), roc.svg, scores.svg", args.out.join("model.toml").display());
     println!("test AUC: {test_auc:.3}");
     println!("reference AUC: {ref_auc:.3}");
     println!("KS: {ks:.3}");
