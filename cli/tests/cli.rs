@@ -213,6 +213,7 @@ fn study_refuses_bad_data_naming_the_column() {
     let good = generated_csv(60);
     let run = |csv: &str, label: &str, parties: &str| {
         let path = temp_file(&format!("bad-{}.csv", csv.len() + label.len() + parties.len()), csv);
+        let out = std::env::temp_dir().join(format!("jointscore-study-bad-{}", std::process::id()));
         let o = jointscore(&[
             "study",
             "--data",
@@ -223,8 +224,12 @@ fn study_refuses_bad_data_naming_the_column() {
             "bad",
             "--parties",
             parties,
+            "--out",
+            out.to_str().unwrap(),
         ]);
         assert!(!o.status.success());
+        // Nothing half-written: a refused study leaves no output behind.
+        assert!(!out.exists());
         stderr(&o)
     };
     assert!(run(&good, "outcome", "").contains("label column `outcome`"));

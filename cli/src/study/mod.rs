@@ -119,12 +119,7 @@ pub(crate) fn study(args: StudyArgs) -> Result<(), CliError> {
 
     // The test rows through the full encrypted path.
     let plan = Plan::new(&model, PlanKind::Pushdown)?;
-    println!(
-        "model {} written to {}; pushdown plan: {} PBS per decision",
-        &model.id()[..16],
-        args.out.join("model.toml").display(),
-        plan.stats().lookups
-    );
+    println!("model {}; pushdown plan: {} PBS per decision", &model.id()[..16], plan.stats().lookups);
     let keys = generate_keys()?;
     let bar = ProgressBar::new(study.test.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} encrypted decisions")
@@ -147,6 +142,9 @@ pub(crate) fn study(args: StudyArgs) -> Result<(), CliError> {
     let test_auc = eval::auc(&risk, &bad);
     let ref_auc = eval::auc(&lr, &bad);
     let ks = eval::ks(&risk, &bad);
+    // Outputs are written only now, each whole: a failed study leaves none.
+    std::fs::create_dir_all(&args.out).map_err(|source| CliError::Read { path: args.out.clone(), source })?;
+    write_atomic(&args.out.join("model.toml"), &toml)?;
     write_atomic(
         &args.out.join("roc.svg"),
         &eval::roc_svg(&[("encrypted scorecard", "#3366cc", &risk), ("reference LR", "#cc3333", &lr)], &bad),
