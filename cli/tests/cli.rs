@@ -149,7 +149,7 @@ fn bench_binning_json_has_the_documented_fields() {
 /// A small generated dataset: numeric and categorical columns with missing
 /// values; the label depends on them so the scorecard has something to find.
 fn generated_csv(rows: usize) -> String {
-    let mut s = String::from("amount,region,tenure,score,label\n");
+    let mut s = String::from("amount,region,tenure,score,city,label\n");
     let mut x: u64 = 12345;
     let mut next = || {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -162,7 +162,9 @@ fn generated_csv(rows: usize) -> String {
         let tenure = if i % 13 == 0 { String::new() } else { format!("{:.1}", 10.0 - risk * 8.0 + next() * 3.0) };
         let score = (next() * 100.0).round();
         let label = if next() < 0.15 + risk * 0.6 { "bad" } else { "good" };
-        s.push_str(&format!("{amount},{region},{tenure},{score},{label}\n"));
+        // More cities than a model takes categories: rare ones are pooled.
+        let city = format!("city{}", (next() * 30.0) as u32);
+        s.push_str(&format!("{amount},{region},{tenure},{score},{city},{label}\n"));
     }
     s
 }
@@ -204,6 +206,8 @@ fn study_runs_end_to_end_on_generated_data() {
         assert!(out.join(file).exists(), "{file} missing");
     }
     let model = std::fs::read_to_string(out.join("model.toml")).unwrap();
+    // The 30 cities exceed what a model takes; the rarest were pooled.
+    assert!(model.contains("\"(other)\""), "{model}");
     let check = jointscore(&["model", "check", out.join("model.toml").to_str().unwrap()]);
     assert!(check.status.success(), "{model}\n{}", stderr(&check));
 }
@@ -238,6 +242,6 @@ fn study_refuses_bad_data_naming_the_column() {
     let constant: String =
         good.lines().map(|l| format!("{l},{}\n", if l.starts_with("amount") { "flag" } else { "1" })).collect();
     assert!(run(&constant, "label", "").contains("column `flag` is constant"));
-    let text = good.replacen('\n', "\nabc,north,1.0,5,good\n", 1);
+    let text = good.replacen('\n', "\nabc,north,1.0,5,city1,good\n", 1);
     assert!(run(&text, "label", "platform=amount:num").contains("column `amount` is numeric but row 2 holds `abc`"));
 }

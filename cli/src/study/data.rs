@@ -199,16 +199,31 @@ fn numeric_column(name: &str, cells: &[Option<&str>]) -> Result<Column, CliError
     Ok(Column::Numeric { values, decimals })
 }
 
+/// Name of the category that gathers rare ones when a column has more
+/// categories than a model can take.
+const OTHER: &str = "(other)";
+
 fn categorical_column(name: &str, cells: &[Option<&str>]) -> Result<Column, CliError> {
-    let categories: Vec<String> =
-        cells.iter().flatten().map(|c| c.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
-    if categories.len() > jointscore_circuits::MAX_CATEGORIES {
-        return Err(bad(format!(
-            "column `{name}` has {} categories; models take at most {}",
-            categories.len(),
-            jointscore_circuits::MAX_CATEGORIES
-        )));
+    let mut freq: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for c in cells.iter().flatten() {
+        *freq.entry(c).or_default() += 1;
     }
-    let values = cells.iter().map(|c| c.and_then(|c| categories.iter().position(|x| x == c))).collect();
+    if freq.contains_key(OTHER) {
+        return Err(bad(format!("column `{name}` uses the reserved category `{OTHER}`")));
+    }
+    // Keep the most frequent categories; the rest share `(other)`.
+    let max = jointscore_circuits::MAX_CATEGORIES;
+    let mut by_count: Vec<(&str, usize)> = freq.into_iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let keep = if by_count.len() > max { max - 1 } else { by_count.len() };
+    let mut categories: Vec<String> = by_count[..keep].iter().map(|(c, _)| c.to_string()).collect();
+    categories.sort();
+    if by_count.len() > keep {
+        categories.push(OTHER.to_string());
+    }
+    let values = cells
+        .iter()
+        .map(|c| c.map(|c| categories.iter().position(|x| x == c).unwrap_or(categories.len() - 1)))
+        .collect();
     Ok(Column::Categorical { categories, values })
 }
