@@ -86,11 +86,7 @@ pub fn woe_iv(bins: &[BinCounts]) -> (Vec<f64>, f64) {
 pub fn merge_monotone(bins: &[BinCounts], ordered: usize, min_share: f64) -> Vec<std::ops::Range<usize>> {
     let total: u64 = bins.iter().map(|b| b.rows).sum();
     let mut groups: Vec<std::ops::Range<usize>> = (0..ordered.min(bins.len())).map(|i| i..i + 1).collect();
-    let counts = |g: &std::ops::Range<usize>| {
-        bins[g.clone()]
-            .iter()
-            .fold(BinCounts::default(), |a, b| BinCounts { rows: a.rows + b.rows, bad: a.bad + b.bad })
-    };
+    let counts = |g: &std::ops::Range<usize>| bins[g.clone()].iter().sum::<BinCounts>();
     // Too-small bins join their smaller neighbour.
     while groups.len() > 1 {
         let Some(i) = (0..groups.len()).find(|&i| (counts(&groups[i]).rows as f64) < min_share * total as f64) else {

@@ -16,6 +16,12 @@ pub struct BinCounts {
     pub bad: u64,
 }
 
+impl<'a> std::iter::Sum<&'a BinCounts> for BinCounts {
+    fn sum<I: Iterator<Item = &'a BinCounts>>(iter: I) -> BinCounts {
+        iter.fold(BinCounts::default(), |a, b| BinCounts { rows: a.rows + b.rows, bad: a.bad + b.bad })
+    }
+}
+
 impl BinCounts {
     /// Rows labelled good.
     pub fn good(&self) -> u64 {
@@ -80,6 +86,19 @@ impl Lender {
             })
             .collect()
     }
+}
+
+/// The counts in the clear, for features the lender holds itself and as
+/// the reference the protocol must reproduce.
+pub fn plain_counts(assignment: &BinAssignment, labels: &[bool]) -> Vec<BinCounts> {
+    let mut counts = vec![BinCounts::default(); assignment.count as usize];
+    for (&bin, &bad) in assignment.bins.iter().zip(labels) {
+        if let Some(c) = counts.get_mut(bin as usize) {
+            c.rows += 1;
+            c.bad += u64::from(bad);
+        }
+    }
+    counts
 }
 
 /// A party's side of a round: sums the encrypted labels per bin of each of

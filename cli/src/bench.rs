@@ -267,7 +267,7 @@ pub(crate) struct BinningArgs {
 
 /// One vertical binning round in process, through the wire encodings.
 pub(crate) fn binning(args: BinningArgs) -> Result<(), CliError> {
-    use jointscore_binning::{BinCounts, Ciphertext, FeatureSums, Lender, NumericBins, party_sums};
+    use jointscore_binning::{Ciphertext, FeatureSums, Lender, NumericBins, party_sums, plain_counts};
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
     use std::time::Instant;
@@ -319,14 +319,7 @@ pub(crate) fn binning(args: BinningArgs) -> Result<(), CliError> {
     let t_decrypt = t.elapsed();
     let seconds = start.elapsed().as_secs_f64();
 
-    let correct = assignments.iter().zip(&counts).all(|(a, got)| {
-        let mut want = vec![BinCounts::default(); a.count as usize];
-        for (&bin, &bad) in a.bins.iter().zip(&labels) {
-            want[bin as usize].rows += 1;
-            want[bin as usize].bad += u64::from(bad);
-        }
-        &want == got
-    });
+    let correct = assignments.iter().zip(&counts).all(|(a, got)| &plain_counts(a, &labels) == got);
     let bytes = wire.len() * 64 + sent.iter().map(|f| f.len() * (64 + 8)).sum::<usize>();
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     if args.json {

@@ -13,7 +13,9 @@
 
 use std::fmt::Write;
 
-use jointscore_binning::{BinAssignment, BinCounts, Lender, NumericBins, merge_monotone, party_sums, woe_iv};
+use jointscore_binning::{
+    BinAssignment, BinCounts, Lender, NumericBins, merge_monotone, party_sums, plain_counts, woe_iv,
+};
 
 use super::data::{Column, Study};
 use crate::CliError;
@@ -93,17 +95,7 @@ fn counts(study: &Study, initial: &[Initial]) -> Result<Vec<Vec<BinCounts>>, Cli
             })
             .collect();
         let got = if party == "lender" {
-            assignments
-                .iter()
-                .map(|a| {
-                    let mut c = vec![BinCounts::default(); a.count as usize];
-                    for (&b, &l) in a.bins.iter().zip(&labels) {
-                        c[b as usize].rows += 1;
-                        c[b as usize].bad += u64::from(l);
-                    }
-                    c
-                })
-                .collect()
+            assignments.iter().map(|a| plain_counts(a, &labels)).collect()
         } else {
             let sums = party_sums(&public, &cts, &assignments).map_err(|e| CliError::Usage(e.to_string()))?;
             lender.decrypt(&sums).map_err(|e| CliError::Usage(e.to_string()))?
@@ -115,10 +107,6 @@ fn counts(study: &Study, initial: &[Initial]) -> Result<Vec<Vec<BinCounts>>, Cli
     Ok(out)
 }
 
-fn sum(bins: &[BinCounts]) -> BinCounts {
-    bins.iter().fold(BinCounts::default(), |a, b| BinCounts { rows: a.rows + b.rows, bad: a.bad + b.bad })
-}
-
 /// Fits the scorecard and writes the model file text.
 pub(crate) fn fit(study: &Study, scale: &Scale, name: &str) -> Result<Fit, CliError> {
     let factor = scale.pdo / std::f64::consts::LN_2;
@@ -127,7 +115,7 @@ pub(crate) fn fit(study: &Study, scale: &Scale, name: &str) -> Result<Fit, CliEr
     let initial: Vec<Initial> = prepared.iter().map(|(i, _)| Initial { assign: i.assign.clone(), ..*i }).collect();
     let counts = counts(study, &initial)?;
 
-    let train_total = sum(&counts[0]);
+    let train_total: BinCounts = counts[0].iter().sum();
     let mut fitted = Vec::new();
     let mut feature_toml = Vec::new();
     for (f, feature) in study.features.iter().enumerate() {
@@ -146,7 +134,7 @@ pub(crate) fn fit(study: &Study, scale: &Scale, name: &str) -> Result<Fit, CliEr
             reordered.push(c[init.ordered]);
         }
         let groups = merge_monotone(&reordered, init.ordered, MIN_SHARE);
-        let merged: Vec<BinCounts> = groups.iter().map(|g| sum(&reordered[g.clone()])).collect();
+        let merged: Vec<BinCounts> = groups.iter().map(|g| reordered[g.clone()].iter().sum()).collect();
         let (woe, iv) = woe_iv(&merged);
         let points: Vec<i64> = woe.iter().map(|w| (factor * w).round() as i64).collect();
         fitted.push(Fitted { name: feature.name.clone(), iv, selected: false });
