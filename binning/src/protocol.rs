@@ -69,9 +69,9 @@ impl Lender {
         let table = DlogTable::new(self.rows as u64);
         sums.par_iter()
             .map(|f| {
-                let total: u64 = f.bins.iter().map(|(rows, _)| rows).sum();
-                if total != self.rows as u64 {
-                    return Err(Error::Shape(format!("bins hold {total} rows, the round has {}", self.rows)));
+                let total = f.bins.iter().try_fold(0u64, |acc, (rows, _)| acc.checked_add(*rows));
+                if total != Some(self.rows as u64) {
+                    return Err(Error::Shape(format!("bins hold {total:?} rows, the round has {}", self.rows)));
                 }
                 f.bins
                     .iter()

@@ -158,7 +158,9 @@ fn generated_csv(rows: usize) -> String {
     for i in 0..rows {
         let risk = next();
         let amount = (100.0 + risk * 900.0 + next() * 300.0).round();
-        let region = ["north", "south", "east", "west"][(risk * 3.9) as usize];
+        // Category names a model file must escape: a quote (written as a
+        // CSV-quoted cell) and a combining accent.
+        let region = ["north", "\"so\"\"uth\"", "east", "we\u{301}st"][(risk * 3.9) as usize];
         let tenure = if i % 13 == 0 { String::new() } else { format!("{:.1}", 10.0 - risk * 8.0 + next() * 3.0) };
         let score = (next() * 100.0).round();
         let label = if next() < 0.15 + risk * 0.6 { "bad" } else { "good" };
@@ -244,4 +246,19 @@ fn study_refuses_bad_data_naming_the_column() {
     assert!(run(&constant, "label", "").contains("column `flag` is constant"));
     let text = good.replacen('\n', "\nabc,north,1.0,5,city1,good\n", 1);
     assert!(run(&text, "label", "platform=amount:num").contains("column `amount` is numeric but row 2 holds `abc`"));
+    assert!(run(&good, "label", "p=amount;p=region").contains("party `p` is listed twice"));
+    let dup = good.replacen("amount,region", "amount,Amount", 1);
+    assert!(run(&dup, "label", "").contains("columns `amount` and `Amount` both become feature `amount`"));
+    let twice = good.replacen("amount,region", "amount,amount", 1);
+    assert!(run(&twice, "label", "").contains("column `amount` appears twice"));
+    // One bad row: whichever side gets it, the other has one class only.
+    let one_bad: String = good
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let l = l.replace(",bad", ",good");
+            if i == 1 { format!("{}bad\n", l.trim_end_matches("good")) } else { format!("{l}\n") }
+        })
+        .collect();
+    assert!(run(&one_bad, "label", "").contains("only one class"));
 }

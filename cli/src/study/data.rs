@@ -30,6 +30,8 @@ pub(crate) enum Column {
 #[derive(Clone, Debug)]
 pub(crate) struct Feature {
     pub(crate) name: String,
+    /// The CSV header it came from.
+    pub(crate) column_name: String,
     pub(crate) party: String,
     pub(crate) column: Column,
 }
@@ -58,8 +60,16 @@ fn parse_spec(spec: &str) -> Result<Spec, CliError> {
         let (party, cols) =
             part.split_once('=').ok_or_else(|| bad(format!("--parties: `{part}` is not PARTY=COL,COL")))?;
         let party = party.trim();
-        if party.is_empty() || party == "lender" {
-            return Err(bad(format!("--parties: party name `{party}` is empty or reserved")));
+        if party.is_empty()
+            || party == "lender"
+            || !party.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(bad(format!(
+                "--parties: party name `{party}` must be letters, digits, `_` or `-` (and not `lender`)"
+            )));
+        }
+        if out.iter().any(|(p, _): &(String, _)| p == party) {
+            return Err(bad(format!("--parties: party `{party}` is listed twice; give all its columns at once")));
         }
         let mut columns = Vec::new();
         for c in cols.split(',').map(str::trim).filter(|c| !c.is_empty()) {
@@ -98,6 +108,11 @@ pub(crate) fn load(
             return Err(bad(format!("CSV row {} has {} cells, the header {}", i + 2, rec.len(), header.len())));
         }
         rows.push(rec.iter().map(|s| s.trim().to_string()).collect());
+    }
+    for (i, h) in header.iter().enumerate() {
+        if header[..i].contains(h) {
+            return Err(bad(format!("column `{h}` appears twice in the header")));
+        }
     }
     let label_at = header
         .iter()
@@ -144,7 +159,17 @@ pub(crate) fn load(
         if distinct < 2 {
             return Err(bad(format!("column `{name}` is constant; drop it or give it values")));
         }
-        features.push(Feature { name: sanitize(name), party, column });
+        let feature_name = sanitize(name);
+        if let Some(other) = features.iter().find(|f: &&Feature| f.name == feature_name) {
+            return Err(bad(format!(
+                "columns `{}` and `{name}` both become feature `{feature_name}`; rename one",
+                other.column_name
+            )));
+        }
+        features.push(Feature { name: feature_name, column_name: name.clone(), party, column });
+    }
+    if features.is_empty() {
+        return Err(bad("the CSV has no columns besides the label".into()));
     }
     let mut parties: Vec<String> = spec.iter().map(|(p, _)| p.clone()).collect();
     if features.iter().any(|f| f.party == "lender") {
@@ -163,8 +188,13 @@ pub(crate) fn load(
     }
     train.sort_unstable();
     test.sort_unstable();
-    if test.is_empty() || train.is_empty() {
-        return Err(bad("the split leaves no training or no test rows".into()));
+    for (set, rows) in [("training", &train), ("test", &test)] {
+        let bads = rows.iter().filter(|&&i| labels[i]).count();
+        if bads == 0 || bads == rows.len() {
+            return Err(bad(format!(
+                "the {set} rows hold only one class of `{label}`; use more data or another --test-fraction"
+            )));
+        }
     }
     Ok(Study { features, labels, train, test, parties })
 }
@@ -187,16 +217,19 @@ fn numeric_column(name: &str, cells: &[Option<&str>]) -> Result<Column, CliError
             decimals = decimals.max(frac.trim_end_matches('0').len() as u32);
         }
     }
-    let decimals = decimals.min(MAX_DECIMALS);
-    let scale = 10f64.powi(decimals as i32);
-    let values = cells
-        .iter()
-        .map(|c| c.and_then(|c| c.parse::<f64>().ok()).map(|v| (v * scale).round() as i64))
-        .collect::<Vec<_>>();
-    if values.iter().flatten().any(|v| v.abs() > 1 << 40) {
-        return Err(bad(format!("column `{name}` holds values beyond ±2^40 after scaling")));
+    // Keep as many decimals as the model's integer range allows (a range
+    // may span at most 2^32 values).
+    let parsed: Vec<Option<f64>> = cells.iter().map(|c| c.and_then(|c| c.parse::<f64>().ok())).collect();
+    for decimals in (0..=decimals.min(MAX_DECIMALS)).rev() {
+        let scale = 10f64.powi(decimals as i32);
+        let values: Vec<Option<i64>> = parsed.iter().map(|v| v.map(|v| (v * scale).round() as i64)).collect();
+        let lo = values.iter().flatten().min().copied().unwrap_or(0);
+        let hi = values.iter().flatten().max().copied().unwrap_or(0);
+        if lo.abs() <= 1 << 40 && hi.abs() <= 1 << 40 && hi - lo < 1 << 32 {
+            return Ok(Column::Numeric { values, decimals });
+        }
     }
-    Ok(Column::Numeric { values, decimals })
+    Err(bad(format!("column `{name}` spans more than 2^32 integer values; rescale it")))
 }
 
 /// Name of the category that gathers rare ones when a column has more

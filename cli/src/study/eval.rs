@@ -14,7 +14,7 @@ pub(crate) fn auc(scores: &[f64], bad: &[bool]) -> f64 {
     let mut i = 0;
     while i < idx.len() {
         let mut j = i;
-        while j < idx.len() && scores[idx[j]] == scores[idx[i]] {
+        while j < idx.len() && scores[idx[j]].total_cmp(&scores[idx[i]]).is_eq() {
             j += 1;
         }
         for &k in &idx[i..j] {
@@ -39,7 +39,7 @@ pub(crate) fn ks(scores: &[f64], bad: &[bool]) -> f64 {
     let mut i = 0;
     while i < idx.len() {
         let s = scores[idx[i]];
-        while i < idx.len() && scores[idx[i]] == s {
+        while i < idx.len() && scores[idx[i]].total_cmp(&s).is_eq() {
             if bad[idx[i]] {
                 fb += 1.0 / pos
             } else {
@@ -57,15 +57,25 @@ pub(crate) fn ks(scores: &[f64], bad: &[bool]) -> f64 {
 /// an indicator), L2 penalty 1 (as scikit-learn's default `C = 1`), fitted by
 /// Newton's method on the training rows. Returns P(bad) for the test rows.
 pub(crate) fn reference_lr(study: &Study) -> Vec<f64> {
+    // Training mean and standard deviation of each numeric column, once.
+    let stats: Vec<(f64, f64)> = study
+        .features
+        .iter()
+        .map(|f| match &f.column {
+            Column::Numeric { values, .. } => {
+                let present: Vec<f64> = study.train.iter().filter_map(|&r| values[r].map(|v| v as f64)).collect();
+                let mean = present.iter().sum::<f64>() / present.len().max(1) as f64;
+                let var = present.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / present.len().max(1) as f64;
+                (mean, var.sqrt().max(1e-12))
+            }
+            Column::Categorical { .. } => (0.0, 1.0),
+        })
+        .collect();
     let design = |i: usize| -> Vec<f64> {
         let mut x = vec![1.0];
-        for f in &study.features {
+        for (f, &(mean, sd)) in study.features.iter().zip(&stats) {
             match &f.column {
                 Column::Numeric { values, .. } => {
-                    let present: Vec<f64> = study.train.iter().filter_map(|&r| values[r].map(|v| v as f64)).collect();
-                    let mean = present.iter().sum::<f64>() / present.len().max(1) as f64;
-                    let var = present.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / present.len().max(1) as f64;
-                    let sd = var.sqrt().max(1e-12);
                     x.push(values[i].map_or(0.0, |v| (v as f64 - mean) / sd));
                     x.push(f64::from(u8::from(values[i].is_none())));
                 }
@@ -128,7 +138,8 @@ fn solve(mut a: Vec<Vec<f64>>, b: Vec<f64>) -> Option<Vec<f64>> {
     let n = b.len();
     for j in 0..n {
         let s = a[j][j] - a[j][..j].iter().map(|v| v * v).sum::<f64>();
-        if s <= 0.0 {
+        // Not positive, or NaN: the matrix is not positive definite.
+        if s.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return None;
         }
         a[j][j] = s.sqrt();
@@ -163,13 +174,16 @@ pub(crate) fn roc_svg(curves: &[(&str, &str, &[f64])], bad: &[bool]) -> String {
         let neg = bad.len() as f64 - pos;
         let (mut tp, mut fp) = (0.0, 0.0);
         let mut points = String::from("0,400");
-        for &i in &idx {
+        for (k, &i) in idx.iter().enumerate() {
             if bad[i] {
                 tp += 1.0
             } else {
                 fp += 1.0
             }
-            let _ = write!(points, " {:.1},{:.1}", fp / neg * size, size - tp / pos * size);
+            // One point per distinct score: tied rows move together.
+            if idx.get(k + 1).is_none_or(|&n| !scores[n].total_cmp(&scores[i]).is_eq()) {
+                let _ = write!(points, " {:.1},{:.1}", fp / neg * size, size - tp / pos * size);
+            }
         }
         let _ = writeln!(svg, "<polyline points=\"{points}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>");
         let _ = writeln!(

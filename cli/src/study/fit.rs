@@ -48,32 +48,89 @@ pub(crate) struct Fit {
     pub(crate) features: Vec<Fitted>,
 }
 
-/// A feature's initial binning over all rows, and how its bins map to model
-/// bins.
+/// A feature's initial binning over all rows, as the owning party sets it
+/// up without the labels: every initial bin holds at least `min_rows`
+/// training rows (small bins would tell the lender a few rows' labels).
 struct Initial {
     assign: Vec<u32>,
-    count: u32,
-    /// Bins in their natural order (numeric), the rest (missing) after.
+    /// Bins in their natural order (numeric), then one slot for missing
+    /// values (empty when missing values joined bin 0 or there are none).
     ordered: usize,
-    missing_bin: Option<u32>,
+    /// Numeric: the upper edges of the ordered bins.
+    edges: Vec<f64>,
+    /// Categorical: the categories in each ordered bin.
+    categories: Vec<Vec<usize>>,
+    /// Whether missing values were too few for a bin of their own and
+    /// joined bin 0.
+    missing_joined: bool,
 }
 
-fn initial_bins(column: &Column, train: &[usize]) -> (Initial, Option<NumericBins>) {
+impl Initial {
+    fn count(&self) -> u32 {
+        self.ordered as u32 + 1
+    }
+}
+
+fn initial_bins(column: &Column, train: &[usize], min_rows: usize) -> Initial {
+    let missing_train = |is_missing: &dyn Fn(usize) -> bool| train.iter().filter(|&&i| is_missing(i)).count();
     match column {
         Column::Numeric { values, .. } => {
             let as_f64: Vec<Option<f64>> = values.iter().map(|v| v.map(|x| x as f64)).collect();
             let train_values: Vec<Option<f64>> = train.iter().map(|&i| as_f64[i]).collect();
-            let bins = NumericBins::fit(&train_values, INITIAL_BINS);
-            let mut bins_all = bins.clone();
-            bins_all.missing = true;
-            let assign = as_f64.iter().map(|&v| bins_all.bin(v)).collect();
+            let mut bins = NumericBins::fit(&train_values, INITIAL_BINS);
+            // Merge bins below the minimum into their upper neighbour.
+            loop {
+                let sizes: Vec<usize> = (0..=bins.edges.len())
+                    .map(|k| train_values.iter().flatten().filter(|&&v| bins.bin(Some(v)) as usize == k).count())
+                    .collect();
+                let Some(k) = sizes.iter().position(|&n| n < min_rows) else { break };
+                if bins.edges.is_empty() {
+                    break;
+                }
+                bins.edges.remove(k.min(bins.edges.len() - 1));
+            }
             let ordered = bins.edges.len() + 1;
-            (Initial { assign, count: ordered as u32 + 1, ordered, missing_bin: Some(ordered as u32) }, Some(bins))
+            let missing = missing_train(&|i| values[i].is_none());
+            let missing_joined = missing > 0 && missing < min_rows;
+            let assign = as_f64
+                .iter()
+                .map(|&v| match v {
+                    None if missing_joined => 0,
+                    None => ordered as u32,
+                    Some(x) => bins.bin(Some(x)),
+                })
+                .collect();
+            Initial { assign, ordered, edges: bins.edges, categories: Vec::new(), missing_joined }
         }
         Column::Categorical { categories, values } => {
-            let n = categories.len() as u32;
-            let assign = values.iter().map(|v| v.map_or(n, |c| c as u32)).collect();
-            (Initial { assign, count: n + 1, ordered: n as usize, missing_bin: Some(n) }, None)
+            // Frequent categories get a bin each; rare ones share one bin,
+            // which joins the smallest frequent bin if it is still small.
+            let freq: Vec<usize> =
+                (0..categories.len()).map(|c| train.iter().filter(|&&i| values[i] == Some(c)).count()).collect();
+            let mut bins: Vec<Vec<usize>> =
+                (0..categories.len()).filter(|&c| freq[c] >= min_rows).map(|c| vec![c]).collect();
+            let rare: Vec<usize> = (0..categories.len()).filter(|&c| freq[c] < min_rows).collect();
+            if !rare.is_empty() {
+                let rare_rows: usize = rare.iter().map(|&c| freq[c]).sum();
+                match bins.iter_mut().min_by_key(|b| b.iter().map(|&c| freq[c]).sum::<usize>()) {
+                    Some(smallest) if rare_rows < min_rows => smallest.extend(rare),
+                    _ => bins.push(rare),
+                }
+            }
+            let bin_of: Vec<u32> =
+                (0..categories.len()).map(|c| bins.iter().position(|b| b.contains(&c)).unwrap_or(0) as u32).collect();
+            let ordered = bins.len();
+            let missing = missing_train(&|i| values[i].is_none());
+            let missing_joined = missing > 0 && missing < min_rows;
+            let assign = values
+                .iter()
+                .map(|v| match v {
+                    Some(c) => bin_of[*c],
+                    None if missing_joined => 0,
+                    None => ordered as u32,
+                })
+                .collect();
+            Initial { assign, ordered, edges: Vec::new(), categories: bins, missing_joined }
         }
     }
 }
@@ -91,7 +148,7 @@ fn counts(study: &Study, initial: &[Initial]) -> Result<Vec<Vec<BinCounts>>, Cli
             .iter()
             .map(|&f| BinAssignment {
                 bins: study.train.iter().map(|&i| initial[f].assign[i]).collect(),
-                count: initial[f].count,
+                count: initial[f].count(),
             })
             .collect();
         let got = if party == "lender" {
@@ -110,26 +167,29 @@ fn counts(study: &Study, initial: &[Initial]) -> Result<Vec<Vec<BinCounts>>, Cli
 /// Fits the scorecard and writes the model file text.
 pub(crate) fn fit(study: &Study, scale: &Scale, name: &str) -> Result<Fit, CliError> {
     let factor = scale.pdo / std::f64::consts::LN_2;
-    let prepared: Vec<(Initial, Option<NumericBins>)> =
-        study.features.iter().map(|f| initial_bins(&f.column, &study.train)).collect();
-    let initial: Vec<Initial> = prepared.iter().map(|(i, _)| Initial { assign: i.assign.clone(), ..*i }).collect();
+    let min_rows = ((study.train.len() as f64 * MIN_SHARE).ceil() as usize).max(1);
+    let initial: Vec<Initial> =
+        study.features.iter().map(|f| initial_bins(&f.column, &study.train, min_rows)).collect();
     let counts = counts(study, &initial)?;
 
-    let train_total: BinCounts = counts[0].iter().sum();
+    let train_total = BinCounts {
+        rows: study.train.len() as u64,
+        bad: study.train.iter().filter(|&&i| study.labels[i]).count() as u64,
+    };
     let mut fitted = Vec::new();
     let mut feature_toml = Vec::new();
     for (f, feature) in study.features.iter().enumerate() {
-        let init = &prepared[f].0;
+        let init = &initial[f];
         let c = &counts[f];
-        // Order the bins to merge: numeric bins as they are; categories by
-        // their WoE, so that merging groups similar categories.
+        // Order the bins to merge: numeric bins as they are; categorical
+        // bins by their WoE, so that merging groups similar categories.
         let mut order: Vec<usize> = (0..init.ordered).collect();
         if matches!(feature.column, Column::Categorical { .. }) {
             let (w, _) = woe_iv(&c[..init.ordered]);
             order.sort_by(|&a, &b| w[a].total_cmp(&w[b]));
         }
         let mut reordered: Vec<BinCounts> = order.iter().map(|&i| c[i]).collect();
-        let has_missing = init.missing_bin.is_some_and(|m| c[m as usize].rows > 0);
+        let has_missing = c[init.ordered].rows > 0;
         if has_missing {
             reordered.push(c[init.ordered]);
         }
@@ -139,26 +199,37 @@ pub(crate) fn fit(study: &Study, scale: &Scale, name: &str) -> Result<Fit, CliEr
         let points: Vec<i64> = woe.iter().map(|w| (factor * w).round() as i64).collect();
         fitted.push(Fitted { name: feature.name.clone(), iv, selected: false });
 
-        let mut t = String::new();
-        let _ = writeln!(t, "[[features]]\nname = \"{}\"\nparty = \"{}\"", feature.name, feature.party);
         let n_ordered_groups = groups.iter().filter(|g| g.start < init.ordered).count();
-        let missing_points =
-            if has_missing { points[n_ordered_groups] } else { *points[..n_ordered_groups].iter().min().unwrap_or(&0) };
+        // Missing values score as their own bin, as the bin they joined, or
+        // (never seen in training) as the worst bin.
+        let group_of = |bin: usize| {
+            let pos = order.iter().position(|&b| b == bin).unwrap_or(0);
+            groups.iter().position(|g| g.contains(&pos)).unwrap_or(0)
+        };
+        let missing_points = if has_missing {
+            points[n_ordered_groups]
+        } else if init.missing_joined {
+            points[group_of(0)]
+        } else {
+            *points[..n_ordered_groups].iter().min().unwrap_or(&0)
+        };
+        let mut t = String::new();
+        let _ = writeln!(t, "[[features]]\nname = {}\nparty = {}", quote(&feature.name), quote(&feature.party));
         match &feature.column {
             Column::Numeric { values, decimals } => {
                 let present = values.iter().flatten();
                 let (min, max) = (present.clone().min().copied().unwrap_or(0), present.max().copied().unwrap_or(0));
-                let edges = prepared[f].1.as_ref().map(|b| b.edges.clone()).unwrap_or_default();
                 let unit = if *decimals == 0 { "value".to_string() } else { format!("value x 10^{decimals}") };
                 let _ = writeln!(
                     t,
-                    "unit = \"{unit}\"\nrange = [{min}, {max}]\nmissing = {{ points = {missing_points} }}\nbins = ["
+                    "unit = {}\nrange = [{min}, {max}]\nmissing = {{ points = {missing_points} }}\nbins = [",
+                    quote(&unit)
                 );
                 for (g, group) in groups.iter().enumerate().take(n_ordered_groups) {
-                    let hi = if group.end >= init.ordered { max } else { edges[group.end - 1] as i64 };
                     if g + 1 == n_ordered_groups {
                         let _ = writeln!(t, "  {{ points = {} }},", points[g]);
                     } else {
+                        let hi = init.edges[group.end - 1] as i64;
                         let _ = writeln!(t, "  {{ max = {}, points = {} }},", hi.max(min), points[g]);
                     }
                 }
@@ -166,11 +237,12 @@ pub(crate) fn fit(study: &Study, scale: &Scale, name: &str) -> Result<Fit, CliEr
             Column::Categorical { categories, .. } => {
                 let _ = writeln!(
                     t,
-                    "unit = \"category\"\ncategories = {categories:?}\nmissing = {{ points = {missing_points} }}\nbins = ["
+                    "unit = \"category\"\ncategories = {}\nmissing = {{ points = {missing_points} }}\nbins = [",
+                    quote_list(categories.iter())
                 );
                 for (g, group) in groups.iter().enumerate().take(n_ordered_groups) {
-                    let cats: Vec<&String> = group.clone().map(|k| &categories[order[k]]).collect();
-                    let _ = writeln!(t, "  {{ categories = {cats:?}, points = {} }},", points[g]);
+                    let cats = group.clone().flat_map(|k| init.categories[order[k]].iter().map(|&c| &categories[c]));
+                    let _ = writeln!(t, "  {{ categories = {}, points = {} }},", quote_list(cats), points[g]);
                 }
             }
         }
@@ -184,9 +256,8 @@ pub(crate) fn fit(study: &Study, scale: &Scale, name: &str) -> Result<Fit, CliEr
         f.selected = f.iv >= MIN_IV || Some(i) == best;
     }
     let used: Vec<usize> = (0..fitted.len()).filter(|&i| fitted[i].selected).collect();
-    let mut parties: Vec<&String> =
+    let parties: Vec<&String> =
         study.parties.iter().filter(|p| used.iter().any(|&f| &&study.features[f].party == p)).collect();
-    parties.dedup();
 
     let offset = scale.base_score - factor * scale.base_odds.ln();
     let prior = (train_total.good() as f64 / train_total.bad.max(1) as f64).ln();
@@ -195,14 +266,27 @@ pub(crate) fn fit(study: &Study, scale: &Scale, name: &str) -> Result<Fit, CliEr
     let mut toml = String::new();
     let _ = writeln!(
         toml,
-        "# Fitted by `jointscore study` through the vertical binning protocol.\n# Points = round({:.4} x WoE); base {} = offset + factor x ln(train good/bad).\nformat = \"jointscore.model.v1\"\nname = \"{name}\"\nversion = \"study\"\nparties = {parties:?}\nbase_points = {base}\n",
-        factor, base
+        "# Fitted by `jointscore study` through the vertical binning protocol.\n# Points = round({:.4} x WoE); base {} = offset + factor x ln(train good/bad).\nformat = \"jointscore.model.v1\"\nname = \"{name}\"\nversion = \"study\"\nparties = {}\nbase_points = {base}\n",
+        factor,
+        base,
+        quote_list(parties.into_iter())
     );
     for &f in &used {
         toml.push_str(&feature_toml[f]);
         toml.push('\n');
     }
     Ok(Fit { toml, features: fitted })
+}
+
+/// A TOML string literal, escaped by the `toml` crate.
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// A TOML array of string literals.
+fn quote_list<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    let items: Vec<String> = items.map(|s| quote(s)).collect();
+    format!("[{}]", items.join(", "))
 }
 
 /// Appends cutoffs, bands and outputs chosen from training-score quantiles:

@@ -131,7 +131,7 @@ pub(crate) fn study(args: StudyArgs) -> Result<(), CliError> {
         let record = Record::from_json(&model, &inputs(&study, &model, i))?;
         let run = fhe::decide_locally(&plan, &keys, &record)?;
         agree += usize::from(run.bundle == reference::evaluate(&model, &record).restricted(&model));
-        enc_scores.push(run.bundle.score.unwrap_or(i64::MIN));
+        enc_scores.push(run.bundle.score.ok_or_else(|| CliError::Usage("the study model reveals no score".into()))?);
         bar.inc(1);
     }
     bar.finish_and_clear();
