@@ -28,11 +28,10 @@
 //!
 //! Assumptions: semi-honest parties and lender. A party that returns wrong
 //! sums changes the lender's statistics (the lender checks that counts are
-//! in range and that bin rows total the round's rows). The lender must not
-//! ask a party to bin a feature with bins so small that a bin is one row:
-//! parties should refuse initial bins below a minimum size (the binning here
-//! uses equal-frequency bins, at most 20 by default, so bins hold ~5% of
-//! rows).
+//! in range and that bin rows total the round's rows). A bin's count is a
+//! sum of that bin's labels, so parties must not send bins of a few rows:
+//! `jointscore study` makes every initial bin at least 5% of the rows
+//! before the round.
 
 mod bins;
 mod elgamal;
