@@ -201,7 +201,8 @@ pub(crate) fn psi(args: PsiArgs) -> Result<(), CliError> {
     let start = Instant::now();
     let (requester, request) = Requester::new(&mine, variant, &mut rng).map_err(|e| CliError::Usage(e.to_string()))?;
     let t_request = start.elapsed();
-    let (response, _) = Responder::respond(&theirs, &request, &mut rng).map_err(|e| CliError::Usage(e.to_string()))?;
+    let (response, _) =
+        Responder::respond(&theirs, &request, variant, &mut rng).map_err(|e| CliError::Usage(e.to_string()))?;
     let t_response = start.elapsed() - t_request;
     let (outcome, _) = requester.finish(&response).map_err(|e| CliError::Usage(e.to_string()))?;
     let seconds = start.elapsed().as_secs_f64();

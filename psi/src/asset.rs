@@ -24,8 +24,8 @@ impl AssetKind {
         Some(match s.as_str() {
             "order" | "purchase order" | "po" => AssetKind::Order,
             "invoice" | "inv" => AssetKind::Invoice,
-            "receipt" | "warehouse receipt" | "wr" => AssetKind::WarehouseReceipt,
-            "bill of lading" | "bl" | "b/l" => AssetKind::BillOfLading,
+            "receipt" | "warehouse receipt" | "warehouse-receipt" | "wr" => AssetKind::WarehouseReceipt,
+            "bill of lading" | "bill-of-lading" | "bl" | "b/l" => AssetKind::BillOfLading,
             _ => return None,
         })
     }
@@ -48,9 +48,12 @@ pub const MAX_NUMBER: usize = 64;
 /// A normalised asset identity: kind, issuer and number.
 ///
 /// Normalisation: the kind accepts common aliases (`inv`, `po`, `wr`,
-/// `b/l`, any case); the issuer is lower-cased with runs of white space
-/// collapsed and surrounding spaces and dots trimmed; the number is
-/// lower-cased with spaces and the separators `- _ / . #` removed. So
+/// `b/l`, any case); the issuer is lower-cased with invisible format
+/// characters removed, runs of white space collapsed and surrounding spaces
+/// and dots trimmed; the number is lower-cased with spaces and the
+/// separators `- _ / . #` removed and must then be ASCII letters and digits.
+/// Issuers are not Unicode-normalised: give them in one canonical form (a
+/// registration number is best), as look-alike spellings will not collide. So
 /// `Invoice / ACME Trading / INV-0001` and `inv / acme  trading. / inv 0001`
 /// are the same asset; leading zeros are kept (`0001` and `1` differ).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -76,7 +79,13 @@ impl AssetId {
                 kind.trim()
             ))
         })?;
-        let issuer = issuer.to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ");
+        // Invisible format characters (zero-width spaces and joiners, BOM)
+        // would let the same issuer escape a match.
+        let visible: String = issuer
+            .chars()
+            .filter(|c| !matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'))
+            .collect();
+        let issuer = visible.to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ");
         let issuer = issuer.trim_matches(|c: char| c == '.' || c.is_whitespace()).to_string();
         if issuer.is_empty() || issuer.chars().count() > MAX_ISSUER {
             return Err(bad(format!("issuer must have 1 to {MAX_ISSUER} characters")));
@@ -86,8 +95,12 @@ impl AssetId {
             .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '_' | '/' | '.' | '#'))
             .flat_map(char::to_lowercase)
             .collect();
-        if number.is_empty() || number.chars().count() > MAX_NUMBER || !number.chars().all(char::is_alphanumeric) {
-            return Err(bad(format!("number must have 1 to {MAX_NUMBER} letters or digits after removing separators")));
+        // ASCII only: look-alike letters and full-width digits from other
+        // scripts must not make a second, unmatched copy of a number.
+        if number.is_empty() || number.len() > MAX_NUMBER || !number.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(bad(format!(
+                "number must have 1 to {MAX_NUMBER} ASCII letters or digits after removing separators"
+            )));
         }
         Ok(AssetId { kind, issuer, number })
     }
@@ -129,6 +142,12 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.key(), c.key());
         assert_eq!(AssetId::new("B/L", "Maersk", "MAEU 123").unwrap().kind(), AssetKind::BillOfLading);
+        // Zero-width characters do not make a second issuer; kind tags parse.
+        assert_eq!(
+            AssetId::new("invoice", "ac\u{200B}me", "1").unwrap(),
+            AssetId::new("invoice", "acme", "1").unwrap()
+        );
+        assert_eq!(AssetId::new("bill-of-lading", "x", "1").unwrap().kind(), AssetKind::BillOfLading);
     }
 
     #[test]
@@ -158,5 +177,7 @@ mod tests {
         assert!(AssetId::new("invoice", &"x".repeat(MAX_ISSUER + 1), "1").is_err());
         assert!(AssetId::new("invoice", "acme", &"9".repeat(MAX_NUMBER + 1)).is_err());
         assert!(AssetId::parse("invoice-acme-1").is_err());
+        // Full-width digits are refused rather than silently not matching.
+        assert!(AssetId::new("invoice", "acme", "\u{ff11}\u{ff12}").is_err());
     }
 }

@@ -9,7 +9,7 @@ use curve25519_dalek::traits::IsIdentity;
 use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
 use sha2::Sha512;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, Result};
 
@@ -59,7 +59,7 @@ impl SessionKey {
             .par_chunks(CHUNK)
             .flat_map_iter(|chunk| {
                 let points: Vec<RistrettoPoint> =
-                    chunk.iter().map(|item| hash_to_group(item.as_ref()) * half).collect();
+                    chunk.iter().map(|item| hash_to_group(item.as_ref()) * *half).collect();
                 compress_doubled(&points)
             })
             .collect()
@@ -82,7 +82,7 @@ impl SessionKey {
                         CompressedRistretto(*bytes)
                             .decompress()
                             .filter(|p| !p.is_identity())
-                            .map(|p| p * half)
+                            .map(|p| p * *half)
                             .ok_or(Error::InvalidPoint { what, index: c * CHUNK + i })
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -95,8 +95,8 @@ impl SessionKey {
     /// `k / 2`: raising to it and doubling lets a whole chunk of points be
     /// compressed with one shared field inversion (the group has odd order,
     /// so `2 * (k / 2) = k`).
-    fn half(&self) -> Scalar {
-        self.0 * Scalar::from(2u8).invert()
+    fn half(&self) -> Zeroizing<Scalar> {
+        Zeroizing::new(self.0 * Scalar::from(2u8).invert())
     }
 }
 

@@ -23,9 +23,14 @@
 //! | [`Variant::Intersection`] + [`Reveal`] (both learn) | as Intersection | which of its items are in `X`, and nothing else of `X` beyond `|X|` |
 //!
 //! In the cardinality variant the responder shuffles its answer to message 1
-//! too, so the requester cannot tell which of its items matched. Set sizes
-//! are visible to both sides; pad sets with random dummy items where sizes
-//! are sensitive.
+//! too, so the requester cannot tell which of its items matched; the
+//! responder decides the most it reveals (`allowed` in
+//! [`Responder::respond`]) and refuses an intersection request when only the
+//! cardinality is allowed. The requester sends its points in random order,
+//! so neither message 1 nor a later [`Reveal`] ties a point to a position in
+//! its list. Answers with invalid, identity or repeated points are refused.
+//! Set sizes are visible to both sides; pad sets with random dummy items
+//! where sizes are sensitive.
 //!
 //! # Security
 //!

@@ -3,8 +3,11 @@
 
 use std::collections::HashMap;
 
+use curve25519_dalek::ristretto::CompressedRistretto;
+use curve25519_dalek::traits::IsIdentity;
 use rand_core::{CryptoRng, RngCore};
 use rand08::seq::SliceRandom;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::group::{POINT_BYTES, SessionKey};
@@ -99,9 +102,13 @@ impl Requester {
         rng: &mut R,
     ) -> Result<(Requester, Request)> {
         check_len("requester set", items.len())?;
-        let (unique, positions) = distinct(items);
+        let (_, mut positions) = distinct(items);
+        // Sent in random order, so a responder learns nothing from positions
+        // (not even from a later `Reveal`).
+        positions.shuffle(rng);
+        let shuffled: Vec<&[u8]> = positions.iter().map(|p| items[p[0]].as_ref()).collect();
         let key = SessionKey::random(rng);
-        let points = key.hash_and_raise(&unique);
+        let points = key.hash_and_raise(&shuffled);
         Ok((Requester { key, variant, positions }, Request { variant, points }))
     }
 
@@ -116,14 +123,22 @@ impl Requester {
             )));
         }
         check_len("responder set", response.theirs.len())?;
-        let theirs = self.key.raise(&response.theirs, "responder points")?;
-        // Validate the answered points too: garbage must not pass silently.
-        for (index, p) in response.doubly.iter().enumerate() {
-            let decoded = curve25519_dalek::ristretto::CompressedRistretto(*p).decompress();
-            if decoded.is_none() {
-                return Err(Error::InvalidPoint { what: "answered points", index });
-            }
+        // Cheap checks before the expensive exponentiation: answered points
+        // must be valid, non-identity and distinct; so must the responder's.
+        let invalid = response
+            .doubly
+            .par_iter()
+            .position_first(|p| CompressedRistretto(*p).decompress().is_none_or(|q| q.is_identity()));
+        let mut seen = std::collections::HashSet::with_capacity(response.doubly.len());
+        let repeated = response.doubly.iter().position(|p| !seen.insert(p));
+        if let Some(index) = invalid.into_iter().chain(repeated).min() {
+            return Err(Error::InvalidPoint { what: "answered points", index });
         }
+        let mut seen_theirs = std::collections::HashSet::with_capacity(response.theirs.len());
+        if let Some(index) = response.theirs.iter().position(|p| !seen_theirs.insert(p)) {
+            return Err(Error::InvalidPoint { what: "responder points", index });
+        }
+        let theirs = self.key.raise(&response.theirs, "responder points")?;
         let mine: HashMap<&[u8; POINT_BYTES], usize> =
             response.doubly.iter().enumerate().map(|(i, p)| (p, i)).collect();
         let matches: Vec<(usize, usize)> =
@@ -158,11 +173,17 @@ pub struct ResponderState {
 impl Responder {
     /// Answers a request over `items` (duplicates are collapsed) with a
     /// fresh session key, which is dropped (and zeroized) before returning.
+    /// `allowed` is the most the responder agrees to reveal: a request for
+    /// the intersection is refused when only the cardinality is allowed.
     pub fn respond<T: AsRef<[u8]> + Sync, R: RngCore + CryptoRng>(
         items: &[T],
         request: &Request,
+        allowed: Variant,
         rng: &mut R,
     ) -> Result<(Response, ResponderState)> {
+        if allowed == Variant::Cardinality && request.variant == Variant::Intersection {
+            return Err(Error::Mismatch("the intersection was requested; only the cardinality is allowed".into()));
+        }
         check_len("request", request.points.len())?;
         check_len("responder set", items.len())?;
         let key = SessionKey::random(rng);
@@ -185,6 +206,9 @@ impl ResponderState {
     pub fn learn(&self, reveal: &Reveal) -> Result<Vec<usize>> {
         if self.variant != Variant::Intersection {
             return Err(Error::Mismatch("a cardinality session reveals no intersection".into()));
+        }
+        if reveal.positions.len() > self.order.len() || reveal.positions.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::Mismatch("revealed positions must be distinct and ascending".into()));
         }
         let mut out = Vec::new();
         for &j in &reveal.positions {
@@ -220,7 +244,7 @@ mod tests {
     ) -> (Request, Response, Outcome, Option<Vec<usize>>) {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let (req, request) = Requester::new(x, variant, &mut rng).unwrap();
-        let (response, state) = Responder::respond(y, &request, &mut rng).unwrap();
+        let (response, state) = Responder::respond(y, &request, Variant::Intersection, &mut rng).unwrap();
         let (outcome, reveal) = req.finish(&response).unwrap();
         let learned = reveal.map(|r| state.learn(&r).unwrap());
         (request, response, outcome, learned)
@@ -259,12 +283,18 @@ mod tests {
         let x: Vec<Vec<u8>> = (0..64u32).map(|i| i.to_le_bytes().to_vec()).collect();
         let mut rng = ChaCha20Rng::seed_from_u64(7);
         let (req, request) = Requester::new(&x, Variant::Cardinality, &mut rng).unwrap();
-        let (response, state) = Responder::respond(&x, &request, &mut rng).unwrap();
+        let (response, state) = Responder::respond(&x, &request, Variant::Cardinality, &mut rng).unwrap();
         // The answer to a cardinality request is shuffled: not in the order
         // an intersection answer (which the requester could match) has.
         assert_eq!(response.doubly.len(), 64);
-        let ordered_again =
-            Responder::respond(&x, &Request { variant: Variant::Intersection, ..request.clone() }, &mut rng).unwrap().0;
+        let ordered_again = Responder::respond(
+            &x,
+            &Request { variant: Variant::Intersection, ..request.clone() },
+            Variant::Intersection,
+            &mut rng,
+        )
+        .unwrap()
+        .0;
         assert_ne!(response.doubly, ordered_again.doubly);
         assert!(matches!(req.finish(&response).unwrap(), (Outcome::Cardinality(64), None)));
         assert!(matches!(state.learn(&Reveal { positions: vec![0] }), Err(Error::Mismatch(_))));
@@ -280,11 +310,16 @@ mod tests {
         for (bad, what) in [([0xffu8; 32], "request"), ([1u8; 32], "request"), ([0u8; 32], "request")] {
             let mut forged = request.clone();
             forged.points[1] = bad;
-            let err = Responder::respond(&items, &forged, &mut rng).unwrap_err();
+            let err = Responder::respond(&items, &forged, Variant::Intersection, &mut rng).unwrap_err();
             assert_eq!(err, Error::InvalidPoint { what, index: 1 });
         }
 
-        let (mut response, state) = Responder::respond(&items, &request, &mut rng).unwrap();
+        // A responder that allows only the cardinality refuses.
+        assert!(matches!(
+            Responder::respond(&items, &request, Variant::Cardinality, &mut rng),
+            Err(Error::Mismatch(_))
+        ));
+        let (mut response, state) = Responder::respond(&items, &request, Variant::Intersection, &mut rng).unwrap();
         let mut short = response.clone();
         short.doubly.pop();
         assert!(matches!(
@@ -294,10 +329,18 @@ mod tests {
         response.theirs[0] = [0xff; 32];
         assert_eq!(req.finish(&response).unwrap_err(), Error::InvalidPoint { what: "responder points", index: 0 });
         assert!(matches!(state.learn(&Reveal { positions: vec![9] }), Err(Error::Mismatch(_))));
+        assert!(matches!(state.learn(&Reveal { positions: vec![1, 1] }), Err(Error::Mismatch(_))));
+        assert!(matches!(state.learn(&Reveal { positions: vec![1, 0] }), Err(Error::Mismatch(_))));
+
+        // Repeated points in an answer would inflate counts: refused.
+        let (req2, request2) = Requester::new(&items, Variant::Cardinality, &mut rng).unwrap();
+        let (mut answer, _) = Responder::respond(&items, &request2, Variant::Cardinality, &mut rng).unwrap();
+        answer.theirs[1] = answer.theirs[0];
+        assert_eq!(req2.finish(&answer).unwrap_err(), Error::InvalidPoint { what: "responder points", index: 1 });
 
         let huge = Request { variant: Variant::Cardinality, points: vec![[0u8; 32]; MAX_ITEMS + 1] };
         assert_eq!(
-            Responder::respond(&items, &huge, &mut rng).unwrap_err(),
+            Responder::respond(&items, &huge, Variant::Cardinality, &mut rng).unwrap_err(),
             Error::TooLarge { what: "request", len: MAX_ITEMS + 1, limit: MAX_ITEMS }
         );
     }
@@ -331,5 +374,5 @@ mod tests {
     }
 
     const GOLDEN_HASH: &str = "8448e389fd5090d58c8b74b49eb0f71a27a9eb1ef03af1fe0c4bb481a9567129";
-    const GOLDEN_TRANSCRIPT: &str = "3d5ce5eb74abde81f4908a6f79d94c56359e5ae4e83167df114d6495dee44560";
+    const GOLDEN_TRANSCRIPT: &str = "2eba572165af5bd997046e2c7a65a13dbc0ad2870d149d0733678130d18d7597";
 }
