@@ -61,6 +61,15 @@ pub enum Error {
     #[error("output `{0}` is not revealed by this model's output policy")]
     Forbidden(String),
 
+    /// A key's bytes are malformed, use other parameters, or do not belong
+    /// to the key set they are presented with.
+    #[error("key rejected: {0}")]
+    Key(String),
+
+    /// An encrypted result's bytes do not have the shape its plan declares.
+    #[error("encrypted result is malformed: {0}")]
+    Result(String),
+
     /// An error reported by the TFHE library.
     #[error("TFHE operation failed: {0}")]
     Fhe(String),

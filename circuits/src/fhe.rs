@@ -12,15 +12,13 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tfhe::conformance::{ListSizeConstraint, ParameterSetConformant};
+use tfhe::conformance::ListSizeConstraint;
 use tfhe::core_crypto::prelude::{
     Cleartext, LweCiphertextListConformanceParams, Plaintext, lwe_ciphertext_add_assign,
     lwe_ciphertext_cleartext_mul_assign, lwe_ciphertext_plaintext_add_assign,
 };
 use tfhe::integer::{ClientKey as IntegerClientKey, IntegerCiphertext, RadixCiphertext, ServerKey as IntegerServerKey};
-use tfhe::named::Named;
 use tfhe::safe_serialization::{safe_deserialize_conformant, safe_serialize};
 use tfhe::shortint::ciphertext::{Ciphertext, CompactCiphertextList, Degree};
 use tfhe::shortint::client_key::atomic_pattern::AtomicPatternClientKey;
@@ -28,13 +26,13 @@ use tfhe::shortint::parameters::{
     CiphertextListConformanceParams, PARAM_MESSAGE_2_CARRY_2_KS_PBS, ShortintCompactCiphertextListCastingMode,
 };
 use tfhe::shortint::{ClientKey as ShortintClientKey, CompactPublicKey};
-use tfhe_versionable::{Unversionize, UnversionizeError, Versionize, VersionizeOwned};
 use zeroize::Zeroize;
 
 use crate::circuit::{BLOCK_MAX, DIGIT_BASE, NOISE_MAX, Op, Val};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::reference::Bundle;
+use crate::wire::{Wire, WireRef};
 
 /// Size limit for one serialized contribution: generous for the models this
 /// version plans (a few hundred blocks is ~40 KB), and far below anything
@@ -45,8 +43,8 @@ pub const CONTRIBUTION_SIZE_LIMIT: u64 = 1 << 22;
 /// print it; its secret buffers are zeroed when it is dropped.
 pub struct LenderKey {
     /// Always `Some` until dropped.
-    client: Option<IntegerClientKey>,
-    key_id: String,
+    pub(crate) client: Option<IntegerClientKey>,
+    pub(crate) key_id: String,
 }
 
 impl Drop for LenderKey {
@@ -71,15 +69,15 @@ impl fmt::Debug for LenderKey {
 /// The key parties encrypt under.
 #[derive(Clone)]
 pub struct PublicKey {
-    key: CompactPublicKey,
-    key_id: String,
+    pub(crate) key: CompactPublicKey,
+    pub(crate) key_id: String,
 }
 
 /// The key the coordinator evaluates with; it cannot decrypt.
 #[derive(Clone)]
 pub struct EvaluationKey {
-    server: IntegerServerKey,
-    key_id: String,
+    pub(crate) server: IntegerServerKey,
+    pub(crate) key_id: String,
 }
 
 /// The three keys of a lender.
@@ -105,12 +103,7 @@ impl KeySet {
         }
         let public = CompactPublicKey::try_new(AsRef::<ShortintClientKey>::as_ref(&client))
             .map_err(|e| Error::Fhe(e.to_string()))?;
-        let (raw, _) = public.clone().into_raw_parts();
-        let mut hasher = Sha256::new();
-        for word in raw.as_ref() {
-            hasher.update(word.to_le_bytes());
-        }
-        let key_id = hex::encode(&hasher.finalize()[..8]);
+        let key_id = key_id_of(&public);
         Ok(KeySet {
             lender: LenderKey { client: Some(client), key_id: key_id.clone() },
             public: PublicKey { key: public, key_id: key_id.clone() },
@@ -124,48 +117,22 @@ impl KeySet {
     }
 }
 
+/// A key set's id: the first 8 bytes of SHA-256 over the compact public
+/// key's coefficients, hex. Anyone holding the public key can recompute it.
+pub(crate) fn key_id_of(public: &CompactPublicKey) -> String {
+    let (raw, _) = public.clone().into_raw_parts();
+    let mut hasher = Sha256::new();
+    for word in raw.as_ref() {
+        hasher.update(word.to_le_bytes());
+    }
+    hex::encode(&hasher.finalize()[..8])
+}
+
 /// One party's encrypted contribution: a compact list of digit blocks.
 #[derive(Clone)]
 pub struct Contribution {
     list: CompactCiphertextList,
     key_id: String,
-}
-
-/// The wire form of a contribution: tfhe's versioned compact list under a
-/// name of our own, so `safe_serialize`'s header says what it is.
-#[derive(Serialize, Deserialize)]
-#[serde(transparent)]
-struct WireList(CompactCiphertextList);
-
-impl Named for WireList {
-    const NAME: &'static str = "jointscore::Contribution";
-}
-
-impl Versionize for WireList {
-    type Versioned<'vers> = <CompactCiphertextList as Versionize>::Versioned<'vers>;
-    fn versionize(&self) -> Self::Versioned<'_> {
-        self.0.versionize()
-    }
-}
-
-impl VersionizeOwned for WireList {
-    type VersionedOwned = <CompactCiphertextList as VersionizeOwned>::VersionedOwned;
-    fn versionize_owned(self) -> Self::VersionedOwned {
-        self.0.versionize_owned()
-    }
-}
-
-impl Unversionize for WireList {
-    fn unversionize(versioned: Self::VersionedOwned) -> Result<Self, UnversionizeError> {
-        CompactCiphertextList::unversionize(versioned).map(WireList)
-    }
-}
-
-impl ParameterSetConformant for WireList {
-    type ParameterSet = CiphertextListConformanceParams;
-    fn is_conformant(&self, params: &Self::ParameterSet) -> bool {
-        self.0.is_conformant(params)
-    }
 }
 
 impl Contribution {
@@ -189,7 +156,7 @@ impl Contribution {
     /// Serialized form, versioned by tfhe.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        safe_serialize(&WireList(self.list.clone()), &mut out, CONTRIBUTION_SIZE_LIMIT)
+        safe_serialize(&WireRef(&self.list), &mut out, CONTRIBUTION_SIZE_LIMIT)
             .map_err(|e| Error::Fhe(e.to_string()))?;
         Ok(out)
     }
@@ -218,14 +185,14 @@ impl Contribution {
             degree: Degree::new(DIGIT_BASE - 1),
             expansion_kind: params.expansion_kind,
         };
-        let list: WireList =
+        let Wire(list): Wire<CompactCiphertextList> =
             safe_deserialize_conformant(bytes, CONTRIBUTION_SIZE_LIMIT, &conformance).map_err(|e| {
                 Error::Contribution {
                     party: name,
                     message: format!("not a well-formed contribution for this plan and key: {e}"),
                 }
             })?;
-        Ok(Contribution { list: list.0, key_id: key.key_id.clone() })
+        Ok(Contribution { list, key_id: key.key_id.clone() })
     }
 
     /// Number of encrypted blocks.
@@ -241,8 +208,8 @@ impl Contribution {
 
 /// The encrypted output blocks of one evaluation.
 pub struct EncryptedResult {
-    outputs: Vec<(String, Vec<Vec<Ciphertext>>)>,
-    key_id: String,
+    pub(crate) outputs: Vec<(String, Vec<Vec<Ciphertext>>)>,
+    pub(crate) key_id: String,
 }
 
 /// Timing and cost of one evaluation.
@@ -513,7 +480,7 @@ impl EncryptedResult {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::OnceLock;
 
     use proptest::prelude::*;
@@ -525,7 +492,7 @@ mod tests {
     use crate::reference::{self, Record};
 
     /// One key set for the whole test binary: key generation takes seconds.
-    fn keys() -> &'static KeySet {
+    pub(crate) fn keys() -> &'static KeySet {
         static KEYS: OnceLock<KeySet> = OnceLock::new();
         KEYS.get_or_init(|| KeySet::generate().expect("key generation"))
     }

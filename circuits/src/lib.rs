@@ -15,6 +15,7 @@ pub mod fhe;
 mod model;
 mod plan;
 pub mod reference;
+pub mod wire;
 
 pub use circuit::{Circuit, CircuitStats};
 pub use error::{Error, Result};

@@ -27,7 +27,7 @@ use crate::model::{FeatureKind, Missing, Model, Output};
 use crate::reference::{self, Bundle, Record, Verdict};
 
 /// Which plan to build.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlanKind {
     /// Parties compute their separable terms in the clear.

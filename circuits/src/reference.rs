@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::model::{Condition, FeatureKind, Missing, Model, Output};
+use crate::model::{Condition, Feature, FeatureKind, Missing, Model, Output};
 
 /// Largest magnitude accepted for an integer input; anything larger does not
 /// fit the width the encrypted paths use and is rejected rather than clamped.
@@ -49,51 +49,41 @@ impl Record {
 
     /// Builds a record from raw values by feature index (`None` = missing).
     pub fn from_raw(model: &Model, raw: BTreeMap<usize, Option<RawValue>>) -> Result<Record> {
-        let mut values = Vec::with_capacity(model.features.len());
-        for (i, f) in model.features.iter().enumerate() {
-            let v = match raw.get(&i).cloned().flatten() {
-                Some(RawValue::Int(x)) => {
-                    let FeatureKind::Integer { min, max } = f.kind else {
-                        return Err(Error::Input {
-                            feature: f.name.clone(),
-                            message: "expected a category name".into(),
-                        });
-                    };
-                    if x.abs() > INPUT_LIMIT {
-                        return Err(Error::Input {
-                            feature: f.name.clone(),
-                            message: "integer does not fit ±2^40".into(),
-                        });
-                    }
-                    Some(x.clamp(min, max))
-                }
-                Some(RawValue::Category(c)) => {
-                    let FeatureKind::Categorical { categories } = &f.kind else {
-                        return Err(Error::Input { feature: f.name.clone(), message: "expected an integer".into() });
-                    };
-                    match categories.iter().position(|x| *x == c) {
-                        Some(idx) => Some(idx as i64),
-                        None => {
-                            return Err(Error::Input {
-                                feature: f.name.clone(),
-                                message: format!("unknown category; declared: {}", categories.join(", ")),
-                            });
-                        }
-                    }
-                }
-                None => match f.missing {
-                    Missing::Reject => {
-                        return Err(Error::Input {
-                            feature: f.name.clone(),
-                            message: "value is missing and the model requires it".into(),
-                        });
-                    }
-                    Missing::Impute(v) => Some(v),
-                    Missing::Points(_) => None,
-                },
-            };
-            values.push(v);
+        let values = model
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| checked(f, raw.get(&i).cloned().flatten()))
+            .collect::<Result<_>>()?;
+        Ok(Record { values })
+    }
+
+    /// Reads one party's own inputs from a JSON object, as a party node
+    /// does from its store: only the features the model assigns to `party`
+    /// are read and checked; other keys are ignored (a party's book holds
+    /// columns no model uses) and other parties' features are left missing,
+    /// which [`crate::Plan::contribution`] never reads.
+    pub fn for_party(model: &Model, party: usize, json: &Value) -> Result<Record> {
+        let Value::Object(map) = json else {
+            return Err(Error::Input { feature: "*".into(), message: "inputs must be a JSON object".into() });
+        };
+        if party >= model.parties.len() {
+            return Err(Error::UnknownParty(format!("#{party}")));
         }
+        let values = model
+            .features
+            .iter()
+            .map(|f| {
+                if f.party != party {
+                    return Ok(None);
+                }
+                let raw = match map.get(&f.name) {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(RawValue::from_json(&f.name, &f.kind, v)?),
+                };
+                checked(f, raw)
+            })
+            .collect::<Result<_>>()?;
         Ok(Record { values })
     }
 
@@ -105,6 +95,43 @@ impl Record {
     /// Every feature's value, by feature index (`None` = missing).
     pub fn values(&self) -> &[Option<i64>] {
         &self.values
+    }
+}
+
+/// One feature's value checked against its declaration: clamped to its
+/// range, a category resolved to its index, a missing value treated as the
+/// model says.
+fn checked(f: &Feature, raw: Option<RawValue>) -> Result<Option<i64>> {
+    match raw {
+        Some(RawValue::Int(x)) => {
+            let FeatureKind::Integer { min, max } = f.kind else {
+                return Err(Error::Input { feature: f.name.clone(), message: "expected a category name".into() });
+            };
+            if x.abs() > INPUT_LIMIT {
+                return Err(Error::Input { feature: f.name.clone(), message: "integer does not fit ±2^40".into() });
+            }
+            Ok(Some(x.clamp(min, max)))
+        }
+        Some(RawValue::Category(c)) => {
+            let FeatureKind::Categorical { categories } = &f.kind else {
+                return Err(Error::Input { feature: f.name.clone(), message: "expected an integer".into() });
+            };
+            match categories.iter().position(|x| *x == c) {
+                Some(idx) => Ok(Some(idx as i64)),
+                None => Err(Error::Input {
+                    feature: f.name.clone(),
+                    message: format!("unknown category; declared: {}", categories.join(", ")),
+                }),
+            }
+        }
+        None => match f.missing {
+            Missing::Reject => Err(Error::Input {
+                feature: f.name.clone(),
+                message: "value is missing and the model requires it".into(),
+            }),
+            Missing::Impute(v) => Ok(Some(v)),
+            Missing::Points(_) => Ok(None),
+        },
     }
 }
 
@@ -309,6 +336,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_party_reads_only_its_own_features() {
+        let m = Model::cross_border_seller();
+        let full = Record::from_json(&m, &seller()).expect("full record");
+        let mut own = seller();
+        // A party's book holds columns no model uses, and bad values in
+        // other parties' columns are not its business.
+        own["internal_note"] = json!("vip");
+        own["outstanding_debt_k"] = json!("not a number");
+        let platform = Record::for_party(&m, 0, &own).expect("platform record");
+        for (i, f) in m.features.iter().enumerate() {
+            let want = if f.party == 0 { full.value(i) } else { None };
+            assert_eq!(platform.value(i), want, "{}", f.name);
+        }
+        let bank = m.party_index("bank").expect("bank");
+        let e = Record::for_party(&m, bank, &own).unwrap_err();
+        assert!(e.to_string().contains("outstanding_debt_k"), "{e}");
+        assert!(Record::for_party(&m, 9, &own).is_err());
+        assert!(Record::for_party(&m, 0, &json!([1])).is_err());
+    }
 
     fn seller() -> Value {
         json!({

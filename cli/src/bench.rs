@@ -9,7 +9,9 @@ use jointscore_circuits::fhe::{self, LocalRun};
 use jointscore_circuits::{Plan, PlanKind, Record, reference};
 use serde_json::json;
 
-use crate::{CliError, generate_keys, load_model, sample};
+use jointscore::sample;
+
+use crate::{CliError, generate_keys, load_model};
 
 /// Options of `bench decision`.
 #[derive(Args)]

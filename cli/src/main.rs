@@ -2,15 +2,19 @@
 //! command line.
 
 mod bench;
-mod sample;
+mod e2e;
+mod nodes;
+mod quickstart;
 mod study;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use clap::{Parser, Subcommand};
+use indicatif::ProgressBar;
+use jointscore::cluster::ClusterError;
+use jointscore::sample;
 use jointscore_circuits::fhe::{self, KeySet};
 use jointscore_circuits::{Model, Plan, PlanKind, Record, reference};
 use serde_json::{Value, json};
@@ -38,10 +42,20 @@ enum Command {
     /// protocol, score the test rows under TFHE, compare with a plaintext
     /// logistic regression.
     Study(study::StudyArgs),
-    /// Decide for sample sellers end to end (keys, party encryption,
-    /// coordinator evaluation, lender decryption) and check every encrypted
-    /// decision against the plaintext reference.
-    Quickstart(QuickstartArgs),
+    /// Run the whole system on loopback (coordinator, three party nodes,
+    /// a lender, over gRPC with SQLite stores in a temp dir), decide for
+    /// sample sellers and check every decision against the plaintext
+    /// reference.
+    Quickstart(quickstart::QuickstartArgs),
+    /// A party node: import records, serve contributions.
+    #[command(subcommand)]
+    Party(nodes::PartyCommand),
+    /// The coordinator service.
+    #[command(subcommand)]
+    Coordinator(nodes::CoordinatorCommand),
+    /// The lender: keys, registration, decisions.
+    #[command(subcommand)]
+    Lender(nodes::LenderCommand),
 }
 
 #[derive(Subcommand)]
@@ -91,16 +105,9 @@ enum BenchCommand {
     Psi(bench::PsiArgs),
     /// Vertical binning round (encrypted labels summed per bin), in process.
     Binning(bench::BinningArgs),
-}
-
-#[derive(Args)]
-struct QuickstartArgs {
-    /// Number of sample sellers.
-    #[arg(long, default_value_t = 10)]
-    sellers: usize,
-    /// Seed of the sample book.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// End-to-end decisions over loopback gRPC: latency percentiles by
+    /// phase, and throughput with concurrent lenders.
+    E2e(e2e::E2eArgs),
 }
 
 /// Errors of the command line; each names what to fix.
@@ -114,6 +121,14 @@ enum CliError {
     Json(String),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Party(#[from] jointscore_party::PartyError),
+    #[error(transparent)]
+    Coordinator(#[from] jointscore_coordinator::CoordinatorError),
+    #[error(transparent)]
+    Lender(#[from] jointscore_lender::LenderError),
 }
 
 fn main() -> ExitCode {
@@ -123,7 +138,11 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Decision(args)) => bench::decision(args),
         Command::Bench(BenchCommand::Psi(args)) => bench::psi(args),
         Command::Bench(BenchCommand::Binning(args)) => bench::binning(args),
-        Command::Quickstart(args) => quickstart(args),
+        Command::Bench(BenchCommand::E2e(args)) => e2e::e2e(args),
+        Command::Quickstart(args) => quickstart::quickstart(args),
+        Command::Party(cmd) => nodes::party(cmd),
+        Command::Coordinator(cmd) => nodes::coordinator(cmd),
+        Command::Lender(cmd) => nodes::lender(cmd),
         Command::Study(args) => study::study(args),
     };
     match result {
@@ -153,12 +172,18 @@ fn read_inputs(arg: &str) -> Result<Value, CliError> {
     serde_json::from_str(&text).map_err(|e| CliError::Json(e.to_string()))
 }
 
+/// A spinner on stderr showing `message` until cleared.
+fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
 /// Generates a key set behind a spinner.
 fn generate_keys() -> Result<KeySet, CliError> {
-    let spinner = ProgressBar::new_spinner().with_message("generating TFHE keys (a few seconds)");
-    spinner.enable_steady_tick(Duration::from_millis(120));
+    let bar = spinner("generating TFHE keys (a few seconds)");
     let keys = KeySet::generate();
-    spinner.finish_and_clear();
+    bar.finish_and_clear();
     Ok(keys?)
 }
 
@@ -279,60 +304,4 @@ fn print_plan(plan: &Plan, measured: Option<&fhe::LocalRun>, as_json: bool) {
         );
         println!("  wire bytes       {:>6}  (all contributions)", r.wire_bytes);
     }
-}
-
-fn quickstart(args: QuickstartArgs) -> Result<(), CliError> {
-    if args.sellers == 0 {
-        return Err(CliError::Usage("--sellers must be at least 1".into()));
-    }
-    let m = Model::cross_border_seller();
-    let plan = Plan::new(&m, PlanKind::Pushdown)?;
-    println!("model {} (id {}), pushdown plan: {} PBS per decision", m.name, &m.id()[..16], plan.stats().lookups);
-    let keys = generate_keys()?;
-    println!("lender key set {} generated; parties encrypt under its public key", keys.id());
-    let book = sample::subjects(&m, args.sellers, args.seed);
-    let bar = ProgressBar::new(book.len() as u64).with_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} decisions {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let mut rows = Vec::new();
-    let mut agree = 0;
-    for (id, inputs) in &book {
-        let record = Record::from_json(&m, inputs)?;
-        let run = fhe::decide_locally(&plan, &keys, &record)?;
-        let want = reference::evaluate(&m, &record).restricted(&m);
-        agree += usize::from(run.bundle == want);
-        rows.push((id.clone(), run));
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    println!(
-        "\n{:<12} {:<9} {:<5} {:<12} {:>9} {:>8}  reasons",
-        "seller", "decision", "band", "rate tier", "line k$", "latency"
-    );
-    for (id, run) in &rows {
-        let d = run.bundle.describe(&m);
-        let text = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-        let reasons: Vec<String> = d
-            .get("reasons")
-            .and_then(Value::as_array)
-            .map(|r| r.iter().filter_map(Value::as_str).map(str::to_string).collect())
-            .unwrap_or_default();
-        let latency = run.encrypt + run.eval.expand + run.eval.circuit + run.decrypt;
-        println!(
-            "{:<12} {:<9} {:<5} {:<12} {:>9} {:>7.2}s  {}",
-            id,
-            text("decision"),
-            text("band"),
-            text("rate_tier"),
-            d.get("credit_line").and_then(Value::as_u64).map_or("-".into(), |l| l.to_string()),
-            latency.as_secs_f64(),
-            reasons.join("; ")
-        );
-    }
-    println!("\nencrypted == reference: {agree}/{}", rows.len());
-    if agree != rows.len() {
-        return Err(CliError::Usage("some encrypted decisions differ from the reference".into()));
-    }
-    Ok(())
 }

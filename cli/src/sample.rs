@@ -12,7 +12,7 @@ use rand::{RngExt, SeedableRng};
 use serde_json::{Map, Value, json};
 
 /// `n` subjects as `(id, inputs JSON)`, reproducible from `seed`.
-pub(crate) fn subjects(model: &Model, n: usize, seed: u64) -> Vec<(String, Value)> {
+pub fn subjects(model: &Model, n: usize, seed: u64) -> Vec<(String, Value)> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
         .map(|i| {

@@ -1,0 +1,429 @@
+//! Byte forms of lender keys and encrypted results, for key files and the
+//! wire.
+//!
+//! Every reader here takes untrusted bytes: it is bounded in size
+//! (`safe_deserialize` refuses anything longer than the limit before
+//! allocating for it) and checks that what it read is conformant with the
+//! parameters this crate uses, so a malformed key or result is an error, not
+//! a panic or an oversized allocation later.
+//!
+//! The lender generates keys with [`export_keys`]; it keeps the secret key
+//! ([`LenderKey::to_bytes`], written 0600 by the caller) and ships the public
+//! key (to parties, through the coordinator) and the *compressed* evaluation
+//! key (to the coordinator, ~3× smaller than the expanded one).
+
+use serde::{Deserialize, Serialize};
+use tfhe::conformance::ParameterSetConformant;
+use tfhe::integer::{ClientKey as IntegerClientKey, CompressedServerKey, ServerKey as IntegerServerKey};
+use tfhe::named::Named;
+use tfhe::safe_serialization::{safe_deserialize, safe_deserialize_conformant, safe_serialize};
+use tfhe::shortint::ciphertext::{Ciphertext, CompactCiphertextList, MaxDegree};
+use tfhe::shortint::parameters::{CompactPublicKeyEncryptionParameters, PARAM_MESSAGE_2_CARRY_2_KS_PBS};
+use tfhe::shortint::{
+    AtomicPatternParameters, ClientKey as ShortintClientKey, CompactPublicKey,
+    CompressedServerKey as ShortintCompressedServerKey,
+};
+use tfhe_versionable::{Unversionize, UnversionizeError, Versionize, VersionizeOwned};
+use zeroize::Zeroizing;
+
+use crate::circuit::{BLOCK_MAX, DIGIT_BASE, NOISE_MAX};
+use crate::error::{Error, Result};
+use crate::fhe::{EncryptedResult, EvaluationKey, LenderKey, PublicKey, key_id_of};
+use crate::plan::Plan;
+
+/// Largest public key accepted (the real one is ~30 KB).
+pub const PUBLIC_KEY_LIMIT: u64 = 1 << 22;
+/// Largest compressed evaluation key accepted (the real one is ~25 MB).
+pub const EVALUATION_KEY_LIMIT: u64 = 1 << 28;
+/// Largest secret key file accepted.
+pub const LENDER_KEY_LIMIT: u64 = 1 << 22;
+/// Largest encrypted result accepted (a few hundred blocks is ~2 MB).
+pub const RESULT_LIMIT: u64 = 1 << 25;
+/// Largest single ciphertext inside a result.
+const CIPHERTEXT_LIMIT: u64 = 1 << 16;
+
+/// The name `safe_serialize` writes in a header before a type's bytes, and
+/// checks when reading them back. tfhe names its high-level types but not
+/// the shortint and integer ones this crate uses, so they get names here.
+pub(crate) trait WireName {
+    const NAME: &'static str;
+}
+
+impl WireName for CompactPublicKey {
+    const NAME: &'static str = "jointscore::PublicKey";
+}
+impl WireName for ShortintCompressedServerKey {
+    const NAME: &'static str = "jointscore::CompressedEvaluationKey";
+}
+impl WireName for IntegerClientKey {
+    const NAME: &'static str = "jointscore::LenderKey";
+}
+impl WireName for CompactCiphertextList {
+    const NAME: &'static str = "jointscore::Contribution";
+}
+
+/// An owned tfhe value under its [`WireName`], for reading.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Wire<T>(pub(crate) T);
+
+/// A borrowed tfhe value under its [`WireName`], for writing without a copy
+/// (a copy of a secret key would escape the wiping on drop).
+#[derive(Serialize)]
+#[serde(transparent)]
+pub(crate) struct WireRef<'a, T>(pub(crate) &'a T);
+
+impl<T: WireName> Named for Wire<T> {
+    const NAME: &'static str = T::NAME;
+}
+
+impl<T: WireName> Named for WireRef<'_, T> {
+    const NAME: &'static str = T::NAME;
+}
+
+impl<T: Versionize> Versionize for WireRef<'_, T> {
+    type Versioned<'vers>
+        = T::Versioned<'vers>
+    where
+        Self: 'vers;
+    fn versionize(&self) -> Self::Versioned<'_> {
+        self.0.versionize()
+    }
+}
+
+impl<T: VersionizeOwned> VersionizeOwned for Wire<T> {
+    type VersionedOwned = T::VersionedOwned;
+    fn versionize_owned(self) -> Self::VersionedOwned {
+        self.0.versionize_owned()
+    }
+}
+
+impl<T: Unversionize> Unversionize for Wire<T> {
+    fn unversionize(versioned: Self::VersionedOwned) -> std::result::Result<Self, UnversionizeError> {
+        T::unversionize(versioned).map(Wire)
+    }
+}
+
+impl<T: ParameterSetConformant> ParameterSetConformant for Wire<T> {
+    type ParameterSet = T::ParameterSet;
+    fn is_conformant(&self, params: &Self::ParameterSet) -> bool {
+        self.0.is_conformant(params)
+    }
+}
+
+/// A freshly generated key set in the forms a lender stores and ships.
+pub struct ExportedKeys {
+    /// Secret; stays with the lender.
+    pub lender: LenderKey,
+    /// For parties.
+    pub public: PublicKey,
+    /// The compressed evaluation key, serialized, for the coordinator.
+    pub evaluation: Vec<u8>,
+}
+
+/// Generates a key set whose evaluation key is produced compressed (seeded),
+/// ready to be written and uploaded.
+pub fn export_keys() -> Result<ExportedKeys> {
+    let client = IntegerClientKey::new(PARAM_MESSAGE_2_CARRY_2_KS_PBS);
+    let compressed = CompressedServerKey::new_radix_compressed_server_key(&client);
+    let public =
+        CompactPublicKey::try_new(AsRef::<ShortintClientKey>::as_ref(&client)).map_err(|e| Error::Fhe(e.to_string()))?;
+    let key_id = key_id_of(&public);
+    let mut evaluation = Vec::new();
+    safe_serialize(&WireRef(&compressed.into_raw_parts()), &mut evaluation, EVALUATION_KEY_LIMIT)
+        .map_err(|e| Error::Fhe(e.to_string()))?;
+    Ok(ExportedKeys {
+        lender: LenderKey { client: Some(client), key_id: key_id.clone() },
+        public: PublicKey { key: public, key_id },
+        evaluation,
+    })
+}
+
+fn public_params() -> Result<CompactPublicKeyEncryptionParameters> {
+    CompactPublicKeyEncryptionParameters::try_from(PARAM_MESSAGE_2_CARRY_2_KS_PBS).map_err(|e| Error::Fhe(e.to_string()))
+}
+
+fn key_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Key(format!("{what} is not well formed for this version's parameters: {e}"))
+}
+
+impl PublicKey {
+    /// The id of the key set this public key belongs to.
+    pub fn id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Serialized form, versioned by tfhe.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        safe_serialize(&WireRef(&self.key), &mut out, PUBLIC_KEY_LIMIT).map_err(|e| Error::Fhe(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Reads a public key from untrusted bytes (bounded, conformance
+    /// checked); its id is recomputed from the key itself.
+    pub fn from_bytes(bytes: &[u8]) -> Result<PublicKey> {
+        let Wire(key): Wire<CompactPublicKey> =
+            safe_deserialize_conformant(bytes, PUBLIC_KEY_LIMIT, &public_params()?)
+                .map_err(|e| key_error("public key", e))?;
+        let key_id = key_id_of(&key);
+        Ok(PublicKey { key, key_id })
+    }
+}
+
+impl EvaluationKey {
+    /// The id of the key set this evaluation key belongs to.
+    pub fn id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Reads and decompresses an evaluation key from untrusted bytes
+    /// (bounded, conformance checked; a few seconds). It is filed under the
+    /// id of `public`, which the lender registered with it: nothing in an
+    /// evaluation key names its public key, so binding the two is the
+    /// registration's job.
+    pub fn from_compressed_bytes(bytes: &[u8], public: &PublicKey) -> Result<EvaluationKey> {
+        let params = AtomicPatternParameters::from(PARAM_MESSAGE_2_CARRY_2_KS_PBS);
+        let (msg, carry) = (params.message_modulus(), params.carry_modulus());
+        // The radix server key keeps one carry's worth of headroom.
+        let max_degree = MaxDegree::new(msg.0 * carry.0 - 1 - (carry.0 - 1));
+        let Wire(compressed): Wire<ShortintCompressedServerKey> =
+            safe_deserialize_conformant(bytes, EVALUATION_KEY_LIMIT, &(params, max_degree))
+                .map_err(|e| key_error("evaluation key", e))?;
+        let server = IntegerServerKey::from_raw_parts(compressed.decompress());
+        if server.as_ref().max_noise_level.get() != u64::from(NOISE_MAX) {
+            return Err(Error::Key("evaluation key allows another noise level than the circuits assume".into()));
+        }
+        Ok(EvaluationKey { server, key_id: public.key_id.clone() })
+    }
+}
+
+impl LenderKey {
+    /// The id of the key set this secret key belongs to.
+    pub fn id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Serialized secret key, in a buffer wiped on drop. The caller writes
+    /// it with owner-only permissions.
+    pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
+        let client = self.client.as_ref().ok_or_else(|| Error::Internal("lender key already dropped".into()))?;
+        let mut out = Zeroizing::new(Vec::new());
+        safe_serialize(&WireRef(client), &mut *out, LENDER_KEY_LIMIT).map_err(|e| Error::Fhe(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Reads a secret key and checks that it belongs to `public` (it
+    /// decrypts a fresh encryption under `public`), so a key file mixed up
+    /// with another key set's public key is caught here, not as garbage
+    /// decisions later.
+    pub fn from_bytes(bytes: &[u8], public: &PublicKey) -> Result<LenderKey> {
+        let Wire(client): Wire<IntegerClientKey> =
+            safe_deserialize(bytes, LENDER_KEY_LIMIT).map_err(|e| key_error("secret key", e))?;
+        let key = LenderKey { client: Some(client), key_id: public.key_id.clone() };
+        let ck: &ShortintClientKey =
+            key.client.as_ref().map(AsRef::as_ref).ok_or_else(|| Error::Internal("lender key missing".into()))?;
+        let expected = AtomicPatternParameters::from(PARAM_MESSAGE_2_CARRY_2_KS_PBS);
+        if ck.parameters().message_modulus() != expected.message_modulus()
+            || ck.parameters().carry_modulus() != expected.carry_modulus()
+            || ck.parameters().lwe_dimension() != expected.lwe_dimension()
+            || ck.parameters().glwe_dimension() != expected.glwe_dimension()
+            || ck.parameters().polynomial_size() != expected.polynomial_size()
+        {
+            return Err(Error::Key("secret key uses other parameters than this version".into()));
+        }
+        let probe = [1u64, 2, 3, 0];
+        let list = public.key.encrypt_slice_with_modulus(&probe, DIGIT_BASE);
+        let expanded = list
+            .expand(tfhe::shortint::parameters::ShortintCompactCiphertextListCastingMode::NoCasting)
+            .map_err(|e| Error::Fhe(e.to_string()))?;
+        let back: Vec<u64> = expanded.iter().map(|ct| ck.decrypt_message_and_carry(ct)).collect();
+        if back != probe {
+            return Err(Error::Key(format!("secret key does not belong to key set {}", public.key_id)));
+        }
+        Ok(key)
+    }
+}
+
+impl EncryptedResult {
+    /// The id of the key set the result is encrypted under.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Serialized form: for each output in order, for each block, its
+    /// parts as length-prefixed tfhe-serialized ciphertexts.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for (_, blocks) in &self.outputs {
+            for parts in blocks {
+                for ct in parts {
+                    let mut one = Vec::new();
+                    safe_serialize(ct, &mut one, CIPHERTEXT_LIMIT).map_err(|e| Error::Fhe(e.to_string()))?;
+                    out.extend_from_slice(&(one.len() as u32).to_le_bytes());
+                    out.extend_from_slice(&one);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads a result from untrusted bytes: it must have exactly the shape of
+    /// `plan`'s outputs, every ciphertext conformant with the parameters, and
+    /// no trailing bytes.
+    pub fn from_bytes(bytes: &[u8], plan: &Plan, key_id: &str) -> Result<EncryptedResult> {
+        let bad = |m: String| Error::Result(m);
+        if bytes.len() as u64 > RESULT_LIMIT {
+            return Err(bad(format!("{} bytes exceeds the {RESULT_LIMIT}-byte limit", bytes.len())));
+        }
+        let template = PARAM_MESSAGE_2_CARRY_2_KS_PBS.to_shortint_conformance_param();
+        let mut rest = bytes;
+        let mut outputs = Vec::new();
+        for (name, blocks) in &plan.circuit().outputs {
+            let mut enc = Vec::with_capacity(blocks.len());
+            for parts in blocks {
+                let mut cts = Vec::with_capacity(parts.len());
+                for _ in parts {
+                    let (len, tail) = rest
+                        .split_first_chunk::<4>()
+                        .ok_or_else(|| bad(format!("truncated in output `{name}`")))?;
+                    let len = u32::from_le_bytes(*len) as usize;
+                    if len as u64 > CIPHERTEXT_LIMIT || len > tail.len() {
+                        return Err(bad(format!("ciphertext length {len} in output `{name}` is out of bounds")));
+                    }
+                    let (one, tail) = tail.split_at(len);
+                    let ct: Ciphertext = safe_deserialize(one, CIPHERTEXT_LIMIT)
+                        .map_err(|e| bad(format!("output `{name}` holds a malformed ciphertext: {e}")))?;
+                    let mut params = template;
+                    params.degree = ct.degree;
+                    params.noise_level = ct.noise_level();
+                    if ct.degree.get() > u64::from(BLOCK_MAX)
+                        || ct.noise_level().get() > u64::from(NOISE_MAX)
+                        || !ct.is_conformant(&params)
+                    {
+                        return Err(bad(format!("output `{name}` holds a non-conformant ciphertext")));
+                    }
+                    cts.push(ct);
+                    rest = tail;
+                }
+                enc.push(cts);
+            }
+            outputs.push((name.clone(), enc));
+        }
+        if !rest.is_empty() {
+            return Err(bad(format!("{} trailing bytes after the last output", rest.len())));
+        }
+        Ok(EncryptedResult { outputs, key_id: key_id.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fhe::Contribution;
+    use crate::fhe::tests::keys;
+    use crate::model::Model;
+    use crate::plan::PlanKind;
+    use crate::reference::{self, Record};
+
+    fn sample_record(model: &Model) -> Record {
+        let json = serde_json::json!({
+            "gmv_12m_k": 900, "gmv_trend_pct": 12, "refund_rate_bp": 300, "months_active": 40,
+            "store_rating_x10": 47, "on_time_rate_bp": 9700, "inventory_turnover_days": 45,
+            "overseas_stock_k": 200, "collection_cycle_days": 20, "late_repayments_12m": 0,
+            "outstanding_debt_k": 50, "major_violations": 0,
+        });
+        Record::from_json(model, &json).expect("sample record")
+    }
+
+    fn encrypted_result(plan: &Plan) -> EncryptedResult {
+        let k = keys();
+        let record = sample_record(plan.model());
+        let contributions: Vec<Contribution> = (0..plan.parties().len())
+            .map(|p| {
+                let digits = plan.contribution(p, &record).expect("digits");
+                Contribution::encrypt(plan, p, &digits, &k.public).expect("encrypt")
+            })
+            .collect();
+        k.evaluation.evaluate(plan, &contributions).expect("evaluate").0
+    }
+
+    #[test]
+    fn exported_keys_round_trip_and_decide() {
+        let model = Model::cross_border_seller();
+        let plan = Plan::new(&model, PlanKind::Pushdown).expect("plan");
+        let exported = export_keys().expect("export");
+        let public = PublicKey::from_bytes(&exported.public.to_bytes().expect("bytes")).expect("public key");
+        assert_eq!(public.id(), exported.public.id());
+        let secret = LenderKey::from_bytes(&exported.lender.to_bytes().expect("bytes"), &public).expect("secret key");
+        assert_eq!(secret.id(), public.id());
+        let evaluation = EvaluationKey::from_compressed_bytes(&exported.evaluation, &public).expect("evaluation key");
+        assert_eq!(evaluation.id(), public.id());
+
+        let record = sample_record(&model);
+        let contributions: Vec<Contribution> = (0..plan.parties().len())
+            .map(|p| Contribution::encrypt(&plan, p, &plan.contribution(p, &record).expect("digits"), &public))
+            .collect::<Result<_>>()
+            .expect("encrypt");
+        let (result, _) = evaluation.evaluate(&plan, &contributions).expect("evaluate");
+        let back = EncryptedResult::from_bytes(&result.to_bytes().expect("bytes"), &plan, public.id()).expect("read");
+        assert_eq!(secret.decrypt(&plan, &back).expect("decrypt"), reference::evaluate(&model, &record).restricted(&model));
+
+        // A secret key presented with another key set's public key.
+        let other = &keys().public;
+        let e = LenderKey::from_bytes(&exported.lender.to_bytes().expect("bytes"), other).unwrap_err();
+        assert!(e.to_string().contains("does not belong to key set"), "{e}");
+    }
+
+    #[test]
+    fn malformed_key_bytes_are_refused() {
+        let public = keys().public.to_bytes().expect("bytes");
+        for bad in [&b"not a key"[..], &public[..public.len() / 2], &[]] {
+            assert!(matches!(PublicKey::from_bytes(bad), Err(Error::Key(_))));
+            assert!(matches!(LenderKey::from_bytes(bad, &keys().public), Err(Error::Key(_))));
+            assert!(matches!(EvaluationKey::from_compressed_bytes(bad, &keys().public), Err(Error::Key(_))));
+        }
+        // A public key where an evaluation key belongs.
+        assert!(matches!(EvaluationKey::from_compressed_bytes(&public, &keys().public), Err(Error::Key(_))));
+    }
+
+    #[test]
+    fn results_round_trip_and_malformed_results_are_refused() {
+        let model = Model::cross_border_seller();
+        let plan = Plan::new(&model, PlanKind::Pushdown).expect("plan");
+        let result = encrypted_result(&plan);
+        let bytes = result.to_bytes().expect("bytes");
+        let back = EncryptedResult::from_bytes(&bytes, &plan, keys().id()).expect("read");
+        assert_eq!(back.key_id(), keys().id());
+        let want = reference::evaluate(&model, &sample_record(&model)).restricted(&model);
+        assert_eq!(keys().lender.decrypt(&plan, &back).expect("decrypt"), want);
+
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        let mut bad_length = bytes.clone();
+        bad_length[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut flipped = bytes.clone();
+        flipped[40] ^= 0xff;
+        let oversized = vec![0u8; RESULT_LIMIT as usize + 1];
+        let other_plan = Plan::new(&model, PlanKind::CoordinatorSide).expect("plan");
+        for (bad, plan) in [
+            (&bytes[..bytes.len() - 1], &plan),
+            (&trailing[..], &plan),
+            (&bad_length[..], &plan),
+            (&flipped[..], &plan),
+            (&oversized[..], &plan),
+            (&[][..], &plan),
+            (&bytes[..], &other_plan),
+        ] {
+            match EncryptedResult::from_bytes(bad, plan, keys().id()) {
+                Err(Error::Result(_)) => {}
+                Err(e) => panic!("wrong error: {e}"),
+                // Flipping a byte inside a ciphertext's body can leave a
+                // well-formed ciphertext (it decrypts to noise); only its
+                // framing is checked here.
+                Ok(_) if std::ptr::eq(bad, &flipped[..]) => {}
+                Ok(_) => panic!("malformed result accepted"),
+            }
+        }
+    }
+}

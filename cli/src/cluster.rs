@@ -1,0 +1,219 @@
+//! A whole jointscore system on loopback: one coordinator and one party
+//! node per party of the model, each with its own SQLite store in a
+//! temporary directory, over real gRPC. Lenders connect to it like to any
+//! coordinator.
+//!
+//! This is what the quickstart runs; tests use it to break one piece at a
+//! time (stop a party, withhold a model approval, shrink the queue).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jointscore_circuits::{Bundle, CROSS_BORDER_SELLER, Model, PlanKind, Record, reference};
+use jointscore_coordinator::{CoordinatorConfig, CoordinatorError, CoordinatorNode, SqliteStore};
+use jointscore_lender::{Lender, LenderError, LenderKeys};
+use jointscore_party::{PartyConfig, PartyError, PartyNode, RecordStore};
+use serde_json::{Map, Value};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+
+use crate::sample;
+
+/// Why the cluster could not be started or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A coordinator error.
+    #[error(transparent)]
+    Coordinator(#[from] CoordinatorError),
+    /// A party node error.
+    #[error(transparent)]
+    Party(#[from] PartyError),
+    /// A lender error.
+    #[error(transparent)]
+    Lender(#[from] LenderError),
+    /// A model or reference error.
+    #[error(transparent)]
+    Circuits(#[from] jointscore_circuits::Error),
+    /// Sockets or temporary files.
+    #[error("local system: {0}")]
+    Io(#[from] std::io::Error),
+    /// A name the cluster does not have.
+    #[error("{0}")]
+    Unknown(String),
+}
+
+/// How to build the cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Sample subjects loaded into the parties' stores.
+    pub sellers: usize,
+    /// Seed of the sample book.
+    pub seed: u64,
+    /// The coordinator's queue capacity.
+    pub queue_capacity: usize,
+    /// The coordinator's evaluation workers.
+    pub eval_workers: usize,
+    /// The coordinator's per-party deadline.
+    pub party_deadline: Duration,
+    /// Parties whose operators have approved no model.
+    pub unapproved: Vec<String>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> ClusterOptions {
+        ClusterOptions {
+            sellers: 10,
+            seed: 42,
+            queue_capacity: 64,
+            eval_workers: 1,
+            party_deadline: Duration::from_secs(30),
+            unapproved: Vec::new(),
+        }
+    }
+}
+
+/// One party node of the cluster.
+pub struct ClusterParty {
+    /// Its name in the model.
+    pub name: String,
+    /// Its record store.
+    pub store: Arc<RecordStore>,
+    /// Its configuration.
+    pub config: PartyConfig,
+    node: Option<PartyNode>,
+}
+
+/// A running local system.
+pub struct Cluster {
+    dir: TempDir,
+    coordinator: CoordinatorNode,
+    /// The party nodes, in model order.
+    pub parties: Vec<ClusterParty>,
+    /// The sample subjects and their full records.
+    pub book: Vec<(String, Value)>,
+    /// The model every party approved.
+    pub model: Model,
+}
+
+/// The part of `record` that the model assigns to `party`: what that
+/// party's book holds.
+pub fn party_view(model: &Model, party: usize, record: &Value) -> Value {
+    let mut own = Map::new();
+    for f in model.features.iter().filter(|f| f.party == party) {
+        own.insert(f.name.clone(), record.get(&f.name).cloned().unwrap_or(Value::Null));
+    }
+    Value::Object(own)
+}
+
+impl Cluster {
+    /// Starts a coordinator and the built-in model's party nodes, each
+    /// loaded with its own columns of a sample book.
+    pub async fn start(options: &ClusterOptions) -> Result<Cluster, ClusterError> {
+        let dir = tempfile::Builder::new().prefix("jointscore-").tempdir()?;
+        let model = Model::cross_border_seller();
+        let book = sample::subjects(&model, options.sellers, options.seed);
+
+        let config = CoordinatorConfig {
+            listen: "127.0.0.1:0".into(),
+            queue_capacity: options.queue_capacity,
+            eval_workers: options.eval_workers,
+            party_deadline_ms: u64::try_from(options.party_deadline.as_millis()).unwrap_or(u64::MAX),
+            ..CoordinatorConfig::with_store(dir.path().join("coordinator.sqlite"))
+        };
+        let store = Arc::new(SqliteStore::open(&config.store)?);
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let coordinator = CoordinatorNode::start(config, store, listener).await?;
+
+        let mut parties = Vec::new();
+        for (index, name) in model.parties.iter().enumerate() {
+            let config = PartyConfig {
+                name: name.clone(),
+                listen: "127.0.0.1:0".into(),
+                advertise: None,
+                coordinator: coordinator.url(),
+                store: dir.path().join(format!("{name}.sqlite")),
+                approved_models: if options.unapproved.contains(name) { Vec::new() } else { vec![model.id().into()] },
+            };
+            let store = Arc::new(RecordStore::open(&config.store)?);
+            let rows: Vec<(String, Value)> =
+                book.iter().map(|(id, record)| (id.clone(), party_view(&model, index, record))).collect();
+            store.put_all(&rows)?;
+            let mut party = ClusterParty { name: name.clone(), store, config, node: None };
+            party.start().await?;
+            parties.push(party);
+        }
+        Ok(Cluster { dir, coordinator, parties, book, model })
+    }
+
+    /// The coordinator's URL.
+    pub fn coordinator_url(&self) -> String {
+        self.coordinator.url()
+    }
+
+    /// The directory holding every store.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A lender connected to this cluster's coordinator for the built-in
+    /// model.
+    pub async fn lender(&self, keys: Arc<LenderKeys>, kind: PlanKind) -> Result<Lender, ClusterError> {
+        Ok(Lender::connect(&self.coordinator_url(), keys, CROSS_BORDER_SELLER.to_string(), kind).await?)
+    }
+
+    /// A party by name.
+    pub fn party(&mut self, name: &str) -> Result<&mut ClusterParty, ClusterError> {
+        self.parties
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ClusterError::Unknown(format!("no party `{name}` in this cluster")))
+    }
+
+    /// The plaintext reference decision for a sample subject, restricted to
+    /// what the model reveals.
+    pub fn reference(&self, subject: &str) -> Result<Bundle, ClusterError> {
+        let (_, record) = self
+            .book
+            .iter()
+            .find(|(id, _)| id == subject)
+            .ok_or_else(|| ClusterError::Unknown(format!("no subject `{subject}` in the sample book")))?;
+        let record = Record::from_json(&self.model, record)?;
+        Ok(reference::evaluate(&self.model, &record).restricted(&self.model))
+    }
+
+    /// Stops every node.
+    pub async fn stop(self) -> Result<(), ClusterError> {
+        for mut p in self.parties {
+            p.stop().await?;
+        }
+        self.coordinator.stop().await?;
+        Ok(())
+    }
+}
+
+impl ClusterParty {
+    /// Starts (or restarts, on a fresh port) the node; it registers its
+    /// address with the coordinator.
+    pub async fn start(&mut self) -> Result<(), ClusterError> {
+        if self.node.is_none() {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let node = PartyNode::start(&self.config, self.store.clone(), listener, Duration::from_secs(10)).await?;
+            self.node = Some(node);
+        }
+        Ok(())
+    }
+
+    /// Stops the node; the coordinator still has its address.
+    pub async fn stop(&mut self) -> Result<(), ClusterError> {
+        if let Some(node) = self.node.take() {
+            node.stop().await?;
+        }
+        Ok(())
+    }
+
+    /// Where its store lives.
+    pub fn store_path(&self) -> PathBuf {
+        self.config.store.clone()
+    }
+}

@@ -1,0 +1,194 @@
+//! `jointscore bench e2e`: decisions over loopback gRPC through the whole
+//! system, timed by phase.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use jointscore::cluster::{Cluster, ClusterOptions};
+use jointscore_lender::{Decision, LenderKeys};
+use serde_json::{Map, Value, json};
+
+use crate::{CliError, plan_kind, spinner};
+
+#[derive(Args)]
+pub(crate) struct E2eArgs {
+    /// Sequential decisions timed (also the number run concurrently).
+    #[arg(long, default_value_t = 20)]
+    decisions: usize,
+    /// Lenders deciding at once in the throughput run.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Coordinator evaluation workers.
+    #[arg(long, default_value_t = 1)]
+    eval_workers: usize,
+    /// Use the coordinator-side plan.
+    #[arg(long)]
+    coordinator_side: bool,
+    /// Seed of the sample book.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Nearest-rank percentile, in seconds.
+fn percentile(values: &[Duration], p: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1].as_secs_f64()
+}
+
+/// The phases reported, each as a function of one decision.
+fn phases() -> Vec<(&'static str, fn(&Decision) -> Duration)> {
+    vec![
+        ("party encrypt", |d| d.phases.party_encrypt),
+        ("transfer + decode", |d| d.phases.collect.saturating_sub(d.phases.party_encrypt)),
+        ("evaluate", |d| d.phases.evaluate),
+        ("queue + polling", |d| d.phases.remote.saturating_sub(d.phases.collect + d.phases.evaluate)),
+        ("fetch result", |d| d.phases.fetch),
+        ("decrypt", |d| d.phases.decrypt),
+        ("end to end", |d| d.phases.total),
+    ]
+}
+
+pub(crate) fn e2e(args: E2eArgs) -> Result<(), CliError> {
+    if args.decisions == 0 || args.concurrency == 0 {
+        return Err(CliError::Usage("--decisions and --concurrency must be at least 1".into()));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))?
+        .block_on(run(args))
+}
+
+async fn run(args: E2eArgs) -> Result<(), CliError> {
+    let kind = plan_kind(args.coordinator_side);
+    let options = ClusterOptions {
+        sellers: args.decisions + 1,
+        seed: args.seed,
+        eval_workers: args.eval_workers,
+        ..ClusterOptions::default()
+    };
+    let bar = spinner("starting the cluster and generating the lender's keys");
+    let cluster = Cluster::start(&options).await?;
+    let keys = tokio::task::spawn_blocking(LenderKeys::generate)
+        .await
+        .map_err(|e| CliError::Usage(format!("key generation task failed: {e}")))?;
+    let keys = Arc::new(keys?);
+    let mut lender = cluster.lender(keys.clone(), kind).await?;
+    lender.register("bench").await?;
+    bar.finish_and_clear();
+
+    // Request ids need only be unique within this cluster's fresh store.
+    // The first decision fetches the public key at every party: warm up.
+    let subjects: Vec<String> = cluster.book.iter().map(|(s, _)| s.clone()).collect();
+    lender.decide(&subjects[0], "e2e-warm").await?;
+
+    let bar = ProgressBar::new(args.decisions as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} sequential decisions")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut sequential = Vec::new();
+    let mut correct = 0;
+    for (i, subject) in subjects.iter().skip(1).enumerate() {
+        let d = lender.decide(subject, &format!("e2e-seq-{i}")).await?;
+        correct += usize::from(d.bundle == cluster.reference(subject)?);
+        sequential.push(d);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let bar = spinner(&format!("{} decisions with {} lenders at once", args.decisions, args.concurrency));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..args.concurrency {
+        let mut lender = cluster.lender(keys.clone(), kind).await?;
+        let mine: Vec<(usize, String)> = subjects
+            .iter()
+            .skip(1)
+            .enumerate()
+            .filter(|(i, _)| i % args.concurrency == worker)
+            .map(|(i, s)| (i, s.clone()))
+            .collect();
+        tasks.spawn(async move {
+            let mut out = Vec::new();
+            for (i, subject) in mine {
+                out.push((subject.clone(), lender.decide(&subject, &format!("e2e-par-{i}")).await?));
+            }
+            Ok::<_, jointscore_lender::LenderError>(out)
+        });
+    }
+    let mut concurrent = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let batch = done.map_err(|e| CliError::Usage(format!("a lender task failed: {e}")))??;
+        for (subject, d) in batch {
+            correct += usize::from(d.bundle == cluster.reference(&subject)?);
+            concurrent.push(d);
+        }
+    }
+    let wall = start.elapsed();
+    bar.finish_and_clear();
+    let throughput = concurrent.len() as f64 / wall.as_secs_f64();
+    let total = sequential.len() + concurrent.len();
+    let pbs = sequential.first().map_or(0, |d| d.pbs);
+    let result_bytes = sequential.first().map_or(0, |d| d.result_bytes);
+    cluster.stop().await?;
+
+    if args.json {
+        let mut by_phase = Map::new();
+        for (name, f) in phases() {
+            let v: Vec<Duration> = sequential.iter().map(f).collect();
+            by_phase.insert(name.into(), json!({ "p50_s": percentile(&v, 50.0), "p95_s": percentile(&v, 95.0) }));
+        }
+        let totals: Vec<Duration> = sequential.iter().map(|d| d.phases.total).collect();
+        let concurrent_totals: Vec<Duration> = concurrent.iter().map(|d| d.phases.total).collect();
+        let out = json!({
+            "plan": kind,
+            "decisions": sequential.len(),
+            "p50_s": percentile(&totals, 50.0),
+            "p95_s": percentile(&totals, 95.0),
+            "phases": Value::Object(by_phase),
+            "concurrency": args.concurrency,
+            "concurrent_decisions": concurrent.len(),
+            "concurrent_wall_s": wall.as_secs_f64(),
+            "throughput_per_s": throughput,
+            "concurrent_p50_s": percentile(&concurrent_totals, 50.0),
+            "eval_workers": args.eval_workers,
+            "pbs": pbs,
+            "result_bytes": result_bytes,
+            "correct": correct,
+            "total": total,
+        });
+        println!("{out}");
+    } else {
+        println!("{} sequential decisions over loopback gRPC ({kind:?} plan, {pbs} PBS each):", sequential.len());
+        println!("  {:<20} {:>9} {:>9}", "phase", "p50 s", "p95 s");
+        for (name, f) in phases() {
+            let v: Vec<Duration> = sequential.iter().map(f).collect();
+            println!("  {:<20} {:>9.3} {:>9.3}", name, percentile(&v, 50.0), percentile(&v, 95.0));
+        }
+        let concurrent_totals: Vec<Duration> = concurrent.iter().map(|d| d.phases.total).collect();
+        println!(
+            "\n{} decisions by {} concurrent lenders ({} evaluation worker(s)): {:.2} decisions/s, wall {:.2} s, p50 latency {:.3} s",
+            concurrent.len(),
+            args.concurrency,
+            args.eval_workers,
+            throughput,
+            wall.as_secs_f64(),
+            percentile(&concurrent_totals, 50.0)
+        );
+        println!("encrypted == reference: {correct}/{total}");
+    }
+    if correct != total {
+        return Err(CliError::Usage("some encrypted decisions differ from the reference".into()));
+    }
+    Ok(())
+}

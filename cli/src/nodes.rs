@@ -1,0 +1,314 @@
+//! `jointscore party|coordinator|lender …`: the three services and the
+//! lender's client, from the command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use jointscore_circuits::{Bundle, CROSS_BORDER_SELLER, Model};
+use jointscore_coordinator::{CoordinatorConfig, CoordinatorNode, SqliteStore};
+use jointscore_lender::{KeyFiles, Lender, LenderKeys};
+use jointscore_party::{PartyConfig, PartyNode, RecordStore};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::{BUILTIN, CliError, plan_kind, spinner};
+
+#[derive(Subcommand)]
+pub(crate) enum PartyCommand {
+    /// Load records from a CSV file (a `subject` column and one column per
+    /// feature) into the party's store; all rows or none.
+    Import {
+        /// The party's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// Register with the coordinator and answer contribution requests.
+    Serve {
+        /// The party's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CoordinatorCommand {
+    /// Serve the coordinator; unfinished jobs in its store are resumed.
+    Serve {
+        /// The coordinator's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct LenderArgs {
+    /// The coordinator's URL.
+    #[arg(long, default_value = "http://127.0.0.1:7100")]
+    coordinator: String,
+    /// Directory of the key files (client.key, public.key, server.key).
+    #[arg(long, default_value = "lender-keys")]
+    keys: PathBuf,
+    /// Model file (TOML), or `cross_border_seller` for the built-in model.
+    #[arg(long, default_value = BUILTIN)]
+    model: String,
+    /// Ask for the coordinator-side plan instead of pushdown.
+    #[arg(long)]
+    coordinator_side: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LenderCommand {
+    /// Generate a key set; the secret key is written 0600 and never sent.
+    Keygen {
+        /// Directory for the key files.
+        #[arg(long, default_value = "lender-keys")]
+        keys: PathBuf,
+        /// Replace an existing key set.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Upload the public and compressed evaluation keys to the coordinator.
+    Register {
+        #[command(flatten)]
+        lender: LenderArgs,
+        /// The lender's name, as the coordinator records it.
+        #[arg(long, default_value = "lender")]
+        name: String,
+    },
+    /// Ask for decisions and print them decrypted (one JSON object per line).
+    Decide {
+        #[command(flatten)]
+        lender: LenderArgs,
+        /// One subject.
+        #[arg(long, conflicts_with = "subjects", required_unless_present = "subjects")]
+        subject: Option<String>,
+        /// A CSV file whose first column (or `subject` column) lists subjects.
+        #[arg(long)]
+        subjects: Option<PathBuf>,
+        /// Idempotency key for a single subject (default: derived from the
+        /// subject and the time). Batches use `<id>-<subject>`.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Show a job; decrypt and print its decision if it is done.
+    Show {
+        #[command(flatten)]
+        lender: LenderArgs,
+        /// The job id.
+        job: String,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))
+}
+
+/// Logs to stderr at `info` unless RUST_LOG says otherwise.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub(crate) fn party(cmd: PartyCommand) -> Result<(), CliError> {
+    match cmd {
+        PartyCommand::Import { config, file } => {
+            let config = PartyConfig::load(&config)?;
+            let store = RecordStore::open(&config.store)?;
+            let report = store.import_file(&file)?;
+            println!(
+                "party {}: {} subjects added, {} replaced; {} held in {}",
+                config.name,
+                report.added,
+                report.replaced,
+                store.len()?,
+                config.store.display()
+            );
+            Ok(())
+        }
+        PartyCommand::Serve { config } => {
+            init_logging();
+            let config = PartyConfig::load(&config)?;
+            let store = Arc::new(RecordStore::open(&config.store)?);
+            runtime()?.block_on(async {
+                let listener = TcpListener::bind(&config.listen)
+                    .await
+                    .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
+                // A party may start before the coordinator: keep trying.
+                let node = PartyNode::start(&config, store, listener, Duration::from_secs(600)).await?;
+                tokio::select! {
+                    served = node.wait() => served?,
+                    () = shutdown_signal() => {}
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+pub(crate) fn coordinator(cmd: CoordinatorCommand) -> Result<(), CliError> {
+    let CoordinatorCommand::Serve { config } = cmd;
+    init_logging();
+    let config = CoordinatorConfig::load(&config)?;
+    let store = Arc::new(SqliteStore::open(&config.store)?);
+    runtime()?.block_on(async {
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
+        let node = CoordinatorNode::start(config, store, listener).await?;
+        tokio::select! {
+            served = node.wait() => served?,
+            () = shutdown_signal() => {}
+        }
+        Ok(())
+    })
+}
+
+fn model_source(model: &str) -> Result<String, CliError> {
+    if model == BUILTIN && !std::path::Path::new(model).exists() {
+        return Ok(CROSS_BORDER_SELLER.to_string());
+    }
+    std::fs::read_to_string(model).map_err(|source| CliError::Read { path: model.into(), source })
+}
+
+async fn connect(args: &LenderArgs) -> Result<Lender, CliError> {
+    let keys = KeyFiles::new(&args.keys).read()?;
+    let source = model_source(&args.model)?;
+    Ok(Lender::connect(&args.coordinator, Arc::new(keys), source, plan_kind(args.coordinator_side)).await?)
+}
+
+fn subjects_from_csv(path: &PathBuf) -> Result<Vec<String>, CliError> {
+    let mut reader = csv::Reader::from_path(path)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let column = reader
+        .headers()
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?
+        .iter()
+        .position(|h| h == "subject")
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for (i, row) in reader.records().enumerate() {
+        let row = row.map_err(|e| CliError::Usage(format!("{} line {}: {e}", path.display(), i + 2)))?;
+        match row.get(column).map(str::trim) {
+            Some(s) if !s.is_empty() => out.push(s.to_string()),
+            _ => return Err(CliError::Usage(format!("{} line {}: empty subject", path.display(), i + 2))),
+        }
+    }
+    Ok(out)
+}
+
+fn now_id() -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}")
+}
+
+fn decision_json(model: &Model, bundle: &Bundle) -> Value {
+    bundle.describe(model)
+}
+
+pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
+    match cmd {
+        LenderCommand::Keygen { keys, force } => {
+            let files = KeyFiles::new(&keys);
+            let bar = spinner("generating a TFHE key set (compressed evaluation key; a few seconds)");
+            let generated = LenderKeys::generate();
+            bar.finish_and_clear();
+            let generated = generated?;
+            files.write(&generated, force)?;
+            println!("key set {} written to {}", generated.id(), keys.display());
+            println!("  {} (secret, 0600: never leaves this machine)", files.secret_path().display());
+            println!("  {} (for parties)", files.public_path().display());
+            println!(
+                "  {} (compressed evaluation key, {:.1} MB, for the coordinator)",
+                files.evaluation_path().display(),
+                generated.evaluation.len() as f64 / 1e6
+            );
+            Ok(())
+        }
+        LenderCommand::Register { lender, name } => runtime()?.block_on(async {
+            let mut client = connect(&lender).await?;
+            let bar = spinner("uploading keys; the coordinator checks and decompresses the evaluation key");
+            let id = client.register(&name).await;
+            bar.finish_and_clear();
+            println!("key set {} registered at {}", id?, lender.coordinator);
+            Ok(())
+        }),
+        LenderCommand::Decide { lender, subject, subjects, request_id } => runtime()?.block_on(async {
+            let mut client = connect(&lender).await?;
+            let prefix = request_id.clone().unwrap_or_else(now_id);
+            let list = match (&subject, &subjects) {
+                (Some(s), _) => vec![(s.clone(), request_id.unwrap_or_else(|| format!("{prefix}-{s}")))],
+                (None, Some(path)) => {
+                    subjects_from_csv(path)?.into_iter().map(|s| (s.clone(), format!("{prefix}-{s}"))).collect()
+                }
+                (None, None) => return Err(CliError::Usage("give --subject or --subjects".into())),
+            };
+            let model = client.plan().model().clone();
+            let mut failures = 0;
+            for (subject, request_id) in list {
+                match client.decide(&subject, &request_id).await {
+                    Ok(d) => println!(
+                        "{}",
+                        json!({
+                            "subject": subject,
+                            "job_id": d.job_id,
+                            "decision": decision_json(&model, &d.bundle),
+                            "seconds": d.phases.total.as_secs_f64(),
+                        })
+                    ),
+                    Err(e) => {
+                        failures += 1;
+                        println!("{}", json!({ "subject": subject, "error": e.to_string() }));
+                    }
+                }
+            }
+            if failures > 0 {
+                return Err(CliError::Usage(format!("{failures} decision(s) failed")));
+            }
+            Ok(())
+        }),
+        LenderCommand::Show { lender, job } => runtime()?.block_on(async {
+            let mut client = connect(&lender).await?;
+            let state = client.job(&job).await?;
+            let mut out = json!({
+                "job_id": state.job_id,
+                "subject": state.subject,
+                "state": jointscore_proto::v1::JobState::try_from(state.state)
+                    .map_or("unknown".into(), |s| s.as_str_name().trim_start_matches("JOB_STATE_").to_lowercase()),
+                "timings": state.timings.map(|t| json!({
+                    "collect_s": t.collect_us as f64 / 1e6,
+                    "party_encrypt_s": t.party_encrypt_us as f64 / 1e6,
+                    "evaluate_s": t.evaluate_us as f64 / 1e6,
+                    "pbs": t.pbs,
+                })),
+            });
+            if state.state == jointscore_proto::v1::JobState::Failed as i32 {
+                out["code"] = json!(format!("{:?}", tonic_code(state.code)));
+                out["reason"] = json!(state.reason);
+            }
+            if state.state == jointscore_proto::v1::JobState::Done as i32 {
+                let result = client.fetch(&job).await?;
+                let bundle = client.decrypt(&result)?;
+                out["decision"] = decision_json(client.plan().model(), &bundle);
+            }
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            Ok(())
+        }),
+    }
+}
+
+fn tonic_code(code: i32) -> jointscore_lender::Code {
+    jointscore_lender::Code::from_i32(code)
+}
+

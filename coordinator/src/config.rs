@@ -1,0 +1,113 @@
+//! `coordinator.toml`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoordinatorError, Result};
+
+/// The coordinator's configuration.
+///
+/// ```toml
+/// listen = "127.0.0.1:7100"
+/// store = "coordinator.sqlite"   # relative to this file
+/// queue_capacity = 64            # decisions in flight before RESOURCE_EXHAUSTED
+/// eval_workers = 1               # joint circuits evaluated at once
+/// party_deadline_ms = 30000      # per party, connection included
+/// ```
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Socket address to serve on; port 0 picks a free one.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The SQLite file holding registrations, models and jobs.
+    pub store: PathBuf,
+    /// Decisions accepted but not finished, at most; a new one beyond this
+    /// is refused with RESOURCE_EXHAUSTED so the lender backs off.
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+    /// Joint circuits evaluated concurrently. TFHE evaluation already uses
+    /// every core (rayon), so on a small machine one at a time gives the
+    /// best latency; raise it on machines with many cores.
+    #[serde(default = "default_workers")]
+    pub eval_workers: usize,
+    /// How long one party may take to answer a contribution request,
+    /// connecting included; a party that misses it fails the job.
+    #[serde(default = "default_deadline")]
+    pub party_deadline_ms: u64,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7100".into()
+}
+fn default_queue() -> usize {
+    64
+}
+fn default_workers() -> usize {
+    1
+}
+fn default_deadline() -> u64 {
+    30_000
+}
+
+impl CoordinatorConfig {
+    /// A configuration with every default and the given store.
+    pub fn with_store(store: PathBuf) -> CoordinatorConfig {
+        CoordinatorConfig {
+            listen: default_listen(),
+            store,
+            queue_capacity: default_queue(),
+            eval_workers: default_workers(),
+            party_deadline_ms: default_deadline(),
+        }
+    }
+
+    /// Reads a configuration file; a relative `store` is taken relative to
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<CoordinatorConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CoordinatorError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut config = CoordinatorConfig::from_toml(&text)
+            .map_err(|e| CoordinatorError::Config(format!("{}: {e}", path.display())))?;
+        if config.store.is_relative() {
+            if let Some(dir) = path.parent() {
+                config.store = dir.join(&config.store);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and checks a configuration.
+    pub fn from_toml(text: &str) -> Result<CoordinatorConfig> {
+        let config: CoordinatorConfig =
+            toml::from_str(text).map_err(|e| CoordinatorError::Config(e.message().to_string()))?;
+        if config.queue_capacity == 0 || config.eval_workers == 0 || config.party_deadline_ms == 0 {
+            return Err(CoordinatorError::Config(
+                "`queue_capacity`, `eval_workers` and `party_deadline_ms` must be at least 1".into(),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The per-party deadline.
+    pub fn party_deadline(&self) -> Duration {
+        Duration::from_millis(self.party_deadline_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_bounds() {
+        let c = CoordinatorConfig::from_toml("store = \"c.sqlite\"\n").expect("valid");
+        assert_eq!((c.queue_capacity, c.eval_workers, c.party_deadline_ms), (64, 1, 30_000));
+        let e = CoordinatorConfig::from_toml("store = \"c.sqlite\"\nqueue_capacity = 0\n").unwrap_err();
+        assert!(e.to_string().contains("at least 1"), "{e}");
+        let e = CoordinatorConfig::from_toml("stor = \"c.sqlite\"\n").unwrap_err();
+        assert!(e.to_string().contains("stor"), "{e}");
+    }
+}

@@ -1,0 +1,105 @@
+//! The one error type of the coordinator, and its gRPC status codes.
+
+use tonic::{Code, Status};
+
+/// Everything that can go wrong at the coordinator. Messages name the
+/// party, key set, job or field at fault and never carry a plaintext.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoordinatorError {
+    /// The configuration file is missing or invalid.
+    #[error("coordinator configuration: {0}")]
+    Config(String),
+    /// The job store failed.
+    #[error("job store: {0}")]
+    Store(String),
+    /// A request is malformed: a field is missing, too long or
+    /// inconsistent, or bytes do not decode.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request names a key set that is not registered, or one whose id
+    /// does not match its key.
+    #[error("{0}")]
+    Precondition(String),
+    /// No such job.
+    #[error("job {0} does not exist")]
+    UnknownJob(String),
+    /// A request id already names a job with other content.
+    #[error("request id {0} already names a job for another key set, model, subject or plan")]
+    Conflict(String),
+    /// Too many decisions in flight.
+    #[error("{0} decisions are in flight, the most this coordinator queues; retry later")]
+    Busy(usize),
+    /// A job is not finished yet.
+    #[error("job {job} is {state}; its result is not ready")]
+    NotReady {
+        /// The job.
+        job: String,
+        /// Its state.
+        state: &'static str,
+    },
+    /// A job failed; `code` is the status it failed with.
+    #[error("{reason}")]
+    JobFailed {
+        /// The gRPC status code, as its integer.
+        code: i32,
+        /// Why.
+        reason: String,
+    },
+    /// Model, planner or TFHE refused the work.
+    #[error(transparent)]
+    Circuits(#[from] jointscore_circuits::Error),
+    /// The gRPC server failed.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+impl From<rusqlite::Error> for CoordinatorError {
+    fn from(e: rusqlite::Error) -> CoordinatorError {
+        CoordinatorError::Store(e.to_string())
+    }
+}
+
+impl From<jointscore_proto::ChunkError> for CoordinatorError {
+    fn from(e: jointscore_proto::ChunkError) -> CoordinatorError {
+        CoordinatorError::Invalid(e.to_string())
+    }
+}
+
+impl CoordinatorError {
+    /// The gRPC status code this error maps to.
+    pub fn code(&self) -> Code {
+        use jointscore_circuits::Error as C;
+        match self {
+            CoordinatorError::Invalid(_) => Code::InvalidArgument,
+            CoordinatorError::Precondition(_) => Code::FailedPrecondition,
+            CoordinatorError::UnknownJob(_) => Code::NotFound,
+            CoordinatorError::Conflict(_) => Code::AlreadyExists,
+            CoordinatorError::Busy(_) => Code::ResourceExhausted,
+            CoordinatorError::NotReady { .. } => Code::FailedPrecondition,
+            CoordinatorError::JobFailed { code, .. } => Code::from_i32(*code),
+            CoordinatorError::Circuits(
+                C::Parse(_)
+                | C::Invalid { .. }
+                | C::Plan(_)
+                | C::UnknownParty(_)
+                | C::Contribution { .. }
+                | C::Key(_)
+                | C::Result(_),
+            ) => Code::InvalidArgument,
+            CoordinatorError::Circuits(_)
+            | CoordinatorError::Config(_)
+            | CoordinatorError::Store(_)
+            | CoordinatorError::Transport(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<CoordinatorError> for Status {
+    fn from(e: CoordinatorError) -> Status {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = CoordinatorError> = std::result::Result<T, E>;

@@ -1,0 +1,28 @@
+//! The coordinator: a registry of parties and lender key sets, decision
+//! requests as durable jobs, fan-out to parties, TFHE evaluation, and results
+//! kept for the lender to fetch.
+//!
+//! A job moves `accepted → collecting → evaluating → done`, or to `failed`
+//! with a gRPC status code and a reason. Every transition is written to the
+//! [`JobStore`] before the work it announces starts, and on start the
+//! coordinator re-runs every job the store holds in a non-terminal state, so
+//! an accepted job completes or fails visibly across restarts; it is never
+//! lost. (Contributions are not persisted: a recovered job asks the parties
+//! again, which is safe because contributing has no side effect.)
+//!
+//! The coordinator never holds a secret key and never logs a plaintext: what
+//! it sees are ciphertexts, key material that cannot decrypt, subject ids and
+//! model ids.
+
+mod config;
+mod engine;
+mod error;
+mod job;
+mod service;
+mod store;
+
+pub use config::CoordinatorConfig;
+pub use error::{CoordinatorError, Result};
+pub use job::{JobRecord, JobState, NewJob, Timings};
+pub use service::{CoordinatorNode, CoordinatorService};
+pub use store::{Inserted, JobStore, SqliteStore};

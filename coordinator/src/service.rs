@@ -1,0 +1,330 @@
+//! The coordinator's gRPC service, a thin adapter over the engine and store.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use jointscore_circuits::fhe::{EvaluationKey, PublicKey};
+use jointscore_circuits::wire::{EVALUATION_KEY_LIMIT, PUBLIC_KEY_LIMIT};
+use jointscore_circuits::{Model, Plan};
+use jointscore_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
+use jointscore_proto::v1::key_upload::Part;
+use jointscore_proto::v1::{
+    self as pb, Chunk, DecideRequest, DecideResponse, FetchResultRequest, GetJobRequest, GetPublicKeyRequest,
+    KeyUpload, RegisterKeysResponse, RegisterPartyRequest, RegisterPartyResponse,
+};
+use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, chunks, plan_from_wire, plan_to_wire};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::config::CoordinatorConfig;
+use crate::engine::Engine;
+use crate::error::{CoordinatorError, Result};
+use crate::job::{JobRecord, JobState, NewJob};
+use crate::store::{Inserted, JobStore};
+
+/// Largest model file accepted with a decision request.
+const MODEL_LIMIT: usize = 256 << 10;
+/// Longest id, name or address accepted.
+const FIELD_LIMIT: usize = 256;
+
+type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<Chunk, Status>> + Send>>;
+
+/// The coordinator's gRPC service.
+pub struct CoordinatorService {
+    engine: Arc<Engine>,
+}
+
+fn field<'a>(name: &str, value: &'a str) -> Result<&'a str> {
+    if value.is_empty() {
+        return Err(CoordinatorError::Invalid(format!("`{name}` is empty")));
+    }
+    if value.len() > FIELD_LIMIT {
+        return Err(CoordinatorError::Invalid(format!("`{name}` is longer than {FIELD_LIMIT} bytes")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(CoordinatorError::Invalid(format!("`{name}` holds control characters")));
+    }
+    Ok(value)
+}
+
+fn stream_of(bytes: &[u8]) -> ChunkStream {
+    Box::pin(tokio_stream::iter(chunks(bytes).into_iter().map(Ok)))
+}
+
+fn state_to_wire(state: JobState) -> i32 {
+    (match state {
+        JobState::Accepted => pb::JobState::Accepted,
+        JobState::Collecting => pb::JobState::Collecting,
+        JobState::Evaluating => pb::JobState::Evaluating,
+        JobState::Done => pb::JobState::Done,
+        JobState::Failed => pb::JobState::Failed,
+    }) as i32
+}
+
+fn job_to_wire(job: &JobRecord) -> pb::Job {
+    pb::Job {
+        job_id: job.job_id.clone(),
+        request_id: job.request.request_id.clone(),
+        key_id: job.request.key_id.clone(),
+        model_id: job.request.model_id.clone(),
+        subject: job.request.subject.clone(),
+        plan: plan_to_wire(job.request.plan),
+        state: state_to_wire(job.state),
+        code: job.code,
+        reason: job.reason.clone(),
+        timings: Some(pb::Timings {
+            collect_us: job.timings.collect_us,
+            party_encrypt_us: job.timings.party_encrypt_us,
+            evaluate_us: job.timings.evaluate_us,
+            pbs: job.timings.pbs,
+            contribution_bytes: job.timings.contribution_bytes,
+        }),
+        result_bytes: job.result_bytes,
+    }
+}
+
+impl CoordinatorService {
+    async fn register_keys_inner(&self, mut upload: Streaming<KeyUpload>) -> Result<String> {
+        let next = |s: Status| CoordinatorError::Invalid(format!("key upload interrupted: {}", s.message()));
+        let header = match upload.message().await.map_err(next)? {
+            Some(KeyUpload { part: Some(Part::Header(h)) }) => h,
+            _ => return Err(CoordinatorError::Invalid("a key upload starts with its header".into())),
+        };
+        field("key_id", &header.key_id)?;
+        field("lender", &header.lender)?;
+        let mut public = Assembler::new("public key", header.public_len, PUBLIC_KEY_LIMIT)?;
+        let mut evaluation = Assembler::new("evaluation key", header.evaluation_len, EVALUATION_KEY_LIMIT)?;
+        while let Some(message) = upload.message().await.map_err(next)? {
+            match message.part {
+                Some(Part::PublicChunk(data)) => public.push(&data)?,
+                Some(Part::EvaluationChunk(data)) => evaluation.push(&data)?,
+                _ => return Err(CoordinatorError::Invalid("a key upload has exactly one header".into())),
+            }
+        }
+        let (public_bytes, evaluation_bytes) = (public.finish()?, evaluation.finish()?);
+        let public = PublicKey::from_bytes(&public_bytes)?;
+        if public.id() != header.key_id {
+            return Err(CoordinatorError::Precondition(format!(
+                "key id {} does not match the public key sent, whose id is {}",
+                header.key_id,
+                public.id()
+            )));
+        }
+        let (evaluation, evaluation_bytes, public) = tokio::task::spawn_blocking(move || {
+            EvaluationKey::from_compressed_bytes(&evaluation_bytes, &public).map(|k| (k, evaluation_bytes, public))
+        })
+        .await
+        .map_err(|e| CoordinatorError::Transport(format!("key decompression task failed: {e}")))??;
+        let key_id = public.id().to_string();
+        self.engine.store.put_key_set(&key_id, &header.lender, &public_bytes, &evaluation_bytes)?;
+        self.engine.cache_keys(public, evaluation)?;
+        tracing::info!(key_id = %key_id, lender = %header.lender, "key set registered");
+        Ok(key_id)
+    }
+
+    fn decide_inner(&self, r: DecideRequest) -> Result<DecideResponse> {
+        field("request_id", &r.request_id)?;
+        field("subject", &r.subject)?;
+        field("key_id", &r.key_id)?;
+        let plan = plan_from_wire(r.plan).ok_or_else(|| CoordinatorError::Invalid(format!("unknown plan {}", r.plan)))?;
+        let new = NewJob {
+            request_id: r.request_id.clone(),
+            key_id: r.key_id.clone(),
+            model_id: r.model_id.clone(),
+            subject: r.subject.clone(),
+            plan,
+        };
+        let store = &self.engine.store;
+        // A retried request finds its job even when the queue is full.
+        if let Some(job) = store.job_by_request(&new.request_id)? {
+            return existing(job, &new);
+        }
+        if store.public_key(&r.key_id)?.is_none() {
+            return Err(CoordinatorError::Precondition(format!(
+                "key set {} is not registered; the lender registers it first (`jointscore lender register`)",
+                r.key_id
+            )));
+        }
+        if r.model_toml.len() > MODEL_LIMIT {
+            return Err(CoordinatorError::Invalid(format!("model file is larger than {MODEL_LIMIT} bytes")));
+        }
+        let model = Model::from_toml(&r.model_toml)?;
+        if model.id() != r.model_id {
+            return Err(CoordinatorError::Invalid(format!(
+                "model id {} does not match the model sent, whose id is {}",
+                r.model_id,
+                model.id()
+            )));
+        }
+        Plan::new(&model, plan)?;
+        let permit = self.engine.reserve()?;
+        store.put_model(&r.model_id, &r.model_toml)?;
+        match store.insert_job(&new)? {
+            Inserted::New(job) => {
+                tracing::info!(job = %job.job_id, key_id = %new.key_id, "decision accepted");
+                let response =
+                    DecideResponse { job_id: job.job_id.clone(), state: state_to_wire(job.state), existing: false };
+                self.engine.spawn(job, Some(permit));
+                Ok(response)
+            }
+            // Lost a race with the same request id.
+            Inserted::Existing(job) => existing(job, &new),
+        }
+    }
+}
+
+fn existing(job: JobRecord, asked: &NewJob) -> Result<DecideResponse> {
+    if &job.request != asked {
+        return Err(CoordinatorError::Conflict(asked.request_id.clone()));
+    }
+    Ok(DecideResponse { job_id: job.job_id.clone(), state: state_to_wire(job.state), existing: true })
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorService {
+    type GetPublicKeyStream = ChunkStream;
+    type FetchResultStream = ChunkStream;
+
+    async fn register_party(
+        &self,
+        request: Request<RegisterPartyRequest>,
+    ) -> std::result::Result<Response<RegisterPartyResponse>, Status> {
+        let r = request.into_inner();
+        field("name", &r.name)?;
+        field("address", &r.address)?;
+        if !r.address.starts_with("http://") && !r.address.starts_with("https://") {
+            return Err(CoordinatorError::Invalid(format!("party address `{}` is not an http(s) URL", r.address)).into());
+        }
+        self.engine.store.put_party(&r.name, &r.address)?;
+        tracing::info!(party = %r.name, address = %r.address, "party registered");
+        Ok(Response::new(RegisterPartyResponse {}))
+    }
+
+    async fn register_keys(
+        &self,
+        request: Request<Streaming<KeyUpload>>,
+    ) -> std::result::Result<Response<RegisterKeysResponse>, Status> {
+        let key_id = self.register_keys_inner(request.into_inner()).await.inspect_err(|e| {
+            tracing::info!(error = %e, "key registration refused");
+        })?;
+        Ok(Response::new(RegisterKeysResponse { key_id }))
+    }
+
+    async fn get_public_key(
+        &self,
+        request: Request<GetPublicKeyRequest>,
+    ) -> std::result::Result<Response<ChunkStream>, Status> {
+        let key_id = request.into_inner().key_id;
+        let bytes = self
+            .engine
+            .store
+            .public_key(&key_id)?
+            .ok_or_else(|| Status::not_found(format!("key set {key_id} is not registered")))?;
+        Ok(Response::new(stream_of(&bytes)))
+    }
+
+    async fn decide(&self, request: Request<DecideRequest>) -> std::result::Result<Response<DecideResponse>, Status> {
+        let response = self.decide_inner(request.into_inner()).inspect_err(|e| {
+            tracing::info!(error = %e, "decision request refused");
+        })?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_job(&self, request: Request<GetJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
+        let job_id = request.into_inner().job_id;
+        let job = self.engine.store.job(&job_id)?.ok_or(CoordinatorError::UnknownJob(job_id))?;
+        Ok(Response::new(job_to_wire(&job)))
+    }
+
+    async fn fetch_result(
+        &self,
+        request: Request<FetchResultRequest>,
+    ) -> std::result::Result<Response<ChunkStream>, Status> {
+        let job_id = request.into_inner().job_id;
+        let store = &self.engine.store;
+        let job = store.job(&job_id)?.ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
+        match job.state {
+            JobState::Done => {
+                let bytes = store.result(&job_id)?.ok_or_else(|| {
+                    CoordinatorError::Store(format!("job {job_id} is done but its result is missing"))
+                })?;
+                Ok(Response::new(stream_of(&bytes)))
+            }
+            JobState::Failed => Err(CoordinatorError::JobFailed { code: job.code, reason: job.reason }.into()),
+            state => Err(CoordinatorError::NotReady { job: job_id, state: state.as_str() }.into()),
+        }
+    }
+}
+
+/// A running coordinator.
+pub struct CoordinatorNode {
+    address: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+}
+
+impl CoordinatorNode {
+    /// Serves on `listener` over `store`, after re-running every job the
+    /// store holds unfinished.
+    pub async fn start(
+        config: CoordinatorConfig,
+        store: Arc<dyn JobStore>,
+        listener: TcpListener,
+    ) -> Result<CoordinatorNode> {
+        let address = listener.local_addr().map_err(|e| CoordinatorError::Transport(e.to_string()))?;
+        let engine = Engine::new(store, config);
+        let resumed = engine.recover()?;
+        let service = CoordinatorService { engine };
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(
+            Server::builder()
+                .add_service(
+                    CoordinatorServer::new(service)
+                        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                        .max_encoding_message_size(MAX_MESSAGE_SIZE),
+                )
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = rx.await;
+                }),
+        );
+        tracing::info!(%address, resumed, "coordinator serving");
+        Ok(CoordinatorNode { address, shutdown: Some(tx), task })
+    }
+
+    /// The address it serves on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Its URL for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Stops accepting requests and waits for the server to finish. Jobs in
+    /// flight keep running on the runtime; whatever they have not finished
+    /// when the process ends is resumed on the next start.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task)
+            .await
+            .map_err(|e| CoordinatorError::Transport(e.to_string()))?
+            .map_err(|e| CoordinatorError::Transport(e.to_string()))
+    }
+
+    /// Serves until the server fails.
+    pub async fn wait(mut self) -> Result<()> {
+        (&mut self.task)
+            .await
+            .map_err(|e| CoordinatorError::Transport(e.to_string()))?
+            .map_err(|e| CoordinatorError::Transport(e.to_string()))
+    }
+}

@@ -1,0 +1,357 @@
+//! Durable state: the [`JobStore`] trait and its SQLite implementation.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jointscore_circuits::PlanKind;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use sha2::{Digest, Sha256};
+
+use crate::error::{CoordinatorError, Result};
+use crate::job::{JobRecord, JobState, NewJob, Timings};
+
+/// What [`JobStore::insert_job`] did.
+#[derive(Debug)]
+pub enum Inserted {
+    /// A new job was recorded in state `accepted`.
+    New(JobRecord),
+    /// The request id already named this job; nothing was written.
+    Existing(JobRecord),
+}
+
+/// Everything the coordinator must not lose across a restart.
+///
+/// Implementations must make each call atomic and durable when it returns.
+/// SQLite ([`SqliteStore`]) backs a single coordinator; a scaled-out
+/// coordinator would implement this over PostgreSQL, with `insert_job`'s
+/// uniqueness on the request id enforced by the database.
+pub trait JobStore: Send + Sync + 'static {
+    /// Records (or moves) a party's address.
+    fn put_party(&self, name: &str, address: &str) -> Result<()>;
+    /// A party's address.
+    fn party_address(&self, name: &str) -> Result<Option<String>>;
+    /// Records a lender key set: its public key and compressed evaluation
+    /// key, as received. Registering the same id again replaces it.
+    fn put_key_set(&self, key_id: &str, lender: &str, public: &[u8], evaluation: &[u8]) -> Result<()>;
+    /// A key set's public key bytes.
+    fn public_key(&self, key_id: &str) -> Result<Option<Vec<u8>>>;
+    /// A key set's compressed evaluation key bytes.
+    fn evaluation_key(&self, key_id: &str) -> Result<Option<Vec<u8>>>;
+    /// Records a model by id.
+    fn put_model(&self, model_id: &str, toml: &str) -> Result<()>;
+    /// A model's TOML.
+    fn model(&self, model_id: &str) -> Result<Option<String>>;
+    /// Records a job unless its request id is taken, atomically.
+    fn insert_job(&self, job: &NewJob) -> Result<Inserted>;
+    /// A job.
+    fn job(&self, job_id: &str) -> Result<Option<JobRecord>>;
+    /// The job a request id names.
+    fn job_by_request(&self, request_id: &str) -> Result<Option<JobRecord>>;
+    /// Moves a job to a non-terminal state.
+    fn set_state(&self, job_id: &str, state: JobState) -> Result<()>;
+    /// Stores a job's encrypted result and marks it done.
+    fn complete(&self, job_id: &str, result: &[u8], timings: &Timings) -> Result<()>;
+    /// Marks a job failed with a gRPC status code and a reason.
+    fn fail(&self, job_id: &str, code: i32, reason: &str, timings: &Timings) -> Result<()>;
+    /// A done job's encrypted result.
+    fn result(&self, job_id: &str) -> Result<Option<Vec<u8>>>;
+    /// Every job not in a terminal state, oldest first.
+    fn unfinished(&self) -> Result<Vec<JobRecord>>;
+}
+
+/// [`JobStore`] in one SQLite file (WAL mode; every call one transaction).
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS parties (
+    name TEXT PRIMARY KEY, address TEXT NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS key_sets (
+    key_id TEXT PRIMARY KEY, lender TEXT NOT NULL, public BLOB NOT NULL, evaluation BLOB NOT NULL,
+    created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS models (model_id TEXT PRIMARY KEY, toml TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE,
+    request_id TEXT NOT NULL UNIQUE,
+    key_id TEXT NOT NULL, model_id TEXT NOT NULL, subject TEXT NOT NULL, plan TEXT NOT NULL,
+    state TEXT NOT NULL, code INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
+    timings TEXT NOT NULL DEFAULT '{}', result BLOB,
+    created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+";
+
+const JOB_COLUMNS: &str =
+    "job_id, request_id, key_id, model_id, subject, plan, state, code, reason, timings, COALESCE(LENGTH(result), 0)";
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn plan_name(kind: PlanKind) -> &'static str {
+    match kind {
+        PlanKind::Pushdown => "pushdown",
+        PlanKind::CoordinatorSide => "coordinator_side",
+    }
+}
+
+/// A job's id: derived from its request id, so the same request always
+/// names the same job.
+fn job_id_for(request_id: &str) -> String {
+    format!("job-{}", &hex::encode(Sha256::digest(request_id.as_bytes()))[..16])
+}
+
+fn row_to_job(row: &Row<'_>) -> rusqlite::Result<(JobRecord, String, String)> {
+    let plan: String = row.get(5)?;
+    let state: String = row.get(6)?;
+    let timings: String = row.get(9)?;
+    let job = JobRecord {
+        job_id: row.get(0)?,
+        request: NewJob {
+            request_id: row.get(1)?,
+            key_id: row.get(2)?,
+            model_id: row.get(3)?,
+            subject: row.get(4)?,
+            plan: if plan == "coordinator_side" { PlanKind::CoordinatorSide } else { PlanKind::Pushdown },
+        },
+        state: JobState::Failed,
+        code: row.get(7)?,
+        reason: row.get(8)?,
+        timings: serde_json::from_str(&timings).unwrap_or_default(),
+        result_bytes: row.get::<_, i64>(10)?.try_into().unwrap_or(0),
+    };
+    Ok((job, state, plan))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let conn =
+            Connection::open(path).map_err(|e| CoordinatorError::Store(format!("{}: {e}", path.display())))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| CoordinatorError::Store("store lock poisoned by an earlier panic".into()))
+    }
+
+    fn read_job(conn: &Connection, job_id: &str) -> Result<Option<JobRecord>> {
+        conn.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?1"), [job_id], row_to_job)
+            .optional()?
+            .map(checked_job)
+            .transpose()
+    }
+}
+
+/// Refuses rows this code did not write (a state or plan it does not know)
+/// rather than guessing.
+fn checked_job((mut job, state, plan): (JobRecord, String, String)) -> Result<JobRecord> {
+    job.state = JobState::parse(&state)
+        .ok_or_else(|| CoordinatorError::Store(format!("job {} has unknown state `{state}`", job.job_id)))?;
+    if plan != "pushdown" && plan != "coordinator_side" {
+        return Err(CoordinatorError::Store(format!("job {} has unknown plan `{plan}`", job.job_id)));
+    }
+    Ok(job)
+}
+
+impl JobStore for SqliteStore {
+    fn put_party(&self, name: &str, address: &str) -> Result<()> {
+        self.conn()?.execute(
+            "INSERT INTO parties (name, address, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET address = excluded.address, updated_ms = excluded.updated_ms",
+            params![name, address, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    fn party_address(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.conn()?.query_row("SELECT address FROM parties WHERE name = ?1", [name], |r| r.get(0)).optional()?)
+    }
+
+    fn put_key_set(&self, key_id: &str, lender: &str, public: &[u8], evaluation: &[u8]) -> Result<()> {
+        self.conn()?.execute(
+            "INSERT INTO key_sets (key_id, lender, public, evaluation, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(key_id) DO UPDATE SET lender = excluded.lender, public = excluded.public,
+                 evaluation = excluded.evaluation",
+            params![key_id, lender, public, evaluation, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    fn public_key(&self, key_id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.conn()?.query_row("SELECT public FROM key_sets WHERE key_id = ?1", [key_id], |r| r.get(0)).optional()?)
+    }
+
+    fn evaluation_key(&self, key_id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn()?
+            .query_row("SELECT evaluation FROM key_sets WHERE key_id = ?1", [key_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn put_model(&self, model_id: &str, toml: &str) -> Result<()> {
+        self.conn()?
+            .execute("INSERT OR IGNORE INTO models (model_id, toml) VALUES (?1, ?2)", params![model_id, toml])?;
+        Ok(())
+    }
+
+    fn model(&self, model_id: &str) -> Result<Option<String>> {
+        Ok(self.conn()?.query_row("SELECT toml FROM models WHERE model_id = ?1", [model_id], |r| r.get(0)).optional()?)
+    }
+
+    fn insert_job(&self, job: &NewJob) -> Result<Inserted> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let existing: Option<String> = tx
+            .query_row("SELECT job_id FROM jobs WHERE request_id = ?1", [&job.request_id], |r| r.get(0))
+            .optional()?;
+        if let Some(job_id) = existing {
+            let found = SqliteStore::read_job(&tx, &job_id)?
+                .ok_or_else(|| CoordinatorError::Store(format!("job {job_id} vanished")))?;
+            return Ok(Inserted::Existing(found));
+        }
+        let job_id = job_id_for(&job.request_id);
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO jobs (job_id, request_id, key_id, model_id, subject, plan, state, created_ms, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'accepted', ?7, ?7)",
+            params![job_id, job.request_id, job.key_id, job.model_id, job.subject, plan_name(job.plan), now],
+        )?;
+        let created = SqliteStore::read_job(&tx, &job_id)?
+            .ok_or_else(|| CoordinatorError::Store(format!("job {job_id} vanished")))?;
+        tx.commit()?;
+        Ok(Inserted::New(created))
+    }
+
+    fn job(&self, job_id: &str) -> Result<Option<JobRecord>> {
+        SqliteStore::read_job(&*self.conn()?, job_id)
+    }
+
+    fn job_by_request(&self, request_id: &str) -> Result<Option<JobRecord>> {
+        let conn = self.conn()?;
+        conn.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE request_id = ?1"), [request_id], row_to_job)
+            .optional()?
+            .map(checked_job)
+            .transpose()
+    }
+
+    fn set_state(&self, job_id: &str, state: JobState) -> Result<()> {
+        if state.is_terminal() {
+            return Err(CoordinatorError::Store(format!("set_state cannot end job {job_id}")));
+        }
+        // A terminal job never moves again, even if a stale worker asks.
+        self.conn()?.execute(
+            "UPDATE jobs SET state = ?2, updated_ms = ?3 WHERE job_id = ?1 AND state NOT IN ('done', 'failed')",
+            params![job_id, state.as_str(), now_ms()],
+        )?;
+        Ok(())
+    }
+
+    fn complete(&self, job_id: &str, result: &[u8], timings: &Timings) -> Result<()> {
+        let timings = serde_json::to_string(timings).map_err(|e| CoordinatorError::Store(e.to_string()))?;
+        self.conn()?.execute(
+            "UPDATE jobs SET state = 'done', result = ?2, timings = ?3, updated_ms = ?4
+             WHERE job_id = ?1 AND state NOT IN ('done', 'failed')",
+            params![job_id, result, timings, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    fn fail(&self, job_id: &str, code: i32, reason: &str, timings: &Timings) -> Result<()> {
+        let timings = serde_json::to_string(timings).map_err(|e| CoordinatorError::Store(e.to_string()))?;
+        self.conn()?.execute(
+            "UPDATE jobs SET state = 'failed', code = ?2, reason = ?3, timings = ?4, updated_ms = ?5
+             WHERE job_id = ?1 AND state NOT IN ('done', 'failed')",
+            params![job_id, code, reason, timings, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    fn result(&self, job_id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn()?
+            .query_row("SELECT result FROM jobs WHERE job_id = ?1 AND state = 'done'", [job_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn unfinished(&self) -> Result<Vec<JobRecord>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state NOT IN ('done', 'failed') ORDER BY seq"
+        ))?;
+        let rows = stmt.query_map([], row_to_job)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(checked_job).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_job(request_id: &str) -> NewJob {
+        NewJob {
+            request_id: request_id.into(),
+            key_id: "k".into(),
+            model_id: "m".into(),
+            subject: "s".into(),
+            plan: PlanKind::Pushdown,
+        }
+    }
+
+    #[test]
+    fn jobs_are_idempotent_durable_and_end_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.sqlite");
+        let store = SqliteStore::open(&path).expect("open");
+        let Inserted::New(a) = store.insert_job(&new_job("r1")).expect("insert") else { panic!("expected new") };
+        assert_eq!(a.state, JobState::Accepted);
+        let Inserted::Existing(again) = store.insert_job(&new_job("r1")).expect("insert") else {
+            panic!("expected existing")
+        };
+        assert_eq!(again.job_id, a.job_id);
+        assert_eq!(store.job_by_request("r1").expect("read").map(|j| j.job_id), Some(a.job_id.clone()));
+        assert!(store.job_by_request("r9").expect("read").is_none());
+        let Inserted::New(b) = store.insert_job(&new_job("r2")).expect("insert") else { panic!("expected new") };
+        store.set_state(&a.job_id, JobState::Collecting).expect("state");
+        let t = Timings { pbs: 59, ..Timings::default() };
+        store.complete(&a.job_id, b"ct", &t).expect("complete");
+        // A stale worker cannot move a finished job.
+        store.fail(&a.job_id, 14, "late", &t).expect("no-op");
+        store.set_state(&a.job_id, JobState::Evaluating).expect("no-op");
+        drop(store);
+
+        let store = SqliteStore::open(&path).expect("reopen");
+        let a = store.job(&a.job_id).expect("read").expect("held");
+        assert_eq!((a.state, a.timings.pbs, a.result_bytes), (JobState::Done, 59, 2));
+        assert_eq!(store.result(&a.job_id).expect("read").as_deref(), Some(&b"ct"[..]));
+        let open: Vec<String> = store.unfinished().expect("read").into_iter().map(|j| j.job_id).collect();
+        assert_eq!(open, vec![b.job_id.clone()]);
+        store.fail(&b.job_id, 14, "party `bank` is unreachable", &Timings::default()).expect("fail");
+        let b = store.job(&b.job_id).expect("read").expect("held");
+        assert_eq!((b.state, b.code, b.reason.as_str()), (JobState::Failed, 14, "party `bank` is unreachable"));
+        assert_eq!(store.result(&b.job_id).expect("read"), None);
+        assert!(store.unfinished().expect("read").is_empty());
+        assert!(store.job("job-nope").expect("read").is_none());
+    }
+
+    #[test]
+    fn registry_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("c.sqlite")).expect("open");
+        store.put_party("bank", "http://a").expect("put");
+        store.put_party("bank", "http://b").expect("move");
+        assert_eq!(store.party_address("bank").expect("read").as_deref(), Some("http://b"));
+        assert_eq!(store.party_address("platform").expect("read"), None);
+        store.put_key_set("k1", "lender", b"pk", b"ek").expect("put");
+        assert_eq!(store.public_key("k1").expect("read").as_deref(), Some(&b"pk"[..]));
+        assert_eq!(store.evaluation_key("k1").expect("read").as_deref(), Some(&b"ek"[..]));
+        assert_eq!(store.public_key("k2").expect("read"), None);
+        store.put_model("m", "toml").expect("put");
+        assert_eq!(store.model("m").expect("read").as_deref(), Some("toml"));
+    }
+}

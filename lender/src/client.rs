@@ -1,0 +1,201 @@
+//! The lender's side of the protocol: register keys, request decisions,
+//! fetch and decrypt results.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jointscore_circuits::fhe::EncryptedResult;
+use jointscore_circuits::wire::RESULT_LIMIT;
+use jointscore_circuits::{Bundle, Model, Plan, PlanKind};
+use jointscore_proto::v1::coordinator_client::CoordinatorClient;
+use jointscore_proto::v1::key_upload::Part;
+use jointscore_proto::v1::{
+    DecideRequest, DecideResponse, FetchResultRequest, GetJobRequest, Job, JobState, KeyHeader, KeyUpload,
+};
+use jointscore_proto::{CHUNK_SIZE, MAX_MESSAGE_SIZE, collect, plan_to_wire};
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{LenderError, Result};
+use crate::keys::LenderKeys;
+
+/// A lender connected to a coordinator, for one model and plan.
+pub struct Lender {
+    client: CoordinatorClient<Channel>,
+    keys: Arc<LenderKeys>,
+    model_toml: String,
+    plan: Arc<Plan>,
+}
+
+/// Where one decision's time went, as the lender sees it.
+#[derive(Clone, Debug, Default)]
+pub struct Phases {
+    /// Request sent to result ready (everything at the coordinator and
+    /// parties, network included).
+    pub remote: Duration,
+    /// The slowest party's compute-and-encrypt time (reported by it).
+    pub party_encrypt: Duration,
+    /// Collection at the coordinator: connecting to parties, their work,
+    /// and the transfer of their ciphertexts.
+    pub collect: Duration,
+    /// Joint-circuit evaluation at the coordinator.
+    pub evaluate: Duration,
+    /// Downloading the encrypted result.
+    pub fetch: Duration,
+    /// Decrypting it.
+    pub decrypt: Duration,
+    /// Request sent to decision decrypted.
+    pub total: Duration,
+}
+
+/// A decrypted decision.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    /// The coordinator's job.
+    pub job_id: String,
+    /// The decision bundle, restricted to what the model reveals.
+    pub bundle: Bundle,
+    /// Timing.
+    pub phases: Phases,
+    /// Bootstraps the coordinator ran.
+    pub pbs: u64,
+    /// Bytes of the encrypted result.
+    pub result_bytes: u64,
+}
+
+/// Longest a lender waits for one job by default.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+
+impl Lender {
+    /// Connects to the coordinator at `address` (an http URL).
+    pub async fn connect(address: &str, keys: Arc<LenderKeys>, model_toml: String, kind: PlanKind) -> Result<Lender> {
+        let model = Model::from_toml(&model_toml)?;
+        let plan = Arc::new(Plan::new(&model, kind)?);
+        let connect = |message: String| LenderError::Connect { address: address.into(), message };
+        let channel = Endpoint::from_shared(address.to_string())
+            .map_err(|e| connect(e.to_string()))?
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .map_err(|e| connect(std::error::Error::source(&e).map_or(e.to_string(), ToString::to_string)))?;
+        let client = CoordinatorClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        Ok(Lender { client, keys, model_toml, plan })
+    }
+
+    /// The plan decisions are asked under.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The key set's id.
+    pub fn key_id(&self) -> &str {
+        self.keys.id()
+    }
+
+    /// Uploads the public and compressed evaluation keys (never the secret
+    /// key) under `lender`'s name.
+    pub async fn register(&mut self, lender: &str) -> Result<String> {
+        let public = self.keys.public.to_bytes()?;
+        let evaluation = &self.keys.evaluation;
+        let mut messages = vec![KeyUpload {
+            part: Some(Part::Header(KeyHeader {
+                key_id: self.keys.id().to_string(),
+                lender: lender.to_string(),
+                public_len: public.len() as u64,
+                evaluation_len: evaluation.len() as u64,
+            })),
+        }];
+        messages.extend(public.chunks(CHUNK_SIZE).map(|c| KeyUpload { part: Some(Part::PublicChunk(c.to_vec())) }));
+        messages
+            .extend(evaluation.chunks(CHUNK_SIZE).map(|c| KeyUpload { part: Some(Part::EvaluationChunk(c.to_vec())) }));
+        let response = self.client.register_keys(tokio_stream::iter(messages)).await?;
+        Ok(response.into_inner().key_id)
+    }
+
+    /// Asks for a decision on `subject`; `request_id` makes retries safe.
+    pub async fn submit(&mut self, subject: &str, request_id: &str) -> Result<DecideResponse> {
+        let request = DecideRequest {
+            request_id: request_id.into(),
+            key_id: self.keys.id().into(),
+            model_id: self.plan.model().id().into(),
+            model_toml: self.model_toml.clone(),
+            subject: subject.into(),
+            plan: plan_to_wire(self.plan.kind()),
+        };
+        Ok(self.client.decide(request).await?.into_inner())
+    }
+
+    /// A job's state.
+    pub async fn job(&mut self, job_id: &str) -> Result<Job> {
+        Ok(self.client.get_job(GetJobRequest { job_id: job_id.into() }).await?.into_inner())
+    }
+
+    /// Polls a job until it ends; a failed job is an error carrying its
+    /// code and reason.
+    pub async fn wait(&mut self, job_id: &str, patience: Duration) -> Result<Job> {
+        let deadline = Instant::now() + patience;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let job = self.job(job_id).await?;
+            match JobState::try_from(job.state) {
+                Ok(JobState::Done) => return Ok(job),
+                Ok(JobState::Failed) => {
+                    return Err(LenderError::JobFailed {
+                        job: job_id.into(),
+                        code: Code::from_i32(job.code),
+                        reason: job.reason,
+                    });
+                }
+                _ if Instant::now() >= deadline => return Err(LenderError::Timeout(job_id.into())),
+                _ => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 3 / 2).min(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// Downloads a finished job's encrypted result and checks its shape.
+    pub async fn fetch(&mut self, job_id: &str) -> Result<EncryptedResult> {
+        let stream = self.client.fetch_result(FetchResultRequest { job_id: job_id.into() }).await?.into_inner();
+        let bytes = collect(stream, "encrypted result", RESULT_LIMIT).await?;
+        Ok(EncryptedResult::from_bytes(&bytes, &self.plan, self.keys.id())?)
+    }
+
+    /// Decrypts a result into the decision bundle.
+    pub fn decrypt(&self, result: &EncryptedResult) -> Result<Bundle> {
+        Ok(self.keys.secret.decrypt(&self.plan, result)?)
+    }
+
+    /// A whole decision: submit, wait, fetch, decrypt.
+    pub async fn decide(&mut self, subject: &str, request_id: &str) -> Result<Decision> {
+        let start = Instant::now();
+        let accepted = self.submit(subject, request_id).await?;
+        let job = self.wait(&accepted.job_id, DEFAULT_WAIT).await?;
+        let remote = start.elapsed();
+        let fetch_start = Instant::now();
+        let result = self.fetch(&accepted.job_id).await?;
+        let fetch = fetch_start.elapsed();
+        let decrypt_start = Instant::now();
+        let bundle = self.decrypt(&result)?;
+        let decrypt = decrypt_start.elapsed();
+        let t = job.timings.unwrap_or_default();
+        Ok(Decision {
+            job_id: accepted.job_id,
+            bundle,
+            phases: Phases {
+                remote,
+                party_encrypt: Duration::from_micros(t.party_encrypt_us),
+                collect: Duration::from_micros(t.collect_us),
+                evaluate: Duration::from_micros(t.evaluate_us),
+                fetch,
+                decrypt,
+                total: start.elapsed(),
+            },
+            pbs: t.pbs,
+            result_bytes: job.result_bytes,
+        })
+    }
+}

@@ -1,0 +1,63 @@
+//! The one error type of the lender.
+
+use tonic::Code;
+
+/// Everything that can go wrong at the lender.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LenderError {
+    /// Key files are missing, unreadable or would be overwritten.
+    #[error("key files: {0}")]
+    Keys(String),
+    /// The coordinator refused a call, or could not be reached.
+    #[error("coordinator refused ({code:?}): {message}")]
+    Refused {
+        /// The status code.
+        code: Code,
+        /// Its message.
+        message: String,
+    },
+    /// A decision job ended failed.
+    #[error("job {job} failed ({code:?}): {reason}")]
+    JobFailed {
+        /// The job.
+        job: String,
+        /// The status code it failed with.
+        code: Code,
+        /// Why.
+        reason: String,
+    },
+    /// A job did not end in time.
+    #[error("job {0} did not finish in time")]
+    Timeout(String),
+    /// Keys, model or result refused by the circuits crate.
+    #[error(transparent)]
+    Circuits(#[from] jointscore_circuits::Error),
+    /// The coordinator's URL is invalid or the connection failed.
+    #[error("cannot reach the coordinator at {address}: {message}")]
+    Connect {
+        /// Its URL.
+        address: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl LenderError {
+    /// The gRPC status code behind this error, where there is one.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            LenderError::Refused { code, .. } | LenderError::JobFailed { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl From<tonic::Status> for LenderError {
+    fn from(s: tonic::Status) -> LenderError {
+        LenderError::Refused { code: s.code(), message: s.message().to_string() }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = LenderError> = std::result::Result<T, E>;

@@ -1,0 +1,106 @@
+//! `party.toml`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PartyError, Result};
+
+/// A party node's configuration, one TOML file per node.
+///
+/// ```toml
+/// name = "bank"                        # the party's name in models
+/// listen = "127.0.0.1:7103"            # where the node serves gRPC
+/// coordinator = "http://127.0.0.1:7100"
+/// store = "bank.sqlite"                # relative to this file
+/// approved_models = ["5f0c…"]          # model ids this operator allows
+/// ```
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartyConfig {
+    /// The party's name, as the models it serves spell it.
+    pub name: String,
+    /// Socket address to serve on; port 0 picks a free one.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The URL the coordinator dials; defaults to `http://` + the bound
+    /// address, which is right unless the node sits behind a proxy or NAT.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// The coordinator's URL.
+    pub coordinator: String,
+    /// The SQLite file holding this party's records.
+    pub store: PathBuf,
+    /// Model ids (SHA-256 of the canonical model) this node contributes to.
+    /// Empty means none: an operator approves each model explicitly.
+    #[serde(default)]
+    pub approved_models: Vec<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7101".into()
+}
+
+impl PartyConfig {
+    /// Reads a configuration file; a relative `store` is taken relative to
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<PartyConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PartyError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut config = PartyConfig::from_toml(&text)
+            .map_err(|e| PartyError::Config(format!("{}: {e}", path.display())))?;
+        if config.store.is_relative() {
+            if let Some(dir) = path.parent() {
+                config.store = dir.join(&config.store);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and checks a configuration.
+    pub fn from_toml(text: &str) -> Result<PartyConfig> {
+        let config: PartyConfig = toml::from_str(text).map_err(|e| PartyError::Config(e.message().to_string()))?;
+        if config.name.trim().is_empty() {
+            return Err(PartyError::Config("`name` must not be empty".into()));
+        }
+        if !config.coordinator.starts_with("http://") && !config.coordinator.starts_with("https://") {
+            return Err(PartyError::Config(format!(
+                "`coordinator` must be a URL such as http://127.0.0.1:7100, not `{}`",
+                config.coordinator
+            )));
+        }
+        for id in &config.approved_models {
+            if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(PartyError::Config(format!(
+                    "approved model `{id}` is not a model id (64 hex digits; `jointscore model check` prints it)"
+                )));
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_defaults() {
+        let c = PartyConfig::from_toml("name = \"bank\"\ncoordinator = \"http://127.0.0.1:7100\"\nstore = \"b.sqlite\"\n")
+            .expect("valid");
+        assert_eq!(c.listen, "127.0.0.1:7101");
+        assert!(c.approved_models.is_empty());
+    }
+
+    #[test]
+    fn refuses_bad_fields() {
+        let base = "name = \"bank\"\nstore = \"b.sqlite\"\n";
+        let e = PartyConfig::from_toml(&format!("{base}coordinator = \"127.0.0.1:7100\"\n")).unwrap_err();
+        assert!(e.to_string().contains("must be a URL"), "{e}");
+        let e = PartyConfig::from_toml(&format!("{base}coordinator = \"http://x\"\napproved_models = [\"abc\"]\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("not a model id"), "{e}");
+        let e = PartyConfig::from_toml(&format!("{base}coordinator = \"http://x\"\ncolour = 1\n")).unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+}

@@ -1,0 +1,96 @@
+//! The one error type of the party node, and its gRPC status codes.
+
+use tonic::{Code, Status};
+
+/// Everything that can go wrong at a party node. Messages never carry a
+/// feature value or a ciphertext.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PartyError {
+    /// The configuration file is missing or invalid.
+    #[error("party configuration: {0}")]
+    Config(String),
+    /// The record store could not be opened, read or written.
+    #[error("record store: {0}")]
+    Store(String),
+    /// A CSV import was refused; nothing from it was stored.
+    #[error("import refused, nothing stored: {0}")]
+    Import(String),
+    /// The subject has no record at this party.
+    #[error("subject `{subject}` is unknown to party `{party}`")]
+    UnknownSubject {
+        /// The subject asked about.
+        subject: String,
+        /// This party.
+        party: String,
+    },
+    /// The operator has not approved the model.
+    #[error("party `{party}` has not approved model {model_id}; its operator adds the id to `approved_models`")]
+    NotApproved {
+        /// This party.
+        party: String,
+        /// The model asked for.
+        model_id: String,
+    },
+    /// The request is malformed (wrong model id, unknown plan, oversized
+    /// fields, a model that does not include this party).
+    #[error("bad contribution request: {0}")]
+    BadRequest(String),
+    /// The requesting lender's key set is not known to the coordinator, or
+    /// what it returned is not that key set.
+    #[error("key set {key_id}: {message}")]
+    Key {
+        /// The key id in the request.
+        key_id: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The coordinator could not be reached.
+    #[error("coordinator at {address}: {message}")]
+    Coordinator {
+        /// Its URL.
+        address: String,
+        /// What failed.
+        message: String,
+    },
+    /// The model, planner or encryption refused the work.
+    #[error(transparent)]
+    Circuits(#[from] jointscore_circuits::Error),
+    /// The gRPC server failed.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+impl From<rusqlite::Error> for PartyError {
+    fn from(e: rusqlite::Error) -> PartyError {
+        PartyError::Store(e.to_string())
+    }
+}
+
+impl From<PartyError> for Status {
+    fn from(e: PartyError) -> Status {
+        use jointscore_circuits::Error as C;
+        let code = match &e {
+            PartyError::UnknownSubject { .. } => Code::NotFound,
+            PartyError::NotApproved { .. } => Code::PermissionDenied,
+            PartyError::BadRequest(_) => Code::InvalidArgument,
+            PartyError::Key { .. } => Code::FailedPrecondition,
+            PartyError::Coordinator { .. } => Code::Unavailable,
+            PartyError::Circuits(C::Parse(_) | C::Invalid { .. } | C::Plan(_) | C::UnknownParty(_)) => {
+                Code::InvalidArgument
+            }
+            // The party's own record does not fit the model: the request is
+            // fine, the data behind it is not.
+            PartyError::Circuits(C::Input { .. } | C::UnknownFeature(_)) => Code::FailedPrecondition,
+            PartyError::Circuits(_)
+            | PartyError::Store(_)
+            | PartyError::Config(_)
+            | PartyError::Import(_)
+            | PartyError::Transport(_) => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = PartyError> = std::result::Result<T, E>;

@@ -1,0 +1,19 @@
+//! A party node: the records a data owner holds, and the gRPC service that
+//! turns them into encrypted contributions.
+//!
+//! The node answers a contribution request only for models its operator
+//! approved (by model id, in its configuration). For an approved model it
+//! reads the subject's record from its own SQLite store, computes its plan
+//! inputs in the clear — nothing leaves the node unencrypted — and encrypts
+//! them under the requesting lender's compact public key, which it fetches
+//! from the coordinator by key id and checks against that id.
+
+mod config;
+mod error;
+mod service;
+mod store;
+
+pub use config::PartyConfig;
+pub use error::{PartyError, Result};
+pub use service::{PartyNode, PartyService};
+pub use store::{ImportReport, RecordStore};

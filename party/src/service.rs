@@ -1,0 +1,263 @@
+//! The party's gRPC service: contribution requests in, encrypted
+//! contributions out.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jointscore_circuits::fhe::{Contribution, PublicKey};
+use jointscore_circuits::wire::PUBLIC_KEY_LIMIT;
+use jointscore_circuits::{Model, Plan, PlanKind, Record};
+use jointscore_proto::v1::contribute_chunk::Part;
+use jointscore_proto::v1::coordinator_client::CoordinatorClient;
+use jointscore_proto::v1::party_server::{Party, PartyServer};
+use jointscore_proto::v1::{
+    ContributeChunk, ContributeRequest, ContributionHeader, GetPublicKeyRequest, RegisterPartyRequest,
+};
+use jointscore_proto::{MAX_MESSAGE_SIZE, chunks, collect, plan_from_wire};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Endpoint, Server};
+use tonic::{Code, Request, Response, Status};
+
+use crate::config::PartyConfig;
+use crate::error::{PartyError, Result};
+use crate::store::{RecordStore, check_subject};
+
+/// Largest model file a party parses.
+const MODEL_LIMIT: usize = 256 << 10;
+/// How long a party waits for the coordinator when fetching a key.
+const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(30);
+
+type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<ContributeChunk, Status>> + Send>>;
+
+/// The contribution service of one party node.
+pub struct PartyService {
+    name: String,
+    approved: HashSet<String>,
+    coordinator: String,
+    store: Arc<RecordStore>,
+    keys: Mutex<HashMap<String, PublicKey>>,
+    plans: Mutex<HashMap<(String, PlanKind), Arc<Plan>>>,
+}
+
+impl PartyService {
+    /// A service answering as `config.name` from `store`.
+    pub fn new(config: &PartyConfig, store: Arc<RecordStore>) -> PartyService {
+        PartyService {
+            name: config.name.clone(),
+            approved: config.approved_models.iter().cloned().collect(),
+            coordinator: config.coordinator.clone(),
+            store,
+            keys: Mutex::new(HashMap::new()),
+            plans: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The plan for an approved model, parsed once per model id and kind.
+    fn plan(&self, model_id: &str, toml: &str, kind: PlanKind) -> Result<Arc<Plan>> {
+        if !self.approved.contains(model_id) {
+            return Err(PartyError::NotApproved { party: self.name.clone(), model_id: model_id.into() });
+        }
+        let cache_key = (model_id.to_string(), kind);
+        if let Some(plan) = lock(&self.plans)?.get(&cache_key) {
+            return Ok(plan.clone());
+        }
+        if toml.len() > MODEL_LIMIT {
+            return Err(PartyError::BadRequest(format!("model file is larger than {MODEL_LIMIT} bytes")));
+        }
+        let model = Model::from_toml(toml)?;
+        if model.id() != model_id {
+            return Err(PartyError::BadRequest(format!(
+                "model id {model_id} does not match the model sent (its id is {})",
+                model.id()
+            )));
+        }
+        let plan = Arc::new(Plan::new(&model, kind)?);
+        lock(&self.plans)?.insert(cache_key, plan.clone());
+        Ok(plan)
+    }
+
+    /// The lender's public key, fetched from the coordinator once and
+    /// checked to be the key set it is asked for.
+    async fn public_key(&self, key_id: &str) -> Result<PublicKey> {
+        if let Some(key) = lock(&self.keys)?.get(key_id) {
+            return Ok(key.clone());
+        }
+        let unreachable =
+            |e: &dyn std::fmt::Display| PartyError::Coordinator { address: self.coordinator.clone(), message: e.to_string() };
+        let channel = Endpoint::from_shared(self.coordinator.clone())
+            .map_err(|e| unreachable(&e))?
+            .connect_timeout(COORDINATOR_TIMEOUT)
+            .timeout(COORDINATOR_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let mut client = CoordinatorClient::new(channel).max_decoding_message_size(MAX_MESSAGE_SIZE);
+        let stream = match client.get_public_key(GetPublicKeyRequest { key_id: key_id.into() }).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == Code::NotFound => {
+                return Err(PartyError::Key {
+                    key_id: key_id.into(),
+                    message: "not registered at the coordinator".into(),
+                });
+            }
+            Err(s) => return Err(unreachable(&s.message())),
+        };
+        let bytes = collect(stream, "public key", PUBLIC_KEY_LIMIT)
+            .await
+            .map_err(|s| PartyError::Key { key_id: key_id.into(), message: s.message().to_string() })?;
+        let key = PublicKey::from_bytes(&bytes)
+            .map_err(|e| PartyError::Key { key_id: key_id.into(), message: e.to_string() })?;
+        if key.id() != key_id {
+            return Err(PartyError::Key {
+                key_id: key_id.into(),
+                message: format!("the coordinator returned key set {} instead", key.id()),
+            });
+        }
+        lock(&self.keys)?.insert(key_id.to_string(), key.clone());
+        Ok(key)
+    }
+
+    /// Computes and encrypts this party's contribution for one request:
+    /// `(header, serialized ciphertext list)`.
+    pub async fn contribution(&self, request: &ContributeRequest) -> Result<(ContributionHeader, Vec<u8>)> {
+        let kind = plan_from_wire(request.plan)
+            .ok_or_else(|| PartyError::BadRequest(format!("unknown plan kind {}", request.plan)))?;
+        check_subject(&request.subject).map_err(PartyError::BadRequest)?;
+        let plan = self.plan(&request.model_id, &request.model_toml, kind)?;
+        let party = plan.model().party_index(&self.name).map_err(|_| {
+            PartyError::BadRequest(format!("model {} has no party named `{}`", request.model_id, self.name))
+        })?;
+        let key = self.public_key(&request.key_id).await?;
+        let record = self
+            .store
+            .get(&request.subject)?
+            .ok_or_else(|| PartyError::UnknownSubject { subject: request.subject.clone(), party: self.name.clone() })?;
+        // Encryption is CPU work: keep it off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let record = Record::for_party(plan.model(), party, &record)?;
+            let digits = plan.contribution(party, &record)?;
+            let contribution = Contribution::encrypt(&plan, party, &digits, &key)?;
+            let bytes = contribution.to_bytes()?;
+            let header = ContributionHeader {
+                party: plan.model().parties[party].clone(),
+                len: bytes.len() as u64,
+                blocks: u32::try_from(contribution.len()).unwrap_or(u32::MAX),
+                encrypt_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+            };
+            Ok((header, bytes))
+        })
+        .await
+        .map_err(|e| PartyError::Transport(format!("encryption task failed: {e}")))?
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| PartyError::Transport("cache lock poisoned by an earlier panic".into()))
+}
+
+#[tonic::async_trait]
+impl Party for PartyService {
+    type ContributeStream = ChunkStream;
+
+    async fn contribute(
+        &self,
+        request: Request<ContributeRequest>,
+    ) -> std::result::Result<Response<ChunkStream>, Status> {
+        let request = request.into_inner();
+        let (header, bytes) = self.contribution(&request).await.inspect_err(|e| {
+            tracing::info!(party = %self.name, job = %request.job_id, error = %e, "contribution refused");
+        })?;
+        tracing::debug!(party = %self.name, job = %request.job_id, blocks = header.blocks, "contribution sent");
+        let mut messages = vec![Ok(ContributeChunk { part: Some(Part::Header(header)) })];
+        messages.extend(chunks(&bytes).into_iter().map(|c| Ok(ContributeChunk { part: Some(Part::Data(c.data)) })));
+        Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
+    }
+}
+
+/// A running party node.
+pub struct PartyNode {
+    address: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+}
+
+impl PartyNode {
+    /// Serves `store` on `listener` and registers with the coordinator
+    /// (retrying for `register_for` while it is not up yet).
+    pub async fn start(
+        config: &PartyConfig,
+        store: Arc<RecordStore>,
+        listener: TcpListener,
+        register_for: Duration,
+    ) -> Result<PartyNode> {
+        let address = listener.local_addr().map_err(|e| PartyError::Transport(e.to_string()))?;
+        let service = PartyService::new(config, store);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(
+            Server::builder()
+                .add_service(PartyServer::new(service).max_decoding_message_size(MAX_MESSAGE_SIZE))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = rx.await;
+                }),
+        );
+        let advertise = config.advertise.clone().unwrap_or_else(|| format!("http://{address}"));
+        register(config, &advertise, register_for).await?;
+        tracing::info!(party = %config.name, %address, "party node serving");
+        Ok(PartyNode { address, shutdown: Some(tx), task })
+    }
+
+    /// The address the node serves on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops serving and waits for the server to finish.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task)
+            .await
+            .map_err(|e| PartyError::Transport(e.to_string()))?
+            .map_err(|e| PartyError::Transport(e.to_string()))
+    }
+
+    /// Serves until the server fails or the process is stopped.
+    pub async fn wait(mut self) -> Result<()> {
+        (&mut self.task)
+            .await
+            .map_err(|e| PartyError::Transport(e.to_string()))?
+            .map_err(|e| PartyError::Transport(e.to_string()))
+    }
+}
+
+async fn register(config: &PartyConfig, advertise: &str, patience: Duration) -> Result<()> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let attempt = async {
+            let mut client = CoordinatorClient::connect(config.coordinator.clone()).await.map_err(|e| e.to_string())?;
+            client
+                .register_party(RegisterPartyRequest { name: config.name.clone(), address: advertise.into() })
+                .await
+                .map_err(|s| s.message().to_string())
+        };
+        match attempt.await {
+            Ok(_) => return Ok(()),
+            Err(message) if Instant::now() >= deadline => {
+                return Err(PartyError::Coordinator { address: config.coordinator.clone(), message });
+            }
+            Err(message) => {
+                tracing::warn!(coordinator = %config.coordinator, %message, "registration failed; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The party's own records, in SQLite.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
+
+use crate::error::{PartyError, Result};
+
+/// Longest subject id accepted.
+const SUBJECT_MAX: usize = 256;
+
+/// A party's records, one JSON object per subject, in a SQLite file.
+///
+/// Values are whatever the party's book holds; the model decides which
+/// columns it reads, so a book may carry columns no model uses.
+pub struct RecordStore {
+    conn: Mutex<Connection>,
+}
+
+/// What an import did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Subjects not held before.
+    pub added: usize,
+    /// Subjects whose record was replaced.
+    pub replaced: usize,
+}
+
+impl RecordStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<RecordStore> {
+        let conn = Connection::open(path).map_err(|e| PartyError::Store(format!("{}: {e}", path.display())))?;
+        RecordStore::init(conn)
+    }
+
+    /// A store that lives in memory only (tests, demonstrations).
+    pub fn in_memory() -> Result<RecordStore> {
+        RecordStore::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<RecordStore> {
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE IF NOT EXISTS records (subject TEXT PRIMARY KEY, record TEXT NOT NULL);",
+        )?;
+        Ok(RecordStore { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| PartyError::Store("store lock poisoned by an earlier panic".into()))
+    }
+
+    /// Imports a CSV file (see [`RecordStore::import_csv`]).
+    pub fn import_file(&self, path: &Path) -> Result<ImportReport> {
+        let file = std::fs::File::open(path).map_err(|e| PartyError::Import(format!("{}: {e}", path.display())))?;
+        self.import_csv(file)
+    }
+
+    /// Imports records from CSV: a `subject` column and one column per
+    /// feature. A cell that parses as an integer is stored as one, an empty
+    /// cell as missing, anything else as text (category names). The whole
+    /// file is one transaction: a bad row stores nothing.
+    pub fn import_csv(&self, reader: impl Read) -> Result<ImportReport> {
+        let mut csv = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(reader);
+        let headers = csv.headers().map_err(|e| PartyError::Import(e.to_string()))?.clone();
+        let subject_col = headers
+            .iter()
+            .position(|h| h == "subject")
+            .ok_or_else(|| PartyError::Import("the CSV has no `subject` column".into()))?;
+        let mut seen = HashSet::new();
+        let mut rows = Vec::new();
+        for (i, row) in csv.records().enumerate() {
+            let line = i + 2;
+            let row = row.map_err(|e| PartyError::Import(format!("line {line}: {e}")))?;
+            let subject = row.get(subject_col).unwrap_or_default().to_string();
+            check_subject(&subject).map_err(|m| PartyError::Import(format!("line {line}: {m}")))?;
+            if !seen.insert(subject.clone()) {
+                return Err(PartyError::Import(format!("line {line}: subject `{subject}` appears twice")));
+            }
+            let mut record = Map::new();
+            for (col, cell) in headers.iter().zip(row.iter()).filter(|(h, _)| *h != "subject") {
+                let value = if cell.is_empty() {
+                    Value::Null
+                } else if let Ok(n) = cell.parse::<i64>() {
+                    Value::from(n)
+                } else {
+                    Value::from(cell)
+                };
+                record.insert(col.to_string(), value);
+            }
+            rows.push((subject, Value::Object(record)));
+        }
+        self.put_all(&rows)
+    }
+
+    /// Stores (or replaces) records, all or none.
+    pub fn put_all(&self, rows: &[(String, Value)]) -> Result<ImportReport> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let mut report = ImportReport { added: 0, replaced: 0 };
+        for (subject, record) in rows {
+            check_subject(subject).map_err(PartyError::Import)?;
+            if !record.is_object() {
+                return Err(PartyError::Import(format!("record of `{subject}` is not a JSON object")));
+            }
+            let existed: bool =
+                tx.query_row("SELECT EXISTS(SELECT 1 FROM records WHERE subject = ?1)", [subject], |r| r.get(0))?;
+            tx.execute(
+                "INSERT INTO records (subject, record) VALUES (?1, ?2)
+                 ON CONFLICT(subject) DO UPDATE SET record = excluded.record",
+                params![subject, record.to_string()],
+            )?;
+            if existed {
+                report.replaced += 1;
+            } else {
+                report.added += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+
+    /// The record of `subject`, if this party holds one.
+    pub fn get(&self, subject: &str) -> Result<Option<Value>> {
+        let text: Option<String> = self
+            .conn()?
+            .query_row("SELECT record FROM records WHERE subject = ?1", [subject], |r| r.get(0))
+            .optional()?;
+        text.map(|t| serde_json::from_str(&t).map_err(|e| PartyError::Store(format!("record of `{subject}`: {e}"))))
+            .transpose()
+    }
+
+    /// Number of subjects held.
+    pub fn len(&self) -> Result<usize> {
+        let n: i64 = self.conn()?.query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Whether the store holds no subject.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// Subject ids are opaque to jointscore but must be printable and bounded.
+pub(crate) fn check_subject(subject: &str) -> std::result::Result<(), String> {
+    if subject.is_empty() {
+        return Err("subject id is empty".into());
+    }
+    if subject.len() > SUBJECT_MAX {
+        return Err(format!("subject id is longer than {SUBJECT_MAX} bytes"));
+    }
+    if subject.chars().any(char::is_control) {
+        return Err("subject id holds control characters".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_typed_values_and_replaces() {
+        let store = RecordStore::in_memory().expect("store");
+        let csv = "subject,gmv_12m_k,country,rating\ns1,120,DE,\ns2,-5,FR,44\n";
+        assert_eq!(store.import_csv(csv.as_bytes()).expect("import"), ImportReport { added: 2, replaced: 0 });
+        let s1 = store.get("s1").expect("read").expect("held");
+        assert_eq!(s1["gmv_12m_k"], 120);
+        assert_eq!(s1["country"], "DE");
+        assert!(s1["rating"].is_null());
+        assert_eq!(store.get("s2").expect("read").expect("held")["gmv_12m_k"], -5);
+        let again = "subject,gmv_12m_k\ns2,7\ns3,1\n";
+        assert_eq!(store.import_csv(again.as_bytes()).expect("import"), ImportReport { added: 1, replaced: 1 });
+        assert_eq!(store.len().expect("count"), 3);
+        assert_eq!(store.get("nobody").expect("read"), None);
+    }
+
+    #[test]
+    fn a_bad_file_stores_nothing() {
+        let store = RecordStore::in_memory().expect("store");
+        for (csv, want) in [
+            ("id,x\na,1\n", "no `subject` column"),
+            ("subject,x\na,1\na,2\n", "line 3: subject `a` appears twice"),
+            ("subject,x\na,1\n,2\n", "line 3: subject id is empty"),
+            ("subject,x\na,1\nb,2,3\n", "line 3"),
+        ] {
+            let e = store.import_csv(csv.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains(want), "{e} should say {want}");
+            assert!(e.to_string().contains("nothing stored"), "{e}");
+        }
+        assert!(store.is_empty().expect("count"));
+    }
+
+    #[test]
+    fn survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.sqlite");
+        RecordStore::open(&path).expect("open").import_csv("subject,x\na,1\n".as_bytes()).expect("import");
+        assert_eq!(RecordStore::open(&path).expect("reopen").get("a").expect("read").expect("held")["x"], 1);
+    }
+}

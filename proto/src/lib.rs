@@ -1,0 +1,22 @@
+//! The `jointscore.v1` gRPC protocol: generated messages and services, and
+//! the helpers every service uses to stream large byte strings in bounded
+//! chunks.
+//!
+//! Keys and ciphertext lists are far larger than gRPC's default 4 MB message
+//! limit (a compressed evaluation key is ~25 MB), so they travel as a header
+//! that declares their exact size followed by chunks of at most
+//! [`CHUNK_SIZE`] bytes. A receiver uses an [`Assembler`] with a cap for the
+//! kind of bytes it expects: a declared size over the cap, more bytes than
+//! declared or fewer are refused before anything is decoded.
+
+mod chunk;
+mod plan;
+
+pub use chunk::{Assembler, CHUNK_SIZE, ChunkError, MAX_MESSAGE_SIZE, chunks, collect};
+pub use plan::{plan_from_wire, plan_to_wire};
+
+/// Generated code for package `jointscore.v1`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("jointscore.v1");
+}
