@@ -472,6 +472,12 @@ pub fn decide_locally(plan: &Plan, keys: &KeySet, record: &crate::reference::Rec
     Ok(LocalRun { bundle, encrypt, wire_bytes, eval, decrypt: start.elapsed() })
 }
 
+impl fmt::Debug for EncryptedResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptedResult").field("key_id", &self.key_id).field("outputs", &self.output_names()).finish()
+    }
+}
+
 impl EncryptedResult {
     /// Names of the outputs it carries (those the policy reveals).
     pub fn output_names(&self) -> Vec<&str> {

@@ -1,0 +1,397 @@
+//! The system over real gRPC on 127.0.0.1: a coordinator, party nodes and a
+//! lender, with every bad input the services must survive.
+//!
+//! One TFHE key set serves the whole binary (generation takes seconds);
+//! each test starts its own cluster, so one test's broken party cannot
+//! affect another.
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use jointscore::cluster::{Cluster, ClusterOptions, party_view};
+use jointscore::sample;
+use jointscore_circuits::fhe::CONTRIBUTION_SIZE_LIMIT;
+use jointscore_circuits::wire::EVALUATION_KEY_LIMIT;
+use jointscore_circuits::{CROSS_BORDER_SELLER, Model, PlanKind};
+use jointscore_lender::{Code, Lender, LenderError, LenderKeys};
+use jointscore_party::{PartyConfig, PartyNode, RecordStore};
+use jointscore_proto::v1::contribute_chunk::Part;
+use jointscore_proto::v1::coordinator_client::CoordinatorClient;
+use jointscore_proto::v1::key_upload::Part as KeyPart;
+use jointscore_proto::v1::party_server::{Party, PartyServer};
+use jointscore_proto::v1::{
+    ContributeChunk, ContributeRequest, ContributionHeader, KeyHeader, KeyUpload, RegisterPartyRequest,
+};
+use tokio::net::TcpListener;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+fn keys() -> Arc<LenderKeys> {
+    static KEYS: OnceLock<Arc<LenderKeys>> = OnceLock::new();
+    KEYS.get_or_init(|| Arc::new(LenderKeys::generate().expect("key generation"))).clone()
+}
+
+const WAIT: Duration = Duration::from_secs(120);
+
+async fn cluster(options: ClusterOptions) -> (Cluster, Lender) {
+    let cluster = Cluster::start(&options).await.expect("cluster starts");
+    let mut lender = cluster.lender(keys(), PlanKind::Pushdown).await.expect("lender connects");
+    lender.register("test-lender").await.expect("keys register");
+    (cluster, lender)
+}
+
+fn small() -> ClusterOptions {
+    ClusterOptions { sellers: 3, ..ClusterOptions::default() }
+}
+
+/// Submits a decision and waits for it to fail; returns the code and reason.
+async fn failure(lender: &mut Lender, subject: &str, request_id: &str) -> (Code, String) {
+    let job = lender.submit(subject, request_id).await.expect("accepted").job_id;
+    match lender.wait(&job, WAIT).await {
+        Err(LenderError::JobFailed { code, reason, .. }) => (code, reason),
+        other => panic!("expected a failed job, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_match_the_reference_and_request_ids_are_idempotent() {
+    let (cluster, mut lender) = cluster(small()).await;
+    for (i, (subject, _)) in cluster.book.iter().enumerate() {
+        let d = lender.decide(subject, &format!("r-{i}")).await.expect("decision");
+        assert_eq!(d.bundle, cluster.reference(subject).expect("reference"), "{subject}");
+        assert!(d.pbs > 0 && d.result_bytes > 0);
+    }
+    // The same request again names the same job; no second job runs.
+    let first = lender.submit("seller-0001", "r-0").await.expect("retry");
+    assert!(first.existing);
+    let job = lender.job(&first.job_id).await.expect("job");
+    assert_eq!(job.subject, "seller-0001");
+    let again = lender.submit("seller-0001", "r-0").await.expect("retry");
+    assert_eq!(again.job_id, first.job_id);
+    // The same request id for another subject is refused.
+    let e = lender.submit("seller-0002", "r-0").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::AlreadyExists), "{e}");
+    // Unknown jobs.
+    let e = lender.job("job-0000000000000000").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::NotFound), "{e}");
+    let e = lender.fetch("job-0000000000000000").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::NotFound), "{e}");
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_subject_fails_not_found_naming_subject_and_party() {
+    let (mut cluster, mut lender) = cluster(small()).await;
+    // Known to two parties, not to the bank.
+    let record = cluster.book[0].1.clone();
+    let model = cluster.model.clone();
+    for (index, name) in ["platform", "logistics"].into_iter().enumerate() {
+        let party = cluster.party(name).expect("party");
+        party.store.put_all(&[("newcomer".into(), party_view(&model, index, &record))]).expect("store");
+    }
+    let (code, reason) = failure(&mut lender, "newcomer", "nc-1").await;
+    assert_eq!(code, Code::NotFound, "{reason}");
+    assert!(reason.contains("`newcomer`") && reason.contains("`bank`"), "{reason}");
+    assert!(!reason.contains("platform"), "{reason}");
+    // Fetching a failed job's result answers with its code and reason.
+    let job = lender.submit("newcomer", "nc-1").await.expect("same job").job_id;
+    let e = lender.fetch(&job).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::NotFound), "{e}");
+    // Unknown to everyone: every party is named.
+    let (code, reason) = failure(&mut lender, "nobody", "nc-2").await;
+    assert_eq!(code, Code::NotFound);
+    for name in ["platform", "logistics", "bank"] {
+        assert!(reason.contains(name), "{reason}");
+    }
+    // Bad subject ids never reach a party.
+    let e = lender.submit("", "nc-3").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+    let e = lender.submit(&"x".repeat(10_000), "nc-4").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_party_that_is_down_fails_the_job_unavailable_and_is_used_again_once_back() {
+    let (mut cluster, mut lender) = cluster(small()).await;
+    cluster.party("logistics").expect("party").stop().await.expect("stop");
+    let (code, reason) = failure(&mut lender, "seller-0001", "down-1").await;
+    assert_eq!(code, Code::Unavailable, "{reason}");
+    assert!(reason.contains("`logistics`"), "{reason}");
+    cluster.party("logistics").expect("party").start().await.expect("restart");
+    let d = lender.decide("seller-0001", "down-2").await.expect("decision once back");
+    assert_eq!(d.bundle, cluster.reference("seller-0001").expect("reference"));
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_the_party_has_not_approved_is_permission_denied() {
+    let options = ClusterOptions { unapproved: vec!["bank".into()], ..small() };
+    let (cluster, mut lender) = cluster(options).await;
+    let (code, reason) = failure(&mut lender, "seller-0001", "perm-1").await;
+    assert_eq!(code, Code::PermissionDenied, "{reason}");
+    assert!(reason.contains("`bank`") && reason.contains("approved_models"), "{reason}");
+    cluster.stop().await.expect("stop");
+}
+
+fn upload(header: KeyHeader, public: &[u8], evaluation: &[u8]) -> Vec<KeyUpload> {
+    let mut messages = vec![KeyUpload { part: Some(KeyPart::Header(header)) }];
+    messages.extend(public.chunks(1 << 20).map(|c| KeyUpload { part: Some(KeyPart::PublicChunk(c.to_vec())) }));
+    messages
+        .extend(evaluation.chunks(1 << 20).map(|c| KeyUpload { part: Some(KeyPart::EvaluationChunk(c.to_vec())) }));
+    messages
+}
+
+fn header(key_id: &str, public: &[u8], evaluation: &[u8]) -> KeyHeader {
+    KeyHeader {
+        key_id: key_id.into(),
+        lender: "test".into(),
+        public_len: public.len() as u64,
+        evaluation_len: evaluation.len() as u64,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_mismatched_and_malformed_keys_are_refused_and_the_coordinator_keeps_serving() {
+    let cluster = Cluster::start(&small()).await.expect("cluster");
+    let mut lender = cluster.lender(keys(), PlanKind::Pushdown).await.expect("lender");
+    // Not registered yet.
+    let e = lender.submit("seller-0001", "k-1").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
+    assert!(e.to_string().contains(keys().id()), "{e}");
+
+    let mut raw = CoordinatorClient::connect(cluster.coordinator_url()).await.expect("connect");
+    let k = keys();
+    let public = k.public.to_bytes().expect("public bytes");
+    let evaluation = &k.evaluation;
+    let id = k.id();
+    let mut cut_header = header(id, &public, evaluation);
+    cut_header.evaluation_len += 10;
+    let mut big = header(id, &public, evaluation);
+    big.evaluation_len = EVALUATION_KEY_LIMIT + 1;
+    let cases: Vec<(&str, Vec<KeyUpload>, Code)> = vec![
+        ("mismatched key id", upload(header("00ff00ff00ff00ff", &public, evaluation), &public, evaluation), Code::FailedPrecondition),
+        ("garbage public key", upload(header(id, b"garbage", evaluation), b"garbage", evaluation), Code::InvalidArgument),
+        (
+            "truncated public key",
+            upload(header(id, &public[..public.len() / 2], evaluation), &public[..public.len() / 2], evaluation),
+            Code::InvalidArgument,
+        ),
+        ("garbage evaluation key", upload(header(id, &public, &public), &public, &public), Code::InvalidArgument),
+        ("fewer bytes than declared", upload(cut_header, &public, evaluation), Code::InvalidArgument),
+        ("oversized evaluation key", upload(big, &public, b""), Code::InvalidArgument),
+        ("no header", upload(header(id, &public, evaluation), &public, evaluation)[1..].to_vec(), Code::InvalidArgument),
+    ];
+    for (what, messages, want) in cases {
+        let e = raw.register_keys(tokio_stream::iter(messages)).await.expect_err(what);
+        assert_eq!(e.code(), want, "{what}: {}", e.message());
+    }
+    // More bytes than declared.
+    let mut over = upload(header(id, &public, evaluation), &public, evaluation);
+    over.push(KeyUpload { part: Some(KeyPart::PublicChunk(vec![0])) });
+    let e = raw.register_keys(tokio_stream::iter(over)).await.expect_err("overrun");
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+
+    // Still serving: the real keys register and a decision completes.
+    lender.register("test-lender").await.expect("register");
+    let d = lender.decide("seller-0001", "k-2").await.expect("decision");
+    assert_eq!(d.bundle, cluster.reference("seller-0001").expect("reference"));
+    // A party asked for a key set the coordinator does not know.
+    let e = raw
+        .get_public_key(jointscore_proto::v1::GetPublicKeyRequest { key_id: "00ff00ff00ff00ff".into() })
+        .await
+        .expect_err("unknown key");
+    assert_eq!(e.code(), Code::NotFound);
+    cluster.stop().await.expect("stop");
+}
+
+/// A party that misbehaves in one chosen way.
+#[derive(Clone, Copy, Debug)]
+enum Rogue {
+    Garbage,
+    Truncated,
+    Oversized,
+    Impostor,
+    Slow,
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<ContributeChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Party for Rogue {
+    type ContributeStream = ChunkStream;
+
+    async fn contribute(&self, _: Request<ContributeRequest>) -> Result<Response<ChunkStream>, Status> {
+        let head = |party: &str, len: u64| ContributeChunk {
+            part: Some(Part::Header(ContributionHeader { party: party.into(), len, blocks: 1, encrypt_us: 1 })),
+        };
+        let data = |bytes: &[u8]| ContributeChunk { part: Some(Part::Data(bytes.to_vec())) };
+        let messages = match self {
+            Rogue::Garbage => vec![head("bank", 10), data(b"0123456789")],
+            Rogue::Truncated => vec![head("bank", 1000), data(b"0123456789")],
+            Rogue::Oversized => vec![head("bank", CONTRIBUTION_SIZE_LIMIT + 1), data(b"0")],
+            Rogue::Impostor => vec![head("platform", 1), data(b"0")],
+            Rogue::Slow => {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                vec![head("bank", 1), data(b"0")]
+            }
+        };
+        Ok(Response::new(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok)))))
+    }
+}
+
+/// Serves `rogue` and registers it with the coordinator as the bank.
+async fn impersonate_bank(coordinator: &str, rogue: Rogue) -> tokio::task::JoinHandle<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("address"));
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(PartyServer::new(rogue))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    let mut client = CoordinatorClient::connect(coordinator.to_string()).await.expect("connect");
+    client.register_party(RegisterPartyRequest { name: "bank".into(), address }).await.expect("register");
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_contributions_and_slow_parties_fail_the_job_naming_the_party() {
+    let options = ClusterOptions { party_deadline: Duration::from_secs(1), ..small() };
+    let (mut cluster, mut lender) = cluster(options).await;
+    for (i, (rogue, want, says)) in [
+        (Rogue::Garbage, Code::InvalidArgument, "malformed"),
+        (Rogue::Truncated, Code::InvalidArgument, "truncated"),
+        (Rogue::Oversized, Code::InvalidArgument, "exceeds the limit"),
+        (Rogue::Impostor, Code::InvalidArgument, "answered as `platform`"),
+        (Rogue::Slow, Code::DeadlineExceeded, "did not answer within 1000 ms"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let server = impersonate_bank(&cluster.coordinator_url(), rogue).await;
+        let (code, reason) = failure(&mut lender, "seller-0001", &format!("rogue-{i}")).await;
+        assert_eq!(code, want, "{rogue:?}: {reason}");
+        assert!(reason.contains("`bank`") && reason.contains(says), "{rogue:?}: {reason}");
+        server.abort();
+    }
+    // The real bank registers again (a restart) and the coordinator, still
+    // serving, decides correctly.
+    let bank = cluster.party("bank").expect("bank");
+    bank.stop().await.expect("stop");
+    bank.start().await.expect("start");
+    let d = lender.decide("seller-0001", "rogue-after").await.expect("decision");
+    assert_eq!(d.bundle, cluster.reference("seller-0001").expect("reference"));
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_resource_exhausted_and_retries_still_find_their_job() {
+    let options = ClusterOptions { queue_capacity: 1, ..small() };
+    let (cluster, mut lender) = cluster(options).await;
+    let _slow = impersonate_bank(&cluster.coordinator_url(), Rogue::Slow).await;
+    let first = lender.submit("seller-0001", "q-1").await.expect("accepted");
+    let e = lender.submit("seller-0002", "q-2").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::ResourceExhausted), "{e}");
+    let retry = lender.submit("seller-0001", "q-1").await.expect("a retry is not refused");
+    assert!(retry.existing && retry.job_id == first.job_id);
+    // Once the slow job ends (the rogue's bytes are refused), there is room.
+    let _ = lender.wait(&first.job_id, WAIT).await;
+    lender.submit("seller-0002", "q-2").await.expect("accepted once there is room");
+    cluster.stop().await.expect("stop");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+}
+
+fn spawn_coordinator(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_jointscore"))
+        .args(["coordinator", "serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("coordinator process starts")
+}
+
+async fn connect_when_up(url: &str, keys: Arc<LenderKeys>) -> Lender {
+    for _ in 0..200 {
+        if let Ok(lender) = Lender::connect(url, keys.clone(), CROSS_BORDER_SELLER.into(), PlanKind::Pushdown).await {
+            return lender;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("coordinator at {url} did not come up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("coordinator.toml");
+    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n"))
+        .expect("config");
+    let mut process = spawn_coordinator(&config);
+    let mut lender = connect_when_up(&url, keys()).await;
+    lender.register("test-lender").await.expect("register");
+
+    let model = Model::cross_border_seller();
+    let book = sample::subjects(&model, 4, 99);
+    let mut parties = Vec::new();
+    for (index, name) in model.parties.iter().enumerate() {
+        let config = PartyConfig {
+            name: name.clone(),
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
+            coordinator: url.clone(),
+            store: dir.path().join(format!("{name}.sqlite")),
+            approved_models: vec![model.id().into()],
+        };
+        let store = Arc::new(RecordStore::open(&config.store).expect("store"));
+        let rows: Vec<_> = book.iter().map(|(s, r)| (s.clone(), party_view(&model, index, r))).collect();
+        store.put_all(&rows).expect("records");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        parties.push(PartyNode::start(&config, store, listener, Duration::from_secs(10)).await.expect("party"));
+    }
+
+    let mut jobs = Vec::new();
+    for (i, (subject, _)) in book.iter().enumerate() {
+        jobs.push((subject.clone(), lender.submit(subject, &format!("restart-{i}")).await.expect("accepted").job_id));
+    }
+    let mut in_flight = 0;
+    for (_, job) in &jobs {
+        let state = lender.job(job).await.expect("job").state;
+        in_flight += usize::from(state != jointscore_proto::v1::JobState::Done as i32);
+    }
+    process.kill().expect("kill");
+    process.wait().expect("reaped");
+    assert!(in_flight > 0, "every job finished before the kill; the test proves nothing");
+
+    let mut process = spawn_coordinator(&config);
+    let mut lender = connect_when_up(&url, keys()).await;
+    for (subject, job) in &jobs {
+        match lender.wait(job, WAIT).await {
+            Ok(_) => {
+                let result = lender.fetch(job).await.expect("result");
+                let bundle = lender.decrypt(&result).expect("decrypt");
+                let record = jointscore_circuits::Record::from_json(
+                    &model,
+                    &book.iter().find(|(s, _)| s == subject).expect("subject").1,
+                )
+                .expect("record");
+                let want = jointscore_circuits::reference::evaluate(&model, &record).restricted(&model);
+                assert_eq!(bundle, want, "{subject}");
+            }
+            Err(LenderError::JobFailed { reason, .. }) => assert!(!reason.is_empty(), "{subject} failed without a reason"),
+            Err(e) => panic!("{subject}: {e}"),
+        }
+    }
+    process.kill().expect("kill");
+    process.wait().expect("reaped");
+    for p in parties {
+        p.stop().await.expect("stop");
+    }
+}
