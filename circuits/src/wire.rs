@@ -126,8 +126,8 @@ pub struct ExportedKeys {
 pub fn export_keys() -> Result<ExportedKeys> {
     let client = IntegerClientKey::new(PARAM_MESSAGE_2_CARRY_2_KS_PBS);
     let compressed = CompressedServerKey::new_radix_compressed_server_key(&client);
-    let public =
-        CompactPublicKey::try_new(AsRef::<ShortintClientKey>::as_ref(&client)).map_err(|e| Error::Fhe(e.to_string()))?;
+    let public = CompactPublicKey::try_new(AsRef::<ShortintClientKey>::as_ref(&client))
+        .map_err(|e| Error::Fhe(e.to_string()))?;
     let key_id = key_id_of(&public);
     let mut evaluation = Vec::new();
     safe_serialize(&WireRef(&compressed.into_raw_parts()), &mut evaluation, EVALUATION_KEY_LIMIT)
@@ -140,7 +140,8 @@ pub fn export_keys() -> Result<ExportedKeys> {
 }
 
 fn public_params() -> Result<CompactPublicKeyEncryptionParameters> {
-    CompactPublicKeyEncryptionParameters::try_from(PARAM_MESSAGE_2_CARRY_2_KS_PBS).map_err(|e| Error::Fhe(e.to_string()))
+    CompactPublicKeyEncryptionParameters::try_from(PARAM_MESSAGE_2_CARRY_2_KS_PBS)
+        .map_err(|e| Error::Fhe(e.to_string()))
 }
 
 fn key_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -163,9 +164,8 @@ impl PublicKey {
     /// Reads a public key from untrusted bytes (bounded, conformance
     /// checked); its id is recomputed from the key itself.
     pub fn from_bytes(bytes: &[u8]) -> Result<PublicKey> {
-        let Wire(key): Wire<CompactPublicKey> =
-            safe_deserialize_conformant(bytes, PUBLIC_KEY_LIMIT, &public_params()?)
-                .map_err(|e| key_error("public key", e))?;
+        let Wire(key): Wire<CompactPublicKey> = safe_deserialize_conformant(bytes, PUBLIC_KEY_LIMIT, &public_params()?)
+            .map_err(|e| key_error("public key", e))?;
         let key_id = key_id_of(&key);
         Ok(PublicKey { key, key_id })
     }
@@ -284,9 +284,8 @@ impl EncryptedResult {
             for parts in blocks {
                 let mut cts = Vec::with_capacity(parts.len());
                 for _ in parts {
-                    let (len, tail) = rest
-                        .split_first_chunk::<4>()
-                        .ok_or_else(|| bad(format!("truncated in output `{name}`")))?;
+                    let (len, tail) =
+                        rest.split_first_chunk::<4>().ok_or_else(|| bad(format!("truncated in output `{name}`")))?;
                     let len = u32::from_le_bytes(*len) as usize;
                     if len as u64 > CIPHERTEXT_LIMIT || len > tail.len() {
                         return Err(bad(format!("ciphertext length {len} in output `{name}` is out of bounds")));
@@ -367,7 +366,10 @@ mod tests {
             .expect("encrypt");
         let (result, _) = evaluation.evaluate(&plan, &contributions).expect("evaluate");
         let back = EncryptedResult::from_bytes(&result.to_bytes().expect("bytes"), &plan, public.id()).expect("read");
-        assert_eq!(secret.decrypt(&plan, &back).expect("decrypt"), reference::evaluate(&model, &record).restricted(&model));
+        assert_eq!(
+            secret.decrypt(&plan, &back).expect("decrypt"),
+            reference::evaluate(&model, &record).restricted(&model)
+        );
 
         // A secret key presented with another key set's public key.
         let other = &keys().public;

@@ -45,8 +45,11 @@ fn percentile(values: &[Duration], p: f64) -> f64 {
     v[rank.clamp(1, v.len()) - 1].as_secs_f64()
 }
 
-/// The phases reported, each as a function of one decision.
-fn phases() -> Vec<(&'static str, fn(&Decision) -> Duration)> {
+/// One reported phase: its name and how to read it off a decision.
+type Phase = (&'static str, fn(&Decision) -> Duration);
+
+/// The phases reported.
+fn phases() -> Vec<Phase> {
     vec![
         ("party encrypt", |d| d.phases.party_encrypt),
         ("transfer + decode", |d| d.phases.collect.saturating_sub(d.phases.party_encrypt)),

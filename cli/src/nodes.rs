@@ -189,8 +189,8 @@ async fn connect(args: &LenderArgs) -> Result<Lender, CliError> {
 }
 
 fn subjects_from_csv(path: &PathBuf) -> Result<Vec<String>, CliError> {
-    let mut reader = csv::Reader::from_path(path)
-        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let mut reader =
+        csv::Reader::from_path(path).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
     let column = reader
         .headers()
         .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?
@@ -311,4 +311,3 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
 fn tonic_code(code: i32) -> jointscore_lender::Code {
     jointscore_lender::Code::from_i32(code)
 }
-

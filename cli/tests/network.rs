@@ -139,8 +139,7 @@ async fn a_model_the_party_has_not_approved_is_permission_denied() {
 fn upload(header: KeyHeader, public: &[u8], evaluation: &[u8]) -> Vec<KeyUpload> {
     let mut messages = vec![KeyUpload { part: Some(KeyPart::Header(header)) }];
     messages.extend(public.chunks(1 << 20).map(|c| KeyUpload { part: Some(KeyPart::PublicChunk(c.to_vec())) }));
-    messages
-        .extend(evaluation.chunks(1 << 20).map(|c| KeyUpload { part: Some(KeyPart::EvaluationChunk(c.to_vec())) }));
+    messages.extend(evaluation.chunks(1 << 20).map(|c| KeyUpload { part: Some(KeyPart::EvaluationChunk(c.to_vec())) }));
     messages
 }
 
@@ -172,8 +171,16 @@ async fn unknown_mismatched_and_malformed_keys_are_refused_and_the_coordinator_k
     let mut big = header(id, &public, evaluation);
     big.evaluation_len = EVALUATION_KEY_LIMIT + 1;
     let cases: Vec<(&str, Vec<KeyUpload>, Code)> = vec![
-        ("mismatched key id", upload(header("00ff00ff00ff00ff", &public, evaluation), &public, evaluation), Code::FailedPrecondition),
-        ("garbage public key", upload(header(id, b"garbage", evaluation), b"garbage", evaluation), Code::InvalidArgument),
+        (
+            "mismatched key id",
+            upload(header("00ff00ff00ff00ff", &public, evaluation), &public, evaluation),
+            Code::FailedPrecondition,
+        ),
+        (
+            "garbage public key",
+            upload(header(id, b"garbage", evaluation), b"garbage", evaluation),
+            Code::InvalidArgument,
+        ),
         (
             "truncated public key",
             upload(header(id, &public[..public.len() / 2], evaluation), &public[..public.len() / 2], evaluation),
@@ -182,7 +189,11 @@ async fn unknown_mismatched_and_malformed_keys_are_refused_and_the_coordinator_k
         ("garbage evaluation key", upload(header(id, &public, &public), &public, &public), Code::InvalidArgument),
         ("fewer bytes than declared", upload(cut_header, &public, evaluation), Code::InvalidArgument),
         ("oversized evaluation key", upload(big, &public, b""), Code::InvalidArgument),
-        ("no header", upload(header(id, &public, evaluation), &public, evaluation)[1..].to_vec(), Code::InvalidArgument),
+        (
+            "no header",
+            upload(header(id, &public, evaluation), &public, evaluation)[1..].to_vec(),
+            Code::InvalidArgument,
+        ),
     ];
     for (what, messages, want) in cases {
         let e = raw.register_keys(tokio_stream::iter(messages)).await.expect_err(what);
@@ -385,7 +396,9 @@ async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
                 let want = jointscore_circuits::reference::evaluate(&model, &record).restricted(&model);
                 assert_eq!(bundle, want, "{subject}");
             }
-            Err(LenderError::JobFailed { reason, .. }) => assert!(!reason.is_empty(), "{subject} failed without a reason"),
+            Err(LenderError::JobFailed { reason, .. }) => {
+                assert!(!reason.is_empty(), "{subject} failed without a reason")
+            }
             Err(e) => panic!("{subject}: {e}"),
         }
     }

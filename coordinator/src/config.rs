@@ -71,10 +71,10 @@ impl CoordinatorConfig {
             .map_err(|e| CoordinatorError::Config(format!("cannot read {}: {e}", path.display())))?;
         let mut config = CoordinatorConfig::from_toml(&text)
             .map_err(|e| CoordinatorError::Config(format!("{}: {e}", path.display())))?;
-        if config.store.is_relative() {
-            if let Some(dir) = path.parent() {
-                config.store = dir.join(&config.store);
-            }
+        if let Some(dir) = path.parent()
+            && config.store.is_relative()
+        {
+            config.store = dir.join(&config.store);
         }
         Ok(config)
     }

@@ -175,10 +175,9 @@ impl Engine {
         let plan_for_eval = plan.clone();
         // TFHE work runs on the blocking pool, never on the async workers;
         // the evaluation key is passed explicitly, not set per thread.
-        let (result, report) =
-            tokio::task::spawn_blocking(move || key.evaluate(&plan_for_eval, &contributions))
-                .await
-                .map_err(|e| CoordinatorError::Transport(format!("evaluation task failed: {e}")))??;
+        let (result, report) = tokio::task::spawn_blocking(move || key.evaluate(&plan_for_eval, &contributions))
+            .await
+            .map_err(|e| CoordinatorError::Transport(format!("evaluation task failed: {e}")))??;
         timings.evaluate_us = micros(report.expand + report.circuit);
         timings.pbs = report.pbs;
         Ok(result.to_bytes()?)
@@ -288,9 +287,8 @@ async fn contribution_from(
     public: &PublicKey,
     deadline: Duration,
 ) -> Result<Received> {
-    let address = address.ok_or_else(|| {
-        failed(Code::Unavailable, format!("party `{name}` is not registered with the coordinator"))
-    })?;
+    let address = address
+        .ok_or_else(|| failed(Code::Unavailable, format!("party `{name}` is not registered with the coordinator")))?;
     let unreachable = |e: &dyn std::fmt::Display| {
         failed(Code::Unavailable, format!("party `{name}` is unreachable at {address}: {e}"))
     };

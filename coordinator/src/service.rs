@@ -132,7 +132,8 @@ impl CoordinatorService {
         field("request_id", &r.request_id)?;
         field("subject", &r.subject)?;
         field("key_id", &r.key_id)?;
-        let plan = plan_from_wire(r.plan).ok_or_else(|| CoordinatorError::Invalid(format!("unknown plan {}", r.plan)))?;
+        let plan =
+            plan_from_wire(r.plan).ok_or_else(|| CoordinatorError::Invalid(format!("unknown plan {}", r.plan)))?;
         let new = NewJob {
             request_id: r.request_id.clone(),
             key_id: r.key_id.clone(),
@@ -199,7 +200,9 @@ impl Coordinator for CoordinatorService {
         field("name", &r.name)?;
         field("address", &r.address)?;
         if !r.address.starts_with("http://") && !r.address.starts_with("https://") {
-            return Err(CoordinatorError::Invalid(format!("party address `{}` is not an http(s) URL", r.address)).into());
+            return Err(
+                CoordinatorError::Invalid(format!("party address `{}` is not an http(s) URL", r.address)).into()
+            );
         }
         self.engine.store.put_party(&r.name, &r.address)?;
         tracing::info!(party = %r.name, address = %r.address, "party registered");

@@ -130,8 +130,7 @@ fn row_to_job(row: &Row<'_>) -> rusqlite::Result<(JobRecord, String, String)> {
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        let conn =
-            Connection::open(path).map_err(|e| CoordinatorError::Store(format!("{}: {e}", path.display())))?;
+        let conn = Connection::open(path).map_err(|e| CoordinatorError::Store(format!("{}: {e}", path.display())))?;
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore { conn: Mutex::new(conn) })
     }
@@ -184,7 +183,10 @@ impl JobStore for SqliteStore {
     }
 
     fn public_key(&self, key_id: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.conn()?.query_row("SELECT public FROM key_sets WHERE key_id = ?1", [key_id], |r| r.get(0)).optional()?)
+        Ok(self
+            .conn()?
+            .query_row("SELECT public FROM key_sets WHERE key_id = ?1", [key_id], |r| r.get(0))
+            .optional()?)
     }
 
     fn evaluation_key(&self, key_id: &str) -> Result<Option<Vec<u8>>> {
@@ -201,7 +203,10 @@ impl JobStore for SqliteStore {
     }
 
     fn model(&self, model_id: &str) -> Result<Option<String>> {
-        Ok(self.conn()?.query_row("SELECT toml FROM models WHERE model_id = ?1", [model_id], |r| r.get(0)).optional()?)
+        Ok(self
+            .conn()?
+            .query_row("SELECT toml FROM models WHERE model_id = ?1", [model_id], |r| r.get(0))
+            .optional()?)
     }
 
     fn insert_job(&self, job: &NewJob) -> Result<Inserted> {
@@ -281,9 +286,8 @@ impl JobStore for SqliteStore {
 
     fn unfinished(&self) -> Result<Vec<JobRecord>> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state NOT IN ('done', 'failed') ORDER BY seq"
-        ))?;
+        let mut stmt = conn
+            .prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state NOT IN ('done', 'failed') ORDER BY seq"))?;
         let rows = stmt.query_map([], row_to_job)?.collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter().map(checked_job).collect()
     }

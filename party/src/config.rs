@@ -47,12 +47,12 @@ impl PartyConfig {
     pub fn load(path: &Path) -> Result<PartyConfig> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| PartyError::Config(format!("cannot read {}: {e}", path.display())))?;
-        let mut config = PartyConfig::from_toml(&text)
-            .map_err(|e| PartyError::Config(format!("{}: {e}", path.display())))?;
-        if config.store.is_relative() {
-            if let Some(dir) = path.parent() {
-                config.store = dir.join(&config.store);
-            }
+        let mut config =
+            PartyConfig::from_toml(&text).map_err(|e| PartyError::Config(format!("{}: {e}", path.display())))?;
+        if let Some(dir) = path.parent()
+            && config.store.is_relative()
+        {
+            config.store = dir.join(&config.store);
         }
         Ok(config)
     }
@@ -86,8 +86,9 @@ mod tests {
 
     #[test]
     fn parses_and_defaults() {
-        let c = PartyConfig::from_toml("name = \"bank\"\ncoordinator = \"http://127.0.0.1:7100\"\nstore = \"b.sqlite\"\n")
-            .expect("valid");
+        let c =
+            PartyConfig::from_toml("name = \"bank\"\ncoordinator = \"http://127.0.0.1:7100\"\nstore = \"b.sqlite\"\n")
+                .expect("valid");
         assert_eq!(c.listen, "127.0.0.1:7101");
         assert!(c.approved_models.is_empty());
     }

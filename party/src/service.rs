@@ -89,8 +89,10 @@ impl PartyService {
         if let Some(key) = lock(&self.keys)?.get(key_id) {
             return Ok(key.clone());
         }
-        let unreachable =
-            |e: &dyn std::fmt::Display| PartyError::Coordinator { address: self.coordinator.clone(), message: e.to_string() };
+        let unreachable = |e: &dyn std::fmt::Display| PartyError::Coordinator {
+            address: self.coordinator.clone(),
+            message: e.to_string(),
+        };
         let channel = Endpoint::from_shared(self.coordinator.clone())
             .map_err(|e| unreachable(&e))?
             .connect_timeout(COORDINATOR_TIMEOUT)
