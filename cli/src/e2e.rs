@@ -54,7 +54,7 @@ fn phases() -> Vec<Phase> {
         ("party encrypt", |d| d.phases.party_encrypt),
         ("transfer + decode", |d| d.phases.collect.saturating_sub(d.phases.party_encrypt)),
         ("evaluate", |d| d.phases.evaluate),
-        ("queue + polling", |d| d.phases.remote.saturating_sub(d.phases.collect + d.phases.evaluate)),
+        ("queue + job store", |d| d.phases.remote.saturating_sub(d.phases.collect + d.phases.evaluate)),
         ("fetch result", |d| d.phases.fetch),
         ("decrypt", |d| d.phases.decrypt),
         ("end to end", |d| d.phases.total),

@@ -12,7 +12,7 @@ use jointscore_proto::v1::{ContributeChunk, ContributeRequest};
 use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, plan_to_wire};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
 
 use crate::config::CoordinatorConfig;
@@ -33,6 +33,10 @@ pub(crate) struct Engine {
     /// Decompressing an evaluation key takes seconds: one at a time, so two
     /// jobs for a key not yet cached do not both pay for it.
     key_load: tokio::sync::Mutex<()>,
+    /// Bumped whenever a job ends, so long polls wake without polling.
+    ended: tokio::sync::watch::Sender<u64>,
+    /// One HTTP/2 connection per party address, reused across jobs.
+    channels: Mutex<HashMap<String, Channel>>,
 }
 
 /// A job's failure with the status code it ends with.
@@ -55,6 +59,8 @@ impl Engine {
             public_keys: Mutex::new(HashMap::new()),
             plans: Mutex::new(HashMap::new()),
             key_load: tokio::sync::Mutex::new(()),
+            ended: tokio::sync::watch::Sender::new(0),
+            channels: Mutex::new(HashMap::new()),
         })
     }
 
@@ -125,6 +131,11 @@ impl Engine {
         });
     }
 
+    /// A receiver that sees a change whenever a job ends.
+    pub(crate) fn job_ends(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ended.subscribe()
+    }
+
     /// Re-runs every job the store holds unfinished (after a restart).
     pub(crate) fn recover(self: &Arc<Self>) -> Result<usize> {
         let jobs = self.store.unfinished()?;
@@ -147,6 +158,7 @@ impl Engine {
                 self.store.fail(&job.job_id, e.code() as i32, &e.to_string(), &timings)
             }
         };
+        self.ended.send_modify(|n| *n = n.wrapping_add(1));
         match written {
             Ok(()) if outcome.is_ok() => tracing::debug!(job = %job.job_id, "job done"),
             Ok(()) => {}
@@ -205,42 +217,53 @@ impl Engine {
                 key_id: job.request.key_id.clone(),
             };
             let address = self.store.party_address(name)?;
+            let cached = address.as_ref().and_then(|a| lock(&self.channels).ok()?.get(a).cloned());
             let (name, plan, public) = (name.clone(), plan.clone(), public.clone());
             let deadline = self.config.party_deadline();
             tasks.spawn(async move {
-                let got = match tokio::time::timeout(
-                    deadline,
-                    contribution_from(&name, address, request, &plan, index, &public, deadline),
-                )
-                .await
+                let call = Call { name: &name, address, cached, deadline };
+                let got = match tokio::time::timeout(deadline, call.contribution(request, &plan, index, &public)).await
                 {
                     Ok(got) => got,
-                    Err(_) => Err(failed(
-                        Code::DeadlineExceeded,
-                        format!("party `{name}` did not answer within {} ms", deadline.as_millis()),
+                    Err(_) => Err((
+                        None,
+                        failed(
+                            Code::DeadlineExceeded,
+                            format!("party `{name}` did not answer within {} ms", deadline.as_millis()),
+                        ),
                     )),
                 };
                 (index, got)
             });
         }
-        let mut results: Vec<Option<Result<Received>>> = (0..plan.model().parties.len()).map(|_| None).collect();
+        let mut results: Vec<Option<std::result::Result<Received, (Option<String>, CoordinatorError)>>> = (0..plan.model().parties.len()).map(|_| None).collect();
         while let Some(done) = tasks.join_next().await {
             let (index, got) =
                 done.map_err(|e| CoordinatorError::Transport(format!("contribution task failed: {e}")))?;
             results[index] = Some(got);
         }
         let mut contributions = Vec::with_capacity(results.len());
+        let mut channels = lock(&self.channels)?;
         let mut errors = Vec::new();
         for got in results.into_iter().flatten() {
             match got {
                 Ok(r) => {
+                    channels.insert(r.address, r.channel);
                     timings.party_encrypt_us = timings.party_encrypt_us.max(r.encrypt_us);
                     timings.contribution_bytes += r.bytes;
                     contributions.push(r.contribution);
                 }
-                Err(e) => errors.push(e),
+                Err((address, e)) => {
+                    // A fresh connection next time, in case the party moved
+                    // or restarted.
+                    if let Some(a) = address {
+                        channels.remove(&a);
+                    }
+                    errors.push(e);
+                }
             }
         }
+        drop(channels);
         let mut errors = errors.into_iter();
         match errors.next() {
             None => Ok(contributions),
@@ -259,6 +282,16 @@ struct Received {
     contribution: Contribution,
     encrypt_us: u64,
     bytes: u64,
+    address: String,
+    channel: Channel,
+}
+
+/// One contribution request to one party.
+struct Call<'a> {
+    name: &'a str,
+    address: Option<String>,
+    cached: Option<Channel>,
+    deadline: Duration,
 }
 
 fn unknown_key(key_id: &str) -> CoordinatorError {
@@ -271,52 +304,78 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// A party's status, as the reason of the job it fails.
-fn party_status(name: &str, s: &Status) -> CoordinatorError {
-    failed(s.code(), format!("party `{name}`: {}", s.message()))
-}
-
-/// One party's contribution: connect, request, read the header and the
-/// declared bytes, and decode them against the plan and key.
-async fn contribution_from(
-    name: &str,
-    address: Option<String>,
-    request: ContributeRequest,
-    plan: &Plan,
-    index: usize,
-    public: &PublicKey,
-    deadline: Duration,
-) -> Result<Received> {
-    let address = address
-        .ok_or_else(|| failed(Code::Unavailable, format!("party `{name}` is not registered with the coordinator")))?;
-    let unreachable = |e: &dyn std::fmt::Display| {
-        failed(Code::Unavailable, format!("party `{name}` is unreachable at {address}: {e}"))
-    };
-    let channel = Endpoint::from_shared(address.clone())
-        .map_err(|e| unreachable(&e))?
-        .connect_timeout(deadline)
-        .connect()
-        .await
-        .map_err(|e| unreachable(&std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string())))?;
-    let mut client = PartyClient::new(channel).max_decoding_message_size(MAX_MESSAGE_SIZE);
-    let mut stream: Streaming<ContributeChunk> =
-        client.contribute(request).await.map_err(|s| party_status(name, &s))?.into_inner();
-    let header = match stream.message().await.map_err(|s| party_status(name, &s))? {
-        Some(ContributeChunk { part: Some(Part::Header(h)) }) => h,
-        _ => return Err(CoordinatorError::Invalid(format!("party `{name}` did not start its answer with a header"))),
-    };
-    if header.party != name {
-        return Err(CoordinatorError::Invalid(format!("party `{name}` answered as `{}`", header.party)));
-    }
-    let bad = |e: jointscore_proto::ChunkError| CoordinatorError::Invalid(format!("party `{name}`: {e}"));
-    let mut bytes = Assembler::new("contribution", header.len, CONTRIBUTION_SIZE_LIMIT).map_err(bad)?;
-    while let Some(chunk) = stream.message().await.map_err(|s| party_status(name, &s))? {
-        match chunk.part {
-            Some(Part::Data(data)) => bytes.push(&data).map_err(bad)?,
-            _ => return Err(CoordinatorError::Invalid(format!("party `{name}` sent a second header"))),
+impl Call<'_> {
+    /// One party's contribution: connect (or reuse the connection), request,
+    /// read the header and the declared bytes, and decode them against the
+    /// plan and key. An error carries the address whose connection should
+    /// be dropped.
+    async fn contribution(
+        self,
+        request: ContributeRequest,
+        plan: &Plan,
+        index: usize,
+        public: &PublicKey,
+    ) -> std::result::Result<Received, (Option<String>, CoordinatorError)> {
+        let name = self.name;
+        let Some(address) = self.address.clone() else {
+            return Err((
+                None,
+                failed(Code::Unavailable, format!("party `{name}` is not registered with the coordinator")),
+            ));
+        };
+        let unreachable = |e: &dyn std::fmt::Display| {
+            failed(Code::Unavailable, format!("party `{name}` is unreachable at {address}: {e}"))
+        };
+        let channel = match self.cached {
+            Some(channel) => channel,
+            None => Endpoint::from_shared(address.clone())
+                .map_err(|e| (None, unreachable(&e)))?
+                .connect_timeout(self.deadline)
+                .connect()
+                .await
+                .map_err(|e| {
+                    let cause = std::error::Error::source(&e).map_or(e.to_string(), ToString::to_string);
+                    (None, unreachable(&cause))
+                })?,
+        };
+        let received = async {
+            let mut client = PartyClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_SIZE);
+            let status = |s: Status| match s.code() {
+                // Connection failures (or a party saying it cannot serve):
+                // say where we tried.
+                Code::Unavailable => unreachable(&s.message()),
+                _ => failed(s.code(), format!("party `{name}`: {}", s.message())),
+            };
+            let mut stream: Streaming<ContributeChunk> = client.contribute(request).await.map_err(status)?.into_inner();
+            let header = match stream.message().await.map_err(status)? {
+                Some(ContributeChunk { part: Some(Part::Header(h)) }) => h,
+                _ => {
+                    return Err(CoordinatorError::Invalid(format!(
+                        "party `{name}` did not start its answer with a header"
+                    )));
+                }
+            };
+            if header.party != name {
+                return Err(CoordinatorError::Invalid(format!("party `{name}` answered as `{}`", header.party)));
+            }
+            let bad = |e: jointscore_proto::ChunkError| CoordinatorError::Invalid(format!("party `{name}`: {e}"));
+            let mut bytes = Assembler::new("contribution", header.len, CONTRIBUTION_SIZE_LIMIT).map_err(bad)?;
+            while let Some(chunk) = stream.message().await.map_err(status)? {
+                match chunk.part {
+                    Some(Part::Data(data)) => bytes.push(&data).map_err(bad)?,
+                    _ => return Err(CoordinatorError::Invalid(format!("party `{name}` sent a second header"))),
+                }
+            }
+            let bytes = bytes.finish().map_err(bad)?;
+            let contribution = Contribution::from_bytes(&bytes, plan, index, public)?;
+            Ok((contribution, header.encrypt_us, bytes.len() as u64))
+        }
+        .await;
+        match received {
+            Ok((contribution, encrypt_us, bytes)) => {
+                Ok(Received { contribution, encrypt_us, bytes, address, channel })
+            }
+            Err(e) => Err((Some(address), e)),
         }
     }
-    let bytes = bytes.finish().map_err(bad)?;
-    let contribution = Contribution::from_bytes(&bytes, plan, index, public)?;
-    Ok(Received { contribution, encrypt_us: header.encrypt_us, bytes: bytes.len() as u64 })
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jointscore_circuits::fhe::{EvaluationKey, PublicKey};
 use jointscore_circuits::wire::{EVALUATION_KEY_LIMIT, PUBLIC_KEY_LIMIT};
@@ -11,7 +12,7 @@ use jointscore_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
 use jointscore_proto::v1::key_upload::Part;
 use jointscore_proto::v1::{
     self as pb, Chunk, DecideRequest, DecideResponse, FetchResultRequest, GetJobRequest, GetPublicKeyRequest,
-    KeyUpload, RegisterKeysResponse, RegisterPartyRequest, RegisterPartyResponse,
+    KeyUpload, RegisterKeysResponse, RegisterPartyRequest, RegisterPartyResponse, WaitJobRequest,
 };
 use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, chunks, plan_from_wire, plan_to_wire};
 use tokio::net::TcpListener;
@@ -30,6 +31,8 @@ use crate::store::{Inserted, JobStore};
 
 /// Largest model file accepted with a decision request.
 const MODEL_LIMIT: usize = 256 << 10;
+/// Longest a WaitJob call holds, in milliseconds.
+const WAIT_LIMIT_MS: u32 = 60_000;
 /// Longest id, name or address accepted.
 const FIELD_LIMIT: usize = 256;
 
@@ -243,6 +246,26 @@ impl Coordinator for CoordinatorService {
         let job_id = request.into_inner().job_id;
         let job = self.engine.store.job(&job_id)?.ok_or(CoordinatorError::UnknownJob(job_id))?;
         Ok(Response::new(job_to_wire(&job)))
+    }
+
+    async fn wait_job(&self, request: Request<WaitJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
+        let WaitJobRequest { job_id, wait_ms } = request.into_inner();
+        let patience = Duration::from_millis(u64::from(wait_ms.min(WAIT_LIMIT_MS)));
+        // Subscribe before reading, so an end between the read and the wait
+        // is not missed.
+        let mut ends = self.engine.job_ends();
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let job = self.engine.store.job(&job_id)?.ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
+            if job.state.is_terminal() {
+                return Ok(Response::new(job_to_wire(&job)));
+            }
+            match tokio::time::timeout_at(deadline, ends.changed()).await {
+                Ok(Ok(())) => continue,
+                // Time is up (or the coordinator is stopping): the job as it is.
+                _ => return Ok(Response::new(job_to_wire(&job))),
+            }
+        }
     }
 
     async fn fetch_result(

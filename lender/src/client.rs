@@ -11,6 +11,7 @@ use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::key_upload::Part;
 use jointscore_proto::v1::{
     DecideRequest, DecideResponse, FetchResultRequest, GetJobRequest, Job, JobState, KeyHeader, KeyUpload,
+    WaitJobRequest,
 };
 use jointscore_proto::{CHUNK_SIZE, MAX_MESSAGE_SIZE, collect, plan_to_wire};
 use tonic::Code;
@@ -132,13 +133,15 @@ impl Lender {
         Ok(self.client.get_job(GetJobRequest { job_id: job_id.into() }).await?.into_inner())
     }
 
-    /// Polls a job until it ends; a failed job is an error carrying its
-    /// code and reason.
+    /// Waits for a job to end (long polls, so the result is seen as soon
+    /// as it is ready); a failed job is an error carrying its code and
+    /// reason.
     pub async fn wait(&mut self, job_id: &str, patience: Duration) -> Result<Job> {
         let deadline = Instant::now() + patience;
-        let mut pause = Duration::from_millis(5);
         loop {
-            let job = self.job(job_id).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).min(30_000);
+            let job = self.client.wait_job(WaitJobRequest { job_id: job_id.into(), wait_ms }).await?.into_inner();
             match JobState::try_from(job.state) {
                 Ok(JobState::Done) => return Ok(job),
                 Ok(JobState::Failed) => {
@@ -149,10 +152,7 @@ impl Lender {
                     });
                 }
                 _ if Instant::now() >= deadline => return Err(LenderError::Timeout(job_id.into())),
-                _ => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 3 / 2).min(Duration::from_millis(100));
-                }
+                _ => {}
             }
         }
     }

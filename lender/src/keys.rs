@@ -120,3 +120,45 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes).map_err(|e| io(path, e))?;
     file.sync_all().map_err(|e| io(path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_files_round_trip_owner_only_and_refuse_overwrite_and_mixups() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = KeyFiles::new(dir.path().join("keys"));
+        let keys = LenderKeys::generate().expect("keys");
+        files.write(&keys, false).expect("write");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(files.secret_path()).expect("stat").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let back = files.read().expect("read");
+        assert_eq!(back.id(), keys.id());
+        assert_eq!(back.evaluation, keys.evaluation);
+
+        let e = files.write(&keys, false).unwrap_err();
+        assert!(e.to_string().contains("--force"), "{e}");
+        files.write(&keys, true).expect("forced");
+
+        // A public key from another key set beside this secret key.
+        let other = KeyFiles::new(dir.path().join("other"));
+        let mut fake = LenderKeys::generate().expect("keys");
+        fake.evaluation.truncate(16);
+        other.write(&fake, false).expect("write");
+        std::fs::copy(other.public_path(), files.public_path()).expect("copy");
+        let e = files.read().err().expect("mixed-up key files are refused");
+        assert!(e.to_string().contains("does not belong"), "{e}");
+
+        std::fs::write(files.public_path(), b"garbage").expect("write");
+        assert!(files.read().is_err());
+        files.write(&keys, true).expect("restored");
+        std::fs::remove_file(files.secret_path()).expect("remove");
+        let e = files.read().err().expect("missing secret key");
+        assert!(e.to_string().contains("client.key"), "{e}");
+    }
+}
