@@ -408,3 +408,119 @@ async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
         p.stop().await.expect("stop");
     }
 }
+
+/// Child processes killed when the test ends, pass or fail.
+struct Processes(Vec<std::process::Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_jointscore")).args(args).output().expect("jointscore runs")
+}
+
+fn spawn(args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_jointscore"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("jointscore starts")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn the_command_line_runs_the_system_as_separate_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    std::fs::write(path("coordinator.toml"), format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n"))
+        .expect("config");
+    let mut processes = Processes(vec![spawn(&["coordinator", "serve", "--config", &path("coordinator.toml")])]);
+
+    let model = Model::cross_border_seller();
+    let book = sample::subjects(&model, 3, 5);
+    for (index, name) in model.parties.iter().enumerate() {
+        let config = path(&format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{url}\"\nstore = \"{name}.sqlite\"\napproved_models = [\"{}\"]\n",
+                model.id()
+            ),
+        )
+        .expect("party config");
+        let columns: Vec<&str> = model.features.iter().filter(|f| f.party == index).map(|f| f.name.as_str()).collect();
+        let mut csv = format!("subject,{}\n", columns.join(","));
+        for (subject, record) in &book {
+            let view = party_view(&model, index, record);
+            let cells: Vec<String> = columns
+                .iter()
+                .map(|c| match &view[*c] {
+                    serde_json::Value::Null => String::new(),
+                    serde_json::Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                })
+                .collect();
+            csv.push_str(&format!("{subject},{}\n", cells.join(",")));
+        }
+        std::fs::write(path(&format!("{name}.csv")), csv).expect("csv");
+        let out = run(&["party", "import", "--config", &config, &path(&format!("{name}.csv"))]);
+        assert!(out.status.success() && text(&out).contains("3 subjects added"), "{}", text(&out));
+        processes.0.push(spawn(&["party", "serve", "--config", &config]));
+    }
+
+    let keys_dir = path("lender-keys");
+    let out = run(&["lender", "keygen", "--keys", &keys_dir]);
+    assert!(out.status.success(), "{}", text(&out));
+    let lender = ["--coordinator", url.as_str(), "--keys", keys_dir.as_str()];
+    let mut registered = false;
+    for _ in 0..100 {
+        let out = run(&[&["lender", "register"][..], &lender].concat());
+        if out.status.success() {
+            registered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(registered, "the lender could not register");
+
+    // Parties register as they come up; retry until all three answer.
+    let mut decided = None;
+    for attempt in 0..40 {
+        let id = format!("cli-{attempt}");
+        let out = run(&[&["lender", "decide", "--subject", "seller-0001", "--request-id", &id][..], &lender].concat());
+        if out.status.success() {
+            decided = Some(String::from_utf8_lossy(&out.stdout).into_owned());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let decided = decided.expect("a decision through the command line");
+    let line: serde_json::Value = serde_json::from_str(decided.trim()).expect("one JSON line");
+    let record = jointscore_circuits::Record::from_json(&model, &book[0].1).expect("record");
+    let want = jointscore_circuits::reference::evaluate(&model, &record).restricted(&model);
+    assert_eq!(line["decision"], want.describe(&model), "{decided}");
+
+    let job = line["job_id"].as_str().expect("job id").to_string();
+    let out = run(&[&["lender", "show", &job][..], &lender].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(shown["state"], "done");
+    assert_eq!(shown["decision"], want.describe(&model));
+
+    let out = run(&[&["lender", "decide", "--subject", "nobody"][..], &lender].concat());
+    assert!(!out.status.success());
+    assert!(text(&out).contains("NotFound") && text(&out).contains("nobody"), "{}", text(&out));
+    drop(processes);
+}
