@@ -208,7 +208,9 @@ impl LenderKey {
     /// it with owner-only permissions.
     pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
         let client = self.client.as_ref().ok_or_else(|| Error::Internal("lender key already dropped".into()))?;
-        let mut out = Zeroizing::new(Vec::new());
+        // Sized for the largest key up front: a growing Vec would free
+        // earlier copies of the secret without wiping them.
+        let mut out = Zeroizing::new(Vec::with_capacity(LENDER_KEY_LIMIT as usize));
         safe_serialize(&WireRef(client), &mut *out, LENDER_KEY_LIMIT).map_err(|e| Error::Fhe(e.to_string()))?;
         Ok(out)
     }

@@ -33,6 +33,12 @@ fn keys() -> Arc<LenderKeys> {
     KEYS.get_or_init(|| Arc::new(LenderKeys::generate().expect("key generation"))).clone()
 }
 
+/// A second key set, for an attacker's evaluation key.
+fn other_keys() -> Arc<LenderKeys> {
+    static KEYS: OnceLock<Arc<LenderKeys>> = OnceLock::new();
+    KEYS.get_or_init(|| Arc::new(LenderKeys::generate().expect("key generation"))).clone()
+}
+
 const WAIT: Duration = Duration::from_secs(120);
 
 async fn cluster(options: ClusterOptions) -> (Cluster, Lender) {
@@ -105,7 +111,18 @@ async fn an_unknown_subject_fails_not_found_naming_subject_and_party() {
     for name in ["platform", "logistics", "bank"] {
         assert!(reason.contains(name), "{reason}");
     }
+    // A record that does not fit the model: the party names the feature,
+    // never the value.
+    for name in ["platform", "logistics", "bank"] {
+        let party = cluster.party(name).expect("party");
+        party.store.put_all(&[("incomplete".into(), serde_json::json!({}))]).expect("store");
+    }
+    let (code, reason) = failure(&mut lender, "incomplete", "nc-5").await;
+    assert_eq!(code, Code::FailedPrecondition, "{reason}");
+    assert!(reason.contains("gmv_12m_k") && reason.contains("missing"), "{reason}");
     // Bad subject ids never reach a party.
+    let e = lender.submit("line\nbreak", "nc-6").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
     let e = lender.submit("", "nc-3").await.unwrap_err();
     assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
     let e = lender.submit(&"x".repeat(10_000), "nc-4").await.unwrap_err();
@@ -199,6 +216,12 @@ async fn unknown_mismatched_and_malformed_keys_are_refused_and_the_coordinator_k
         let e = raw.register_keys(tokio_stream::iter(messages)).await.expect_err(what);
         assert_eq!(e.code(), want, "{what}: {}", e.message());
     }
+    // Evaluation-key chunks before the public key's.
+    let mut interleaved = upload(header(id, &public, evaluation), &public, evaluation);
+    let first_public = interleaved.remove(1);
+    interleaved.push(first_public);
+    let e = raw.register_keys(tokio_stream::iter(interleaved)).await.expect_err("out of order");
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
     // More bytes than declared.
     let mut over = upload(header(id, &public, evaluation), &public, evaluation);
     over.push(KeyUpload { part: Some(KeyPart::PublicChunk(vec![0])) });
@@ -207,6 +230,31 @@ async fn unknown_mismatched_and_malformed_keys_are_refused_and_the_coordinator_k
 
     // Still serving: the real keys register and a decision completes.
     lender.register("test-lender").await.expect("register");
+    lender.register("test-lender").await.expect("registering the same keys again is harmless");
+    // Nobody can swap another evaluation key in under this key set's id.
+    let swapped = &other_keys().evaluation;
+    let e = raw
+        .register_keys(tokio_stream::iter(upload(header(id, &public, swapped), &public, swapped)))
+        .await
+        .expect_err("swapped evaluation key");
+    assert_eq!(e.code(), Code::AlreadyExists, "{}", e.message());
+    // Decision requests whose model does not hold together.
+    let model_id = Model::cross_border_seller().id().to_string();
+    for (what, model_id, toml) in [
+        ("model id of another model", "ab".repeat(32), CROSS_BORDER_SELLER.to_string()),
+        ("invalid model", model_id.clone(), CROSS_BORDER_SELLER.replace("parties =", "partys =")),
+    ] {
+        let request = jointscore_proto::v1::DecideRequest {
+            request_id: format!("bad-model-{what}"),
+            key_id: id.into(),
+            model_id,
+            model_toml: toml,
+            subject: "seller-0001".into(),
+            plan: jointscore_proto::plan_to_wire(PlanKind::Pushdown),
+        };
+        let e = raw.decide(request).await.expect_err(what);
+        assert_eq!(e.code(), Code::InvalidArgument, "{what}: {}", e.message());
+    }
     let d = lender.decide("seller-0001", "k-2").await.expect("decision");
     assert_eq!(d.bundle, cluster.reference("seller-0001").expect("reference"));
     // A party asked for a key set the coordinator does not know.
@@ -226,6 +274,8 @@ enum Rogue {
     Oversized,
     Impostor,
     Slow,
+    /// Answers with a status only the coordinator itself may use.
+    Overloaded,
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ContributeChunk, Status>> + Send>>;
@@ -244,6 +294,7 @@ impl Party for Rogue {
             Rogue::Truncated => vec![head("bank", 1000), data(b"0123456789")],
             Rogue::Oversized => vec![head("bank", CONTRIBUTION_SIZE_LIMIT + 1), data(b"0")],
             Rogue::Impostor => vec![head("platform", 1), data(b"0")],
+            Rogue::Overloaded => return Err(Status::resource_exhausted("x".repeat(100_000))),
             Rogue::Slow => {
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 vec![head("bank", 1), data(b"0")]
@@ -278,6 +329,7 @@ async fn malformed_contributions_and_slow_parties_fail_the_job_naming_the_party(
         (Rogue::Oversized, Code::InvalidArgument, "exceeds the limit"),
         (Rogue::Impostor, Code::InvalidArgument, "answered as `platform`"),
         (Rogue::Slow, Code::DeadlineExceeded, "did not answer within 1000 ms"),
+        (Rogue::Overloaded, Code::Unavailable, "failed (ResourceExhausted)"),
     ]
     .into_iter()
     .enumerate()
@@ -286,6 +338,7 @@ async fn malformed_contributions_and_slow_parties_fail_the_job_naming_the_party(
         let (code, reason) = failure(&mut lender, "seller-0001", &format!("rogue-{i}")).await;
         assert_eq!(code, want, "{rogue:?}: {reason}");
         assert!(reason.contains("`bank`") && reason.contains(says), "{rogue:?}: {reason}");
+        assert!(reason.len() < 2000, "a party's message is bounded: {} bytes", reason.len());
         server.abort();
     }
     // The real bank registers again (a restart) and the coordinator, still
@@ -308,8 +361,11 @@ async fn a_full_queue_is_resource_exhausted_and_retries_still_find_their_job() {
     assert_eq!(e.code(), Some(Code::ResourceExhausted), "{e}");
     let retry = lender.submit("seller-0001", "q-1").await.expect("a retry is not refused");
     assert!(retry.existing && retry.job_id == first.job_id);
+    let e = lender.fetch(&first.job_id).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::FailedPrecondition), "a result before the job ends: {e}");
     // Once the slow job ends (the rogue's bytes are refused), there is room.
-    let _ = lender.wait(&first.job_id, WAIT).await;
+    let e = lender.wait(&first.job_id, WAIT).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
     lender.submit("seller-0002", "q-2").await.expect("accepted once there is room");
     cluster.stop().await.expect("stop");
 }
@@ -374,8 +430,9 @@ async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
     }
     let mut in_flight = 0;
     for (_, job) in &jobs {
-        let state = lender.job(job).await.expect("job").state;
-        in_flight += usize::from(state != jointscore_proto::v1::JobState::Done as i32);
+        use jointscore_proto::v1::JobState;
+        let state = JobState::try_from(lender.job(job).await.expect("job").state).expect("state");
+        in_flight += usize::from(matches!(state, JobState::Accepted | JobState::Collecting | JobState::Evaluating));
     }
     process.kill().expect("kill");
     process.wait().expect("reaped");
@@ -383,6 +440,7 @@ async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
 
     let mut process = spawn_coordinator(&config);
     let mut lender = connect_when_up(&url, keys()).await;
+    // Every party is up, so every job must complete, not merely end.
     for (subject, job) in &jobs {
         match lender.wait(job, WAIT).await {
             Ok(_) => {
@@ -444,8 +502,11 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    std::fs::write(path("coordinator.toml"), format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n"))
-        .expect("config");
+    std::fs::write(
+        path("coordinator.toml"),
+        format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n"),
+    )
+    .expect("config");
     let mut processes = Processes(vec![spawn(&["coordinator", "serve", "--config", &path("coordinator.toml")])]);
 
     let model = Model::cross_border_seller();

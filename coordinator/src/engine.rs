@@ -37,6 +37,9 @@ pub(crate) struct Engine {
     ended: tokio::sync::watch::Sender<u64>,
     /// One HTTP/2 connection per party address, reused across jobs.
     channels: Mutex<HashMap<String, Channel>>,
+    /// Key uploads are buffered whole (tens of MB) and decompressed: one at
+    /// a time, so concurrent uploads cannot exhaust memory.
+    pub(crate) registrations: tokio::sync::Mutex<()>,
 }
 
 /// A job's failure with the status code it ends with.
@@ -61,6 +64,7 @@ impl Engine {
             key_load: tokio::sync::Mutex::new(()),
             ended: tokio::sync::watch::Sender::new(0),
             channels: Mutex::new(HashMap::new()),
+            registrations: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -112,10 +116,14 @@ impl Engine {
             return Ok(key.clone());
         }
         let public = self.public_key(key_id)?;
-        let bytes = self.store.evaluation_key(key_id)?.ok_or_else(|| unknown_key(key_id))?;
-        let key = tokio::task::spawn_blocking(move || EvaluationKey::from_compressed_bytes(&bytes, &public))
-            .await
-            .map_err(|e| CoordinatorError::Transport(format!("key decompression task failed: {e}")))??;
+        let (store, id) = (self.store.clone(), key_id.to_string());
+        // Reading tens of MB and decompressing: off the async workers.
+        let key = tokio::task::spawn_blocking(move || {
+            let bytes = store.evaluation_key(&id)?.ok_or_else(|| unknown_key(&id))?;
+            Ok::<_, CoordinatorError>(EvaluationKey::from_compressed_bytes(&bytes, &public)?)
+        })
+        .await
+        .map_err(|e| CoordinatorError::Transport(format!("key decompression task failed: {e}")))??;
         let key = Arc::new(key);
         lock(&self.evaluation_keys)?.insert(key_id.to_string(), key.clone());
         Ok(key)
@@ -123,12 +131,9 @@ impl Engine {
 
     /// Runs a job to a terminal state in the background. `permit` is its
     /// place in the queue, released when it ends.
-    pub(crate) fn spawn(self: &Arc<Self>, job: JobRecord, permit: Option<OwnedSemaphorePermit>) {
+    pub(crate) fn spawn(self: &Arc<Self>, job: JobRecord, permit: OwnedSemaphorePermit) {
         let engine = self.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            engine.run(job).await;
-        });
+        tokio::spawn(async move { engine.run(job, permit).await });
     }
 
     /// A receiver that sees a change whenever a job ends.
@@ -136,36 +141,51 @@ impl Engine {
         self.ended.subscribe()
     }
 
-    /// Re-runs every job the store holds unfinished (after a restart).
+    /// Re-runs every job the store holds unfinished (after a restart), in
+    /// the order they were accepted; each waits for a place in the queue,
+    /// so recovery respects `queue_capacity` too.
     pub(crate) fn recover(self: &Arc<Self>) -> Result<usize> {
         let jobs = self.store.unfinished()?;
         let n = jobs.len();
-        for job in jobs {
-            tracing::info!(job = %job.job_id, state = job.state.as_str(), "resuming job after restart");
-            let permit = self.queue.clone().try_acquire_owned().ok();
-            self.spawn(job, permit);
-        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            for job in jobs {
+                tracing::info!(job = %job.job_id, state = job.state.as_str(), "resuming job after restart");
+                let Ok(permit) = engine.queue.clone().acquire_owned().await else { return };
+                engine.spawn(job, permit);
+            }
+        });
         Ok(n)
     }
 
-    async fn run(&self, job: JobRecord) {
+    async fn run(&self, job: JobRecord, permit: OwnedSemaphorePermit) {
         let mut timings = Timings::default();
         let outcome = self.execute(&job, &mut timings).await;
-        let written = match &outcome {
-            Ok(result) => self.store.complete(&job.job_id, result, &timings),
-            Err(e) => {
-                tracing::info!(job = %job.job_id, code = ?e.code(), reason = %e, "job failed");
-                self.store.fail(&job.job_id, e.code() as i32, &e.to_string(), &timings)
+        let mut pause = Duration::from_millis(100);
+        // The end of a job is retried until the store takes it: giving up
+        // would leave an accepted job unfinished until the next restart.
+        loop {
+            let written = match &outcome {
+                Ok(result) => self.store.complete(&job.job_id, result, &timings),
+                Err(e) => self.store.fail(&job.job_id, e.code() as i32, &e.to_string(), &timings),
+            };
+            match written {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(job = %job.job_id, error = %e, "cannot record the end of a job; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
             }
-        };
-        self.ended.send_modify(|n| *n = n.wrapping_add(1));
-        match written {
-            Ok(()) if outcome.is_ok() => tracing::debug!(job = %job.job_id, "job done"),
-            Ok(()) => {}
-            // The job stays unfinished in the store and is resumed on the
-            // next start; nothing else can be done from here.
-            Err(e) => tracing::error!(job = %job.job_id, error = %e, "cannot record the end of a job"),
         }
+        match &outcome {
+            Ok(_) => tracing::debug!(job = %job.job_id, "job done"),
+            Err(e) => tracing::info!(job = %job.job_id, code = ?e.code(), reason = %e, "job failed"),
+        }
+        // Free the queue place before announcing the end, so a lender woken
+        // by it can submit again at once.
+        drop(permit);
+        self.ended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     async fn execute(&self, job: &JobRecord, timings: &mut Timings) -> Result<Vec<u8>> {
@@ -218,6 +238,7 @@ impl Engine {
             };
             let address = self.store.party_address(name)?;
             let cached = address.as_ref().and_then(|a| lock(&self.channels).ok()?.get(a).cloned());
+            let tried = address.clone();
             let (name, plan, public) = (name.clone(), plan.clone(), public.clone());
             let deadline = self.config.party_deadline();
             tasks.spawn(async move {
@@ -226,7 +247,7 @@ impl Engine {
                 {
                     Ok(got) => got,
                     Err(_) => Err((
-                        None,
+                        tried,
                         failed(
                             Code::DeadlineExceeded,
                             format!("party `{name}` did not answer within {} ms", deadline.as_millis()),
@@ -236,7 +257,7 @@ impl Engine {
                 (index, got)
             });
         }
-        let mut results: Vec<Option<std::result::Result<Received, (Option<String>, CoordinatorError)>>> = (0..plan.model().parties.len()).map(|_| None).collect();
+        let mut results: Vec<Option<Answer>> = (0..plan.model().parties.len()).map(|_| None).collect();
         while let Some(done) = tasks.join_next().await {
             let (index, got) =
                 done.map_err(|e| CoordinatorError::Transport(format!("contribution task failed: {e}")))?;
@@ -278,6 +299,10 @@ impl Engine {
     }
 }
 
+/// One party's answer: its contribution, or the failure and the address
+/// whose cached connection to drop.
+type Answer = std::result::Result<Received, (Option<String>, CoordinatorError)>;
+
 struct Received {
     contribution: Contribution,
     encrypt_us: u64,
@@ -292,6 +317,21 @@ struct Call<'a> {
     address: Option<String>,
     cached: Option<Channel>,
     deadline: Duration,
+}
+
+/// A party's message as it may be stored, logged and shown to lenders:
+/// at most 512 bytes, control characters replaced.
+fn bounded(message: &str) -> String {
+    let mut out: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if out.len() > 512 {
+        let mut end = 512;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
 }
 
 fn unknown_key(key_id: &str) -> CoordinatorError {
@@ -309,13 +349,7 @@ impl Call<'_> {
     /// read the header and the declared bytes, and decode them against the
     /// plan and key. An error carries the address whose connection should
     /// be dropped.
-    async fn contribution(
-        self,
-        request: ContributeRequest,
-        plan: &Plan,
-        index: usize,
-        public: &PublicKey,
-    ) -> std::result::Result<Received, (Option<String>, CoordinatorError)> {
+    async fn contribution(self, request: ContributeRequest, plan: &Plan, index: usize, public: &PublicKey) -> Answer {
         let name = self.name;
         let Some(address) = self.address.clone() else {
             return Err((
@@ -343,8 +377,18 @@ impl Call<'_> {
             let status = |s: Status| match s.code() {
                 // Connection failures (or a party saying it cannot serve):
                 // say where we tried.
-                Code::Unavailable => unreachable(&s.message()),
-                _ => failed(s.code(), format!("party `{name}`: {}", s.message())),
+                Code::Unavailable => unreachable(&bounded(s.message())),
+                // Only the codes a party may end a job with pass through; a
+                // party cannot make a job look like the coordinator's own
+                // failure (RESOURCE_EXHAUSTED, ALREADY_EXISTS, INTERNAL, …).
+                code @ (Code::NotFound
+                | Code::PermissionDenied
+                | Code::FailedPrecondition
+                | Code::InvalidArgument
+                | Code::DeadlineExceeded) => failed(code, format!("party `{name}`: {}", bounded(s.message()))),
+                other => {
+                    failed(Code::Unavailable, format!("party `{name}` failed ({other:?}): {}", bounded(s.message())))
+                }
             };
             let mut stream: Streaming<ContributeChunk> = client.contribute(request).await.map_err(status)?.into_inner();
             let header = match stream.message().await.map_err(status)? {
@@ -372,9 +416,7 @@ impl Call<'_> {
         }
         .await;
         match received {
-            Ok((contribution, encrypt_us, bytes)) => {
-                Ok(Received { contribution, encrypt_us, bytes, address, channel })
-            }
+            Ok((contribution, encrypt_us, bytes)) => Ok(Received { contribution, encrypt_us, bytes, address, channel }),
             Err(e) => Err((Some(address), e)),
         }
     }

@@ -24,8 +24,9 @@ pub enum CoordinatorError {
     /// No such job.
     #[error("job {0} does not exist")]
     UnknownJob(String),
-    /// A request id already names a job with other content.
-    #[error("request id {0} already names a job for another key set, model, subject or plan")]
+    /// A request id already names a job with other content, or a key set
+    /// is registered again with another evaluation key.
+    #[error("{0} already exists with other content")]
     Conflict(String),
     /// Too many decisions in flight.
     #[error("{0} decisions are in flight, the most this coordinator queues; retry later")]

@@ -103,10 +103,20 @@ impl CoordinatorService {
         field("lender", &header.lender)?;
         let mut public = Assembler::new("public key", header.public_len, PUBLIC_KEY_LIMIT)?;
         let mut evaluation = Assembler::new("evaluation key", header.evaluation_len, EVALUATION_KEY_LIMIT)?;
+        let _one_at_a_time = self.engine.registrations.lock().await;
+        let mut evaluation_started = false;
         while let Some(message) = upload.message().await.map_err(next)? {
             match message.part {
+                Some(Part::PublicChunk(_)) if evaluation_started => {
+                    return Err(CoordinatorError::Invalid(
+                        "the public key's chunks come before the evaluation key's".into(),
+                    ));
+                }
                 Some(Part::PublicChunk(data)) => public.push(&data)?,
-                Some(Part::EvaluationChunk(data)) => evaluation.push(&data)?,
+                Some(Part::EvaluationChunk(data)) => {
+                    evaluation_started = true;
+                    evaluation.push(&data)?;
+                }
                 _ => return Err(CoordinatorError::Invalid("a key upload has exactly one header".into())),
             }
         }
@@ -125,8 +135,22 @@ impl CoordinatorService {
         .await
         .map_err(|e| CoordinatorError::Transport(format!("key decompression task failed: {e}")))??;
         let key_id = public.id().to_string();
-        self.engine.store.put_key_set(&key_id, &header.lender, &public_bytes, &evaluation_bytes)?;
-        self.engine.cache_keys(public, evaluation)?;
+        // Nothing binds an evaluation key to its public key, so until
+        // lenders are authenticated a key set, once registered, cannot be
+        // replaced: otherwise anyone could swap in an evaluation key of
+        // their own and the lender would decrypt garbage without noticing.
+        let store = self.engine.store.clone();
+        let (id, lender) = (key_id.clone(), header.lender.clone());
+        let stored = tokio::task::spawn_blocking(move || match store.evaluation_key(&id)? {
+            Some(existing) if existing == evaluation_bytes => Ok(false),
+            Some(_) => Err(CoordinatorError::Conflict(format!("key set {id}"))),
+            None => store.put_key_set(&id, &lender, &public_bytes, &evaluation_bytes).map(|()| true),
+        })
+        .await
+        .map_err(|e| CoordinatorError::Transport(format!("key storage task failed: {e}")))??;
+        if stored {
+            self.engine.cache_keys(public, evaluation)?;
+        }
         tracing::info!(key_id = %key_id, lender = %header.lender, "key set registered");
         Ok(key_id)
     }
@@ -174,7 +198,7 @@ impl CoordinatorService {
                 tracing::info!(job = %job.job_id, key_id = %new.key_id, "decision accepted");
                 let response =
                     DecideResponse { job_id: job.job_id.clone(), state: state_to_wire(job.state), existing: false };
-                self.engine.spawn(job, Some(permit));
+                self.engine.spawn(job, permit);
                 Ok(response)
             }
             // Lost a race with the same request id.
@@ -185,7 +209,10 @@ impl CoordinatorService {
 
 fn existing(job: JobRecord, asked: &NewJob) -> Result<DecideResponse> {
     if &job.request != asked {
-        return Err(CoordinatorError::Conflict(asked.request_id.clone()));
+        return Err(CoordinatorError::Conflict(format!(
+            "request id {} (a job for another key set, model, subject or plan)",
+            asked.request_id
+        )));
     }
     Ok(DecideResponse { job_id: job.job_id.clone(), state: state_to_wire(job.state), existing: true })
 }
@@ -262,7 +289,7 @@ impl Coordinator for CoordinatorService {
             }
             match tokio::time::timeout_at(deadline, ends.changed()).await {
                 Ok(Ok(())) => continue,
-                // Time is up (or the coordinator is stopping): the job as it is.
+                // Time is up: the job as it is.
                 _ => return Ok(Response::new(job_to_wire(&job))),
             }
         }

@@ -32,7 +32,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// A party's address.
     fn party_address(&self, name: &str) -> Result<Option<String>>;
     /// Records a lender key set: its public key and compressed evaluation
-    /// key, as received. Registering the same id again replaces it.
+    /// key, as received. Registering the same id again replaces it (the
+    /// service only lets identical bytes through).
     fn put_key_set(&self, key_id: &str, lender: &str, public: &[u8], evaluation: &[u8]) -> Result<()>;
     /// A key set's public key bytes.
     fn public_key(&self, key_id: &str) -> Result<Option<Vec<u8>>>;
@@ -67,7 +68,7 @@ pub struct SqliteStore {
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
+PRAGMA synchronous = FULL;
 CREATE TABLE IF NOT EXISTS parties (
     name TEXT PRIMARY KEY, address TEXT NOT NULL, updated_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS key_sets (
@@ -128,8 +129,10 @@ fn row_to_job(row: &Row<'_>) -> rusqlite::Result<(JobRecord, String, String)> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed, readable by its owner only) the store at
+    /// `path`.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        create_private(path).map_err(|e| CoordinatorError::Store(format!("{}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(|e| CoordinatorError::Store(format!("{}: {e}", path.display())))?;
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore { conn: Mutex::new(conn) })
@@ -145,6 +148,16 @@ impl SqliteStore {
             .map(checked_job)
             .transpose()
     }
+}
+
+/// Creates the database file owner-only before SQLite opens it; SQLite
+/// gives its journal files the database file's permissions.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
 }
 
 /// Refuses rows this code did not write (a state or plan it does not know)

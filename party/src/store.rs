@@ -31,8 +31,15 @@ pub struct ImportReport {
 }
 
 impl RecordStore {
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed, readable by its owner only: it holds the
+    /// party's plaintext records) the store at `path`.
     pub fn open(path: &Path) -> Result<RecordStore> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        // SQLite gives its journal files the database file's permissions.
+        options.open(path).map_err(|e| PartyError::Store(format!("{}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(|e| PartyError::Store(format!("{}: {e}", path.display())))?;
         RecordStore::init(conn)
     }
@@ -202,5 +209,11 @@ mod tests {
         let path = dir.path().join("p.sqlite");
         RecordStore::open(&path).expect("open").import_csv("subject,x\na,1\n".as_bytes()).expect("import");
         assert_eq!(RecordStore::open(&path).expect("reopen").get("a").expect("read").expect("held")["x"], 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+            assert_eq!(mode & 0o077, 0, "the record store is private to its owner");
+        }
     }
 }
