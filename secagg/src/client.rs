@@ -1,0 +1,181 @@
+//! A participant's side of a round.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use curve25519_dalek::Scalar;
+use curve25519_dalek::ristretto::RistrettoPoint;
+use rand_core::CryptoRngCore;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::keys::{ENCRYPT_LABEL, KeyPair, MASK_LABEL, agree, decode_public, open, seal};
+use crate::prg::apply_mask;
+use crate::shamir::share;
+use crate::{Advertise, Config, Inbox, Masked, PartyId, Roster, Shares, Unmask};
+
+/// One party's state through a round. Each step consumes the server's
+/// relay of the previous round and produces this party's next message.
+pub struct Client {
+    config: Config,
+    id: PartyId,
+    input: Vec<u32>,
+    encryption: KeyPair,
+    masking: KeyPair,
+    /// The self-mask seed `b_u`.
+    seed: Zeroizing<[u8; 32]>,
+    seed_scalar: Scalar,
+    /// Advertisers' (encryption, masking) public keys.
+    roster: BTreeMap<PartyId, (RistrettoPoint, RistrettoPoint)>,
+    /// Parties that shared keys (U2), once known.
+    shared: BTreeSet<PartyId>,
+    /// Shares held for each party: (masking-key share, seed share).
+    held: BTreeMap<PartyId, (Scalar, Scalar)>,
+    /// Parties whose shares failed authentication.
+    rejected: BTreeSet<PartyId>,
+}
+
+impl Client {
+    /// A participant with id `id` (1..=n) contributing `input`.
+    pub fn new(config: &Config, id: PartyId, input: Vec<u32>, rng: &mut impl CryptoRngCore) -> Result<Client> {
+        if id == 0 || id > config.n {
+            return Err(Error::Config(format!("party id {id} is outside 1..={}", config.n)));
+        }
+        if input.len() != config.dim {
+            return Err(Error::WrongLength { party: id, got: input.len(), want: config.dim });
+        }
+        let seed_scalar = Scalar::random(rng);
+        Ok(Client {
+            config: config.clone(),
+            id,
+            input,
+            encryption: KeyPair::generate(rng),
+            masking: KeyPair::generate(rng),
+            seed: Zeroizing::new(seed_scalar.to_bytes()),
+            seed_scalar,
+            roster: BTreeMap::new(),
+            shared: BTreeSet::new(),
+            held: BTreeMap::new(),
+            rejected: BTreeSet::new(),
+        })
+    }
+
+    /// This party's id.
+    pub fn id(&self) -> PartyId {
+        self.id
+    }
+
+    /// Parties whose shares this party could not authenticate (they are
+    /// treated as unable to be helped by this party at unmasking).
+    pub fn rejected(&self) -> &BTreeSet<PartyId> {
+        &self.rejected
+    }
+
+    /// Round 0: the public keys to advertise.
+    pub fn advertise(&self) -> Advertise {
+        Advertise { from: self.id, encryption: self.encryption.public, masking: self.masking.public }
+    }
+
+    /// Round 1: checks the roster and shares this party's masking key and
+    /// self-mask seed among its members.
+    pub fn share_keys(&mut self, roster: &Roster, rng: &mut impl CryptoRngCore) -> Result<Shares> {
+        let need = self.config.threshold as usize;
+        if roster.len() < need {
+            return Err(Error::Abort { round: "share keys", have: roster.len(), need });
+        }
+        if roster.get(&self.id) != Some(&self.advertise()) {
+            return Err(Error::Protocol(format!("the roster does not hold party {}'s own keys", self.id)));
+        }
+        for (&v, keys) in roster {
+            if v == 0 || v > self.config.n || keys.from != v {
+                return Err(Error::Protocol(format!("the roster names party {v} inconsistently")));
+            }
+            let (Some(e), Some(m)) = (decode_public(&keys.encryption), decode_public(&keys.masking)) else {
+                return Err(Error::InvalidKey { party: v });
+            };
+            self.roster.insert(v, (e, m));
+        }
+        let t = self.config.threshold;
+        let key_shares = share(&self.masking.secret, t, roster.keys().copied(), rng);
+        let seed_shares = share(&self.seed_scalar, t, roster.keys().copied(), rng);
+        let mut to = BTreeMap::new();
+        for ((v, s), (_, b)) in key_shares.into_iter().zip(seed_shares) {
+            if v == self.id {
+                self.held.insert(v, (s, b));
+                continue;
+            }
+            let mut plain = Zeroizing::new([0u8; 64]);
+            plain[..32].copy_from_slice(s.as_bytes());
+            plain[32..].copy_from_slice(b.as_bytes());
+            let (enc, _) = self.roster[&v];
+            let key =
+                Zeroizing::new(agree(&self.encryption.secret, &enc, ENCRYPT_LABEL, &self.config.session, self.id, v));
+            to.insert(v, seal(&key, &self.config.session, self.id, v, &plain[..]));
+        }
+        Ok(Shares { from: self.id, to })
+    }
+
+    /// Round 2: reads the shares addressed to this party and sends its
+    /// masked vector.
+    pub fn masked_input(&mut self, inbox: &Inbox) -> Result<Masked> {
+        let mut shared: BTreeSet<PartyId> = inbox.keys().copied().collect();
+        shared.insert(self.id);
+        let need = self.config.threshold as usize;
+        if shared.len() < need {
+            return Err(Error::Abort { round: "masked input", have: shared.len(), need });
+        }
+        for (&v, sealed) in inbox {
+            let Some(&(enc, _)) = self.roster.get(&v) else {
+                return Err(Error::NotInRound { party: v, round: "share keys" });
+            };
+            let key =
+                Zeroizing::new(agree(&self.encryption.secret, &enc, ENCRYPT_LABEL, &self.config.session, v, self.id));
+            let plain = open(&key, &self.config.session, v, self.id, sealed).map(Zeroizing::new);
+            let parsed = plain.as_deref().and_then(|p| {
+                let s = Scalar::from_canonical_bytes(p.get(..32)?.try_into().ok()?).into_option()?;
+                let b = Scalar::from_canonical_bytes(p.get(32..64)?.try_into().ok()?).into_option()?;
+                (p.len() == 64).then_some((s, b))
+            });
+            match parsed {
+                Some(pair) => {
+                    self.held.insert(v, pair);
+                }
+                None => {
+                    self.rejected.insert(v);
+                }
+            }
+        }
+        let mut vector = self.input.clone();
+        apply_mask(&mut vector, *self.seed, true);
+        for &v in shared.iter().filter(|&&v| v != self.id) {
+            let (_, mask) = self.roster[&v];
+            let seed = Zeroizing::new(agree(&self.masking.secret, &mask, MASK_LABEL, &self.config.session, self.id, v));
+            // Opposite signs at the two ends of a pair: they cancel in the sum.
+            apply_mask(&mut vector, *seed, self.id < v);
+        }
+        self.shared = shared;
+        Ok(Masked { from: self.id, vector })
+    }
+
+    /// Round 3: given the parties whose masked input the server received,
+    /// reveals seed shares for them and masking-key shares for the parties
+    /// that shared keys but sent no input — never both for one party.
+    pub fn unmask(&self, survivors: &[PartyId]) -> Result<Unmask> {
+        let survivors: BTreeSet<PartyId> = survivors.iter().copied().collect();
+        let need = self.config.threshold as usize;
+        if survivors.len() < need {
+            return Err(Error::Abort { round: "unmask", have: survivors.len(), need });
+        }
+        if !survivors.contains(&self.id) || !survivors.is_subset(&self.shared) {
+            return Err(Error::Protocol("the survivor list is not a subset of the parties that shared keys".into()));
+        }
+        let mut out = Unmask { from: self.id, seed_shares: BTreeMap::new(), key_shares: BTreeMap::new() };
+        for (&v, (key_share, seed_share)) in self.held.iter().filter(|(v, _)| self.shared.contains(v)) {
+            if survivors.contains(&v) {
+                out.seed_shares.insert(v, seed_share.to_bytes());
+            } else {
+                out.key_shares.insert(v, key_share.to_bytes());
+            }
+        }
+        Ok(out)
+    }
+}

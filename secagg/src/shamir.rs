@@ -1,0 +1,100 @@
+//! Shamir t-of-n secret sharing over the ristretto255 scalar field.
+
+use curve25519_dalek::Scalar;
+use rand_core::CryptoRngCore;
+use zeroize::Zeroize;
+
+use crate::PartyId;
+use crate::error::{Error, Result};
+
+/// Shares `secret` so that any `threshold` of the shares for `holders`
+/// reconstruct it and fewer reveal nothing. Holders' ids are the x
+/// coordinates (never 0).
+pub(crate) fn share(
+    secret: &Scalar,
+    threshold: u32,
+    holders: impl Iterator<Item = PartyId>,
+    rng: &mut impl CryptoRngCore,
+) -> Vec<(PartyId, Scalar)> {
+    let mut coefficients: Vec<Scalar> =
+        std::iter::once(*secret).chain((1..threshold).map(|_| Scalar::random(rng))).collect();
+    let shares = holders
+        .map(|x| {
+            let x_s = Scalar::from(x);
+            // Horner's rule from the highest coefficient.
+            let y = coefficients.iter().rev().fold(Scalar::ZERO, |acc, c| acc * x_s + c);
+            (x, y)
+        })
+        .collect();
+    coefficients.zeroize();
+    shares
+}
+
+/// The secret behind `shares` (Lagrange interpolation at 0). Needs at least
+/// `threshold` shares at distinct nonzero points; with fewer the result is
+/// unrelated to the secret, so callers check the count first.
+pub(crate) fn reconstruct(shares: &[(PartyId, Scalar)], threshold: u32) -> Result<Scalar> {
+    if shares.len() < threshold as usize {
+        return Err(Error::Protocol(format!("{} shares, {threshold} needed", shares.len())));
+    }
+    let used = &shares[..threshold as usize];
+    for (i, (x, _)) in used.iter().enumerate() {
+        if *x == 0 || used[..i].iter().any(|(other, _)| other == x) {
+            return Err(Error::Protocol(format!("share point {x} is zero or repeated")));
+        }
+    }
+    let mut secret = Scalar::ZERO;
+    for (i, (xi, yi)) in used.iter().enumerate() {
+        let xi = Scalar::from(*xi);
+        let (mut num, mut den) = (Scalar::ONE, Scalar::ONE);
+        for (j, (xj, _)) in used.iter().enumerate() {
+            if i != j {
+                let xj = Scalar::from(*xj);
+                num *= xj;
+                den *= xj - xi;
+            }
+        }
+        secret += yi * num * den.invert();
+    }
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_threshold_subset_reconstructs(seed in any::<u64>(), n in 2u32..12, pick in any::<u64>()) {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let threshold = n / 2 + 1;
+            let secret = Scalar::random(&mut rng);
+            let mut shares = share(&secret, threshold, 1..=n, &mut rng);
+            // A pseudo-random subset of exactly `threshold` shares.
+            let mut order = ChaCha20Rng::seed_from_u64(pick);
+            for i in (1..shares.len()).rev() {
+                let j = (rand_core::RngCore::next_u32(&mut order) as usize) % (i + 1);
+                shares.swap(i, j);
+            }
+            prop_assert_eq!(reconstruct(&shares[..threshold as usize], threshold).expect("enough"), secret);
+            // One share fewer interpolates a polynomial of too low a degree.
+            if threshold > 1 {
+                let short = reconstruct(&shares[..threshold as usize - 1], threshold - 1).expect("count");
+                prop_assert_ne!(short, secret);
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_too_few_or_repeated_points() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let shares = share(&Scalar::ONE, 3, 1..=5, &mut rng);
+        assert!(reconstruct(&shares[..2], 3).is_err());
+        let repeated = vec![shares[0], shares[0], shares[1]];
+        assert!(reconstruct(&repeated, 3).is_err());
+    }
+}
