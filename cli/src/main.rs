@@ -105,6 +105,8 @@ enum BenchCommand {
     Psi(bench::PsiArgs),
     /// Vertical binning round (encrypted labels summed per bin), in process.
     Binning(bench::BinningArgs),
+    /// Secure aggregation round (Bonawitz et al.), every party in process.
+    Secagg(bench::SecaggArgs),
     /// End-to-end decisions over loopback gRPC: latency percentiles by
     /// phase, and throughput with concurrent lenders.
     E2e(e2e::E2eArgs),
@@ -139,6 +141,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Psi(args)) => bench::psi(args),
         Command::Bench(BenchCommand::Binning(args)) => bench::binning(args),
         Command::Bench(BenchCommand::E2e(args)) => e2e::e2e(args),
+        Command::Bench(BenchCommand::Secagg(args)) => bench::secagg(args),
         Command::Quickstart(args) => quickstart::quickstart(args),
         Command::Party(cmd) => nodes::party(cmd),
         Command::Coordinator(cmd) => nodes::coordinator(cmd),

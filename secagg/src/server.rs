@@ -1,15 +1,17 @@
 //! The server's side of a round: it relays, collects and, at the end,
 //! removes the masks it is entitled to remove.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use curve25519_dalek::Scalar;
 use curve25519_dalek::ristretto::RistrettoPoint;
+use rayon::prelude::*;
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::keys::{MASK_LABEL, agree, decode_public};
 use crate::prg::apply_mask;
-use crate::shamir::reconstruct;
+use crate::shamir::lagrange_at_zero;
 use crate::{Advertise, Config, Inbox, Masked, PartyId, Roster, Shares, Unmask};
 
 /// The server of one round. Every `receive_*` refuses a bad message with an
@@ -177,8 +179,11 @@ impl Server {
         if self.unmasks.len() < self.need() {
             return Err(Error::Abort { round: "unmask", have: self.unmasks.len(), need: self.need() });
         }
-        let t = self.config.threshold;
-        let collect = |v: PartyId, pick: fn(&Unmask) -> &BTreeMap<PartyId, [u8; 32]>| -> Result<Scalar> {
+        let t = self.config.threshold as usize;
+        // Usually every secret is shared among the same first t holders:
+        // their Lagrange coefficients are computed once.
+        let mut coefficients: HashMap<Vec<PartyId>, Vec<Scalar>> = HashMap::new();
+        let mut collect = |v: PartyId, pick: fn(&Unmask) -> &BTreeMap<PartyId, [u8; 32]>| -> Result<Scalar> {
             let shares: Vec<(PartyId, Scalar)> = self
                 .unmasks
                 .values()
@@ -186,11 +191,20 @@ impl Server {
                     let bytes = pick(u).get(&v)?;
                     Some((u.from, Scalar::from_canonical_bytes(*bytes).into_option()?))
                 })
+                .take(t)
                 .collect();
-            if shares.len() < t as usize {
-                return Err(Error::Abort { round: "unmask", have: shares.len(), need: t as usize });
+            if shares.len() < t {
+                return Err(Error::Abort { round: "unmask", have: shares.len(), need: t });
             }
-            reconstruct(&shares, t)
+            let xs: Vec<PartyId> = shares.iter().map(|(x, _)| *x).collect();
+            let c = match coefficients.get(&xs) {
+                Some(c) => c,
+                None => {
+                    let c = lagrange_at_zero(&xs)?;
+                    coefficients.entry(xs).or_insert(c)
+                }
+            };
+            Ok(shares.iter().zip(c).map(|((_, y), c)| y * c).sum())
         };
         let mut sum = vec![0u32; self.config.dim];
         for vector in self.masked.values() {
@@ -198,20 +212,51 @@ impl Server {
                 *s = s.wrapping_add(*x);
             }
         }
+        let mut dropped = Vec::new();
         for &v in shared.difference(survivors) {
             let secret = collect(v, |u| &u.key_shares)?;
             if RistrettoPoint::mul_base(&secret) != self.masking_keys[&v] {
                 return Err(Error::Reconstruction { party: v });
             }
-            for &u in survivors {
-                let seed = agree(&secret, &self.masking_keys[&u], MASK_LABEL, &self.config.session, u, v);
-                // u added this mask when u < v: take it back out.
-                apply_mask(&mut sum, seed, u > v);
-            }
+            dropped.push((v, Zeroizing::new(secret)));
         }
+        // The dropped parties' pairwise masks are the server's main cost
+        // (|dropped| × |survivors| streams of `dim` words): expand them in
+        // parallel, one partial sum per worker.
+        let dim = self.config.dim;
+        let leftover = survivors
+            .par_iter()
+            .fold(
+                || vec![0u32; dim],
+                |mut acc, &u| {
+                    for (v, secret) in &dropped {
+                        let seed = agree(secret, &self.masking_keys[&u], MASK_LABEL, &self.config.session, u, *v);
+                        // u added this mask when u < v: take it back out.
+                        apply_mask(&mut acc, seed, u > *v);
+                    }
+                    acc
+                },
+            )
+            .reduce(|| vec![0u32; dim], add_vectors);
+        for (s, x) in sum.iter_mut().zip(leftover) {
+            *s = s.wrapping_add(x);
+        }
+        let mut seeds = Vec::with_capacity(survivors.len());
         for &u in survivors {
-            let seed = collect(u, |m| &m.seed_shares)?;
-            apply_mask(&mut sum, seed.to_bytes(), false);
+            seeds.push(Zeroizing::new(collect(u, |m| &m.seed_shares)?.to_bytes()));
+        }
+        let self_masks = seeds
+            .par_iter()
+            .fold(
+                || vec![0u32; dim],
+                |mut acc, seed| {
+                    apply_mask(&mut acc, **seed, true);
+                    acc
+                },
+            )
+            .reduce(|| vec![0u32; dim], add_vectors);
+        for (s, m) in sum.iter_mut().zip(self_masks) {
+            *s = s.wrapping_sub(m);
         }
         Ok(sum)
     }
@@ -220,4 +265,10 @@ impl Server {
     pub fn view(&self) -> ServerView<'_> {
         ServerView { masked: &self.masked }
     }
+}
+
+/// Entry-wise sum modulo 2^32.
+fn add_vectors(mut a: Vec<u32>, b: Vec<u32>) -> Vec<u32> {
+    a.iter_mut().zip(b).for_each(|(x, y)| *x = x.wrapping_add(y));
+    a
 }
