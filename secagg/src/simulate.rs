@@ -208,6 +208,21 @@ mod tests {
         }
     }
 
+    /// A fixed seed gives a fixed transcript: any change to key derivation,
+    /// share encoding, mask expansion or signs shows up here.
+    #[test]
+    fn golden_transcript() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2026);
+        let (_, mut clients, mut server, inputs) = through_sharing(5, 4, &mut rng);
+        let inboxes = server.inboxes().expect("inboxes");
+        let masked = clients[0].masked_input(&inboxes[&1]).expect("masked");
+        assert_eq!(masked.vector, GOLDEN_MASKED);
+        assert_eq!(inputs[0], GOLDEN_INPUT);
+    }
+
+    const GOLDEN_MASKED: [u32; 4] = [2105060183, 3297866659, 2871853495, 2657684625];
+    const GOLDEN_INPUT: [u32; 4] = [8393964, 8432357, 13882786, 10515494];
+
     #[test]
     fn thresholds_must_be_a_strict_majority() {
         assert!(Config::new(10, 5, 1, SessionId([0; 16])).is_err());
