@@ -106,6 +106,37 @@ pub fn party_view(model: &Model, party: usize, record: &Value) -> Value {
     Value::Object(own)
 }
 
+/// Starts one party node per party of `model`, each with a SQLite store in
+/// `dir` holding its own columns of `book`, registered with the coordinator
+/// at `coordinator`; the parties named in `unapproved` approve no model.
+pub async fn start_parties(
+    model: &Model,
+    book: &[(String, Value)],
+    coordinator: &str,
+    dir: &Path,
+    unapproved: &[String],
+) -> Result<Vec<ClusterParty>, ClusterError> {
+    let mut parties = Vec::new();
+    for (index, name) in model.parties.iter().enumerate() {
+        let config = PartyConfig {
+            name: name.clone(),
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
+            coordinator: coordinator.into(),
+            store: dir.join(format!("{name}.sqlite")),
+            approved_models: if unapproved.contains(name) { Vec::new() } else { vec![model.id().into()] },
+        };
+        let store = Arc::new(RecordStore::open(&config.store)?);
+        let rows: Vec<(String, Value)> =
+            book.iter().map(|(id, record)| (id.clone(), party_view(model, index, record))).collect();
+        store.put_all(&rows)?;
+        let mut party = ClusterParty { name: name.clone(), store, config, node: None };
+        party.start().await?;
+        parties.push(party);
+    }
+    Ok(parties)
+}
+
 impl Cluster {
     /// Starts a coordinator and the built-in model's party nodes, each
     /// loaded with its own columns of a sample book.
@@ -125,24 +156,7 @@ impl Cluster {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let coordinator = CoordinatorNode::start(config, store, listener).await?;
 
-        let mut parties = Vec::new();
-        for (index, name) in model.parties.iter().enumerate() {
-            let config = PartyConfig {
-                name: name.clone(),
-                listen: "127.0.0.1:0".into(),
-                advertise: None,
-                coordinator: coordinator.url(),
-                store: dir.path().join(format!("{name}.sqlite")),
-                approved_models: if options.unapproved.contains(name) { Vec::new() } else { vec![model.id().into()] },
-            };
-            let store = Arc::new(RecordStore::open(&config.store)?);
-            let rows: Vec<(String, Value)> =
-                book.iter().map(|(id, record)| (id.clone(), party_view(&model, index, record))).collect();
-            store.put_all(&rows)?;
-            let mut party = ClusterParty { name: name.clone(), store, config, node: None };
-            party.start().await?;
-            parties.push(party);
-        }
+        let parties = start_parties(&model, &book, &coordinator.url(), dir.path(), &options.unapproved).await?;
         Ok(Cluster { dir, coordinator, parties, book, model })
     }
 

@@ -9,13 +9,12 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use jointscore::cluster::{Cluster, ClusterOptions, party_view};
+use jointscore::cluster::{Cluster, ClusterOptions, party_view, start_parties};
 use jointscore::sample;
 use jointscore_circuits::fhe::CONTRIBUTION_SIZE_LIMIT;
 use jointscore_circuits::wire::EVALUATION_KEY_LIMIT;
 use jointscore_circuits::{CROSS_BORDER_SELLER, Model, PlanKind};
 use jointscore_lender::{Code, Lender, LenderError, LenderKeys};
-use jointscore_party::{PartyConfig, PartyNode, RecordStore};
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::key_upload::Part as KeyPart;
@@ -407,22 +406,7 @@ async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
 
     let model = Model::cross_border_seller();
     let book = sample::subjects(&model, 4, 99);
-    let mut parties = Vec::new();
-    for (index, name) in model.parties.iter().enumerate() {
-        let config = PartyConfig {
-            name: name.clone(),
-            listen: "127.0.0.1:0".into(),
-            advertise: None,
-            coordinator: url.clone(),
-            store: dir.path().join(format!("{name}.sqlite")),
-            approved_models: vec![model.id().into()],
-        };
-        let store = Arc::new(RecordStore::open(&config.store).expect("store"));
-        let rows: Vec<_> = book.iter().map(|(s, r)| (s.clone(), party_view(&model, index, r))).collect();
-        store.put_all(&rows).expect("records");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        parties.push(PartyNode::start(&config, store, listener, Duration::from_secs(10)).await.expect("party"));
-    }
+    let mut parties = start_parties(&model, &book, &url, dir.path(), &[]).await.expect("parties");
 
     let mut jobs = Vec::new();
     for (i, (subject, _)) in book.iter().enumerate() {
@@ -462,7 +446,7 @@ async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
     }
     process.kill().expect("kill");
     process.wait().expect("reaped");
-    for p in parties {
+    for p in &mut parties {
         p.stop().await.expect("stop");
     }
 }

@@ -30,6 +30,8 @@ pub(crate) struct Engine {
     evaluation_keys: Mutex<HashMap<String, Arc<EvaluationKey>>>,
     public_keys: Mutex<HashMap<String, PublicKey>>,
     plans: Mutex<HashMap<(String, PlanKind), Arc<Plan>>>,
+    /// Model files by id, as parties are sent them with every request.
+    models: Mutex<HashMap<String, Arc<str>>>,
     /// Decompressing an evaluation key takes seconds: one at a time, so two
     /// jobs for a key not yet cached do not both pay for it.
     key_load: tokio::sync::Mutex<()>,
@@ -61,6 +63,7 @@ impl Engine {
             evaluation_keys: Mutex::new(HashMap::new()),
             public_keys: Mutex::new(HashMap::new()),
             plans: Mutex::new(HashMap::new()),
+            models: Mutex::new(HashMap::new()),
             key_load: tokio::sync::Mutex::new(()),
             ended: tokio::sync::watch::Sender::new(0),
             channels: Mutex::new(HashMap::new()),
@@ -87,12 +90,25 @@ impl Engine {
         if let Some(plan) = lock(&self.plans)?.get(&cache_key) {
             return Ok(plan.clone());
         }
-        let toml = self.store.model(model_id)?.ok_or_else(|| {
-            CoordinatorError::Store(format!("model {model_id} of an accepted job is missing from the store"))
-        })?;
-        let plan = Arc::new(Plan::new(&Model::from_toml(&toml)?, kind)?);
+        let plan = Arc::new(Plan::new(&Model::from_toml(&self.model_toml(model_id)?)?, kind)?);
         lock(&self.plans)?.insert(cache_key, plan.clone());
         Ok(plan)
+    }
+
+    /// A stored model's file, read from the store once.
+    fn model_toml(&self, model_id: &str) -> Result<Arc<str>> {
+        if let Some(toml) = lock(&self.models)?.get(model_id) {
+            return Ok(toml.clone());
+        }
+        let toml: Arc<str> = self
+            .store
+            .model(model_id)?
+            .ok_or_else(|| {
+                CoordinatorError::Store(format!("model {model_id} of an accepted job is missing from the store"))
+            })?
+            .into();
+        lock(&self.models)?.insert(model_id.to_string(), toml.clone());
+        Ok(toml)
     }
 
     /// A registered key set's public key.
@@ -225,14 +241,14 @@ impl Engine {
         public: &PublicKey,
         timings: &mut Timings,
     ) -> Result<Vec<Contribution>> {
-        let model_toml = self.store.model(&job.request.model_id)?.unwrap_or_default();
+        let model_toml = self.model_toml(&job.request.model_id)?;
         let mut tasks = JoinSet::new();
         for (index, name) in plan.model().parties.iter().enumerate() {
             let request = ContributeRequest {
                 job_id: job.job_id.clone(),
                 subject: job.request.subject.clone(),
                 model_id: job.request.model_id.clone(),
-                model_toml: model_toml.clone(),
+                model_toml: model_toml.to_string(),
                 plan: plan_to_wire(job.request.plan),
                 key_id: job.request.key_id.clone(),
             };
