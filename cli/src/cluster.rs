@@ -125,6 +125,7 @@ pub async fn start_parties(
             coordinator: coordinator.into(),
             store: dir.join(format!("{name}.sqlite")),
             approved_models: if unapproved.contains(name) { Vec::new() } else { vec![model.id().into()] },
+            approved_stats: Vec::new(),
         };
         let store = Arc::new(RecordStore::open(&config.store)?);
         let rows: Vec<(String, Value)> =

@@ -5,6 +5,7 @@ mod bench;
 mod e2e;
 mod nodes;
 mod quickstart;
+mod stats_cmd;
 mod study;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,10 @@ enum Command {
     /// The lender: keys, registration, decisions.
     #[command(subcommand)]
     Lender(nodes::LenderCommand),
+    /// Consortium statistics: sums over every party's book by secure
+    /// aggregation, no party's own numbers seen by anyone.
+    #[command(subcommand)]
+    Stats(stats_cmd::StatsCommand),
 }
 
 #[derive(Subcommand)]
@@ -146,6 +151,7 @@ fn main() -> ExitCode {
         Command::Party(cmd) => nodes::party(cmd),
         Command::Coordinator(cmd) => nodes::coordinator(cmd),
         Command::Lender(cmd) => nodes::lender(cmd),
+        Command::Stats(cmd) => stats_cmd::stats(cmd),
         Command::Study(args) => study::study(args),
     };
     match result {

@@ -103,7 +103,7 @@ pub(crate) enum LenderCommand {
     },
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -208,7 +208,7 @@ fn subjects_from_csv(path: &PathBuf) -> Result<Vec<String>, CliError> {
     Ok(out)
 }
 
-fn now_id() -> String {
+pub(crate) fn now_id() -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{nanos:x}")
 }

@@ -45,7 +45,7 @@ pub(crate) struct Engine {
 }
 
 /// A job's failure with the status code it ends with.
-fn failed(code: Code, reason: String) -> CoordinatorError {
+pub(crate) fn failed(code: Code, reason: String) -> CoordinatorError {
     CoordinatorError::JobFailed { code: code as i32, reason }
 }
 
@@ -162,13 +162,21 @@ impl Engine {
     /// so recovery respects `queue_capacity` too.
     pub(crate) fn recover(self: &Arc<Self>) -> Result<usize> {
         let jobs = self.store.unfinished()?;
-        let n = jobs.len();
+        let stats = self.store.unfinished_stats()?;
+        let n = jobs.len() + stats.len();
         let engine = self.clone();
         tokio::spawn(async move {
             for job in jobs {
                 tracing::info!(job = %job.job_id, state = job.state.as_str(), "resuming job after restart");
                 let Ok(permit) = engine.queue.clone().acquire_owned().await else { return };
                 engine.spawn(job, permit);
+            }
+            // A round's secrets lived in the parties' memory for that round
+            // only: a statistics job starts a fresh round.
+            for job in stats {
+                tracing::info!(job = %job.job_id, "restarting statistics round after restart");
+                let Ok(permit) = engine.queue.clone().acquire_owned().await else { return };
+                engine.spawn_stats(job, permit);
             }
         });
         Ok(n)
@@ -177,31 +185,62 @@ impl Engine {
     async fn run(&self, job: JobRecord, permit: OwnedSemaphorePermit) {
         let mut timings = Timings::default();
         let outcome = self.execute(&job, &mut timings).await;
-        let mut pause = Duration::from_millis(100);
-        // The end of a job is retried until the store takes it: giving up
-        // would leave an accepted job unfinished until the next restart.
-        loop {
-            let written = match &outcome {
-                Ok(result) => self.store.complete(&job.job_id, result, &timings),
-                Err(e) => self.store.fail(&job.job_id, e.code() as i32, &e.to_string(), &timings),
-            };
-            match written {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::error!(job = %job.job_id, error = %e, "cannot record the end of a job; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(30));
-                }
-            }
-        }
+        self.record_end(&job.job_id, || match &outcome {
+            Ok(result) => self.store.complete(&job.job_id, result, &timings),
+            Err(e) => self.store.fail(&job.job_id, e.code() as i32, &e.to_string(), &timings),
+        })
+        .await;
         match &outcome {
             Ok(_) => tracing::debug!(job = %job.job_id, "job done"),
             Err(e) => tracing::info!(job = %job.job_id, code = ?e.code(), reason = %e, "job failed"),
         }
-        // Free the queue place before announcing the end, so a lender woken
-        // by it can submit again at once.
+        self.announce_end(permit);
+    }
+
+    /// Writes the end of a job, retried until the store takes it: giving up
+    /// would leave an accepted job unfinished until the next restart.
+    pub(crate) async fn record_end(&self, job_id: &str, write: impl Fn() -> Result<()>) {
+        let mut pause = Duration::from_millis(100);
+        while let Err(e) = write() {
+            tracing::error!(job = %job_id, error = %e, "cannot record the end of a job; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Frees a job's queue place, then wakes the long polls. In that order,
+    /// so a client woken by the end can submit again at once.
+    pub(crate) fn announce_end(&self, permit: OwnedSemaphorePermit) {
         drop(permit);
         self.ended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A connection to a party: the cached one, or a new one within
+    /// `deadline`. The error says why, for the party's dropout reason.
+    pub(crate) async fn party_channel(
+        &self,
+        address: &str,
+        deadline: Duration,
+    ) -> std::result::Result<Channel, String> {
+        if let Some(channel) = lock(&self.channels).map_err(|e| e.to_string())?.get(address).cloned() {
+            return Ok(channel);
+        }
+        let channel = Endpoint::from_shared(address.to_string())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(deadline)
+            .connect()
+            .await
+            .map_err(|e| std::error::Error::source(&e).map_or(e.to_string(), ToString::to_string))?;
+        lock(&self.channels).map_err(|e| e.to_string())?.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Drops a cached connection after a failure, so the next call dials
+    /// afresh (the party may have moved or restarted).
+    pub(crate) fn forget_channel(&self, address: &str) {
+        if let Ok(mut channels) = lock(&self.channels) {
+            channels.remove(address);
+        }
     }
 
     async fn execute(&self, job: &JobRecord, timings: &mut Timings) -> Result<Vec<u8>> {
@@ -337,7 +376,7 @@ struct Call<'a> {
 
 /// A party's message as it may be stored, logged and shown to lenders:
 /// at most 512 bytes, control characters replaced.
-fn bounded(message: &str) -> String {
+pub(crate) fn bounded(message: &str) -> String {
     let mut out: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if out.len() > 512 {
         let mut end = 512;
@@ -356,7 +395,7 @@ fn unknown_key(key_id: &str) -> CoordinatorError {
     ))
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 

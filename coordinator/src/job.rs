@@ -92,3 +92,66 @@ pub struct Timings {
     /// Bytes received from all parties.
     pub contribution_bytes: u64,
 }
+
+/// What a requester asked for: one secure-aggregation round for a spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewStatsJob {
+    /// The requester's idempotency key.
+    pub request_id: String,
+    /// The spec's id (SHA-256 of its canonical form).
+    pub spec_id: String,
+    /// The spec file, as sent.
+    pub spec_toml: String,
+}
+
+/// A statistics job as stored. It moves `accepted → collecting → done`, or
+/// to `failed`; `collecting` covers the whole round.
+#[derive(Clone, Debug)]
+pub struct StatsJobRecord {
+    /// Its id.
+    pub job_id: String,
+    /// What was asked.
+    pub request: NewStatsJob,
+    /// Where it is.
+    pub state: JobState,
+    /// For a failed job, the gRPC status code; 0 otherwise.
+    pub code: i32,
+    /// For a failed job, why.
+    pub reason: String,
+    /// What the round produced (for a failed round: who dropped and why).
+    pub outcome: StatsOutcome,
+}
+
+/// The end of a round: the labelled sum, who is in it, who dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsOutcome {
+    /// One entry per counter entry, in the spec's order (done jobs only).
+    pub entries: Vec<StatsEntry>,
+    /// Parties whose vectors are in the sum.
+    pub included: Vec<String>,
+    /// Parties invited but not in the sum.
+    pub dropped: Vec<DroppedParty>,
+    /// Duration of the round at the coordinator.
+    pub round_us: u64,
+}
+
+/// One labelled entry of a sum.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsEntry {
+    /// The entry's label (see `jointscore_stats::StatsSpec::labels`).
+    pub label: String,
+    /// The sum over the included parties.
+    pub value: u64,
+}
+
+/// A party that left a round, and where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedParty {
+    /// The party's name.
+    pub party: String,
+    /// The step it did not complete: advertise, share_keys, masked_input
+    /// or unmask.
+    pub step: String,
+    /// Why, as the coordinator saw it (bounded; never a value).
+    pub reason: String,
+}

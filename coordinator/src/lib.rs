@@ -14,6 +14,7 @@
 //! it sees are ciphertexts, key material that cannot decrypt, subject ids and
 //! model ids.
 
+mod aggregate;
 mod config;
 mod engine;
 mod error;
@@ -23,6 +24,8 @@ mod store;
 
 pub use config::CoordinatorConfig;
 pub use error::{CoordinatorError, Result};
-pub use job::{JobRecord, JobState, NewJob, Timings};
+pub use job::{
+    DroppedParty, JobRecord, JobState, NewJob, NewStatsJob, StatsEntry, StatsJobRecord, StatsOutcome, Timings,
+};
 pub use service::{CoordinatorNode, CoordinatorService};
 pub use store::{Inserted, JobStore, SqliteStore};

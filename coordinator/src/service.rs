@@ -12,9 +12,10 @@ use jointscore_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
 use jointscore_proto::v1::key_upload::Part;
 use jointscore_proto::v1::{
     self as pb, Chunk, DecideRequest, DecideResponse, FetchResultRequest, GetJobRequest, GetPublicKeyRequest,
-    KeyUpload, RegisterKeysResponse, RegisterPartyRequest, RegisterPartyResponse, WaitJobRequest,
+    KeyUpload, RegisterKeysResponse, RegisterPartyRequest, RegisterPartyResponse, RunStatsRequest, WaitJobRequest,
 };
 use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, chunks, plan_from_wire, plan_to_wire};
+use jointscore_stats::StatsSpec;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -26,7 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::config::CoordinatorConfig;
 use crate::engine::Engine;
 use crate::error::{CoordinatorError, Result};
-use crate::job::{JobRecord, JobState, NewJob};
+use crate::job::{JobRecord, JobState, NewJob, NewStatsJob, StatsJobRecord};
 use crate::store::{Inserted, JobStore};
 
 /// Largest model file accepted with a decision request.
@@ -92,7 +93,66 @@ fn job_to_wire(job: &JobRecord) -> pb::Job {
     }
 }
 
+fn stats_job_to_wire(job: &StatsJobRecord) -> pb::StatsJob {
+    pb::StatsJob {
+        job_id: job.job_id.clone(),
+        request_id: job.request.request_id.clone(),
+        spec_id: job.request.spec_id.clone(),
+        state: state_to_wire(job.state),
+        code: job.code,
+        reason: job.reason.clone(),
+        entries: job
+            .outcome
+            .entries
+            .iter()
+            .map(|e| pb::StatsEntry { label: e.label.clone(), value: e.value })
+            .collect(),
+        included: job.outcome.included.clone(),
+        dropped: job
+            .outcome
+            .dropped
+            .iter()
+            .map(|d| pb::DroppedParty { party: d.party.clone(), step: d.step.clone(), reason: d.reason.clone() })
+            .collect(),
+        round_us: job.outcome.round_us,
+    }
+}
+
 impl CoordinatorService {
+    fn run_stats_inner(&self, r: RunStatsRequest) -> Result<pb::StatsJob> {
+        field("request_id", &r.request_id)?;
+        let store = &self.engine.store;
+        let new = NewStatsJob { request_id: r.request_id.clone(), spec_id: r.spec_id.clone(), spec_toml: r.spec_toml };
+        let existing = |job: StatsJobRecord| {
+            if job.request.spec_id != new.spec_id {
+                return Err(CoordinatorError::Conflict(format!("request id `{}`", new.request_id)));
+            }
+            Ok(stats_job_to_wire(&job))
+        };
+        // A retried request finds its job even when the queue is full.
+        if let Some(job) = store.stats_job_by_request(&new.request_id)? {
+            return existing(job);
+        }
+        let spec = StatsSpec::from_toml(&new.spec_toml).map_err(|e| CoordinatorError::Invalid(e.to_string()))?;
+        if spec.id() != new.spec_id {
+            return Err(CoordinatorError::Invalid(format!(
+                "spec id {} does not match the spec sent, whose id is {}",
+                new.spec_id,
+                spec.id()
+            )));
+        }
+        let permit = self.engine.reserve()?;
+        match store.insert_stats_job(&new)? {
+            Inserted::New(job) => {
+                tracing::info!(job = %job.job_id, spec = %new.spec_id, "statistics job accepted");
+                let response = stats_job_to_wire(&job);
+                self.engine.spawn_stats(job, permit);
+                Ok(response)
+            }
+            Inserted::Existing(job) => existing(job),
+        }
+    }
+
     async fn register_keys_inner(&self, mut upload: Streaming<KeyUpload>) -> Result<String> {
         let next = |s: Status| CoordinatorError::Invalid(format!("key upload interrupted: {}", s.message()));
         let header = match upload.message().await.map_err(next)? {
@@ -291,6 +351,37 @@ impl Coordinator for CoordinatorService {
                 Ok(Ok(())) => continue,
                 // Time is up: the job as it is.
                 _ => return Ok(Response::new(job_to_wire(&job))),
+            }
+        }
+    }
+
+    async fn run_stats(
+        &self,
+        request: Request<RunStatsRequest>,
+    ) -> std::result::Result<Response<pb::StatsJob>, Status> {
+        let response = self.run_stats_inner(request.into_inner()).inspect_err(|e| {
+            tracing::info!(error = %e, "statistics request refused");
+        })?;
+        Ok(Response::new(response))
+    }
+
+    async fn wait_stats(
+        &self,
+        request: Request<WaitJobRequest>,
+    ) -> std::result::Result<Response<pb::StatsJob>, Status> {
+        let WaitJobRequest { job_id, wait_ms } = request.into_inner();
+        let patience = Duration::from_millis(u64::from(wait_ms.min(WAIT_LIMIT_MS)));
+        let mut ends = self.engine.job_ends();
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let job =
+                self.engine.store.stats_job(&job_id)?.ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
+            if job.state.is_terminal() {
+                return Ok(Response::new(stats_job_to_wire(&job)));
+            }
+            match tokio::time::timeout_at(deadline, ends.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Ok(Response::new(stats_job_to_wire(&job))),
             }
         }
     }

@@ -9,15 +9,15 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use sha2::{Digest, Sha256};
 
 use crate::error::{CoordinatorError, Result};
-use crate::job::{JobRecord, JobState, NewJob, Timings};
+use crate::job::{JobRecord, JobState, NewJob, NewStatsJob, StatsJobRecord, StatsOutcome, Timings};
 
-/// What [`JobStore::insert_job`] did.
+/// What [`JobStore::insert_job`] (or [`JobStore::insert_stats_job`]) did.
 #[derive(Debug)]
-pub enum Inserted {
+pub enum Inserted<J = JobRecord> {
     /// A new job was recorded in state `accepted`.
-    New(JobRecord),
+    New(J),
     /// The request id already named this job; nothing was written.
-    Existing(JobRecord),
+    Existing(J),
 }
 
 /// Everything the coordinator must not lose across a restart.
@@ -59,6 +59,21 @@ pub trait JobStore: Send + Sync + 'static {
     fn result(&self, job_id: &str) -> Result<Option<Vec<u8>>>;
     /// Every job not in a terminal state, oldest first.
     fn unfinished(&self) -> Result<Vec<JobRecord>>;
+    /// Every registered party, `(name, address)`, by name.
+    fn parties(&self) -> Result<Vec<(String, String)>>;
+    /// Records a statistics job unless its request id is taken, atomically.
+    fn insert_stats_job(&self, job: &NewStatsJob) -> Result<Inserted<StatsJobRecord>>;
+    /// A statistics job.
+    fn stats_job(&self, job_id: &str) -> Result<Option<StatsJobRecord>>;
+    /// The statistics job a request id names.
+    fn stats_job_by_request(&self, request_id: &str) -> Result<Option<StatsJobRecord>>;
+    /// Marks a statistics job's round as running (unless it has ended).
+    fn start_stats_job(&self, job_id: &str) -> Result<()>;
+    /// Ends a statistics job: done with its outcome when `failure` is
+    /// `None`, else failed with `(code, reason)` and the outcome so far.
+    fn end_stats_job(&self, job_id: &str, outcome: &StatsOutcome, failure: Option<(i32, &str)>) -> Result<()>;
+    /// Every statistics job not in a terminal state, oldest first.
+    fn unfinished_stats(&self) -> Result<Vec<StatsJobRecord>>;
 }
 
 /// [`JobStore`] in one SQLite file (WAL mode; every call one transaction).
@@ -84,7 +99,40 @@ CREATE TABLE IF NOT EXISTS jobs (
     timings TEXT NOT NULL DEFAULT '{}', result BLOB,
     created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS stats_jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE,
+    request_id TEXT NOT NULL UNIQUE,
+    spec_id TEXT NOT NULL, spec_toml TEXT NOT NULL,
+    state TEXT NOT NULL, code INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
+    outcome TEXT NOT NULL DEFAULT '{}',
+    created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS stats_jobs_state ON stats_jobs (state);
 ";
+
+const STATS_COLUMNS: &str = "job_id, request_id, spec_id, spec_toml, state, code, reason, outcome";
+
+fn row_to_stats_job(row: &Row<'_>) -> rusqlite::Result<(StatsJobRecord, String, String)> {
+    let job = StatsJobRecord {
+        job_id: row.get(0)?,
+        request: NewStatsJob { request_id: row.get(1)?, spec_id: row.get(2)?, spec_toml: row.get(3)? },
+        state: JobState::Failed,
+        code: row.get(5)?,
+        reason: row.get(6)?,
+        outcome: StatsOutcome::default(),
+    };
+    Ok((job, row.get(4)?, row.get(7)?))
+}
+
+/// Refuses rows this code did not write rather than guessing.
+fn checked_stats_job((mut job, state, outcome): (StatsJobRecord, String, String)) -> Result<StatsJobRecord> {
+    job.state = JobState::parse(&state)
+        .filter(|s| *s != JobState::Evaluating)
+        .ok_or_else(|| CoordinatorError::Store(format!("stats job {} has unknown state `{state}`", job.job_id)))?;
+    job.outcome = serde_json::from_str(&outcome)
+        .map_err(|e| CoordinatorError::Store(format!("stats job {}: outcome: {e}", job.job_id)))?;
+    Ok(job)
+}
 
 const JOB_COLUMNS: &str =
     "job_id, request_id, key_id, model_id, subject, plan, state, code, reason, timings, COALESCE(LENGTH(result), 0)";
@@ -304,6 +352,96 @@ impl JobStore for SqliteStore {
         let rows = stmt.query_map([], row_to_job)?.collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter().map(checked_job).collect()
     }
+
+    fn parties(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("SELECT name, address FROM parties ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn insert_stats_job(&self, job: &NewStatsJob) -> Result<Inserted<StatsJobRecord>> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let read = |job_id: &str| -> Result<StatsJobRecord> {
+            tx.query_row(
+                &format!("SELECT {STATS_COLUMNS} FROM stats_jobs WHERE job_id = ?1"),
+                [job_id],
+                row_to_stats_job,
+            )
+            .optional()?
+            .map(checked_stats_job)
+            .transpose()?
+            .ok_or_else(|| CoordinatorError::Store(format!("stats job {job_id} vanished")))
+        };
+        let existing: Option<String> = tx
+            .query_row("SELECT job_id FROM stats_jobs WHERE request_id = ?1", [&job.request_id], |r| r.get(0))
+            .optional()?;
+        if let Some(job_id) = existing {
+            return Ok(Inserted::Existing(read(&job_id)?));
+        }
+        let job_id = format!("stats-{}", &hex::encode(Sha256::digest(job.request_id.as_bytes()))[..16]);
+        tx.execute(
+            "INSERT INTO stats_jobs (job_id, request_id, spec_id, spec_toml, state, created_ms, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?5)",
+            params![job_id, job.request_id, job.spec_id, job.spec_toml, now_ms()],
+        )?;
+        let created = read(&job_id)?;
+        tx.commit()?;
+        Ok(Inserted::New(created))
+    }
+
+    fn stats_job(&self, job_id: &str) -> Result<Option<StatsJobRecord>> {
+        self.conn()?
+            .query_row(&format!("SELECT {STATS_COLUMNS} FROM stats_jobs WHERE job_id = ?1"), [job_id], row_to_stats_job)
+            .optional()?
+            .map(checked_stats_job)
+            .transpose()
+    }
+
+    fn stats_job_by_request(&self, request_id: &str) -> Result<Option<StatsJobRecord>> {
+        self.conn()?
+            .query_row(
+                &format!("SELECT {STATS_COLUMNS} FROM stats_jobs WHERE request_id = ?1"),
+                [request_id],
+                row_to_stats_job,
+            )
+            .optional()?
+            .map(checked_stats_job)
+            .transpose()
+    }
+
+    fn start_stats_job(&self, job_id: &str) -> Result<()> {
+        self.conn()?.execute(
+            "UPDATE stats_jobs SET state = 'collecting', updated_ms = ?2
+             WHERE job_id = ?1 AND state NOT IN ('done', 'failed')",
+            params![job_id, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    fn end_stats_job(&self, job_id: &str, outcome: &StatsOutcome, failure: Option<(i32, &str)>) -> Result<()> {
+        let outcome = serde_json::to_string(outcome).map_err(|e| CoordinatorError::Store(e.to_string()))?;
+        let (state, code, reason) = match failure {
+            None => ("done", 0, ""),
+            Some((code, reason)) => ("failed", code, reason),
+        };
+        self.conn()?.execute(
+            "UPDATE stats_jobs SET state = ?2, code = ?3, reason = ?4, outcome = ?5, updated_ms = ?6
+             WHERE job_id = ?1 AND state NOT IN ('done', 'failed')",
+            params![job_id, state, code, reason, outcome, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    fn unfinished_stats(&self) -> Result<Vec<StatsJobRecord>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {STATS_COLUMNS} FROM stats_jobs WHERE state NOT IN ('done', 'failed') ORDER BY seq"
+        ))?;
+        let rows = stmt.query_map([], row_to_stats_job)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(checked_stats_job).collect()
+    }
 }
 
 #[cfg(test)]
@@ -370,5 +508,59 @@ mod tests {
         assert_eq!(store.public_key("k2").expect("read"), None);
         store.put_model("m", "toml").expect("put");
         assert_eq!(store.model("m").expect("read").as_deref(), Some("toml"));
+        store.put_party("aardvark", "http://c").expect("put");
+        assert_eq!(
+            store.parties().expect("read"),
+            [("aardvark".to_string(), "http://c".to_string()), ("bank".into(), "http://b".into())]
+        );
+    }
+
+    #[test]
+    fn stats_jobs_are_idempotent_durable_and_end_once() {
+        use crate::job::{DroppedParty, StatsEntry};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.sqlite");
+        let store = SqliteStore::open(&path).expect("open");
+        let new = NewStatsJob { request_id: "q1".into(), spec_id: "s".into(), spec_toml: "name = \"x\"".into() };
+        let Inserted::New(a) = store.insert_stats_job(&new).expect("insert") else { panic!("expected new") };
+        assert_eq!((a.state, a.outcome.clone()), (JobState::Accepted, StatsOutcome::default()));
+        let Inserted::Existing(again) = store.insert_stats_job(&new).expect("insert") else {
+            panic!("expected existing")
+        };
+        assert_eq!((again.job_id.as_str(), again.request.spec_toml.as_str()), (a.job_id.as_str(), "name = \"x\""));
+        let Inserted::New(b) =
+            store.insert_stats_job(&NewStatsJob { request_id: "q2".into(), ..new.clone() }).expect("insert")
+        else {
+            panic!("expected new")
+        };
+        store.start_stats_job(&a.job_id).expect("start");
+        let outcome = StatsOutcome {
+            entries: vec![StatsEntry { label: "records".into(), value: 7 }],
+            included: vec!["bank".into(), "platform".into()],
+            dropped: vec![DroppedParty {
+                party: "logistics".into(),
+                step: "masked_input".into(),
+                reason: "gone".into(),
+            }],
+            round_us: 12,
+        };
+        store.end_stats_job(&a.job_id, &outcome, None).expect("end");
+        // A finished job never moves again.
+        store.end_stats_job(&a.job_id, &StatsOutcome::default(), Some((14, "late"))).expect("no-op");
+        store.start_stats_job(&a.job_id).expect("no-op");
+        drop(store);
+
+        let store = SqliteStore::open(&path).expect("reopen");
+        let a = store.stats_job(&a.job_id).expect("read").expect("held");
+        assert_eq!((a.state, a.outcome), (JobState::Done, outcome));
+        let open: Vec<String> = store.unfinished_stats().expect("read").into_iter().map(|j| j.job_id).collect();
+        assert_eq!(open, [b.job_id.clone()]);
+        store.end_stats_job(&b.job_id, &StatsOutcome::default(), Some((14, "too few"))).expect("fail");
+        let b = store.stats_job(&b.job_id).expect("read").expect("held");
+        assert_eq!((b.state, b.code, b.reason.as_str()), (JobState::Failed, 14, "too few"));
+        assert!(store.unfinished_stats().expect("read").is_empty());
+        assert!(store.stats_job("stats-nope").expect("read").is_none());
+        assert_eq!(store.stats_job_by_request("q2").expect("read").map(|j| j.job_id), Some(b.job_id));
+        assert!(store.stats_job_by_request("q3").expect("read").is_none());
     }
 }

@@ -64,6 +64,21 @@ pub struct Decision {
     pub result_bytes: u64,
 }
 
+/// A client of the coordinator at `address` (an http URL), with the
+/// protocol's message limits.
+pub(crate) async fn coordinator_client(address: &str) -> Result<CoordinatorClient<Channel>> {
+    let connect = |message: String| LenderError::Connect { address: address.into(), message };
+    let channel = Endpoint::from_shared(address.to_string())
+        .map_err(|e| connect(e.to_string()))?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| connect(std::error::Error::source(&e).map_or(e.to_string(), ToString::to_string)))?;
+    Ok(CoordinatorClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE))
+}
+
 /// Longest a lender waits for one job by default.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
@@ -72,16 +87,7 @@ impl Lender {
     pub async fn connect(address: &str, keys: Arc<LenderKeys>, model_toml: String, kind: PlanKind) -> Result<Lender> {
         let model = Model::from_toml(&model_toml)?;
         let plan = Arc::new(Plan::new(&model, kind)?);
-        let connect = |message: String| LenderError::Connect { address: address.into(), message };
-        let channel = Endpoint::from_shared(address.to_string())
-            .map_err(|e| connect(e.to_string()))?
-            .connect_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .map_err(|e| connect(std::error::Error::source(&e).map_or(e.to_string(), ToString::to_string)))?;
-        let client = CoordinatorClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let client = coordinator_client(address).await?;
         Ok(Lender { client, keys, model_toml, plan })
     }
 

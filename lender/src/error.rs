@@ -27,6 +27,9 @@ pub enum LenderError {
         /// Why.
         reason: String,
     },
+    /// A statistics spec that does not parse or breaks a rule.
+    #[error("{0}")]
+    Spec(String),
     /// A job did not end in time.
     #[error("job {0} did not finish in time")]
     Timeout(String),

@@ -9,9 +9,11 @@
 mod client;
 mod error;
 mod keys;
+mod stats;
 
 pub use client::{DEFAULT_WAIT, Decision, Lender, Phases};
 pub use error::{LenderError, Result};
 pub use keys::{KeyFiles, LenderKeys};
+pub use stats::{StatsRequester, StatsResult};
 /// gRPC status codes, as jobs and refusals carry them.
 pub use tonic::Code;

@@ -14,6 +14,7 @@ use crate::error::{PartyError, Result};
 /// coordinator = "http://127.0.0.1:7100"
 /// store = "bank.sqlite"                # relative to this file
 /// approved_models = ["5f0c…"]          # model ids this operator allows
+/// approved_stats = ["9a1e…"]           # stats spec ids this operator allows
 /// ```
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +36,10 @@ pub struct PartyConfig {
     /// Empty means none: an operator approves each model explicitly.
     #[serde(default)]
     pub approved_models: Vec<String>,
+    /// Statistics spec ids (`jointscore stats check`) this node contributes
+    /// its tally to. Empty means none, as for models.
+    #[serde(default)]
+    pub approved_stats: Vec<String>,
 }
 
 fn default_listen() -> String {
@@ -69,10 +74,15 @@ impl PartyConfig {
                 config.coordinator
             )));
         }
-        for id in &config.approved_models {
+        let ids = config
+            .approved_models
+            .iter()
+            .map(|id| (id, "model", "model"))
+            .chain(config.approved_stats.iter().map(|id| (id, "stats spec", "stats")));
+        for (id, what, command) in ids {
             if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(PartyError::Config(format!(
-                    "approved model `{id}` is not a model id (64 hex digits; `jointscore model check` prints it)"
+                    "approved {what} `{id}` is not a {what} id (64 hex digits; `jointscore {command} check` prints it)"
                 )));
             }
         }
@@ -90,7 +100,7 @@ mod tests {
             PartyConfig::from_toml("name = \"bank\"\ncoordinator = \"http://127.0.0.1:7100\"\nstore = \"b.sqlite\"\n")
                 .expect("valid");
         assert_eq!(c.listen, "127.0.0.1:7101");
-        assert!(c.approved_models.is_empty());
+        assert!(c.approved_models.is_empty() && c.approved_stats.is_empty());
     }
 
     #[test]
@@ -101,6 +111,9 @@ mod tests {
         let e = PartyConfig::from_toml(&format!("{base}coordinator = \"http://x\"\napproved_models = [\"abc\"]\n"))
             .unwrap_err();
         assert!(e.to_string().contains("not a model id"), "{e}");
+        let e = PartyConfig::from_toml(&format!("{base}coordinator = \"http://x\"\napproved_stats = [\"x\"]\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("not a stats spec id (64 hex digits; `jointscore stats check`"), "{e}");
         let e = PartyConfig::from_toml(&format!("{base}coordinator = \"http://x\"\ncolour = 1\n")).unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
     }

@@ -32,6 +32,32 @@ pub enum PartyError {
         /// The model asked for.
         model_id: String,
     },
+    /// The operator has not approved the statistics spec.
+    #[error("party `{party}` has not approved stats spec {spec_id}; its operator adds the id to `approved_stats`")]
+    StatsNotApproved {
+        /// This party.
+        party: String,
+        /// The spec asked for.
+        spec_id: String,
+    },
+    /// A secure-aggregation step names a round this node does not hold
+    /// (never started, already finished, or lost in a restart).
+    #[error("party `{party}` holds no aggregation round `{round}` at step {step}")]
+    UnknownRound {
+        /// This party.
+        party: String,
+        /// The round id.
+        round: String,
+        /// The step asked for.
+        step: &'static str,
+    },
+    /// The spec is invalid, or this party's records cannot be counted as it
+    /// asks.
+    #[error(transparent)]
+    Stats(#[from] jointscore_stats::StatsError),
+    /// The aggregation protocol refused a step.
+    #[error("secure aggregation: {0}")]
+    SecAgg(#[from] jointscore_secagg::Error),
     /// The request is malformed (wrong model id, unknown plan, oversized
     /// fields, a model that does not include this party).
     #[error("bad contribution request: {0}")]
@@ -75,6 +101,13 @@ impl From<PartyError> for Status {
             PartyError::NotApproved { .. } => Code::PermissionDenied,
             PartyError::BadRequest(_) => Code::InvalidArgument,
             PartyError::Key { .. } => Code::FailedPrecondition,
+            PartyError::StatsNotApproved { .. } => Code::PermissionDenied,
+            PartyError::UnknownRound { .. } => Code::NotFound,
+            PartyError::Stats(jointscore_stats::StatsError::Spec(_)) => Code::InvalidArgument,
+            // The party's own book cannot be counted as the spec asks.
+            PartyError::Stats(_) => Code::FailedPrecondition,
+            PartyError::SecAgg(jointscore_secagg::Error::Abort { .. }) => Code::FailedPrecondition,
+            PartyError::SecAgg(_) => Code::InvalidArgument,
             PartyError::Coordinator { .. } => Code::Unavailable,
             PartyError::Circuits(C::Parse(_) | C::Invalid { .. } | C::Plan(_) | C::UnknownParty(_)) => {
                 Code::InvalidArgument

@@ -7,7 +7,12 @@
 //! inputs in the clear — nothing leaves the node unencrypted — and encrypts
 //! them under the requesting lender's compact public key, which it fetches
 //! from the coordinator by key id and checks against that id.
+//!
+//! For consortium statistics the node takes part in secure-aggregation
+//! rounds (`jointscore-secagg`) for specs its operator approved: it tallies
+//! its own book and sends only masked vectors and key shares.
 
+mod aggregate;
 mod config;
 mod error;
 mod service;
@@ -15,5 +20,5 @@ mod store;
 
 pub use config::PartyConfig;
 pub use error::{PartyError, Result};
-pub use service::{PartyNode, PartyService};
+pub use service::{FAULT_ENV, PartyNode, PartyService};
 pub use store::{ImportReport, RecordStore};

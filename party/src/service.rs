@@ -15,6 +15,8 @@ use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::party_server::{Party, PartyServer};
 use jointscore_proto::v1::{
     ContributeChunk, ContributeRequest, ContributionHeader, GetPublicKeyRequest, RegisterPartyRequest,
+    SecAggAdvertiseReply, SecAggAdvertiseRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest,
+    SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
 };
 use jointscore_proto::{MAX_MESSAGE_SIZE, chunks, collect, plan_from_wire};
 use tokio::net::TcpListener;
@@ -25,6 +27,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Endpoint, Server};
 use tonic::{Code, Request, Response, Status};
 
+use crate::aggregate::Rounds;
 use crate::config::PartyConfig;
 use crate::error::{PartyError, Result};
 use crate::store::{RecordStore, check_subject};
@@ -44,7 +47,15 @@ pub struct PartyService {
     store: Arc<RecordStore>,
     keys: Mutex<HashMap<String, PublicKey>>,
     plans: Mutex<HashMap<(String, PlanKind), Arc<Plan>>>,
+    rounds: Rounds,
+    /// Fault injection for tests of dropouts (`JOINTSCORE_FAULT`): with
+    /// `stall-masked-input` the node never answers step 2 of an aggregation
+    /// round, so a test can kill it between sharing keys and masking.
+    stall_masked_input: bool,
 }
+
+/// The environment variable that injects a fault (see `PartyService`).
+pub const FAULT_ENV: &str = "JOINTSCORE_FAULT";
 
 impl PartyService {
     /// A service answering as `config.name` from `store`.
@@ -53,9 +64,11 @@ impl PartyService {
             name: config.name.clone(),
             approved: config.approved_models.iter().cloned().collect(),
             coordinator: config.coordinator.clone(),
-            store,
+            store: store.clone(),
             keys: Mutex::new(HashMap::new()),
             plans: Mutex::new(HashMap::new()),
+            rounds: Rounds::new(&config.name, &config.approved_stats, store.clone()),
+            stall_masked_input: std::env::var(FAULT_ENV).is_ok_and(|f| f == "stall-masked-input"),
         }
     }
 
@@ -181,6 +194,53 @@ impl Party for PartyService {
         let mut messages = vec![Ok(ContributeChunk { part: Some(Part::Header(header)) })];
         messages.extend(chunks(&bytes).into_iter().map(|c| Ok(ContributeChunk { part: Some(Part::Data(c.data)) })));
         Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
+    }
+
+    async fn sec_agg_advertise(
+        &self,
+        request: Request<SecAggAdvertiseRequest>,
+    ) -> std::result::Result<Response<SecAggAdvertiseReply>, Status> {
+        let request = request.into_inner();
+        let round = request.round_id.clone();
+        Ok(Response::new(self.rounds.advertise(request).await.inspect_err(|e| self.refused(&round, e))?))
+    }
+
+    async fn sec_agg_share_keys(
+        &self,
+        request: Request<SecAggShareKeysRequest>,
+    ) -> std::result::Result<Response<SecAggShareKeysReply>, Status> {
+        let request = request.into_inner();
+        let round = request.round_id.clone();
+        Ok(Response::new(self.rounds.share_keys(request).inspect_err(|e| self.refused(&round, e))?))
+    }
+
+    async fn sec_agg_masked_input(
+        &self,
+        request: Request<SecAggMaskedInputRequest>,
+    ) -> std::result::Result<Response<SecAggMaskedInputReply>, Status> {
+        if self.stall_masked_input {
+            tracing::warn!(party = %self.name, "fault injection: stalling masked_input");
+            eprintln!("jointscore fault injection: party {} stalls masked_input", self.name);
+            std::future::pending::<()>().await;
+        }
+        let request = request.into_inner();
+        let round = request.round_id.clone();
+        Ok(Response::new(self.rounds.masked_input(request).inspect_err(|e| self.refused(&round, e))?))
+    }
+
+    async fn sec_agg_unmask(
+        &self,
+        request: Request<SecAggUnmaskRequest>,
+    ) -> std::result::Result<Response<SecAggUnmaskReply>, Status> {
+        let request = request.into_inner();
+        let round = request.round_id.clone();
+        Ok(Response::new(self.rounds.unmask(request).inspect_err(|e| self.refused(&round, e))?))
+    }
+}
+
+impl PartyService {
+    fn refused(&self, round: &str, e: &PartyError) {
+        tracing::info!(party = %self.name, %round, error = %e, "aggregation step refused");
     }
 }
 

@@ -141,6 +141,23 @@ impl RecordStore {
             .transpose()
     }
 
+    /// Calls `f` with every record, in subject order, without holding the
+    /// whole book in memory; stops at `f`'s first error.
+    pub fn scan(&self, mut f: impl FnMut(&Value) -> Result<()>) -> Result<()> {
+        let conn = self.conn()?;
+        let mut statement = conn.prepare("SELECT subject, record FROM records ORDER BY subject")?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let text: String = row.get(1)?;
+            let record: Value = serde_json::from_str(&text).map_err(|e| {
+                let subject: String = row.get(0).unwrap_or_default();
+                PartyError::Store(format!("record of `{subject}`: {e}"))
+            })?;
+            f(&record)?;
+        }
+        Ok(())
+    }
+
     /// Number of subjects held.
     pub fn len(&self) -> Result<usize> {
         let n: i64 = self.conn()?.query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))?;
@@ -185,6 +202,9 @@ mod tests {
         assert_eq!(store.import_csv(again.as_bytes()).expect("import"), ImportReport { added: 1, replaced: 1 });
         assert_eq!(store.len().expect("count"), 3);
         assert_eq!(store.get("nobody").expect("read"), None);
+        let mut seen = Vec::new();
+        store.scan(|r| Ok(seen.push(r["gmv_12m_k"].clone()))).expect("scan");
+        assert_eq!(seen, [serde_json::json!(120), serde_json::json!(7), serde_json::json!(1)]);
     }
 
     #[test]

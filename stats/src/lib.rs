@@ -18,4 +18,4 @@ mod tally;
 
 pub use error::{Result, StatsError};
 pub use spec::{Counter, CounterKind, MAX_ENTRIES, Segment, StatsSpec};
-pub use tally::tally;
+pub use tally::{Tally, tally};

@@ -6,7 +6,15 @@ use crate::error::{Result, StatsError};
 use crate::spec::{CounterKind, Segment, StatsSpec};
 
 /// Counts `records` (one JSON object per subject) as `spec` asks, for a
-/// round over `parties` parties.
+/// round over `parties` parties: [`Tally`] over a slice.
+pub fn tally<'a>(spec: &StatsSpec, records: impl IntoIterator<Item = &'a Value>, parties: u32) -> Result<Vec<u32>> {
+    let mut tally = Tally::new(spec);
+    records.into_iter().try_for_each(|r| tally.add(r))?;
+    tally.finish(parties)
+}
+
+/// A party's vector for a spec, built one record at a time, so a book of
+/// any size is counted without holding it in memory.
 ///
 /// A record without the counter's column (absent or null) adds nothing to
 /// it. Sums take non-negative integers only; any other value, or a band
@@ -14,15 +22,24 @@ use crate::spec::{CounterKind, Segment, StatsSpec};
 /// records are at fault and names no subject. Each entry must stay at most
 /// `u32::MAX / parties`, so the sum over all parties cannot wrap modulo
 /// 2^32; beyond it this is an error too, rather than a wrong total.
-pub fn tally<'a>(spec: &StatsSpec, records: impl IntoIterator<Item = &'a Value>, parties: u32) -> Result<Vec<u32>> {
-    let mut totals = vec![0u64; spec.dim()];
-    let mut faults = vec![0usize; spec.counters.len()];
-    for record in records {
+pub struct Tally<'s> {
+    spec: &'s StatsSpec,
+    totals: Vec<u64>,
+    faults: Vec<usize>,
+}
+
+impl<'s> Tally<'s> {
+    /// An empty tally for `spec`.
+    pub fn new(spec: &'s StatsSpec) -> Tally<'s> {
+        Tally { spec, totals: vec![0; spec.dim()], faults: vec![0; spec.counters.len()] }
+    }
+
+    /// Counts one record.
+    pub fn add(&mut self, record: &Value) -> Result<()> {
         let mut offset = 0;
-        for (i, counter) in spec.counters.iter().enumerate() {
-            let entries = counter.entries();
+        for (i, counter) in self.spec.counters.iter().enumerate() {
             let here = offset;
-            offset += entries;
+            offset += counter.entries();
             let value = match &counter.column {
                 None => Some(&Value::Null),
                 Some(column) => record.get(column).filter(|v| !v.is_null()),
@@ -33,7 +50,7 @@ pub fn tally<'a>(spec: &StatsSpec, records: impl IntoIterator<Item = &'a Value>,
                 CounterKind::Sum => match value.as_u64() {
                     Some(n) => n,
                     None => {
-                        faults[i] += 1;
+                        self.faults[i] += 1;
                         continue;
                     }
                 },
@@ -43,48 +60,54 @@ pub fn tally<'a>(spec: &StatsSpec, records: impl IntoIterator<Item = &'a Value>,
                 Some(segment) => segment_slot(segment, record.get(&segment.column)),
             };
             let Some(slot) = slot else {
-                faults[i] += 1;
+                self.faults[i] += 1;
                 continue;
             };
-            let total = &mut totals[here + slot];
-            *total = total.checked_add(amount).ok_or_else(|| too_large(&counter.name, parties))?;
+            let total = &mut self.totals[here + slot];
+            *total = total.checked_add(amount).ok_or_else(|| too_large(&counter.name, None))?;
         }
+        Ok(())
     }
-    if let Some((i, n)) = faults.iter().enumerate().find(|(_, n)| **n > 0) {
-        let counter = &spec.counters[i];
-        return Err(StatsError::Tally {
-            counter: counter.name.clone(),
-            message: format!(
-                "{n} record(s) hold a value it cannot count (sums take non-negative integers in `{}`; band segments \
-                 take integers in `{}`)",
-                counter.column.as_deref().unwrap_or("-"),
-                counter.segment.as_ref().map_or("-", |s| s.column.as_str())
-            ),
-        });
-    }
-    let cap = u64::from(u32::MAX / parties.max(1));
-    let mut out = Vec::with_capacity(totals.len());
-    let mut offset = 0;
-    for counter in &spec.counters {
-        for &t in &totals[offset..offset + counter.entries()] {
-            if t > cap {
-                return Err(too_large(&counter.name, parties));
+
+    /// The vector for a round over `parties` parties.
+    pub fn finish(self, parties: u32) -> Result<Vec<u32>> {
+        if let Some((i, n)) = self.faults.iter().enumerate().find(|(_, n)| **n > 0) {
+            let counter = &self.spec.counters[i];
+            return Err(StatsError::Tally {
+                counter: counter.name.clone(),
+                message: format!(
+                    "{n} record(s) hold a value it cannot count (sums take non-negative integers in `{}`; band \
+                     segments take integers in `{}`)",
+                    counter.column.as_deref().unwrap_or("-"),
+                    counter.segment.as_ref().map_or("-", |s| s.column.as_str())
+                ),
+            });
+        }
+        let cap = u32::MAX / parties.max(1);
+        let mut out = Vec::with_capacity(self.totals.len());
+        let mut offset = 0;
+        for counter in &self.spec.counters {
+            for &t in &self.totals[offset..offset + counter.entries()] {
+                match u32::try_from(t) {
+                    Ok(t) if t <= cap => out.push(t),
+                    _ => return Err(too_large(&counter.name, Some(parties))),
+                }
             }
-            out.push(t as u32);
+            offset += counter.entries();
         }
-        offset += counter.entries();
+        Ok(out)
     }
-    Ok(out)
 }
 
-fn too_large(counter: &str, parties: u32) -> StatsError {
-    StatsError::Tally {
-        counter: counter.into(),
-        message: format!(
-            "this party's total exceeds 2^32 / {parties} (the most each of {parties} parties may add without the sum \
-             wrapping); count in larger units"
+fn too_large(counter: &str, parties: Option<u32>) -> StatsError {
+    let message = match parties {
+        Some(n) => format!(
+            "this party's total exceeds 2^32 / {n} (the most each of {n} parties may add without the sum wrapping); \
+             count in larger units"
         ),
-    }
+        None => "this party's total exceeds 2^64; count in larger units".into(),
+    };
+    StatsError::Tally { counter: counter.into(), message }
 }
 
 /// The entry within a segmented counter for a record whose segment column
