@@ -58,6 +58,8 @@ pub struct ClusterOptions {
     pub party_deadline: Duration,
     /// Parties whose operators have approved no model.
     pub unapproved: Vec<String>,
+    /// Stats spec ids every party approves.
+    pub approved_stats: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -69,6 +71,7 @@ impl Default for ClusterOptions {
             eval_workers: 1,
             party_deadline: Duration::from_secs(30),
             unapproved: Vec::new(),
+            approved_stats: Vec::new(),
         }
     }
 }
@@ -108,13 +111,15 @@ pub fn party_view(model: &Model, party: usize, record: &Value) -> Value {
 
 /// Starts one party node per party of `model`, each with a SQLite store in
 /// `dir` holding its own columns of `book`, registered with the coordinator
-/// at `coordinator`; the parties named in `unapproved` approve no model.
+/// at `coordinator`; the parties named in `unapproved` approve no model,
+/// and every party approves the stats specs `approved_stats`.
 pub async fn start_parties(
     model: &Model,
     book: &[(String, Value)],
     coordinator: &str,
     dir: &Path,
     unapproved: &[String],
+    approved_stats: &[String],
 ) -> Result<Vec<ClusterParty>, ClusterError> {
     let mut parties = Vec::new();
     for (index, name) in model.parties.iter().enumerate() {
@@ -125,7 +130,7 @@ pub async fn start_parties(
             coordinator: coordinator.into(),
             store: dir.join(format!("{name}.sqlite")),
             approved_models: if unapproved.contains(name) { Vec::new() } else { vec![model.id().into()] },
-            approved_stats: Vec::new(),
+            approved_stats: approved_stats.to_vec(),
         };
         let store = Arc::new(RecordStore::open(&config.store)?);
         let rows: Vec<(String, Value)> =
@@ -157,7 +162,9 @@ impl Cluster {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let coordinator = CoordinatorNode::start(config, store, listener).await?;
 
-        let parties = start_parties(&model, &book, &coordinator.url(), dir.path(), &options.unapproved).await?;
+        let parties =
+            start_parties(&model, &book, &coordinator.url(), dir.path(), &options.unapproved, &options.approved_stats)
+                .await?;
         Ok(Cluster { dir, coordinator, parties, book, model })
     }
 
@@ -225,6 +232,11 @@ impl ClusterParty {
             node.stop().await?;
         }
         Ok(())
+    }
+
+    /// The address the node serves on, while it runs.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.node.as_ref().map(PartyNode::address)
     }
 
     /// Where its store lives.

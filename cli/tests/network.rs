@@ -21,6 +21,8 @@ use jointscore_proto::v1::key_upload::Part as KeyPart;
 use jointscore_proto::v1::party_server::{Party, PartyServer};
 use jointscore_proto::v1::{
     ContributeChunk, ContributeRequest, ContributionHeader, KeyHeader, KeyUpload, RegisterPartyRequest,
+    SecAggAdvertiseReply, SecAggAdvertiseRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggSealed,
+    SecAggShare, SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
 };
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
@@ -301,6 +303,31 @@ impl Party for Rogue {
         };
         Ok(Response::new(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok)))))
     }
+
+    async fn sec_agg_advertise(
+        &self,
+        _: Request<SecAggAdvertiseRequest>,
+    ) -> Result<Response<SecAggAdvertiseReply>, Status> {
+        Err(Status::unimplemented("rogue"))
+    }
+
+    async fn sec_agg_share_keys(
+        &self,
+        _: Request<SecAggShareKeysRequest>,
+    ) -> Result<Response<SecAggShareKeysReply>, Status> {
+        Err(Status::unimplemented("rogue"))
+    }
+
+    async fn sec_agg_masked_input(
+        &self,
+        _: Request<SecAggMaskedInputRequest>,
+    ) -> Result<Response<SecAggMaskedInputReply>, Status> {
+        Err(Status::unimplemented("rogue"))
+    }
+
+    async fn sec_agg_unmask(&self, _: Request<SecAggUnmaskRequest>) -> Result<Response<SecAggUnmaskReply>, Status> {
+        Err(Status::unimplemented("rogue"))
+    }
 }
 
 /// Serves `rogue` and registers it with the coordinator as the bank.
@@ -406,7 +433,7 @@ async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
 
     let model = Model::cross_border_seller();
     let book = sample::subjects(&model, 4, 99);
-    let mut parties = start_parties(&model, &book, &url, dir.path(), &[]).await.expect("parties");
+    let mut parties = start_parties(&model, &book, &url, dir.path(), &[], &[]).await.expect("parties");
 
     let mut jobs = Vec::new();
     for (i, (subject, _)) in book.iter().enumerate() {
@@ -567,5 +594,477 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     let out = run(&[&["lender", "decide", "--subject", "nobody"][..], &lender].concat());
     assert!(!out.status.success());
     assert!(text(&out).contains("NotFound") && text(&out).contains("nobody"), "{}", text(&out));
+    drop(processes);
+}
+
+// ------------------------------------------------------------ statistics
+
+const STATS_SPEC: &str = r#"
+name = "book-health"
+deadline_ms = 2000
+
+[[counter]]
+name = "records"
+kind = "count"
+
+[[counter]]
+name = "debt_k"
+kind = "sum"
+column = "outstanding_debt_k"
+segment = { column = "late_repayments_12m", bands = [1, 3] }
+
+[[counter]]
+name = "gmv_k"
+kind = "sum"
+column = "gmv_12m_k"
+
+[[counter]]
+name = "on_time_bp"
+kind = "sum"
+column = "on_time_rate_bp"
+"#;
+
+fn stats_spec() -> jointscore_stats::StatsSpec {
+    jointscore_stats::StatsSpec::from_toml(STATS_SPEC).expect("valid spec")
+}
+
+/// The sums over `parties` copies of the model's party views of `book`,
+/// computed directly from the book (not through the tally code).
+fn expected_sums(book: &[(String, serde_json::Value)], honest_parties: u64) -> Vec<u64> {
+    let int = |r: &serde_json::Value, c: &str| r.get(c).and_then(serde_json::Value::as_i64);
+    let mut want = vec![0u64; 7];
+    want[0] = honest_parties * book.len() as u64;
+    for (_, r) in book {
+        if let Some(debt) = int(r, "outstanding_debt_k") {
+            let slot = match int(r, "late_repayments_12m") {
+                None => 4,
+                Some(l) if l < 1 => 1,
+                Some(l) if l < 3 => 2,
+                Some(_) => 3,
+            };
+            want[slot] += debt as u64;
+        }
+        want[5] += int(r, "gmv_12m_k").map_or(0, |x| x as u64);
+        want[6] += int(r, "on_time_rate_bp").map_or(0, |x| x as u64);
+    }
+    want
+}
+
+fn values(result: &jointscore_lender::StatsResult) -> Vec<u64> {
+    result.entries.iter().map(|(_, v)| *v).collect()
+}
+
+/// A party node that runs the real protocol but breaks one step.
+#[derive(Clone, Copy, Debug)]
+enum StatsFault {
+    /// Advertises a masking key that is not a ristretto255 point.
+    BadKey,
+    /// Answers the advertise step as another party.
+    Impostor,
+    /// Sends shares addressed to a party outside the round.
+    StrangerShares,
+    /// Sends its masked vector one entry short.
+    ShortVector,
+    /// Sends its masked vector twice over (too long).
+    LongVector,
+    /// Does not answer the masked-input step in time.
+    Slow,
+    /// Reveals a masking-key share for a party whose vector arrived (which
+    /// would unmask that party's vector).
+    RevealsTooMuch,
+    /// Seals one share pair with garbage: its recipient cannot open it.
+    TamperedShare,
+}
+
+struct StatsRogue {
+    inner: jointscore_party::PartyService,
+    fault: StatsFault,
+}
+
+#[tonic::async_trait]
+impl Party for StatsRogue {
+    type ContributeStream = ChunkStream;
+
+    async fn contribute(&self, _: Request<ContributeRequest>) -> Result<Response<ChunkStream>, Status> {
+        Err(Status::unimplemented("stats only"))
+    }
+
+    async fn sec_agg_advertise(
+        &self,
+        request: Request<SecAggAdvertiseRequest>,
+    ) -> Result<Response<SecAggAdvertiseReply>, Status> {
+        let mut reply = self.inner.sec_agg_advertise(request).await?.into_inner();
+        match self.fault {
+            StatsFault::BadKey => reply.masking_key = vec![0xff; 32],
+            StatsFault::Impostor => reply.party = "bank".into(),
+            _ => {}
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn sec_agg_share_keys(
+        &self,
+        request: Request<SecAggShareKeysRequest>,
+    ) -> Result<Response<SecAggShareKeysReply>, Status> {
+        let mut reply = self.inner.sec_agg_share_keys(request).await?.into_inner();
+        match self.fault {
+            StatsFault::StrangerShares => reply.shares.push(SecAggSealed { party_id: 99, ciphertext: vec![0; 96] }),
+            StatsFault::TamperedShare => {
+                let first = reply.shares.first_mut().expect("shares");
+                let n = first.ciphertext.len();
+                first.ciphertext = vec![7; n];
+            }
+            _ => {}
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn sec_agg_masked_input(
+        &self,
+        request: Request<SecAggMaskedInputRequest>,
+    ) -> Result<Response<SecAggMaskedInputReply>, Status> {
+        let mut reply = self.inner.sec_agg_masked_input(request).await?.into_inner();
+        match self.fault {
+            StatsFault::ShortVector => reply.vector.truncate(reply.vector.len() - 4),
+            StatsFault::LongVector => reply.vector = reply.vector.repeat(2),
+            StatsFault::Slow => tokio::time::sleep(Duration::from_secs(4)).await,
+            _ => {}
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn sec_agg_unmask(
+        &self,
+        request: Request<SecAggUnmaskRequest>,
+    ) -> Result<Response<SecAggUnmaskReply>, Status> {
+        let survivors = request.get_ref().survivors.clone();
+        let mut reply = self.inner.sec_agg_unmask(request).await?.into_inner();
+        if let StatsFault::RevealsTooMuch = self.fault {
+            let other = survivors.into_iter().find(|&id| id != 4).expect("another survivor");
+            reply.key_shares.push(SecAggShare { party_id: other, share: vec![1; 32] });
+        }
+        Ok(Response::new(reply))
+    }
+}
+
+/// Serves a rogue stats party named `zz-rogue` (so its id is 4, after the
+/// three real parties) holding a book of its own, and registers it.
+async fn start_stats_rogue(coordinator: &str, fault: StatsFault) -> tokio::task::JoinHandle<()> {
+    let store = Arc::new(jointscore_party::RecordStore::in_memory().expect("store"));
+    store.import_csv("subject,gmv_12m_k\nr1,1000\nr2,2000\n".as_bytes()).expect("rogue book");
+    let config = jointscore_party::PartyConfig {
+        name: "zz-rogue".into(),
+        listen: "127.0.0.1:0".into(),
+        advertise: None,
+        coordinator: coordinator.into(),
+        store: "unused".into(),
+        approved_models: Vec::new(),
+        approved_stats: vec![stats_spec().id()],
+    };
+    let inner = jointscore_party::PartyService::new(&config, store);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("address"));
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(PartyServer::new(StatsRogue { inner, fault }))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    let mut client = CoordinatorClient::connect(coordinator.to_string()).await.expect("connect");
+    client.register_party(RegisterPartyRequest { name: "zz-rogue".into(), address }).await.expect("register");
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_rounds_sum_the_books_and_a_misbehaving_party_only_drops_itself() {
+    let spec = stats_spec();
+    let options = ClusterOptions { sellers: 6, approved_stats: vec![spec.id()], ..ClusterOptions::default() };
+    let cluster = Cluster::start(&options).await.expect("cluster");
+    let url = cluster.coordinator_url();
+    let mut requester = jointscore_lender::StatsRequester::connect(&url).await.expect("connect");
+
+    // Every party in: the exact sums, labelled in the spec's order.
+    let result = requester.run(STATS_SPEC, "stats-all", WAIT).await.expect("round");
+    assert_eq!(values(&result), expected_sums(&cluster.book, 3));
+    assert_eq!(result.entries.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(), spec.labels());
+    assert_eq!(result.included, ["bank", "logistics", "platform"]);
+    assert!(result.dropped.is_empty(), "{:?}", result.dropped);
+    // Idempotent: the same request id names the same job; another spec
+    // under it is refused.
+    let again = requester.run(STATS_SPEC, "stats-all", WAIT).await.expect("same job");
+    assert_eq!(again, result);
+    // A party holds the coordinator to the spec's threshold.
+    let bank = format!("http://{}", cluster.parties[0].address().expect("running"));
+    let mut party = jointscore_proto::v1::party_client::PartyClient::connect(bank).await.expect("connect");
+    let lowered = SecAggAdvertiseRequest {
+        round_id: "lowered".into(),
+        spec_id: spec.id(),
+        spec_toml: STATS_SPEC.into(),
+        party: "platform".into(),
+        party_id: 1,
+        parties: 3,
+        threshold: 1,
+        session: vec![0; 16],
+    };
+    let e = party.sec_agg_advertise(lowered).await.expect_err("threshold below the spec's");
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("threshold 1 is below the spec's 2"), "{}", e.message());
+    let other = STATS_SPEC.replace("bands = [1, 3]", "bands = [2]");
+    let e = requester.submit(&other, "stats-all").await.expect_err("other spec, same id");
+    assert_eq!(e.code(), Some(Code::AlreadyExists), "{e}");
+
+    // A fourth party that misbehaves at one step is dropped, named with
+    // the step and why, and the sum of the three others still comes out.
+    for (i, (fault, step, says)) in [
+        (StatsFault::BadKey, "advertise", "invalid public key"),
+        (StatsFault::Impostor, "advertise", "answered as `bank`"),
+        (StatsFault::StrangerShares, "share_keys", "did not address exactly"),
+        (StatsFault::ShortVector, "masked_input", "masked vector of 24 bytes; the round aggregates 7 entries"),
+        (StatsFault::LongVector, "masked_input", "masked vector of 56 bytes"),
+        (StatsFault::Slow, "masked_input", "no answer within 2000 ms"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let rogue = start_stats_rogue(&url, fault).await;
+        let result = requester.run(STATS_SPEC, &format!("stats-rogue-{i}"), WAIT).await.expect("round");
+        assert_eq!(values(&result), expected_sums(&cluster.book, 3), "{fault:?}");
+        assert_eq!(result.included, ["bank", "logistics", "platform"], "{fault:?}");
+        let [(party, at, reason)] = &result.dropped[..] else { panic!("{fault:?}: {:?}", result.dropped) };
+        assert_eq!((party.as_str(), at.as_str()), ("zz-rogue", step), "{fault:?}: {reason}");
+        assert!(reason.contains(says), "{fault:?}: `{reason}` should say `{says}`");
+        rogue.abort();
+    }
+
+    // Faults after the masked vector arrived: the rogue's own vector is in
+    // the sum (its book holds gmv 3000), and the round still completes.
+    let mut with_rogue = expected_sums(&cluster.book, 3);
+    with_rogue[0] += 2;
+    with_rogue[5] += 3000;
+    let rogue = start_stats_rogue(&url, StatsFault::RevealsTooMuch).await;
+    let result = requester.run(STATS_SPEC, "stats-reveal", WAIT).await.expect("round");
+    assert_eq!(values(&result), with_rogue);
+    let [(party, at, reason)] = &result.dropped[..] else { panic!("{:?}", result.dropped) };
+    assert_eq!((party.as_str(), at.as_str()), ("zz-rogue", "unmask"), "{reason}");
+    assert!(reason.contains("revealed shares it must not"), "{reason}");
+    rogue.abort();
+    // One share that fails authentication at its recipient: that recipient
+    // cannot help unmask the rogue, the others can.
+    let rogue = start_stats_rogue(&url, StatsFault::TamperedShare).await;
+    let result = requester.run(STATS_SPEC, "stats-tampered", WAIT).await.expect("round");
+    assert_eq!(values(&result), with_rogue);
+    rogue.abort();
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_requests_that_cannot_run_are_refused_precisely() {
+    let spec = stats_spec();
+    // No party approves the spec: all three drop at the first step.
+    let options = ClusterOptions { sellers: 2, ..ClusterOptions::default() };
+    let mut cluster = Cluster::start(&options).await.expect("cluster");
+    let url = cluster.coordinator_url();
+    let mut requester = jointscore_lender::StatsRequester::connect(&url).await.expect("connect");
+    match requester.run(STATS_SPEC, "unapproved", WAIT).await {
+        Err(LenderError::JobFailed { code, reason, .. }) => {
+            assert_eq!(code, Code::Unavailable, "{reason}");
+            for party in ["bank", "logistics", "platform"] {
+                assert!(reason.contains(&format!("`{party}` at advertise: PermissionDenied")), "{reason}");
+            }
+            assert!(reason.contains("approved_stats"), "{reason}");
+        }
+        other => panic!("expected a failed round, got {other:?}"),
+    }
+
+    // Malformed requests never become jobs.
+    let mut raw = CoordinatorClient::connect(url.clone()).await.expect("connect");
+    for (what, spec_id, toml, want) in [
+        ("wrong id", "ab".repeat(32), STATS_SPEC.to_string(), Code::InvalidArgument),
+        ("invalid spec", spec.id(), STATS_SPEC.replace("kind = \"sum\"", "kind = \"max\""), Code::InvalidArgument),
+        ("oversized spec", spec.id(), "#".repeat(100_000), Code::InvalidArgument),
+    ] {
+        let request =
+            jointscore_proto::v1::RunStatsRequest { request_id: format!("bad-{what}"), spec_id, spec_toml: toml };
+        let e = raw.run_stats(request).await.expect_err(what);
+        assert_eq!(e.code(), want, "{what}: {}", e.message());
+    }
+    let e = raw
+        .wait_stats(jointscore_proto::v1::WaitJobRequest { job_id: "stats-nope".into(), wait_ms: 10 })
+        .await
+        .expect_err("unknown job");
+    assert_eq!(e.code(), Code::NotFound);
+
+    // A party asked a step of a round it does not hold refuses.
+    let bank = cluster.party("bank").expect("bank");
+    let address = format!("http://{}", bank.address().expect("running"));
+    let mut party = jointscore_proto::v1::party_client::PartyClient::connect(address).await.expect("connect");
+    let e = party
+        .sec_agg_share_keys(SecAggShareKeysRequest { round_id: "never-started".into(), roster: Vec::new() })
+        .await
+        .expect_err("unknown round");
+    assert_eq!(e.code(), Code::NotFound, "{}", e.message());
+    cluster.stop().await.expect("stop");
+}
+
+const CONSORTIUM_SPEC: &str = r#"
+name = "consortium-q4"
+deadline_ms = 5000
+
+[[counter]]
+name = "loans"
+kind = "sum"
+column = "loans"
+
+[[counter]]
+name = "defaults"
+kind = "sum"
+column = "defaults"
+
+[[counter]]
+name = "exposure_k"
+kind = "sum"
+column = "exposure_k"
+segment = { column = "segment", values = ["retail", "sme"] }
+"#;
+
+/// Member `p`'s book: five loans files, as CSV, and its vector computed
+/// by hand (loans, defaults, exposure retail, sme, other).
+fn member_book(p: u64) -> (String, [u64; 5]) {
+    let segments = ["retail", "sme", "corporate"];
+    let mut csv = String::from("subject,loans,defaults,exposure_k,segment\n");
+    let mut sums = [0u64; 5];
+    for i in 0..5u64 {
+        let (loans, defaults, exposure) = (10 * p + i, i % 3, 100 * p + 7 * i);
+        csv.push_str(&format!("m{p}-s{i},{loans},{defaults},{exposure},{}\n", segments[(i % 3) as usize]));
+        sums[0] += loans;
+        sums[1] += defaults;
+        sums[2 + (i % 3) as usize] += exposure;
+    }
+    (csv, sums)
+}
+
+fn stats_json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
+fn sums_of(result: &serde_json::Value) -> Vec<u64> {
+    result["entries"].as_array().expect("entries").iter().map(|e| e["value"].as_u64().expect("value")).collect()
+}
+
+#[test]
+fn a_stats_round_over_processes_survives_a_party_killed_mid_round() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    std::fs::write(
+        path("coordinator.toml"),
+        format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n"),
+    )
+    .expect("config");
+    let mut processes = Processes(vec![spawn(&["coordinator", "serve", "--config", &path("coordinator.toml")])]);
+    std::fs::write(path("stats.toml"), CONSORTIUM_SPEC).expect("spec");
+    let out = run(&["stats", "check", "--spec", &path("stats.toml")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = jointscore_stats::StatsSpec::from_toml(CONSORTIUM_SPEC).expect("spec").id();
+    assert!(text(&out).contains(&format!("id: {id}")), "{}", text(&out));
+    assert!(text(&out).contains("exposure_k[segment=sme]"), "{}", text(&out));
+
+    let members = ["alpha", "beta", "gamma"];
+    let mut books = Vec::new();
+    for (p, name) in members.iter().enumerate() {
+        let config = path(&format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{url}\"\nstore = \"{name}.sqlite\"\napproved_stats = [\"{id}\"]\n"
+            ),
+        )
+        .expect("party config");
+        let (csv, sums) = member_book(p as u64);
+        std::fs::write(path(&format!("{name}.csv")), csv).expect("csv");
+        let out = run(&["party", "import", "--config", &config, &path(&format!("{name}.csv"))]);
+        assert!(out.status.success(), "{}", text(&out));
+        books.push(sums);
+        processes.0.push(spawn(&["party", "serve", "--config", &config]));
+    }
+    let total =
+        |members: &[usize]| -> Vec<u64> { (0..5).map(|k| members.iter().map(|&p| books[p][k]).sum()).collect() };
+    let stats = |request_id: &str| {
+        let args = ["stats", "run", "--spec", &path("stats.toml"), "--coordinator", &url, "--request-id", request_id];
+        [&args[..], &["--json"]].concat().into_iter().map(String::from).collect::<Vec<_>>()
+    };
+
+    // Parties register as they come up: retry until all three are in.
+    let mut all = None;
+    for attempt in 0..60 {
+        let out = run(&stats(&format!("all-{attempt}")).iter().map(String::as_str).collect::<Vec<_>>());
+        if out.status.success() {
+            let result = stats_json(&out);
+            if result["included"].as_array().is_some_and(|a| a.len() == 3) {
+                all = Some(result);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let all = all.expect("a round with every member");
+    assert_eq!(sums_of(&all), total(&[0, 1, 2]), "{all}");
+
+    // gamma restarts with a fault that stalls it at the masked-input step;
+    // once it stalls, its process is killed, mid-round.
+    let mut first = processes.0.pop().expect("gamma");
+    first.kill().expect("stop gamma");
+    first.wait().expect("reaped");
+    let mut gamma = Processes(Vec::new());
+    let mut stalled = std::process::Command::new(env!("CARGO_BIN_EXE_jointscore"))
+        .args(["party", "serve", "--config", &path("gamma.toml")])
+        .env("RUST_LOG", "warn")
+        .env(jointscore_party::FAULT_ENV, "stall-masked-input")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gamma restarts");
+    let stderr = stalled.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("stalls masked_input") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    gamma.0.push(stalled);
+    let mut killed = None;
+    for attempt in 0..20 {
+        let args = stats(&format!("kill-{attempt}"));
+        let round = std::process::Command::new(env!("CARGO_BIN_EXE_jointscore"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("stats run starts");
+        if rx.recv_timeout(Duration::from_secs(8)).is_ok() {
+            let mut child = gamma.0.pop().expect("gamma");
+            child.kill().expect("kill gamma");
+            child.wait().expect("reaped");
+            killed = Some(round.wait_with_output().expect("round ends"));
+            break;
+        }
+        // gamma had not re-registered yet: it dropped at advertise. Again.
+        let _ = round.wait_with_output();
+    }
+    let out = killed.expect("gamma stalled in a round and was killed");
+    assert!(out.status.success(), "{}", text(&out));
+    let result = stats_json(&out);
+    assert_eq!(sums_of(&result), total(&[0, 1]), "{result}");
+    assert_eq!(result["included"], serde_json::json!(["alpha", "beta"]), "{result}");
+    let dropped = &result["dropped"][0];
+    assert_eq!(
+        (dropped["party"].as_str(), dropped["step"].as_str()),
+        (Some("gamma"), Some("masked_input")),
+        "{result}"
+    );
     drop(processes);
 }

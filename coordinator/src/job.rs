@@ -124,6 +124,7 @@ pub struct StatsJobRecord {
 
 /// The end of a round: the labelled sum, who is in it, who dropped.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StatsOutcome {
     /// One entry per counter entry, in the spec's order (done jobs only).
     pub entries: Vec<StatsEntry>,
