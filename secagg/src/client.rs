@@ -24,9 +24,11 @@ pub struct Client {
     /// The self-mask seed `b_u`.
     seed: Zeroizing<[u8; 32]>,
     seed_scalar: Scalar,
-    /// Advertisers' (encryption, masking) public keys.
+    /// This party's neighbours in the round's graph.
+    neighbours: BTreeSet<PartyId>,
+    /// Advertising neighbours' (encryption, masking) public keys.
     roster: BTreeMap<PartyId, (RistrettoPoint, RistrettoPoint)>,
-    /// Parties that shared keys (U2), once known.
+    /// This party and its neighbours that shared keys with it, once known.
     shared: BTreeSet<PartyId>,
     /// Shares held for each party: (masking-key share, seed share).
     held: BTreeMap<PartyId, (Scalar, Scalar)>,
@@ -47,6 +49,7 @@ impl Client {
         Ok(Client {
             config: config.clone(),
             id,
+            neighbours: config.neighbours(id).into_iter().collect(),
             input,
             encryption: KeyPair::generate(rng),
             masking: KeyPair::generate(rng),
@@ -76,12 +79,11 @@ impl Client {
     }
 
     /// Round 1: checks the roster and shares this party's masking key and
-    /// self-mask seed among its members.
+    /// self-mask seed among itself and its neighbours on the roster. The
+    /// roster may be the whole one or only this party's neighbourhood
+    /// ([`crate::Server::roster_for`]): entries for other parties are
+    /// checked for consistency and otherwise ignored.
     pub fn share_keys(&mut self, roster: &Roster, rng: &mut impl CryptoRngCore) -> Result<Shares> {
-        let need = self.config.threshold as usize;
-        if roster.len() < need {
-            return Err(Error::Abort { round: "share keys", have: roster.len(), need });
-        }
         if roster.get(&self.id) != Some(&self.advertise()) {
             return Err(Error::Protocol(format!("the roster does not hold party {}'s own keys", self.id)));
         }
@@ -89,14 +91,25 @@ impl Client {
             if v == 0 || v > self.config.n || keys.from != v {
                 return Err(Error::Protocol(format!("the roster names party {v} inconsistently")));
             }
+            if !self.neighbours.contains(&v) {
+                continue;
+            }
             let (Some(e), Some(m)) = (decode_public(&keys.encryption), decode_public(&keys.masking)) else {
                 return Err(Error::InvalidKey { party: v });
             };
             self.roster.insert(v, (e, m));
         }
+        // The share holders: this party and its advertising neighbours.
+        let holders = self.roster.len() + 1;
+        let need = self.config.threshold as usize;
+        if holders < need {
+            return Err(Error::Abort { round: "share keys", party: self.party(), have: holders, need });
+        }
         let t = self.config.threshold;
-        let key_shares = share(&self.masking.secret, t, roster.keys().copied(), rng);
-        let seed_shares = share(&self.seed_scalar, t, roster.keys().copied(), rng);
+        let ids: Vec<PartyId> =
+            self.roster.keys().copied().chain([self.id]).collect::<BTreeSet<_>>().into_iter().collect();
+        let key_shares = share(&self.masking.secret, t, ids.iter().copied(), rng);
+        let seed_shares = share(&self.seed_scalar, t, ids.iter().copied(), rng);
         let mut to = BTreeMap::new();
         for ((v, s), (_, b)) in key_shares.into_iter().zip(seed_shares) {
             if v == self.id {
@@ -106,7 +119,7 @@ impl Client {
             let mut plain = Zeroizing::new([0u8; 64]);
             plain[..32].copy_from_slice(s.as_bytes());
             plain[32..].copy_from_slice(b.as_bytes());
-            let (enc, _) = self.roster[&v];
+            let Some(&(enc, _)) = self.roster.get(&v) else { continue };
             let key =
                 Zeroizing::new(agree(&self.encryption.secret, &enc, ENCRYPT_LABEL, &self.config.session, self.id, v));
             to.insert(v, seal(&key, &self.config.session, self.id, v, &plain[..]));
@@ -114,14 +127,29 @@ impl Client {
         Ok(Shares { from: self.id, to })
     }
 
+    /// The party to name in an abort: this one, when its neighbourhood is
+    /// smaller than the round (on the complete graph the whole round is
+    /// short, which names no one).
+    fn party(&self) -> Option<PartyId> {
+        (self.neighbours.len() + 1 < self.config.n as usize).then_some(self.id)
+    }
+
     /// Round 2: reads the shares addressed to this party and sends its
     /// masked vector.
     pub fn masked_input(&mut self, inbox: &Inbox) -> Result<Masked> {
+        for &v in inbox.keys() {
+            if !self.neighbours.contains(&v) {
+                return Err(Error::NotNeighbour { party: v, other: self.id, round: "share keys" });
+            }
+            if !self.roster.contains_key(&v) {
+                return Err(Error::NotInRound { party: v, round: "share keys" });
+            }
+        }
         let mut shared: BTreeSet<PartyId> = inbox.keys().copied().collect();
         shared.insert(self.id);
         let need = self.config.threshold as usize;
         if shared.len() < need {
-            return Err(Error::Abort { round: "masked input", have: shared.len(), need });
+            return Err(Error::Abort { round: "masked input", party: self.party(), have: shared.len(), need });
         }
         for (&v, sealed) in inbox {
             let Some(&(enc, _)) = self.roster.get(&v) else {
@@ -147,7 +175,7 @@ impl Client {
         let mut vector = self.input.clone();
         apply_mask(&mut vector, *self.seed, true);
         for &v in shared.iter().filter(|&&v| v != self.id) {
-            let (_, mask) = self.roster[&v];
+            let Some(&(_, mask)) = self.roster.get(&v) else { continue };
             let seed = Zeroizing::new(agree(&self.masking.secret, &mask, MASK_LABEL, &self.config.session, self.id, v));
             // Opposite signs at the two ends of a pair: they cancel in the sum.
             apply_mask(&mut vector, *seed, self.id < v);
@@ -157,15 +185,23 @@ impl Client {
     }
 
     /// Round 3: given the parties whose masked input the server received,
-    /// reveals seed shares for them and masking-key shares for the parties
-    /// that shared keys but sent no input — never both for one party.
+    /// reveals seed shares for the surviving members of its neighbourhood
+    /// and masking-key shares for the neighbours that shared keys but sent
+    /// no input — never both for one party. It checks what it can see:
+    /// itself and at least `t` of its neighbourhood among the survivors,
+    /// and no surviving neighbour that never shared keys with it.
     pub fn unmask(&self, survivors: &[PartyId]) -> Result<Unmask> {
         let survivors: BTreeSet<PartyId> = survivors.iter().copied().collect();
-        let need = self.config.threshold as usize;
-        if survivors.len() < need {
-            return Err(Error::Abort { round: "unmask", have: survivors.len(), need });
+        if !survivors.contains(&self.id) || survivors.iter().any(|&v| v == 0 || v > self.config.n) {
+            return Err(Error::Protocol("the survivor list names unknown parties or not this one".into()));
         }
-        if !survivors.contains(&self.id) || !survivors.is_subset(&self.shared) {
+        let local: BTreeSet<PartyId> =
+            survivors.iter().copied().filter(|v| *v == self.id || self.neighbours.contains(v)).collect();
+        let need = self.config.threshold as usize;
+        if local.len() < need {
+            return Err(Error::Abort { round: "unmask", party: self.party(), have: local.len(), need });
+        }
+        if !local.is_subset(&self.shared) {
             return Err(Error::Protocol("the survivor list is not a subset of the parties that shared keys".into()));
         }
         let mut out = Unmask { from: self.id, seed_shares: BTreeMap::new(), key_shares: BTreeMap::new() };

@@ -11,16 +11,31 @@ pub enum Error {
     /// Parameters that cannot be used.
     #[error("secure aggregation configuration: {0}")]
     Config(String),
-    /// Too few parties remain for the threshold: the round is over, and no
-    /// sum comes out.
-    #[error("round aborted in {round}: {have} parties remain, the threshold is {need}")]
+    /// Too few parties remain for the threshold, in the whole round or in
+    /// one party's neighbourhood: the round is over, and no sum comes out.
+    #[error("round aborted in {round}: {}", abort_detail(*party, *have, *need))]
     Abort {
         /// The round that could not complete.
         round: &'static str,
+        /// The party whose neighbourhood (itself and its neighbours, or its
+        /// neighbours alone for the holders of a dropped party's key) is
+        /// short; `None` when the round as a whole is.
+        party: Option<PartyId>,
         /// Parties left.
         have: usize,
         /// The threshold.
         need: usize,
+    },
+    /// Shares or unmasking material that involve a party outside the
+    /// sender's neighbourhood in the round's graph.
+    #[error("party {party} sent {round} material for party {other}, which is not its neighbour")]
+    NotNeighbour {
+        /// The sender.
+        party: PartyId,
+        /// The party it is not a neighbour of.
+        other: PartyId,
+        /// The round.
+        round: &'static str,
     },
     /// A message from a party that is not a participant of this round.
     #[error("party {party} is not a participant of the {round} round")]
@@ -72,6 +87,13 @@ pub enum Error {
         /// Whose key.
         party: PartyId,
     },
+}
+
+fn abort_detail(party: Option<PartyId>, have: usize, need: usize) -> String {
+    match party {
+        None => format!("{have} parties remain, the threshold is {need}"),
+        Some(p) => format!("party {p}'s neighbourhood keeps {have} parties, the threshold is {need}"),
+    }
 }
 
 /// Result alias for this crate.

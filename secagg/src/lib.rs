@@ -57,19 +57,25 @@
 
 mod client;
 mod error;
+mod graph;
 mod keys;
 mod prg;
 mod server;
 mod shamir;
 mod simulate;
+#[cfg(test)]
+mod tests;
 
 pub use client::Client;
 pub use error::{Error, Result};
+pub use graph::{Graph, harary_parameters};
 pub use keys::SessionId;
 pub use server::{Server, ServerView};
 pub use simulate::{Dropouts, Outcome, simulate};
 
 use std::collections::BTreeMap;
+
+use graph::Topology;
 
 /// A party's id in a round: 1..=n (0 is Shamir's secret position).
 pub type PartyId = u32;
@@ -79,20 +85,24 @@ pub type PartyId = u32;
 pub struct Config {
     /// Parties invited.
     pub n: u32,
-    /// Shares needed to reconstruct; also the fewest parties a round may
-    /// continue with.
+    /// Shares needed to reconstruct a party's secret; also the fewest
+    /// parties of each neighbourhood (a party and its neighbours) a round
+    /// may continue with.
     pub threshold: u32,
     /// Length of every vector.
     pub dim: usize,
-    /// Binds every key, share and mask to this round.
+    /// Binds every key, share and mask to this round, and draws the graph.
     pub session: SessionId,
+    /// Who masks with whom; private so only the constructors' checked
+    /// values reach the state machines.
+    graph: Graph,
 }
 
 impl Config {
-    /// A round configuration; refuses thresholds that are not a strict
-    /// majority or exceed `n`, and empty vectors.
+    /// A round on the complete graph (Bonawitz et al.); refuses thresholds
+    /// that are not a strict majority or exceed `n`, and empty vectors.
     pub fn new(n: u32, threshold: u32, dim: usize, session: SessionId) -> Result<Config> {
-        if n < 2 || threshold > n || 2 * threshold <= n {
+        if n < 2 || threshold > n || 2 * u64::from(threshold) <= u64::from(n) {
             return Err(Error::Config(format!(
                 "threshold {threshold} must be a strict majority of {n} parties (and n ≥ 2)"
             )));
@@ -100,7 +110,49 @@ impl Config {
         if dim == 0 {
             return Err(Error::Config("vectors must have at least one entry".into()));
         }
-        Ok(Config { n, threshold, dim, session })
+        Ok(Config { n, threshold, dim, session, graph: Graph::Complete })
+    }
+
+    /// A SecAgg+ round (Bell et al., CCS 2020): each party has `k`
+    /// neighbours on the random Harary graph H(k, n) drawn from `session`,
+    /// and shares its secrets `threshold`-of-`k + 1` among them and itself.
+    /// Refuses an odd `k`, `k < 2` or `k ≥ n`, a threshold that is not a
+    /// strict majority of `k + 1` or exceeds it, and empty vectors.
+    /// `k = n − 1` is the complete graph. See [`harary_parameters`] for
+    /// choosing `k` and `threshold`.
+    pub fn neighbourhood(n: u32, k: u32, threshold: u32, dim: usize, session: SessionId) -> Result<Config> {
+        if k == n.saturating_sub(1) {
+            return Config::new(n, threshold, dim, session);
+        }
+        if k < 2 || k % 2 == 1 || k >= n {
+            return Err(Error::Config(format!("the number of neighbours {k} must be even, at least 2 and below {n}")));
+        }
+        if threshold > k + 1 || 2 * threshold <= k + 1 {
+            return Err(Error::Config(format!(
+                "threshold {threshold} must be a strict majority of a neighbourhood of {} parties",
+                k + 1
+            )));
+        }
+        if dim == 0 {
+            return Err(Error::Config("vectors must have at least one entry".into()));
+        }
+        Ok(Config { n, threshold, dim, session, graph: Graph::Harary { k } })
+    }
+
+    /// The round's graph.
+    pub fn graph(&self) -> Graph {
+        self.graph
+    }
+
+    /// `party`'s neighbours in ascending order: whom it agrees keys and
+    /// masks with, and who holds its shares. Computing the graph costs
+    /// O(n); the state machines do it once each.
+    pub fn neighbours(&self, party: PartyId) -> Vec<PartyId> {
+        self.topology().neighbours(party)
+    }
+
+    pub(crate) fn topology(&self) -> Topology {
+        Topology::new(self.n, self.graph, &self.session)
     }
 }
 

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::graph::Topology;
 use crate::keys::{MASK_LABEL, agree, decode_public};
 use crate::prg::apply_mask;
 use crate::shamir::lagrange_at_zero;
@@ -19,6 +20,7 @@ use crate::{Advertise, Config, Inbox, Masked, PartyId, Roster, Shares, Unmask};
 /// simply counted as dropped.
 pub struct Server {
     config: Config,
+    topology: Topology,
     advertised: Roster,
     masking_keys: BTreeMap<PartyId, RistrettoPoint>,
     roster_closed: bool,
@@ -40,6 +42,7 @@ impl Server {
     pub fn new(config: &Config) -> Server {
         Server {
             config: config.clone(),
+            topology: config.topology(),
             advertised: BTreeMap::new(),
             masking_keys: BTreeMap::new(),
             roster_closed: false,
@@ -75,13 +78,44 @@ impl Server {
     /// Closes round 0: the roster every advertiser receives.
     pub fn roster(&mut self) -> Result<Roster> {
         if self.advertised.len() < self.need() {
-            return Err(Error::Abort { round: "advertise", have: self.advertised.len(), need: self.need() });
+            return Err(Error::Abort {
+                round: "advertise",
+                party: None,
+                have: self.advertised.len(),
+                need: self.need(),
+            });
         }
         self.roster_closed = true;
         Ok(self.advertised.clone())
     }
 
-    /// Round 1: a party's encrypted shares, one for every other advertiser.
+    /// After [`Server::roster`]: the part of the roster `party` uses — its
+    /// own keys and its advertising neighbours' — so that with SecAgg+ a
+    /// party downloads O(k) keys rather than O(n). [`crate::Client`]
+    /// accepts either.
+    pub fn roster_for(&self, party: PartyId) -> Result<Roster> {
+        if !self.roster_closed || !self.advertised.contains_key(&party) {
+            return Err(Error::NotInRound { party, round: "advertise" });
+        }
+        Ok(self
+            .advertising_neighbours(party)
+            .into_iter()
+            .chain([party])
+            .filter_map(|v| Some((v, self.advertised.get(&v)?.clone())))
+            .collect())
+    }
+
+    /// `party`'s neighbours that advertised, ascending.
+    fn advertising_neighbours(&self, party: PartyId) -> Vec<PartyId> {
+        if self.topology.is_complete() {
+            self.advertised.keys().copied().filter(|&v| v != party).collect()
+        } else {
+            self.topology.neighbours(party).into_iter().filter(|v| self.advertised.contains_key(v)).collect()
+        }
+    }
+
+    /// Round 1: a party's encrypted shares, one for each of its advertising
+    /// neighbours (every other advertiser on the complete graph).
     pub fn receive_shares(&mut self, message: Shares) -> Result<()> {
         let party = message.from;
         if !self.roster_closed || self.shared.is_some() || !self.advertised.contains_key(&party) {
@@ -92,15 +126,41 @@ impl Server {
         }
         // Both sides are sorted: compare them in step, with no set built
         // per message (that was a tenth of the server's time at n = 500).
-        let expected = self.advertised.keys().copied().filter(|&v| v != party);
-        if !message.to.keys().copied().eq(expected) {
-            return Err(Error::Protocol(format!("party {party} did not address exactly the other advertisers")));
+        if !message.to.keys().copied().eq(self.advertising_neighbours(party)) {
+            if let Some(&other) = message.to.keys().find(|&&v| !self.topology.is_neighbour(party, v)) {
+                return Err(Error::NotNeighbour { party, other, round: "share keys" });
+            }
+            return Err(Error::Protocol(format!("party {party} did not address exactly its advertising neighbours")));
         }
         // A share pair is 64 bytes plus a 16-byte tag.
         if message.to.values().any(|c| c.len() != 80) {
             return Err(Error::Protocol(format!("party {party} sent a share ciphertext of the wrong size")));
         }
         self.shares.insert(party, message);
+        Ok(())
+    }
+
+    /// The first party of `parties` whose neighbourhood keeps fewer than
+    /// `t` members of `members` (counting itself when `with_self` says
+    /// so), as an abort of `round`. Nothing to check on the complete graph,
+    /// where the round-wide count already decides.
+    fn check_neighbourhoods<'a>(
+        &self,
+        round: &'static str,
+        parties: impl Iterator<Item = &'a PartyId>,
+        members: &BTreeSet<PartyId>,
+        with_self: impl Fn(PartyId) -> bool,
+    ) -> Result<()> {
+        if self.topology.is_complete() {
+            return Ok(());
+        }
+        for &u in parties {
+            let around = self.topology.neighbours(u).iter().filter(|v| members.contains(v)).count();
+            let have = around + usize::from(with_self(u));
+            if have < self.need() {
+                return Err(Error::Abort { round, party: Some(u), have, need: self.need() });
+            }
+        }
         Ok(())
     }
 
@@ -111,9 +171,13 @@ impl Server {
             return Err(Error::Protocol("the share-keys round is already closed".into()));
         }
         if self.shares.len() < self.need() {
-            return Err(Error::Abort { round: "share keys", have: self.shares.len(), need: self.need() });
+            return Err(Error::Abort { round: "share keys", party: None, have: self.shares.len(), need: self.need() });
         }
         let shared: BTreeSet<PartyId> = self.shares.keys().copied().collect();
+        // A sharer with fewer than t sharers around it cannot go on (its
+        // client aborts), and once it drops its key has too few holders to
+        // be rebuilt: the round cannot finish.
+        self.check_neighbourhoods("share keys", shared.iter(), &shared, |_| true)?;
         // The ciphertexts are moved, not copied (the server has no further
         // use for them), into lists indexed by recipient that fill in
         // ascending sender order, so each inbox is built in one sorted bulk
@@ -159,9 +223,20 @@ impl Server {
     /// Closes round 2: the parties whose masked vectors count.
     pub fn survivors(&mut self) -> Result<Vec<PartyId>> {
         if self.masked.len() < self.need() {
-            return Err(Error::Abort { round: "masked input", have: self.masked.len(), need: self.need() });
+            return Err(Error::Abort {
+                round: "masked input",
+                party: None,
+                have: self.masked.len(),
+                need: self.need(),
+            });
         }
         let survivors: BTreeSet<PartyId> = self.masked.keys().copied().collect();
+        // Only survivors reveal shares: each survivor's seed needs t of its
+        // surviving neighbourhood, each dropped sharer's key t of its
+        // surviving neighbours. Stop now rather than after the unmasking.
+        if let Some(shared) = &self.shared {
+            self.check_neighbourhoods("masked input", shared.iter(), &survivors, |u| survivors.contains(&u))?;
+        }
         let list = survivors.iter().copied().collect();
         self.survivors = Some(survivors);
         Ok(list)
@@ -179,10 +254,26 @@ impl Server {
         if self.unmasks.contains_key(&party) {
             return Err(Error::Duplicate { party, round: "unmask" });
         }
-        let seeds_ok = message.seed_shares.keys().all(|v| survivors.contains(v));
-        let keys_ok = message.key_shares.keys().all(|v| shared.contains(v) && !survivors.contains(v));
-        if !seeds_ok || !keys_ok {
-            return Err(Error::Protocol(format!("party {party} revealed shares it must not")));
+        // Seed shares only for surviving members of the sender's
+        // neighbourhood (itself included), key shares only for its
+        // neighbours that shared keys and then dropped.
+        for &v in message.seed_shares.keys() {
+            if !survivors.contains(&v) {
+                return Err(Error::Protocol(format!("party {party} revealed a seed share for non-survivor {v}")));
+            }
+            if v != party && !self.topology.is_neighbour(party, v) {
+                return Err(Error::NotNeighbour { party, other: v, round: "unmask" });
+            }
+        }
+        for &v in message.key_shares.keys() {
+            if !shared.contains(&v) || survivors.contains(&v) {
+                return Err(Error::Protocol(format!(
+                    "party {party} revealed a key share for {v}, not a dropped sharer"
+                )));
+            }
+            if !self.topology.is_neighbour(party, v) {
+                return Err(Error::NotNeighbour { party, other: v, round: "unmask" });
+            }
         }
         self.unmasks.insert(party, message);
         Ok(())
@@ -194,7 +285,7 @@ impl Server {
             return Err(Error::Protocol("the round has not reached unmasking".into()));
         };
         if self.unmasks.len() < self.need() {
-            return Err(Error::Abort { round: "unmask", have: self.unmasks.len(), need: self.need() });
+            return Err(Error::Abort { round: "unmask", party: None, have: self.unmasks.len(), need: self.need() });
         }
         let dropped: Vec<PartyId> = shared.difference(survivors).copied().collect();
         let keys = self.reconstruct_all(&dropped, |u| &u.key_shares)?;
@@ -211,16 +302,24 @@ impl Server {
             .collect();
         let dim = self.config.dim;
         // Every mask the server must take out: each survivor's self mask,
-        // and the pairwise masks each dropped party left with each survivor
-        // (one key agreement per pair, so those are derived in parallel).
-        let pairs: Vec<(Zeroizing<[u8; 32]>, bool)> = survivors
+        // and the pairwise mask each dropped party left with each of its
+        // surviving neighbours (one key agreement per pair, so the pairs are
+        // listed first and their seeds derived in parallel).
+        let alive: BTreeSet<PartyId> = survivors.iter().copied().collect();
+        let pairs: Vec<(PartyId, usize)> = dropped
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &v)| {
+                self.topology.neighbours(v).into_iter().filter(|u| alive.contains(u)).map(move |u| (u, i))
+            })
+            .collect();
+        let pairs: Vec<(Zeroizing<[u8; 32]>, bool)> = pairs
             .par_iter()
-            .flat_map_iter(|&u| {
-                dropped.iter().zip(keys.iter()).map(move |(&v, secret)| {
-                    let seed = agree(secret, &self.masking_keys[&u], MASK_LABEL, &self.config.session, u, v);
-                    // u added this mask when u < v: take it back out.
-                    (Zeroizing::new(seed), u > v)
-                })
+            .map(|&(u, i)| {
+                let v = dropped[i];
+                let seed = agree(&keys[i], &self.masking_keys[&u], MASK_LABEL, &self.config.session, u, v);
+                // u added this mask when u < v: take it back out.
+                (Zeroizing::new(seed), u > v)
             })
             .collect();
         let masks = seeds.iter().map(|seed| (seed, false)).chain(pairs.iter().map(|(seed, add)| (seed, *add)));
@@ -251,11 +350,12 @@ impl Server {
         Ok(sum)
     }
 
-    /// The secrets of `parties`, each from the first `t` valid shares the
-    /// unmask messages reveal for it (`pick` selects the kind of share);
-    /// an abort naming the first party with fewer. Reconstruction runs in
-    /// parallel, with one set of Lagrange coefficients per distinct set of
-    /// share holders (usually a single one on the complete graph).
+    /// The secrets of `parties`, each from the first `t` valid shares its
+    /// holders (itself and its neighbours) reveal in their unmask messages
+    /// (`pick` selects the kind of share); an abort naming the first party
+    /// with fewer (in `parties` order). Reconstruction runs in parallel, with one set of
+    /// Lagrange coefficients per distinct set of share holders (usually a
+    /// single one on the complete graph).
     fn reconstruct_all(
         &self,
         parties: &[PartyId],
@@ -265,20 +365,23 @@ impl Server {
         let shares: Vec<(Vec<PartyId>, Vec<Scalar>)> = parties
             .par_iter()
             .map(|&v| {
-                let (xs, ys): (Vec<PartyId>, Vec<Scalar>) = self
-                    .unmasks
-                    .values()
-                    .filter_map(|u| {
-                        let bytes = pick(u).get(&v)?;
-                        Some((u.from, Scalar::from_canonical_bytes(*bytes).into_option()?))
-                    })
-                    .take(t)
-                    .unzip();
+                let share = |u: &Unmask| Some((u.from, Scalar::from_canonical_bytes(*pick(u).get(&v)?).into_option()?));
+                let (xs, ys): (Vec<PartyId>, Vec<Scalar>) = if self.topology.is_complete() {
+                    self.unmasks.values().filter_map(share).take(t).unzip()
+                } else {
+                    let mut holders = self.topology.neighbours(v);
+                    holders.push(v);
+                    holders.sort_unstable();
+                    holders.iter().filter_map(|h| share(self.unmasks.get(h)?)).take(t).unzip()
+                };
                 if xs.len() < t {
-                    return Err(Error::Abort { round: "unmask", have: xs.len(), need: t });
+                    return Err(Error::Abort { round: "unmask", party: Some(v), have: xs.len(), need: t });
                 }
                 Ok((xs, ys))
             })
+            .collect::<Vec<Result<_>>>()
+            // Sequentially, so the abort names the first short party.
+            .into_iter()
             .collect::<Result<_>>()?;
         let mut distinct: HashMap<&[PartyId], usize> = HashMap::new();
         for (xs, _) in &shares {

@@ -37,7 +37,9 @@ pub struct Outcome {
 }
 
 /// Runs a round for `inputs[i]` held by party `i + 1`, with `dropouts`.
-/// Errors are the protocol's: an abort when too few parties remain.
+/// A client that refuses to go on (its neighbourhood too small, say) drops
+/// out there, as it would on a network. Errors are the server's: an abort
+/// when too few parties remain, in the round or in a neighbourhood.
 pub fn simulate(
     config: &Config,
     inputs: &[Vec<u32>],
@@ -80,10 +82,15 @@ pub fn simulate(
         .iter_mut()
         .filter(|c| roster.contains_key(&c.id()) && !dropouts.before_shares.contains(&c.id()))
         .collect();
+    let mut refused = BTreeSet::new();
     for c in sharers.iter_mut() {
         let start = Instant::now();
-        let message = c.share_keys(&roster, rng)?;
+        let message = c.share_keys(&roster, rng);
         client_time += start.elapsed();
+        let Ok(message) = message else {
+            refused.insert(c.id());
+            continue;
+        };
         sent[c.id() as usize - 1] += message.to.values().map(|s| s.len() + 4).sum::<usize>();
         let mut message = Some(message);
         timed_server(&mut || message.take().map_or(Ok(()), |m| server.receive_shares(m)))?;
@@ -94,12 +101,18 @@ pub fn simulate(
         Ok(())
     })?;
 
-    let mut maskers: Vec<&mut Client> =
-        sharers.into_iter().filter(|c| !dropouts.before_masked.contains(&c.id())).collect();
+    let mut maskers: Vec<&mut Client> = sharers
+        .into_iter()
+        .filter(|c| !dropouts.before_masked.contains(&c.id()) && !refused.contains(&c.id()))
+        .collect();
     for c in maskers.iter_mut() {
         let start = Instant::now();
-        let message = c.masked_input(&inboxes[&c.id()])?;
+        let message = inboxes.get(&c.id()).map(|inbox| c.masked_input(inbox));
         client_time += start.elapsed();
+        let Some(Ok(message)) = message else {
+            refused.insert(c.id());
+            continue;
+        };
         sent[c.id() as usize - 1] += 4 * message.vector.len();
         let mut message = Some(message);
         timed_server(&mut || message.take().map_or(Ok(()), |m| server.receive_masked(m)))?;
@@ -110,10 +123,11 @@ pub fn simulate(
         Ok(())
     })?;
 
-    for c in maskers.iter().filter(|c| !dropouts.before_unmask.contains(&c.id())) {
+    for c in maskers.iter().filter(|c| !dropouts.before_unmask.contains(&c.id()) && !refused.contains(&c.id())) {
         let start = Instant::now();
-        let message = c.unmask(&survivors)?;
+        let message = c.unmask(&survivors);
         client_time += start.elapsed();
+        let Ok(message) = message else { continue };
         sent[c.id() as usize - 1] += 36 * (message.seed_shares.len() + message.key_shares.len());
         let mut message = Some(message);
         timed_server(&mut || message.take().map_or(Ok(()), |m| server.receive_unmask(m)))?;
