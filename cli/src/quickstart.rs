@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use jointscore::cluster::{Cluster, ClusterOptions};
+use jointscore::cluster::{Cluster, ClusterOptions, party_view};
 use jointscore_circuits::{Plan, PlanKind};
-use jointscore_lender::LenderKeys;
+use jointscore_lender::{LenderKeys, StatsRequester};
+use jointscore_stats::StatsSpec;
 use serde_json::Value;
+
+use jointscore_lender::DEFAULT_WAIT;
 
 use crate::{CliError, spinner};
 
@@ -34,8 +37,17 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> Result<(), CliError> {
     runtime.block_on(run(args))
 }
 
+/// The consortium statistic the quickstart runs (also in `examples/`).
+const BOOK_HEALTH: &str = include_str!("../../examples/network/stats.toml");
+
 async fn run(args: QuickstartArgs) -> Result<(), CliError> {
-    let options = ClusterOptions { sellers: args.sellers, seed: args.seed, ..ClusterOptions::default() };
+    let spec = StatsSpec::from_toml(BOOK_HEALTH).map_err(|e| CliError::Usage(e.to_string()))?;
+    let options = ClusterOptions {
+        sellers: args.sellers,
+        seed: args.seed,
+        approved_stats: vec![spec.id()],
+        ..ClusterOptions::default()
+    };
     let bar = spinner("starting the coordinator and three party nodes on loopback");
     let cluster = Cluster::start(&options).await;
     bar.finish_and_clear();
@@ -101,10 +113,46 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
             reasons.join("; ")
         );
     }
-    cluster.stop().await?;
     println!("\nencrypted == reference: {agree}/{}", rows.len());
+
+    let same = statistics(&cluster, &spec, args.seed).await?;
+    cluster.stop().await?;
     if agree != rows.len() {
         return Err(CliError::Usage("some encrypted decisions differ from the reference".into()));
     }
+    if same != spec.dim() {
+        return Err(CliError::Usage("some secure sums differ from the plain sums".into()));
+    }
     Ok(())
+}
+
+/// One secure-aggregation round over the three parties' books, compared
+/// with the plain sum of their tallies; returns the entries that agree.
+async fn statistics(cluster: &Cluster, spec: &StatsSpec, seed: u64) -> Result<usize, CliError> {
+    let bar = spinner("consortium statistics: one secure-aggregation round over the three books");
+    let mut requester = StatsRequester::connect(&cluster.coordinator_url()).await?;
+    let result = requester.run(BOOK_HEALTH, &format!("quickstart-stats-{seed}-{}", spec.id()), DEFAULT_WAIT).await;
+    bar.finish_and_clear();
+    let result = result?;
+    let n = u32::try_from(cluster.model.parties.len()).unwrap_or(u32::MAX);
+    let mut plain = vec![0u64; spec.dim()];
+    for index in 0..cluster.model.parties.len() {
+        let views: Vec<Value> = cluster.book.iter().map(|(_, r)| party_view(&cluster.model, index, r)).collect();
+        let tally = jointscore_stats::tally(spec, &views, n).map_err(|e| CliError::Usage(e.to_string()))?;
+        plain.iter_mut().zip(tally).for_each(|(p, t)| *p += u64::from(t));
+    }
+    println!(
+        "\nconsortium statistics `{}` ({}), secure aggregation over {}: no party's own numbers seen by anyone",
+        spec.name,
+        &spec.id()[..16],
+        result.included.join(", ")
+    );
+    let width = result.entries.iter().map(|(l, _)| l.len()).max().unwrap_or(5);
+    let mut same = 0;
+    for ((label, value), want) in result.entries.iter().zip(&plain) {
+        println!("  {label:<width$}  {value:>10}");
+        same += usize::from(value == want);
+    }
+    println!("secure sum == plain sum: {same}/{} entries (round {:.3} s)", plain.len(), result.round.as_secs_f64());
+    Ok(same)
 }
