@@ -554,7 +554,7 @@ mod tests {
         let a = store.stats_job(&a.job_id).expect("read").expect("held");
         assert_eq!((a.state, a.outcome), (JobState::Done, outcome));
         let open: Vec<String> = store.unfinished_stats().expect("read").into_iter().map(|j| j.job_id).collect();
-        assert_eq!(open, [b.job_id.clone()]);
+        assert_eq!(open, std::slice::from_ref(&b.job_id));
         store.end_stats_job(&b.job_id, &StatsOutcome::default(), Some((14, "too few"))).expect("fail");
         let b = store.stats_job(&b.job_id).expect("read").expect("held");
         assert_eq!((b.state, b.code, b.reason.as_str()), (JobState::Failed, 14, "too few"));

@@ -203,7 +203,12 @@ mod tests {
         assert_eq!(store.len().expect("count"), 3);
         assert_eq!(store.get("nobody").expect("read"), None);
         let mut seen = Vec::new();
-        store.scan(|r| Ok(seen.push(r["gmv_12m_k"].clone()))).expect("scan");
+        store
+            .scan(|r| {
+                seen.push(r["gmv_12m_k"].clone());
+                Ok(())
+            })
+            .expect("scan");
         assert_eq!(seen, [serde_json::json!(120), serde_json::json!(7), serde_json::json!(1)]);
     }
 
