@@ -34,28 +34,47 @@ pub(crate) fn share(
 /// points `xs` (distinct, nonzero). The server reuses them for every secret
 /// shared among the same holders, which makes each reconstruction linear in
 /// the threshold instead of quadratic.
+///
+/// `λ_i = Π_{j≠i} x_j / (x_j − x_i) = P / (x_i · Π_{j≠i} (x_j − x_i))` with
+/// `P = Π x_j`: one batch inversion. The products of differences, the
+/// quadratic part, are formed in 128-bit integers as far as they fit (the
+/// ids are small) and only then multiplied into the scalar: with SecAgg+
+/// every secret has its own holders, and scalar products here were most of
+/// the server's time.
 pub(crate) fn lagrange_at_zero(xs: &[PartyId]) -> Result<Vec<Scalar>> {
     for (i, x) in xs.iter().enumerate() {
         if *x == 0 || xs[..i].contains(x) {
             return Err(Error::Protocol(format!("share point {x} is zero or repeated")));
         }
     }
-    let points: Vec<Scalar> = xs.iter().map(|&x| Scalar::from(x)).collect();
-    let mut numerators = Vec::with_capacity(points.len());
-    let mut denominators = Vec::with_capacity(points.len());
-    for (i, xi) in points.iter().enumerate() {
-        let (mut num, mut den) = (Scalar::ONE, Scalar::ONE);
-        for (j, xj) in points.iter().enumerate() {
-            if i != j {
-                num *= xj;
-                den *= xj - xi;
+    let largest = xs.iter().copied().max().unwrap_or(1);
+    // Each difference is below 2^bits: this many fit in a u128.
+    let bits = 32 - largest.leading_zeros();
+    let per_word = (128 / bits.max(1)).max(1);
+    let product = xs.iter().fold(Scalar::ONE, |acc, &x| acc * Scalar::from(x));
+    let mut denominators: Vec<Scalar> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, &xi)| {
+            let (mut acc, mut word, mut in_word, mut negative) = (Scalar::from(xi), 1u128, 0, false);
+            for (j, &xj) in xs.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                negative ^= xj < xi;
+                word *= u128::from(xj.abs_diff(xi));
+                in_word += 1;
+                if in_word == per_word {
+                    acc *= Scalar::from(word);
+                    (word, in_word) = (1, 0);
+                }
             }
-        }
-        numerators.push(num);
-        denominators.push(den);
-    }
+            acc *= Scalar::from(word);
+            if negative { -acc } else { acc }
+        })
+        .collect();
     Scalar::batch_invert(&mut denominators);
-    Ok(numerators.into_iter().zip(denominators).map(|(n, d)| n * d).collect())
+    Ok(denominators.into_iter().map(|d| product * d).collect())
 }
 
 /// The secret behind `shares` (Lagrange interpolation at 0), from the first
