@@ -47,10 +47,37 @@
 //! shares of one party; defending against it needs signatures on the round
 //! lists (the paper's active variant), which needs node identities.
 //!
-//! Choosing `t`: it must exceed half the participants (`t > n/2`) so the
-//! server cannot ask two disjoint halves for the two kinds of share of one
-//! party, and it bounds the dropouts tolerated: at most `n - t` parties may
-//! drop over the whole round. [`Config::new`] refuses `t ≤ n/2` and `t > n`.
+//! Choosing `t`: it must exceed half the share holders (`t > n/2` on the
+//! complete graph) so the server cannot ask two disjoint halves for the two
+//! kinds of share of one party, and it bounds the dropouts tolerated: at
+//! most `n - t` parties may drop over the whole round. [`Config::new`]
+//! refuses `t ≤ n/2` and `t > n`.
+//!
+//! # SecAgg+ neighbourhoods
+//!
+//! [`Config::neighbourhood`] runs the same rounds on a sparse graph (Bell et
+//! al., "Secure Single-Server Aggregation with (Poly)Logarithmic Overhead",
+//! CCS 2020): each party agrees keys, masks pairwise and Shamir-shares its
+//! secrets `t`-of-`k + 1` only with its `k` neighbours (and itself) on the
+//! Harary graph H(k, n) over a permutation of the ids that SHA-256 of the
+//! session id seeds ([`Graph`]); everyone computes the same graph from the
+//! [`Config`], with no message. The messages, and the methods of [`Client`]
+//! and [`Server`], are those of the complete graph, which is the case
+//! `k = n − 1`. Every check that counts `t` parties counts them in the
+//! neighbourhood concerned, and an abort names the party whose neighbourhood
+//! fell short ([`Error::Abort`]); material for a non-neighbour is refused
+//! ([`Error::NotNeighbour`]). [`Server::roster_for`] cuts a party's download
+//! to its neighbourhood.
+//!
+//! Security is then probabilistic over the graph: Bell et al. bound the
+//! chance that the corrupt parties hold `t` shares of an honest party, or
+//! that the honest survivors' graph falls apart, when the graph is random
+//! and independent of who is corrupt or drops. The graph is as random as the
+//! session id: the coordinator, honest-but-curious, draws it fresh; one that
+//! chose session ids to steer the graph is outside this model.
+//! [`harary_parameters`] picks `k` and `t` for given rates of corrupt and
+//! dropped parties; `t` stays a strict majority of `k + 1` for the reason
+//! above. docs/secagg.md has the details and the measured costs.
 //!
 //! Arithmetic is modulo 2^32: counters must be reduced by the caller to fit
 //! (a sum over many members of counts below 2^32 / n does not wrap).
