@@ -672,7 +672,7 @@ enum StatsFault {
     /// Reveals a masking-key share for a party whose vector arrived (which
     /// would unmask that party's vector).
     RevealsTooMuch,
-    /// Seals one share pair with garbage: its recipient cannot open it.
+    /// Seals garbage for every recipient: no one can open its shares.
     TamperedShare,
 }
 
@@ -710,9 +710,9 @@ impl Party for StatsRogue {
         match self.fault {
             StatsFault::StrangerShares => reply.shares.push(SecAggSealed { party_id: 99, ciphertext: vec![0; 96] }),
             StatsFault::TamperedShare => {
-                let first = reply.shares.first_mut().expect("shares");
-                let n = first.ciphertext.len();
-                first.ciphertext = vec![7; n];
+                for sealed in &mut reply.shares {
+                    sealed.ciphertext.iter_mut().for_each(|b| *b = 7);
+                }
             }
             _ => {}
         }
@@ -818,7 +818,7 @@ async fn stats_rounds_sum_the_books_and_a_misbehaving_party_only_drops_itself() 
     for (i, (fault, step, says)) in [
         (StatsFault::BadKey, "advertise", "invalid public key"),
         (StatsFault::Impostor, "advertise", "answered as `bank`"),
-        (StatsFault::StrangerShares, "share_keys", "did not address exactly"),
+        (StatsFault::StrangerShares, "share_keys", "material for party 99, which is not its neighbour"),
         (StatsFault::ShortVector, "masked_input", "masked vector of 24 bytes; the round aggregates 7 entries"),
         (StatsFault::LongVector, "masked_input", "masked vector of 56 bytes"),
         (StatsFault::Slow, "masked_input", "no answer within 2000 ms"),
@@ -846,13 +846,16 @@ async fn stats_rounds_sum_the_books_and_a_misbehaving_party_only_drops_itself() 
     assert_eq!(values(&result), with_rogue);
     let [(party, at, reason)] = &result.dropped[..] else { panic!("{:?}", result.dropped) };
     assert_eq!((party.as_str(), at.as_str()), ("zz-rogue", "unmask"), "{reason}");
-    assert!(reason.contains("revealed shares it must not"), "{reason}");
+    assert!(reason.contains("revealed a key share for 1, not a dropped sharer"), "{reason}");
     rogue.abort();
-    // One share that fails authentication at its recipient: that recipient
-    // cannot help unmask the rogue, the others can.
+    // Shares that fail authentication at their recipients: they report it,
+    // do not mask with the sender, and the sender alone drops out.
     let rogue = start_stats_rogue(&url, StatsFault::TamperedShare).await;
     let result = requester.run(STATS_SPEC, "stats-tampered", WAIT).await.expect("round");
-    assert_eq!(values(&result), with_rogue);
+    assert_eq!(values(&result), expected_sums(&cluster.book, 3));
+    let [(party, at, reason)] = &result.dropped[..] else { panic!("{:?}", result.dropped) };
+    assert_eq!((party.as_str(), at.as_str()), ("zz-rogue", "share_keys"), "{reason}");
+    assert!(reason.contains("failed authentication at `bank`, `logistics`, `platform`"), "{reason}");
     rogue.abort();
     cluster.stop().await.expect("stop");
 }

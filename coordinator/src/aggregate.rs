@@ -241,6 +241,7 @@ impl Engine {
         let inboxes = round.server.inboxes()?;
 
         // Step 2: masked input.
+        let mut rejections: BTreeMap<PartyId, BTreeSet<PartyId>> = BTreeMap::new();
         let sharers: Vec<PartyId> = inboxes.keys().copied().collect();
         let replies = self
             .ask(round, &sharers, |mut client, id, _, round_id| {
@@ -262,13 +263,27 @@ impl Engine {
                     ));
                 }
                 let vector = r.vector.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
-                round.server.receive_masked(Masked { from: id, vector }).map_err(|e| e.to_string())
+                let rejected: BTreeSet<PartyId> = r.rejected.into_iter().collect();
+                let message = Masked { from: id, vector, rejected: rejected.clone() };
+                round.server.receive_masked(message).map_err(|e| e.to_string())?;
+                rejections.insert(id, rejected);
+                Ok(())
             });
             if let Err(reason) = received {
                 round.drop_party(id, MASKED_INPUT, reason);
             }
         }
         let survivors = round.server.survivors()?;
+        // Parties whose shares failed authentication somewhere were
+        // dropped by the protocol server: name where.
+        for &v in rejections.keys().filter(|v| !survivors.contains(v)) {
+            let at: Vec<String> = rejections
+                .iter()
+                .filter(|(_, r)| r.contains(&v))
+                .map(|(u, _)| format!("`{}`", round.invited[u].name))
+                .collect();
+            round.drop_party(v, SHARE_KEYS, format!("its share pairs failed authentication at {}", at.join(", ")));
+        }
 
         // Step 3: unmask.
         let replies = self

@@ -229,7 +229,7 @@ impl Rounds {
         for x in &masked.vector {
             vector.extend_from_slice(&x.to_le_bytes());
         }
-        Ok(SecAggMaskedInputReply { vector })
+        Ok(SecAggMaskedInputReply { vector, rejected: masked.rejected.into_iter().collect() })
     }
 
     /// Step 3: the shares that unmask the sum, after which the round is

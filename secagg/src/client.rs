@@ -174,14 +174,17 @@ impl Client {
         }
         let mut vector = self.input.clone();
         apply_mask(&mut vector, *self.seed, true);
-        for &v in shared.iter().filter(|&&v| v != self.id) {
+        // No mask with a party whose shares failed authentication here: the
+        // server drops it (this party reports it), and could not remove
+        // such a mask without shares this party does not hold.
+        for &v in shared.iter().filter(|&&v| v != self.id && !self.rejected.contains(&v)) {
             let Some(&(_, mask)) = self.roster.get(&v) else { continue };
             let seed = Zeroizing::new(agree(&self.masking.secret, &mask, MASK_LABEL, &self.config.session, self.id, v));
             // Opposite signs at the two ends of a pair: they cancel in the sum.
             apply_mask(&mut vector, *seed, self.id < v);
         }
         self.shared = shared;
-        Ok(Masked { from: self.id, vector })
+        Ok(Masked { from: self.id, vector, rejected: self.rejected.clone() })
     }
 
     /// Round 3: given the parties whose masked input the server received,
@@ -203,6 +206,11 @@ impl Client {
         }
         if !local.is_subset(&self.shared) {
             return Err(Error::Protocol("the survivor list is not a subset of the parties that shared keys".into()));
+        }
+        if let Some(v) = self.rejected.iter().find(|v| survivors.contains(v)) {
+            return Err(Error::Protocol(format!(
+                "the survivor list holds party {v}, whose shares this party rejected and did not mask with"
+            )));
         }
         let mut out = Unmask { from: self.id, seed_shares: BTreeMap::new(), key_shares: BTreeMap::new() };
         for (&v, (key_share, seed_share)) in self.held.iter().filter(|(v, _)| self.shared.contains(v)) {

@@ -100,7 +100,7 @@ pub use keys::SessionId;
 pub use server::{Server, ServerView};
 pub use simulate::{Dropouts, Outcome, simulate};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use graph::Topology;
 
@@ -216,6 +216,10 @@ pub struct Masked {
     pub from: PartyId,
     /// `x + masks` modulo 2^32.
     pub vector: Vec<u32>,
+    /// Senders whose share pair failed authentication at this party. It
+    /// did not mask with them, and the server counts them as dropped: a
+    /// party that sends bad shares drops itself, not the round.
+    pub rejected: BTreeSet<PartyId>,
 }
 
 /// Round 3: the shares a survivor reveals.

@@ -27,6 +27,9 @@ pub struct Server {
     shares: BTreeMap<PartyId, Shares>,
     shared: Option<BTreeSet<PartyId>>,
     masked: BTreeMap<PartyId, Vec<u32>>,
+    /// For each masked sender, the parties whose shares it rejected (and
+    /// did not mask with).
+    rejections: BTreeMap<PartyId, BTreeSet<PartyId>>,
     survivors: Option<BTreeSet<PartyId>>,
     unmasks: BTreeMap<PartyId, Unmask>,
 }
@@ -49,6 +52,7 @@ impl Server {
             shares: BTreeMap::new(),
             shared: None,
             masked: BTreeMap::new(),
+            rejections: BTreeMap::new(),
             survivors: None,
             unmasks: BTreeMap::new(),
         }
@@ -216,7 +220,15 @@ impl Server {
         if message.vector.len() != self.config.dim {
             return Err(Error::WrongLength { party, got: message.vector.len(), want: self.config.dim });
         }
+        // A party can only reject shares it was sent: a sharing neighbour.
+        let sharers = self.shared.as_ref();
+        if let Some(v) = message.rejected.iter().find(|&&v| {
+            v == party || !sharers.is_some_and(|s| s.contains(&v)) || !self.topology.neighbours(party).contains(&v)
+        }) {
+            return Err(Error::Protocol(format!("party {party} reports rejecting shares party {v} never sent it")));
+        }
         self.masked.insert(party, message.vector);
+        self.rejections.insert(party, message.rejected);
         Ok(())
     }
 
@@ -230,7 +242,13 @@ impl Server {
                 need: self.need(),
             });
         }
-        let survivors: BTreeSet<PartyId> = self.masked.keys().copied().collect();
+        // A party whose shares some other party rejected is dropped: that
+        // party did not mask with it, so its vector cannot be unmasked.
+        let accused: BTreeSet<PartyId> = self.rejections.values().flatten().copied().collect();
+        let survivors: BTreeSet<PartyId> = self.masked.keys().copied().filter(|v| !accused.contains(v)).collect();
+        if survivors.len() < self.need() {
+            return Err(Error::Abort { round: "masked input", party: None, have: survivors.len(), need: self.need() });
+        }
         // Only survivors reveal shares: each survivor's seed needs t of its
         // surviving neighbourhood, each dropped sharer's key t of its
         // surviving neighbours. Stop now rather than after the unmasking.
@@ -287,7 +305,15 @@ impl Server {
         if self.unmasks.len() < self.need() {
             return Err(Error::Abort { round: "unmask", party: None, have: self.unmasks.len(), need: self.need() });
         }
-        let dropped: Vec<PartyId> = shared.difference(survivors).copied().collect();
+        // The dropped parties some survivor masked with: their keys are
+        // needed. (A party whose shares every survivor rejected left no
+        // mask behind, and no one holds its key.)
+        let masked_with = |v: PartyId, u: &PartyId| !self.rejections.get(u).is_some_and(|r| r.contains(&v));
+        let dropped: Vec<PartyId> = shared
+            .difference(survivors)
+            .copied()
+            .filter(|&v| self.topology.neighbours(v).iter().any(|u| survivors.contains(u) && masked_with(v, u)))
+            .collect();
         let keys = self.reconstruct_all(&dropped, |u| &u.key_shares)?;
         for (&v, secret) in dropped.iter().zip(keys.iter()) {
             if RistrettoPoint::mul_base(secret) != self.masking_keys[&v] {
@@ -310,7 +336,13 @@ impl Server {
             .iter()
             .enumerate()
             .flat_map(|(i, &v)| {
-                self.topology.neighbours(v).into_iter().filter(|u| alive.contains(u)).map(move |u| (u, i))
+                let alive = &alive;
+                // Only pairs the survivor masked: not the parties it rejected.
+                self.topology
+                    .neighbours(v)
+                    .into_iter()
+                    .filter(move |u| alive.contains(u) && masked_with(v, u))
+                    .map(move |u| (u, i))
             })
             .collect();
         let pairs: Vec<(Zeroizing<[u8; 32]>, bool)> = pairs
@@ -338,7 +370,7 @@ impl Server {
             )
             .reduce(|| vec![0u32; dim], add_vectors);
         let mut sum = unmasking;
-        let vectors: Vec<&Vec<u32>> = self.masked.values().collect();
+        let vectors: Vec<&Vec<u32>> = survivors.iter().filter_map(|u| self.masked.get(u)).collect();
         sum.par_chunks_mut(CHUNK).enumerate().for_each(|(i, chunk)| {
             let at = i * CHUNK;
             for vector in &vectors {

@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn bad_messages_are_refused_and_count_as_that_partys_dropout() {
         let mut rng = ChaCha20Rng::seed_from_u64(3);
-        let (config, mut clients, mut server, inputs) = through_sharing(5, 4, &mut rng);
+        let (_, mut clients, mut server, inputs) = through_sharing(7, 4, &mut rng);
         let mut inboxes = server.inboxes().expect("inboxes");
         // Party 2's share for party 1 is tampered with in transit.
         if let Some(sealed) = inboxes.get_mut(&1).and_then(|i| i.get_mut(&2)) {
@@ -279,27 +279,60 @@ mod tests {
         let mut masked: Vec<_> =
             clients.iter_mut().map(|c| c.masked_input(&inboxes[&c.id()]).expect("masked")).collect();
         assert_eq!(clients[0].rejected().iter().copied().collect::<Vec<_>>(), vec![2]);
-        // Wrong length, unknown sender, duplicate: refused, nothing stored.
+        assert_eq!(masked[0].rejected.iter().copied().collect::<Vec<_>>(), vec![2]);
+        // Wrong length, unknown sender, duplicate, a rejection of shares
+        // never sent: refused, nothing stored.
         let mut short = masked[4].clone();
         short.vector.pop();
         assert_eq!(server.receive_masked(short).unwrap_err(), Error::WrongLength { party: 5, got: 3, want: 4 });
-        let stranger = Masked { from: 9, vector: vec![0; 4] };
+        let stranger = Masked { from: 9, vector: vec![0; 4], rejected: Default::default() };
         assert!(matches!(server.receive_masked(stranger), Err(Error::NotInRound { party: 9, .. })));
-        for m in masked.drain(..4) {
+        let mut accuser = masked[3].clone();
+        accuser.rejected.insert(4);
+        assert!(matches!(server.receive_masked(accuser), Err(Error::Protocol(_))));
+        masked.remove(4);
+        for m in masked {
             server.receive_masked(m.clone()).expect("masked");
             assert!(matches!(server.receive_masked(m), Err(Error::Duplicate { .. })));
         }
-        // Party 5 counts as dropped after its bad vector.
+        // Party 5 counts as dropped after its bad vector, and party 2 after
+        // party 1 reported its shares as failing authentication.
         let survivors = server.survivors().expect("survivors");
-        assert_eq!(survivors, vec![1, 2, 3, 4]);
+        assert_eq!(survivors, vec![1, 3, 4, 6, 7]);
         for v in server.view().masked.values().zip(&inputs) {
             assert_ne!(v.0, v.1, "the server holds no unmasked vector");
         }
-        for c in &clients[..4] {
+        // Party 1 refuses a survivor list that still holds party 2.
+        assert!(matches!(clients[0].unmask(&[1, 2, 3, 4, 6, 7]), Err(Error::Protocol(_))));
+        for c in clients.iter().filter(|c| survivors.contains(&c.id())) {
             server.receive_unmask(c.unmask(&survivors).expect("unmask")).expect("unmask");
         }
         assert_eq!(server.finish().expect("sum"), plain_sum(&inputs, &survivors));
-        let _ = config;
+    }
+
+    #[test]
+    fn a_party_whose_shares_fail_everywhere_drops_only_itself() {
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let (_, mut clients, mut server, inputs) = through_sharing(7, 3, &mut rng);
+        let mut inboxes = server.inboxes().expect("inboxes");
+        // Party 3 seals garbage for everyone: no one can hold its shares.
+        for inbox in inboxes.values_mut() {
+            if let Some(sealed) = inbox.get_mut(&3) {
+                sealed.iter_mut().for_each(|b| *b = 7);
+            }
+        }
+        for c in &mut clients {
+            server.receive_masked(c.masked_input(&inboxes[&c.id()]).expect("masked")).expect("masked");
+        }
+        let survivors = server.survivors().expect("survivors");
+        assert_eq!(survivors, vec![1, 2, 4, 5, 6, 7]);
+        for c in clients.iter().filter(|c| survivors.contains(&c.id())) {
+            let unmask = c.unmask(&survivors).expect("unmask");
+            assert!(!unmask.key_shares.contains_key(&3), "no one holds party 3's key");
+            server.receive_unmask(unmask).expect("unmask");
+        }
+        // No one masked with party 3, so nothing of it needs removing.
+        assert_eq!(server.finish().expect("sum"), plain_sum(&inputs, &survivors));
     }
 
     #[test]
