@@ -779,7 +779,7 @@ async fn start_stats_rogue(coordinator: &str, fault: StatsFault) -> tokio::task:
 async fn stats_rounds_sum_the_books_and_a_misbehaving_party_only_drops_itself() {
     let spec = stats_spec();
     let options = ClusterOptions { sellers: 6, approved_stats: vec![spec.id()], ..ClusterOptions::default() };
-    let cluster = Cluster::start(&options).await.expect("cluster");
+    let mut cluster = Cluster::start(&options).await.expect("cluster");
     let url = cluster.coordinator_url();
     let mut requester = jointscore_lender::StatsRequester::connect(&url).await.expect("connect");
 
@@ -812,6 +812,18 @@ async fn stats_rounds_sum_the_books_and_a_misbehaving_party_only_drops_itself() 
     let other = STATS_SPEC.replace("bands = [1, 3]", "bands = [2]");
     let e = requester.submit(&other, "stats-all").await.expect_err("other spec, same id");
     assert_eq!(e.code(), Some(Code::AlreadyExists), "{e}");
+
+    // A member that is down drops at the first step; the others' sums come
+    // out (its column, on-time rate, then sums to nothing).
+    cluster.party("logistics").expect("party").stop().await.expect("stop");
+    let result = requester.run(STATS_SPEC, "stats-down", WAIT).await.expect("round");
+    let mut want = expected_sums(&cluster.book, 2);
+    want[6] = 0;
+    assert_eq!(values(&result), want);
+    let [(party, at, reason)] = &result.dropped[..] else { panic!("{:?}", result.dropped) };
+    assert_eq!((party.as_str(), at.as_str()), ("logistics", "advertise"), "{reason}");
+    assert!(reason.contains("unreachable at http://127.0.0.1:"), "{reason}");
+    cluster.party("logistics").expect("party").start().await.expect("restart");
 
     // A fourth party that misbehaves at one step is dropped, named with
     // the step and why, and the sum of the three others still comes out.

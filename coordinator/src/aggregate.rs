@@ -333,17 +333,13 @@ impl Engine {
     {
         let mut tasks = JoinSet::new();
         let deadline = round.deadline;
-        let mut connected = Vec::new();
+        let mut undialable = Vec::new();
         for &id in ids {
             let invitee = round.invited[&id].clone();
-            let channel = match tokio::time::timeout(deadline, self.party_channel(&invitee.address, deadline)).await {
-                Ok(Ok(channel)) => channel,
-                Ok(Err(e)) => {
-                    connected.push((id, Err(format!("unreachable at {}: {}", invitee.address, bounded(&e)))));
-                    continue;
-                }
-                Err(_) => {
-                    connected.push((id, Err(format!("could not connect within {} ms", deadline.as_millis()))));
+            let channel = match self.party_channel(&invitee.address, deadline) {
+                Ok(channel) => channel,
+                Err(e) => {
+                    undialable.push((id, Err(format!("cannot dial {}: {}", invitee.address, bounded(&e)))));
                     continue;
                 }
             };
@@ -355,18 +351,19 @@ impl Engine {
             tasks.spawn(async move {
                 let answer = match tokio::time::timeout(deadline, call).await {
                     Ok(Ok(reply)) => Ok(reply),
-                    Ok(Err(status)) => {
-                        if status.code() == Code::Unavailable {
-                            engine.forget_channel(&invitee.address);
-                        }
-                        Err(status_reason(&status))
+                    Ok(Err(status)) if status.code() == Code::Unavailable => {
+                        // A fresh connection next time: the party may have
+                        // restarted elsewhere.
+                        engine.forget_channel(&invitee.address);
+                        Err(format!("unreachable at {}: {}", invitee.address, status_reason(&status)))
                     }
+                    Ok(Err(status)) => Err(status_reason(&status)),
                     Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
                 };
                 (id, answer)
             });
         }
-        let mut answers: BTreeMap<PartyId, std::result::Result<T, String>> = connected.into_iter().collect();
+        let mut answers: BTreeMap<PartyId, std::result::Result<T, String>> = undialable.into_iter().collect();
         while let Some(done) = tasks.join_next().await {
             match done {
                 Ok((id, answer)) => {

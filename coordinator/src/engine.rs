@@ -215,23 +215,20 @@ impl Engine {
         self.ended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// A connection to a party: the cached one, or a new one within
-    /// `deadline`. The error says why, for the party's dropout reason.
-    pub(crate) async fn party_channel(
-        &self,
-        address: &str,
-        deadline: Duration,
-    ) -> std::result::Result<Channel, String> {
-        if let Some(channel) = lock(&self.channels).map_err(|e| e.to_string())?.get(address).cloned() {
-            return Ok(channel);
+    /// A connection to a party: the cached one, or a new lazy one that
+    /// connects (within `deadline`) on its first call, so a party that is
+    /// down costs its own call's deadline and never delays the others. The
+    /// error is for an address that is not a URL.
+    pub(crate) fn party_channel(&self, address: &str, deadline: Duration) -> std::result::Result<Channel, String> {
+        let mut channels = lock(&self.channels).map_err(|e| e.to_string())?;
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
         }
         let channel = Endpoint::from_shared(address.to_string())
             .map_err(|e| e.to_string())?
             .connect_timeout(deadline)
-            .connect()
-            .await
-            .map_err(|e| std::error::Error::source(&e).map_or(e.to_string(), ToString::to_string))?;
-        lock(&self.channels).map_err(|e| e.to_string())?.insert(address.to_string(), channel.clone());
+            .connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
         Ok(channel)
     }
 
