@@ -67,8 +67,9 @@ impl Client {
         self.id
     }
 
-    /// Parties whose shares this party could not authenticate (they are
-    /// treated as unable to be helped by this party at unmasking).
+    /// Parties whose shares this party could not authenticate: it does not
+    /// mask with them and reports them in its [`Masked`] message, and the
+    /// server drops them from the round.
     pub fn rejected(&self) -> &BTreeSet<PartyId> {
         &self.rejected
     }
