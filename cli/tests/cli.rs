@@ -112,7 +112,12 @@ fn quickstart_decides_and_matches_the_reference() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.lines().any(|l| l.starts_with("seller-0003")), "{text}");
-    assert_eq!(text.lines().last(), Some("encrypted == reference: 3/3"));
+    assert!(text.lines().any(|l| l == "encrypted == reference: 3/3"), "{text}");
+    // The consortium statistics round: every entry equals the plain sum.
+    assert!(text.contains("secure aggregation over bank, logistics, platform"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("  records") && l.ends_with(" 9")), "{text}");
+    let last = text.lines().last().unwrap_or_default();
+    assert!(last.starts_with("secure sum == plain sum: 7/7 entries"), "{text}");
     let bad = jointscore(&["quickstart", "--sellers", "0"]);
     assert!(!bad.status.success());
 }
