@@ -958,6 +958,42 @@ fn member_book(p: u64) -> (String, [u64; 5]) {
     (csv, sums)
 }
 
+/// Starts `party serve --config CONFIG` with the fault hook that stalls it
+/// at the masked-input step; the receiver gets a message each time it
+/// stalls in a round.
+fn spawn_stalling_party(config: &str) -> (std::process::Child, std::sync::mpsc::Receiver<()>) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jointscore"))
+        .args(["party", "serve", "--config", config])
+        .env("RUST_LOG", "warn")
+        .env(jointscore_party::FAULT_ENV, "stall-masked-input")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the stalling party starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("stalls masked_input") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// A statistics requester, once the coordinator at `url` accepts connections.
+async fn stats_requester_when_up(url: &str) -> jointscore_lender::StatsRequester {
+    for _ in 0..200 {
+        if let Ok(requester) = jointscore_lender::StatsRequester::connect(url).await {
+            return requester;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("coordinator at {url} did not come up");
+}
+
 fn stats_json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
 }
@@ -1032,24 +1068,7 @@ fn a_stats_round_over_processes_survives_a_party_killed_mid_round() {
     first.kill().expect("stop gamma");
     first.wait().expect("reaped");
     let mut gamma = Processes(Vec::new());
-    let mut stalled = std::process::Command::new(env!("CARGO_BIN_EXE_jointscore"))
-        .args(["party", "serve", "--config", &path("gamma.toml")])
-        .env("RUST_LOG", "warn")
-        .env(jointscore_party::FAULT_ENV, "stall-masked-input")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("gamma restarts");
-    let stderr = stalled.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("stalls masked_input") {
-                let _ = tx.send(());
-            }
-        }
-    });
+    let (stalled, rx) = spawn_stalling_party(&path("gamma.toml"));
     gamma.0.push(stalled);
     let mut killed = None;
     for attempt in 0..20 {
@@ -1121,31 +1140,9 @@ async fn a_statistics_job_in_flight_when_the_coordinator_is_killed_reruns_after_
             nodes.push(node);
         }
     }
-    let mut gamma = std::process::Command::new(env!("CARGO_BIN_EXE_jointscore"))
-        .args(["party", "serve", "--config", &path("gamma.toml")])
-        .env("RUST_LOG", "warn")
-        .env(jointscore_party::FAULT_ENV, "stall-masked-input")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("gamma starts");
-    let stderr = gamma.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("stalls masked_input") {
-                let _ = tx.send(());
-            }
-        }
-    });
+    let (gamma, rx) = spawn_stalling_party(&path("gamma.toml"));
     let gamma = Processes(vec![gamma]);
-    let mut requester = loop {
-        if let Ok(r) = jointscore_lender::StatsRequester::connect(&url).await {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut requester = stats_requester_when_up(&url).await;
     // Until gamma has registered, rounds finish without it: try again.
     let mut in_flight = None;
     for attempt in 0..20 {
@@ -1169,12 +1166,7 @@ async fn a_statistics_job_in_flight_when_the_coordinator_is_killed_reruns_after_
     drop(gamma);
 
     let _coordinator = Processes(vec![spawn_coordinator(&config)]);
-    let mut requester = loop {
-        if let Ok(r) = jointscore_lender::StatsRequester::connect(&url).await {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let mut requester = stats_requester_when_up(&url).await;
     // The job runs a fresh round: gamma is gone, so it drops at the first
     // step, and the sum is alpha's and beta's.
     let result = requester.wait(&job, WAIT).await.expect("the job completes after the restart");

@@ -119,6 +119,28 @@ fn stats_job_to_wire(job: &StatsJobRecord) -> pb::StatsJob {
 }
 
 impl CoordinatorService {
+    /// Reads a job with `read` (which says whether it has ended) until it
+    /// has ended or `wait_ms` (capped) has passed, waking on job ends rather
+    /// than polling; answers the job as last read.
+    async fn long_poll<J>(&self, wait_ms: u32, read: impl Fn() -> Result<(bool, J)>) -> Result<J> {
+        let patience = Duration::from_millis(u64::from(wait_ms.min(WAIT_LIMIT_MS)));
+        // Subscribe before reading, so an end between the read and the wait
+        // is not missed.
+        let mut ends = self.engine.job_ends();
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let (ended, job) = read()?;
+            if ended {
+                return Ok(job);
+            }
+            match tokio::time::timeout_at(deadline, ends.changed()).await {
+                Ok(Ok(())) => continue,
+                // Time is up: the job as it is.
+                _ => return Ok(job),
+            }
+        }
+    }
+
     fn run_stats_inner(&self, r: RunStatsRequest) -> Result<pb::StatsJob> {
         field("request_id", &r.request_id)?;
         let store = &self.engine.store;
@@ -337,22 +359,14 @@ impl Coordinator for CoordinatorService {
 
     async fn wait_job(&self, request: Request<WaitJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
         let WaitJobRequest { job_id, wait_ms } = request.into_inner();
-        let patience = Duration::from_millis(u64::from(wait_ms.min(WAIT_LIMIT_MS)));
-        // Subscribe before reading, so an end between the read and the wait
-        // is not missed.
-        let mut ends = self.engine.job_ends();
-        let deadline = tokio::time::Instant::now() + patience;
-        loop {
-            let job = self.engine.store.job(&job_id)?.ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
-            if job.state.is_terminal() {
-                return Ok(Response::new(job_to_wire(&job)));
-            }
-            match tokio::time::timeout_at(deadline, ends.changed()).await {
-                Ok(Ok(())) => continue,
-                // Time is up: the job as it is.
-                _ => return Ok(Response::new(job_to_wire(&job))),
-            }
-        }
+        let job = self
+            .long_poll(wait_ms, || {
+                let job =
+                    self.engine.store.job(&job_id)?.ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
+                Ok((job.state.is_terminal(), job))
+            })
+            .await?;
+        Ok(Response::new(job_to_wire(&job)))
     }
 
     async fn run_stats(
@@ -370,20 +384,17 @@ impl Coordinator for CoordinatorService {
         request: Request<WaitJobRequest>,
     ) -> std::result::Result<Response<pb::StatsJob>, Status> {
         let WaitJobRequest { job_id, wait_ms } = request.into_inner();
-        let patience = Duration::from_millis(u64::from(wait_ms.min(WAIT_LIMIT_MS)));
-        let mut ends = self.engine.job_ends();
-        let deadline = tokio::time::Instant::now() + patience;
-        loop {
-            let job =
-                self.engine.store.stats_job(&job_id)?.ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
-            if job.state.is_terminal() {
-                return Ok(Response::new(stats_job_to_wire(&job)));
-            }
-            match tokio::time::timeout_at(deadline, ends.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return Ok(Response::new(stats_job_to_wire(&job))),
-            }
-        }
+        let job = self
+            .long_poll(wait_ms, || {
+                let job = self
+                    .engine
+                    .store
+                    .stats_job(&job_id)?
+                    .ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
+                Ok((job.state.is_terminal(), job))
+            })
+            .await?;
+        Ok(Response::new(stats_job_to_wire(&job)))
     }
 
     async fn fetch_result(

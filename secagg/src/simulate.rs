@@ -151,24 +151,11 @@ pub fn simulate(
 mod tests {
     use proptest::prelude::*;
     use rand_chacha::ChaCha20Rng;
-    use rand_core::{RngCore, SeedableRng};
+    use rand_core::SeedableRng;
 
     use super::*;
+    use crate::tests::{inputs, plain_sum};
     use crate::{Error, Masked, SessionId};
-
-    fn inputs(n: usize, dim: usize, rng: &mut ChaCha20Rng) -> Vec<Vec<u32>> {
-        (0..n).map(|_| (0..dim).map(|_| rng.next_u32() >> 8).collect()).collect()
-    }
-
-    fn plain_sum(inputs: &[Vec<u32>], who: &[PartyId]) -> Vec<u32> {
-        let mut sum = vec![0u32; inputs[0].len()];
-        for &p in who {
-            for (s, x) in sum.iter_mut().zip(&inputs[p as usize - 1]) {
-                *s = s.wrapping_add(*x);
-            }
-        }
-        sum
-    }
 
     fn config(n: u32, dim: usize) -> Config {
         Config::new(n, n / 2 + 1, dim, SessionId([9; 16])).expect("config")
@@ -182,7 +169,7 @@ mod tests {
         ) {
             let mut rng = ChaCha20Rng::seed_from_u64(seed);
             let config = config(n, dim);
-            let inputs = inputs(n as usize, dim, &mut rng);
+            let inputs = inputs(n, dim, &mut rng);
             // Each party drops at one round (1-4) or not at all (0); keep at
             // most n - t dropouts so the round must succeed.
             let mut d = Dropouts::default();
@@ -208,7 +195,7 @@ mod tests {
         fn too_many_dropouts_abort(seed in any::<u64>(), n in 3u32..10, when in 0u8..4) {
             let mut rng = ChaCha20Rng::seed_from_u64(seed);
             let config = config(n, 3);
-            let inputs = inputs(n as usize, 3, &mut rng);
+            let inputs = inputs(n, 3, &mut rng);
             let dropped: BTreeSet<PartyId> = (1..=n - config.threshold + 1).collect();
             let mut d = Dropouts::default();
             match when {
@@ -249,7 +236,7 @@ mod tests {
     /// server and inboxes, so tests can tamper with round 2 and 3.
     fn through_sharing(n: u32, dim: usize, rng: &mut ChaCha20Rng) -> (Config, Vec<Client>, Server, Vec<Vec<u32>>) {
         let config = config(n, dim);
-        let inputs = inputs(n as usize, dim, rng);
+        let inputs = inputs(n, dim, rng);
         let mut clients: Vec<Client> = inputs
             .iter()
             .enumerate()

@@ -10,11 +10,14 @@ use sha2::{Digest, Sha256};
 
 use crate::{Client, Config, Dropouts, Error, Graph, PartyId, Server, SessionId, Unmask, harary_parameters, simulate};
 
-fn inputs(n: u32, dim: usize, rng: &mut ChaCha20Rng) -> Vec<Vec<u32>> {
+/// `n` random vectors of `dim` entries, small enough that sums of up to
+/// 256 of them do not wrap.
+pub(crate) fn inputs(n: u32, dim: usize, rng: &mut ChaCha20Rng) -> Vec<Vec<u32>> {
     (0..n).map(|_| (0..dim).map(|_| rng.next_u32() >> 8).collect()).collect()
 }
 
-fn plain_sum(inputs: &[Vec<u32>], who: &[PartyId]) -> Vec<u32> {
+/// The plain sum of the vectors of parties `who` (ids from 1).
+pub(crate) fn plain_sum(inputs: &[Vec<u32>], who: &[PartyId]) -> Vec<u32> {
     let mut sum = vec![0u32; inputs[0].len()];
     for &p in who {
         for (s, x) in sum.iter_mut().zip(&inputs[p as usize - 1]) {
