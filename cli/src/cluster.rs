@@ -60,6 +60,10 @@ pub struct ClusterOptions {
     pub unapproved: Vec<String>,
     /// Stats spec ids every party approves.
     pub approved_stats: Vec<String>,
+    /// The consortium's lenders (the coordinator's `lenders`).
+    pub lenders: Vec<String>,
+    /// Parties whose nodes keep an asset registry (`asset_registry`).
+    pub registries: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -72,6 +76,8 @@ impl Default for ClusterOptions {
             party_deadline: Duration::from_secs(30),
             unapproved: Vec::new(),
             approved_stats: Vec::new(),
+            lenders: Vec::new(),
+            registries: Vec::new(),
         }
     }
 }
@@ -112,7 +118,8 @@ pub fn party_view(model: &Model, party: usize, record: &Value) -> Value {
 /// Starts one party node per party of `model`, each with a SQLite store in
 /// `dir` holding its own columns of `book`, registered with the coordinator
 /// at `coordinator`; the parties named in `unapproved` approve no model,
-/// and every party approves the stats specs `approved_stats`.
+/// every party approves the stats specs `approved_stats`, and those named in
+/// `registries` keep an asset registry.
 pub async fn start_parties(
     model: &Model,
     book: &[(String, Value)],
@@ -120,6 +127,7 @@ pub async fn start_parties(
     dir: &Path,
     unapproved: &[String],
     approved_stats: &[String],
+    registries: &[String],
 ) -> Result<Vec<ClusterParty>, ClusterError> {
     let mut parties = Vec::new();
     for (index, name) in model.parties.iter().enumerate() {
@@ -131,6 +139,8 @@ pub async fn start_parties(
             store: dir.join(format!("{name}.sqlite")),
             approved_models: if unapproved.contains(name) { Vec::new() } else { vec![model.id().into()] },
             approved_stats: approved_stats.to_vec(),
+            asset_registry: registries.contains(name),
+            psi_session_ttl_s: 600,
         };
         let store = Arc::new(RecordStore::open(&config.store)?);
         let rows: Vec<(String, Value)> =
@@ -156,15 +166,23 @@ impl Cluster {
             queue_capacity: options.queue_capacity,
             eval_workers: options.eval_workers,
             party_deadline_ms: u64::try_from(options.party_deadline.as_millis()).unwrap_or(u64::MAX),
+            lenders: options.lenders.clone(),
             ..CoordinatorConfig::with_store(dir.path().join("coordinator.sqlite"))
         };
         let store = Arc::new(SqliteStore::open(&config.store)?);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let coordinator = CoordinatorNode::start(config, store, listener).await?;
 
-        let parties =
-            start_parties(&model, &book, &coordinator.url(), dir.path(), &options.unapproved, &options.approved_stats)
-                .await?;
+        let parties = start_parties(
+            &model,
+            &book,
+            &coordinator.url(),
+            dir.path(),
+            &options.unapproved,
+            &options.approved_stats,
+            &options.registries,
+        )
+        .await?;
         Ok(Cluster { dir, coordinator, parties, book, model })
     }
 

@@ -20,9 +20,10 @@ use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::key_upload::Part as KeyPart;
 use jointscore_proto::v1::party_server::{Party, PartyServer};
 use jointscore_proto::v1::{
-    ContributeChunk, ContributeRequest, ContributionHeader, KeyHeader, KeyUpload, RegisterPartyRequest,
-    SecAggAdvertiseReply, SecAggAdvertiseRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggSealed,
-    SecAggShare, SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
+    ContributeChunk, ContributeRequest, ContributionHeader, KeyHeader, KeyUpload, PsiAnswer, PsiOpenChunk,
+    PsiOpenRequest, PsiQueryRequest, RegisterPartyRequest, SecAggAdvertiseReply, SecAggAdvertiseRequest,
+    SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggSealed, SecAggShare, SecAggShareKeysReply,
+    SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
 };
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
@@ -252,6 +253,7 @@ async fn unknown_mismatched_and_malformed_keys_are_refused_and_the_coordinator_k
             model_toml: toml,
             subject: "seller-0001".into(),
             plan: jointscore_proto::plan_to_wire(PlanKind::Pushdown),
+            absent: Vec::new(),
         };
         let e = raw.decide(request).await.expect_err(what);
         assert_eq!(e.code(), Code::InvalidArgument, "{what}: {}", e.message());
@@ -280,10 +282,20 @@ enum Rogue {
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ContributeChunk, Status>> + Send>>;
+type PsiStream = Pin<Box<dyn Stream<Item = Result<PsiOpenChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Party for Rogue {
     type ContributeStream = ChunkStream;
+    type PsiOpenStream = PsiStream;
+
+    async fn psi_open(&self, _: Request<PsiOpenRequest>) -> Result<Response<PsiStream>, Status> {
+        Err(Status::unimplemented("no PSI"))
+    }
+
+    async fn psi_query(&self, _: Request<PsiQueryRequest>) -> Result<Response<PsiAnswer>, Status> {
+        Err(Status::unimplemented("no PSI"))
+    }
 
     async fn contribute(&self, _: Request<ContributeRequest>) -> Result<Response<ChunkStream>, Status> {
         let head = |party: &str, len: u64| ContributeChunk {
@@ -433,7 +445,7 @@ async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
 
     let model = Model::cross_border_seller();
     let book = sample::subjects(&model, 4, 99);
-    let mut parties = start_parties(&model, &book, &url, dir.path(), &[], &[]).await.expect("parties");
+    let mut parties = start_parties(&model, &book, &url, dir.path(), &[], &[], &[]).await.expect("parties");
 
     let mut jobs = Vec::new();
     for (i, (subject, _)) in book.iter().enumerate() {
@@ -684,6 +696,15 @@ struct StatsRogue {
 #[tonic::async_trait]
 impl Party for StatsRogue {
     type ContributeStream = ChunkStream;
+    type PsiOpenStream = PsiStream;
+
+    async fn psi_open(&self, _: Request<PsiOpenRequest>) -> Result<Response<PsiStream>, Status> {
+        Err(Status::unimplemented("no PSI"))
+    }
+
+    async fn psi_query(&self, _: Request<PsiQueryRequest>) -> Result<Response<PsiAnswer>, Status> {
+        Err(Status::unimplemented("no PSI"))
+    }
 
     async fn contribute(&self, _: Request<ContributeRequest>) -> Result<Response<ChunkStream>, Status> {
         Err(Status::unimplemented("stats only"))
@@ -760,6 +781,8 @@ async fn start_stats_rogue(coordinator: &str, fault: StatsFault) -> tokio::task:
         store: "unused".into(),
         approved_models: Vec::new(),
         approved_stats: vec![stats_spec().id()],
+        asset_registry: false,
+        psi_session_ttl_s: 600,
     };
     let inner = jointscore_party::PartyService::new(&config, store);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -15,6 +15,8 @@ use crate::error::{CoordinatorError, Result};
 /// queue_capacity = 64            # decisions in flight before RESOURCE_EXHAUSTED
 /// eval_workers = 1               # joint circuits evaluated at once
 /// party_deadline_ms = 30000      # per party, connection included
+/// lenders = ["bank", "bank2"]    # consortium lenders (their party nodes keep
+///                                # asset registries) for duplicate-financing checks
 /// ```
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +39,11 @@ pub struct CoordinatorConfig {
     /// connecting included; a party that misses it fails the job.
     #[serde(default = "default_deadline")]
     pub party_deadline_ms: u64,
+    /// The consortium's lenders, by the names their party nodes register
+    /// under. Only they may run duplicate-financing checks, and a check
+    /// asks every other one of them. Empty: no checks.
+    #[serde(default)]
+    pub lenders: Vec<String>,
 }
 
 fn default_listen() -> String {
@@ -61,6 +68,7 @@ impl CoordinatorConfig {
             queue_capacity: default_queue(),
             eval_workers: default_workers(),
             party_deadline_ms: default_deadline(),
+            lenders: Vec::new(),
         }
     }
 

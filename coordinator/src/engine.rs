@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jointscore_circuits::fhe::{CONTRIBUTION_SIZE_LIMIT, Contribution, EvaluationKey, PublicKey};
-use jointscore_circuits::{Model, Plan, PlanKind};
+use jointscore_circuits::{Model, Plan, PlanKind, Record};
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::party_client::PartyClient;
 use jointscore_proto::v1::{ContributeChunk, ContributeRequest};
@@ -278,8 +278,12 @@ impl Engine {
         timings: &mut Timings,
     ) -> Result<Vec<Contribution>> {
         let model_toml = self.model_toml(&job.request.model_id)?;
+        let absent = self.absent_contributions(job, plan, public).await?;
         let mut tasks = JoinSet::new();
         for (index, name) in plan.model().parties.iter().enumerate() {
+            if absent[index].is_some() {
+                continue;
+            }
             let request = ContributeRequest {
                 job_id: job.job_id.clone(),
                 subject: job.request.subject.clone(),
@@ -318,7 +322,11 @@ impl Engine {
         let mut contributions = Vec::with_capacity(results.len());
         let mut channels = lock(&self.channels)?;
         let mut errors = Vec::new();
-        for got in results.into_iter().flatten() {
+        for (got, absent) in results.into_iter().zip(absent) {
+            let Some(got) = got else {
+                contributions.extend(absent);
+                continue;
+            };
             match got {
                 Ok(r) => {
                     channels.insert(r.address, r.channel);
@@ -348,6 +356,53 @@ impl Engine {
                 Err(failed(first.code(), format!("{first}; also: {}", rest.join("; "))))
             }
         }
+    }
+}
+
+impl Engine {
+    /// For every party the lender's alignment marked absent, the
+    /// contribution of a record with all its features missing, encrypted
+    /// here under the lender's public key (the values are the model's
+    /// public missing treatment, so nothing secret is encrypted); `None` for
+    /// the parties to ask. A feature whose treatment is `reject` fails the
+    /// job: the model cannot decide without that party.
+    async fn absent_contributions(
+        &self,
+        job: &JobRecord,
+        plan: &Arc<Plan>,
+        public: &PublicKey,
+    ) -> Result<Vec<Option<Contribution>>> {
+        let absent: Vec<bool> = plan.model().parties.iter().map(|p| job.request.absent.contains(p)).collect();
+        if !absent.contains(&true) {
+            return Ok(absent.iter().map(|_| None).collect());
+        }
+        let (plan, public) = (plan.clone(), public.clone());
+        tokio::task::spawn_blocking(move || {
+            absent
+                .iter()
+                .enumerate()
+                .map(|(index, &is_absent)| {
+                    if !is_absent {
+                        return Ok(None);
+                    }
+                    let name = &plan.model().parties[index];
+                    let missing = |e: jointscore_circuits::Error| {
+                        failed(
+                            Code::FailedPrecondition,
+                            format!(
+                                "party `{name}` does not hold the subject (per the lender's alignment) and the \
+                                 model cannot treat its features as missing: {e}"
+                            ),
+                        )
+                    };
+                    let record = Record::for_party(plan.model(), index, &serde_json::json!({})).map_err(missing)?;
+                    let digits = plan.contribution(index, &record).map_err(missing)?;
+                    Ok(Some(Contribution::encrypt(&plan, index, &digits, &public)?))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| CoordinatorError::Transport(format!("encryption task failed: {e}")))?
     }
 }
 

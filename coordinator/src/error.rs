@@ -47,6 +47,21 @@ pub enum CoordinatorError {
         /// Why.
         reason: String,
     },
+    /// The caller may not do this (a duplicate-financing check from a
+    /// requester that is not a consortium lender).
+    #[error("{0}")]
+    Denied(String),
+    /// A PSI query names a session the coordinator does not hold (never
+    /// opened, or lost in a restart).
+    #[error("no PSI session `{0}`; open a new one")]
+    UnknownSession(String),
+    /// A PSI query names a session that has expired.
+    #[error("PSI session `{0}` has expired; open a new one")]
+    SessionExpired(String),
+    /// The PSI protocol refused a message (malformed points, an oversized
+    /// batch, a responder's answer of the wrong size).
+    #[error("PSI: {0}")]
+    Psi(#[from] jointscore_psi::Error),
     /// Model, planner or TFHE refused the work.
     #[error(transparent)]
     Circuits(#[from] jointscore_circuits::Error),
@@ -78,6 +93,10 @@ impl CoordinatorError {
             CoordinatorError::Conflict(_) => Code::AlreadyExists,
             CoordinatorError::Busy(_) => Code::ResourceExhausted,
             CoordinatorError::NotReady { .. } => Code::FailedPrecondition,
+            CoordinatorError::Denied(_) => Code::PermissionDenied,
+            CoordinatorError::UnknownSession(_) => Code::NotFound,
+            CoordinatorError::SessionExpired(_) => Code::FailedPrecondition,
+            CoordinatorError::Psi(_) => Code::InvalidArgument,
             CoordinatorError::JobFailed { code, .. } => Code::from_i32(*code),
             CoordinatorError::Circuits(
                 C::Parse(_)

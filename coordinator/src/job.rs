@@ -56,6 +56,9 @@ pub struct NewJob {
     pub subject: String,
     /// Which plan.
     pub plan: PlanKind,
+    /// Parties the lender's alignment found not to hold the subject: not
+    /// asked, their features missing. Sorted, no repeats.
+    pub absent: Vec<String>,
 }
 
 /// A job as stored.

@@ -10,6 +10,11 @@
 //! lost. (Contributions are not persisted: a recovered job asks the parties
 //! again, which is safe because contributing has no side effect.)
 //!
+//! It also relays private set intersection sessions (`jointscore-psi`):
+//! lenders align their subject lists with each party, and consortium
+//! lenders check assets against every other lender's registry, the
+//! coordinator seeing only blinded points.
+//!
 //! The coordinator never holds a secret key and never logs a plaintext: what
 //! it sees are ciphertexts, key material that cannot decrypt, subject ids and
 //! model ids.
@@ -19,6 +24,7 @@ mod config;
 mod engine;
 mod error;
 mod job;
+mod psi;
 mod service;
 mod store;
 

@@ -12,9 +12,10 @@ use jointscore_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
 use jointscore_proto::v1::key_upload::Part;
 use jointscore_proto::v1::{
     self as pb, Chunk, DecideRequest, DecideResponse, FetchResultRequest, GetJobRequest, GetPublicKeyRequest,
-    KeyUpload, RegisterKeysResponse, RegisterPartyRequest, RegisterPartyResponse, RunStatsRequest, WaitJobRequest,
+    KeyUpload, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest, RegisterKeysResponse, RegisterPartyRequest,
+    RegisterPartyResponse, RunStatsRequest, WaitJobRequest,
 };
-use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, chunks, plan_from_wire, plan_to_wire};
+use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, chunks, plan_from_wire, plan_to_wire, psi_open_messages};
 use jointscore_stats::StatsSpec;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -28,6 +29,7 @@ use crate::config::CoordinatorConfig;
 use crate::engine::Engine;
 use crate::error::{CoordinatorError, Result};
 use crate::job::{JobRecord, JobState, NewJob, NewStatsJob, StatsJobRecord};
+use crate::psi::PsiRelay;
 use crate::store::{Inserted, JobStore};
 
 /// Largest model file accepted with a decision request.
@@ -38,10 +40,12 @@ const WAIT_LIMIT_MS: u32 = 60_000;
 const FIELD_LIMIT: usize = 256;
 
 type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<Chunk, Status>> + Send>>;
+type PsiStream = Pin<Box<dyn Stream<Item = std::result::Result<PsiOpenChunk, Status>> + Send>>;
 
 /// The coordinator's gRPC service.
 pub struct CoordinatorService {
     engine: Arc<Engine>,
+    psi: PsiRelay,
 }
 
 fn field<'a>(name: &str, value: &'a str) -> Result<&'a str> {
@@ -90,6 +94,7 @@ fn job_to_wire(job: &JobRecord) -> pb::Job {
             contribution_bytes: job.timings.contribution_bytes,
         }),
         result_bytes: job.result_bytes,
+        absent: job.request.absent.clone(),
     }
 }
 
@@ -243,12 +248,19 @@ impl CoordinatorService {
         field("key_id", &r.key_id)?;
         let plan =
             plan_from_wire(r.plan).ok_or_else(|| CoordinatorError::Invalid(format!("unknown plan {}", r.plan)))?;
+        let mut absent = r.absent.clone();
+        for name in &absent {
+            field("absent", name)?;
+        }
+        absent.sort();
+        absent.dedup();
         let new = NewJob {
             request_id: r.request_id.clone(),
             key_id: r.key_id.clone(),
             model_id: r.model_id.clone(),
             subject: r.subject.clone(),
             plan,
+            absent,
         };
         let store = &self.engine.store;
         // A retried request finds its job even when the queue is full.
@@ -273,6 +285,12 @@ impl CoordinatorService {
             )));
         }
         Plan::new(&model, plan)?;
+        if let Some(stranger) = new.absent.iter().find(|p| !model.parties.contains(p)) {
+            return Err(CoordinatorError::Invalid(format!(
+                "`absent` names `{stranger}`, which is not a party of model {}",
+                r.model_id
+            )));
+        }
         let permit = self.engine.reserve()?;
         store.put_model(&r.model_id, &r.model_toml)?;
         match store.insert_job(&new)? {
@@ -292,7 +310,7 @@ impl CoordinatorService {
 fn existing(job: JobRecord, asked: &NewJob) -> Result<DecideResponse> {
     if &job.request != asked {
         return Err(CoordinatorError::Conflict(format!(
-            "request id {} (a job for another key set, model, subject or plan)",
+            "request id {} (a job for another key set, model, subject, plan or set of absent parties)",
             asked.request_id
         )));
     }
@@ -303,6 +321,23 @@ fn existing(job: JobRecord, asked: &NewJob) -> Result<DecideResponse> {
 impl Coordinator for CoordinatorService {
     type GetPublicKeyStream = ChunkStream;
     type FetchResultStream = ChunkStream;
+    type PsiOpenStream = PsiStream;
+    type PsiQueryStream = ChunkStream;
+
+    async fn psi_open(&self, request: Request<PsiOpenRequest>) -> std::result::Result<Response<PsiStream>, Status> {
+        let request = request.into_inner();
+        let (header, set) = self.psi.open(&self.engine, &request).await.inspect_err(|e| {
+            tracing::info!(requester = %request.requester, code = ?e.code(), error = %e, "PSI session refused");
+        })?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(psi_open_messages(header, &set).into_iter().map(Ok)))))
+    }
+
+    async fn psi_query(&self, request: Request<PsiQueryRequest>) -> std::result::Result<Response<ChunkStream>, Status> {
+        let answers = self.psi.query(&self.engine, &request.into_inner()).await.inspect_err(|e| {
+            tracing::info!(code = ?e.code(), error = %e, "PSI query refused");
+        })?;
+        Ok(Response::new(stream_of(&answers)))
+    }
 
     async fn register_party(
         &self,
@@ -435,7 +470,7 @@ impl CoordinatorNode {
         let address = listener.local_addr().map_err(|e| CoordinatorError::Transport(e.to_string()))?;
         let engine = Engine::new(store, config);
         let resumed = engine.recover()?;
-        let service = CoordinatorService { engine };
+        let service = CoordinatorService { engine, psi: PsiRelay::default() };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(
             Server::builder()

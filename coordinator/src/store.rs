@@ -134,8 +134,7 @@ fn checked_stats_job((mut job, state, outcome): (StatsJobRecord, String, String)
     Ok(job)
 }
 
-const JOB_COLUMNS: &str =
-    "job_id, request_id, key_id, model_id, subject, plan, state, code, reason, timings, COALESCE(LENGTH(result), 0)";
+const JOB_COLUMNS: &str = "job_id, request_id, key_id, model_id, subject, plan, state, code, reason, timings, COALESCE(LENGTH(result), 0), absent";
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -166,6 +165,7 @@ fn row_to_job(row: &Row<'_>) -> rusqlite::Result<(JobRecord, String, String)> {
             model_id: row.get(3)?,
             subject: row.get(4)?,
             plan: if plan == "coordinator_side" { PlanKind::CoordinatorSide } else { PlanKind::Pushdown },
+            absent: serde_json::from_str(&row.get::<_, String>(11)?).unwrap_or_default(),
         },
         state: JobState::Failed,
         code: row.get(7)?,
@@ -183,6 +183,12 @@ impl SqliteStore {
         create_private(path).map_err(|e| CoordinatorError::Store(format!("{}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(|e| CoordinatorError::Store(format!("{}: {e}", path.display())))?;
         conn.execute_batch(SCHEMA)?;
+        // Stores from before alignment lack the column of absent parties.
+        let has_absent: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'absent'")?.exists([])?;
+        if !has_absent {
+            conn.execute_batch("ALTER TABLE jobs ADD COLUMN absent TEXT NOT NULL DEFAULT '[]'")?;
+        }
         Ok(SqliteStore { conn: Mutex::new(conn) })
     }
 
@@ -284,9 +290,18 @@ impl JobStore for SqliteStore {
         let job_id = job_id_for(&job.request_id);
         let now = now_ms();
         tx.execute(
-            "INSERT INTO jobs (job_id, request_id, key_id, model_id, subject, plan, state, created_ms, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'accepted', ?7, ?7)",
-            params![job_id, job.request_id, job.key_id, job.model_id, job.subject, plan_name(job.plan), now],
+            "INSERT INTO jobs (job_id, request_id, key_id, model_id, subject, plan, absent, state, created_ms, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'accepted', ?8, ?8)",
+            params![
+                job_id,
+                job.request_id,
+                job.key_id,
+                job.model_id,
+                job.subject,
+                plan_name(job.plan),
+                serde_json::to_string(&job.absent).map_err(|e| CoordinatorError::Store(e.to_string()))?,
+                now
+            ],
         )?;
         let created = SqliteStore::read_job(&tx, &job_id)?
             .ok_or_else(|| CoordinatorError::Store(format!("job {job_id} vanished")))?;
@@ -455,6 +470,7 @@ mod tests {
             model_id: "m".into(),
             subject: "s".into(),
             plan: PlanKind::Pushdown,
+            absent: vec!["bank".into()],
         }
     }
 

@@ -121,8 +121,16 @@ impl Lender {
         Ok(response.into_inner().key_id)
     }
 
-    /// Asks for a decision on `subject`; `request_id` makes retries safe.
+    /// Asks for a decision on `subject`, every party of the model asked;
+    /// `request_id` makes retries safe.
     pub async fn submit(&mut self, subject: &str, request_id: &str) -> Result<DecideResponse> {
+        self.submit_with(subject, request_id, &[]).await
+    }
+
+    /// Asks for a decision on `subject` without asking the `absent` parties
+    /// (those the lender's alignment found not to hold it): their features
+    /// count as missing.
+    pub async fn submit_with(&mut self, subject: &str, request_id: &str, absent: &[String]) -> Result<DecideResponse> {
         let request = DecideRequest {
             request_id: request_id.into(),
             key_id: self.keys.id().into(),
@@ -130,6 +138,7 @@ impl Lender {
             model_toml: self.model_toml.clone(),
             subject: subject.into(),
             plan: plan_to_wire(self.plan.kind()),
+            absent: absent.to_vec(),
         };
         Ok(self.client.decide(request).await?.into_inner())
     }
@@ -175,10 +184,16 @@ impl Lender {
         Ok(self.keys.secret.decrypt(&self.plan, result)?)
     }
 
-    /// A whole decision: submit, wait, fetch, decrypt.
+    /// A whole decision, every party asked: submit, wait, fetch, decrypt.
     pub async fn decide(&mut self, subject: &str, request_id: &str) -> Result<Decision> {
+        self.decide_with(subject, request_id, &[]).await
+    }
+
+    /// A whole decision without asking the `absent` parties (see
+    /// [`Lender::submit_with`]).
+    pub async fn decide_with(&mut self, subject: &str, request_id: &str, absent: &[String]) -> Result<Decision> {
         let start = Instant::now();
-        let accepted = self.submit(subject, request_id).await?;
+        let accepted = self.submit_with(subject, request_id, absent).await?;
         let job = self.wait(&accepted.job_id, DEFAULT_WAIT).await?;
         let remote = start.elapsed();
         let fetch_start = Instant::now();

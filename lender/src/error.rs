@@ -33,6 +33,27 @@ pub enum LenderError {
     /// A job did not end in time.
     #[error("job {0} did not finish in time")]
     Timeout(String),
+    /// A PSI session refused a message or an input (an invalid asset id, a
+    /// malformed answer, a list over the limits).
+    #[error("PSI: {0}")]
+    Psi(#[from] jointscore_psi::Error),
+    /// A decision asked for a subject the lender has not aligned with a
+    /// party of the model.
+    #[error(
+        "subject `{subject}` is not aligned with party `{party}`; run `jointscore lender align` with a list holding it"
+    )]
+    NotAligned {
+        /// The subject.
+        subject: String,
+        /// The party without an alignment result for it.
+        party: String,
+    },
+    /// The alignment store could not be opened, read or written.
+    #[error("alignment store: {0}")]
+    Alignment(String),
+    /// A background task failed.
+    #[error("background task failed: {0}")]
+    Task(String),
     /// Keys, model or result refused by the circuits crate.
     #[error(transparent)]
     Circuits(#[from] jointscore_circuits::Error),

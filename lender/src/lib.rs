@@ -2,18 +2,29 @@
 //! and evaluation keys with the coordinator, asks for decisions, and
 //! decrypts the results.
 //!
+//! Before asking about a subject, the lender aligns its subject list with
+//! each party by private set intersection ([`PsiRequester::align`]), keeps
+//! the answers ([`AlignmentStore`]), and names the parties that do not hold
+//! a subject in its decision request, so those are never asked about it. A
+//! consortium lender also checks assets for duplicate financing
+//! ([`PsiRequester::check_assets`]).
+//!
 //! The secret key never leaves the lender: it is written owner-only
 //! (`0600`), held in memory that is wiped on drop, and nothing in this crate
 //! sends it anywhere.
 
+mod alignment;
 mod client;
 mod error;
 mod keys;
+mod psi;
 mod stats;
 
+pub use alignment::AlignmentStore;
 pub use client::{DEFAULT_WAIT, Decision, Lender, Phases};
 pub use error::{LenderError, Result};
 pub use keys::{KeyFiles, LenderKeys};
+pub use psi::{Alignment, AssetCheck, PsiRequester};
 pub use stats::{StatsRequester, StatsResult};
 /// gRPC status codes, as jobs and refusals carry them.
 pub use tonic::Code;

@@ -15,6 +15,8 @@ use crate::error::{PartyError, Result};
 /// store = "bank.sqlite"                # relative to this file
 /// approved_models = ["5f0c…"]          # model ids this operator allows
 /// approved_stats = ["9a1e…"]           # stats spec ids this operator allows
+/// asset_registry = true                # a consortium lender's node: answer
+///                                      # duplicate-financing checks
 /// ```
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +42,21 @@ pub struct PartyConfig {
     /// its tally to. Empty means none, as for models.
     #[serde(default)]
     pub approved_stats: Vec<String>,
+    /// Whether this node belongs to a consortium lender and answers
+    /// duplicate-financing checks from the asset registry in its store
+    /// (`jointscore lender register-asset`). Off by default: a data-only
+    /// party holds no registry.
+    #[serde(default)]
+    pub asset_registry: bool,
+    /// How long a PSI session's key is kept after it opened, in seconds
+    /// (1 to 3600); queries after that are refused and the requester opens
+    /// a new session.
+    #[serde(default = "default_psi_ttl")]
+    pub psi_session_ttl_s: u64,
+}
+
+fn default_psi_ttl() -> u64 {
+    600
 }
 
 fn default_listen() -> String {
@@ -74,6 +91,9 @@ impl PartyConfig {
                 config.coordinator
             )));
         }
+        if !(1..=3600).contains(&config.psi_session_ttl_s) {
+            return Err(PartyError::Config("`psi_session_ttl_s` must be 1 to 3600".into()));
+        }
         let ids = config
             .approved_models
             .iter()
@@ -101,6 +121,8 @@ mod tests {
                 .expect("valid");
         assert_eq!(c.listen, "127.0.0.1:7101");
         assert!(c.approved_models.is_empty() && c.approved_stats.is_empty());
+        assert!(!c.asset_registry);
+        assert_eq!(c.psi_session_ttl_s, 600);
     }
 
     #[test]
@@ -114,6 +136,9 @@ mod tests {
         let e = PartyConfig::from_toml(&format!("{base}coordinator = \"http://x\"\napproved_stats = [\"x\"]\n"))
             .unwrap_err();
         assert!(e.to_string().contains("not a stats spec id (64 hex digits; `jointscore stats check`"), "{e}");
+        let e =
+            PartyConfig::from_toml(&format!("{base}coordinator = \"http://x\"\npsi_session_ttl_s = 0\n")).unwrap_err();
+        assert!(e.to_string().contains("`psi_session_ttl_s` must be 1 to 3600"), "{e}");
         let e = PartyConfig::from_toml(&format!("{base}coordinator = \"http://x\"\ncolour = 1\n")).unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
     }

@@ -55,6 +55,36 @@ pub enum PartyError {
     /// asks.
     #[error(transparent)]
     Stats(#[from] jointscore_stats::StatsError),
+    /// A PSI query names a session this node does not hold (never opened,
+    /// or lost in a restart).
+    #[error("party `{party}` holds no PSI session `{session}`; open a new one")]
+    UnknownSession {
+        /// This party.
+        party: String,
+        /// The session id asked for.
+        session: String,
+    },
+    /// A PSI query names a session whose key has been dropped.
+    #[error("PSI session `{session}` at party `{party}` has expired; open a new one")]
+    SessionExpired {
+        /// This party.
+        party: String,
+        /// The session id asked for.
+        session: String,
+    },
+    /// A duplicate-financing check reached a node without a registry.
+    #[error("party `{party}` keeps no asset registry (`asset_registry` is off)")]
+    NoRegistry {
+        /// This party.
+        party: String,
+    },
+    /// The PSI protocol refused a message (malformed or invalid points, an
+    /// oversized batch).
+    #[error("PSI: {0}")]
+    Psi(#[from] jointscore_psi::Error),
+    /// The node is at a limit; the caller may retry later.
+    #[error("party busy: {0}")]
+    Busy(String),
     /// The aggregation protocol refused a step.
     #[error("secure aggregation: {0}")]
     SecAgg(#[from] jointscore_secagg::Error),
@@ -108,6 +138,10 @@ impl From<PartyError> for Status {
             PartyError::Stats(_) => Code::FailedPrecondition,
             PartyError::SecAgg(jointscore_secagg::Error::Abort { .. }) => Code::FailedPrecondition,
             PartyError::SecAgg(_) => Code::InvalidArgument,
+            PartyError::UnknownSession { .. } => Code::NotFound,
+            PartyError::SessionExpired { .. } | PartyError::NoRegistry { .. } => Code::FailedPrecondition,
+            PartyError::Psi(_) => Code::InvalidArgument,
+            PartyError::Busy(_) => Code::ResourceExhausted,
             PartyError::Coordinator { .. } => Code::Unavailable,
             PartyError::Circuits(C::Parse(_) | C::Invalid { .. } | C::Plan(_) | C::UnknownParty(_)) => {
                 Code::InvalidArgument

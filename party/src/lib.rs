@@ -11,14 +11,22 @@
 //! For consortium statistics the node takes part in secure-aggregation
 //! rounds (`jointscore-secagg`) for specs its operator approved: it tallies
 //! its own book and sends only masked vectors and key shares.
+//!
+//! For private set intersection (`jointscore-psi`) the node answers as
+//! responder: lenders align their subject lists with its subjects, and on a
+//! consortium lender's node (`asset_registry`) other lenders check assets
+//! against its registry of financed assets. Either way the node sends only
+//! exponentiated hashes and learns only how many items were queried.
 
 mod aggregate;
 mod config;
 mod error;
+mod psi;
 mod service;
 mod store;
 
 pub use config::PartyConfig;
 pub use error::{PartyError, Result};
+pub use psi::MAX_SESSIONS;
 pub use service::{FAULT_ENV, PartyNode, PartyService};
-pub use store::{ImportReport, RecordStore};
+pub use store::{AssetReport, ImportReport, RecordStore};

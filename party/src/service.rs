@@ -14,11 +14,13 @@ use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::party_server::{Party, PartyServer};
 use jointscore_proto::v1::{
-    ContributeChunk, ContributeRequest, ContributionHeader, GetPublicKeyRequest, RegisterPartyRequest,
-    SecAggAdvertiseReply, SecAggAdvertiseRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest,
-    SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
+    ContributeChunk, ContributeRequest, ContributionHeader, GetPublicKeyRequest, PsiAnswer, PsiOpenChunk,
+    PsiOpenRequest, PsiQueryRequest, RegisterPartyRequest, SecAggAdvertiseReply, SecAggAdvertiseRequest,
+    SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply,
+    SecAggUnmaskRequest,
 };
-use jointscore_proto::{MAX_MESSAGE_SIZE, chunks, collect, plan_from_wire};
+use jointscore_proto::{MAX_MESSAGE_SIZE, chunks, collect, plan_from_wire, psi_open_messages};
+use jointscore_psi::points_to_bytes;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -30,6 +32,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::aggregate::Rounds;
 use crate::config::PartyConfig;
 use crate::error::{PartyError, Result};
+use crate::psi::PsiSessions;
 use crate::store::{RecordStore, check_subject};
 
 /// Largest model file a party parses.
@@ -38,6 +41,7 @@ const MODEL_LIMIT: usize = 256 << 10;
 const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(30);
 
 type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<ContributeChunk, Status>> + Send>>;
+type PsiStream = Pin<Box<dyn Stream<Item = std::result::Result<PsiOpenChunk, Status>> + Send>>;
 
 /// The contribution service of one party node.
 pub struct PartyService {
@@ -48,6 +52,7 @@ pub struct PartyService {
     keys: Mutex<HashMap<String, PublicKey>>,
     plans: Mutex<HashMap<(String, PlanKind), Arc<Plan>>>,
     rounds: Rounds,
+    psi: PsiSessions,
     /// Fault injection for tests of dropouts (`JOINTSCORE_FAULT`): with
     /// `stall-masked-input` the node never answers step 2 of an aggregation
     /// round, so a test can kill it between sharing keys and masking.
@@ -68,6 +73,7 @@ impl PartyService {
             keys: Mutex::new(HashMap::new()),
             plans: Mutex::new(HashMap::new()),
             rounds: Rounds::new(&config.name, &config.approved_stats, store.clone()),
+            psi: PsiSessions::new(config, store.clone()),
             stall_masked_input: std::env::var(FAULT_ENV).is_ok_and(|f| f == "stall-masked-input"),
         }
     }
@@ -235,6 +241,24 @@ impl Party for PartyService {
         let request = request.into_inner();
         let round = request.round_id.clone();
         Ok(Response::new(self.rounds.unmask(request).inspect_err(|e| self.refused(&round, e))?))
+    }
+
+    type PsiOpenStream = PsiStream;
+
+    async fn psi_open(&self, request: Request<PsiOpenRequest>) -> std::result::Result<Response<PsiStream>, Status> {
+        let request = request.into_inner();
+        let (header, set) = self.psi.open(&request).await.inspect_err(|e| {
+            tracing::info!(party = %self.name, requester = %request.requester, error = %e, "PSI session refused");
+        })?;
+        let messages = psi_open_messages(header, &points_to_bytes(&set)).into_iter().map(Ok);
+        Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
+    }
+
+    async fn psi_query(&self, request: Request<PsiQueryRequest>) -> std::result::Result<Response<PsiAnswer>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(self.psi.query(&request).await.inspect_err(|e| {
+            tracing::info!(party = %self.name, error = %e, "PSI query refused");
+        })?))
     }
 }
 

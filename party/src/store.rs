@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
 
+use jointscore_psi::AssetId;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
@@ -52,7 +53,9 @@ impl RecordStore {
     fn init(conn: Connection) -> Result<RecordStore> {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
-             CREATE TABLE IF NOT EXISTS records (subject TEXT PRIMARY KEY, record TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS records (subject TEXT PRIMARY KEY, record TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS assets (
+                 key BLOB PRIMARY KEY, asset TEXT NOT NULL, reference TEXT NOT NULL, financed_ms INTEGER NOT NULL);",
         )?;
         Ok(RecordStore { conn: Mutex::new(conn) })
     }
@@ -168,6 +171,67 @@ impl RecordStore {
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
+
+    /// Every subject id held, in order (the set a lender aligns against).
+    pub fn subjects(&self) -> Result<Vec<String>> {
+        let conn = self.conn()?;
+        let mut statement = conn.prepare("SELECT subject FROM records ORDER BY subject")?;
+        let subjects = statement.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        Ok(subjects)
+    }
+
+    /// Records financings in the asset registry, all or none: an asset
+    /// already registered keeps its first record (`reference` is the
+    /// lender's own loan or contract number, kept for its operator).
+    pub fn register_assets(&self, assets: &[(AssetId, String)]) -> Result<AssetReport> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let now = now_ms();
+        let mut report = AssetReport::default();
+        for (asset, reference) in assets {
+            let added = tx.execute(
+                "INSERT INTO assets (key, asset, reference, financed_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(key) DO NOTHING",
+                params![asset.key(), asset.to_string(), reference, now],
+            )?;
+            if added == 1 {
+                report.added += 1;
+            } else {
+                report.already += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+
+    /// The registry's hashed keys (`AssetId::key`), the set a
+    /// duplicate-financing check matches against.
+    pub fn asset_keys(&self) -> Result<Vec<Vec<u8>>> {
+        let conn = self.conn()?;
+        let mut statement = conn.prepare("SELECT key FROM assets")?;
+        let keys = statement.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        Ok(keys)
+    }
+
+    /// Number of assets in the registry.
+    pub fn asset_count(&self) -> Result<usize> {
+        let n: i64 = self.conn()?.query_row("SELECT COUNT(*) FROM assets", [], |r| r.get(0))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
+/// What a registration did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AssetReport {
+    /// Assets newly recorded.
+    pub added: usize,
+    /// Assets the registry already held (left as they were).
+    pub already: usize,
+}
+
+fn now_ms() -> i64 {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 /// Subject ids are opaque to jointscore but must be printable and bounded.
@@ -226,6 +290,21 @@ mod tests {
             assert!(e.to_string().contains("nothing stored"), "{e}");
         }
         assert!(store.is_empty().expect("count"));
+    }
+
+    #[test]
+    fn registers_assets_once_under_their_normal_form() {
+        let store = RecordStore::in_memory().expect("store");
+        let id = |s: &str| AssetId::parse(s).expect("asset id");
+        let first = [(id("invoice:ACME Trading:INV-0001"), "loan-1".to_string()), (id("po:acme:77"), "loan-2".into())];
+        assert_eq!(store.register_assets(&first).expect("register"), AssetReport { added: 2, already: 0 });
+        // A trivial variant of the first invoice is the same asset.
+        let again = [(id("inv: acme  trading. :inv 0001"), "loan-3".to_string()), (id("wr:depot:9"), "loan-4".into())];
+        assert_eq!(store.register_assets(&again).expect("register"), AssetReport { added: 1, already: 1 });
+        assert_eq!(store.asset_count().expect("count"), 3);
+        let keys = store.asset_keys().expect("keys");
+        assert!(keys.contains(&id("invoice:acme trading:inv0001").key()));
+        assert!(store.subjects().expect("subjects").is_empty());
     }
 
     #[test]

@@ -69,6 +69,13 @@ impl fmt::Debug for AssetId {
     }
 }
 
+/// The normalised form, `kind:issuer:number` (what registries show).
+impl fmt::Display for AssetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.kind.tag(), self.issuer, self.number)
+    }
+}
+
 impl AssetId {
     /// Normalises and checks an asset identity.
     pub fn new(kind: &str, issuer: &str, number: &str) -> Result<AssetId> {

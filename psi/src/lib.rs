@@ -21,6 +21,7 @@
 //! | [`Variant::Intersection`] (also: membership of the requester's items in the responder's set) | which of its items are in `Y`; `|Y|` | `|X|` |
 //! | [`Variant::Cardinality`] | `|X ∩ Y|`; `|Y|` | `|X|` |
 //! | [`Variant::Intersection`] + [`Reveal`] (both learn) | as Intersection | which of its items are in `X`, and nothing else of `X` beyond `|X|` |
+//! | batched multi-responder count ([`RequesterSession`], [`ResponderSession`]) | per queried item, how many of the `k` responders hold it (not which); `Σ|Y_i|`; `k` | each: `|X|` (the number of items queried, in batches); the relay: only blinded points and their numbers |
 //!
 //! In the cardinality variant the responder shuffles its answer to message 1
 //! too, so the requester cannot tell which of its items matched; the
@@ -31,6 +32,13 @@
 //! its list. Answers with invalid, identity or repeated points are refused.
 //! Set sizes are visible to both sides; pad sets with random dummy items
 //! where sizes are sensitive.
+//!
+//! The batched multi-responder count is the services' form of the protocol
+//! (stated in full in `psi/src/session.rs`): each responder keeps its `b_i`
+//! for a whole session and sends its encoded set once; the relay (coordinator)
+//! shuffles the union of those sets, forwards the requester's batches of at
+//! most [`MAX_BATCH`] points to every responder, and shuffles each item's
+//! `k` answers, so the requester learns per-item counts of holders.
 //!
 //! # Security
 //!
@@ -47,8 +55,12 @@ mod asset;
 mod error;
 mod group;
 mod protocol;
+mod relay;
+mod session;
 
 pub use asset::{AssetId, AssetKind, MAX_ISSUER, MAX_NUMBER};
 pub use error::{Error, Result};
 pub use group::{DOMAIN, POINT_BYTES, SessionKey, hash_to_group};
 pub use protocol::{MAX_ITEMS, Outcome, Request, Requester, Responder, ResponderState, Response, Reveal, Variant};
+pub use relay::{interleave, merge_sets};
+pub use session::{MAX_BATCH, RequesterSession, ResponderSession, points_from_bytes, points_to_bytes};
