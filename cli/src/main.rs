@@ -4,6 +4,7 @@
 mod bench;
 mod e2e;
 mod nodes;
+mod psi_cmd;
 mod quickstart;
 mod stats_cmd;
 mod study;

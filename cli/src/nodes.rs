@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, Subcommand};
 use jointscore_circuits::{Bundle, CROSS_BORDER_SELLER, Model};
 use jointscore_coordinator::{CoordinatorConfig, CoordinatorNode, SqliteStore};
-use jointscore_lender::{KeyFiles, Lender, LenderKeys};
+use jointscore_lender::{AlignmentStore, KeyFiles, Lender, LenderKeys};
 use jointscore_party::{PartyConfig, PartyNode, RecordStore};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -93,7 +93,27 @@ pub(crate) enum LenderCommand {
         /// subject and the time). Batches use `<id>-<subject>`.
         #[arg(long)]
         request_id: Option<String>,
+        /// The alignment store written by `lender align`: parties that do
+        /// not hold a subject are not asked about it.
+        #[arg(long, default_value = crate::psi_cmd::DEFAULT_ALIGNMENT)]
+        alignment: PathBuf,
+        /// Ask every party of the model without consulting an alignment. A
+        /// party that does not hold the subject then learns it was asked
+        /// about, and the decision fails.
+        #[arg(long, conflicts_with = "alignment")]
+        unaligned: bool,
     },
+    /// Learn which of a subject list each party holds (ECDH PSI through the
+    /// coordinator) and record it for `decide`; parties learn only how many
+    /// subjects were asked about.
+    Align(crate::psi_cmd::AlignArgs),
+    /// Ask the other consortium lenders whether assets (orders, invoices,
+    /// warehouse receipts) are already financed; reveals only that (or how
+    /// many), never which lender or anything else in their registries.
+    CheckAsset(crate::psi_cmd::CheckAssetArgs),
+    /// Record financed assets in this lender's registry (its party node's
+    /// store), which other lenders' checks match against.
+    RegisterAsset(crate::psi_cmd::RegisterAssetArgs),
     /// Show a job; decrypt and print its decision if it is done.
     Show {
         #[command(flatten)]
@@ -175,7 +195,7 @@ pub(crate) fn coordinator(cmd: CoordinatorCommand) -> Result<(), CliError> {
     })
 }
 
-fn model_source(model: &str) -> Result<String, CliError> {
+pub(crate) fn model_source(model: &str) -> Result<String, CliError> {
     if model == BUILTIN && !std::path::Path::new(model).exists() {
         return Ok(CROSS_BORDER_SELLER.to_string());
     }
@@ -188,7 +208,7 @@ async fn connect(args: &LenderArgs) -> Result<Lender, CliError> {
     Ok(Lender::connect(&args.coordinator, Arc::new(keys), source, plan_kind(args.coordinator_side)).await?)
 }
 
-fn subjects_from_csv(path: &PathBuf) -> Result<Vec<String>, CliError> {
+pub(crate) fn subjects_from_csv(path: &std::path::Path) -> Result<Vec<String>, CliError> {
     let mut reader =
         csv::Reader::from_path(path).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
     let column = reader
@@ -244,40 +264,66 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
             println!("key set {} registered at {}", id?, lender.coordinator);
             Ok(())
         }),
-        LenderCommand::Decide { lender, subject, subjects, request_id } => runtime()?.block_on(async {
-            let mut client = connect(&lender).await?;
-            let prefix = request_id.clone().unwrap_or_else(now_id);
-            let list = match (&subject, &subjects) {
-                (Some(s), _) => vec![(s.clone(), request_id.unwrap_or_else(|| format!("{prefix}-{s}")))],
-                (None, Some(path)) => {
-                    subjects_from_csv(path)?.into_iter().map(|s| (s.clone(), format!("{prefix}-{s}"))).collect()
-                }
-                (None, None) => return Err(CliError::Usage("give --subject or --subjects".into())),
-            };
-            let model = client.plan().model().clone();
-            let mut failures = 0;
-            for (subject, request_id) in list {
-                match client.decide(&subject, &request_id).await {
-                    Ok(d) => println!(
-                        "{}",
-                        json!({
-                            "subject": subject,
-                            "job_id": d.job_id,
-                            "decision": decision_json(&model, &d.bundle),
-                            "seconds": d.phases.total.as_secs_f64(),
-                        })
-                    ),
-                    Err(e) => {
-                        failures += 1;
-                        println!("{}", json!({ "subject": subject, "error": e.to_string() }));
+        LenderCommand::Align(args) => crate::psi_cmd::align(args),
+        LenderCommand::CheckAsset(args) => crate::psi_cmd::check_asset(args),
+        LenderCommand::RegisterAsset(args) => crate::psi_cmd::register_asset(args),
+        LenderCommand::Decide { lender, subject, subjects, request_id, alignment, unaligned } => {
+            runtime()?.block_on(async {
+                let alignment = if unaligned {
+                    None
+                } else if alignment.exists() {
+                    Some(AlignmentStore::open(&alignment)?)
+                } else {
+                    return Err(CliError::Usage(format!(
+                        "no alignment store at {}: run `jointscore lender align --subjects FILE` first (or pass \
+                     --unaligned to ask every party, which tells a party that does not hold a subject about it)",
+                        alignment.display()
+                    )));
+                };
+                let mut client = connect(&lender).await?;
+                let prefix = request_id.clone().unwrap_or_else(now_id);
+                let list = match (&subject, &subjects) {
+                    (Some(s), _) => vec![(s.clone(), request_id.unwrap_or_else(|| format!("{prefix}-{s}")))],
+                    (None, Some(path)) => {
+                        subjects_from_csv(path)?.into_iter().map(|s| (s.clone(), format!("{prefix}-{s}"))).collect()
+                    }
+                    (None, None) => return Err(CliError::Usage("give --subject or --subjects".into())),
+                };
+                let model = client.plan().model().clone();
+                let mut failures = 0;
+                for (subject, request_id) in list {
+                    let decided = match alignment.as_ref().map(|a| a.absent(&subject, &model.parties)).transpose() {
+                        Ok(Some(absent)) if absent.len() == model.parties.len() => {
+                            Err(CliError::Usage("no party of the model holds this subject; no party was asked".into()))
+                        }
+                        Ok(absent) => client
+                            .decide_with(&subject, &request_id, absent.as_deref().unwrap_or_default())
+                            .await
+                            .map_err(CliError::from),
+                        Err(e) => Err(e.into()),
+                    };
+                    match decided {
+                        Ok(d) => println!(
+                            "{}",
+                            json!({
+                                "subject": subject,
+                                "job_id": d.job_id,
+                                "decision": decision_json(&model, &d.bundle),
+                                "seconds": d.phases.total.as_secs_f64(),
+                            })
+                        ),
+                        Err(e) => {
+                            failures += 1;
+                            println!("{}", json!({ "subject": subject, "error": e.to_string() }));
+                        }
                     }
                 }
-            }
-            if failures > 0 {
-                return Err(CliError::Usage(format!("{failures} decision(s) failed")));
-            }
-            Ok(())
-        }),
+                if failures > 0 {
+                    return Err(CliError::Usage(format!("{failures} decision(s) failed")));
+                }
+                Ok(())
+            })
+        }
         LenderCommand::Show { lender, job } => runtime()?.block_on(async {
             let mut client = connect(&lender).await?;
             let state = client.job(&job).await?;

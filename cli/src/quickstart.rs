@@ -8,7 +8,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use jointscore::cluster::{Cluster, ClusterOptions, party_view};
 use jointscore_circuits::{Plan, PlanKind};
-use jointscore_lender::{LenderKeys, StatsRequester};
+use jointscore_lender::{AlignmentStore, LenderKeys, PsiRequester, StatsRequester};
+use jointscore_psi::AssetId;
 use jointscore_stats::StatsSpec;
 use serde_json::Value;
 
@@ -37,6 +38,9 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> Result<(), CliError> {
     runtime.block_on(run(args))
 }
 
+/// The quickstart lender's name; with the bank, the consortium's lenders.
+const LENDER: &str = "quickstart-lender";
+
 /// The consortium statistic the quickstart runs (also in `examples/`).
 const BOOK_HEALTH: &str = include_str!("../../examples/network/stats.toml");
 
@@ -46,12 +50,14 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
         sellers: args.sellers,
         seed: args.seed,
         approved_stats: vec![spec.id()],
+        lenders: vec!["bank".into(), LENDER.into()],
+        registries: vec!["bank".into()],
         ..ClusterOptions::default()
     };
     let bar = spinner("starting the coordinator and three party nodes on loopback");
     let cluster = Cluster::start(&options).await;
     bar.finish_and_clear();
-    let cluster = cluster?;
+    let mut cluster = cluster?;
     let m = cluster.model.clone();
     println!("coordinator  {}  (SQLite store in {})", cluster.coordinator_url(), cluster.dir().display());
     for p in &cluster.parties {
@@ -72,9 +78,11 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
         keys.id(),
         keys.evaluation.len() as f64 / 1e6
     ));
-    let registered = lender.register("quickstart-lender").await;
+    let registered = lender.register(LENDER).await;
     bar.finish_and_clear();
     println!("lender       key set {} registered; the secret key stays with the lender", registered?);
+
+    let absent = align(&cluster).await?;
 
     let bar = ProgressBar::new(cluster.book.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} decisions over gRPC {msg}")
@@ -83,7 +91,8 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
     let mut rows = Vec::new();
     let mut agree = 0;
     for (i, (subject, _)) in cluster.book.iter().enumerate() {
-        let decision = lender.decide(subject, &format!("quickstart-{}-{i}", keys.id())).await?;
+        let absent = absent.absent(subject, &m.parties)?;
+        let decision = lender.decide_with(subject, &format!("quickstart-{}-{i}", keys.id()), &absent).await?;
         agree += usize::from(decision.bundle == cluster.reference(subject)?);
         rows.push((subject.clone(), decision));
         bar.inc(1);
@@ -116,6 +125,7 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
     println!("\nencrypted == reference: {agree}/{}", rows.len());
 
     let same = statistics(&cluster, &spec, args.seed).await?;
+    let assets_right = duplicate_financing(&mut cluster).await?;
     cluster.stop().await?;
     if agree != rows.len() {
         return Err(CliError::Usage("some encrypted decisions differ from the reference".into()));
@@ -123,7 +133,76 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
     if same != spec.dim() {
         return Err(CliError::Usage("some secure sums differ from the plain sums".into()));
     }
+    if !assets_right {
+        return Err(CliError::Usage("a duplicate-financing answer differs from the registries".into()));
+    }
     Ok(())
+}
+
+/// Applicants the lender has that no party knows: alignment finds them
+/// without any party learning their ids, and no decision is asked.
+const NEW_APPLICANTS: [&str; 2] = ["applicant-new-1", "applicant-new-2"];
+
+/// The lender aligns its applicant list (the sample sellers and two new
+/// applicants) with each party; returns what it learned.
+async fn align(cluster: &Cluster) -> Result<AlignmentStore, CliError> {
+    let mut applicants: Vec<String> = cluster.book.iter().map(|(s, _)| s.clone()).collect();
+    applicants.extend(NEW_APPLICANTS.map(String::from));
+    let store = AlignmentStore::in_memory()?;
+    let mut requester = PsiRequester::connect(&cluster.coordinator_url(), LENDER).await?;
+    println!();
+    for party in &cluster.model.parties {
+        let aligned = requester.align(party, &applicants).await?;
+        store.record(party, &applicants, &aligned.held)?;
+        let held = aligned.held.iter().filter(|&&h| h).count();
+        println!(
+            "align        {party:<10} holds {held} of the lender's {} applicants ({:.3} s, ECDH PSI; the party learns \
+             only that {} were asked about)",
+            applicants.len(),
+            aligned.elapsed.as_secs_f64(),
+            applicants.len()
+        );
+    }
+    for new in NEW_APPLICANTS {
+        if store.absent(new, &cluster.model.parties)?.len() == cluster.model.parties.len() {
+            println!("align        {new}: no party holds it, so no party is asked about it");
+        }
+    }
+    Ok(store)
+}
+
+/// The bank (a consortium lender) has financed three assets; the quickstart
+/// lender checks three before financing them. Returns whether every answer
+/// matches the registry.
+async fn duplicate_financing(cluster: &mut Cluster) -> Result<bool, CliError> {
+    let parse = |s: &str| AssetId::parse(s).map_err(|e| CliError::Usage(e.to_string()));
+    let financed: Vec<(AssetId, String)> = [
+        ("inv:acme trading.:inv 0001", "bank-loan-17"),
+        ("wr:Rotterdam Depot:WR-19", "bank-loan-18"),
+        ("order:Lisbon Tiles:PO-55", "bank-loan-19"),
+    ]
+    .into_iter()
+    .map(|(a, r)| Ok((parse(a)?, r.to_string())))
+    .collect::<Result<_, CliError>>()?;
+    cluster.party("bank")?.store.register_assets(&financed)?;
+    let asked =
+        ["invoice:ACME Trading:INV-0001", "order:Shenzhen Widgets:PO-7781", "warehouse receipt:rotterdam depot:wr19"];
+    let assets: Vec<AssetId> = asked.iter().map(|a| parse(a)).collect::<Result<_, _>>()?;
+    let mut requester = PsiRequester::connect(&cluster.coordinator_url(), LENDER).await?;
+    let checked = requester.check_assets(&assets).await?;
+    println!(
+        "\nduplicate financing: {LENDER} checks {} assets against the other lenders' registries ({} lender, {:.3} s)",
+        assets.len(),
+        checked.lenders,
+        checked.elapsed.as_secs_f64()
+    );
+    let mut right = true;
+    for ((shown, asset), &n) in asked.iter().zip(&assets).zip(&checked.financed_by) {
+        let truth = financed.iter().any(|(f, _)| f == asset);
+        right &= (n > 0) == truth;
+        println!("  {shown:<40} {}", if n > 0 { "already financed elsewhere" } else { "not financed elsewhere" });
+    }
+    Ok(right)
 }
 
 /// One secure-aggregation round over the three parties' books, compared
