@@ -244,6 +244,30 @@ impl ClusterParty {
         Ok(())
     }
 
+    /// Stops the node and starts it again on the same address, as a node
+    /// process restarted in place: the coordinator's connections reach the
+    /// new process, which holds none of the old one's in-memory state.
+    pub async fn restart_in_place(&mut self) -> Result<(), ClusterError> {
+        let Some(node) = self.node.take() else {
+            return self.start().await;
+        };
+        let address = node.address();
+        node.stop().await?;
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(address).await {
+                Ok(l) => break l,
+                Err(e) if tries >= 50 => return Err(e.into()),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        self.node = Some(PartyNode::start(&self.config, self.store.clone(), listener, Duration::from_secs(10)).await?);
+        Ok(())
+    }
+
     /// Stops the node; the coordinator still has its address.
     pub async fn stop(&mut self) -> Result<(), ClusterError> {
         if let Some(node) = self.node.take() {

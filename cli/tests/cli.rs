@@ -116,8 +116,19 @@ fn quickstart_decides_and_matches_the_reference() {
     // The consortium statistics round: every entry equals the plain sum.
     assert!(text.contains("secure aggregation over bank, logistics, platform"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("  records") && l.ends_with(" 9")), "{text}");
-    let last = text.lines().last().unwrap_or_default();
-    assert!(last.starts_with("secure sum == plain sum: 7/7 entries"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("secure sum == plain sum: 7/7 entries")), "{text}");
+    // Alignment: each party holds the 3 sample sellers of the 5 applicants;
+    // the two new applicants are found held by none.
+    for party in ["platform", "logistics", "bank"] {
+        let line = format!("align        {party:<10} holds 3 of the lender's 5 applicants");
+        assert!(text.lines().any(|l| l.starts_with(&line)), "{line}: {text}");
+    }
+    assert!(text.contains("applicant-new-2: no party holds it, so no party is asked about it"), "{text}");
+    // Duplicate financing: the two registered assets, written differently,
+    // are found; the other is not.
+    assert!(text.contains("invoice:ACME Trading:INV-0001            already financed elsewhere"), "{text}");
+    assert!(text.contains("order:Shenzhen Widgets:PO-7781           not financed elsewhere"), "{text}");
+    assert!(text.contains("warehouse receipt:rotterdam depot:wr19   already financed elsewhere"), "{text}");
     let bad = jointscore(&["quickstart", "--sellers", "0"]);
     assert!(!bad.status.success());
 }

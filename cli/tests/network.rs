@@ -30,6 +30,9 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
+#[path = "network/psi.rs"]
+mod psi;
+
 fn keys() -> Arc<LenderKeys> {
     static KEYS: OnceLock<Arc<LenderKeys>> = OnceLock::new();
     KEYS.get_or_init(|| Arc::new(LenderKeys::generate().expect("key generation"))).clone()

@@ -1,0 +1,272 @@
+//! Private set intersection through the services: alignment feeding the
+//! decision flow, duplicate-financing checks, and every bad input a PSI
+//! session must survive.
+
+use std::time::Duration;
+
+use jointscore_circuits::{Record, reference};
+use jointscore_lender::{AlignmentStore, PsiRequester};
+use jointscore_proto::v1::{PsiOpenRequest, PsiPurpose, PsiQueryRequest};
+use jointscore_proto::{collect, collect_psi_open};
+use jointscore_psi::{AssetId, MAX_BATCH, RequesterSession, points_from_bytes, points_to_bytes};
+use rand_core::OsRng;
+use serde_json::Value;
+use tonic::Code;
+
+use super::*;
+
+/// The built-in model, except that the bank's features are imputed when
+/// missing: a subject the bank does not know can still be decided.
+fn bank_optional_toml() -> String {
+    let (head, bank) = CROSS_BORDER_SELLER.split_once("# --- bank").expect("bank section");
+    format!("{head}# --- bank{}", bank.replace("missing = \"reject\"", "missing = { impute = 0 }"))
+}
+
+fn assets(ids: &[&str]) -> Vec<AssetId> {
+    ids.iter().map(|s| AssetId::parse(s).expect("asset id")).collect()
+}
+
+async fn raw_client(url: &str) -> CoordinatorClient<tonic::transport::Channel> {
+    CoordinatorClient::connect(url.to_string()).await.expect("connect")
+}
+
+fn open(purpose: PsiPurpose, requester: &str, party: &str) -> PsiOpenRequest {
+    PsiOpenRequest { purpose: purpose as i32, requester: requester.into(), party: party.into() }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alignment_keeps_decisions_away_from_parties_without_the_subject() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(jointscore_coordinator::SqliteStore::open(&dir.path().join("c.sqlite")).expect("store"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let config = jointscore_coordinator::CoordinatorConfig {
+        listen: "127.0.0.1:0".into(),
+        ..jointscore_coordinator::CoordinatorConfig::with_store(dir.path().join("c.sqlite"))
+    };
+    let coordinator =
+        jointscore_coordinator::CoordinatorNode::start(config, store, listener).await.expect("coordinator");
+    let url = coordinator.url();
+    let model = Model::from_toml(&bank_optional_toml()).expect("valid model");
+    let book = sample::subjects(&model, 3, 5);
+    let parties = start_parties(&model, &book, &url, dir.path(), &[], &[], &[]).await.expect("parties");
+    // A newcomer the platform and logistics firm know, the bank does not.
+    let newcomer = sample::subjects(&model, 1, 77).remove(0).1;
+    for p in parties.iter().filter(|p| p.name != "bank") {
+        let index = model.parties.iter().position(|n| *n == p.name).expect("party");
+        p.store.put_all(&[("newcomer".into(), party_view(&model, index, &newcomer))]).expect("put");
+    }
+    let mut lender = Lender::connect(&url, keys(), bank_optional_toml(), PlanKind::Pushdown).await.expect("lender");
+    lender.register("test-lender").await.expect("keys");
+
+    let list: Vec<String> = vec![book[0].0.clone(), "newcomer".into(), "stranger".into()];
+    let mut requester = PsiRequester::connect(&url, "test-lender").await.expect("requester");
+    let aligned = AlignmentStore::in_memory().expect("store");
+    for party in &model.parties {
+        let a = requester.align(party, &list).await.expect("align");
+        let want = if party == "bank" { [true, false, false] } else { [true, true, false] };
+        assert_eq!(a.held, want, "{party}");
+        assert_eq!(a.party_size, if party == "bank" { 3 } else { 4 }, "{party}");
+        aligned.record(party, &list, &a.held).expect("record");
+    }
+    assert_eq!(aligned.absent(&book[0].0, &model.parties).expect("aligned"), Vec::<String>::new());
+    let absent = aligned.absent("newcomer", &model.parties).expect("aligned");
+    assert_eq!(absent, ["bank"]);
+
+    // The bank is not asked (it would refuse an unknown subject, NOT_FOUND):
+    // the decision treats its features as missing, exactly as the plaintext
+    // reference does.
+    let d = lender.decide_with("newcomer", "aligned-1", &absent).await.expect("decision without the bank");
+    let mut without_bank = newcomer.clone();
+    for f in model.features.iter().filter(|f| model.parties[f.party] == "bank") {
+        without_bank[&f.name] = Value::Null;
+    }
+    let record = Record::from_json(&model, &without_bank).expect("record");
+    assert_eq!(d.bundle, reference::evaluate(&model, &record).restricted(&model));
+    assert_eq!(lender.job(&d.job_id).await.expect("job").absent, ["bank"]);
+    // The same request id with another absent set is another request.
+    let e = lender.submit_with("newcomer", "aligned-1", &[]).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::AlreadyExists), "{e}");
+    // Unaligned, the bank is asked, learns the subject and refuses it.
+    let e = lender.decide("newcomer", "unaligned-1").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::NotFound), "{e}");
+    assert!(e.to_string().contains("party `bank`"), "{e}");
+    // An absent party the model does not have is a bad request.
+    let e = lender.submit_with("newcomer", "aligned-2", &["acme".into()]).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("`acme`, which is not a party of model"), "{e}");
+    for mut p in parties {
+        p.stop().await.expect("stop");
+    }
+    coordinator.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_absent_party_whose_features_may_not_be_missing_fails_the_decision() {
+    let (cluster, mut lender) = cluster(ClusterOptions { sellers: 1, ..ClusterOptions::default() }).await;
+    let e = lender.decide_with("seller-0001", "absent-bank", &["bank".into()]).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
+    assert!(e.to_string().contains("party `bank` does not hold the subject"), "{e}");
+    assert!(e.to_string().contains("collection_cycle_days"), "{e}");
+    // Every party asked: the decision goes through.
+    lender.decide("seller-0001", "all-asked").await.expect("decision");
+    cluster.stop().await.expect("stop");
+}
+
+fn consortium() -> ClusterOptions {
+    ClusterOptions {
+        sellers: 4,
+        lenders: vec!["bank".into(), "platform".into(), "lender-x".into()],
+        registries: vec!["bank".into(), "platform".into()],
+        ..ClusterOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_financing_counts_other_lenders_and_nothing_else() {
+    let mut cluster = Cluster::start(&consortium()).await.expect("cluster");
+    let url = cluster.coordinator_url();
+    let register =
+        |ids: &[&str]| -> Vec<(AssetId, String)> { assets(ids).into_iter().map(|a| (a, "loan".to_string())).collect() };
+    let bank = cluster.party("bank").expect("bank").store.clone();
+    let platform = cluster.party("platform").expect("platform").store.clone();
+    bank.register_assets(&register(&["invoice:ACME:INV-1", "order:Lisbon Tiles:PO-55", "wr:Depot:9"]))
+        .expect("register");
+    platform.register_assets(&register(&["inv:acme:inv 1", "bl:Maersk:B/L 778"])).expect("register");
+
+    let mut x = PsiRequester::connect(&url, "lender-x").await.expect("requester");
+    let asked =
+        ["Invoice:ACME.:INV-0-1", "invoice:acme:INV1", "order:lisbon tiles:po55", "bl:maersk:b-l-778", "po:nobody:1"];
+    let checked = x.check_assets(&assets(&asked)).await.expect("check");
+    // INV-0-1 normalises to inv01, not inv1: leading zeros are kept.
+    assert_eq!(checked.financed_by, [0, 2, 1, 1, 0]);
+    assert_eq!(checked.lenders, 2);
+    assert_eq!(checked.registry_size, 5, "the two registries together, no per-lender sizes");
+    // An empty list is a valid check of nothing.
+    assert!(x.check_assets(&[]).await.expect("empty").financed_by.is_empty());
+
+    // The bank asks: the consortium's other lenders include lender-x, whose
+    // node is not registered; a partial answer would read "not financed",
+    // so the check fails and names it.
+    let mut b = PsiRequester::connect(&url, "bank").await.expect("requester");
+    let e = b.check_assets(&assets(&["invoice:acme:inv1"])).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
+    assert!(e.to_string().contains("party `lender-x` is not registered"), "{e}");
+
+    // Only consortium lenders ask; a data party is refused as a stranger is.
+    for who in ["logistics", "stranger"] {
+        let mut r = PsiRequester::connect(&url, who).await.expect("requester");
+        let e = r.check_assets(&assets(&["invoice:acme:inv1"])).await.unwrap_err();
+        assert_eq!(e.code(), Some(Code::PermissionDenied), "{who}: {e}");
+        assert!(e.to_string().contains("is not a consortium lender"), "{e}");
+    }
+
+    // A lender that is down fails the check, naming it; once back, the
+    // same check answers again.
+    cluster.party("platform").expect("platform").stop().await.expect("stop");
+    let e = x.check_assets(&assets(&["invoice:acme:inv1"])).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
+    assert!(e.to_string().contains("party `platform`"), "{e}");
+    cluster.party("platform").expect("platform").start().await.expect("restart");
+    assert_eq!(x.check_assets(&assets(&["invoice:acme:inv1"])).await.expect("check").financed_by, [2]);
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psi_sessions_refuse_bad_input_and_keep_serving() {
+    let mut cluster = Cluster::start(&consortium()).await.expect("cluster");
+    let url = cluster.coordinator_url();
+    let mut raw = raw_client(&url).await;
+    let subjects: Vec<String> = cluster.book.iter().map(|(s, _)| s.clone()).collect();
+
+    // Bad opens.
+    for (request, code, says) in [
+        (open(PsiPurpose::Align, "l", "acme"), Code::Unavailable, "party `acme` is not registered"),
+        (open(PsiPurpose::Unspecified, "l", "platform"), Code::InvalidArgument, "unknown PSI purpose"),
+        (open(PsiPurpose::Align, "", "platform"), Code::InvalidArgument, "`requester` must have"),
+        (open(PsiPurpose::Align, "l", ""), Code::InvalidArgument, "`party` must have"),
+        (open(PsiPurpose::Assets, "bank", "platform"), Code::InvalidArgument, "leave `party` empty"),
+        (open(PsiPurpose::Assets, "stranger", ""), Code::PermissionDenied, "not a consortium lender"),
+    ] {
+        let e = raw.psi_open(request).await.expect_err(says);
+        assert_eq!(e.code(), code, "{says}: {e:?}");
+        assert!(e.message().contains(says), "{says}: {e:?}");
+    }
+    // A data party holds no registry: listed as a lender by mistake, it
+    // refuses the check and the coordinator says which party did.
+    {
+        let mut options = consortium();
+        options.lenders.push("logistics".into());
+        let other = Cluster::start(&options).await.expect("cluster");
+        let mut r = PsiRequester::connect(&other.coordinator_url(), "lender-x").await.expect("requester");
+        let e = r.check_assets(&assets(&["po:a:1"])).await.unwrap_err();
+        assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
+        assert!(e.to_string().contains("party `logistics`: party `logistics` keeps no asset registry"), "{e}");
+        other.stop().await.expect("stop");
+    }
+
+    // One session, then every malformed query against it.
+    let stream = raw.psi_open(open(PsiPurpose::Align, "l", "platform")).await.expect("open").into_inner();
+    let (header, set) = collect_psi_open(stream, 1 << 22).await.expect("session");
+    assert_eq!((header.set_len, header.per_item), (4, 1));
+    let query = |points: Vec<u8>| PsiQueryRequest { session_id: header.session_id.clone(), points };
+    let mut session = RequesterSession::new(&mut OsRng);
+    session.load_set(&points_from_bytes(&set, "set", 1 << 22).expect("points")).expect("set");
+    let good = session.blind(&subjects).expect("blind");
+    for (points, code, says) in [
+        (vec![7u8; 33], Code::InvalidArgument, "multiple of 32"),
+        (vec![0u8; 32 * (MAX_BATCH + 1)], Code::InvalidArgument, "limit is 32768"),
+        (points_to_bytes(&[good[0], [0xffu8; 32]]), Code::InvalidArgument, "point 1 of query batch"),
+        (points_to_bytes(&[[0u8; 32]]), Code::InvalidArgument, "point 0 of query batch"),
+    ] {
+        let e = raw.psi_query(query(points)).await.expect_err(says);
+        assert_eq!(e.code(), code, "{says}: {e:?}");
+        assert!(e.message().contains(says), "{says}: {e:?}");
+    }
+    let e = raw
+        .psi_query(PsiQueryRequest { session_id: "0".repeat(32), points: points_to_bytes(&good) })
+        .await
+        .expect_err("unknown session");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    // Nothing was spoiled: the session answers the real batch correctly.
+    let answers =
+        collect(raw.psi_query(query(points_to_bytes(&good))).await.expect("query").into_inner(), "a", 1 << 20)
+            .await
+            .expect("answers");
+    let answers = points_from_bytes(&answers, "answers", good.len()).expect("points");
+    assert_eq!(session.count(good.len(), 1, &answers).expect("count"), vec![1; good.len()]);
+
+    // A party that restarts loses its key: the relayed session can no
+    // longer be completed and says so, then is gone.
+    cluster.party("platform").expect("platform").restart_in_place().await.expect("restart");
+    let e = raw.psi_query(query(points_to_bytes(&good))).await.expect_err("lost key");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("holds no PSI session"), "{e:?}");
+    let e = raw.psi_query(query(points_to_bytes(&good))).await.expect_err("session dropped");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    // Sessions expire with the shortest responder lifetime.
+    {
+        let platform = cluster.party("platform").expect("platform");
+        platform.stop().await.expect("stop");
+        platform.config.psi_session_ttl_s = 1;
+        platform.start().await.expect("restart");
+    }
+    let stream = raw.psi_open(open(PsiPurpose::Align, "l", "platform")).await.expect("open").into_inner();
+    let (header, _) = collect_psi_open(stream, 1 << 22).await.expect("session");
+    assert!(header.expires_in_ms <= 1000, "{}", header.expires_in_ms);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let e = raw
+        .psi_query(PsiQueryRequest { session_id: header.session_id.clone(), points: points_to_bytes(&good) })
+        .await
+        .expect_err("expired");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("has expired"), "{e:?}");
+
+    // The services keep serving: a fresh alignment is exact.
+    let mut requester = PsiRequester::connect(&url, "l").await.expect("requester");
+    let mut list = subjects.clone();
+    list.push("stranger".into());
+    let a = requester.align("logistics", &list).await.expect("align");
+    assert_eq!(a.held, [true, true, true, true, false]);
+    cluster.stop().await.expect("stop");
+}
