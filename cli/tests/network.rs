@@ -530,20 +530,22 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     let url = format!("http://127.0.0.1:{port}");
     std::fs::write(
         path("coordinator.toml"),
-        format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n"),
+        format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\nlenders = [\"bank\", \"lender\"]\n"),
     )
     .expect("config");
     let mut processes = Processes(vec![spawn(&["coordinator", "serve", "--config", &path("coordinator.toml")])]);
 
     let model = Model::cross_border_seller();
     let book = sample::subjects(&model, 3, 5);
+    let registry = |name: &str| if name == "bank" { "asset_registry = true\n" } else { "" };
     for (index, name) in model.parties.iter().enumerate() {
         let config = path(&format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
-                "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{url}\"\nstore = \"{name}.sqlite\"\napproved_models = [\"{}\"]\n",
-                model.id()
+                "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{url}\"\nstore = \"{name}.sqlite\"\napproved_models = [\"{}\"]\n{}",
+                model.id(),
+                registry(name)
             ),
         )
         .expect("party config");
@@ -582,11 +584,55 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     }
     assert!(registered, "the lender could not register");
 
-    // Parties register as they come up; retry until all three answer.
+    // Without an alignment the lender refuses to ask, rather than tell a
+    // party about a subject it may not hold.
+    let alignment = path("alignment.sqlite");
+    let out =
+        run(&[&["lender", "decide", "--subject", "seller-0001", "--alignment", &alignment][..], &lender].concat());
+    assert!(!out.status.success() && text(&out).contains("run `jointscore lender align"), "{}", text(&out));
+
+    // Parties register as they come up; retry until all three align.
+    let applicants = path("applicants.csv");
+    std::fs::write(&applicants, "subject\nseller-0001\nseller-0002\nnobody\n").expect("applicants");
+    let align = [
+        "lender",
+        "align",
+        "--coordinator",
+        &url,
+        "--as",
+        "lender",
+        "--subjects",
+        &applicants,
+        "--alignment",
+        &alignment,
+    ];
+    let mut aligned = None;
+    for _ in 0..40 {
+        let out = run(&align);
+        if out.status.success() {
+            aligned = Some(String::from_utf8_lossy(&out.stdout).into_owned());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let aligned = aligned.expect("alignment through the command line");
+    for (line, party) in aligned.lines().zip(&model.parties) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("one JSON line per party");
+        assert_eq!(
+            (v["party"].as_str(), v["asked"].as_u64(), v["held"].as_u64()),
+            (Some(party.as_str()), Some(3), Some(2))
+        );
+        assert_eq!(v["party_holds"], 3, "{line}");
+    }
+
     let mut decided = None;
     for attempt in 0..40 {
         let id = format!("cli-{attempt}");
-        let out = run(&[&["lender", "decide", "--subject", "seller-0001", "--request-id", &id][..], &lender].concat());
+        let out = run(&[
+            &["lender", "decide", "--subject", "seller-0001", "--request-id", &id, "--alignment", &alignment][..],
+            &lender,
+        ]
+        .concat());
         if out.status.success() {
             decided = Some(String::from_utf8_lossy(&out.stdout).into_owned());
             break;
@@ -606,9 +652,57 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     assert_eq!(shown["state"], "done");
     assert_eq!(shown["decision"], want.describe(&model));
 
-    let out = run(&[&["lender", "decide", "--subject", "nobody"][..], &lender].concat());
+    // Aligned, a subject nobody holds is not asked about at all; unaligned,
+    // the parties are asked and refuse it.
+    let out = run(&[&["lender", "decide", "--subject", "nobody", "--alignment", &alignment][..], &lender].concat());
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no party of the model holds this subject; no party was asked"), "{}", text(&out));
+    let out = run(&[&["lender", "decide", "--subject", "nobody", "--unaligned"][..], &lender].concat());
     assert!(!out.status.success());
     assert!(text(&out).contains("NotFound") && text(&out).contains("nobody"), "{}", text(&out));
+
+    // Duplicate financing: the bank records a financing; the lender checks
+    // a variant spelling of it and an asset nobody financed.
+    let bank = path("bank.toml");
+    let out = run(&["lender", "register-asset", "--config", &bank, "--id", "invoice:ACME Trading:INV-0001"]);
+    assert!(out.status.success() && text(&out).contains("1 asset(s) added, 0 already registered"), "{}", text(&out));
+    let assets = path("assets.csv");
+    std::fs::write(
+        &assets,
+        "kind,issuer,number,reference\ninv,acme trading,0001-b,L2\ninvoice,ACME Trading,inv 0001,L3\n",
+    )
+    .expect("assets");
+    let out = run(&["lender", "register-asset", "--config", &bank, "--file", &assets]);
+    assert!(
+        out.status.success() && text(&out).contains("1 asset(s) added, 1 already registered; 2 held"),
+        "{}",
+        text(&out)
+    );
+    let check = ["lender", "check-asset", "--coordinator", &url, "--as", "lender", "--count"];
+    let out = run(&[&check[..], &["--id", "inv:acme trading.:inv-0001", "--id", "po:acme trading:1"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        lines[0],
+        serde_json::json!({"asset": "invoice:acme trading:inv0001", "financed": true, "financed_by": 1})
+    );
+    assert_eq!(lines[1], serde_json::json!({"asset": "order:acme trading:1", "financed": false, "financed_by": 0}));
+    // Refusals: a registry that is off, a malformed asset, a stranger.
+    let out = run(&["lender", "register-asset", "--config", &path("platform.toml"), "--id", "po:a:1"]);
+    assert!(!out.status.success() && text(&out).contains("`asset_registry` is off"), "{}", text(&out));
+    let out = run(&[&check[..], &["--id", "invoice:acme"]].concat());
+    assert!(!out.status.success() && text(&out).contains("expected KIND:ISSUER:NUMBER"), "{}", text(&out));
+    std::fs::write(&assets, "kind,issuer,number\ninv,acme,1\nbond,acme,2\n").expect("assets");
+    let out = run(&["lender", "register-asset", "--config", &bank, "--file", &assets]);
+    assert!(
+        !out.status.success() && text(&out).contains("line 3: invalid asset id: unknown asset kind `bond`"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&["lender", "check-asset", "--coordinator", &url, "--as", "stranger", "--id", "po:a:1"]);
+    assert!(!out.status.success() && text(&out).contains("not a consortium lender"), "{}", text(&out));
     drop(processes);
 }
 
