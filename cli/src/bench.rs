@@ -181,18 +181,27 @@ pub(crate) struct PsiArgs {
     /// Run the cardinality-only variant instead of the intersection.
     #[arg(long)]
     cardinality: bool,
+    /// Align over loopback gRPC instead: a coordinator and one party node
+    /// holding the responder's items as subjects, the requester a lender
+    /// (batched sessions, as `lender align` runs them).
+    #[arg(long, conflicts_with = "cardinality")]
+    network: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
 
-/// Runs one PSI session in process and reports throughput.
+/// Runs one PSI session in process (or over loopback gRPC) and reports
+/// throughput.
 pub(crate) fn psi(args: PsiArgs) -> Result<(), CliError> {
     use jointscore_psi::{Outcome, POINT_BYTES, Requester, Responder, Variant};
     use std::time::Instant;
 
     if args.size == 0 || args.size > jointscore_psi::MAX_ITEMS {
         return Err(CliError::Usage(format!("--size must be in 1..={}", jointscore_psi::MAX_ITEMS)));
+    }
+    if args.network {
+        return psi_network(&args);
     }
     let n = args.size;
     let mine: Vec<Vec<u8>> = (0..n).map(|i| format!("invoice:{i:012}").into_bytes()).collect();
@@ -247,6 +256,81 @@ pub(crate) fn psi(args: PsiArgs) -> Result<(), CliError> {
     }
     if !correct {
         return Err(CliError::Usage("the PSI result is wrong".into()));
+    }
+    Ok(())
+}
+
+/// `bench psi --network`: a lender aligns `size` subjects with a party
+/// node holding `size` (half shared) through a coordinator on loopback.
+fn psi_network(args: &PsiArgs) -> Result<(), CliError> {
+    use jointscore_coordinator::{CoordinatorConfig, CoordinatorNode, SqliteStore};
+    use jointscore_lender::PsiRequester;
+    use jointscore_party::{PartyConfig, PartyNode, RecordStore};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let n = args.size;
+    let mine: Vec<String> = (0..n).map(|i| format!("seller-{i:012}")).collect();
+    let theirs: Vec<(String, serde_json::Value)> =
+        (n / 2..n / 2 + n).map(|i| (format!("seller-{i:012}"), json!({}))).collect();
+    let dir = tempfile::tempdir().map_err(|e| CliError::Usage(format!("temporary directory: {e}")))?;
+    let runtime = crate::nodes::runtime()?;
+    let aligned = runtime.block_on(async {
+        let config = CoordinatorConfig {
+            listen: "127.0.0.1:0".into(),
+            ..CoordinatorConfig::with_store(dir.path().join("coordinator.sqlite"))
+        };
+        let store = Arc::new(SqliteStore::open(&config.store)?);
+        let bind = || async {
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| CliError::Usage(format!("bind: {e}")))
+        };
+        let coordinator = CoordinatorNode::start(config, store, bind().await?).await?;
+        let party = PartyConfig {
+            name: "platform".into(),
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
+            coordinator: coordinator.url(),
+            store: dir.path().join("platform.sqlite"),
+            approved_models: Vec::new(),
+            approved_stats: Vec::new(),
+            asset_registry: false,
+            psi_session_ttl_s: 600,
+        };
+        let records = Arc::new(RecordStore::open(&party.store)?);
+        records.put_all(&theirs)?;
+        let node = PartyNode::start(&party, records, bind().await?, Duration::from_secs(10)).await?;
+        let mut lender = PsiRequester::connect(&coordinator.url(), "bench-lender").await?;
+        let aligned = lender.align("platform", &mine).await?;
+        node.stop().await?;
+        coordinator.stop().await?;
+        Ok::<_, CliError>(aligned)
+    })?;
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let seconds = aligned.elapsed.as_secs_f64();
+    let correct = aligned.held.iter().enumerate().all(|(i, &h)| h == (i >= n / 2)) && aligned.party_size == n;
+    // The party's encoded set, the blinded queries and their answers.
+    let bytes = 3 * n * jointscore_psi::POINT_BYTES;
+    let items_per_s = n as f64 / seconds;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "size": n, "variant": "alignment over gRPC", "seconds": seconds, "items_per_s": items_per_s,
+                "items_per_s_per_core": items_per_s / threads as f64, "bytes": bytes, "correct": correct,
+                "threads": threads,
+            })
+        );
+    } else {
+        println!("PSI alignment over loopback gRPC: {n} x {n} subjects ({} shared), {threads} threads", n - n / 2);
+        println!(
+            "  total        {seconds:>9.3} s   ({items_per_s:.0} items/s per side, {:.0} per core)",
+            items_per_s / threads as f64
+        );
+        println!("  bytes        {bytes:>9}     (encoded set, queries, answers)");
+        println!("  correct      {correct}");
+    }
+    if !correct {
+        return Err(CliError::Usage("the alignment is wrong".into()));
     }
     Ok(())
 }
