@@ -135,7 +135,7 @@ fn quickstart_decides_and_matches_the_reference() {
 
 #[test]
 fn bench_psi_json_has_the_documented_fields() {
-    for extra in [&[][..], &["--cardinality"][..]] {
+    for extra in [&[][..], &["--cardinality"][..], &["--network"][..]] {
         let mut args = vec!["bench", "psi", "--size", "600", "--json"];
         args.extend_from_slice(extra);
         let out = jointscore(&args);

@@ -475,6 +475,36 @@ mod tests {
     }
 
     #[test]
+    fn a_store_from_before_alignment_gains_the_absent_column() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.sqlite");
+        {
+            // The jobs table as it was before `absent` existed, with a job.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE jobs (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL UNIQUE,
+                    request_id TEXT NOT NULL UNIQUE, key_id TEXT NOT NULL, model_id TEXT NOT NULL,
+                    subject TEXT NOT NULL, plan TEXT NOT NULL, state TEXT NOT NULL,
+                    code INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
+                    timings TEXT NOT NULL DEFAULT '{}', result BLOB,
+                    created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+                 INSERT INTO jobs (job_id, request_id, key_id, model_id, subject, plan, state, created_ms, updated_ms)
+                    VALUES ('job-old', 'r-old', 'k', 'm', 's', 'pushdown', 'accepted', 1, 1);",
+            )
+            .expect("old schema");
+        }
+        let store = SqliteStore::open(&path).expect("migrates");
+        let old = store.job("job-old").expect("read").expect("kept");
+        assert!(old.request.absent.is_empty());
+        assert_eq!(store.unfinished().expect("unfinished").len(), 1, "the old job is still resumed");
+        let Inserted::New(new) = store.insert_job(&new_job("r-new")).expect("insert") else { panic!("new") };
+        assert_eq!(new.request.absent, ["bank"]);
+        drop(store);
+        SqliteStore::open(&path).expect("reopening a migrated store is a no-op");
+    }
+
+    #[test]
     fn jobs_are_idempotent_durable_and_end_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.sqlite");
