@@ -1,6 +1,6 @@
 //! End-to-end tests of the `jointscore` binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -277,4 +277,18 @@ fn study_refuses_bad_data_naming_the_column() {
         })
         .collect();
     assert!(run(&one_bad, "label", "").contains("only one class"));
+}
+
+#[test]
+fn the_example_configurations_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/network");
+    let coordinator =
+        jointscore_coordinator::CoordinatorConfig::load(&dir.join("coordinator.toml")).expect("coordinator");
+    assert_eq!(coordinator.lenders, ["bank", "lender"]);
+    for party in ["platform", "logistics", "bank"] {
+        let config = jointscore_party::PartyConfig::load(&dir.join(format!("{party}.toml"))).expect(party);
+        assert_eq!(config.name, party);
+        assert_eq!(config.asset_registry, party == "bank", "only the bank is a consortium lender");
+        assert!(!config.approved_models.is_empty() && !config.approved_stats.is_empty(), "{party}");
+    }
 }

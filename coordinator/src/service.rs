@@ -285,6 +285,12 @@ impl CoordinatorService {
             )));
         }
         Plan::new(&model, plan)?;
+        if new.absent.len() == model.parties.len() && new.absent.iter().all(|p| model.parties.contains(p)) {
+            return Err(CoordinatorError::Invalid(
+                "every party of the model is named absent: no party holds the subject, so there is nothing to decide on"
+                    .into(),
+            ));
+        }
         if let Some(stranger) = new.absent.iter().find(|p| !model.parties.contains(p)) {
             return Err(CoordinatorError::Invalid(format!(
                 "`absent` names `{stranger}`, which is not a party of model {}",

@@ -72,6 +72,12 @@ impl PsiRequester {
         let start = Instant::now();
         let items: Vec<&[u8]> = subjects.iter().map(String::as_bytes).collect();
         let (counts, session) = self.run(PsiPurpose::Align, party, &items).await?;
+        if session.per_item != 1 {
+            return Err(LenderError::Psi(jointscore_psi::Error::Mismatch(format!(
+                "an alignment has one responder; the session claims {}",
+                session.per_item
+            ))));
+        }
         Ok(Alignment {
             party: party.to_string(),
             held: counts.iter().map(|&c| c > 0).collect(),

@@ -82,6 +82,16 @@ pub enum PartyError {
     /// oversized batch).
     #[error("PSI: {0}")]
     Psi(#[from] jointscore_psi::Error),
+    /// This node's set is larger than one PSI session carries.
+    #[error("party `{party}` holds {items} items, more than a PSI session carries ({limit})")]
+    TooManyItems {
+        /// This party.
+        party: String,
+        /// Items in its set.
+        items: usize,
+        /// The session limit.
+        limit: usize,
+    },
     /// The node is at a limit; the caller may retry later.
     #[error("party busy: {0}")]
     Busy(String),
@@ -139,7 +149,9 @@ impl From<PartyError> for Status {
             PartyError::SecAgg(jointscore_secagg::Error::Abort { .. }) => Code::FailedPrecondition,
             PartyError::SecAgg(_) => Code::InvalidArgument,
             PartyError::UnknownSession { .. } => Code::NotFound,
-            PartyError::SessionExpired { .. } | PartyError::NoRegistry { .. } => Code::FailedPrecondition,
+            PartyError::SessionExpired { .. } | PartyError::NoRegistry { .. } | PartyError::TooManyItems { .. } => {
+                Code::FailedPrecondition
+            }
             PartyError::Psi(_) => Code::InvalidArgument,
             PartyError::Busy(_) => Code::ResourceExhausted,
             PartyError::Coordinator { .. } => Code::Unavailable,

@@ -90,6 +90,9 @@ impl PsiSessions {
                 return Err(PartyError::BadRequest(format!("unknown PSI purpose {}", request.purpose)));
             }
         };
+        if items.len() > MAX_ITEMS {
+            return Err(PartyError::TooManyItems { party: self.party.clone(), items: items.len(), limit: MAX_ITEMS });
+        }
         {
             let mut sessions = self.lock()?;
             let now = Instant::now();

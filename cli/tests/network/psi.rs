@@ -90,6 +90,10 @@ async fn alignment_keeps_decisions_away_from_parties_without_the_subject() {
     let e = lender.decide("newcomer", "unaligned-1").await.unwrap_err();
     assert_eq!(e.code(), Some(Code::NotFound), "{e}");
     assert!(e.to_string().contains("party `bank`"), "{e}");
+    // Every party absent: nothing to decide on.
+    let e = lender.submit_with("newcomer", "aligned-3", &model.parties).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("every party of the model is named absent"), "{e}");
     // An absent party the model does not have is a bad request.
     let e = lender.submit_with("newcomer", "aligned-2", &["acme".into()]).await.unwrap_err();
     assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
