@@ -1,0 +1,26 @@
+//! Node identities for jointscore.
+//!
+//! Every node — party, coordinator, lender — holds an ed25519 identity key
+//! ([`NodeKey`]: written owner-only, wiped from memory on drop, never
+//! printed). The consortium is a file distributed out of band
+//! ([`Consortium`]): each member's name, role, public key and address, and
+//! optionally a revocation or expiry. A signature is over a domain tag and
+//! a message, so a signature made for one purpose never verifies for
+//! another; verifying one names the member, checks its role, that it is
+//! neither revoked nor expired, and uses ed25519's strict verification.
+//!
+//! [`ContributionEnvelope`] is what a party signs for each contribution:
+//! the job, subject, model, lender key set, the SHA-256 of the ciphertext
+//! bytes and the time. The coordinator verifies it before evaluating, and
+//! the signature travels with the result so the lender can check which
+//! parties contributed.
+
+mod consortium;
+mod envelope;
+mod error;
+mod key;
+
+pub use consortium::{Consortium, Member, Role};
+pub use envelope::{CONTRIBUTION_DOMAIN, ContributionEnvelope};
+pub use error::{IdentityError, Result};
+pub use key::{NodeKey, PUBLIC_KEY_HEX, SIGNATURE_BYTES, verify_with};
