@@ -295,6 +295,8 @@ fn psi_network(args: &PsiArgs) -> Result<(), CliError> {
             approved_stats: Vec::new(),
             asset_registry: false,
             psi_session_ttl_s: 600,
+            min_present_parties: 2,
+            identity: None,
         };
         let records = Arc::new(RecordStore::open(&party.store)?);
         records.put_all(&theirs)?;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use jointscore_circuits::{Bundle, CROSS_BORDER_SELLER, Model, PlanKind, Record, reference};
 use jointscore_coordinator::{CoordinatorConfig, CoordinatorError, CoordinatorNode, SqliteStore};
+use jointscore_identity::{Consortium, Member, NodeKey, Role};
 use jointscore_lender::{Lender, LenderError, LenderKeys};
 use jointscore_party::{PartyConfig, PartyError, PartyNode, RecordStore};
 use serde_json::{Map, Value};
@@ -41,6 +42,9 @@ pub enum ClusterError {
     /// A name the cluster does not have.
     #[error("{0}")]
     Unknown(String),
+    /// Identity keys or the consortium file.
+    #[error(transparent)]
+    Identity(#[from] jointscore_identity::IdentityError),
 }
 
 /// How to build the cluster.
@@ -64,6 +68,11 @@ pub struct ClusterOptions {
     pub lenders: Vec<String>,
     /// Parties whose nodes keep an asset registry (`asset_registry`).
     pub registries: Vec<String>,
+    /// Give every node an identity key and the coordinator the consortium
+    /// file, so contributions are signed and checked (the default).
+    pub signed: bool,
+    /// Parties listed as revoked in the consortium file.
+    pub revoked: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -78,6 +87,8 @@ impl Default for ClusterOptions {
             approved_stats: Vec::new(),
             lenders: Vec::new(),
             registries: Vec::new(),
+            signed: true,
+            revoked: Vec::new(),
         }
     }
 }
@@ -103,6 +114,43 @@ pub struct Cluster {
     pub book: Vec<(String, Value)>,
     /// The model every party approved.
     pub model: Model,
+    /// The consortium file the coordinator checks signatures against, when
+    /// the cluster is signed.
+    pub consortium: Option<Arc<Consortium>>,
+}
+
+/// Writes an identity key for the coordinator and for each of `parties`
+/// into `dir` (`coordinator.key`, `<party>.key`, owner-only) and the
+/// consortium file listing them (`consortium.toml`); the parties in
+/// `revoked` are marked revoked. Refuses to overwrite existing keys.
+pub fn init_consortium(
+    dir: &Path,
+    name: &str,
+    parties: &[String],
+    revoked: &[String],
+) -> Result<Consortium, ClusterError> {
+    std::fs::create_dir_all(dir)?;
+    let mut members = Vec::new();
+    for (member, role) in
+        std::iter::once(("coordinator", Role::Coordinator)).chain(parties.iter().map(|p| (p.as_str(), Role::Party)))
+    {
+        let key = NodeKey::generate();
+        key.write(&dir.join(format!("{member}.key")), false)?;
+        members.push(Member {
+            name: member.into(),
+            role,
+            public_key: key.public_hex(),
+            address: None,
+            revoked: revoked.iter().any(|r| r == member),
+            expires: None,
+        });
+    }
+    let consortium = Consortium { name: name.into(), members };
+    let text = consortium.to_toml()?;
+    // Round trip: what is written is what every member will read.
+    let consortium = Consortium::from_toml(&text)?;
+    std::fs::write(dir.join("consortium.toml"), text)?;
+    Ok(consortium)
 }
 
 /// The part of `record` that the model assigns to `party`: what that
@@ -115,20 +163,30 @@ pub fn party_view(model: &Model, party: usize, record: &Value) -> Value {
     Value::Object(own)
 }
 
+/// How the party nodes of a cluster are set up.
+#[derive(Clone, Debug, Default)]
+pub struct PartySetup {
+    /// Parties whose operators approve no model.
+    pub unapproved: Vec<String>,
+    /// Stats spec ids every party approves.
+    pub approved_stats: Vec<String>,
+    /// Parties that keep an asset registry.
+    pub registries: Vec<String>,
+    /// A directory holding `<name>.key` for each party: they sign.
+    pub identities: Option<PathBuf>,
+}
+
 /// Starts one party node per party of `model`, each with a SQLite store in
 /// `dir` holding its own columns of `book`, registered with the coordinator
-/// at `coordinator`; the parties named in `unapproved` approve no model,
-/// every party approves the stats specs `approved_stats`, and those named in
-/// `registries` keep an asset registry.
+/// at `coordinator`, set up as `setup` says.
 pub async fn start_parties(
     model: &Model,
     book: &[(String, Value)],
     coordinator: &str,
     dir: &Path,
-    unapproved: &[String],
-    approved_stats: &[String],
-    registries: &[String],
+    setup: &PartySetup,
 ) -> Result<Vec<ClusterParty>, ClusterError> {
+    let PartySetup { unapproved, approved_stats, registries, identities } = setup;
     let mut parties = Vec::new();
     for (index, name) in model.parties.iter().enumerate() {
         let config = PartyConfig {
@@ -141,6 +199,8 @@ pub async fn start_parties(
             approved_stats: approved_stats.to_vec(),
             asset_registry: registries.contains(name),
             psi_session_ttl_s: 600,
+            min_present_parties: 2,
+            identity: identities.as_ref().map(|d| d.join(format!("{name}.key"))),
         };
         let store = Arc::new(RecordStore::open(&config.store)?);
         let rows: Vec<(String, Value)> =
@@ -160,6 +220,12 @@ impl Cluster {
         let dir = tempfile::Builder::new().prefix("jointscore-").tempdir()?;
         let model = Model::cross_border_seller();
         let book = sample::subjects(&model, options.sellers, options.seed);
+        let identities = dir.path().join("identities");
+        let consortium = if options.signed {
+            Some(Arc::new(init_consortium(&identities, "local", &model.parties, &options.revoked)?))
+        } else {
+            None
+        };
 
         let config = CoordinatorConfig {
             listen: "127.0.0.1:0".into(),
@@ -167,23 +233,22 @@ impl Cluster {
             eval_workers: options.eval_workers,
             party_deadline_ms: u64::try_from(options.party_deadline.as_millis()).unwrap_or(u64::MAX),
             lenders: options.lenders.clone(),
+            consortium: consortium.as_ref().map(|_| identities.join("consortium.toml")),
+            identity: consortium.as_ref().map(|_| identities.join("coordinator.key")),
             ..CoordinatorConfig::with_store(dir.path().join("coordinator.sqlite"))
         };
         let store = Arc::new(SqliteStore::open(&config.store)?);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let coordinator = CoordinatorNode::start(config, store, listener).await?;
 
-        let parties = start_parties(
-            &model,
-            &book,
-            &coordinator.url(),
-            dir.path(),
-            &options.unapproved,
-            &options.approved_stats,
-            &options.registries,
-        )
-        .await?;
-        Ok(Cluster { dir, coordinator, parties, book, model })
+        let setup = PartySetup {
+            unapproved: options.unapproved.clone(),
+            approved_stats: options.approved_stats.clone(),
+            registries: options.registries.clone(),
+            identities: consortium.as_ref().map(|_| identities.clone()),
+        };
+        let parties = start_parties(&model, &book, &coordinator.url(), dir.path(), &setup).await?;
+        Ok(Cluster { dir, coordinator, parties, book, model, consortium })
     }
 
     /// The coordinator's URL.
@@ -198,8 +263,14 @@ impl Cluster {
 
     /// A lender connected to this cluster's coordinator for the built-in
     /// model.
+    /// When the cluster is signed, the lender requires every decision's
+    /// signatures.
     pub async fn lender(&self, keys: Arc<LenderKeys>, kind: PlanKind) -> Result<Lender, ClusterError> {
-        Ok(Lender::connect(&self.coordinator_url(), keys, CROSS_BORDER_SELLER.to_string(), kind).await?)
+        let mut lender = Lender::connect(&self.coordinator_url(), keys, CROSS_BORDER_SELLER.to_string(), kind).await?;
+        if let Some(consortium) = &self.consortium {
+            lender.require_signatures(consortium.clone());
+        }
+        Ok(lender)
     }
 
     /// A party by name.

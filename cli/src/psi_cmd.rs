@@ -128,6 +128,12 @@ pub(crate) fn check_asset(args: CheckAssetArgs) -> Result<(), CliError> {
             }
             println!("{line}");
         }
+        if checked.lenders == 1 {
+            eprintln!(
+                "note: the consortium has one other lender, so \"financed elsewhere\" names it, and its registry \
+                 size is revealed"
+            );
+        }
         eprintln!(
             "{} asset(s) checked against {} lender(s) ({} registered assets in all) in {:.2} s",
             assets.len(),

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use jointscore::cluster::{Cluster, ClusterOptions, party_view, start_parties};
+use jointscore::cluster::{Cluster, ClusterOptions, PartySetup, party_view, start_parties};
 use jointscore::sample;
 use jointscore_circuits::fhe::CONTRIBUTION_SIZE_LIMIT;
 use jointscore_circuits::wire::EVALUATION_KEY_LIMIT;
@@ -20,10 +20,10 @@ use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::key_upload::Part as KeyPart;
 use jointscore_proto::v1::party_server::{Party, PartyServer};
 use jointscore_proto::v1::{
-    ContributeChunk, ContributeRequest, ContributionHeader, KeyHeader, KeyUpload, PsiAnswer, PsiOpenChunk,
-    PsiOpenRequest, PsiQueryRequest, RegisterPartyRequest, SecAggAdvertiseReply, SecAggAdvertiseRequest,
-    SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggSealed, SecAggShare, SecAggShareKeysReply,
-    SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
+    ContributeChunk, ContributeRequest, ContributionHeader, KeyHeader, KeyUpload, PsiAnswer, PsiCloseReply,
+    PsiCloseRequest, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest, RegisterPartyRequest, SecAggAdvertiseReply,
+    SecAggAdvertiseRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggSealed, SecAggShare,
+    SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
 };
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
@@ -32,6 +32,8 @@ use tonic::{Request, Response, Status};
 
 #[path = "network/psi.rs"]
 mod psi;
+#[path = "network/signed.rs"]
+mod signed;
 
 fn keys() -> Arc<LenderKeys> {
     static KEYS: OnceLock<Arc<LenderKeys>> = OnceLock::new();
@@ -300,9 +302,19 @@ impl Party for Rogue {
         Err(Status::unimplemented("no PSI"))
     }
 
+    async fn psi_close(&self, _: Request<PsiCloseRequest>) -> Result<Response<PsiCloseReply>, Status> {
+        Err(Status::unimplemented("no PSI"))
+    }
+
     async fn contribute(&self, _: Request<ContributeRequest>) -> Result<Response<ChunkStream>, Status> {
         let head = |party: &str, len: u64| ContributeChunk {
-            part: Some(Part::Header(ContributionHeader { party: party.into(), len, blocks: 1, encrypt_us: 1 })),
+            part: Some(Part::Header(ContributionHeader {
+                party: party.into(),
+                len,
+                blocks: 1,
+                encrypt_us: 1,
+                ..Default::default()
+            })),
         };
         let data = |bytes: &[u8]| ContributeChunk { part: Some(Part::Data(bytes.to_vec())) };
         let messages = match self {
@@ -362,7 +374,9 @@ async fn impersonate_bank(coordinator: &str, rogue: Rogue) -> tokio::task::JoinH
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_contributions_and_slow_parties_fail_the_job_naming_the_party() {
-    let options = ClusterOptions { party_deadline: Duration::from_secs(1), ..small() };
+    // Unsigned: the rogues' bytes are to reach the decoder (signature
+    // failures are tested on their own).
+    let options = ClusterOptions { party_deadline: Duration::from_secs(1), signed: false, ..small() };
     let (mut cluster, mut lender) = cluster(options).await;
     for (i, (rogue, want, says)) in [
         (Rogue::Garbage, Code::InvalidArgument, "malformed"),
@@ -448,7 +462,7 @@ async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
 
     let model = Model::cross_border_seller();
     let book = sample::subjects(&model, 4, 99);
-    let mut parties = start_parties(&model, &book, &url, dir.path(), &[], &[], &[]).await.expect("parties");
+    let mut parties = start_parties(&model, &book, &url, dir.path(), &PartySetup::default()).await.expect("parties");
 
     let mut jobs = Vec::new();
     for (i, (subject, _)) in book.iter().enumerate() {
@@ -803,6 +817,10 @@ impl Party for StatsRogue {
         Err(Status::unimplemented("no PSI"))
     }
 
+    async fn psi_close(&self, _: Request<PsiCloseRequest>) -> Result<Response<PsiCloseReply>, Status> {
+        Err(Status::unimplemented("no PSI"))
+    }
+
     async fn contribute(&self, _: Request<ContributeRequest>) -> Result<Response<ChunkStream>, Status> {
         Err(Status::unimplemented("stats only"))
     }
@@ -880,6 +898,8 @@ async fn start_stats_rogue(coordinator: &str, fault: StatsFault) -> tokio::task:
         approved_stats: vec![stats_spec().id()],
         asset_registry: false,
         psi_session_ttl_s: 600,
+        min_present_parties: 2,
+        identity: None,
     };
     let inner = jointscore_party::PartyService::new(&config, store);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -17,6 +17,8 @@ use crate::error::{CoordinatorError, Result};
 /// party_deadline_ms = 30000      # per party, connection included
 /// lenders = ["bank", "bank2"]    # consortium lenders (their party nodes keep
 ///                                # asset registries) for duplicate-financing checks
+/// consortium = "consortium.toml" # members and keys: contributions must be signed
+/// identity = "coordinator.key"   # this node's identity key (`jointscore consortium init`)
 /// ```
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +46,24 @@ pub struct CoordinatorConfig {
     /// asks every other one of them. Empty: no checks.
     #[serde(default)]
     pub lenders: Vec<String>,
+    /// The consortium file (relative to this file). When set, every
+    /// contribution must carry a valid signature by its party, a current
+    /// party member; unset, contributions are taken unsigned (a
+    /// single-operator or test deployment).
+    #[serde(default)]
+    pub consortium: Option<PathBuf>,
+    /// This coordinator's identity key file (relative to this file).
+    #[serde(default)]
+    pub identity: Option<PathBuf>,
+    /// How long a party may take to open a PSI session: it hashes and
+    /// exponentiates its whole set (about 30 s per million items on two
+    /// cores).
+    #[serde(default = "default_psi_open_deadline")]
+    pub psi_open_deadline_ms: u64,
+}
+
+fn default_psi_open_deadline() -> u64 {
+    300_000
 }
 
 fn default_listen() -> String {
@@ -69,6 +89,9 @@ impl CoordinatorConfig {
             eval_workers: default_workers(),
             party_deadline_ms: default_deadline(),
             lenders: Vec::new(),
+            consortium: None,
+            identity: None,
+            psi_open_deadline_ms: default_psi_open_deadline(),
         }
     }
 
@@ -79,10 +102,14 @@ impl CoordinatorConfig {
             .map_err(|e| CoordinatorError::Config(format!("cannot read {}: {e}", path.display())))?;
         let mut config = CoordinatorConfig::from_toml(&text)
             .map_err(|e| CoordinatorError::Config(format!("{}: {e}", path.display())))?;
-        if let Some(dir) = path.parent()
-            && config.store.is_relative()
-        {
-            config.store = dir.join(&config.store);
+        if let Some(dir) = path.parent() {
+            for file in
+                [Some(&mut config.store), config.consortium.as_mut(), config.identity.as_mut()].into_iter().flatten()
+            {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
+                }
+            }
         }
         Ok(config)
     }
@@ -91,9 +118,14 @@ impl CoordinatorConfig {
     pub fn from_toml(text: &str) -> Result<CoordinatorConfig> {
         let config: CoordinatorConfig =
             toml::from_str(text).map_err(|e| CoordinatorError::Config(e.message().to_string()))?;
-        if config.queue_capacity == 0 || config.eval_workers == 0 || config.party_deadline_ms == 0 {
+        if config.queue_capacity == 0
+            || config.eval_workers == 0
+            || config.party_deadline_ms == 0
+            || config.psi_open_deadline_ms == 0
+        {
             return Err(CoordinatorError::Config(
-                "`queue_capacity`, `eval_workers` and `party_deadline_ms` must be at least 1".into(),
+                "`queue_capacity`, `eval_workers`, `party_deadline_ms` and `psi_open_deadline_ms` must be at least 1"
+                    .into(),
             ));
         }
         Ok(config)
@@ -102,6 +134,11 @@ impl CoordinatorConfig {
     /// The per-party deadline.
     pub fn party_deadline(&self) -> Duration {
         Duration::from_millis(self.party_deadline_ms)
+    }
+
+    /// The deadline for a party to open a PSI session.
+    pub fn psi_open_deadline(&self) -> Duration {
+        Duration::from_millis(self.psi_open_deadline_ms)
     }
 }
 

@@ -2,14 +2,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jointscore_circuits::fhe::{CONTRIBUTION_SIZE_LIMIT, Contribution, EvaluationKey, PublicKey};
 use jointscore_circuits::{Model, Plan, PlanKind, Record};
+use jointscore_identity::{Consortium, ContributionEnvelope, IdentityError};
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::party_client::PartyClient;
-use jointscore_proto::v1::{ContributeChunk, ContributeRequest};
+use jointscore_proto::v1::{ContributeChunk, ContributeRequest, ContributionHeader};
 use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, plan_to_wire};
+use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
@@ -17,7 +19,7 @@ use tonic::{Code, Status, Streaming};
 
 use crate::config::CoordinatorConfig;
 use crate::error::{CoordinatorError, Result};
-use crate::job::{JobRecord, JobState, Timings};
+use crate::job::{JobRecord, JobState, SignedContribution, Timings};
 use crate::store::JobStore;
 
 /// Shared state of the running coordinator: the store, the bounds on work
@@ -42,6 +44,8 @@ pub(crate) struct Engine {
     /// Key uploads are buffered whole (tens of MB) and decompressed: one at
     /// a time, so concurrent uploads cannot exhaust memory.
     pub(crate) registrations: tokio::sync::Mutex<()>,
+    /// The consortium, when contributions must be signed.
+    consortium: Option<Arc<Consortium>>,
 }
 
 /// A job's failure with the status code it ends with.
@@ -54,7 +58,11 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
 }
 
 impl Engine {
-    pub(crate) fn new(store: Arc<dyn JobStore>, config: CoordinatorConfig) -> Arc<Engine> {
+    pub(crate) fn new(
+        store: Arc<dyn JobStore>,
+        config: CoordinatorConfig,
+        consortium: Option<Consortium>,
+    ) -> Arc<Engine> {
         Arc::new(Engine {
             queue: Arc::new(Semaphore::new(config.queue_capacity)),
             eval: Arc::new(Semaphore::new(config.eval_workers)),
@@ -68,6 +76,7 @@ impl Engine {
             ended: tokio::sync::watch::Sender::new(0),
             channels: Mutex::new(HashMap::new()),
             registrations: tokio::sync::Mutex::new(()),
+            consortium: consortium.map(Arc::new),
         })
     }
 
@@ -186,7 +195,7 @@ impl Engine {
         let mut timings = Timings::default();
         let outcome = self.execute(&job, &mut timings).await;
         self.record_end(&job.job_id, || match &outcome {
-            Ok(result) => self.store.complete(&job.job_id, result, &timings),
+            Ok((result, signed)) => self.store.complete(&job.job_id, result, &timings, signed),
             Err(e) => self.store.fail(&job.job_id, e.code() as i32, &e.to_string(), &timings),
         })
         .await;
@@ -240,12 +249,14 @@ impl Engine {
         }
     }
 
-    async fn execute(&self, job: &JobRecord, timings: &mut Timings) -> Result<Vec<u8>> {
+    /// Collects, evaluates and serializes; also returns the parties' signed
+    /// envelopes.
+    async fn execute(&self, job: &JobRecord, timings: &mut Timings) -> Result<(Vec<u8>, Vec<SignedContribution>)> {
         let plan = self.plan(&job.request.model_id, job.request.plan)?;
         let public = self.public_key(&job.request.key_id)?;
         self.store.set_state(&job.job_id, JobState::Collecting)?;
         let start = Instant::now();
-        let contributions = self.collect(job, &plan, &public, timings).await?;
+        let (contributions, signed) = self.collect(job, &plan, &public, timings).await?;
         timings.collect_us = micros(start.elapsed());
 
         self.store.set_state(&job.job_id, JobState::Evaluating)?;
@@ -264,7 +275,7 @@ impl Engine {
             .map_err(|e| CoordinatorError::Transport(format!("evaluation task failed: {e}")))??;
         timings.evaluate_us = micros(report.expand + report.circuit);
         timings.pbs = report.pbs;
-        Ok(result.to_bytes()?)
+        Ok((result.to_bytes()?, signed))
     }
 
     /// Asks every party of the plan for its contribution, concurrently, each
@@ -276,7 +287,7 @@ impl Engine {
         plan: &Arc<Plan>,
         public: &PublicKey,
         timings: &mut Timings,
-    ) -> Result<Vec<Contribution>> {
+    ) -> Result<(Vec<Contribution>, Vec<SignedContribution>)> {
         let model_toml = self.model_toml(&job.request.model_id)?;
         let absent = self.absent_contributions(job, plan, public).await?;
         let mut tasks = JoinSet::new();
@@ -291,14 +302,16 @@ impl Engine {
                 model_toml: model_toml.to_string(),
                 plan: plan_to_wire(job.request.plan),
                 key_id: job.request.key_id.clone(),
+                absent: job.request.absent.clone(),
             };
             let address = self.store.party_address(name)?;
             let cached = address.as_ref().and_then(|a| lock(&self.channels).ok()?.get(a).cloned());
             let tried = address.clone();
             let (name, plan, public) = (name.clone(), plan.clone(), public.clone());
             let deadline = self.config.party_deadline();
+            let consortium = self.consortium.clone();
             tasks.spawn(async move {
-                let call = Call { name: &name, address, cached, deadline };
+                let call = Call { name: &name, address, cached, deadline, consortium };
                 let got = match tokio::time::timeout(deadline, call.contribution(request, &plan, index, &public)).await
                 {
                     Ok(got) => got,
@@ -320,6 +333,7 @@ impl Engine {
             results[index] = Some(got);
         }
         let mut contributions = Vec::with_capacity(results.len());
+        let mut signed = Vec::new();
         let mut channels = lock(&self.channels)?;
         let mut errors = Vec::new();
         for (got, absent) in results.into_iter().zip(absent) {
@@ -333,6 +347,7 @@ impl Engine {
                     timings.party_encrypt_us = timings.party_encrypt_us.max(r.encrypt_us);
                     timings.contribution_bytes += r.bytes;
                     contributions.push(r.contribution);
+                    signed.extend(r.signed);
                 }
                 Err((address, e)) => {
                     // A fresh connection next time, in case the party moved
@@ -347,7 +362,7 @@ impl Engine {
         drop(channels);
         let mut errors = errors.into_iter();
         match errors.next() {
-            None => Ok(contributions),
+            None => Ok((contributions, signed)),
             Some(first) => {
                 let rest: Vec<String> = errors.map(|e| e.to_string()).collect();
                 if rest.is_empty() {
@@ -412,6 +427,8 @@ type Answer = std::result::Result<Received, (Option<String>, CoordinatorError)>;
 
 struct Received {
     contribution: Contribution,
+    /// The party's signed envelope, when it sent a signature.
+    signed: Option<SignedContribution>,
     encrypt_us: u64,
     bytes: u64,
     address: String,
@@ -424,6 +441,54 @@ struct Call<'a> {
     address: Option<String>,
     cached: Option<Channel>,
     deadline: Duration,
+    consortium: Option<Arc<Consortium>>,
+}
+
+impl Call<'_> {
+    /// The party's signed envelope over exactly these bytes for exactly
+    /// this request. With a consortium, a missing or invalid signature fails
+    /// the contribution: UNAUTHENTICATED for a signature that does not
+    /// verify, PERMISSION_DENIED for a signer that is not a current party
+    /// member. Without one, a signature is passed on unchecked.
+    fn check_signature(
+        &self,
+        request: &ContributeRequest,
+        header: &ContributionHeader,
+        bytes: &[u8],
+    ) -> Result<Option<SignedContribution>> {
+        let name = self.name;
+        let envelope = ContributionEnvelope {
+            job_id: request.job_id.clone(),
+            subject: request.subject.clone(),
+            model_id: request.model_id.clone(),
+            key_id: request.key_id.clone(),
+            party: name.to_string(),
+            ciphertext_sha256: hex::encode(Sha256::digest(bytes)),
+            time_ms: header.signed_ms,
+        };
+        if let Some(consortium) = &self.consortium {
+            if header.signature.is_empty() {
+                return Err(failed(
+                    Code::Unauthenticated,
+                    format!("party `{name}` sent an unsigned contribution; the consortium requires signatures"),
+                ));
+            }
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            envelope.verify(consortium, &header.signature, now).map_err(|e| {
+                let code = match e {
+                    IdentityError::BadSignature { .. } => Code::Unauthenticated,
+                    _ => Code::PermissionDenied,
+                };
+                failed(code, format!("contribution of party `{name}` refused: {e}"))
+            })?;
+        }
+        Ok((!header.signature.is_empty()).then(|| SignedContribution {
+            party: envelope.party,
+            ciphertext_sha256: envelope.ciphertext_sha256,
+            signed_ms: envelope.time_ms,
+            signature: hex::encode(&header.signature),
+        }))
+    }
 }
 
 /// A party's message as it may be stored, logged and shown to lenders:
@@ -467,7 +532,7 @@ impl Call<'_> {
         let unreachable = |e: &dyn std::fmt::Display| {
             failed(Code::Unavailable, format!("party `{name}` is unreachable at {address}: {e}"))
         };
-        let channel = match self.cached {
+        let channel = match self.cached.clone() {
             Some(channel) => channel,
             None => Endpoint::from_shared(address.clone())
                 .map_err(|e| (None, unreachable(&e)))?
@@ -497,7 +562,8 @@ impl Call<'_> {
                     failed(Code::Unavailable, format!("party `{name}` failed ({other:?}): {}", bounded(s.message())))
                 }
             };
-            let mut stream: Streaming<ContributeChunk> = client.contribute(request).await.map_err(status)?.into_inner();
+            let mut stream: Streaming<ContributeChunk> =
+                client.contribute(request.clone()).await.map_err(status)?.into_inner();
             let header = match stream.message().await.map_err(status)? {
                 Some(ContributeChunk { part: Some(Part::Header(h)) }) => h,
                 _ => {
@@ -518,12 +584,15 @@ impl Call<'_> {
                 }
             }
             let bytes = bytes.finish().map_err(bad)?;
+            let signed = self.check_signature(&request, &header, &bytes)?;
             let contribution = Contribution::from_bytes(&bytes, plan, index, public)?;
-            Ok((contribution, header.encrypt_us, bytes.len() as u64))
+            Ok((contribution, signed, header.encrypt_us, bytes.len() as u64))
         }
         .await;
         match received {
-            Ok((contribution, encrypt_us, bytes)) => Ok(Received { contribution, encrypt_us, bytes, address, channel }),
+            Ok((contribution, signed, encrypt_us, bytes)) => {
+                Ok(Received { contribution, signed, encrypt_us, bytes, address, channel })
+            }
             Err(e) => Err((Some(address), e)),
         }
     }

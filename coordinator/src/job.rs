@@ -78,6 +78,23 @@ pub struct JobRecord {
     pub timings: Timings,
     /// Size of the stored result.
     pub result_bytes: u64,
+    /// Once done: the contributing parties' signed envelopes, as received.
+    pub contributions: Vec<SignedContribution>,
+}
+
+/// A party's signature over its contribution envelope
+/// (`jointscore_identity::ContributionEnvelope`); the envelope's other
+/// fields are the job's own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedContribution {
+    /// The party.
+    pub party: String,
+    /// SHA-256 of its ciphertext list, hex.
+    pub ciphertext_sha256: String,
+    /// When it signed (unix milliseconds).
+    pub signed_ms: u64,
+    /// The ed25519 signature, hex.
+    pub signature: String,
 }
 
 /// Costs of one job, all measured at the coordinator except

@@ -31,7 +31,8 @@ mod store;
 pub use config::CoordinatorConfig;
 pub use error::{CoordinatorError, Result};
 pub use job::{
-    DroppedParty, JobRecord, JobState, NewJob, NewStatsJob, StatsEntry, StatsJobRecord, StatsOutcome, Timings,
+    DroppedParty, JobRecord, JobState, NewJob, NewStatsJob, SignedContribution, StatsEntry, StatsJobRecord,
+    StatsOutcome, Timings,
 };
 pub use service::{CoordinatorNode, CoordinatorService};
 pub use store::{Inserted, JobStore, SqliteStore};

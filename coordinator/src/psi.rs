@@ -11,11 +11,12 @@
 //! collude with the requester: it knows which responder sent which point.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jointscore_proto::v1::party_client::PartyClient;
-use jointscore_proto::v1::{PsiOpenRequest, PsiPurpose, PsiQueryRequest, PsiSession};
+use jointscore_proto::v1::{PsiCloseRequest, PsiOpenRequest, PsiPurpose, PsiQueryRequest, PsiSession};
 use jointscore_proto::{MAX_MESSAGE_SIZE, collect_psi_open};
 use jointscore_psi::{MAX_BATCH, MAX_ITEMS, POINT_BYTES, interleave, merge_sets, points_from_bytes};
 use rand_core::{OsRng, RngCore};
@@ -26,16 +27,21 @@ use tonic::{Code, Status};
 use crate::engine::{Engine, bounded, failed};
 use crate::error::{CoordinatorError, Result};
 
-/// Sessions the coordinator relays at once.
+/// Sessions the coordinator relays at once, opens in progress included.
 const MAX_SESSIONS: usize = 64;
 /// Longest requester or party name accepted.
 const NAME_MAX: usize = 128;
+/// How long closing a session at a responder may take; closing is best
+/// effort (the responder's key expires anyway).
+const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// One responder of a relayed session.
+#[derive(Clone)]
 struct Responder {
     name: String,
     address: String,
     channel: Channel,
+    /// The responder's own session id, once opened.
     session_id: String,
 }
 
@@ -44,27 +50,54 @@ struct Session {
     expires: Instant,
 }
 
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, Arc<Session>>,
+    opening: usize,
+}
+
 /// The PSI sessions the coordinator relays, in memory only: a restart
 /// ends them all, and the requester opens a new one.
 #[derive(Default)]
 pub(crate) struct PsiRelay {
-    sessions: Mutex<HashMap<String, std::sync::Arc<Session>>>,
+    state: Mutex<State>,
+}
+
+/// A place reserved for an open in progress; given back on drop.
+struct Opening<'a>(&'a PsiRelay);
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.state.lock() {
+            state.opening = state.opening.saturating_sub(1);
+        }
+    }
 }
 
 impl PsiRelay {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, std::sync::Arc<Session>>>> {
-        self.sessions
-            .lock()
-            .map_err(|_| CoordinatorError::Store("PSI session lock poisoned by an earlier panic".into()))
+    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        self.state.lock().map_err(|_| CoordinatorError::Store("PSI session lock poisoned by an earlier panic".into()))
     }
 
-    /// Opens a session at every responder the request calls for and
-    /// returns the merged header and encoded set (as wire bytes).
-    pub(crate) async fn open(&self, engine: &Engine, request: &PsiOpenRequest) -> Result<(PsiSession, Vec<u8>)> {
-        let requester = name("requester", &request.requester)?;
-        let purpose = PsiPurpose::try_from(request.purpose).unwrap_or(PsiPurpose::Unspecified);
-        let names: Vec<String> = match purpose {
-            PsiPurpose::Align => vec![name("party", &request.party)?.to_string()],
+    /// Reserves a place for one more session, forgetting expired ones.
+    fn reserve(&self) -> Result<Opening<'_>> {
+        let mut state = self.lock()?;
+        let now = Instant::now();
+        state.sessions.retain(|_, s| s.expires > now);
+        if state.sessions.len() + state.opening >= MAX_SESSIONS {
+            return Err(failed(
+                Code::ResourceExhausted,
+                format!("{MAX_SESSIONS} PSI sessions are open, the most this coordinator relays; retry later"),
+            ));
+        }
+        state.opening += 1;
+        Ok(Opening(self))
+    }
+
+    /// The parties a request is answered by.
+    fn responders(engine: &Engine, request: &PsiOpenRequest, requester: &str) -> Result<Vec<String>> {
+        match PsiPurpose::try_from(request.purpose).unwrap_or(PsiPurpose::Unspecified) {
+            PsiPurpose::Align => Ok(vec![name("party", &request.party)?.to_string()]),
             PsiPurpose::Assets => {
                 if !request.party.is_empty() {
                     return Err(CoordinatorError::Invalid(
@@ -84,97 +117,97 @@ impl PsiRelay {
                         "the consortium has no other lender to check against".into(),
                     ));
                 }
-                others
+                Ok(others)
             }
             PsiPurpose::Unspecified => {
-                return Err(CoordinatorError::Invalid(format!("unknown PSI purpose {}", request.purpose)));
-            }
-        };
-        {
-            let mut sessions = self.lock()?;
-            let now = Instant::now();
-            sessions.retain(|_, s| s.expires > now);
-            if sessions.len() >= MAX_SESSIONS {
-                return Err(busy());
+                Err(CoordinatorError::Invalid(format!("unknown PSI purpose {}", request.purpose)))
             }
         }
+    }
+
+    /// Opens a session at every responder the request calls for and
+    /// returns the merged header and encoded set (as wire bytes). If any
+    /// responder fails, the sessions the others opened are closed and the
+    /// whole open fails: a partial answer would read "not held" where the
+    /// missing responder held the item.
+    pub(crate) async fn open(&self, engine: &Engine, request: &PsiOpenRequest) -> Result<(PsiSession, Vec<u8>)> {
+        let requester = name("requester", &request.requester)?;
+        let names = PsiRelay::responders(engine, request, requester)?;
+        let opening = self.reserve()?;
         let deadline = engine.config.party_deadline();
         let mut responders = Vec::with_capacity(names.len());
-        for party in &names {
-            let address = engine.store.party_address(party)?.ok_or_else(|| {
+        for party in names {
+            let address = engine.store.party_address(&party)?.ok_or_else(|| {
                 failed(Code::Unavailable, format!("party `{party}` is not registered with the coordinator"))
             })?;
             let channel = engine.party_channel(&address, deadline).map_err(|e| {
                 failed(Code::Unavailable, format!("party `{party}` has an unusable address {address}: {e}"))
             })?;
-            responders.push((party.clone(), address, channel));
+            responders.push(Responder { name: party, address, channel, session_id: String::new() });
         }
         let started = Instant::now();
-        let mut tasks = JoinSet::new();
-        for (index, (party, address, channel)) in responders.iter().cloned().enumerate() {
-            let request =
-                PsiOpenRequest { purpose: request.purpose, requester: requester.into(), party: party.clone() };
-            tasks.spawn(async move {
-                let call = async {
-                    let mut client = PartyClient::new(channel).max_decoding_message_size(MAX_MESSAGE_SIZE);
-                    let stream = client.psi_open(request).await?.into_inner();
-                    collect_psi_open(stream, MAX_ITEMS as u64).await
-                };
-                let got = match tokio::time::timeout(deadline, call).await {
-                    Ok(got) => got.map_err(|s| party_failure(&party, &address, &s)),
-                    Err(_) => Err(late(&party, deadline)),
-                };
-                (index, got)
-            });
-        }
-        let mut opened: Vec<Option<(PsiSession, Vec<u8>)>> = responders.iter().map(|_| None).collect();
+        let open_deadline = engine.config.psi_open_deadline();
+        let asked = PsiOpenRequest { purpose: request.purpose, requester: requester.into(), party: String::new() };
+        let results = fan_out(engine, &responders, open_deadline, |mut client, r| {
+            let request = PsiOpenRequest { party: r.name.clone(), ..asked.clone() };
+            async move { collect_psi_open(client.psi_open(request).await?.into_inner(), MAX_ITEMS as u64).await }
+        })
+        .await?;
         let mut errors = Vec::new();
-        while let Some(done) = tasks.join_next().await {
-            let (index, got) = done.map_err(|e| CoordinatorError::Transport(format!("PSI task failed: {e}")))?;
-            match got {
-                Ok(o) => opened[index] = Some(o),
-                Err(e) => {
-                    engine.forget_channel(&responders[index].1);
-                    errors.push(e);
+        let mut sets = Vec::with_capacity(results.len());
+        let mut expires = started + open_deadline.max(Duration::from_secs(3600));
+        for (responder, got) in responders.iter_mut().zip(results) {
+            let party = &responder.name;
+            let checked = got.and_then(|(header, set)| {
+                responder.session_id = header.session_id.clone();
+                if header.per_item != 1 {
+                    return Err(failed(Code::Unavailable, format!("party `{party}` answered as a relay")));
                 }
+                let set = points_from_bytes(&set, "responder set", MAX_ITEMS)
+                    .map_err(|e| failed(Code::Unavailable, format!("party `{party}`: {e}")))?;
+                // Its lifetime runs from when it opened, at the latest now.
+                expires = expires.min(started + Duration::from_millis(header.expires_in_ms));
+                Ok(set)
+            });
+            match checked {
+                Ok(set) => sets.push(set),
+                Err(e) => errors.push(e),
             }
         }
-        // A partial answer would read as "not financed" where a lender that
-        // did not answer had financed: fail the whole session instead.
-        first_of(errors)?;
-        let mut sets = Vec::with_capacity(opened.len());
-        let mut session = Session { responders: Vec::new(), expires: Instant::now() + Duration::from_secs(3600) };
-        for ((party, address, channel), got) in responders.into_iter().zip(opened) {
-            let (header, set) = got.ok_or_else(|| CoordinatorError::Transport("a PSI open went missing".into()))?;
-            if header.per_item != 1 {
-                return Err(failed(Code::Unavailable, format!("party `{party}` answered as a relay, not a responder")));
+        let union = match first_of(errors).and_then(|()| Ok(merge_sets(sets, &mut OsRng)?)) {
+            Ok(union) => union,
+            Err(e) => {
+                close_at(engine, &responders).await;
+                return Err(e);
             }
-            let set = points_from_bytes(&set, "responder set", MAX_ITEMS)
-                .map_err(|e| failed(Code::Unavailable, format!("party `{party}`: {e}")))?;
-            let lifetime = Duration::from_millis(header.expires_in_ms).saturating_sub(started.elapsed());
-            session.expires = session.expires.min(started + lifetime);
-            session.responders.push(Responder { name: party, address, channel, session_id: header.session_id });
-            sets.push(set);
-        }
-        let union = merge_sets(sets, &mut OsRng)?;
+        };
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
         let session_id = hex::encode(id);
         let header = PsiSession {
             session_id: session_id.clone(),
             set_len: union.len() as u64,
-            per_item: u32::try_from(session.responders.len()).unwrap_or(u32::MAX),
-            expires_in_ms: u64::try_from(session.expires.saturating_duration_since(Instant::now()).as_millis())
+            per_item: u32::try_from(responders.len()).unwrap_or(u32::MAX),
+            expires_in_ms: u64::try_from(expires.saturating_duration_since(Instant::now()).as_millis())
                 .unwrap_or(u64::MAX),
         };
-        let mut sessions = self.lock()?;
-        if sessions.len() >= MAX_SESSIONS {
-            return Err(busy());
-        }
-        sessions.insert(session_id, std::sync::Arc::new(session));
-        tracing::info!(purpose = purpose.as_str_name(), %requester, responders = names.len(), set = union.len(),
-            "PSI session opened");
+        let count = responders.len();
+        self.lock()?.sessions.insert(session_id, Arc::new(Session { responders, expires }));
+        drop(opening);
+        tracing::info!(%requester, responders = count, set = union.len(), "PSI session opened");
         Ok((header, jointscore_psi::points_to_bytes(&union)))
+    }
+
+    /// The session, or why it cannot be used.
+    fn session(&self, id: &str) -> Result<Arc<Session>> {
+        let shown = bounded(&id.chars().take(64).collect::<String>());
+        let mut state = self.lock()?;
+        let session = state.sessions.get(id).cloned().ok_or_else(|| CoordinatorError::UnknownSession(shown.clone()))?;
+        if session.expires <= Instant::now() {
+            state.sessions.remove(id);
+            return Err(CoordinatorError::SessionExpired(shown));
+        }
+        Ok(session)
     }
 
     /// Forwards one batch to every responder and returns their answers
@@ -182,45 +215,21 @@ impl PsiRelay {
     /// batch leaves the session as it was.
     pub(crate) async fn query(&self, engine: &Engine, request: &PsiQueryRequest) -> Result<Vec<u8>> {
         let points = points_from_bytes(&request.points, "query batch", MAX_BATCH)?;
-        let id = &request.session_id;
-        let shown = bounded(&id.chars().take(64).collect::<String>());
-        let session = {
-            let mut sessions = self.lock()?;
-            let session = sessions.get(id).cloned().ok_or_else(|| CoordinatorError::UnknownSession(shown.clone()))?;
-            if session.expires <= Instant::now() {
-                sessions.remove(id);
-                return Err(CoordinatorError::SessionExpired(shown));
-            }
-            session
-        };
-        let deadline = engine.config.party_deadline();
-        let mut tasks = JoinSet::new();
-        for (index, responder) in session.responders.iter().enumerate() {
-            let request = PsiQueryRequest { session_id: responder.session_id.clone(), points: request.points.clone() };
-            let (party, address, channel) =
-                (responder.name.clone(), responder.address.clone(), responder.channel.clone());
-            tasks.spawn(async move {
-                let call = async {
-                    let mut client = PartyClient::new(channel).max_decoding_message_size(MAX_MESSAGE_SIZE);
-                    Ok::<_, Status>(client.psi_query(request).await?.into_inner().points)
-                };
-                let got = match tokio::time::timeout(deadline, call).await {
-                    Ok(got) => got.map_err(|s| party_failure(&party, &address, &s)),
-                    Err(_) => Err(late(&party, deadline)),
-                };
-                (index, got)
-            });
-        }
-        let mut answers: Vec<Vec<[u8; POINT_BYTES]>> = vec![Vec::new(); session.responders.len()];
+        let session = self.session(&request.session_id)?;
+        let results = fan_out(engine, &session.responders, engine.config.party_deadline(), |mut client, r| {
+            let request = PsiQueryRequest { session_id: r.session_id.clone(), points: request.points.clone() };
+            async move { Ok(client.psi_query(request).await?.into_inner().points) }
+        })
+        .await?;
+        let mut answers = Vec::with_capacity(results.len());
         let mut errors = Vec::new();
-        while let Some(done) = tasks.join_next().await {
-            let (index, got) = done.map_err(|e| CoordinatorError::Transport(format!("PSI task failed: {e}")))?;
-            let party = &session.responders[index].name;
+        for (responder, got) in session.responders.iter().zip(results) {
+            let party = &responder.name;
             match got.and_then(|bytes| {
                 points_from_bytes(&bytes, "responder answer", MAX_BATCH)
                     .map_err(|e| failed(Code::Unavailable, format!("party `{party}`: {e}")))
             }) {
-                Ok(a) if a.len() == points.len() => answers[index] = a,
+                Ok(a) if a.len() == points.len() => answers.push(a),
                 Ok(a) => errors.push(failed(
                     Code::Unavailable,
                     format!("party `{party}` answered {} points for {}", a.len(), points.len()),
@@ -231,14 +240,80 @@ impl PsiRelay {
         if errors.iter().any(|e| e.code() == Code::FailedPrecondition) {
             // A responder lost its key (restart or expiry): the session
             // cannot be completed.
-            self.lock()?.remove(id);
+            self.close(engine, &request.session_id).await?;
         }
         first_of(errors)?;
         if points.is_empty() {
             return Ok(Vec::new());
         }
+        let answers: Vec<Vec<[u8; POINT_BYTES]>> = answers;
         Ok(jointscore_psi::points_to_bytes(&interleave(&answers, &mut OsRng)?))
     }
+
+    /// Ends a session: forgets it and asks every responder to drop its key.
+    /// Closing an unknown session is not an error.
+    pub(crate) async fn close(&self, engine: &Engine, id: &str) -> Result<()> {
+        let session = self.lock()?.sessions.remove(id);
+        if let Some(session) = session {
+            close_at(engine, &session.responders).await;
+        }
+        Ok(())
+    }
+}
+
+/// Asks each responder that opened a session to drop its key, best
+/// effort: a responder that cannot be reached drops it when it expires.
+async fn close_at(engine: &Engine, responders: &[Responder]) {
+    let opened: Vec<Responder> = responders.iter().filter(|r| !r.session_id.is_empty()).cloned().collect();
+    let _ = fan_out(engine, &opened, CLOSE_DEADLINE, |mut client, r| {
+        let request = PsiCloseRequest { session_id: r.session_id.clone() };
+        async move { client.psi_close(request).await.map(|_| ()) }
+    })
+    .await;
+}
+
+/// Calls every responder at once, each under `deadline`; one result per
+/// responder, in order, failures mapped to what the requester sees. A
+/// failed connection is dropped from the cache.
+async fn fan_out<T, F, Fut>(
+    engine: &Engine,
+    responders: &[Responder],
+    deadline: Duration,
+    call: F,
+) -> Result<Vec<Result<T>>>
+where
+    T: Send + 'static,
+    F: Fn(PartyClient<Channel>, &Responder) -> Fut,
+    Fut: Future<Output = std::result::Result<T, Status>> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    for (index, responder) in responders.iter().enumerate() {
+        let client = PartyClient::new(responder.channel.clone()).max_decoding_message_size(MAX_MESSAGE_SIZE);
+        let future = call(client, responder);
+        let (party, address) = (responder.name.clone(), responder.address.clone());
+        tasks.spawn(async move {
+            let got = match tokio::time::timeout(deadline, future).await {
+                Ok(got) => got.map_err(|s| party_failure(&party, &address, &s)),
+                Err(_) => Err(failed(
+                    Code::DeadlineExceeded,
+                    format!("party `{party}` did not answer within {} ms", deadline.as_millis()),
+                )),
+            };
+            (index, got)
+        });
+    }
+    let mut results: Vec<Option<Result<T>>> = responders.iter().map(|_| None).collect();
+    while let Some(done) = tasks.join_next().await {
+        let (index, got) = done.map_err(|e| CoordinatorError::Transport(format!("PSI task failed: {e}")))?;
+        if got.as_ref().is_err_and(|e| matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded)) {
+            engine.forget_channel(&responders[index].address);
+        }
+        results[index] = Some(got);
+    }
+    results
+        .into_iter()
+        .map(|r| r.ok_or_else(|| CoordinatorError::Transport("a PSI call went missing".into())))
+        .collect()
 }
 
 fn name<'a>(what: &str, value: &'a str) -> Result<&'a str> {
@@ -253,29 +328,17 @@ fn name<'a>(what: &str, value: &'a str) -> Result<&'a str> {
 /// FAILED_PRECONDITION; anything else is the party being unavailable.
 fn party_failure(party: &str, address: &str, s: &Status) -> CoordinatorError {
     let message = bounded(s.message());
-    match s.code() {
-        Code::InvalidArgument => failed(Code::InvalidArgument, format!("party `{party}`: {message}")),
-        Code::NotFound | Code::FailedPrecondition => {
-            failed(Code::FailedPrecondition, format!("party `{party}`: {message}"))
-        }
-        Code::PermissionDenied => failed(Code::PermissionDenied, format!("party `{party}`: {message}")),
-        Code::ResourceExhausted => failed(Code::ResourceExhausted, format!("party `{party}`: {message}")),
+    let code = match s.code() {
+        Code::InvalidArgument => Code::InvalidArgument,
+        Code::NotFound | Code::FailedPrecondition => Code::FailedPrecondition,
+        Code::PermissionDenied => Code::PermissionDenied,
+        Code::ResourceExhausted => Code::ResourceExhausted,
         Code::Unavailable => {
-            failed(Code::Unavailable, format!("party `{party}` is unreachable at {address}: {message}"))
+            return failed(Code::Unavailable, format!("party `{party}` is unreachable at {address}: {message}"));
         }
-        other => failed(Code::Unavailable, format!("party `{party}` failed ({other:?}): {message}")),
-    }
-}
-
-fn busy() -> CoordinatorError {
-    failed(
-        Code::ResourceExhausted,
-        format!("{MAX_SESSIONS} PSI sessions are open, the most this coordinator relays; retry later"),
-    )
-}
-
-fn late(party: &str, deadline: Duration) -> CoordinatorError {
-    failed(Code::DeadlineExceeded, format!("party `{party}` did not answer within {} ms", deadline.as_millis()))
+        other => return failed(Code::Unavailable, format!("party `{party}` failed ({other:?}): {message}")),
+    };
+    failed(code, format!("party `{party}`: {message}"))
 }
 
 /// Ok when there is no error; otherwise the first, naming the rest.

@@ -12,8 +12,8 @@ use jointscore_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
 use jointscore_proto::v1::key_upload::Part;
 use jointscore_proto::v1::{
     self as pb, Chunk, DecideRequest, DecideResponse, FetchResultRequest, GetJobRequest, GetPublicKeyRequest,
-    KeyUpload, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest, RegisterKeysResponse, RegisterPartyRequest,
-    RegisterPartyResponse, RunStatsRequest, WaitJobRequest,
+    KeyUpload, PsiCloseReply, PsiCloseRequest, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest, RegisterKeysResponse,
+    RegisterPartyRequest, RegisterPartyResponse, RunStatsRequest, WaitJobRequest,
 };
 use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, chunks, plan_from_wire, plan_to_wire, psi_open_messages};
 use jointscore_stats::StatsSpec;
@@ -24,6 +24,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
+
+use jointscore_identity::Consortium;
 
 use crate::config::CoordinatorConfig;
 use crate::engine::Engine;
@@ -95,6 +97,16 @@ fn job_to_wire(job: &JobRecord) -> pb::Job {
         }),
         result_bytes: job.result_bytes,
         absent: job.request.absent.clone(),
+        contributions: job
+            .contributions
+            .iter()
+            .map(|c| pb::SignedContribution {
+                party: c.party.clone(),
+                ciphertext_sha256: c.ciphertext_sha256.clone(),
+                signed_ms: c.signed_ms,
+                signature: hex::decode(&c.signature).unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
@@ -333,9 +345,18 @@ impl Coordinator for CoordinatorService {
     async fn psi_open(&self, request: Request<PsiOpenRequest>) -> std::result::Result<Response<PsiStream>, Status> {
         let request = request.into_inner();
         let (header, set) = self.psi.open(&self.engine, &request).await.inspect_err(|e| {
-            tracing::info!(requester = %request.requester, code = ?e.code(), error = %e, "PSI session refused");
+            let requester = crate::engine::bounded(&request.requester.chars().take(128).collect::<String>());
+            tracing::info!(%requester, code = ?e.code(), error = %e, "PSI session refused");
         })?;
         Ok(Response::new(Box::pin(tokio_stream::iter(psi_open_messages(header, &set).into_iter().map(Ok)))))
+    }
+
+    async fn psi_close(
+        &self,
+        request: Request<PsiCloseRequest>,
+    ) -> std::result::Result<Response<PsiCloseReply>, Status> {
+        self.psi.close(&self.engine, &request.into_inner().session_id).await?;
+        Ok(Response::new(PsiCloseReply {}))
     }
 
     async fn psi_query(&self, request: Request<PsiQueryRequest>) -> std::result::Result<Response<ChunkStream>, Status> {
@@ -474,7 +495,13 @@ impl CoordinatorNode {
         listener: TcpListener,
     ) -> Result<CoordinatorNode> {
         let address = listener.local_addr().map_err(|e| CoordinatorError::Transport(e.to_string()))?;
-        let engine = Engine::new(store, config);
+        let consortium = config
+            .consortium
+            .as_deref()
+            .map(Consortium::load)
+            .transpose()
+            .map_err(|e| CoordinatorError::Config(e.to_string()))?;
+        let engine = Engine::new(store, config, consortium);
         let resumed = engine.recover()?;
         let service = CoordinatorService { engine, psi: PsiRelay::default() };
         let (tx, rx) = oneshot::channel::<()>();

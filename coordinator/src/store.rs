@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use sha2::{Digest, Sha256};
 
 use crate::error::{CoordinatorError, Result};
-use crate::job::{JobRecord, JobState, NewJob, NewStatsJob, StatsJobRecord, StatsOutcome, Timings};
+use crate::job::{JobRecord, JobState, NewJob, NewStatsJob, SignedContribution, StatsJobRecord, StatsOutcome, Timings};
 
 /// What [`JobStore::insert_job`] (or [`JobStore::insert_stats_job`]) did.
 #[derive(Debug)]
@@ -52,7 +52,13 @@ pub trait JobStore: Send + Sync + 'static {
     /// Moves a job to a non-terminal state.
     fn set_state(&self, job_id: &str, state: JobState) -> Result<()>;
     /// Stores a job's encrypted result and marks it done.
-    fn complete(&self, job_id: &str, result: &[u8], timings: &Timings) -> Result<()>;
+    fn complete(
+        &self,
+        job_id: &str,
+        result: &[u8],
+        timings: &Timings,
+        contributions: &[SignedContribution],
+    ) -> Result<()>;
     /// Marks a job failed with a gRPC status code and a reason.
     fn fail(&self, job_id: &str, code: i32, reason: &str, timings: &Timings) -> Result<()>;
     /// A done job's encrypted result.
@@ -134,7 +140,7 @@ fn checked_stats_job((mut job, state, outcome): (StatsJobRecord, String, String)
     Ok(job)
 }
 
-const JOB_COLUMNS: &str = "job_id, request_id, key_id, model_id, subject, plan, state, code, reason, timings, COALESCE(LENGTH(result), 0), absent";
+const JOB_COLUMNS: &str = "job_id, request_id, key_id, model_id, subject, plan, state, code, reason, timings, COALESCE(LENGTH(result), 0), absent, contributions";
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -165,13 +171,17 @@ fn row_to_job(row: &Row<'_>) -> rusqlite::Result<(JobRecord, String, String)> {
             model_id: row.get(3)?,
             subject: row.get(4)?,
             plan: if plan == "coordinator_side" { PlanKind::CoordinatorSide } else { PlanKind::Pushdown },
-            absent: serde_json::from_str(&row.get::<_, String>(11)?).unwrap_or_default(),
+            // Unreadable, it must not read as "every party asked": that
+            // would tell absent parties the subject.
+            absent: serde_json::from_str(&row.get::<_, String>(11)?)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(11, rusqlite::types::Type::Text, Box::new(e)))?,
         },
         state: JobState::Failed,
         code: row.get(7)?,
         reason: row.get(8)?,
         timings: serde_json::from_str(&timings).unwrap_or_default(),
         result_bytes: row.get::<_, i64>(10)?.try_into().unwrap_or(0),
+        contributions: serde_json::from_str(&row.get::<_, String>(12)?).unwrap_or_default(),
     };
     Ok((job, state, plan))
 }
@@ -183,11 +193,13 @@ impl SqliteStore {
         create_private(path).map_err(|e| CoordinatorError::Store(format!("{}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(|e| CoordinatorError::Store(format!("{}: {e}", path.display())))?;
         conn.execute_batch(SCHEMA)?;
-        // Stores from before alignment lack the column of absent parties.
-        let has_absent: bool =
-            conn.prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'absent'")?.exists([])?;
-        if !has_absent {
-            conn.execute_batch("ALTER TABLE jobs ADD COLUMN absent TEXT NOT NULL DEFAULT '[]'")?;
+        // Stores from before alignment and signed contributions lack these.
+        for column in ["absent", "contributions"] {
+            let present: bool =
+                conn.prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = ?1")?.exists([column])?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {column} TEXT NOT NULL DEFAULT '[]'"))?;
+            }
         }
         Ok(SqliteStore { conn: Mutex::new(conn) })
     }
@@ -333,12 +345,19 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
-    fn complete(&self, job_id: &str, result: &[u8], timings: &Timings) -> Result<()> {
+    fn complete(
+        &self,
+        job_id: &str,
+        result: &[u8],
+        timings: &Timings,
+        contributions: &[SignedContribution],
+    ) -> Result<()> {
         let timings = serde_json::to_string(timings).map_err(|e| CoordinatorError::Store(e.to_string()))?;
+        let contributions = serde_json::to_string(contributions).map_err(|e| CoordinatorError::Store(e.to_string()))?;
         self.conn()?.execute(
-            "UPDATE jobs SET state = 'done', result = ?2, timings = ?3, updated_ms = ?4
+            "UPDATE jobs SET state = 'done', result = ?2, timings = ?3, contributions = ?4, updated_ms = ?5
              WHERE job_id = ?1 AND state NOT IN ('done', 'failed')",
-            params![job_id, result, timings, now_ms()],
+            params![job_id, result, timings, contributions, now_ms()],
         )?;
         Ok(())
     }
@@ -520,7 +539,13 @@ mod tests {
         let Inserted::New(b) = store.insert_job(&new_job("r2")).expect("insert") else { panic!("expected new") };
         store.set_state(&a.job_id, JobState::Collecting).expect("state");
         let t = Timings { pbs: 59, ..Timings::default() };
-        store.complete(&a.job_id, b"ct", &t).expect("complete");
+        let signed = SignedContribution {
+            party: "bank".into(),
+            ciphertext_sha256: "ab".repeat(32),
+            signed_ms: 7,
+            signature: "cd".repeat(64),
+        };
+        store.complete(&a.job_id, b"ct", &t, std::slice::from_ref(&signed)).expect("complete");
         // A stale worker cannot move a finished job.
         store.fail(&a.job_id, 14, "late", &t).expect("no-op");
         store.set_state(&a.job_id, JobState::Evaluating).expect("no-op");
@@ -529,6 +554,7 @@ mod tests {
         let store = SqliteStore::open(&path).expect("reopen");
         let a = store.job(&a.job_id).expect("read").expect("held");
         assert_eq!((a.state, a.timings.pbs, a.result_bytes), (JobState::Done, 59, 2));
+        assert_eq!(a.contributions, [signed]);
         assert_eq!(store.result(&a.job_id).expect("read").as_deref(), Some(&b"ct"[..]));
         let open: Vec<String> = store.unfinished().expect("read").into_iter().map(|j| j.job_id).collect();
         assert_eq!(open, vec![b.job_id.clone()]);

@@ -17,6 +17,8 @@ use jointscore_proto::{CHUNK_SIZE, MAX_MESSAGE_SIZE, collect, plan_to_wire};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
+use jointscore_identity::{Consortium, ContributionEnvelope};
+
 use crate::error::{LenderError, Result};
 use crate::keys::LenderKeys;
 
@@ -26,6 +28,9 @@ pub struct Lender {
     keys: Arc<LenderKeys>,
     model_toml: String,
     plan: Arc<Plan>,
+    /// When set, every decision must come with a valid signature by each
+    /// party that was asked.
+    consortium: Option<Arc<Consortium>>,
 }
 
 /// Where one decision's time went, as the lender sees it.
@@ -88,7 +93,43 @@ impl Lender {
         let model = Model::from_toml(&model_toml)?;
         let plan = Arc::new(Plan::new(&model, kind)?);
         let client = coordinator_client(address).await?;
-        Ok(Lender { client, keys, model_toml, plan })
+        Ok(Lender { client, keys, model_toml, plan, consortium: None })
+    }
+
+    /// Requires, for every decision, a valid signed envelope from each party
+    /// that was asked, over this job, subject, model and key set.
+    pub fn require_signatures(&mut self, consortium: Arc<Consortium>) {
+        self.consortium = Some(consortium);
+    }
+
+    /// Checks a finished job's signed envelopes: one per party of the model
+    /// not named absent, each verifying against the consortium. Does
+    /// nothing when no consortium was given.
+    pub fn check_signatures(&self, job: &Job) -> Result<()> {
+        let Some(consortium) = &self.consortium else { return Ok(()) };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let unverified = |m: String| LenderError::Unverified { job: job.job_id.clone(), message: m };
+        for party in self.plan.model().parties.iter().filter(|p| !job.absent.contains(p)) {
+            let signed = job
+                .contributions
+                .iter()
+                .find(|c| &c.party == party)
+                .ok_or_else(|| unverified(format!("no signed contribution from party `{party}`")))?;
+            let envelope = ContributionEnvelope {
+                job_id: job.job_id.clone(),
+                subject: job.subject.clone(),
+                model_id: job.model_id.clone(),
+                key_id: job.key_id.clone(),
+                party: party.clone(),
+                ciphertext_sha256: signed.ciphertext_sha256.clone(),
+                time_ms: signed.signed_ms,
+            };
+            envelope.verify(consortium, &signed.signature, now).map_err(|e| unverified(e.to_string()))?;
+        }
+        if job.model_id != self.plan.model().id() || job.key_id != self.keys.id() {
+            return Err(unverified("the job is for another model or key set".into()));
+        }
+        Ok(())
     }
 
     /// The plan decisions are asked under.
@@ -195,6 +236,13 @@ impl Lender {
         let start = Instant::now();
         let accepted = self.submit_with(subject, request_id, absent).await?;
         let job = self.wait(&accepted.job_id, DEFAULT_WAIT).await?;
+        if job.subject != subject {
+            return Err(LenderError::Unverified {
+                job: job.job_id,
+                message: format!("the coordinator answered for subject `{}`", job.subject),
+            });
+        }
+        self.check_signatures(&job)?;
         let remote = start.elapsed();
         let fetch_start = Instant::now();
         let result = self.fetch(&accepted.job_id).await?;

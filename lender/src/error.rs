@@ -51,6 +51,15 @@ pub enum LenderError {
     /// The alignment store could not be opened, read or written.
     #[error("alignment store: {0}")]
     Alignment(String),
+    /// A decision's signatures do not show that the parties asked
+    /// contributed to exactly this job.
+    #[error("job {job}: contributions not verified: {message}")]
+    Unverified {
+        /// The job.
+        job: String,
+        /// What is missing or wrong.
+        message: String,
+    },
     /// A background task failed.
     #[error("background task failed: {0}")]
     Task(String),

@@ -24,7 +24,7 @@ pub use alignment::AlignmentStore;
 pub use client::{DEFAULT_WAIT, Decision, Lender, Phases};
 pub use error::{LenderError, Result};
 pub use keys::{KeyFiles, LenderKeys};
-pub use psi::{Alignment, AssetCheck, PsiRequester};
+pub use psi::{Alignment, AssetCheck, MAX_LENDERS, PsiRequester};
 pub use stats::{StatsRequester, StatsResult};
 /// gRPC status codes, as jobs and refusals carry them.
 pub use tonic::Code;

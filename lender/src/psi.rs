@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
-use jointscore_proto::v1::{PsiOpenRequest, PsiPurpose, PsiQueryRequest, PsiSession};
+use jointscore_proto::v1::{PsiCloseRequest, PsiOpenRequest, PsiPurpose, PsiQueryRequest, PsiSession};
 use jointscore_proto::{collect, collect_psi_open};
 use jointscore_psi::{
     AssetId, MAX_BATCH, MAX_ITEMS, POINT_BYTES, RequesterSession, points_from_bytes, points_to_bytes,
@@ -22,6 +22,10 @@ use tonic::transport::Channel;
 
 use crate::client::coordinator_client;
 use crate::error::{LenderError, Result};
+
+/// Most responders an asset check accepts: bounds what a coordinator can
+/// make the lender receive per query point.
+pub const MAX_LENDERS: u32 = 256;
 
 /// A PSI requester connected to a coordinator.
 pub struct PsiRequester {
@@ -71,13 +75,7 @@ impl PsiRequester {
     pub async fn align(&mut self, party: &str, subjects: &[String]) -> Result<Alignment> {
         let start = Instant::now();
         let items: Vec<&[u8]> = subjects.iter().map(String::as_bytes).collect();
-        let (counts, session) = self.run(PsiPurpose::Align, party, &items).await?;
-        if session.per_item != 1 {
-            return Err(LenderError::Psi(jointscore_psi::Error::Mismatch(format!(
-                "an alignment has one responder; the session claims {}",
-                session.per_item
-            ))));
-        }
+        let (counts, session) = self.run(PsiPurpose::Align, party, &items, 1..=1).await?;
         Ok(Alignment {
             party: party.to_string(),
             held: counts.iter().map(|&c| c > 0).collect(),
@@ -92,7 +90,7 @@ impl PsiRequester {
         let start = Instant::now();
         let keys: Vec<Vec<u8>> = assets.iter().map(AssetId::key).collect();
         let items: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        let (financed_by, session) = self.run(PsiPurpose::Assets, "", &items).await?;
+        let (financed_by, session) = self.run(PsiPurpose::Assets, "", &items, 1..=MAX_LENDERS).await?;
         Ok(AssetCheck {
             financed_by,
             lenders: session.per_item,
@@ -102,14 +100,49 @@ impl PsiRequester {
     }
 
     /// One session: open, load the encoded set, query the distinct items
-    /// in shuffled batches; per input item, how many answers matched.
-    async fn run(&mut self, purpose: PsiPurpose, party: &str, items: &[&[u8]]) -> Result<(Vec<u32>, PsiSession)> {
+    /// in shuffled batches; per input item, how many answers matched. The
+    /// session is closed at the end, whether it succeeded or not. An empty
+    /// list opens no session.
+    async fn run(
+        &mut self,
+        purpose: PsiPurpose,
+        party: &str,
+        items: &[&[u8]],
+        per_item: std::ops::RangeInclusive<u32>,
+    ) -> Result<(Vec<u32>, PsiSession)> {
         if items.len() > MAX_ITEMS {
             return Err(LenderError::Psi(jointscore_psi::Error::TooLarge {
                 what: "item list",
                 len: items.len(),
                 limit: MAX_ITEMS,
             }));
+        }
+        if items.is_empty() {
+            return Ok((Vec::new(), PsiSession::default()));
+        }
+        let request = PsiOpenRequest { purpose: purpose as i32, requester: self.name.clone(), party: party.into() };
+        let stream = self.client.psi_open(request).await?.into_inner();
+        let (header, set) = collect_psi_open(stream, MAX_ITEMS as u64).await?;
+        let outcome = self.matched(&header, set, items, per_item).await;
+        // Best effort: the responders' keys expire anyway.
+        let _ = self.client.psi_close(PsiCloseRequest { session_id: header.session_id.clone() }).await;
+        Ok((outcome?, header))
+    }
+
+    async fn matched(
+        &mut self,
+        header: &PsiSession,
+        set: Vec<u8>,
+        items: &[&[u8]],
+        per_item: std::ops::RangeInclusive<u32>,
+    ) -> Result<Vec<u32>> {
+        if !per_item.contains(&header.per_item) {
+            return Err(LenderError::Psi(jointscore_psi::Error::Mismatch(format!(
+                "the session claims {} responders; this check expects {} to {}",
+                header.per_item,
+                per_item.start(),
+                per_item.end()
+            ))));
         }
         // Distinct items in random order: positions say nothing.
         let mut index: HashMap<&[u8], usize> = HashMap::with_capacity(items.len());
@@ -124,12 +157,6 @@ impl PsiRequester {
             })
             .collect();
         let order = shuffled(distinct.len());
-        let request = PsiOpenRequest { purpose: purpose as i32, requester: self.name.clone(), party: party.into() };
-        let stream = self.client.psi_open(request).await?.into_inner();
-        let (header, set) = collect_psi_open(stream, MAX_ITEMS as u64).await?;
-        if header.per_item == 0 {
-            return Err(LenderError::Psi(jointscore_psi::Error::Mismatch("a session with no responder".into())));
-        }
         let set = points_from_bytes(&set, "encoded set", MAX_ITEMS)?;
         let session = blocking(move || {
             let mut session = RequesterSession::new(&mut OsRng);
@@ -155,7 +182,7 @@ impl PsiRequester {
                 counts[i] = c;
             }
         }
-        Ok((slots.iter().map(|&s| counts[s]).collect(), header))
+        Ok(slots.iter().map(|&s| counts[s]).collect())
     }
 }
 

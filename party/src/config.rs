@@ -17,6 +17,7 @@ use crate::error::{PartyError, Result};
 /// approved_stats = ["9a1e…"]           # stats spec ids this operator allows
 /// asset_registry = true                # a consortium lender's node: answer
 ///                                      # duplicate-financing checks
+/// identity = "bank.key"                # signs every contribution
 /// ```
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +54,22 @@ pub struct PartyConfig {
     /// a new session.
     #[serde(default = "default_psi_ttl")]
     pub psi_session_ttl_s: u64,
+    /// This node's identity key file (relative to this file;
+    /// `jointscore consortium init` makes one). With it the node signs every
+    /// contribution; a coordinator that has a consortium file refuses
+    /// unsigned ones.
+    #[serde(default)]
+    pub identity: Option<PathBuf>,
+    /// Fewest parties of a model, this one included, that must contribute
+    /// to a decision for this node to (default 2): when a lender names the
+    /// other parties absent, the decision would be a function of this
+    /// node's data alone.
+    #[serde(default = "default_min_present")]
+    pub min_present_parties: usize,
+}
+
+fn default_min_present() -> usize {
+    2
 }
 
 fn default_psi_ttl() -> u64 {
@@ -71,10 +88,12 @@ impl PartyConfig {
             .map_err(|e| PartyError::Config(format!("cannot read {}: {e}", path.display())))?;
         let mut config =
             PartyConfig::from_toml(&text).map_err(|e| PartyError::Config(format!("{}: {e}", path.display())))?;
-        if let Some(dir) = path.parent()
-            && config.store.is_relative()
-        {
-            config.store = dir.join(&config.store);
+        if let Some(dir) = path.parent() {
+            for file in [Some(&mut config.store), config.identity.as_mut()].into_iter().flatten() {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
+                }
+            }
         }
         Ok(config)
     }
@@ -90,6 +109,9 @@ impl PartyConfig {
                 "`coordinator` must be a URL such as http://127.0.0.1:7100, not `{}`",
                 config.coordinator
             )));
+        }
+        if config.min_present_parties == 0 {
+            return Err(PartyError::Config("`min_present_parties` must be at least 1".into()));
         }
         if !(1..=3600).contains(&config.psi_session_ttl_s) {
             return Err(PartyError::Config("`psi_session_ttl_s` must be 1 to 3600".into()));

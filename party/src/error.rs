@@ -92,6 +92,18 @@ pub enum PartyError {
         /// The session limit.
         limit: usize,
     },
+    /// Too few parties would contribute to a decision for this one to.
+    #[error(
+        "party `{party}` contributes only when at least {required} parties do; the request leaves {present} present"
+    )]
+    TooFewPresent {
+        /// This party.
+        party: String,
+        /// Parties that would contribute.
+        present: usize,
+        /// The node's `min_present_parties`.
+        required: usize,
+    },
     /// The node is at a limit; the caller may retry later.
     #[error("party busy: {0}")]
     Busy(String),
@@ -138,7 +150,7 @@ impl From<PartyError> for Status {
         use jointscore_circuits::Error as C;
         let code = match &e {
             PartyError::UnknownSubject { .. } => Code::NotFound,
-            PartyError::NotApproved { .. } => Code::PermissionDenied,
+            PartyError::NotApproved { .. } | PartyError::TooFewPresent { .. } => Code::PermissionDenied,
             PartyError::BadRequest(_) => Code::InvalidArgument,
             PartyError::Key { .. } => Code::FailedPrecondition,
             PartyError::StatsNotApproved { .. } => Code::PermissionDenied,

@@ -1,8 +1,9 @@
 //! The party's side of private set intersection: it answers as responder,
 //! the coordinator relaying for the requesting lender.
 //!
-//! A session holds this node's secret exponent in memory only, for
-//! `psi_session_ttl_s` (configuration); the node keeps at most [`MAX_SESSIONS`] at once. What
+//! A session holds this node's secret exponent in memory only, until it is
+//! closed or `psi_session_ttl_s` (configuration) passes; the node keeps at
+//! most [`MAX_SESSIONS`] at once, opens in progress included. What
 //! leaves the node is its encoded set (`H(y)^b`, shuffled) and the query
 //! points raised to `b`: the requester learns which of its own items this
 //! node holds and how many items the node holds, and this node learns
@@ -28,8 +29,17 @@ const NAME_MAX: usize = 128;
 struct Session {
     key: Arc<ResponderSession>,
     expires: Instant,
-    /// Points answered so far; a session answers at most `MAX_ITEMS`.
+    /// Points answered or being answered; a session answers at most
+    /// `MAX_ITEMS`.
     queried: usize,
+}
+
+/// Sessions held, and opens still computing their encoded set (counted
+/// against the limit, so concurrent opens cannot pile up work).
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, Session>,
+    opening: usize,
 }
 
 /// The PSI sessions of one party node.
@@ -38,7 +48,19 @@ pub(crate) struct PsiSessions {
     asset_registry: bool,
     ttl: Duration,
     store: Arc<RecordStore>,
-    sessions: Mutex<HashMap<String, Session>>,
+    state: Mutex<State>,
+}
+
+/// A place reserved for an open in progress; given back on drop, whether
+/// the open succeeded or not.
+struct Opening<'a>(&'a PsiSessions);
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.state.lock() {
+            state.opening = state.opening.saturating_sub(1);
+        }
+    }
 }
 
 impl PsiSessions {
@@ -48,12 +70,29 @@ impl PsiSessions {
             asset_registry: config.asset_registry,
             ttl: Duration::from_secs(config.psi_session_ttl_s),
             store,
-            sessions: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         }
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Session>>> {
-        self.sessions.lock().map_err(|_| PartyError::Transport("PSI session lock poisoned by an earlier panic".into()))
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>> {
+        self.state.lock().map_err(|_| PartyError::Transport("PSI session lock poisoned by an earlier panic".into()))
+    }
+
+    fn busy() -> PartyError {
+        PartyError::Busy(format!("{MAX_SESSIONS} PSI sessions are open or opening; try again later"))
+    }
+
+    /// Reserves a place for one more session, dropping expired ones (and
+    /// their keys) first.
+    fn reserve(&self) -> Result<Opening<'_>> {
+        let mut state = self.lock()?;
+        let now = Instant::now();
+        state.sessions.retain(|_, s| s.expires > now);
+        if state.sessions.len() + state.opening >= MAX_SESSIONS {
+            return Err(PsiSessions::busy());
+        }
+        state.opening += 1;
+        Ok(Opening(self))
     }
 
     /// Opens a session: a fresh key, and this node's encoded set for the
@@ -67,14 +106,8 @@ impl PsiSessions {
             )));
         }
         let purpose = PsiPurpose::try_from(request.purpose).unwrap_or(PsiPurpose::Unspecified);
-        let store = self.store.clone();
-        let items: Vec<Vec<u8>> = match purpose {
-            PsiPurpose::Align => tokio::task::spawn_blocking(move || store.subjects())
-                .await
-                .map_err(|e| PartyError::Transport(format!("store task failed: {e}")))??
-                .into_iter()
-                .map(String::into_bytes)
-                .collect(),
+        match purpose {
+            PsiPurpose::Align => {}
             PsiPurpose::Assets if !self.asset_registry => {
                 return Err(PartyError::NoRegistry { party: self.party.clone() });
             }
@@ -83,32 +116,35 @@ impl PsiSessions {
                     "lender `{requester}` asked to check its own registry; a check asks the other lenders"
                 )));
             }
-            PsiPurpose::Assets => tokio::task::spawn_blocking(move || store.asset_keys())
-                .await
-                .map_err(|e| PartyError::Transport(format!("store task failed: {e}")))??,
+            PsiPurpose::Assets => {}
             PsiPurpose::Unspecified => {
                 return Err(PartyError::BadRequest(format!("unknown PSI purpose {}", request.purpose)));
             }
-        };
-        if items.len() > MAX_ITEMS {
-            return Err(PartyError::TooManyItems { party: self.party.clone(), items: items.len(), limit: MAX_ITEMS });
         }
-        {
-            let mut sessions = self.lock()?;
-            let now = Instant::now();
-            sessions.retain(|_, s| s.expires > now);
-            if sessions.len() >= MAX_SESSIONS {
-                return Err(PartyError::Busy(format!("{MAX_SESSIONS} PSI sessions are open; try again later")));
-            }
-        }
-        // Hashing and exponentiating the whole set is CPU work.
+        let opening = self.reserve()?;
+        let store = self.store.clone();
+        // Reading the set, hashing and exponentiating it is CPU work.
         let (key, set) = tokio::task::spawn_blocking(move || {
+            let items: Vec<Vec<u8>> = if purpose == PsiPurpose::Align {
+                store.subjects()?.into_iter().map(String::into_bytes).collect()
+            } else {
+                store.asset_keys()?
+            };
+            if items.len() > MAX_ITEMS {
+                return Err(PartyError::TooManyItems { party: String::new(), items: items.len(), limit: MAX_ITEMS });
+            }
             let key = ResponderSession::new(&mut OsRng);
             let set = key.encode_set(&items, &mut OsRng)?;
-            Ok::<_, PartyError>((key, set))
+            Ok((key, set))
         })
         .await
-        .map_err(|e| PartyError::Transport(format!("PSI task failed: {e}")))??;
+        .map_err(|e| PartyError::Transport(format!("PSI task failed: {e}")))?
+        .map_err(|e| match e {
+            PartyError::TooManyItems { items, limit, .. } => {
+                PartyError::TooManyItems { party: self.party.clone(), items, limit }
+            }
+            other => other,
+        })?;
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
         let session_id = hex::encode(id);
@@ -116,13 +152,11 @@ impl PsiSessions {
             session_id: session_id.clone(),
             set_len: set.len() as u64,
             per_item: 1,
-            expires_in_ms: self.ttl.as_millis() as u64,
+            expires_in_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
         };
-        let mut sessions = self.lock()?;
-        if sessions.len() >= MAX_SESSIONS {
-            return Err(PartyError::Busy(format!("{MAX_SESSIONS} PSI sessions are open; try again later")));
-        }
-        sessions.insert(session_id, Session { key: Arc::new(key), expires: Instant::now() + self.ttl, queried: 0 });
+        let session = Session { key: Arc::new(key), expires: Instant::now() + self.ttl, queried: 0 };
+        self.lock()?.sessions.insert(session_id, session);
+        drop(opening);
         tracing::info!(party = %self.party, purpose = purpose.as_str_name(), %requester, set = set.len(), "PSI session opened");
         Ok((header, set))
     }
@@ -131,40 +165,53 @@ impl PsiSessions {
     /// batch leaves the session as it was.
     pub(crate) async fn query(&self, request: &PsiQueryRequest) -> Result<PsiAnswer> {
         let points = points_from_bytes(&request.points, "query batch", MAX_BATCH)?;
+        let n = points.len();
         let key = {
-            let mut sessions = self.lock()?;
-            let unknown =
-                || PartyError::UnknownSession { party: self.party.clone(), session: bounded_id(&request.session_id) };
-            let session = sessions.get_mut(&request.session_id).ok_or_else(unknown)?;
+            let mut state = self.lock()?;
+            let shown = bounded_id(&request.session_id);
+            let session = state
+                .sessions
+                .get_mut(&request.session_id)
+                .ok_or_else(|| PartyError::UnknownSession { party: self.party.clone(), session: shown.clone() })?;
             if session.expires <= Instant::now() {
-                sessions.remove(&request.session_id);
-                return Err(PartyError::SessionExpired {
-                    party: self.party.clone(),
-                    session: bounded_id(&request.session_id),
-                });
+                state.sessions.remove(&request.session_id);
+                return Err(PartyError::SessionExpired { party: self.party.clone(), session: shown });
             }
-            if session.queried + points.len() > MAX_ITEMS {
+            if session.queried + n > MAX_ITEMS {
                 return Err(PartyError::Psi(jointscore_psi::Error::TooLarge {
                     what: "session's queries",
-                    len: session.queried + points.len(),
+                    len: session.queried + n,
                     limit: MAX_ITEMS,
                 }));
             }
+            // Reserved before answering, so concurrent batches cannot pass
+            // the limit together.
+            session.queried += n;
             session.key.clone()
         };
         let answered = tokio::task::spawn_blocking(move || key.answer(&points))
             .await
-            .map_err(|e| PartyError::Transport(format!("PSI task failed: {e}")))??;
-        if let Some(session) = self.lock()?.get_mut(&request.session_id) {
-            session.queried += answered.len();
+            .map_err(|e| PartyError::Transport(format!("PSI task failed: {e}")))
+            .and_then(|r| r.map_err(PartyError::from));
+        if answered.is_err()
+            && let Some(session) = self.lock()?.sessions.get_mut(&request.session_id)
+        {
+            session.queried -= n.min(session.queried);
         }
-        Ok(PsiAnswer { points: points_to_bytes(&answered) })
+        Ok(PsiAnswer { points: points_to_bytes(&answered?) })
+    }
+
+    /// Drops a session's key (closing an unknown session is not an error:
+    /// it may have expired already).
+    pub(crate) fn close(&self, session_id: &str) -> Result<()> {
+        self.lock()?.sessions.remove(session_id);
+        Ok(())
     }
 }
 
 /// A session id as it may appear in an error: the requester chose the
 /// bytes, so they are bounded and printable.
-fn bounded_id(id: &str) -> String {
+pub(crate) fn bounded_id(id: &str) -> String {
     let shown: String = id.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect();
     if id.chars().count() > 64 { format!("{shown}…") } else { shown }
 }

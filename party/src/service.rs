@@ -5,22 +5,24 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jointscore_circuits::fhe::{Contribution, PublicKey};
 use jointscore_circuits::wire::PUBLIC_KEY_LIMIT;
 use jointscore_circuits::{Model, Plan, PlanKind, Record};
+use jointscore_identity::{ContributionEnvelope, NodeKey};
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::party_server::{Party, PartyServer};
 use jointscore_proto::v1::{
-    ContributeChunk, ContributeRequest, ContributionHeader, GetPublicKeyRequest, PsiAnswer, PsiOpenChunk,
-    PsiOpenRequest, PsiQueryRequest, RegisterPartyRequest, SecAggAdvertiseReply, SecAggAdvertiseRequest,
-    SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply,
-    SecAggUnmaskRequest,
+    ContributeChunk, ContributeRequest, ContributionHeader, GetPublicKeyRequest, PsiAnswer, PsiCloseReply,
+    PsiCloseRequest, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest, RegisterPartyRequest, SecAggAdvertiseReply,
+    SecAggAdvertiseRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggShareKeysReply,
+    SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
 };
 use jointscore_proto::{MAX_MESSAGE_SIZE, chunks, collect, plan_from_wire, psi_open_messages};
 use jointscore_psi::points_to_bytes;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -57,6 +59,11 @@ pub struct PartyService {
     /// `stall-masked-input` the node never answers step 2 of an aggregation
     /// round, so a test can kill it between sharing keys and masking.
     stall_masked_input: bool,
+    /// The node's identity key, which signs contributions.
+    identity: Option<Arc<NodeKey>>,
+    /// Fewest parties (this one included) that must contribute to a
+    /// decision for this one to.
+    min_present_parties: usize,
 }
 
 /// The environment variable that injects a fault (see `PartyService`).
@@ -75,7 +82,15 @@ impl PartyService {
             rounds: Rounds::new(&config.name, &config.approved_stats, store.clone()),
             psi: PsiSessions::new(config, store.clone()),
             stall_masked_input: std::env::var(FAULT_ENV).is_ok_and(|f| f == "stall-masked-input"),
+            identity: None,
+            min_present_parties: config.min_present_parties,
         }
+    }
+
+    /// The same service, signing every contribution with `key`.
+    pub fn with_identity(mut self, key: Arc<NodeKey>) -> PartyService {
+        self.identity = Some(key);
+        self
     }
 
     /// The plan for an approved model, parsed once per model id and kind.
@@ -100,6 +115,22 @@ impl PartyService {
         let plan = Arc::new(Plan::new(&model, kind)?);
         lock(&self.plans)?.insert(cache_key, plan.clone());
         Ok(plan)
+    }
+
+    /// Refuses to contribute when it is named absent, or when too few
+    /// parties would contribute: a decision on this party's data with the
+    /// others named absent would be a function of this party's data alone.
+    fn check_present(&self, plan: &Plan, absent: &[String]) -> Result<()> {
+        if absent.contains(&self.name) {
+            return Err(PartyError::BadRequest(format!("party `{}` is asked while named absent", self.name)));
+        }
+        let parties = &plan.model().parties;
+        let present = parties.iter().filter(|p| !absent.contains(p)).count();
+        let required = self.min_present_parties.min(parties.len());
+        if present < required {
+            return Err(PartyError::TooFewPresent { party: self.name.clone(), present, required });
+        }
+        Ok(())
     }
 
     /// The lender's public key, fetched from the coordinator once and
@@ -155,7 +186,10 @@ impl PartyService {
         let party = plan.model().party_index(&self.name).map_err(|_| {
             PartyError::BadRequest(format!("model {} has no party named `{}`", request.model_id, self.name))
         })?;
+        self.check_present(&plan, &request.absent)?;
         let key = self.public_key(&request.key_id).await?;
+        let identity = self.identity.clone();
+        let request = request.clone();
         let record = self
             .store
             .get(&request.subject)?
@@ -167,11 +201,27 @@ impl PartyService {
             let digits = plan.contribution(party, &record)?;
             let contribution = Contribution::encrypt(&plan, party, &digits, &key)?;
             let bytes = contribution.to_bytes()?;
+            let name = plan.model().parties[party].clone();
+            let signed_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let signature = identity.map_or_else(Vec::new, |key| {
+                let envelope = ContributionEnvelope {
+                    job_id: request.job_id,
+                    subject: request.subject,
+                    model_id: request.model_id,
+                    key_id: request.key_id,
+                    party: name.clone(),
+                    ciphertext_sha256: hex::encode(Sha256::digest(&bytes)),
+                    time_ms: signed_ms,
+                };
+                envelope.sign(&key).to_vec()
+            });
             let header = ContributionHeader {
-                party: plan.model().parties[party].clone(),
+                party: name,
                 len: bytes.len() as u64,
                 blocks: u32::try_from(contribution.len()).unwrap_or(u32::MAX),
                 encrypt_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                signature,
+                signed_ms,
             };
             Ok((header, bytes))
         })
@@ -248,10 +298,19 @@ impl Party for PartyService {
     async fn psi_open(&self, request: Request<PsiOpenRequest>) -> std::result::Result<Response<PsiStream>, Status> {
         let request = request.into_inner();
         let (header, set) = self.psi.open(&request).await.inspect_err(|e| {
-            tracing::info!(party = %self.name, requester = %request.requester, error = %e, "PSI session refused");
+            let requester = crate::psi::bounded_id(&request.requester);
+            tracing::info!(party = %self.name, %requester, error = %e, "PSI session refused");
         })?;
         let messages = psi_open_messages(header, &points_to_bytes(&set)).into_iter().map(Ok);
         Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
+    }
+
+    async fn psi_close(
+        &self,
+        request: Request<PsiCloseRequest>,
+    ) -> std::result::Result<Response<PsiCloseReply>, Status> {
+        self.psi.close(&request.into_inner().session_id)?;
+        Ok(Response::new(PsiCloseReply {}))
     }
 
     async fn psi_query(&self, request: Request<PsiQueryRequest>) -> std::result::Result<Response<PsiAnswer>, Status> {
@@ -285,7 +344,11 @@ impl PartyNode {
         register_for: Duration,
     ) -> Result<PartyNode> {
         let address = listener.local_addr().map_err(|e| PartyError::Transport(e.to_string()))?;
-        let service = PartyService::new(config, store);
+        let mut service = PartyService::new(config, store);
+        if let Some(path) = &config.identity {
+            let key = NodeKey::read(path).map_err(|e| PartyError::Config(e.to_string()))?;
+            service = service.with_identity(Arc::new(key));
+        }
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(
             Server::builder()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jointscore_circuits::{Record, reference};
 use jointscore_lender::{AlignmentStore, PsiRequester};
-use jointscore_proto::v1::{PsiOpenRequest, PsiPurpose, PsiQueryRequest};
+use jointscore_proto::v1::{PsiCloseRequest, PsiOpenRequest, PsiPurpose, PsiQueryRequest};
 use jointscore_proto::{collect, collect_psi_open};
 use jointscore_psi::{AssetId, MAX_BATCH, RequesterSession, points_from_bytes, points_to_bytes};
 use rand_core::OsRng;
@@ -15,11 +15,12 @@ use tonic::Code;
 
 use super::*;
 
-/// The built-in model, except that the bank's features are imputed when
-/// missing: a subject the bank does not know can still be decided.
+/// The built-in model, except that the logistics firm's and the bank's
+/// features are imputed when missing: a subject they do not know can still
+/// be decided.
 fn bank_optional_toml() -> String {
-    let (head, bank) = CROSS_BORDER_SELLER.split_once("# --- bank").expect("bank section");
-    format!("{head}# --- bank{}", bank.replace("missing = \"reject\"", "missing = { impute = 0 }"))
+    let (head, rest) = CROSS_BORDER_SELLER.split_once("# --- logistics").expect("logistics section");
+    format!("{head}# --- logistics{}", rest.replace("missing = \"reject\"", "missing = { impute = 0 }"))
 }
 
 fn assets(ids: &[&str]) -> Vec<AssetId> {
@@ -48,7 +49,7 @@ async fn alignment_keeps_decisions_away_from_parties_without_the_subject() {
     let url = coordinator.url();
     let model = Model::from_toml(&bank_optional_toml()).expect("valid model");
     let book = sample::subjects(&model, 3, 5);
-    let parties = start_parties(&model, &book, &url, dir.path(), &[], &[], &[]).await.expect("parties");
+    let parties = start_parties(&model, &book, &url, dir.path(), &PartySetup::default()).await.expect("parties");
     // A newcomer the platform and logistics firm know, the bank does not.
     let newcomer = sample::subjects(&model, 1, 77).remove(0).1;
     for p in parties.iter().filter(|p| p.name != "bank") {
@@ -90,6 +91,13 @@ async fn alignment_keeps_decisions_away_from_parties_without_the_subject() {
     let e = lender.decide("newcomer", "unaligned-1").await.unwrap_err();
     assert_eq!(e.code(), Some(Code::NotFound), "{e}");
     assert!(e.to_string().contains("party `bank`"), "{e}");
+    // A party contributes only with at least one other (its
+    // `min_present_parties`): naming the others absent would make the
+    // decision a function of its data alone.
+    let alone = vec!["bank".to_string(), "logistics".to_string()];
+    let e = lender.decide_with("newcomer", "alone-1", &alone).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::PermissionDenied), "{e}");
+    assert!(e.to_string().contains("party `platform` contributes only when at least 2 parties do"), "{e}");
     // Every party absent: nothing to decide on.
     let e = lender.submit_with("newcomer", "aligned-3", &model.parties).await.unwrap_err();
     assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
@@ -266,8 +274,33 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("has expired"), "{e:?}");
 
-    // The services keep serving: a fresh alignment is exact.
+    // Sessions end when the requester is done with them: many alignments in
+    // a row never exhaust a party's 32 places.
     let mut requester = PsiRequester::connect(&url, "l").await.expect("requester");
+    for i in 0..40 {
+        let a = requester.align("bank", &subjects[..1]).await.unwrap_or_else(|e| panic!("alignment {i}: {e}"));
+        assert_eq!(a.held, [true]);
+    }
+    // Sessions left open do: the 33rd is refused until one is closed.
+    let mut open_ids = Vec::new();
+    for _ in 0..32 {
+        let stream = raw.psi_open(open(PsiPurpose::Align, "l", "bank")).await.expect("open").into_inner();
+        open_ids.push(collect_psi_open(stream, 1 << 22).await.expect("session").0.session_id);
+    }
+    let e = raw.psi_open(open(PsiPurpose::Align, "l", "bank")).await.expect_err("full");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("party `bank`") && e.message().contains("32 PSI sessions"), "{e:?}");
+    raw.psi_close(PsiCloseRequest { session_id: open_ids[0].clone() }).await.expect("close");
+    let e = raw
+        .psi_query(PsiQueryRequest { session_id: open_ids[0].clone(), points: points_to_bytes(&good) })
+        .await
+        .expect_err("closed");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    raw.psi_open(open(PsiPurpose::Align, "l", "bank")).await.expect("a place is free again");
+    // Closing twice, or an unknown session, is not an error.
+    raw.psi_close(PsiCloseRequest { session_id: open_ids[0].clone() }).await.expect("close again");
+
+    // The services keep serving: a fresh alignment is exact.
     let mut list = subjects.clone();
     list.push("stranger".into());
     let a = requester.align("logistics", &list).await.expect("align");
