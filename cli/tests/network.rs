@@ -408,7 +408,8 @@ async fn malformed_contributions_and_slow_parties_fail_the_job_naming_the_party(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_resource_exhausted_and_retries_still_find_their_job() {
-    let options = ClusterOptions { queue_capacity: 1, ..small() };
+    // Unsigned, so the rogue's bytes reach the decoder and are refused there.
+    let options = ClusterOptions { queue_capacity: 1, signed: false, ..small() };
     let (cluster, mut lender) = cluster(options).await;
     let _slow = impersonate_bank(&cluster.coordinator_url(), Rogue::Slow).await;
     let first = lender.submit("seller-0001", "q-1").await.expect("accepted");
