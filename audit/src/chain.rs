@@ -36,10 +36,15 @@ fn head_message(len: u64, hash: &str) -> Vec<u8> {
 impl Head {
     /// The head of `entries`, signed with the coordinator's key.
     pub fn of(entries: &[Entry], key: &NodeKey) -> Head {
-        let len = entries.len() as u64;
-        let hash = entries.last().map_or_else(|| GENESIS.to_string(), |e| e.hash.clone());
-        let signature = hex::encode(key.sign(HEAD_DOMAIN, &head_message(len, &hash)));
-        Head { len, hash, signature }
+        let hash = entries.last().map_or(GENESIS, |e| e.hash.as_str());
+        Head::signed(entries.len() as u64, hash, key)
+    }
+
+    /// The head of a log of `len` entries whose last has hash `hash`, for a
+    /// holder that keeps only the last entry.
+    pub fn signed(len: u64, hash: &str, key: &NodeKey) -> Head {
+        let signature = hex::encode(key.sign(HEAD_DOMAIN, &head_message(len, hash)));
+        Head { len, hash: hash.to_string(), signature }
     }
 
     /// Checks that the consortium's coordinator signed this head.

@@ -1,6 +1,7 @@
 //! `jointscore`: credit models, plans, evaluation and benchmarks from the
 //! command line.
 
+mod audit_cmd;
 mod bench;
 mod e2e;
 mod nodes;
@@ -55,6 +56,12 @@ enum Command {
     /// The coordinator service.
     #[command(subcommand)]
     Coordinator(nodes::CoordinatorCommand),
+    /// Node identities: keys and the consortium file.
+    #[command(subcommand)]
+    Consortium(audit_cmd::ConsortiumCommand),
+    /// The coordinator's audit ledger: verify it, show who used whose data.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
     /// The lender: keys, registration, decisions.
     #[command(subcommand)]
     Lender(nodes::LenderCommand),
@@ -152,6 +159,8 @@ fn main() -> ExitCode {
         Command::Party(cmd) => nodes::party(cmd),
         Command::Coordinator(cmd) => nodes::coordinator(cmd),
         Command::Lender(cmd) => nodes::lender(cmd),
+        Command::Consortium(cmd) => audit_cmd::consortium(cmd),
+        Command::Audit(cmd) => audit_cmd::audit(cmd),
         Command::Stats(cmd) => stats_cmd::stats(cmd),
         Command::Study(args) => study::study(args),
     };

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use jointscore::cluster::{Cluster, ClusterOptions, party_view};
+use jointscore_audit::EntryKind;
 use jointscore_circuits::{Plan, PlanKind};
 use jointscore_lender::{AlignmentStore, LenderKeys, PsiRequester, StatsRequester};
 use jointscore_psi::AssetId;
@@ -126,6 +127,7 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
 
     let same = statistics(&cluster, &spec, args.seed).await?;
     let assets_right = duplicate_financing(&mut cluster).await?;
+    let audited = audit(&cluster, rows.len()).await?;
     cluster.stop().await?;
     if agree != rows.len() {
         return Err(CliError::Usage("some encrypted decisions differ from the reference".into()));
@@ -136,7 +138,33 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
     if !assets_right {
         return Err(CliError::Usage("a duplicate-financing answer differs from the registries".into()));
     }
+    if !audited {
+        return Err(CliError::Usage("the audit ledger does not record every signed contribution".into()));
+    }
     Ok(())
+}
+
+/// Fetches the coordinator's audit ledger and verifies it as any member
+/// would, with the consortium file; returns whether it holds one signed
+/// contribution per party per decision.
+async fn audit(cluster: &Cluster, decisions: usize) -> Result<bool, CliError> {
+    let Some(consortium) = &cluster.consortium else { return Ok(true) };
+    let (entries, head) = jointscore_lender::fetch_ledger(&cluster.coordinator_url()).await?;
+    jointscore_audit::verify_with_head(&entries, &head, consortium)
+        .map_err(|e| CliError::Usage(format!("the audit ledger does not verify: {e}")))?;
+    let count = |kind: EntryKind| entries.iter().filter(|e| e.record.kind == kind).count();
+    let signed = count(EntryKind::Contribution);
+    println!(
+        "\naudit ledger: {} entries verified against the consortium file (hash chain, coordinator signatures); \
+         {} decision requests, {signed} contributions each signed by its party, {} results, {} PSI sessions, {} \
+         aggregation round",
+        entries.len(),
+        count(EntryKind::DecisionRequest),
+        count(EntryKind::Result),
+        count(EntryKind::Psi),
+        count(EntryKind::Aggregation)
+    );
+    Ok(signed == decisions * cluster.model.parties.len())
 }
 
 /// Applicants the lender has that no party knows: alignment finds them

@@ -30,6 +30,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
+#[path = "network/audit.rs"]
+mod audit;
 #[path = "network/psi.rs"]
 mod psi;
 #[path = "network/signed.rs"]
@@ -543,9 +545,29 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
+    // Identities for every node and the consortium file, as an operator
+    // would make them.
+    let out = run(&[
+        "consortium",
+        "init",
+        "--dir",
+        &path(""),
+        "--party",
+        "platform",
+        "--party",
+        "logistics",
+        "--party",
+        "bank",
+    ]);
+    assert!(out.status.success() && text(&out).contains("bank         party"), "{}", text(&out));
+    let out = run(&["consortium", "init", "--dir", &path(""), "--party", "bank"]);
+    assert!(!out.status.success() && text(&out).contains("--force"), "keys are never overwritten: {}", text(&out));
     std::fs::write(
         path("coordinator.toml"),
-        format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\nlenders = [\"bank\", \"lender\"]\n"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\nlenders = [\"bank\", \"lender\"]\n\
+             consortium = \"consortium.toml\"\nidentity = \"coordinator.key\"\n"
+        ),
     )
     .expect("config");
     let mut processes = Processes(vec![spawn(&["coordinator", "serve", "--config", &path("coordinator.toml")])]);
@@ -558,7 +580,7 @@ fn the_command_line_runs_the_system_as_separate_processes() {
         std::fs::write(
             &config,
             format!(
-                "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{url}\"\nstore = \"{name}.sqlite\"\napproved_models = [\"{}\"]\n{}",
+                "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{url}\"\nstore = \"{name}.sqlite\"\napproved_models = [\"{}\"]\nidentity = \"{name}.key\"\n{}",
                 model.id(),
                 registry(name)
             ),
@@ -718,6 +740,26 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     );
     let out = run(&["lender", "check-asset", "--coordinator", &url, "--as", "stranger", "--id", "po:a:1"]);
     assert!(!out.status.success() && text(&out).contains("not a consortium lender"), "{}", text(&out));
+
+    // The audit ledger, checked by a member with the consortium file alone.
+    let ledger = ["--coordinator", url.as_str(), "--consortium", &path("consortium.toml")];
+    let receipts = path("bank.receipts");
+    let out = run(&[&["audit", "receipts", "--as", "bank", "--out", &receipts][..], &ledger].concat());
+    assert!(out.status.success() && text(&out).contains("receipts for `bank`"), "{}", text(&out));
+    let out = run(&[&["audit", "verify", "--receipts", &receipts][..], &ledger].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("entries verified") && text(&out).contains("receipts are in it"), "{}", text(&out));
+    let out = run(&[&["audit", "show", "--party", "bank", "--subject", "seller-0001"][..], &ledger].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let shown: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert!(shown.iter().any(|e| e["record"]["kind"] == "contribution"), "{shown:?}");
+    assert!(shown.iter().all(|e| e["record"]["subject"] == "seller-0001"), "{shown:?}");
+    // Another consortium's file does not verify this ledger.
+    let other = path("other");
+    assert!(run(&["consortium", "init", "--dir", &other, "--party", "bank"]).status.success());
+    let out = run(&["audit", "verify", "--coordinator", &url, "--consortium", &format!("{other}/consortium.toml")]);
+    assert!(!out.status.success() && text(&out).contains("does not verify"), "{}", text(&out));
     drop(processes);
 }
 

@@ -116,6 +116,21 @@ impl Engine {
             self.store.end_stats_job(&job.job_id, &outcome, failure_ref.as_ref().map(|(c, r)| (*c, r.as_str())))
         })
         .await;
+        if let Some(ledger) = &self.ledger {
+            let dropped: Vec<String> = outcome.dropped.iter().map(|d| format!("{} at {}", d.party, d.step)).collect();
+            ledger.record(jointscore_audit::Record {
+                kind: jointscore_audit::EntryKind::Aggregation,
+                job_id: Some(job.job_id.clone()),
+                parties: outcome.included.clone(),
+                detail: format!(
+                    "spec {}; {}; dropped: {}",
+                    job.request.spec_id,
+                    failure.as_ref().map_or("done".to_string(), |e| format!("failed {:?}", e.code())),
+                    if dropped.is_empty() { "none".into() } else { dropped.join(", ") }
+                ),
+                ..jointscore_audit::Record::default()
+            });
+        }
         match &failure {
             // The sum is the requester's: it is stored, never logged.
             None => tracing::info!(job = %job.job_id, included = outcome.included.len(), "statistics job done"),

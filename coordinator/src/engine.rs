@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use jointscore_audit::{Attestation, EntryKind, Record as AuditRecord};
 use jointscore_circuits::fhe::{CONTRIBUTION_SIZE_LIMIT, Contribution, EvaluationKey, PublicKey};
 use jointscore_circuits::{Model, Plan, PlanKind, Record};
-use jointscore_identity::{Consortium, ContributionEnvelope, IdentityError};
+use jointscore_identity::{CONTRIBUTION_DOMAIN, Consortium, ContributionEnvelope, IdentityError, Role};
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::party_client::PartyClient;
 use jointscore_proto::v1::{ContributeChunk, ContributeRequest, ContributionHeader};
@@ -20,6 +21,7 @@ use tonic::{Code, Status, Streaming};
 use crate::config::CoordinatorConfig;
 use crate::error::{CoordinatorError, Result};
 use crate::job::{JobRecord, JobState, SignedContribution, Timings};
+use crate::ledger::Ledger;
 use crate::store::JobStore;
 
 /// Shared state of the running coordinator: the store, the bounds on work
@@ -46,6 +48,8 @@ pub(crate) struct Engine {
     pub(crate) registrations: tokio::sync::Mutex<()>,
     /// The consortium, when contributions must be signed.
     consortium: Option<Arc<Consortium>>,
+    /// The audit ledger, when the coordinator has an identity key.
+    pub(crate) ledger: Option<Arc<Ledger>>,
 }
 
 /// A job's failure with the status code it ends with.
@@ -62,6 +66,7 @@ impl Engine {
         store: Arc<dyn JobStore>,
         config: CoordinatorConfig,
         consortium: Option<Consortium>,
+        ledger: Option<Ledger>,
     ) -> Arc<Engine> {
         Arc::new(Engine {
             queue: Arc::new(Semaphore::new(config.queue_capacity)),
@@ -77,6 +82,7 @@ impl Engine {
             channels: Mutex::new(HashMap::new()),
             registrations: tokio::sync::Mutex::new(()),
             consortium: consortium.map(Arc::new),
+            ledger: ledger.map(Arc::new),
         })
     }
 
@@ -203,7 +209,68 @@ impl Engine {
             Ok(_) => tracing::debug!(job = %job.job_id, "job done"),
             Err(e) => tracing::info!(job = %job.job_id, code = ?e.code(), reason = %e, "job failed"),
         }
+        if let Some(ledger) = &self.ledger {
+            self.audit_end(ledger, &job, &outcome);
+        }
         self.announce_end(permit);
+    }
+
+    /// Records a job's contributions (with each party's signature as an
+    /// attestation) and its result or refusal in the ledger.
+    fn audit_end(&self, ledger: &Ledger, job: &JobRecord, outcome: &Result<(Vec<u8>, Vec<SignedContribution>)>) {
+        let request = &job.request;
+        let lender = self.store.key_owner(&request.key_id).ok().flatten();
+        let base = AuditRecord {
+            lender,
+            subject: Some(request.subject.clone()),
+            job_id: Some(job.job_id.clone()),
+            model_id: Some(request.model_id.clone()),
+            key_id: Some(request.key_id.clone()),
+            ..AuditRecord::default()
+        };
+        match outcome {
+            Ok((result, signed)) => {
+                for c in signed {
+                    let envelope = ContributionEnvelope {
+                        job_id: job.job_id.clone(),
+                        subject: request.subject.clone(),
+                        model_id: request.model_id.clone(),
+                        key_id: request.key_id.clone(),
+                        party: c.party.clone(),
+                        ciphertext_sha256: c.ciphertext_sha256.clone(),
+                        time_ms: c.signed_ms,
+                    };
+                    let signature = hex::decode(&c.signature).unwrap_or_default();
+                    ledger.record(AuditRecord {
+                        kind: EntryKind::Contribution,
+                        parties: vec![c.party.clone()],
+                        digest: Some(c.ciphertext_sha256.clone()),
+                        attestations: vec![Attestation::new(
+                            &c.party,
+                            Role::Party,
+                            CONTRIBUTION_DOMAIN,
+                            &envelope.to_bytes(),
+                            &signature,
+                        )],
+                        ..base.clone()
+                    });
+                }
+                ledger.record(AuditRecord {
+                    kind: EntryKind::Result,
+                    parties: signed.iter().map(|c| c.party.clone()).collect(),
+                    digest: Some(hex::encode(Sha256::digest(result))),
+                    detail: if request.absent.is_empty() {
+                        String::new()
+                    } else {
+                        format!("absent: {}", request.absent.join(", "))
+                    },
+                    ..base
+                });
+            }
+            Err(e) => {
+                ledger.record(AuditRecord { kind: EntryKind::Refusal, detail: format!("{:?}: {e}", e.code()), ..base })
+            }
+        }
     }
 
     /// Writes the end of a job, retried until the store takes it: giving up

@@ -24,6 +24,7 @@ mod config;
 mod engine;
 mod error;
 mod job;
+mod ledger;
 mod psi;
 mod service;
 mod store;

@@ -192,6 +192,16 @@ impl PsiRelay {
                 .unwrap_or(u64::MAX),
         };
         let count = responders.len();
+        if let Some(ledger) = &engine.ledger {
+            let purpose = PsiPurpose::try_from(request.purpose).unwrap_or(PsiPurpose::Unspecified);
+            ledger.record(jointscore_audit::Record {
+                kind: jointscore_audit::EntryKind::Psi,
+                lender: Some(requester.to_string()),
+                parties: responders.iter().map(|r| r.name.clone()).collect(),
+                detail: format!("{}; encoded set of {} points", purpose.as_str_name(), union.len()),
+                ..jointscore_audit::Record::default()
+            });
+        }
         self.lock()?.sessions.insert(session_id, Arc::new(Session { responders, expires }));
         drop(opening);
         tracing::info!(%requester, responders = count, set = union.len(), "PSI session opened");

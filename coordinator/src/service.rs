@@ -8,12 +8,13 @@ use std::time::Duration;
 use jointscore_circuits::fhe::{EvaluationKey, PublicKey};
 use jointscore_circuits::wire::{EVALUATION_KEY_LIMIT, PUBLIC_KEY_LIMIT};
 use jointscore_circuits::{Model, Plan};
+use jointscore_proto::v1::audit_chunk;
 use jointscore_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
 use jointscore_proto::v1::key_upload::Part;
 use jointscore_proto::v1::{
-    self as pb, Chunk, DecideRequest, DecideResponse, FetchResultRequest, GetJobRequest, GetPublicKeyRequest,
-    KeyUpload, PsiCloseReply, PsiCloseRequest, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest, RegisterKeysResponse,
-    RegisterPartyRequest, RegisterPartyResponse, RunStatsRequest, WaitJobRequest,
+    self as pb, AuditChunk, AuditLogRequest, Chunk, DecideRequest, DecideResponse, FetchResultRequest, GetJobRequest,
+    GetPublicKeyRequest, KeyUpload, PsiCloseReply, PsiCloseRequest, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest,
+    RegisterKeysResponse, RegisterPartyRequest, RegisterPartyResponse, RunStatsRequest, WaitJobRequest,
 };
 use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, chunks, plan_from_wire, plan_to_wire, psi_open_messages};
 use jointscore_stats::StatsSpec;
@@ -25,12 +26,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
-use jointscore_identity::Consortium;
+use jointscore_audit::{EntryKind, Record};
+use jointscore_identity::{Consortium, NodeKey};
 
 use crate::config::CoordinatorConfig;
 use crate::engine::Engine;
 use crate::error::{CoordinatorError, Result};
 use crate::job::{JobRecord, JobState, NewJob, NewStatsJob, StatsJobRecord};
+use crate::ledger::Ledger;
 use crate::psi::PsiRelay;
 use crate::store::{Inserted, JobStore};
 
@@ -43,6 +46,7 @@ const FIELD_LIMIT: usize = 256;
 
 type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<Chunk, Status>> + Send>>;
 type PsiStream = Pin<Box<dyn Stream<Item = std::result::Result<PsiOpenChunk, Status>> + Send>>;
+type AuditStream = Pin<Box<dyn Stream<Item = std::result::Result<AuditChunk, Status>> + Send>>;
 
 /// The coordinator's gRPC service.
 pub struct CoordinatorService {
@@ -249,6 +253,14 @@ impl CoordinatorService {
         .map_err(|e| CoordinatorError::Transport(format!("key storage task failed: {e}")))??;
         if stored {
             self.engine.cache_keys(public, evaluation)?;
+            if let Some(ledger) = &self.engine.ledger {
+                ledger.append(Record {
+                    kind: EntryKind::KeyRegistration,
+                    lender: Some(header.lender.clone()),
+                    key_id: Some(key_id.clone()),
+                    ..Record::default()
+                })?;
+            }
         }
         tracing::info!(key_id = %key_id, lender = %header.lender, "key set registered");
         Ok(key_id)
@@ -314,6 +326,23 @@ impl CoordinatorService {
         match store.insert_job(&new)? {
             Inserted::New(job) => {
                 tracing::info!(job = %job.job_id, key_id = %new.key_id, "decision accepted");
+                if let Some(ledger) = &self.engine.ledger {
+                    ledger.record(Record {
+                        kind: EntryKind::DecisionRequest,
+                        lender: store.key_owner(&new.key_id)?,
+                        subject: Some(new.subject.clone()),
+                        parties: model.parties.iter().filter(|p| !new.absent.contains(p)).cloned().collect(),
+                        job_id: Some(job.job_id.clone()),
+                        model_id: Some(new.model_id.clone()),
+                        key_id: Some(new.key_id.clone()),
+                        detail: if new.absent.is_empty() {
+                            String::new()
+                        } else {
+                            format!("absent: {}", new.absent.join(", "))
+                        },
+                        ..Record::default()
+                    });
+                }
                 let response =
                     DecideResponse { job_id: job.job_id.clone(), state: state_to_wire(job.state), existing: false };
                 self.engine.spawn(job, permit);
@@ -340,6 +369,35 @@ impl Coordinator for CoordinatorService {
     type GetPublicKeyStream = ChunkStream;
     type FetchResultStream = ChunkStream;
     type PsiOpenStream = PsiStream;
+    type AuditLogStream = AuditStream;
+
+    async fn audit_log(&self, request: Request<AuditLogRequest>) -> std::result::Result<Response<AuditStream>, Status> {
+        let Some(ledger) = self.engine.ledger.clone() else {
+            return Err(CoordinatorError::Precondition(
+                "this coordinator keeps no audit ledger: it has no `identity` key configured".into(),
+            )
+            .into());
+        };
+        let from = request.into_inner().from_seq;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        // Reading pages from SQLite is blocking work; the stream is fed as
+        // pages are read, so a long log is never held whole in memory.
+        tokio::task::spawn_blocking(move || {
+            let send = |part| tx.blocking_send(Ok(AuditChunk { part: Some(part) })).map_err(|_| ());
+            let head = ledger.read(from, |rows| {
+                for row in rows {
+                    send(audit_chunk::Part::Entry(row))
+                        .map_err(|()| CoordinatorError::Transport("the reader went away".into()))?;
+                }
+                Ok(())
+            });
+            let _ = match head {
+                Ok(head) => send(audit_chunk::Part::Head(serde_json::to_string(&head).unwrap_or_default())),
+                Err(e) => tx.blocking_send(Err(e.into())).map_err(|_| ()),
+            };
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
     type PsiQueryStream = ChunkStream;
 
     async fn psi_open(&self, request: Request<PsiOpenRequest>) -> std::result::Result<Response<PsiStream>, Status> {
@@ -495,13 +553,21 @@ impl CoordinatorNode {
         listener: TcpListener,
     ) -> Result<CoordinatorNode> {
         let address = listener.local_addr().map_err(|e| CoordinatorError::Transport(e.to_string()))?;
-        let consortium = config
-            .consortium
-            .as_deref()
-            .map(Consortium::load)
-            .transpose()
-            .map_err(|e| CoordinatorError::Config(e.to_string()))?;
-        let engine = Engine::new(store, config, consortium);
+        let consortium = config.consortium.as_deref().map(Consortium::load).transpose();
+        let consortium = consortium.map_err(|e| CoordinatorError::Config(e.to_string()))?;
+        let key = config.identity.as_deref().map(NodeKey::read).transpose();
+        let key = key.map_err(|e| CoordinatorError::Config(e.to_string()))?;
+        if let (Some(consortium), Some(key)) = (&consortium, &key) {
+            let listed = consortium.coordinator().map_err(|e| CoordinatorError::Config(e.to_string()))?;
+            if listed.public_key != key.public_hex() {
+                return Err(CoordinatorError::Config(format!(
+                    "the identity key is not the one the consortium file lists for coordinator `{}`",
+                    listed.name
+                )));
+            }
+        }
+        let ledger = key.map(|k| Ledger::open(k, store.clone())).transpose()?;
+        let engine = Engine::new(store, config, consortium, ledger);
         let resumed = engine.recover()?;
         let service = CoordinatorService { engine, psi: PsiRelay::default() };
         let (tx, rx) = oneshot::channel::<()>();

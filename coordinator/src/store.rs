@@ -67,6 +67,15 @@ pub trait JobStore: Send + Sync + 'static {
     fn unfinished(&self) -> Result<Vec<JobRecord>>;
     /// Every registered party, `(name, address)`, by name.
     fn parties(&self) -> Result<Vec<(String, String)>>;
+    /// The lender that registered a key set.
+    fn key_owner(&self, key_id: &str) -> Result<Option<String>>;
+    /// Appends an audit ledger entry (JSON) at `seq`; refuses a `seq` that
+    /// is taken, so two writers cannot both append one.
+    fn append_ledger(&self, seq: u64, entry: &str) -> Result<()>;
+    /// Up to `limit` ledger entries from `from_seq` on, in order.
+    fn ledger(&self, from_seq: u64, limit: usize) -> Result<Vec<String>>;
+    /// The last ledger entry.
+    fn last_ledger(&self) -> Result<Option<String>>;
     /// Records a statistics job unless its request id is taken, atomically.
     fn insert_stats_job(&self, job: &NewStatsJob) -> Result<Inserted<StatsJobRecord>>;
     /// A statistics job.
@@ -114,6 +123,7 @@ CREATE TABLE IF NOT EXISTS stats_jobs (
     outcome TEXT NOT NULL DEFAULT '{}',
     created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS stats_jobs_state ON stats_jobs (state);
+CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL);
 ";
 
 const STATS_COLUMNS: &str = "job_id, request_id, spec_id, spec_toml, state, code, reason, outcome";
@@ -385,6 +395,32 @@ impl JobStore for SqliteStore {
             .prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state NOT IN ('done', 'failed') ORDER BY seq"))?;
         let rows = stmt.query_map([], row_to_job)?.collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter().map(checked_job).collect()
+    }
+
+    fn key_owner(&self, key_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()?
+            .query_row("SELECT lender FROM key_sets WHERE key_id = ?1", [key_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn append_ledger(&self, seq: u64, entry: &str) -> Result<()> {
+        let seq = i64::try_from(seq).map_err(|_| CoordinatorError::Store("ledger sequence overflow".into()))?;
+        self.conn()?.execute("INSERT INTO ledger (seq, entry) VALUES (?1, ?2)", params![seq, entry])?;
+        Ok(())
+    }
+
+    fn ledger(&self, from_seq: u64, limit: usize) -> Result<Vec<String>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("SELECT entry FROM ledger WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
+        let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![from, limit], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn last_ledger(&self) -> Result<Option<String>> {
+        Ok(self.conn()?.query_row("SELECT entry FROM ledger ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).optional()?)
     }
 
     fn parties(&self) -> Result<Vec<(String, String)>> {

@@ -60,6 +60,9 @@ pub enum LenderError {
         /// What is missing or wrong.
         message: String,
     },
+    /// The coordinator's audit ledger could not be read as sent.
+    #[error("audit ledger: {0}")]
+    Audit(String),
     /// A background task failed.
     #[error("background task failed: {0}")]
     Task(String),

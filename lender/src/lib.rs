@@ -14,6 +14,7 @@
 //! sends it anywhere.
 
 mod alignment;
+mod audit;
 mod client;
 mod error;
 mod keys;
@@ -21,6 +22,7 @@ mod psi;
 mod stats;
 
 pub use alignment::AlignmentStore;
+pub use audit::{MAX_ENTRIES, fetch_ledger};
 pub use client::{DEFAULT_WAIT, Decision, Lender, Phases};
 pub use error::{LenderError, Result};
 pub use keys::{KeyFiles, LenderKeys};

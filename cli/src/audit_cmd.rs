@@ -1,0 +1,165 @@
+//! `jointscore consortium init` and `jointscore audit verify | show |
+//! receipts`: node identities, and checking the coordinator's ledger.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use jointscore::cluster::init_consortium;
+use jointscore_audit::{Entry, Filter, Head, filter, verify_receipts, verify_with_head};
+use jointscore_identity::Consortium;
+use jointscore_lender::fetch_ledger;
+
+use crate::CliError;
+use crate::nodes::runtime;
+
+#[derive(Subcommand)]
+pub(crate) enum ConsortiumCommand {
+    /// Create identity keys (0600) for a coordinator and parties, and the
+    /// consortium file listing their public keys, in one directory.
+    Init {
+        /// Directory for `coordinator.key`, `<party>.key` and `consortium.toml`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// A party (repeatable).
+        #[arg(long, required = true)]
+        party: Vec<String>,
+        /// The consortium's name.
+        #[arg(long, default_value = "jointscore")]
+        name: String,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct LedgerArgs {
+    /// The coordinator's URL.
+    #[arg(long, default_value = "http://127.0.0.1:7100")]
+    coordinator: String,
+    /// The consortium file: the coordinator's and members' public keys.
+    #[arg(long)]
+    consortium: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Fetch the whole ledger and check it: the hash chain, the
+    /// coordinator's signature on every entry and on the head, every
+    /// party's signature; with --receipts, that every receipt is still in it.
+    Verify {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// Receipts saved earlier with `audit receipts`.
+        #[arg(long)]
+        receipts: Option<PathBuf>,
+    },
+    /// Print the entries (one JSON object per line) about a subject, a
+    /// party or a lender: who used whose data, when, for what.
+    Show {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// Only entries about this subject.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only entries naming this party.
+        #[arg(long)]
+        party: Option<String>,
+        /// Only entries naming this lender.
+        #[arg(long)]
+        lender: Option<String>,
+    },
+    /// Save the entries that concern one member (as lender, party or
+    /// attester) and the signed head, to check later with `verify --receipts`.
+    Receipts {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// The member.
+        #[arg(long = "as")]
+        member: String,
+        /// Where to write them (JSON lines; the head last).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub(crate) fn consortium(cmd: ConsortiumCommand) -> Result<(), CliError> {
+    let ConsortiumCommand::Init { dir, party, name } = cmd;
+    let consortium = init_consortium(&dir, &name, &party, &[])?;
+    println!("consortium `{}` ({}) written to {}", consortium.name, &consortium.id()[..16], dir.display());
+    for m in &consortium.members {
+        println!("  {:<12} {:<11} {}  ({}.key, 0600)", m.name, m.role.as_str(), m.public_key, m.name);
+    }
+    Ok(())
+}
+
+/// Fetches the ledger and verifies it against the consortium file.
+fn verified(args: &LedgerArgs) -> Result<(Vec<Entry>, Head), CliError> {
+    let consortium = Consortium::load(&args.consortium).map_err(|e| CliError::Usage(e.to_string()))?;
+    let (entries, head) = runtime()?.block_on(fetch_ledger(&args.coordinator))?;
+    verify_with_head(&entries, &head, &consortium)
+        .map_err(|e| CliError::Usage(format!("the ledger does not verify: {e}")))?;
+    Ok((entries, head))
+}
+
+pub(crate) fn audit(cmd: AuditCommand) -> Result<(), CliError> {
+    match cmd {
+        AuditCommand::Verify { ledger, receipts } => {
+            let (entries, head) = verified(&ledger)?;
+            println!("ledger of {} entries verified: chain, signatures, head {}", entries.len(), &head.hash[..16]);
+            if let Some(path) = receipts {
+                let (kept, old_head) = read_receipts(&path)?;
+                verify_receipts(&entries, &kept)
+                    .map_err(|e| CliError::Usage(format!("receipts from {}: {e}", path.display())))?;
+                // The log may have grown since, never shrunk or changed.
+                let consortium = Consortium::load(&ledger.consortium).map_err(|e| CliError::Usage(e.to_string()))?;
+                verify_with_head(&entries, &old_head, &consortium)
+                    .map_err(|e| CliError::Usage(format!("against the head saved in {}: {e}", path.display())))?;
+                println!(
+                    "all {} receipts are in it, and it extends the saved head of {} entries",
+                    kept.len(),
+                    old_head.len
+                );
+            }
+            Ok(())
+        }
+        AuditCommand::Show { ledger, subject, party, lender } => {
+            let (entries, _) = verified(&ledger)?;
+            for entry in filter(&entries, &Filter { subject, party, lender }) {
+                println!("{}", entry.to_json());
+            }
+            Ok(())
+        }
+        AuditCommand::Receipts { ledger, member, out } => {
+            let (entries, head) = verified(&ledger)?;
+            let mut text = String::new();
+            let mut n = 0;
+            for entry in entries.iter().filter(|e| e.concerns(&member)) {
+                text.push_str(&entry.to_json());
+                text.push('\n');
+                n += 1;
+            }
+            text.push_str(&serde_json::to_string(&head).map_err(|e| CliError::Usage(e.to_string()))?);
+            text.push('\n');
+            std::fs::write(&out, text).map_err(|e| CliError::Usage(format!("cannot write {}: {e}", out.display())))?;
+            println!("{n} receipts for `{member}` and the head of {} entries written to {}", head.len, out.display());
+            Ok(())
+        }
+    }
+}
+
+/// Receipts file: entries, one per line, then the head.
+fn read_receipts(path: &PathBuf) -> Result<(Vec<Entry>, Head), CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Read { path: path.clone(), source })?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let Some((head, entries)) = lines.split_last() else {
+        return Err(CliError::Usage(format!("{}: no head", path.display())));
+    };
+    let head: Head =
+        serde_json::from_str(head).map_err(|e| CliError::Usage(format!("{}: the head: {e}", path.display())))?;
+    let entries = entries
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            Entry::from_json(l).map_err(|e| CliError::Usage(format!("{} line {}: {e}", path.display(), i + 1)))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((entries, head))
+}

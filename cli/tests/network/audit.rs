@@ -1,0 +1,96 @@
+//! The coordinator's audit ledger over the services: every member can
+//! verify it from the consortium file, and tampering with the stored log is
+//! found and located.
+
+use jointscore_audit::{AuditError, EntryKind, Filter, filter, verify_chain, verify_receipts, verify_with_head};
+use jointscore_lender::fetch_ledger;
+
+use super::*;
+
+fn ledger_db(cluster: &Cluster) -> rusqlite::Connection {
+    rusqlite::Connection::open(cluster.dir().join("coordinator.sqlite")).expect("the coordinator's store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_records_who_used_whose_data_and_tampering_is_located() {
+    let (cluster, mut lender) = cluster(small()).await;
+    let consortium = cluster.consortium.clone().expect("signed cluster");
+    for (i, subject) in ["seller-0001", "seller-0002"].iter().enumerate() {
+        lender.decide(subject, &format!("audit-{i}")).await.expect("decision");
+    }
+    let e = lender.decide("nobody", "audit-refused").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::NotFound), "{e}");
+
+    let (entries, head) = fetch_ledger(&cluster.coordinator_url()).await.expect("ledger");
+    verify_with_head(&entries, &head, &consortium).expect("the log verifies");
+    let kinds: Vec<EntryKind> = entries.iter().map(|e| e.record.kind).collect();
+    assert_eq!(kinds[0], EntryKind::KeyRegistration);
+    let count = |k: EntryKind| kinds.iter().filter(|&&x| x == k).count();
+    assert_eq!(count(EntryKind::DecisionRequest), 3);
+    assert_eq!(count(EntryKind::Contribution), 6, "one per party per decision");
+    assert_eq!(count(EntryKind::Result), 2);
+    assert_eq!(count(EntryKind::Refusal), 1);
+    // Who used the bank's data, and for what: each contribution carries the
+    // bank's own signature over its envelope.
+    let banks = filter(&entries, &Filter { party: Some("bank".into()), ..Filter::default() });
+    let contributions: Vec<_> = banks.iter().filter(|e| e.record.kind == EntryKind::Contribution).collect();
+    assert_eq!(contributions.len(), 2);
+    assert!(contributions.iter().all(|e| e.record.attestations.len() == 1 && e.record.attestations[0].node == "bank"));
+    assert!(contributions.iter().all(|e| e.record.lender.as_deref() == Some("test-lender")));
+    let about = filter(&entries, &Filter { subject: Some("seller-0002".into()), ..Filter::default() });
+    assert_eq!(about.len(), 5, "request, three contributions, result");
+    let receipts: Vec<_> = entries.iter().filter(|e| e.concerns("bank")).cloned().collect();
+
+    // Edited in the store: located at its entry.
+    let db = ledger_db(&cluster);
+    let target = contributions[0].seq;
+    let original: String =
+        db.query_row("SELECT entry FROM ledger WHERE seq = ?1", [target as i64], |r| r.get(0)).expect("row");
+    let edited = original.replace("seller-0001", "seller-0009");
+    assert_ne!(edited, original);
+    db.execute("UPDATE ledger SET entry = ?1 WHERE seq = ?2", rusqlite::params![edited, target as i64]).expect("edit");
+    let (tampered, _) = fetch_ledger(&cluster.coordinator_url()).await.expect("ledger");
+    assert_eq!(verify_chain(&tampered, &consortium), Err(AuditError::Edited { seq: target }));
+    db.execute("UPDATE ledger SET entry = ?1 WHERE seq = ?2", rusqlite::params![original, target as i64])
+        .expect("undo");
+
+    // Deleted: located where the sequence breaks; the bank's receipt for it
+    // is missing.
+    db.execute("DELETE FROM ledger WHERE seq = ?1", [target as i64]).expect("delete");
+    let (tampered, _) = fetch_ledger(&cluster.coordinator_url()).await.expect("ledger");
+    assert_eq!(verify_chain(&tampered, &consortium), Err(AuditError::OutOfOrder { index: target, seq: target + 1 }));
+    assert_eq!(verify_receipts(&tampered, &receipts), Err(AuditError::MissingReceipt { seq: target }));
+    db.execute("INSERT INTO ledger (seq, entry) VALUES (?1, ?2)", rusqlite::params![target as i64, original])
+        .expect("undo");
+
+    // Cut short: the rest verifies as a chain, but not against the head the
+    // coordinator signs over the whole log.
+    let last = entries.len() as u64 - 1;
+    let tail: String =
+        db.query_row("SELECT entry FROM ledger WHERE seq = ?1", [last as i64], |r| r.get(0)).expect("row");
+    db.execute("DELETE FROM ledger WHERE seq = ?1", [last as i64]).expect("truncate");
+    let (tampered, head) = fetch_ledger(&cluster.coordinator_url()).await.expect("ledger");
+    verify_chain(&tampered, &consortium).expect("a shorter chain is still a chain");
+    assert_eq!(
+        verify_with_head(&tampered, &head, &consortium),
+        Err(AuditError::Truncated { len: last, head_len: last + 1 })
+    );
+    db.execute("INSERT INTO ledger (seq, entry) VALUES (?1, ?2)", rusqlite::params![last as i64, tail]).expect("undo");
+
+    // Restored, and it grows: new entries chain on, old receipts still hold.
+    lender.decide("seller-0003", "audit-after").await.expect("decision");
+    let (grown, head) = fetch_ledger(&cluster.coordinator_url()).await.expect("ledger");
+    verify_with_head(&grown, &head, &consortium).expect("verifies");
+    verify_receipts(&grown, &receipts).expect("receipts");
+    assert!(grown.len() > entries.len());
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_without_an_identity_keeps_no_ledger() {
+    let (cluster, _) = cluster(ClusterOptions { signed: false, ..small() }).await;
+    let e = fetch_ledger(&cluster.coordinator_url()).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
+    assert!(e.to_string().contains("keeps no audit ledger"), "{e}");
+    cluster.stop().await.expect("stop");
+}

@@ -1,0 +1,90 @@
+//! The coordinator's audit ledger (`jointscore-audit`): every event sealed
+//! with the coordinator's identity key and appended to the job store.
+//!
+//! Appends are serialized, so sequence numbers and the hash chain never
+//! fork. An append that cannot be written fails the request that caused it
+//! where there is one (a decision or key registration is refused rather than
+//! left unrecorded); events at the end of a job are logged as errors if
+//! they cannot be written, since the job's own end is already stored.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jointscore_audit::{Entry, Head, Record};
+use jointscore_identity::NodeKey;
+
+use crate::error::{CoordinatorError, Result};
+use crate::store::JobStore;
+
+/// Entries read from the store per page when the log is streamed.
+pub(crate) const PAGE: usize = 512;
+
+/// The ledger: the signing key and the last entry, over the store.
+pub(crate) struct Ledger {
+    key: NodeKey,
+    store: Arc<dyn JobStore>,
+    last: Mutex<Option<Entry>>,
+}
+
+/// Milliseconds since the unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Ledger {
+    /// Opens the ledger the store holds, continuing after its last entry.
+    pub(crate) fn open(key: NodeKey, store: Arc<dyn JobStore>) -> Result<Ledger> {
+        let last = store
+            .last_ledger()?
+            .map(|json| Entry::from_json(&json))
+            .transpose()
+            .map_err(|e| CoordinatorError::Store(format!("the ledger's last entry: {e}")))?;
+        Ok(Ledger { key, store, last: Mutex::new(last) })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Option<Entry>>> {
+        self.last.lock().map_err(|_| CoordinatorError::Store("ledger lock poisoned by an earlier panic".into()))
+    }
+
+    /// Seals `record` after the last entry and stores it.
+    pub(crate) fn append(&self, mut record: Record) -> Result<()> {
+        if record.time_ms == 0 {
+            record.time_ms = now_ms();
+        }
+        let mut last = self.lock()?;
+        let entry = Entry::seal(record, last.as_ref(), &self.key);
+        self.store.append_ledger(entry.seq, &entry.to_json())?;
+        *last = Some(entry);
+        Ok(())
+    }
+
+    /// Appends, logging instead of failing (for events after the fact).
+    pub(crate) fn record(&self, record: Record) {
+        if let Err(e) = self.append(record) {
+            tracing::error!(error = %e, "cannot append to the audit ledger");
+        }
+    }
+
+    /// The entries from `from_seq` on (as stored JSON, in pages through
+    /// `page`) and the signed head over the log as it was read. Holds the
+    /// append lock, so the head matches what was read.
+    pub(crate) fn read(&self, from_seq: u64, mut page: impl FnMut(Vec<String>) -> Result<()>) -> Result<Head> {
+        let last = self.lock()?;
+        let mut next = from_seq;
+        loop {
+            let rows = self.store.ledger(next, PAGE)?;
+            let n = rows.len();
+            next += n as u64;
+            if n > 0 {
+                page(rows)?;
+            }
+            if n < PAGE {
+                break;
+            }
+        }
+        Ok(match last.as_ref() {
+            Some(entry) => Head::signed(entry.seq + 1, &entry.hash, &self.key),
+            None => Head::of(&[], &self.key),
+        })
+    }
+}
