@@ -129,6 +129,10 @@ fn quickstart_decides_and_matches_the_reference() {
     assert!(text.contains("invoice:ACME Trading:INV-0001            already financed elsewhere"), "{text}");
     assert!(text.contains("order:Shenzhen Widgets:PO-7781           not financed elsewhere"), "{text}");
     assert!(text.contains("warehouse receipt:rotterdam depot:wr19   already financed elsewhere"), "{text}");
+    // The ledger: 1 key registration, 3 requests, 9 signed contributions,
+    // 3 results, 4 PSI sessions and 1 aggregation round, all verified.
+    assert!(text.contains("audit ledger: 21 entries verified against the consortium file"), "{text}");
+    assert!(text.contains("9 contributions each signed by its party"), "{text}");
     let bad = jointscore(&["quickstart", "--sellers", "0"]);
     assert!(!bad.status.success());
 }
@@ -285,10 +289,13 @@ fn the_example_configurations_are_valid() {
     let coordinator =
         jointscore_coordinator::CoordinatorConfig::load(&dir.join("coordinator.toml")).expect("coordinator");
     assert_eq!(coordinator.lenders, ["bank", "lender"]);
+    assert_eq!(coordinator.consortium, Some(dir.join("identities/consortium.toml")));
+    assert_eq!(coordinator.identity, Some(dir.join("identities/coordinator.key")));
     for party in ["platform", "logistics", "bank"] {
         let config = jointscore_party::PartyConfig::load(&dir.join(format!("{party}.toml"))).expect(party);
         assert_eq!(config.name, party);
         assert_eq!(config.asset_registry, party == "bank", "only the bank is a consortium lender");
+        assert_eq!(config.identity, Some(dir.join(format!("identities/{party}.key"))));
         assert!(!config.approved_models.is_empty() && !config.approved_stats.is_empty(), "{party}");
     }
 }
