@@ -3,7 +3,7 @@
 use jointscore_identity::{Consortium, NodeKey, verify_with};
 use serde::{Deserialize, Serialize};
 
-use crate::entry::{ENTRY_DOMAIN, Entry, GENESIS, is_lower_hex};
+use crate::entry::{ENTRY_DOMAIN, Entry, EntryKind, GENESIS, is_lower_hex};
 use crate::error::{AuditError, Result};
 
 /// Domain tag of the coordinator's signature on a [`Head`].
@@ -87,6 +87,7 @@ fn bad_head_signature(node: &str) -> AuditError {
 /// renumbered shows as `Broken`, and re-sealing them needs the coordinator's
 /// key.
 pub fn verify_chain(entries: &[Entry], consortium: &Consortium) -> Result<()> {
+    use jointscore_identity::IdentityError;
     let coordinator = consortium.coordinator()?;
     let mut prev = GENESIS;
     for (index, entry) in entries.iter().enumerate() {
@@ -113,11 +114,16 @@ pub fn verify_chain(entries: &[Entry], consortium: &Consortium) -> Result<()> {
         .map_err(|_| AuditError::Unsigned { seq })?;
         let now = entry.record.time_ms / 1000;
         for attestation in &entry.record.attestations {
-            attestation.verify(consortium, now).map_err(|source| AuditError::Attestation {
-                seq,
-                node: attestation.node.clone(),
-                source,
-            })?;
+            let failed = |source| AuditError::Attestation { seq, node: attestation.node.clone(), source };
+            attestation.verify(consortium, now).map_err(failed)?;
+            if entry.record.kind == EntryKind::Contribution && !binds_contribution(&entry.record, attestation) {
+                // A genuine envelope from another job, subject or ciphertext
+                // must not vouch for this entry.
+                return Err(failed(IdentityError::BadSignature {
+                    node: attestation.node.clone(),
+                    what: "contribution envelope, which is not this entry's".into(),
+                }));
+            }
         }
         prev = &entry.hash;
     }
@@ -184,4 +190,27 @@ pub fn filter<'a>(entries: &'a [Entry], filter: &Filter) -> Vec<&'a Entry> {
                     .is_none_or(|p| r.parties.contains(p) || r.attestations.iter().any(|a| &a.node == p))
         })
         .collect()
+}
+
+/// Whether a contribution entry's attestation signs the envelope of this
+/// very entry: its job, subject, model, key set, party and ciphertext
+/// digest (the signing time is the envelope's own, its last 8 bytes).
+fn binds_contribution(record: &crate::entry::Record, attestation: &crate::entry::Attestation) -> bool {
+    let Ok(message) = hex::decode(&attestation.message) else { return false };
+    let Some(time) = message.len().checked_sub(8).and_then(|at| message[at..].try_into().ok()) else {
+        return false;
+    };
+    let field = |f: &Option<String>| f.clone().unwrap_or_default();
+    let envelope = jointscore_identity::ContributionEnvelope {
+        job_id: field(&record.job_id),
+        subject: field(&record.subject),
+        model_id: field(&record.model_id),
+        key_id: field(&record.key_id),
+        party: attestation.node.clone(),
+        ciphertext_sha256: field(&record.digest),
+        time_ms: u64::from_le_bytes(time),
+    };
+    attestation.domain == jointscore_identity::CONTRIBUTION_DOMAIN
+        && record.parties == [attestation.node.clone()]
+        && envelope.to_bytes() == message
 }

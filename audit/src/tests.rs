@@ -459,7 +459,7 @@ fn bad_attestations_are_located_and_named() {
         let mut entries = base.clone();
         let node = attestation.node.clone();
         let record = Record {
-            kind: EntryKind::Contribution,
+            kind: EntryKind::ModelApproval,
             time_ms,
             parties: vec![node.clone()],
             attestations: vec![record(3).attestations[0].clone(), attestation],
@@ -663,7 +663,7 @@ fn build(events: &[Event]) -> Vec<Entry> {
                 contribution(party, subject.as_deref().unwrap_or(""), time_ms).0
             })
             .collect();
-        let record = Record {
+        let mut record = Record {
             kind: KINDS[*kind as usize],
             time_ms,
             lender: Some("lender".into()),
@@ -674,6 +674,20 @@ fn build(events: &[Event]) -> Vec<Entry> {
             attestations,
             ..Default::default()
         };
+        if record.kind == EntryKind::Contribution && !record.attestations.is_empty() {
+            // A contribution entry carries exactly its party's envelope.
+            record.attestations.truncate(1);
+            let party = record.attestations[0].node.clone();
+            let subject = record.subject.clone().unwrap_or_default();
+            let (attestation, digest) = contribution(&party, &subject, time_ms);
+            record.attestations = vec![attestation];
+            record.subject = Some(subject.clone());
+            record.job_id = Some(format!("job-{subject}"));
+            record.model_id = Some("model-1".into());
+            record.key_id = Some("key-1".into());
+            record.parties = vec![party];
+            record.digest = Some(digest);
+        }
         let entry = Entry::seal(record, entries.last(), &k.coordinator);
         entries.push(entry);
     }
@@ -706,5 +720,33 @@ proptest! {
             }
         }
         prop_assert_eq!(verify_chain(&entries, &k.consortium), Err(AuditError::Edited { seq: i as u64 }));
+    }
+}
+
+#[test]
+fn a_genuine_envelope_moved_to_another_entry_does_not_vouch_for_it() {
+    let k = keys();
+    let entries = log(8);
+    verify_chain(&entries, &k.consortium).expect("verifies");
+    // Entry 3 is the platform's contribution for subject-3; claim it for another
+    // subject, job or digest, re-sealed by the coordinator itself.
+    assert_eq!(entries[3].record.parties, ["platform"]);
+    let moves: [fn(&mut Record); 5] = [
+        |r| r.subject = Some("subject-0".into()),
+        |r| r.job_id = Some("job-other".into()),
+        |r| r.model_id = Some("model-2".into()),
+        |r| r.digest = Some("00".repeat(32)),
+        |r| r.parties = vec!["bank".into()],
+    ];
+    for change in moves {
+        let mut forged = entries.clone();
+        change(&mut forged[3].record);
+        reseal(&mut forged, 3, &k.coordinator);
+        let node = forged[3].record.attestations[0].node.clone();
+        assert!(
+            matches!(verify_chain(&forged, &k.consortium), Err(AuditError::Attestation { seq: 3, node: n, .. }) if n == node),
+            "{:?}",
+            verify_chain(&forged, &k.consortium)
+        );
     }
 }

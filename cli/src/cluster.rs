@@ -129,6 +129,20 @@ pub fn init_consortium(
     parties: &[String],
     revoked: &[String],
 ) -> Result<Consortium, ClusterError> {
+    // Every name checked before any key is written, so a bad list leaves
+    // nothing behind.
+    let mut seen = std::collections::BTreeSet::from(["coordinator"]);
+    for party in parties {
+        let plain = !party.is_empty() && party.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !plain {
+            return Err(ClusterError::Unknown(format!(
+                "party name `{party}` must be ASCII letters, digits, `-` or `_` (it names a key file)"
+            )));
+        }
+        if !seen.insert(party.as_str()) {
+            return Err(ClusterError::Unknown(format!("party `{party}` is given twice or is `coordinator`")));
+        }
+    }
     std::fs::create_dir_all(dir)?;
     let mut members = Vec::new();
     for (member, role) in

@@ -58,6 +58,10 @@ pub(crate) struct LenderArgs {
     /// Ask for the coordinator-side plan instead of pushdown.
     #[arg(long)]
     coordinator_side: bool,
+    /// The consortium file: every decision must then carry a valid signed
+    /// envelope from each party asked, or it is refused unread.
+    #[arg(long)]
+    consortium: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -205,7 +209,13 @@ pub(crate) fn model_source(model: &str) -> Result<String, CliError> {
 async fn connect(args: &LenderArgs) -> Result<Lender, CliError> {
     let keys = KeyFiles::new(&args.keys).read()?;
     let source = model_source(&args.model)?;
-    Ok(Lender::connect(&args.coordinator, Arc::new(keys), source, plan_kind(args.coordinator_side)).await?)
+    let mut lender =
+        Lender::connect(&args.coordinator, Arc::new(keys), source, plan_kind(args.coordinator_side)).await?;
+    if let Some(path) = &args.consortium {
+        let consortium = jointscore_identity::Consortium::load(path).map_err(|e| CliError::Usage(e.to_string()))?;
+        lender.require_signatures(Arc::new(consortium));
+    }
+    Ok(lender)
 }
 
 pub(crate) fn subjects_from_csv(path: &std::path::Path) -> Result<Vec<String>, CliError> {
@@ -344,6 +354,9 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
                 out["reason"] = json!(state.reason);
             }
             if state.state == jointscore_proto::v1::JobState::Done as i32 {
+                // A job found by id: its absent list is the one it was asked
+                // with, which the coordinator reports.
+                client.check_signatures(&state)?;
                 let result = client.fetch(&job).await?;
                 let bundle = client.decrypt(&result)?;
                 out["decision"] = decision_json(client.plan().model(), &bundle);

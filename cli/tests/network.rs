@@ -561,7 +561,14 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     ]);
     assert!(out.status.success() && text(&out).contains("bank         party"), "{}", text(&out));
     let out = run(&["consortium", "init", "--dir", &path(""), "--party", "bank"]);
-    assert!(!out.status.success() && text(&out).contains("--force"), "keys are never overwritten: {}", text(&out));
+    assert!(
+        !out.status.success() && text(&out).contains("never replaced"),
+        "keys are never overwritten: {}",
+        text(&out)
+    );
+    let out = run(&["consortium", "init", "--dir", &path("bad"), "--party", "bank", "--party", "../x"]);
+    assert!(!out.status.success() && text(&out).contains("names a key file"), "{}", text(&out));
+    assert!(!dir.path().join("bad").join("coordinator.key").exists(), "a refused list writes no key");
     std::fs::write(
         path("coordinator.toml"),
         format!(
@@ -609,7 +616,8 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     let keys_dir = path("lender-keys");
     let out = run(&["lender", "keygen", "--keys", &keys_dir]);
     assert!(out.status.success(), "{}", text(&out));
-    let lender = ["--coordinator", url.as_str(), "--keys", keys_dir.as_str()];
+    let consortium_file = path("consortium.toml");
+    let lender = ["--coordinator", url.as_str(), "--keys", keys_dir.as_str(), "--consortium", consortium_file.as_str()];
     let mut registered = false;
     for _ in 0..100 {
         let out = run(&[&["lender", "register"][..], &lender].concat());

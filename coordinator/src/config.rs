@@ -118,6 +118,13 @@ impl CoordinatorConfig {
     pub fn from_toml(text: &str) -> Result<CoordinatorConfig> {
         let config: CoordinatorConfig =
             toml::from_str(text).map_err(|e| CoordinatorError::Config(e.message().to_string()))?;
+        if config.identity.is_some() && config.consortium.is_none() {
+            // The ledger would record attestations nobody checked, and one
+            // junk signature would make it fail verification for good.
+            return Err(CoordinatorError::Config(
+                "`identity` (the audit ledger) needs `consortium`, to check what it records".into(),
+            ));
+        }
         if config.queue_capacity == 0
             || config.eval_workers == 0
             || config.party_deadline_ms == 0

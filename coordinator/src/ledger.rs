@@ -2,15 +2,15 @@
 //! with the coordinator's identity key and appended to the job store.
 //!
 //! Appends are serialized, so sequence numbers and the hash chain never
-//! fork. An append that cannot be written fails the request that caused it
-//! where there is one (a decision or key registration is refused rather than
-//! left unrecorded); events at the end of a job are logged as errors if
-//! they cannot be written, since the job's own end is already stored.
+//! fork. Entries are written after the event they record: a key
+//! registration whose entry cannot be written is answered with an error;
+//! other events log the failure, and a crash between an event and its entry
+//! loses the entry (writing both in one transaction is not done yet).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jointscore_audit::{Entry, Head, Record};
+use jointscore_audit::{ENTRY_LIMIT, Entry, Head, Record};
 use jointscore_identity::NodeKey;
 
 use crate::error::{CoordinatorError, Result};
@@ -46,14 +46,23 @@ impl Ledger {
         self.last.lock().map_err(|_| CoordinatorError::Store("ledger lock poisoned by an earlier panic".into()))
     }
 
-    /// Seals `record` after the last entry and stores it.
+    /// Seals `record` after the last entry and stores it. An entry too
+    /// large for members to read back (`ENTRY_LIMIT`) is refused, so the
+    /// log always verifies.
     pub(crate) fn append(&self, mut record: Record) -> Result<()> {
         if record.time_ms == 0 {
             record.time_ms = now_ms();
         }
         let mut last = self.lock()?;
         let entry = Entry::seal(record, last.as_ref(), &self.key);
-        self.store.append_ledger(entry.seq, &entry.to_json())?;
+        let json = entry.to_json();
+        if json.len() > ENTRY_LIMIT {
+            return Err(CoordinatorError::Invalid(format!(
+                "an audit entry of {} bytes exceeds the {ENTRY_LIMIT}-byte limit",
+                json.len()
+            )));
+        }
+        self.store.append_ledger(entry.seq, &json)?;
         *last = Some(entry);
         Ok(())
     }
@@ -66,25 +75,24 @@ impl Ledger {
     }
 
     /// The entries from `from_seq` on (as stored JSON, in pages through
-    /// `page`) and the signed head over the log as it was read. Holds the
-    /// append lock, so the head matches what was read.
+    /// `page`) and the signed head they end at. The head is taken first and
+    /// the lock released before reading: entries below it never change, so
+    /// a slow reader holds up no append.
     pub(crate) fn read(&self, from_seq: u64, mut page: impl FnMut(Vec<String>) -> Result<()>) -> Result<Head> {
-        let last = self.lock()?;
-        let mut next = from_seq;
-        loop {
-            let rows = self.store.ledger(next, PAGE)?;
-            let n = rows.len();
-            next += n as u64;
-            if n > 0 {
-                page(rows)?;
-            }
-            if n < PAGE {
-                break;
-            }
-        }
-        Ok(match last.as_ref() {
+        let head = match self.lock()?.as_ref() {
             Some(entry) => Head::signed(entry.seq + 1, &entry.hash, &self.key),
             None => Head::of(&[], &self.key),
-        })
+        };
+        let mut next = from_seq;
+        while next < head.len {
+            let want = usize::try_from(head.len - next).unwrap_or(usize::MAX).min(PAGE);
+            let rows = self.store.ledger(next, want)?;
+            if rows.is_empty() {
+                break;
+            }
+            next += rows.len() as u64;
+            page(rows)?;
+        }
+        Ok(head)
     }
 }

@@ -198,7 +198,9 @@ impl PsiRelay {
                 kind: jointscore_audit::EntryKind::Psi,
                 lender: Some(requester.to_string()),
                 parties: responders.iter().map(|r| r.name.clone()).collect(),
-                detail: format!("{}; encoded set of {} points", purpose.as_str_name(), union.len()),
+                // Not the set size: for an alignment it is the party's
+                // customer count.
+                detail: purpose.as_str_name().to_string(),
                 ..jointscore_audit::Record::default()
             });
         }

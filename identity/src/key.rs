@@ -66,13 +66,17 @@ impl NodeKey {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(path).map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
-                " (it exists; replace it with --force)"
-            } else {
-                ""
-            };
+            let hint =
+                if e.kind() == std::io::ErrorKind::AlreadyExists { " (it exists; it is never replaced)" } else { "" };
             IdentityError::Key(format!("{}: {e}{hint}", path.display()))
         })?;
+        // An existing file replaced by `force` keeps its old mode on open.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| IdentityError::Key(format!("{}: {e}", path.display())))?;
+        }
         let text = Zeroizing::new(format!("{KEY_FILE_TAG}\n{}\n", hex::encode(self.0.to_bytes())));
         std::io::Write::write_all(&mut file, text.as_bytes())
             .map_err(|e| IdentityError::Key(format!("{}: {e}", path.display())))
@@ -148,7 +152,7 @@ mod tests {
         key.write(&path, false).expect("write");
         assert_eq!(NodeKey::read(&path).expect("read").public_hex(), key.public_hex());
         let e = NodeKey::generate().write(&path, false).unwrap_err();
-        assert!(e.to_string().contains("--force"), "{e}");
+        assert!(e.to_string().contains("never replaced"), "{e}");
         NodeKey::generate().write(&path, true).expect("forced");
         #[cfg(unix)]
         {

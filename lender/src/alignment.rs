@@ -26,7 +26,15 @@ impl AlignmentStore {
         options.write(true).create(true).truncate(false);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        options.open(path).map_err(|e| LenderError::Alignment(format!("{}: {e}", path.display())))?;
+        let file = options.open(path).map_err(|e| LenderError::Alignment(format!("{}: {e}", path.display())))?;
+        // A file made by another tool keeps its mode on open: tighten it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| LenderError::Alignment(format!("{}: {e}", path.display())))?;
+        }
+        drop(file);
         let conn = Connection::open(path).map_err(|e| LenderError::Alignment(format!("{}: {e}", path.display())))?;
         AlignmentStore::init(conn)
     }
@@ -121,6 +129,12 @@ mod tests {
     fn the_file_is_private_and_durable() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("alignment.sqlite");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(&path, b"").expect("create");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
         AlignmentStore::open(&path).expect("open").record("bank", &["s".into()], &[false]).expect("record");
         assert_eq!(AlignmentStore::open(&path).expect("reopen").holds("bank", "s").expect("read"), Some(false));
         #[cfg(unix)]

@@ -103,8 +103,10 @@ impl Lender {
     }
 
     /// Checks a finished job's signed envelopes: one per party of the model
-    /// not named absent, each verifying against the consortium. Does
-    /// nothing when no consortium was given.
+    /// not named absent in the job (callers that sent the request compare
+    /// that list with their own first, as `decide_with` does), each
+    /// verifying against the consortium. Does nothing when no consortium
+    /// was given.
     pub fn check_signatures(&self, job: &Job) -> Result<()> {
         let Some(consortium) = &self.consortium else { return Ok(()) };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -240,6 +242,17 @@ impl Lender {
             return Err(LenderError::Unverified {
                 job: job.job_id,
                 message: format!("the coordinator answered for subject `{}`", job.subject),
+            });
+        }
+        // The parties excused from signing are the ones this lender named,
+        // not whatever list the coordinator reports.
+        let mut sent: Vec<String> = absent.to_vec();
+        sent.sort();
+        sent.dedup();
+        if job.absent != sent {
+            return Err(LenderError::Unverified {
+                job: job.job_id,
+                message: format!("the job names absent {:?}; the lender named {sent:?}", job.absent),
             });
         }
         self.check_signatures(&job)?;

@@ -48,16 +48,17 @@ pub(crate) struct PsiSessions {
     asset_registry: bool,
     ttl: Duration,
     store: Arc<RecordStore>,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 /// A place reserved for an open in progress; given back on drop, whether
-/// the open succeeded or not.
-struct Opening<'a>(&'a PsiSessions);
+/// the open succeeded or not. It travels with the CPU work, so an open the
+/// caller abandons keeps its place until that work ends.
+struct Opening(Arc<Mutex<State>>);
 
-impl Drop for Opening<'_> {
+impl Drop for Opening {
     fn drop(&mut self) {
-        if let Ok(mut state) = self.0.state.lock() {
+        if let Ok(mut state) = self.0.lock() {
             state.opening = state.opening.saturating_sub(1);
         }
     }
@@ -70,7 +71,7 @@ impl PsiSessions {
             asset_registry: config.asset_registry,
             ttl: Duration::from_secs(config.psi_session_ttl_s),
             store,
-            state: Mutex::new(State::default()),
+            state: Arc::new(Mutex::new(State::default())),
         }
     }
 
@@ -84,7 +85,7 @@ impl PsiSessions {
 
     /// Reserves a place for one more session, dropping expired ones (and
     /// their keys) first.
-    fn reserve(&self) -> Result<Opening<'_>> {
+    fn reserve(&self) -> Result<Opening> {
         let mut state = self.lock()?;
         let now = Instant::now();
         state.sessions.retain(|_, s| s.expires > now);
@@ -92,7 +93,7 @@ impl PsiSessions {
             return Err(PsiSessions::busy());
         }
         state.opening += 1;
-        Ok(Opening(self))
+        Ok(Opening(self.state.clone()))
     }
 
     /// Opens a session: a fresh key, and this node's encoded set for the
@@ -124,7 +125,7 @@ impl PsiSessions {
         let opening = self.reserve()?;
         let store = self.store.clone();
         // Reading the set, hashing and exponentiating it is CPU work.
-        let (key, set) = tokio::task::spawn_blocking(move || {
+        let (key, set, opening) = tokio::task::spawn_blocking(move || {
             let items: Vec<Vec<u8>> = if purpose == PsiPurpose::Align {
                 store.subjects()?.into_iter().map(String::into_bytes).collect()
             } else {
@@ -135,7 +136,7 @@ impl PsiSessions {
             }
             let key = ResponderSession::new(&mut OsRng);
             let set = key.encode_set(&items, &mut OsRng)?;
-            Ok((key, set))
+            Ok((key, set, opening))
         })
         .await
         .map_err(|e| PartyError::Transport(format!("PSI task failed: {e}")))?

@@ -50,6 +50,7 @@ impl Party for Forger {
     type PsiOpenStream = PsiStream;
 
     async fn contribute(&self, request: Request<ContributeRequest>) -> Result<Response<ChunkStream>, Status> {
+        let asked = request.get_ref().clone();
         let (mut header, mut bytes) = self.honest(request).await?;
         match self.forgery {
             Forgery::Unsigned => header.signature.clear(),
@@ -58,7 +59,18 @@ impl Party for Forger {
                 bytes[last] ^= 1;
             }
             Forgery::ForeignKey => {
-                header.signature = NodeKey::generate().sign("jointscore/contribution/v1", b"x").to_vec()
+                // The right envelope over the right bytes, by a key the
+                // consortium does not list for the bank.
+                let envelope = jointscore_identity::ContributionEnvelope {
+                    job_id: asked.job_id,
+                    subject: asked.subject,
+                    model_id: asked.model_id,
+                    key_id: asked.key_id,
+                    party: "bank".into(),
+                    ciphertext_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+                    time_ms: header.signed_ms,
+                };
+                header.signature = envelope.sign(&NodeKey::generate()).to_vec();
             }
             Forgery::Replayed => {
                 let mut previous = self.previous.lock().await;
