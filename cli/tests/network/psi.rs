@@ -213,6 +213,14 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
         let e = r.check_assets(&assets(&["po:a:1"])).await.unwrap_err();
         assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
         assert!(e.to_string().contains("party `logistics`: party `logistics` keeps no asset registry"), "{e}");
+        // Each failed open closes the sessions the bank and the platform had
+        // opened: more failures than a party's 32 places never exhaust them.
+        for i in 0..40 {
+            let e = r.check_assets(&assets(&["po:a:1"])).await.unwrap_err();
+            assert_eq!(e.code(), Some(Code::FailedPrecondition), "check {i}: {e}");
+        }
+        let mut l = PsiRequester::connect(&other.coordinator_url(), "l").await.expect("requester");
+        l.align("platform", &["seller-0001".to_string()]).await.expect("the platform still has room");
         other.stop().await.expect("stop");
     }
 
