@@ -73,6 +73,8 @@ pub struct ClusterOptions {
     pub signed: bool,
     /// Parties listed as revoked in the consortium file.
     pub revoked: Vec<String>,
+    /// The coordinator's deadline for a party to open a PSI session.
+    pub psi_open_deadline: Duration,
 }
 
 impl Default for ClusterOptions {
@@ -89,6 +91,7 @@ impl Default for ClusterOptions {
             registries: Vec::new(),
             signed: true,
             revoked: Vec::new(),
+            psi_open_deadline: Duration::from_secs(300),
         }
     }
 }
@@ -247,6 +250,7 @@ impl Cluster {
             eval_workers: options.eval_workers,
             party_deadline_ms: u64::try_from(options.party_deadline.as_millis()).unwrap_or(u64::MAX),
             lenders: options.lenders.clone(),
+            psi_open_deadline_ms: u64::try_from(options.psi_open_deadline.as_millis()).unwrap_or(u64::MAX),
             consortium: consortium.as_ref().map(|_| identities.join("consortium.toml")),
             identity: consortium.as_ref().map(|_| identities.join("coordinator.key")),
             ..CoordinatorConfig::with_store(dir.path().join("coordinator.sqlite"))

@@ -315,3 +315,23 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
     assert_eq!(a.held, [true, true, true, true, false]);
     cluster.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_party_slower_than_the_open_deadline_is_named() {
+    let options =
+        ClusterOptions { sellers: 2, psi_open_deadline: Duration::from_millis(300), ..ClusterOptions::default() };
+    let mut cluster = Cluster::start(&options).await.expect("cluster");
+    // Enough subjects that encoding them takes far longer than 300 ms.
+    let many: Vec<(String, Value)> = (0..60_000).map(|i| (format!("s-{i}"), serde_json::json!({}))).collect();
+    cluster.party("bank").expect("bank").store.put_all(&many).expect("subjects");
+    let mut requester = PsiRequester::connect(&cluster.coordinator_url(), "l").await.expect("requester");
+    let e = requester.align("bank", &["s-1".to_string()]).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::DeadlineExceeded), "{e}");
+    assert!(e.to_string().contains("party `bank` did not answer within 300 ms"), "{e}");
+    // Once the bank's abandoned work has ended (it keeps its place until
+    // then), a party with a small set answers in time.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let a = requester.align("platform", &["seller-0001".to_string()]).await.expect("align");
+    assert_eq!(a.held, [true]);
+    cluster.stop().await.expect("stop");
+}
