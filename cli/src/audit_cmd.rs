@@ -2,41 +2,56 @@
 //! receipts`: node identities, and checking the coordinator's ledger.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use jointscore::cluster::init_consortium;
+use jointscore::cluster::{Membership, init_consortium};
 use jointscore_audit::{Entry, Filter, Head, filter, verify_receipts, verify_with_head};
 use jointscore_identity::Consortium;
 use jointscore_lender::fetch_ledger;
 
 use crate::CliError;
-use crate::nodes::runtime;
+use crate::nodes::{Connection, runtime};
 
 #[derive(Subcommand)]
 pub(crate) enum ConsortiumCommand {
-    /// Create identity keys (0600) for a coordinator and parties, and the
-    /// consortium file listing their public keys, in one directory.
+    /// Create identity keys (0600) for a coordinator, parties and lenders,
+    /// and the consortium file listing their public keys and certificates
+    /// (self-signed by each key), in one directory.
     Init {
-        /// Directory for `coordinator.key`, `<party>.key` and `consortium.toml`.
+        /// Directory for `coordinator.key`, `<name>.key` and `consortium.toml`.
         #[arg(long)]
         dir: PathBuf,
         /// A party (repeatable).
         #[arg(long, required = true)]
         party: Vec<String>,
+        /// A lender (repeatable): it registers keys and requests decisions.
+        #[arg(long)]
+        lender: Vec<String>,
         /// The consortium's name.
         #[arg(long, default_value = "jointscore")]
         name: String,
+        /// Leave mutual TLS off (`mtls = false`): traffic is plaintext and
+        /// callers are not authenticated. For trials on one machine only.
+        #[arg(long)]
+        no_mtls: bool,
     },
 }
 
 #[derive(Args)]
 pub(crate) struct LedgerArgs {
-    /// The coordinator's URL.
-    #[arg(long, default_value = "http://127.0.0.1:7100")]
-    coordinator: String,
-    /// The consortium file: the coordinator's and members' public keys.
-    #[arg(long)]
-    consortium: PathBuf,
+    /// The coordinator, and the consortium file (required here: it holds
+    /// the coordinator's and members' public keys).
+    #[command(flatten)]
+    connection: Connection,
+}
+
+impl LedgerArgs {
+    fn consortium(&self) -> Result<Arc<Consortium>, CliError> {
+        self.connection
+            .consortium()?
+            .ok_or_else(|| CliError::Usage("--consortium is required: the ledger is checked against it".into()))
+    }
 }
 
 #[derive(Subcommand)]
@@ -81,8 +96,9 @@ pub(crate) enum AuditCommand {
 }
 
 pub(crate) fn consortium(cmd: ConsortiumCommand) -> Result<(), CliError> {
-    let ConsortiumCommand::Init { dir, party, name } = cmd;
-    let consortium = init_consortium(&dir, &name, &party, &[])?;
+    let ConsortiumCommand::Init { dir, party, lender, name, no_mtls } = cmd;
+    let membership = Membership { name, parties: party, lenders: lender, revoked: Vec::new(), mtls: !no_mtls };
+    let consortium = init_consortium(&dir, &membership)?;
     println!("consortium `{}` ({}) written to {}", consortium.name, &consortium.id()[..16], dir.display());
     for m in &consortium.members {
         println!("  {:<12} {:<11} {}  ({}.key, 0600)", m.name, m.role.as_str(), m.public_key, m.name);
@@ -92,8 +108,8 @@ pub(crate) fn consortium(cmd: ConsortiumCommand) -> Result<(), CliError> {
 
 /// Fetches the ledger and verifies it against the consortium file.
 fn verified(args: &LedgerArgs) -> Result<(Vec<Entry>, Head), CliError> {
-    let consortium = Consortium::load(&args.consortium).map_err(|e| CliError::Usage(e.to_string()))?;
-    let (entries, head) = runtime()?.block_on(fetch_ledger(&args.coordinator))?;
+    let consortium = args.consortium()?;
+    let (entries, head) = runtime()?.block_on(fetch_ledger(args.connection.target()?))?;
     verify_with_head(&entries, &head, &consortium)
         .map_err(|e| CliError::Usage(format!("the ledger does not verify: {e}")))?;
     Ok((entries, head))
@@ -109,7 +125,7 @@ pub(crate) fn audit(cmd: AuditCommand) -> Result<(), CliError> {
                 verify_receipts(&entries, &kept)
                     .map_err(|e| CliError::Usage(format!("receipts from {}: {e}", path.display())))?;
                 // The log may have grown since, never shrunk or changed.
-                let consortium = Consortium::load(&ledger.consortium).map_err(|e| CliError::Usage(e.to_string()))?;
+                let consortium = ledger.consortium()?;
                 verify_with_head(&entries, &old_head, &consortium)
                     .map_err(|e| CliError::Usage(format!("against the head saved in {}: {e}", path.display())))?;
                 println!(

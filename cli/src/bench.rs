@@ -297,6 +297,7 @@ fn psi_network(args: &PsiArgs) -> Result<(), CliError> {
             psi_session_ttl_s: 600,
             min_present_parties: 2,
             identity: None,
+            consortium: None,
         };
         let records = Arc::new(RecordStore::open(&party.store)?);
         records.put_all(&theirs)?;

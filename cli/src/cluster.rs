@@ -15,6 +15,7 @@ use jointscore_coordinator::{CoordinatorConfig, CoordinatorError, CoordinatorNod
 use jointscore_identity::{Consortium, Member, NodeKey, Role};
 use jointscore_lender::{Lender, LenderError, LenderKeys};
 use jointscore_party::{PartyConfig, PartyError, PartyNode, RecordStore};
+use jointscore_proto::{NodeTls, Target};
 use serde_json::{Map, Value};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -75,7 +76,14 @@ pub struct ClusterOptions {
     pub revoked: Vec<String>,
     /// The coordinator's deadline for a party to open a PSI session.
     pub psi_open_deadline: Duration,
+    /// Run every connection over mutual TLS, each node proving its
+    /// identity with its certificate (needs `signed`). The consortium also
+    /// lists the lender [`LENDER`].
+    pub tls: bool,
 }
+
+/// The lender member of a TLS cluster's consortium.
+pub const LENDER: &str = "lender";
 
 impl Default for ClusterOptions {
     fn default() -> ClusterOptions {
@@ -92,6 +100,7 @@ impl Default for ClusterOptions {
             signed: true,
             revoked: Vec::new(),
             psi_open_deadline: Duration::from_secs(300),
+            tls: false,
         }
     }
 }
@@ -122,35 +131,48 @@ pub struct Cluster {
     pub consortium: Option<Arc<Consortium>>,
 }
 
-/// Writes an identity key for the coordinator and for each of `parties`
-/// into `dir` (`coordinator.key`, `<party>.key`, owner-only) and the
-/// consortium file listing them (`consortium.toml`); the parties in
-/// `revoked` are marked revoked. Refuses to overwrite existing keys.
-pub fn init_consortium(
-    dir: &Path,
-    name: &str,
-    parties: &[String],
-    revoked: &[String],
-) -> Result<Consortium, ClusterError> {
+/// Who a new consortium has, for [`init_consortium`].
+#[derive(Clone, Debug, Default)]
+pub struct Membership {
+    /// The consortium's name.
+    pub name: String,
+    /// Its parties.
+    pub parties: Vec<String>,
+    /// Its lenders.
+    pub lenders: Vec<String>,
+    /// Members marked revoked in the file.
+    pub revoked: Vec<String>,
+    /// Whether all traffic runs over mutual TLS: each member then gets a
+    /// certificate self-signed by its key.
+    pub mtls: bool,
+}
+
+/// Writes an identity key for the coordinator and for each party and
+/// lender into `dir` (`coordinator.key`, `<name>.key`, owner-only) and the
+/// consortium file listing them (`consortium.toml`). Refuses to overwrite
+/// existing keys.
+pub fn init_consortium(dir: &Path, membership: &Membership) -> Result<Consortium, ClusterError> {
+    let Membership { name, parties, lenders, revoked, mtls } = membership;
+    let roles = std::iter::once(("coordinator", Role::Coordinator))
+        .chain(parties.iter().map(|p| (p.as_str(), Role::Party)))
+        .chain(lenders.iter().map(|l| (l.as_str(), Role::Lender)));
     // Every name checked before any key is written, so a bad list leaves
     // nothing behind.
-    let mut seen = std::collections::BTreeSet::from(["coordinator"]);
-    for party in parties {
-        let plain = !party.is_empty() && party.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let mut seen = std::collections::BTreeSet::new();
+    for (member, _) in roles.clone() {
+        let plain = !member.is_empty() && member.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !plain {
             return Err(ClusterError::Unknown(format!(
-                "party name `{party}` must be ASCII letters, digits, `-` or `_` (it names a key file)"
+                "member name `{member}` must be ASCII letters, digits, `-` or `_` (it names a key file)"
             )));
         }
-        if !seen.insert(party.as_str()) {
-            return Err(ClusterError::Unknown(format!("party `{party}` is given twice or is `coordinator`")));
+        if !seen.insert(member) {
+            return Err(ClusterError::Unknown(format!("member `{member}` is given twice (`coordinator` is implied)")));
         }
     }
     std::fs::create_dir_all(dir)?;
     let mut members = Vec::new();
-    for (member, role) in
-        std::iter::once(("coordinator", Role::Coordinator)).chain(parties.iter().map(|p| (p.as_str(), Role::Party)))
-    {
+    for (member, role) in roles {
         let key = NodeKey::generate();
         key.write(&dir.join(format!("{member}.key")), false)?;
         members.push(Member {
@@ -160,9 +182,10 @@ pub fn init_consortium(
             address: None,
             revoked: revoked.iter().any(|r| r == member),
             expires: None,
+            certificate: if *mtls { Some(key.certificate(member)?) } else { None },
         });
     }
-    let consortium = Consortium { name: name.into(), members };
+    let consortium = Consortium { name: name.clone(), mtls: *mtls, members };
     let text = consortium.to_toml()?;
     // Round trip: what is written is what every member will read.
     let consortium = Consortium::from_toml(&text)?;
@@ -189,7 +212,8 @@ pub struct PartySetup {
     pub approved_stats: Vec<String>,
     /// Parties that keep an asset registry.
     pub registries: Vec<String>,
-    /// A directory holding `<name>.key` for each party: they sign.
+    /// A directory holding `<name>.key` for each party and
+    /// `consortium.toml`: they sign, and run mutual TLS if the file says so.
     pub identities: Option<PathBuf>,
 }
 
@@ -218,6 +242,7 @@ pub async fn start_parties(
             psi_session_ttl_s: 600,
             min_present_parties: 2,
             identity: identities.as_ref().map(|d| d.join(format!("{name}.key"))),
+            consortium: identities.as_ref().map(|d| d.join("consortium.toml")),
         };
         let store = Arc::new(RecordStore::open(&config.store)?);
         let rows: Vec<(String, Value)> =
@@ -238,8 +263,18 @@ impl Cluster {
         let model = Model::cross_border_seller();
         let book = sample::subjects(&model, options.sellers, options.seed);
         let identities = dir.path().join("identities");
+        if options.tls && !options.signed {
+            return Err(ClusterError::Unknown("a TLS cluster needs identities: set `signed` too".into()));
+        }
         let consortium = if options.signed {
-            Some(Arc::new(init_consortium(&identities, "local", &model.parties, &options.revoked)?))
+            let membership = Membership {
+                name: "local".into(),
+                parties: model.parties.clone(),
+                lenders: if options.tls { vec![LENDER.into()] } else { Vec::new() },
+                revoked: options.revoked.clone(),
+                mtls: options.tls,
+            };
+            Some(Arc::new(init_consortium(&identities, &membership)?))
         } else {
             None
         };
@@ -279,12 +314,25 @@ impl Cluster {
         self.dir.path()
     }
 
-    /// A lender connected to this cluster's coordinator for the built-in
-    /// model.
-    /// When the cluster is signed, the lender requires every decision's
-    /// signatures.
+    /// Where `member` reaches the coordinator: over mutual TLS with its
+    /// identity key when the cluster runs TLS, plaintext otherwise.
+    pub fn target(&self, member: &str) -> Result<Target, ClusterError> {
+        let tls = match &self.consortium {
+            Some(consortium) if consortium.mtls => {
+                let key = NodeKey::read(&self.dir.path().join("identities").join(format!("{member}.key")))?;
+                NodeTls::new(&key, member, consortium.clone())?
+            }
+            _ => None,
+        };
+        Ok(Target::new(self.coordinator_url(), tls))
+    }
+
+    /// A lender ([`LENDER`]) connected to this cluster's coordinator for the
+    /// built-in model. When the cluster is signed, the lender requires every
+    /// decision's signatures.
     pub async fn lender(&self, keys: Arc<LenderKeys>, kind: PlanKind) -> Result<Lender, ClusterError> {
-        let mut lender = Lender::connect(&self.coordinator_url(), keys, CROSS_BORDER_SELLER.to_string(), kind).await?;
+        let target = self.target(LENDER)?;
+        let mut lender = Lender::connect(target, keys, CROSS_BORDER_SELLER.to_string(), kind).await?;
         if let Some(consortium) = &self.consortium {
             lender.require_signatures(consortium.clone());
         }

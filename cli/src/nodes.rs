@@ -8,8 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, Subcommand};
 use jointscore_circuits::{Bundle, CROSS_BORDER_SELLER, Model};
 use jointscore_coordinator::{CoordinatorConfig, CoordinatorNode, SqliteStore};
+use jointscore_identity::{Consortium, NodeKey};
 use jointscore_lender::{AlignmentStore, KeyFiles, Lender, LenderKeys};
 use jointscore_party::{PartyConfig, PartyNode, RecordStore};
+use jointscore_proto::{NodeTls, Target};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -44,11 +46,53 @@ pub(crate) enum CoordinatorCommand {
     },
 }
 
+/// How a command reaches the coordinator, and as which member.
+#[derive(Args, Clone)]
+pub(crate) struct Connection {
+    /// The coordinator's URL (`https://` when the consortium runs mutual TLS).
+    #[arg(long, default_value = "http://127.0.0.1:7100")]
+    pub(crate) coordinator: String,
+    /// The consortium file. Decisions must then carry a valid signed
+    /// envelope from each party asked, or they are refused unread; with
+    /// `mtls = true` in it, the connection is mutual TLS (needs --identity).
+    #[arg(long)]
+    pub(crate) consortium: Option<PathBuf>,
+    /// This member's identity key (`jointscore consortium init` makes it):
+    /// its client certificate under mutual TLS.
+    #[arg(long, requires = "consortium")]
+    pub(crate) identity: Option<PathBuf>,
+}
+
+impl Connection {
+    /// The consortium file, if given.
+    pub(crate) fn consortium(&self) -> Result<Option<Arc<Consortium>>, CliError> {
+        let consortium = self.consortium.as_deref().map(Consortium::load).transpose();
+        Ok(consortium.map_err(|e| CliError::Usage(e.to_string()))?.map(Arc::new))
+    }
+
+    /// Where to reach the coordinator: over mutual TLS as the member whose
+    /// key is `--identity` when the consortium runs it.
+    pub(crate) fn target(&self) -> Result<Target, CliError> {
+        let usage = |e: jointscore_identity::IdentityError| CliError::Usage(e.to_string());
+        let tls = match (self.consortium()?, &self.identity) {
+            (Some(consortium), Some(key)) => {
+                NodeTls::for_key(&NodeKey::read(key).map_err(usage)?, consortium).map_err(usage)?
+            }
+            (Some(consortium), None) if consortium.mtls => {
+                return Err(CliError::Usage(
+                    "the consortium runs mutual TLS (`mtls = true`): pass this member's key with --identity".into(),
+                ));
+            }
+            _ => None,
+        };
+        Ok(Target::new(self.coordinator.clone(), tls))
+    }
+}
+
 #[derive(Args, Clone)]
 pub(crate) struct LenderArgs {
-    /// The coordinator's URL.
-    #[arg(long, default_value = "http://127.0.0.1:7100")]
-    coordinator: String,
+    #[command(flatten)]
+    pub(crate) connection: Connection,
     /// Directory of the key files (client.key, public.key, server.key).
     #[arg(long, default_value = "lender-keys")]
     keys: PathBuf,
@@ -58,10 +102,6 @@ pub(crate) struct LenderArgs {
     /// Ask for the coordinator-side plan instead of pushdown.
     #[arg(long)]
     coordinator_side: bool,
-    /// The consortium file: every decision must then carry a valid signed
-    /// envelope from each party asked, or it is refused unread.
-    #[arg(long)]
-    consortium: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -209,11 +249,10 @@ pub(crate) fn model_source(model: &str) -> Result<String, CliError> {
 async fn connect(args: &LenderArgs) -> Result<Lender, CliError> {
     let keys = KeyFiles::new(&args.keys).read()?;
     let source = model_source(&args.model)?;
-    let mut lender =
-        Lender::connect(&args.coordinator, Arc::new(keys), source, plan_kind(args.coordinator_side)).await?;
-    if let Some(path) = &args.consortium {
-        let consortium = jointscore_identity::Consortium::load(path).map_err(|e| CliError::Usage(e.to_string()))?;
-        lender.require_signatures(Arc::new(consortium));
+    let target = args.connection.target()?;
+    let mut lender = Lender::connect(target, Arc::new(keys), source, plan_kind(args.coordinator_side)).await?;
+    if let Some(consortium) = args.connection.consortium()? {
+        lender.require_signatures(consortium);
     }
     Ok(lender)
 }
@@ -271,7 +310,7 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
             let bar = spinner("uploading keys; the coordinator checks and decompresses the evaluation key");
             let id = client.register(&name).await;
             bar.finish_and_clear();
-            println!("key set {} registered at {}", id?, lender.coordinator);
+            println!("key set {} registered at {}", id?, lender.connection.coordinator);
             Ok(())
         }),
         LenderCommand::Align(args) => crate::psi_cmd::align(args),

@@ -9,7 +9,7 @@ use jointscore_party::{PartyConfig, RecordStore};
 use jointscore_psi::AssetId;
 use serde_json::json;
 
-use crate::nodes::{model_source, runtime, subjects_from_csv};
+use crate::nodes::{Connection, model_source, runtime, subjects_from_csv};
 use crate::{CliError, spinner};
 
 /// Where the lender keeps what alignment taught it, unless told otherwise.
@@ -17,9 +17,8 @@ pub(crate) const DEFAULT_ALIGNMENT: &str = "lender-alignment.sqlite";
 
 #[derive(Args)]
 pub(crate) struct AlignArgs {
-    /// The coordinator's URL.
-    #[arg(long, default_value = "http://127.0.0.1:7100")]
-    coordinator: String,
+    #[command(flatten)]
+    connection: Connection,
     /// The lender's name, as the parties see the requester.
     #[arg(long = "as", default_value = "lender")]
     name: String,
@@ -40,9 +39,8 @@ pub(crate) struct AlignArgs {
 
 #[derive(Args)]
 pub(crate) struct CheckAssetArgs {
-    /// The coordinator's URL.
-    #[arg(long, default_value = "http://127.0.0.1:7100")]
-    coordinator: String,
+    #[command(flatten)]
+    connection: Connection,
     /// This lender's consortium name (listed in the coordinator's `lenders`).
     #[arg(long = "as")]
     name: String,
@@ -87,7 +85,7 @@ pub(crate) fn align(args: AlignArgs) -> Result<(), CliError> {
     };
     let store = AlignmentStore::open(&args.alignment)?;
     runtime()?.block_on(async {
-        let mut requester = PsiRequester::connect(&args.coordinator, &args.name).await?;
+        let mut requester = PsiRequester::connect(args.connection.target()?, &args.name).await?;
         for party in &parties {
             let bar = spinner(&format!("aligning {} subjects with `{party}` (ECDH PSI)", subjects.len()));
             let aligned = requester.align(party, &subjects).await;
@@ -116,7 +114,7 @@ pub(crate) fn check_asset(args: CheckAssetArgs) -> Result<(), CliError> {
         None => args.id.iter().map(|s| parse_asset(s)).collect::<Result<_, _>>()?,
     };
     runtime()?.block_on(async {
-        let mut requester = PsiRequester::connect(&args.coordinator, &args.name).await?;
+        let mut requester = PsiRequester::connect(args.connection.target()?, &args.name).await?;
         let bar = spinner(&format!("checking {} asset(s) against the other lenders' registries", assets.len()));
         let checked = requester.check_assets(&assets).await;
         bar.finish_and_clear();

@@ -39,8 +39,9 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> Result<(), CliError> {
     runtime.block_on(run(args))
 }
 
-/// The quickstart lender's name; with the bank, the consortium's lenders.
-const LENDER: &str = "quickstart-lender";
+/// The quickstart lender's name ([`jointscore::cluster::LENDER`]); with the
+/// bank, the consortium's lenders.
+const LENDER: &str = jointscore::cluster::LENDER;
 
 /// The consortium statistic the quickstart runs (also in `examples/`).
 const BOOK_HEALTH: &str = include_str!("../../examples/network/stats.toml");
@@ -53,14 +54,22 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
         approved_stats: vec![spec.id()],
         lenders: vec!["bank".into(), LENDER.into()],
         registries: vec!["bank".into()],
+        tls: true,
         ..ClusterOptions::default()
     };
-    let bar = spinner("starting the coordinator and three party nodes on loopback");
+    let bar = spinner("starting the coordinator and three party nodes on loopback, over mutual TLS");
     let cluster = Cluster::start(&options).await;
     bar.finish_and_clear();
     let mut cluster = cluster?;
     let m = cluster.model.clone();
     println!("coordinator  {}  (SQLite store in {})", cluster.coordinator_url(), cluster.dir().display());
+    if let Some(c) = cluster.consortium.as_ref().filter(|c| c.mtls) {
+        println!(
+            "consortium   {} members; every connection is mutual TLS, each node proving the identity key its \
+             certificate lists",
+            c.members.len()
+        );
+    }
     for p in &cluster.parties {
         println!("party        {:<10} {} sample sellers, approves model {}", p.name, p.store.len()?, &m.id()[..16]);
     }
@@ -149,7 +158,7 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
 /// contribution per party per decision.
 async fn audit(cluster: &Cluster, decisions: usize) -> Result<bool, CliError> {
     let Some(consortium) = &cluster.consortium else { return Ok(true) };
-    let (entries, head) = jointscore_lender::fetch_ledger(&cluster.coordinator_url()).await?;
+    let (entries, head) = jointscore_lender::fetch_ledger(cluster.target(LENDER)?).await?;
     jointscore_audit::verify_with_head(&entries, &head, consortium)
         .map_err(|e| CliError::Usage(format!("the audit ledger does not verify: {e}")))?;
     let count = |kind: EntryKind| entries.iter().filter(|e| e.record.kind == kind).count();
@@ -177,7 +186,7 @@ async fn align(cluster: &Cluster) -> Result<AlignmentStore, CliError> {
     let mut applicants: Vec<String> = cluster.book.iter().map(|(s, _)| s.clone()).collect();
     applicants.extend(NEW_APPLICANTS.map(String::from));
     let store = AlignmentStore::in_memory()?;
-    let mut requester = PsiRequester::connect(&cluster.coordinator_url(), LENDER).await?;
+    let mut requester = PsiRequester::connect(cluster.target(LENDER)?, LENDER).await?;
     println!();
     for party in &cluster.model.parties {
         let aligned = requester.align(party, &applicants).await?;
@@ -216,7 +225,7 @@ async fn duplicate_financing(cluster: &mut Cluster) -> Result<bool, CliError> {
     let asked =
         ["invoice:ACME Trading:INV-0001", "order:Shenzhen Widgets:PO-7781", "warehouse receipt:rotterdam depot:wr19"];
     let assets: Vec<AssetId> = asked.iter().map(|a| parse(a)).collect::<Result<_, _>>()?;
-    let mut requester = PsiRequester::connect(&cluster.coordinator_url(), LENDER).await?;
+    let mut requester = PsiRequester::connect(cluster.target(LENDER)?, LENDER).await?;
     let checked = requester.check_assets(&assets).await?;
     println!(
         "\nduplicate financing: {LENDER} checks {} assets against the other lenders' registries ({} lender, {:.3} s)",
@@ -237,7 +246,7 @@ async fn duplicate_financing(cluster: &mut Cluster) -> Result<bool, CliError> {
 /// with the plain sum of their tallies; returns the entries that agree.
 async fn statistics(cluster: &Cluster, spec: &StatsSpec, seed: u64) -> Result<usize, CliError> {
     let bar = spinner("consortium statistics: one secure-aggregation round over the three books");
-    let mut requester = StatsRequester::connect(&cluster.coordinator_url()).await?;
+    let mut requester = StatsRequester::connect(cluster.target(LENDER)?).await?;
     let result = requester.run(BOOK_HEALTH, &format!("quickstart-stats-{seed}-{}", spec.id()), DEFAULT_WAIT).await;
     bar.finish_and_clear();
     let result = result?;

@@ -9,7 +9,7 @@ use jointscore_stats::StatsSpec;
 use serde_json::json;
 
 use crate::CliError;
-use crate::nodes::{now_id, runtime};
+use crate::nodes::{Connection, now_id, runtime};
 
 #[derive(Subcommand)]
 pub(crate) enum StatsCommand {
@@ -26,9 +26,8 @@ pub(crate) enum StatsCommand {
         /// The spec file (TOML).
         #[arg(long)]
         spec: PathBuf,
-        /// The coordinator's URL.
-        #[arg(long, default_value = "http://127.0.0.1:7100")]
-        coordinator: String,
+        #[command(flatten)]
+        connection: Connection,
         /// Idempotency key: running again with it returns the same job
         /// (default: derived from the time).
         #[arg(long)]
@@ -60,11 +59,12 @@ pub(crate) fn stats(cmd: StatsCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
-        StatsCommand::Run { spec, coordinator, request_id, wait_s, json } => {
+        StatsCommand::Run { spec, connection, request_id, wait_s, json } => {
             let (text, parsed) = read_spec(&spec)?;
             let request_id = request_id.unwrap_or_else(|| format!("stats-{}-{}", parsed.name, now_id()));
+            let target = connection.target()?;
             let result = runtime()?.block_on(async {
-                let mut requester = StatsRequester::connect(&coordinator).await?;
+                let mut requester = StatsRequester::connect(target).await?;
                 requester.run(&text, &request_id, Duration::from_secs(wait_s)).await
             })?;
             if json {

@@ -351,7 +351,7 @@ impl Engine {
         let mut undialable = Vec::new();
         for &id in ids {
             let invitee = round.invited[&id].clone();
-            let channel = match self.party_channel(&invitee.address, deadline) {
+            let channel = match self.party_channel(&invitee.name, &invitee.address, deadline) {
                 Ok(channel) => channel,
                 Err(e) => {
                     undialable.push((id, Err(format!("cannot dial {}: {}", invitee.address, bounded(&e)))));
@@ -369,7 +369,7 @@ impl Engine {
                     Ok(Err(status)) if status.code() == Code::Unavailable => {
                         // A fresh connection next time: the party may have
                         // restarted elsewhere.
-                        engine.forget_channel(&invitee.address);
+                        engine.forget_channel(&invitee.name, &invitee.address);
                         Err(format!("unreachable at {}: {}", invitee.address, status_reason(&status)))
                     }
                     Ok(Err(status)) => Err(status_reason(&status)),

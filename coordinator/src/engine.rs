@@ -11,7 +11,7 @@ use jointscore_identity::{CONTRIBUTION_DOMAIN, Consortium, ContributionEnvelope,
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::party_client::PartyClient;
 use jointscore_proto::v1::{ContributeChunk, ContributeRequest, ContributionHeader};
-use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, plan_to_wire};
+use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, NodeTls, plan_to_wire};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -48,8 +48,22 @@ pub(crate) struct Engine {
     pub(crate) registrations: tokio::sync::Mutex<()>,
     /// The consortium, when contributions must be signed.
     consortium: Option<Arc<Consortium>>,
+    /// Mutual TLS, when the consortium runs it: parties are dialled only
+    /// over it, and each must present its own listed certificate.
+    pub(crate) tls: Option<NodeTls>,
     /// The audit ledger, when the coordinator has an identity key.
     pub(crate) ledger: Option<Arc<Ledger>>,
+}
+
+/// Connections are cached per party and address: under mutual TLS a
+/// connection is bound to the party whose certificate it checked.
+fn channel_key(name: &str, address: &str) -> String {
+    format!("{name}\n{address}")
+}
+
+/// An endpoint for party `name` at `address`, over mutual TLS when `tls`.
+fn party_endpoint(tls: Option<&NodeTls>, name: &str, address: &str) -> std::result::Result<Endpoint, String> {
+    jointscore_proto::endpoint(address, tls, name, Role::Party)
 }
 
 /// A job's failure with the status code it ends with.
@@ -65,7 +79,8 @@ impl Engine {
     pub(crate) fn new(
         store: Arc<dyn JobStore>,
         config: CoordinatorConfig,
-        consortium: Option<Consortium>,
+        consortium: Option<Arc<Consortium>>,
+        tls: Option<NodeTls>,
         ledger: Option<Ledger>,
     ) -> Arc<Engine> {
         Arc::new(Engine {
@@ -81,7 +96,8 @@ impl Engine {
             ended: tokio::sync::watch::Sender::new(0),
             channels: Mutex::new(HashMap::new()),
             registrations: tokio::sync::Mutex::new(()),
-            consortium: consortium.map(Arc::new),
+            consortium,
+            tls,
             ledger: ledger.map(Arc::new),
         })
     }
@@ -291,28 +307,31 @@ impl Engine {
         self.ended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// A connection to a party: the cached one, or a new lazy one that
+    /// A connection to party `name`: the cached one, or a new lazy one that
     /// connects (within `deadline`) on its first call, so a party that is
     /// down costs its own call's deadline and never delays the others. The
-    /// error is for an address that is not a URL.
-    pub(crate) fn party_channel(&self, address: &str, deadline: Duration) -> std::result::Result<Channel, String> {
+    /// error is for an address that is not a URL, or (under mutual TLS) a
+    /// party that is not a current member.
+    pub(crate) fn party_channel(
+        &self,
+        name: &str,
+        address: &str,
+        deadline: Duration,
+    ) -> std::result::Result<Channel, String> {
         let mut channels = lock(&self.channels).map_err(|e| e.to_string())?;
-        if let Some(channel) = channels.get(address) {
+        if let Some(channel) = channels.get(&channel_key(name, address)) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(address.to_string())
-            .map_err(|e| e.to_string())?
-            .connect_timeout(deadline)
-            .connect_lazy();
-        channels.insert(address.to_string(), channel.clone());
+        let channel = party_endpoint(self.tls.as_ref(), name, address)?.connect_timeout(deadline).connect_lazy();
+        channels.insert(channel_key(name, address), channel.clone());
         Ok(channel)
     }
 
     /// Drops a cached connection after a failure, so the next call dials
     /// afresh (the party may have moved or restarted).
-    pub(crate) fn forget_channel(&self, address: &str) {
+    pub(crate) fn forget_channel(&self, name: &str, address: &str) {
         if let Ok(mut channels) = lock(&self.channels) {
-            channels.remove(address);
+            channels.remove(&channel_key(name, address));
         }
     }
 
@@ -372,13 +391,14 @@ impl Engine {
                 absent: job.request.absent.clone(),
             };
             let address = self.store.party_address(name)?;
-            let cached = address.as_ref().and_then(|a| lock(&self.channels).ok()?.get(a).cloned());
+            let cached = address.as_ref().and_then(|a| lock(&self.channels).ok()?.get(&channel_key(name, a)).cloned());
             let tried = address.clone();
             let (name, plan, public) = (name.clone(), plan.clone(), public.clone());
             let deadline = self.config.party_deadline();
             let consortium = self.consortium.clone();
+            let tls = self.tls.clone();
             tasks.spawn(async move {
-                let call = Call { name: &name, address, cached, deadline, consortium };
+                let call = Call { name: &name, address, cached, deadline, consortium, tls };
                 let got = match tokio::time::timeout(deadline, call.contribution(request, &plan, index, &public)).await
                 {
                     Ok(got) => got,
@@ -403,14 +423,14 @@ impl Engine {
         let mut signed = Vec::new();
         let mut channels = lock(&self.channels)?;
         let mut errors = Vec::new();
-        for (got, absent) in results.into_iter().zip(absent) {
+        for ((got, absent), name) in results.into_iter().zip(absent).zip(&plan.model().parties) {
             let Some(got) = got else {
                 contributions.extend(absent);
                 continue;
             };
             match got {
                 Ok(r) => {
-                    channels.insert(r.address, r.channel);
+                    channels.insert(channel_key(name, &r.address), r.channel);
                     timings.party_encrypt_us = timings.party_encrypt_us.max(r.encrypt_us);
                     timings.contribution_bytes += r.bytes;
                     contributions.push(r.contribution);
@@ -420,7 +440,7 @@ impl Engine {
                     // A fresh connection next time, in case the party moved
                     // or restarted.
                     if let Some(a) = address {
-                        channels.remove(&a);
+                        channels.remove(&channel_key(name, &a));
                     }
                     errors.push(e);
                 }
@@ -509,6 +529,7 @@ struct Call<'a> {
     cached: Option<Channel>,
     deadline: Duration,
     consortium: Option<Arc<Consortium>>,
+    tls: Option<NodeTls>,
 }
 
 impl Call<'_> {
@@ -601,7 +622,7 @@ impl Call<'_> {
         };
         let channel = match self.cached.clone() {
             Some(channel) => channel,
-            None => Endpoint::from_shared(address.clone())
+            None => party_endpoint(self.tls.as_ref(), self.name, &address)
                 .map_err(|e| (None, unreachable(&e)))?
                 .connect_timeout(self.deadline)
                 .connect()

@@ -48,6 +48,8 @@ struct Responder {
 struct Session {
     responders: Vec<Responder>,
     expires: Instant,
+    /// Who opened it: under mutual TLS only that member may use it.
+    requester: String,
 }
 
 #[derive(Default)]
@@ -140,7 +142,7 @@ impl PsiRelay {
             let address = engine.store.party_address(&party)?.ok_or_else(|| {
                 failed(Code::Unavailable, format!("party `{party}` is not registered with the coordinator"))
             })?;
-            let channel = engine.party_channel(&address, deadline).map_err(|e| {
+            let channel = engine.party_channel(&party, &address, deadline).map_err(|e| {
                 failed(Code::Unavailable, format!("party `{party}` has an unusable address {address}: {e}"))
             })?;
             responders.push(Responder { name: party, address, channel, session_id: String::new() });
@@ -204,17 +206,26 @@ impl PsiRelay {
                 ..jointscore_audit::Record::default()
             });
         }
-        self.lock()?.sessions.insert(session_id, Arc::new(Session { responders, expires }));
+        self.lock()?
+            .sessions
+            .insert(session_id, Arc::new(Session { responders, expires, requester: requester.into() }));
         drop(opening);
         tracing::info!(%requester, responders = count, set = union.len(), "PSI session opened");
         Ok((header, jointscore_psi::points_to_bytes(&union)))
     }
 
-    /// The session, or why it cannot be used.
-    fn session(&self, id: &str) -> Result<Arc<Session>> {
+    /// The session, or why it cannot be used. With a `caller` (an
+    /// authenticated member), a session another member opened is unknown
+    /// to it, so session ids cannot be probed across members.
+    fn session(&self, id: &str, caller: Option<&str>) -> Result<Arc<Session>> {
         let shown = bounded(&id.chars().take(64).collect::<String>());
         let mut state = self.lock()?;
-        let session = state.sessions.get(id).cloned().ok_or_else(|| CoordinatorError::UnknownSession(shown.clone()))?;
+        let session = state
+            .sessions
+            .get(id)
+            .filter(|s| caller.is_none_or(|c| c == s.requester))
+            .cloned()
+            .ok_or_else(|| CoordinatorError::UnknownSession(shown.clone()))?;
         if session.expires <= Instant::now() {
             state.sessions.remove(id);
             return Err(CoordinatorError::SessionExpired(shown));
@@ -225,9 +236,14 @@ impl PsiRelay {
     /// Forwards one batch to every responder and returns their answers
     /// item-major, each item's answers shuffled (as wire bytes). A refused
     /// batch leaves the session as it was.
-    pub(crate) async fn query(&self, engine: &Engine, request: &PsiQueryRequest) -> Result<Vec<u8>> {
+    pub(crate) async fn query(
+        &self,
+        engine: &Engine,
+        request: &PsiQueryRequest,
+        caller: Option<&str>,
+    ) -> Result<Vec<u8>> {
         let points = points_from_bytes(&request.points, "query batch", MAX_BATCH)?;
-        let session = self.session(&request.session_id)?;
+        let session = self.session(&request.session_id, caller)?;
         let results = fan_out(engine, &session.responders, engine.config.party_deadline(), |mut client, r| {
             let request = PsiQueryRequest { session_id: r.session_id.clone(), points: request.points.clone() };
             async move { Ok(client.psi_query(request).await?.into_inner().points) }
@@ -252,7 +268,7 @@ impl PsiRelay {
         if errors.iter().any(|e| e.code() == Code::FailedPrecondition) {
             // A responder lost its key (restart or expiry): the session
             // cannot be completed.
-            self.close(engine, &request.session_id).await?;
+            self.close(engine, &request.session_id, caller).await?;
         }
         first_of(errors)?;
         if points.is_empty() {
@@ -263,9 +279,16 @@ impl PsiRelay {
     }
 
     /// Ends a session: forgets it and asks every responder to drop its key.
-    /// Closing an unknown session is not an error.
-    pub(crate) async fn close(&self, engine: &Engine, id: &str) -> Result<()> {
-        let session = self.lock()?.sessions.remove(id);
+    /// Closing an unknown session is not an error; with a `caller`, only
+    /// the member that opened a session closes it.
+    pub(crate) async fn close(&self, engine: &Engine, id: &str, caller: Option<&str>) -> Result<()> {
+        let session = {
+            let mut state = self.lock()?;
+            match state.sessions.get(id) {
+                Some(s) if caller.is_none_or(|c| c == s.requester) => state.sessions.remove(id),
+                _ => None,
+            }
+        };
         if let Some(session) = session {
             close_at(engine, &session.responders).await;
         }
@@ -318,7 +341,7 @@ where
     while let Some(done) = tasks.join_next().await {
         let (index, got) = done.map_err(|e| CoordinatorError::Transport(format!("PSI task failed: {e}")))?;
         if got.as_ref().is_err_and(|e| matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded)) {
-            engine.forget_channel(&responders[index].address);
+            engine.forget_channel(&responders[index].name, &responders[index].address);
         }
         results[index] = Some(got);
     }

@@ -16,7 +16,7 @@ use jointscore_proto::v1::{
     GetPublicKeyRequest, KeyUpload, PsiCloseReply, PsiCloseRequest, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest,
     RegisterKeysResponse, RegisterPartyRequest, RegisterPartyResponse, RunStatsRequest, WaitJobRequest,
 };
-use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, chunks, plan_from_wire, plan_to_wire, psi_open_messages};
+use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, NodeTls, chunks, plan_from_wire, plan_to_wire, psi_open_messages};
 use jointscore_stats::StatsSpec;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -27,7 +27,7 @@ use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
 use jointscore_audit::{EntryKind, Record};
-use jointscore_identity::{Consortium, NodeKey};
+use jointscore_identity::{Consortium, NodeKey, Role};
 
 use crate::config::CoordinatorConfig;
 use crate::engine::Engine;
@@ -52,6 +52,34 @@ type AuditStream = Pin<Box<dyn Stream<Item = std::result::Result<AuditChunk, Sta
 pub struct CoordinatorService {
     engine: Arc<Engine>,
     psi: PsiRelay,
+}
+
+/// Every role: calls any member may make.
+const MEMBERS: &[Role] = &[Role::Party, Role::Coordinator, Role::Lender];
+
+impl CoordinatorService {
+    /// Under mutual TLS, the member that made `request` if it has one of
+    /// `roles` (UNAUTHENTICATED without a listed certificate,
+    /// PERMISSION_DENIED for another role, a revoked or an expired
+    /// identity); `None` without TLS, where callers are not authenticated.
+    fn admit<T>(&self, request: &Request<T>, roles: &[Role]) -> std::result::Result<Option<String>, Status> {
+        match &self.engine.tls {
+            Some(tls) => tls.admit(request, roles).map(|m| Some(m.name.clone())),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Refuses a request whose `what` names another member than the
+/// authenticated `caller`.
+fn same_member(caller: Option<&str>, what: &str, named: &str) -> Result<()> {
+    match caller {
+        Some(caller) if caller != named => Err(CoordinatorError::Denied(format!(
+            "the {what} `{}` is not the caller `{caller}`: a member acts only under its own name",
+            named.chars().take(128).collect::<String>()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn field<'a>(name: &str, value: &'a str) -> Result<&'a str> {
@@ -196,7 +224,7 @@ impl CoordinatorService {
         }
     }
 
-    async fn register_keys_inner(&self, mut upload: Streaming<KeyUpload>) -> Result<String> {
+    async fn register_keys_inner(&self, mut upload: Streaming<KeyUpload>, caller: Option<String>) -> Result<String> {
         let next = |s: Status| CoordinatorError::Invalid(format!("key upload interrupted: {}", s.message()));
         let header = match upload.message().await.map_err(next)? {
             Some(KeyUpload { part: Some(Part::Header(h)) }) => h,
@@ -204,6 +232,7 @@ impl CoordinatorService {
         };
         field("key_id", &header.key_id)?;
         field("lender", &header.lender)?;
+        same_member(caller.as_deref(), "lender", &header.lender)?;
         let mut public = Assembler::new("public key", header.public_len, PUBLIC_KEY_LIMIT)?;
         let mut evaluation = Assembler::new("evaluation key", header.evaluation_len, EVALUATION_KEY_LIMIT)?;
         let _one_at_a_time = self.engine.registrations.lock().await;
@@ -372,6 +401,7 @@ impl Coordinator for CoordinatorService {
     type AuditLogStream = AuditStream;
 
     async fn audit_log(&self, request: Request<AuditLogRequest>) -> std::result::Result<Response<AuditStream>, Status> {
+        self.admit(&request, MEMBERS)?;
         let Some(ledger) = self.engine.ledger.clone() else {
             return Err(CoordinatorError::Precondition(
                 "this coordinator keeps no audit ledger: it has no `identity` key configured".into(),
@@ -401,7 +431,12 @@ impl Coordinator for CoordinatorService {
     type PsiQueryStream = ChunkStream;
 
     async fn psi_open(&self, request: Request<PsiOpenRequest>) -> std::result::Result<Response<PsiStream>, Status> {
+        // A consortium lender may run a party node too (its asset
+        // registry), so any member may ask; `lenders` decides who checks
+        // assets, by the name its certificate proves.
+        let caller = self.admit(&request, MEMBERS)?;
         let request = request.into_inner();
+        same_member(caller.as_deref(), "requester", &request.requester)?;
         let (header, set) = self.psi.open(&self.engine, &request).await.inspect_err(|e| {
             let requester = crate::engine::bounded(&request.requester.chars().take(128).collect::<String>());
             tracing::info!(%requester, code = ?e.code(), error = %e, "PSI session refused");
@@ -413,14 +448,17 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<PsiCloseRequest>,
     ) -> std::result::Result<Response<PsiCloseReply>, Status> {
-        self.psi.close(&self.engine, &request.into_inner().session_id).await?;
+        let caller = self.admit(&request, MEMBERS)?;
+        self.psi.close(&self.engine, &request.into_inner().session_id, caller.as_deref()).await?;
         Ok(Response::new(PsiCloseReply {}))
     }
 
     async fn psi_query(&self, request: Request<PsiQueryRequest>) -> std::result::Result<Response<ChunkStream>, Status> {
-        let answers = self.psi.query(&self.engine, &request.into_inner()).await.inspect_err(|e| {
-            tracing::info!(code = ?e.code(), error = %e, "PSI query refused");
-        })?;
+        let caller = self.admit(&request, MEMBERS)?;
+        let answers =
+            self.psi.query(&self.engine, &request.into_inner(), caller.as_deref()).await.inspect_err(|e| {
+                tracing::info!(code = ?e.code(), error = %e, "PSI query refused");
+            })?;
         Ok(Response::new(stream_of(&answers)))
     }
 
@@ -428,8 +466,10 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<RegisterPartyRequest>,
     ) -> std::result::Result<Response<RegisterPartyResponse>, Status> {
+        let caller = self.admit(&request, &[Role::Party])?;
         let r = request.into_inner();
         field("name", &r.name)?;
+        same_member(caller.as_deref(), "party", &r.name)?;
         field("address", &r.address)?;
         if !r.address.starts_with("http://") && !r.address.starts_with("https://") {
             return Err(
@@ -445,7 +485,8 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<Streaming<KeyUpload>>,
     ) -> std::result::Result<Response<RegisterKeysResponse>, Status> {
-        let key_id = self.register_keys_inner(request.into_inner()).await.inspect_err(|e| {
+        let caller = self.admit(&request, &[Role::Lender])?;
+        let key_id = self.register_keys_inner(request.into_inner(), caller).await.inspect_err(|e| {
             tracing::info!(error = %e, "key registration refused");
         })?;
         Ok(Response::new(RegisterKeysResponse { key_id }))
@@ -455,6 +496,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<GetPublicKeyRequest>,
     ) -> std::result::Result<Response<ChunkStream>, Status> {
+        self.admit(&request, &[Role::Party, Role::Lender])?;
         let key_id = request.into_inner().key_id;
         let bytes = self
             .engine
@@ -465,6 +507,7 @@ impl Coordinator for CoordinatorService {
     }
 
     async fn decide(&self, request: Request<DecideRequest>) -> std::result::Result<Response<DecideResponse>, Status> {
+        self.admit(&request, &[Role::Lender])?;
         let response = self.decide_inner(request.into_inner()).inspect_err(|e| {
             tracing::info!(error = %e, "decision request refused");
         })?;
@@ -472,12 +515,14 @@ impl Coordinator for CoordinatorService {
     }
 
     async fn get_job(&self, request: Request<GetJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
+        self.admit(&request, &[Role::Lender])?;
         let job_id = request.into_inner().job_id;
         let job = self.engine.store.job(&job_id)?.ok_or(CoordinatorError::UnknownJob(job_id))?;
         Ok(Response::new(job_to_wire(&job)))
     }
 
     async fn wait_job(&self, request: Request<WaitJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
+        self.admit(&request, &[Role::Lender])?;
         let WaitJobRequest { job_id, wait_ms } = request.into_inner();
         let job = self
             .long_poll(wait_ms, || {
@@ -493,6 +538,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<RunStatsRequest>,
     ) -> std::result::Result<Response<pb::StatsJob>, Status> {
+        self.admit(&request, &[Role::Lender])?;
         let response = self.run_stats_inner(request.into_inner()).inspect_err(|e| {
             tracing::info!(error = %e, "statistics request refused");
         })?;
@@ -503,6 +549,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<WaitJobRequest>,
     ) -> std::result::Result<Response<pb::StatsJob>, Status> {
+        self.admit(&request, &[Role::Lender])?;
         let WaitJobRequest { job_id, wait_ms } = request.into_inner();
         let job = self
             .long_poll(wait_ms, || {
@@ -521,6 +568,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<FetchResultRequest>,
     ) -> std::result::Result<Response<ChunkStream>, Status> {
+        self.admit(&request, &[Role::Lender])?;
         let job_id = request.into_inner().job_id;
         let store = &self.engine.store;
         let job = store.job(&job_id)?.ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
@@ -540,6 +588,8 @@ impl Coordinator for CoordinatorService {
 /// A running coordinator.
 pub struct CoordinatorNode {
     address: SocketAddr,
+    /// `https` under mutual TLS, `http` otherwise.
+    scheme: &'static str,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
 }
@@ -566,13 +616,36 @@ impl CoordinatorNode {
                 )));
             }
         }
+        let consortium = consortium.map(Arc::new);
+        let tls = match (&consortium, &key) {
+            (Some(consortium), Some(key)) => {
+                let name = &consortium.coordinator().map_err(|e| CoordinatorError::Config(e.to_string()))?.name;
+                NodeTls::new(key, name, consortium.clone()).map_err(|e| CoordinatorError::Config(e.to_string()))?
+            }
+            (Some(consortium), None) if consortium.mtls => {
+                return Err(CoordinatorError::Config(
+                    "the consortium runs mutual TLS (`mtls = true`), so the coordinator needs its `identity` key"
+                        .into(),
+                ));
+            }
+            _ => None,
+        };
+        let mut server = Server::builder();
+        match &tls {
+            Some(tls) => {
+                server =
+                    server.tls_config(tls.server_config()).map_err(|e| CoordinatorError::Transport(e.to_string()))?;
+            }
+            None => tracing::warn!("serving without TLS: callers are not authenticated"),
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let ledger = key.map(|k| Ledger::open(k, store.clone())).transpose()?;
-        let engine = Engine::new(store, config, consortium, ledger);
+        let engine = Engine::new(store, config, consortium, tls, ledger);
         let resumed = engine.recover()?;
         let service = CoordinatorService { engine, psi: PsiRelay::default() };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(
-            Server::builder()
+            server
                 .add_service(
                     CoordinatorServer::new(service)
                         .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -583,7 +656,7 @@ impl CoordinatorNode {
                 }),
         );
         tracing::info!(%address, resumed, "coordinator serving");
-        Ok(CoordinatorNode { address, shutdown: Some(tx), task })
+        Ok(CoordinatorNode { address, scheme, shutdown: Some(tx), task })
     }
 
     /// The address it serves on.
@@ -593,7 +666,7 @@ impl CoordinatorNode {
 
     /// Its URL for clients.
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        format!("{}://{}", self.scheme, self.address)
     }
 
     /// Stops accepting requests and waits for the server to finish. Jobs in

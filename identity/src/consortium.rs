@@ -51,18 +51,28 @@ pub struct Member {
     /// When its identity expires, in unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<u64>,
+    /// Its TLS certificate (PEM), self-signed by its identity key; required
+    /// of every member when the consortium runs mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
 }
 
 /// The consortium file, distributed to every member out of band.
 ///
 /// ```toml
 /// name = "cross-border-demo"
+/// mtls = true                   # every member below lists a certificate
 ///
 /// [[member]]
 /// name = "coordinator"
 /// role = "coordinator"
 /// public_key = "3b6a…"          # 64 hex digits
-/// address = "http://127.0.0.1:7100"
+/// address = "https://127.0.0.1:7100"
+/// certificate = """
+/// -----BEGIN CERTIFICATE-----
+/// …                              # self-signed by the identity key
+/// -----END CERTIFICATE-----
+/// """
 ///
 /// [[member]]
 /// name = "bank"
@@ -76,6 +86,10 @@ pub struct Member {
 pub struct Consortium {
     /// The consortium's name.
     pub name: String,
+    /// Whether all traffic between members runs over mutual TLS, each
+    /// member proving its identity with its listed certificate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mtls: bool,
     /// Its members.
     #[serde(rename = "member", default)]
     pub members: Vec<Member>,
@@ -97,7 +111,9 @@ impl Consortium {
     }
 
     /// Parses and checks: names present, printable and unique, every key a
-    /// valid ed25519 public key, at most one coordinator.
+    /// valid ed25519 public key, every certificate one that certifies its
+    /// member's key (and one for every member when `mtls` is on), at most
+    /// one coordinator.
     pub fn from_toml(text: &str) -> Result<Consortium> {
         let c: Consortium = toml::from_str(text).map_err(|e| IdentityError::Consortium(e.message().to_string()))?;
         let bad = |m: String| Err(IdentityError::Consortium(m));
@@ -118,6 +134,11 @@ impl Consortium {
                 && ed25519_dalek::VerifyingKey::from_bytes(&key).is_ok_and(|k| !k.is_weak());
             if !valid {
                 return bad(format!("member `{}`: `public_key` is not an ed25519 public key (64 hex digits)", m.name));
+            }
+            match &m.certificate {
+                Some(pem) => crate::tls::check_certificate(m, pem)?,
+                None if c.mtls => return bad(format!("member `{}` has no `certificate`, and `mtls` is on", m.name)),
+                None => {}
             }
         }
         if c.members.iter().filter(|m| m.role == Role::Coordinator).count() > 1 {

@@ -43,6 +43,11 @@ impl NodeKey {
         NodeKey(SigningKey::generate(&mut OsRng))
     }
 
+    /// The signing key, for the TLS encodings in this crate.
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.0
+    }
+
     /// The public key, hex encoded (what the consortium file lists).
     pub fn public_hex(&self) -> String {
         hex::encode(self.0.verifying_key().as_bytes())

@@ -9,6 +9,12 @@
 //! another; verifying one names the member, checks its role, that it is
 //! neither revoked nor expired, and uses ed25519's strict verification.
 //!
+//! With `mtls = true` in the consortium file, every member also lists a
+//! certificate self-signed by its identity key, and all traffic runs over
+//! mutual TLS: a peer is accepted only with the exact certificate listed
+//! for the member expected ([`MemberVerifier`] on the client side,
+//! [`Consortium::member_by_certificate`] on the server side).
+//!
 //! [`ContributionEnvelope`] is what a party signs for each contribution:
 //! the job, subject, model, lender key set, the SHA-256 of the ciphertext
 //! bytes and the time. The coordinator verifies it before evaluating, and
@@ -19,8 +25,10 @@ mod consortium;
 mod envelope;
 mod error;
 mod key;
+mod tls;
 
 pub use consortium::{Consortium, Member, Role};
 pub use envelope::{CONTRIBUTION_DOMAIN, ContributionEnvelope};
 pub use error::{IdentityError, Result};
 pub use key::{NodeKey, PUBLIC_KEY_HEX, SIGNATURE_BYTES, verify_with};
+pub use tls::{MemberVerifier, certificate_der};

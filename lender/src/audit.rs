@@ -4,6 +4,8 @@ use jointscore_audit::{ENTRY_LIMIT, Entry, Head};
 use jointscore_proto::v1::AuditLogRequest;
 use jointscore_proto::v1::audit_chunk::Part;
 
+use jointscore_proto::Target;
+
 use crate::client::coordinator_client;
 use crate::error::{LenderError, Result};
 
@@ -13,8 +15,8 @@ pub const MAX_ENTRIES: usize = 1 << 20;
 /// The whole ledger and the coordinator's signed head over it, as the
 /// coordinator at `address` serves them. Nothing is verified here: pass
 /// them to `jointscore_audit::verify_with_head` with the consortium file.
-pub async fn fetch_ledger(address: &str) -> Result<(Vec<Entry>, Head)> {
-    let mut client = coordinator_client(address).await?;
+pub async fn fetch_ledger(target: impl Into<Target>) -> Result<(Vec<Entry>, Head)> {
+    let mut client = coordinator_client(&target.into()).await?;
     let mut stream = client.audit_log(AuditLogRequest { from_seq: 0 }).await?.into_inner();
     let mut entries = Vec::new();
     let bad = |m: String| LenderError::Audit(m);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use jointscore_circuits::fhe::EncryptedResult;
 use jointscore_circuits::wire::RESULT_LIMIT;
 use jointscore_circuits::{Bundle, Model, Plan, PlanKind};
+use jointscore_proto::Target;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::key_upload::Part;
 use jointscore_proto::v1::{
@@ -15,7 +16,7 @@ use jointscore_proto::v1::{
 };
 use jointscore_proto::{CHUNK_SIZE, MAX_MESSAGE_SIZE, collect, plan_to_wire};
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use jointscore_identity::{Consortium, ContributionEnvelope};
 
@@ -69,12 +70,13 @@ pub struct Decision {
     pub result_bytes: u64,
 }
 
-/// A client of the coordinator at `address` (an http URL), with the
-/// protocol's message limits.
-pub(crate) async fn coordinator_client(address: &str) -> Result<CoordinatorClient<Channel>> {
-    let connect = |message: String| LenderError::Connect { address: address.into(), message };
-    let channel = Endpoint::from_shared(address.to_string())
-        .map_err(|e| connect(e.to_string()))?
+/// A client of the coordinator `target` names (over mutual TLS when the
+/// target has it), with the protocol's message limits.
+pub(crate) async fn coordinator_client(target: &Target) -> Result<CoordinatorClient<Channel>> {
+    let connect = |message: String| LenderError::Connect { address: target.address.clone(), message };
+    let channel = target
+        .endpoint()
+        .map_err(connect)?
         .connect_timeout(Duration::from_secs(10))
         .connect()
         .await
@@ -88,11 +90,17 @@ pub(crate) async fn coordinator_client(address: &str) -> Result<CoordinatorClien
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
 impl Lender {
-    /// Connects to the coordinator at `address` (an http URL).
-    pub async fn connect(address: &str, keys: Arc<LenderKeys>, model_toml: String, kind: PlanKind) -> Result<Lender> {
+    /// Connects to the coordinator `target` names: a URL, or a
+    /// [`Target`] with this lender's mutual TLS.
+    pub async fn connect(
+        target: impl Into<Target>,
+        keys: Arc<LenderKeys>,
+        model_toml: String,
+        kind: PlanKind,
+    ) -> Result<Lender> {
         let model = Model::from_toml(&model_toml)?;
         let plan = Arc::new(Plan::new(&model, kind)?);
-        let client = coordinator_client(address).await?;
+        let client = coordinator_client(&target.into()).await?;
         Ok(Lender { client, keys, model_toml, plan, consortium: None })
     }
 

@@ -20,6 +20,8 @@ use rand_core::OsRng;
 use rand08::seq::SliceRandom;
 use tonic::transport::Channel;
 
+use jointscore_proto::Target;
+
 use crate::client::coordinator_client;
 use crate::error::{LenderError, Result};
 
@@ -65,9 +67,10 @@ pub struct AssetCheck {
 }
 
 impl PsiRequester {
-    /// Connects to the coordinator at `address`, asking as `name`.
-    pub async fn connect(address: &str, name: &str) -> Result<PsiRequester> {
-        Ok(PsiRequester { client: coordinator_client(address).await?, name: name.to_string() })
+    /// Connects to the coordinator `target` names, asking as `name` (over
+    /// mutual TLS, the coordinator holds `name` to the certificate).
+    pub async fn connect(target: impl Into<Target>, name: &str) -> Result<PsiRequester> {
+        Ok(PsiRequester { client: coordinator_client(&target.into()).await?, name: name.to_string() })
     }
 
     /// Learns which of `subjects` `party` holds. The party learns how many

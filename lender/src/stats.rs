@@ -9,6 +9,8 @@ use jointscore_stats::StatsSpec;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use jointscore_proto::Target;
+
 use crate::client::coordinator_client;
 use crate::error::{LenderError, Result};
 
@@ -33,9 +35,10 @@ pub struct StatsResult {
 }
 
 impl StatsRequester {
-    /// Connects to the coordinator at `address` (an http URL).
-    pub async fn connect(address: &str) -> Result<StatsRequester> {
-        Ok(StatsRequester { client: coordinator_client(address).await? })
+    /// Connects to the coordinator `target` names: a URL, or a [`Target`]
+    /// with mutual TLS.
+    pub async fn connect(target: impl Into<Target>) -> Result<StatsRequester> {
+        Ok(StatsRequester { client: coordinator_client(&target.into()).await? })
     }
 
     /// Submits a round for `spec_toml` under `request_id` (the same id

@@ -18,6 +18,8 @@ use crate::error::{PartyError, Result};
 /// asset_registry = true                # a consortium lender's node: answer
 ///                                      # duplicate-financing checks
 /// identity = "bank.key"                # signs every contribution
+/// consortium = "consortium.toml"       # members; with `mtls = true` in it,
+///                                      # all traffic is mutual TLS
 /// ```
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -27,8 +29,8 @@ pub struct PartyConfig {
     /// Socket address to serve on; port 0 picks a free one.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// The URL the coordinator dials; defaults to `http://` + the bound
-    /// address, which is right unless the node sits behind a proxy or NAT.
+    /// The URL the coordinator dials; defaults to `http://` (`https://`
+    /// under mutual TLS) + the bound address, which is right unless the node sits behind a proxy or NAT.
     #[serde(default)]
     pub advertise: Option<String>,
     /// The coordinator's URL.
@@ -60,6 +62,12 @@ pub struct PartyConfig {
     /// unsigned ones.
     #[serde(default)]
     pub identity: Option<PathBuf>,
+    /// The consortium file (relative to this file). When it has
+    /// `mtls = true`, the node serves and dials only over mutual TLS, as
+    /// the member `name` (which needs `identity`), and answers only the
+    /// consortium's coordinator.
+    #[serde(default)]
+    pub consortium: Option<PathBuf>,
     /// Fewest parties of a model, this one included, that must contribute
     /// to a decision for this node to (default 2): when a lender names the
     /// other parties absent, the decision would be a function of this
@@ -89,7 +97,9 @@ impl PartyConfig {
         let mut config =
             PartyConfig::from_toml(&text).map_err(|e| PartyError::Config(format!("{}: {e}", path.display())))?;
         if let Some(dir) = path.parent() {
-            for file in [Some(&mut config.store), config.identity.as_mut()].into_iter().flatten() {
+            for file in
+                [Some(&mut config.store), config.identity.as_mut(), config.consortium.as_mut()].into_iter().flatten()
+            {
                 if file.is_relative() {
                     *file = dir.join(&*file);
                 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jointscore_circuits::fhe::{Contribution, PublicKey};
 use jointscore_circuits::wire::PUBLIC_KEY_LIMIT;
 use jointscore_circuits::{Model, Plan, PlanKind, Record};
-use jointscore_identity::{ContributionEnvelope, NodeKey};
+use jointscore_identity::{Consortium, ContributionEnvelope, NodeKey, Role};
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::party_server::{Party, PartyServer};
@@ -20,7 +20,7 @@ use jointscore_proto::v1::{
     SecAggAdvertiseRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggShareKeysReply,
     SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
 };
-use jointscore_proto::{MAX_MESSAGE_SIZE, chunks, collect, plan_from_wire, psi_open_messages};
+use jointscore_proto::{MAX_MESSAGE_SIZE, NodeTls, Target, chunks, collect, plan_from_wire, psi_open_messages};
 use jointscore_psi::points_to_bytes;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Endpoint, Server};
+use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status};
 
 use crate::aggregate::Rounds;
@@ -64,6 +64,9 @@ pub struct PartyService {
     /// Fewest parties (this one included) that must contribute to a
     /// decision for this one to.
     min_present_parties: usize,
+    /// Mutual TLS as a consortium member: then only the consortium's
+    /// coordinator is answered.
+    tls: Option<NodeTls>,
 }
 
 /// The environment variable that injects a fault (see `PartyService`).
@@ -84,6 +87,24 @@ impl PartyService {
             stall_masked_input: std::env::var(FAULT_ENV).is_ok_and(|f| f == "stall-masked-input"),
             identity: None,
             min_present_parties: config.min_present_parties,
+            tls: None,
+        }
+    }
+
+    /// The same service over mutual TLS: it dials the coordinator with
+    /// `tls` and answers only the consortium's coordinator.
+    pub fn with_tls(mut self, tls: NodeTls) -> PartyService {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Refuses a request that does not come from the consortium's
+    /// coordinator, under mutual TLS. Every call to a party is the
+    /// coordinator's.
+    fn admit<T>(&self, request: &Request<T>) -> std::result::Result<(), Status> {
+        match &self.tls {
+            Some(tls) => tls.admit(request, &[Role::Coordinator]).map(|_| ()),
+            None => Ok(()),
         }
     }
 
@@ -143,7 +164,8 @@ impl PartyService {
             address: self.coordinator.clone(),
             message: e.to_string(),
         };
-        let channel = Endpoint::from_shared(self.coordinator.clone())
+        let channel = Target::new(self.coordinator.clone(), self.tls.clone())
+            .endpoint()
             .map_err(|e| unreachable(&e))?
             .connect_timeout(COORDINATOR_TIMEOUT)
             .timeout(COORDINATOR_TIMEOUT)
@@ -242,6 +264,7 @@ impl Party for PartyService {
         &self,
         request: Request<ContributeRequest>,
     ) -> std::result::Result<Response<ChunkStream>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         let (header, bytes) = self.contribution(&request).await.inspect_err(|e| {
             tracing::info!(party = %self.name, job = %request.job_id, error = %e, "contribution refused");
@@ -256,6 +279,7 @@ impl Party for PartyService {
         &self,
         request: Request<SecAggAdvertiseRequest>,
     ) -> std::result::Result<Response<SecAggAdvertiseReply>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         let round = request.round_id.clone();
         Ok(Response::new(self.rounds.advertise(request).await.inspect_err(|e| self.refused(&round, e))?))
@@ -265,6 +289,7 @@ impl Party for PartyService {
         &self,
         request: Request<SecAggShareKeysRequest>,
     ) -> std::result::Result<Response<SecAggShareKeysReply>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         let round = request.round_id.clone();
         Ok(Response::new(self.rounds.share_keys(request).inspect_err(|e| self.refused(&round, e))?))
@@ -274,6 +299,7 @@ impl Party for PartyService {
         &self,
         request: Request<SecAggMaskedInputRequest>,
     ) -> std::result::Result<Response<SecAggMaskedInputReply>, Status> {
+        self.admit(&request)?;
         if self.stall_masked_input {
             tracing::warn!(party = %self.name, "fault injection: stalling masked_input");
             eprintln!("jointscore fault injection: party {} stalls masked_input", self.name);
@@ -288,6 +314,7 @@ impl Party for PartyService {
         &self,
         request: Request<SecAggUnmaskRequest>,
     ) -> std::result::Result<Response<SecAggUnmaskReply>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         let round = request.round_id.clone();
         Ok(Response::new(self.rounds.unmask(request).inspect_err(|e| self.refused(&round, e))?))
@@ -296,6 +323,7 @@ impl Party for PartyService {
     type PsiOpenStream = PsiStream;
 
     async fn psi_open(&self, request: Request<PsiOpenRequest>) -> std::result::Result<Response<PsiStream>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         let (header, set) = self.psi.open(&request).await.inspect_err(|e| {
             let requester = crate::psi::bounded_id(&request.requester);
@@ -309,11 +337,13 @@ impl Party for PartyService {
         &self,
         request: Request<PsiCloseRequest>,
     ) -> std::result::Result<Response<PsiCloseReply>, Status> {
+        self.admit(&request)?;
         self.psi.close(&request.into_inner().session_id)?;
         Ok(Response::new(PsiCloseReply {}))
     }
 
     async fn psi_query(&self, request: Request<PsiQueryRequest>) -> std::result::Result<Response<PsiAnswer>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         Ok(Response::new(self.psi.query(&request).await.inspect_err(|e| {
             tracing::info!(party = %self.name, error = %e, "PSI query refused");
@@ -345,20 +375,34 @@ impl PartyNode {
     ) -> Result<PartyNode> {
         let address = listener.local_addr().map_err(|e| PartyError::Transport(e.to_string()))?;
         let mut service = PartyService::new(config, store);
-        if let Some(path) = &config.identity {
-            let key = NodeKey::read(path).map_err(|e| PartyError::Config(e.to_string()))?;
-            service = service.with_identity(Arc::new(key));
+        let key = config.identity.as_deref().map(NodeKey::read).transpose();
+        let key = key.map_err(|e| PartyError::Config(e.to_string()))?.map(Arc::new);
+        let tls = node_tls(config, key.as_deref())?;
+        if let Some(key) = key {
+            service = service.with_identity(key);
+        }
+        let mut server = Server::builder();
+        if let Some(tls) = &tls {
+            server = server.tls_config(tls.server_config()).map_err(|e| PartyError::Transport(e.to_string()))?;
+            service = service.with_tls(tls.clone());
+        } else {
+            tracing::warn!(party = %config.name, "serving without TLS: any client that reaches this port is answered");
         }
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(
-            Server::builder()
+            server
                 .add_service(PartyServer::new(service).max_decoding_message_size(MAX_MESSAGE_SIZE))
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                     let _ = rx.await;
                 }),
         );
-        let advertise = config.advertise.clone().unwrap_or_else(|| format!("http://{address}"));
-        register(config, &advertise, register_for).await?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let advertise = config.advertise.clone().unwrap_or_else(|| format!("{scheme}://{address}"));
+        let coordinator = Target::new(config.coordinator.clone(), tls);
+        if let Err(e) = register(config, &coordinator, &advertise, register_for).await {
+            task.abort();
+            return Err(e);
+        }
         tracing::info!(party = %config.name, %address, "party node serving");
         Ok(PartyNode { address, shutdown: Some(tx), task })
     }
@@ -388,11 +432,31 @@ impl PartyNode {
     }
 }
 
-async fn register(config: &PartyConfig, advertise: &str, patience: Duration) -> Result<()> {
+/// The node's mutual TLS, when its consortium file runs it.
+fn node_tls(config: &PartyConfig, key: Option<&NodeKey>) -> Result<Option<NodeTls>> {
+    let Some(path) = &config.consortium else {
+        return Ok(None);
+    };
+    let consortium = Arc::new(Consortium::load(path).map_err(|e| PartyError::Config(e.to_string()))?);
+    match key {
+        Some(key) => NodeTls::new(key, &config.name, consortium).map_err(|e| PartyError::Config(e.to_string())),
+        None if consortium.mtls => Err(PartyError::Config(
+            "the consortium runs mutual TLS (`mtls = true`), so the node needs its `identity` key".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+async fn register(config: &PartyConfig, coordinator: &Target, advertise: &str, patience: Duration) -> Result<()> {
     let deadline = Instant::now() + patience;
     loop {
         let attempt = async {
-            let mut client = CoordinatorClient::connect(config.coordinator.clone()).await.map_err(|e| e.to_string())?;
+            let channel = coordinator
+                .endpoint()?
+                .connect()
+                .await
+                .map_err(|e| std::error::Error::source(&e).map_or(e.to_string(), ToString::to_string))?;
+            let mut client = CoordinatorClient::new(channel);
             client
                 .register_party(RegisterPartyRequest { name: config.name.clone(), address: advertise.into() })
                 .await

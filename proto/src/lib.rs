@@ -12,10 +12,12 @@
 mod chunk;
 mod plan;
 mod psi;
+mod tls;
 
 pub use chunk::{Assembler, CHUNK_SIZE, ChunkError, MAX_MESSAGE_SIZE, chunks, collect};
 pub use plan::{plan_from_wire, plan_to_wire};
 pub use psi::{collect_psi_open, psi_open_messages};
+pub use tls::{NodeTls, Target, endpoint};
 
 /// Generated code for package `jointscore.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
