@@ -296,6 +296,8 @@ fn the_example_configurations_are_valid() {
         assert_eq!(config.name, party);
         assert_eq!(config.asset_registry, party == "bank", "only the bank is a consortium lender");
         assert_eq!(config.identity, Some(dir.join(format!("identities/{party}.key"))));
+        assert_eq!(config.consortium, Some(dir.join("identities/consortium.toml")));
+        assert!(config.coordinator.starts_with("https://"), "the example consortium runs mutual TLS");
         assert!(!config.approved_models.is_empty() && !config.approved_stats.is_empty(), "{party}");
     }
 }

@@ -36,6 +36,8 @@ mod audit;
 mod psi;
 #[path = "network/signed.rs"]
 mod signed;
+#[path = "network/tls.rs"]
+mod tls;
 
 fn keys() -> Arc<LenderKeys> {
     static KEYS: OnceLock<Arc<LenderKeys>> = OnceLock::new();
@@ -544,9 +546,9 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    // Identities for every node and the consortium file, as an operator
-    // would make them.
+    let url = format!("https://127.0.0.1:{port}");
+    // Identities and certificates for every node and the consortium file
+    // (mutual TLS on), as an operator would make them.
     let out = run(&[
         "consortium",
         "init",
@@ -558,8 +560,11 @@ fn the_command_line_runs_the_system_as_separate_processes() {
         "logistics",
         "--party",
         "bank",
+        "--lender",
+        "lender",
     ]);
     assert!(out.status.success() && text(&out).contains("bank         party"), "{}", text(&out));
+    assert!(text(&out).contains("lender       lender"), "{}", text(&out));
     let out = run(&["consortium", "init", "--dir", &path(""), "--party", "bank"]);
     assert!(
         !out.status.success() && text(&out).contains("never replaced"),
@@ -587,7 +592,7 @@ fn the_command_line_runs_the_system_as_separate_processes() {
         std::fs::write(
             &config,
             format!(
-                "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{url}\"\nstore = \"{name}.sqlite\"\napproved_models = [\"{}\"]\nidentity = \"{name}.key\"\n{}",
+                "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{url}\"\nstore = \"{name}.sqlite\"\napproved_models = [\"{}\"]\nidentity = \"{name}.key\"\nconsortium = \"consortium.toml\"\n{}",
                 model.id(),
                 registry(name)
             ),
@@ -617,7 +622,9 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     let out = run(&["lender", "keygen", "--keys", &keys_dir]);
     assert!(out.status.success(), "{}", text(&out));
     let consortium_file = path("consortium.toml");
-    let lender = ["--coordinator", url.as_str(), "--keys", keys_dir.as_str(), "--consortium", consortium_file.as_str()];
+    let lender_key = path("lender.key");
+    let member = ["--coordinator", url.as_str(), "--consortium", consortium_file.as_str(), "--identity", &lender_key];
+    let lender = [&member[..], &["--keys", keys_dir.as_str()]].concat();
     let mut registered = false;
     for _ in 0..100 {
         let out = run(&[&["lender", "register"][..], &lender].concat());
@@ -628,6 +635,17 @@ fn the_command_line_runs_the_system_as_separate_processes() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(registered, "the lender could not register");
+    // Under mutual TLS a client must prove a member's identity, in the
+    // role the call is for.
+    let plain = ["lender", "register", "--coordinator", &url, "--keys", &keys_dir, "--consortium", &consortium_file];
+    let out = run(&plain);
+    assert!(!out.status.success() && text(&out).contains("pass this member's key with --identity"), "{}", text(&out));
+    let out = run(&[&plain[..], &["--identity", &path("bank.key")]].concat());
+    assert!(
+        !out.status.success() && text(&out).contains("`bank` is a party in the consortium; this call is for: lender"),
+        "{}",
+        text(&out)
+    );
 
     // Without an alignment the lender refuses to ask, rather than tell a
     // party about a subject it may not hold.
@@ -639,18 +657,9 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     // Parties register as they come up; retry until all three align.
     let applicants = path("applicants.csv");
     std::fs::write(&applicants, "subject\nseller-0001\nseller-0002\nnobody\n").expect("applicants");
-    let align = [
-        "lender",
-        "align",
-        "--coordinator",
-        &url,
-        "--as",
-        "lender",
-        "--subjects",
-        &applicants,
-        "--alignment",
-        &alignment,
-    ];
+    let align =
+        [&["lender", "align", "--as", "lender", "--subjects", &applicants, "--alignment", &alignment][..], &member]
+            .concat();
     let mut aligned = None;
     for _ in 0..40 {
         let out = run(&align);
@@ -723,7 +732,7 @@ fn the_command_line_runs_the_system_as_separate_processes() {
         "{}",
         text(&out)
     );
-    let check = ["lender", "check-asset", "--coordinator", &url, "--as", "lender", "--count"];
+    let check = [&["lender", "check-asset", "--as", "lender", "--count"][..], &member].concat();
     let out = run(&[&check[..], &["--id", "inv:acme trading.:inv-0001", "--id", "po:acme trading:1"]].concat());
     assert!(out.status.success(), "{}", text(&out));
     let lines: Vec<serde_json::Value> =
@@ -746,28 +755,45 @@ fn the_command_line_runs_the_system_as_separate_processes() {
         "{}",
         text(&out)
     );
-    let out = run(&["lender", "check-asset", "--coordinator", &url, "--as", "stranger", "--id", "po:a:1"]);
-    assert!(!out.status.success() && text(&out).contains("not a consortium lender"), "{}", text(&out));
+    let out = run(&[&["lender", "check-asset", "--as", "stranger", "--id", "po:a:1"][..], &member].concat());
+    assert!(
+        !out.status.success() && text(&out).contains("the requester `stranger` is not the caller `lender`"),
+        "{}",
+        text(&out)
+    );
+    let as_bank = ["--coordinator", &url, "--consortium", &consortium_file, "--identity", &path("bank.key")];
+    let out = run(&[&["lender", "check-asset", "--as", "bank", "--id", "po:a:1"][..], &as_bank].concat());
+    assert!(out.status.success(), "the bank's node key checks assets as the bank: {}", text(&out));
 
     // The audit ledger, checked by a member with the consortium file alone.
-    let ledger = ["--coordinator", url.as_str(), "--consortium", &path("consortium.toml")];
+    let ledger = &as_bank;
     let receipts = path("bank.receipts");
-    let out = run(&[&["audit", "receipts", "--as", "bank", "--out", &receipts][..], &ledger].concat());
+    let out = run(&[&["audit", "receipts", "--as", "bank", "--out", &receipts][..], ledger].concat());
     assert!(out.status.success() && text(&out).contains("receipts for `bank`"), "{}", text(&out));
-    let out = run(&[&["audit", "verify", "--receipts", &receipts][..], &ledger].concat());
+    let out = run(&[&["audit", "verify", "--receipts", &receipts][..], ledger].concat());
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("entries verified") && text(&out).contains("receipts are in it"), "{}", text(&out));
-    let out = run(&[&["audit", "show", "--party", "bank", "--subject", "seller-0001"][..], &ledger].concat());
+    let out = run(&[&["audit", "show", "--party", "bank", "--subject", "seller-0001"][..], ledger].concat());
     assert!(out.status.success(), "{}", text(&out));
     let shown: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     assert!(shown.iter().any(|e| e["record"]["kind"] == "contribution"), "{shown:?}");
     assert!(shown.iter().all(|e| e["record"]["subject"] == "seller-0001"), "{shown:?}");
-    // Another consortium's file does not verify this ledger.
+    // Under another consortium's file the coordinator's certificate is not
+    // the one listed: the client refuses it in the handshake.
     let other = path("other");
     assert!(run(&["consortium", "init", "--dir", &other, "--party", "bank"]).status.success());
-    let out = run(&["audit", "verify", "--coordinator", &url, "--consortium", &format!("{other}/consortium.toml")]);
-    assert!(!out.status.success() && text(&out).contains("does not verify"), "{}", text(&out));
+    let out = run(&[
+        "audit",
+        "verify",
+        "--coordinator",
+        &url,
+        "--consortium",
+        &format!("{other}/consortium.toml"),
+        "--identity",
+        &format!("{other}/bank.key"),
+    ]);
+    assert!(!out.status.success() && text(&out).contains("certificate"), "{}", text(&out));
     drop(processes);
 }
 
@@ -951,6 +977,7 @@ async fn start_stats_rogue(coordinator: &str, fault: StatsFault) -> tokio::task:
         psi_session_ttl_s: 600,
         min_present_parties: 2,
         identity: None,
+        consortium: None,
     };
     let inner = jointscore_party::PartyService::new(&config, store);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

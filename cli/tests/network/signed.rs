@@ -201,7 +201,8 @@ async fn a_revoked_party_cannot_contribute_and_a_lender_checks_signatures() {
     let consortium = {
         let dir = tempfile::tempdir().expect("tempdir");
         let parties: Vec<String> = unsigned.model.parties.clone();
-        jointscore::cluster::init_consortium(dir.path(), "other", &parties, &[]).expect("consortium")
+        let membership = jointscore::cluster::Membership { name: "other".into(), parties, ..Default::default() };
+        jointscore::cluster::init_consortium(dir.path(), &membership).expect("consortium")
     };
     strict.require_signatures(Arc::new(consortium));
     let e = strict.decide("seller-0001", "strict-1").await.unwrap_err();
