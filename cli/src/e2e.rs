@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use jointscore::cluster::{Cluster, ClusterOptions};
+use jointscore::cluster::{Cluster, ClusterOptions, LENDER};
 use jointscore_lender::{Decision, LenderKeys};
 use serde_json::{Map, Value, json};
 
@@ -29,9 +29,36 @@ pub(crate) struct E2eArgs {
     /// Seed of the sample book.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Which protections the system runs: `plain` (no identities),
+    /// `signed` (signed contributions and the audit ledger, plaintext
+    /// transport) or `mtls` (both, and mutual TLS on every connection: what
+    /// the quickstart runs).
+    #[arg(long, value_enum, default_value_t = Security::Mtls)]
+    security: Security,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// The protections a benchmark cluster runs, to measure what each costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Security {
+    /// No identities: plaintext, unsigned.
+    Plain,
+    /// Signed contributions and the ledger; plaintext transport.
+    Signed,
+    /// Signed, and mutual TLS on every connection.
+    Mtls,
+}
+
+impl Security {
+    fn as_str(self) -> &'static str {
+        match self {
+            Security::Plain => "plain",
+            Security::Signed => "signed",
+            Security::Mtls => "mtls",
+        }
+    }
 }
 
 /// Nearest-rank percentile, in seconds.
@@ -78,6 +105,8 @@ async fn run(args: E2eArgs) -> Result<(), CliError> {
         sellers: args.decisions + 1,
         seed: args.seed,
         eval_workers: args.eval_workers,
+        signed: args.security != Security::Plain,
+        tls: args.security == Security::Mtls,
         ..ClusterOptions::default()
     };
     let bar = spinner("starting the cluster and generating the lender's keys");
@@ -87,7 +116,7 @@ async fn run(args: E2eArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("key generation task failed: {e}")))?;
     let keys = Arc::new(keys?);
     let mut lender = cluster.lender(keys.clone(), kind).await?;
-    lender.register("bench").await?;
+    lender.register(LENDER).await?;
     bar.finish_and_clear();
 
     // Request ids need only be unique within this cluster's fresh store.
@@ -155,6 +184,7 @@ async fn run(args: E2eArgs) -> Result<(), CliError> {
         let concurrent_totals: Vec<Duration> = concurrent.iter().map(|d| d.phases.total).collect();
         let out = json!({
             "plan": kind,
+            "security": args.security.as_str(),
             "decisions": sequential.len(),
             "p50_s": percentile(&totals, 50.0),
             "p95_s": percentile(&totals, 95.0),
@@ -172,7 +202,11 @@ async fn run(args: E2eArgs) -> Result<(), CliError> {
         });
         println!("{out}");
     } else {
-        println!("{} sequential decisions over loopback gRPC ({kind:?} plan, {pbs} PBS each):", sequential.len());
+        println!(
+            "{} sequential decisions over loopback gRPC ({kind:?} plan, {pbs} PBS each, security {}):",
+            sequential.len(),
+            args.security.as_str()
+        );
         println!("  {:<20} {:>9} {:>9}", "phase", "p50 s", "p95 s");
         for (name, f) in phases() {
             let v: Vec<Duration> = sequential.iter().map(f).collect();

@@ -328,7 +328,7 @@ impl Party for Rogue {
             Rogue::Impostor => vec![head("platform", 1), data(b"0")],
             Rogue::Overloaded => return Err(Status::resource_exhausted("x".repeat(100_000))),
             Rogue::Slow => {
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                tokio::time::sleep(Duration::from_secs(6)).await;
                 vec![head("bank", 1), data(b"0")]
             }
         };
@@ -380,14 +380,17 @@ async fn impersonate_bank(coordinator: &str, rogue: Rogue) -> tokio::task::JoinH
 async fn malformed_contributions_and_slow_parties_fail_the_job_naming_the_party() {
     // Unsigned: the rogues' bytes are to reach the decoder (signature
     // failures are tested on their own).
-    let options = ClusterOptions { party_deadline: Duration::from_secs(1), signed: false, ..small() };
+    let options = ClusterOptions { party_deadline: Duration::from_secs(2), signed: false, ..small() };
     let (mut cluster, mut lender) = cluster(options).await;
+    // The honest parties fetch the lender's key once: a warm-up, so that
+    // under a loaded machine they answer well within the deadline below.
+    lender.decide("seller-0002", "rogue-warm").await.expect("decision");
     for (i, (rogue, want, says)) in [
         (Rogue::Garbage, Code::InvalidArgument, "malformed"),
         (Rogue::Truncated, Code::InvalidArgument, "truncated"),
         (Rogue::Oversized, Code::InvalidArgument, "exceeds the limit"),
         (Rogue::Impostor, Code::InvalidArgument, "answered as `platform`"),
-        (Rogue::Slow, Code::DeadlineExceeded, "did not answer within 1000 ms"),
+        (Rogue::Slow, Code::DeadlineExceeded, "did not answer within 2000 ms"),
         (Rogue::Overloaded, Code::Unavailable, "failed (ResourceExhausted)"),
     ]
     .into_iter()
@@ -761,9 +764,15 @@ fn the_command_line_runs_the_system_as_separate_processes() {
         "{}",
         text(&out)
     );
+    // The bank's node key asks as the bank (a consortium lender); its one
+    // other lender runs no node here, so the check fails naming it.
     let as_bank = ["--coordinator", &url, "--consortium", &consortium_file, "--identity", &path("bank.key")];
     let out = run(&[&["lender", "check-asset", "--as", "bank", "--id", "po:a:1"][..], &as_bank].concat());
-    assert!(out.status.success(), "the bank's node key checks assets as the bank: {}", text(&out));
+    assert!(
+        !out.status.success() && text(&out).contains("party `lender` is not registered with the coordinator"),
+        "{}",
+        text(&out)
+    );
 
     // The audit ledger, checked by a member with the consortium file alone.
     let ledger = &as_bank;
