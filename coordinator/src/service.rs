@@ -62,11 +62,48 @@ impl CoordinatorService {
     /// `roles` (UNAUTHENTICATED without a listed certificate,
     /// PERMISSION_DENIED for another role, a revoked or an expired
     /// identity); `None` without TLS, where callers are not authenticated.
+    ///
+    /// A member refused is recorded in the ledger: the refusal is
+    /// attributable, unlike a caller without a listed certificate.
     fn admit<T>(&self, request: &Request<T>, roles: &[Role]) -> std::result::Result<Option<String>, Status> {
-        match &self.engine.tls {
-            Some(tls) => tls.admit(request, roles).map(|m| Some(m.name.clone())),
-            None => Ok(None),
+        let Some(tls) = &self.engine.tls else { return Ok(None) };
+        match tls.admit(request, roles) {
+            Ok(member) => Ok(Some(member.name.clone())),
+            Err(status) => {
+                let presented = request.peer_certs().unwrap_or_default();
+                let member = presented.first().and_then(|c| tls.consortium().member_by_certificate(c.as_ref()));
+                if let Some(member) = member {
+                    self.record_refusal(&member.name, status.code(), status.message());
+                }
+                Err(status)
+            }
         }
+    }
+
+    /// Records in the ledger that the member `name` was refused.
+    fn record_refusal(&self, name: &str, code: tonic::Code, message: &str) {
+        let Some(ledger) = &self.engine.ledger else { return };
+        let lender = self.engine.tls.as_ref().and_then(|t| t.consortium().member(name).ok()).map(|m| m.role);
+        let (lender, parties) = match lender {
+            Some(Role::Lender) => (Some(name.to_string()), Vec::new()),
+            _ => (None, vec![name.to_string()]),
+        };
+        ledger.record(Record {
+            kind: EntryKind::Refusal,
+            lender,
+            parties,
+            detail: format!("{code:?}: {message}"),
+            ..Record::default()
+        });
+    }
+
+    /// [`same_member`], with a refusal recorded in the ledger.
+    fn same_member(&self, caller: Option<&str>, what: &str, named: &str) -> Result<()> {
+        same_member(caller, what, named).inspect_err(|e| {
+            if let Some(caller) = caller {
+                self.record_refusal(caller, tonic::Code::PermissionDenied, &e.to_string());
+            }
+        })
     }
 }
 
@@ -232,7 +269,7 @@ impl CoordinatorService {
         };
         field("key_id", &header.key_id)?;
         field("lender", &header.lender)?;
-        same_member(caller.as_deref(), "lender", &header.lender)?;
+        self.same_member(caller.as_deref(), "lender", &header.lender)?;
         let mut public = Assembler::new("public key", header.public_len, PUBLIC_KEY_LIMIT)?;
         let mut evaluation = Assembler::new("evaluation key", header.evaluation_len, EVALUATION_KEY_LIMIT)?;
         let _one_at_a_time = self.engine.registrations.lock().await;
@@ -436,7 +473,7 @@ impl Coordinator for CoordinatorService {
         // assets, by the name its certificate proves.
         let caller = self.admit(&request, MEMBERS)?;
         let request = request.into_inner();
-        same_member(caller.as_deref(), "requester", &request.requester)?;
+        self.same_member(caller.as_deref(), "requester", &request.requester)?;
         let (header, set) = self.psi.open(&self.engine, &request).await.inspect_err(|e| {
             let requester = crate::engine::bounded(&request.requester.chars().take(128).collect::<String>());
             tracing::info!(%requester, code = ?e.code(), error = %e, "PSI session refused");
@@ -469,7 +506,7 @@ impl Coordinator for CoordinatorService {
         let caller = self.admit(&request, &[Role::Party])?;
         let r = request.into_inner();
         field("name", &r.name)?;
-        same_member(caller.as_deref(), "party", &r.name)?;
+        self.same_member(caller.as_deref(), "party", &r.name)?;
         field("address", &r.address)?;
         if !r.address.starts_with("http://") && !r.address.starts_with("https://") {
             return Err(

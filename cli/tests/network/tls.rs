@@ -135,6 +135,27 @@ async fn members_are_authenticated_and_held_to_their_roles() {
 
     let d = lender.decide("seller-0002", "tls-1").await.expect("the bank's registration is its own");
     assert_eq!(d.bundle, cluster.reference("seller-0002").expect("reference"));
+
+    // Every refusal of a member is in the ledger, naming it; the anonymous
+    // and the stranger are not (nothing attributes them).
+    let (entries, head) =
+        jointscore_lender::fetch_ledger(cluster.target(LENDER).expect("target")).await.expect("ledger");
+    jointscore_audit::verify_with_head(&entries, &head, &consortium).expect("the ledger verifies");
+    let refusals: Vec<(Vec<String>, Option<String>, String)> = entries
+        .iter()
+        .filter(|e| e.record.kind == jointscore_audit::EntryKind::Refusal)
+        .map(|e| (e.record.parties.clone(), e.record.lender.clone(), e.record.detail.clone()))
+        .collect();
+    let refused = |who: &str, says: &str| {
+        refusals.iter().any(|(parties, lender, detail)| {
+            (parties.iter().any(|p| p == who) || lender.as_deref() == Some(who)) && detail.contains(says)
+        })
+    };
+    assert!(refused("bank", "PermissionDenied: `bank` is a party in the consortium"), "{refusals:?}");
+    assert!(refused("platform", "the party `bank` is not the caller `platform`"), "{refusals:?}");
+    assert!(refused(LENDER, "the lender `someone-else` is not the caller `lender`"), "{refusals:?}");
+    assert!(refused(LENDER, "the requester `bank` is not the caller `lender`"), "{refusals:?}");
+    assert!(!refusals.iter().any(|(_, _, d)| d.contains("no client certificate")), "{refusals:?}");
     cluster.stop().await.expect("stop");
 }
 
