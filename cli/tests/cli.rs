@@ -301,3 +301,22 @@ fn the_example_configurations_are_valid() {
         assert!(!config.approved_models.is_empty() && !config.approved_stats.is_empty(), "{party}");
     }
 }
+
+/// The fuzz targets (`fuzz/`, `fuzz/tfhe/`: cargo-fuzz, run with nightly)
+/// must keep compiling as the decoders they feed change: this type-checks
+/// both packages on the toolchain running the tests, in a target directory
+/// of their own.
+#[test]
+fn the_fuzz_targets_compile() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for manifest in ["fuzz/Cargo.toml", "fuzz/tfhe/Cargo.toml"] {
+        let out = Command::new(&cargo)
+            .args(["check", "--quiet", "--manifest-path"])
+            .arg(root.join(manifest))
+            .env("CARGO_TARGET_DIR", root.join("target/fuzz-check"))
+            .output()
+            .expect("cargo runs");
+        assert!(out.status.success(), "{manifest} does not compile:\n{}", stderr(&out));
+    }
+}

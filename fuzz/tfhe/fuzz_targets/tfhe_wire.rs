@@ -1,0 +1,49 @@
+//! TFHE byte forms from untrusted peers or files: public keys (parties
+//! read them), contributions (the coordinator reads them), results (the
+//! lender reads them), compressed evaluation keys (the coordinator) and
+//! secret key files (the lender). Each is bounded and conformance-checked
+//! against the parameters and the plan, or refused.
+#![no_main]
+
+use std::sync::LazyLock;
+
+use jointscore_circuits::fhe::{Contribution, EncryptedResult, EvaluationKey, KeySet, LenderKey, PublicKey};
+use jointscore_circuits::{Model, Plan, PlanKind};
+use libfuzzer_sys::fuzz_target;
+
+struct Fixture {
+    plan: Plan,
+    public: PublicKey,
+}
+
+static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
+    let model = Model::cross_border_seller();
+    let plan = Plan::new(&model, PlanKind::Pushdown).expect("plan");
+    let keys = KeySet::generate().expect("keys");
+    let public = PublicKey::from_bytes(&keys.public.to_bytes().expect("bytes")).expect("public key");
+    Fixture { plan, public }
+});
+
+fuzz_target!(|data: &[u8]| {
+    let f = &*FIXTURE;
+    // The first byte picks the decoder, so one corpus covers all five.
+    let Some((&which, bytes)) = data.split_first() else { return };
+    match which % 5 {
+        0 => {
+            let _ = PublicKey::from_bytes(bytes);
+        }
+        1 => {
+            let parties = f.plan.model().parties.len();
+            let _ = Contribution::from_bytes(bytes, &f.plan, usize::from(which) % parties, &f.public);
+        }
+        2 => {
+            let _ = EncryptedResult::from_bytes(bytes, &f.plan, f.public.id());
+        }
+        3 => {
+            let _ = EvaluationKey::from_compressed_bytes(bytes, &f.public);
+        }
+        _ => {
+            let _ = LenderKey::from_bytes(bytes, &f.public);
+        }
+    }
+});
