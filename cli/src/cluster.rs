@@ -78,7 +78,8 @@ pub struct ClusterOptions {
     pub psi_open_deadline: Duration,
     /// Run every connection over mutual TLS, each node proving its
     /// identity with its certificate (needs `signed`). The consortium also
-    /// lists the lender [`LENDER`].
+    /// lists the lender [`LENDER`] and every one of `lenders` that is not a
+    /// party.
     pub tls: bool,
 }
 
@@ -270,7 +271,15 @@ impl Cluster {
             let membership = Membership {
                 name: "local".into(),
                 parties: model.parties.clone(),
-                lenders: if options.tls { vec![LENDER.into()] } else { Vec::new() },
+                // Under TLS every lender needs an identity: the built-in
+                // one, and those of `lenders` that run no party node.
+                lenders: if options.tls {
+                    std::iter::once(LENDER.to_string())
+                        .chain(options.lenders.iter().filter(|l| *l != LENDER && !model.parties.contains(l)).cloned())
+                        .collect()
+                } else {
+                    Vec::new()
+                },
                 revoked: options.revoked.clone(),
                 mtls: options.tls,
             };

@@ -97,6 +97,34 @@ impl CoordinatorService {
         });
     }
 
+    /// Under mutual TLS, a job is its lender's: the member that registered
+    /// the key set it is for. Another lender is told the job does not exist
+    /// (`NOT_FOUND`), so job ids cannot be probed across lenders.
+    fn own_job(&self, caller: Option<&str>, job: Option<JobRecord>, job_id: &str) -> Result<JobRecord> {
+        let unknown = || CoordinatorError::UnknownJob(job_id.to_string());
+        let job = job.ok_or_else(unknown)?;
+        if let Some(caller) = caller
+            && self.engine.store.key_owner(&job.request.key_id)?.as_deref() != Some(caller)
+        {
+            return Err(unknown());
+        }
+        Ok(job)
+    }
+
+    /// Under mutual TLS, only the lender that registered a key set asks for
+    /// decisions under it or registers it again.
+    fn own_key_set(&self, caller: Option<&str>, key_id: &str) -> Result<()> {
+        let Some(caller) = caller else { return Ok(()) };
+        match self.engine.store.key_owner(key_id)? {
+            Some(owner) if owner != caller => {
+                let message = format!("key set {key_id} was registered by another lender, not `{caller}`");
+                self.record_refusal(caller, tonic::Code::PermissionDenied, &message);
+                Err(CoordinatorError::Denied(message))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// [`same_member`], with a refusal recorded in the ledger.
     fn same_member(&self, caller: Option<&str>, what: &str, named: &str) -> Result<()> {
         same_member(caller, what, named).inspect_err(|e| {
@@ -270,6 +298,7 @@ impl CoordinatorService {
         field("key_id", &header.key_id)?;
         field("lender", &header.lender)?;
         self.same_member(caller.as_deref(), "lender", &header.lender)?;
+        self.own_key_set(caller.as_deref(), &header.key_id)?;
         let mut public = Assembler::new("public key", header.public_len, PUBLIC_KEY_LIMIT)?;
         let mut evaluation = Assembler::new("evaluation key", header.evaluation_len, EVALUATION_KEY_LIMIT)?;
         let _one_at_a_time = self.engine.registrations.lock().await;
@@ -544,27 +573,28 @@ impl Coordinator for CoordinatorService {
     }
 
     async fn decide(&self, request: Request<DecideRequest>) -> std::result::Result<Response<DecideResponse>, Status> {
-        self.admit(&request, &[Role::Lender])?;
-        let response = self.decide_inner(request.into_inner()).inspect_err(|e| {
+        let caller = self.admit(&request, &[Role::Lender])?;
+        let request = request.into_inner();
+        self.own_key_set(caller.as_deref(), &request.key_id)?;
+        let response = self.decide_inner(request).inspect_err(|e| {
             tracing::info!(error = %e, "decision request refused");
         })?;
         Ok(Response::new(response))
     }
 
     async fn get_job(&self, request: Request<GetJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
-        self.admit(&request, &[Role::Lender])?;
+        let caller = self.admit(&request, &[Role::Lender])?;
         let job_id = request.into_inner().job_id;
-        let job = self.engine.store.job(&job_id)?.ok_or(CoordinatorError::UnknownJob(job_id))?;
+        let job = self.own_job(caller.as_deref(), self.engine.store.job(&job_id)?, &job_id)?;
         Ok(Response::new(job_to_wire(&job)))
     }
 
     async fn wait_job(&self, request: Request<WaitJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
-        self.admit(&request, &[Role::Lender])?;
+        let caller = self.admit(&request, &[Role::Lender])?;
         let WaitJobRequest { job_id, wait_ms } = request.into_inner();
         let job = self
             .long_poll(wait_ms, || {
-                let job =
-                    self.engine.store.job(&job_id)?.ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
+                let job = self.own_job(caller.as_deref(), self.engine.store.job(&job_id)?, &job_id)?;
                 Ok((job.state.is_terminal(), job))
             })
             .await?;
@@ -605,10 +635,10 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<FetchResultRequest>,
     ) -> std::result::Result<Response<ChunkStream>, Status> {
-        self.admit(&request, &[Role::Lender])?;
+        let caller = self.admit(&request, &[Role::Lender])?;
         let job_id = request.into_inner().job_id;
         let store = &self.engine.store;
-        let job = store.job(&job_id)?.ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
+        let job = self.own_job(caller.as_deref(), store.job(&job_id)?, &job_id)?;
         match job.state {
             JobState::Done => {
                 let bytes = store.result(&job_id)?.ok_or_else(|| {

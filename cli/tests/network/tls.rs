@@ -13,8 +13,11 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::*;
 
+/// A second lender member, with no party node.
+const OTHER_LENDER: &str = "other-lender";
+
 fn tls() -> ClusterOptions {
-    ClusterOptions { tls: true, ..small() }
+    ClusterOptions { tls: true, lenders: vec![OTHER_LENDER.into()], ..small() }
 }
 
 async fn tls_cluster(options: ClusterOptions) -> (Cluster, Lender) {
@@ -133,6 +136,27 @@ async fn members_are_authenticated_and_held_to_their_roles() {
         raw.psi_open(PsiOpenRequest { requester: "bank".into(), ..open }).await.expect_err("asking under another name");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 
+    // A job is its lender's: another lender member cannot read, wait on or
+    // fetch it (NOT_FOUND, as for a job that does not exist), nor decide
+    // or register under its key set.
+    let mut other = client_as(&cluster, OTHER_LENDER).await;
+    let e = other.get_job(job()).await.expect_err("another lender's job");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = other
+        .wait_job(jointscore_proto::v1::WaitJobRequest { job_id: d.job_id.clone(), wait_ms: 0 })
+        .await
+        .expect_err("another lender's job");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = other
+        .fetch_result(jointscore_proto::v1::FetchResultRequest { job_id: d.job_id.clone() })
+        .await
+        .expect_err("another lender's result");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let theirs = DecideRequest { key_id: lender.key_id().to_string(), ..DecideRequest::default() };
+    let e = other.decide(theirs).await.expect_err("a decision under another lender's key set");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("was registered by another lender, not `other-lender`"), "{e:?}");
+
     let d = lender.decide("seller-0002", "tls-1").await.expect("the bank's registration is its own");
     assert_eq!(d.bundle, cluster.reference("seller-0002").expect("reference"));
 
@@ -155,6 +179,7 @@ async fn members_are_authenticated_and_held_to_their_roles() {
     assert!(refused("platform", "the party `bank` is not the caller `platform`"), "{refusals:?}");
     assert!(refused(LENDER, "the lender `someone-else` is not the caller `lender`"), "{refusals:?}");
     assert!(refused(LENDER, "the requester `bank` is not the caller `lender`"), "{refusals:?}");
+    assert!(refused(OTHER_LENDER, "was registered by another lender"), "{refusals:?}");
     assert!(!refusals.iter().any(|(_, _, d)| d.contains("no client certificate")), "{refusals:?}");
     cluster.stop().await.expect("stop");
 }
