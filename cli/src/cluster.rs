@@ -194,6 +194,22 @@ pub fn init_consortium(dir: &Path, membership: &Membership) -> Result<Consortium
     Ok(consortium)
 }
 
+/// Binds `address` again once the node that held it has stopped, retrying
+/// for up to five seconds while the port is released.
+pub async fn rebind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(address).await {
+            Ok(l) => return Ok(l),
+            Err(e) if tries >= 50 => return Err(e),
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// The part of `record` that the model assigns to `party`: what that
 /// party's book holds.
 pub fn party_view(model: &Model, party: usize, record: &Value) -> Value {
@@ -399,17 +415,7 @@ impl ClusterParty {
         };
         let address = node.address();
         node.stop().await?;
-        let mut tries = 0;
-        let listener = loop {
-            match TcpListener::bind(address).await {
-                Ok(l) => break l,
-                Err(e) if tries >= 50 => return Err(e.into()),
-                Err(_) => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
+        let listener = rebind(address).await?;
         self.node = Some(PartyNode::start(&self.config, self.store.clone(), listener, Duration::from_secs(10)).await?);
         Ok(())
     }

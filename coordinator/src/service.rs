@@ -70,9 +70,7 @@ impl CoordinatorService {
         match tls.admit(request, roles) {
             Ok(member) => Ok(Some(member.name.clone())),
             Err(status) => {
-                let presented = request.peer_certs().unwrap_or_default();
-                let member = presented.first().and_then(|c| tls.consortium().member_by_certificate(c.as_ref()));
-                if let Some(member) = member {
+                if let Some(member) = tls.member_of(request) {
                     self.record_refusal(&member.name, status.code(), status.message());
                 }
                 Err(status)

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jointscore_identity::{Consortium, IdentityError, Member, MemberVerifier, NodeKey, Role};
+use jointscore_identity::{Consortium, IdentityError, Member, MemberVerifier, NodeKey, Role, certificate_der};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
@@ -23,6 +23,9 @@ pub struct NodeTls {
     name: String,
     identity: Identity,
     consortium: Arc<Consortium>,
+    /// Each member's certificate (DER) and name, decoded once: every call
+    /// is matched against them.
+    certificates: Arc<Vec<(Vec<u8>, String)>>,
 }
 
 impl std::fmt::Debug for NodeTls {
@@ -54,7 +57,13 @@ impl NodeTls {
             .clone()
             .ok_or_else(|| IdentityError::Consortium(format!("member `{name}` has no `certificate`")))?;
         let identity = Identity::from_pem(certificate, key.pkcs8_pem()?.as_bytes());
-        Ok(Some(NodeTls { name: name.into(), identity, consortium }))
+        let mut certificates = Vec::with_capacity(consortium.members.len());
+        for m in &consortium.members {
+            if let Some(pem) = &m.certificate {
+                certificates.push((certificate_der(pem)?.as_ref().to_vec(), m.name.clone()));
+            }
+        }
+        Ok(Some(NodeTls { name: name.into(), identity, consortium, certificates: Arc::new(certificates) }))
     }
 
     /// TLS for whichever member `key` is: for clients that know their key
@@ -109,16 +118,23 @@ impl NodeTls {
             .map_err(|e| format!("`{address}`: {e}"))
     }
 
+    /// The member whose listed certificate `request` came with, whatever
+    /// its role or standing.
+    pub fn member_of<T>(&self, request: &Request<T>) -> Option<&Member> {
+        let presented = request.peer_certs()?;
+        let der = presented.first()?;
+        let (_, name) = self.certificates.iter().find(|(c, _)| c.as_slice() == der.as_ref())?;
+        self.consortium.member(name).ok()
+    }
+
     /// The member that made `request`, if it is current and has one of
     /// `roles`.
     pub fn admit<T>(&self, request: &Request<T>, roles: &[Role]) -> Result<&Member, Status> {
-        let certificates = request.peer_certs().unwrap_or_default();
-        let Some(presented) = certificates.first() else {
+        if request.peer_certs().is_none_or(|c| c.is_empty()) {
             return Err(Status::unauthenticated("no client certificate: this node serves consortium members only"));
-        };
+        }
         let member = self
-            .consortium
-            .member_by_certificate(presented.as_ref())
+            .member_of(request)
             .ok_or_else(|| Status::unauthenticated("the client certificate is not one the consortium file lists"))?;
         let denied = |e: IdentityError| Status::permission_denied(e.to_string());
         let Some(role) = roles.iter().find(|r| **r == member.role) else {

@@ -198,12 +198,7 @@ async fn a_party_address_serving_another_certificate_is_not_trusted() {
     let address = bank.address().expect("running");
     bank.stop().await.expect("stop");
     let service = PartyService::new(&bank.config, bank.store.clone());
-    let listener = loop {
-        match TcpListener::bind(address).await {
-            Ok(l) => break l,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let listener = jointscore::cluster::rebind(address).await.expect("the bank's address");
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .tls_config(platform.server_config())
