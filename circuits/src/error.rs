@@ -70,6 +70,10 @@ pub enum Error {
     #[error("encrypted result is malformed: {0}")]
     Result(String),
 
+    /// A contribution's zero-knowledge proof does not verify, is missing
+    /// where the consortium requires one, or the CRS is unusable.
+    #[error("proof refused: {0}")]
+    Proof(String),
     /// An error reported by the TFHE library.
     #[error("TFHE operation failed: {0}")]
     Fhe(String),

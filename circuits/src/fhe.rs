@@ -7,6 +7,11 @@
 //! list; the coordinator expands it without bootstrapping, evaluates the
 //! plan's circuit level by level (the lookups of a level in parallel on the
 //! rayon pool), and returns the output blocks; the lender decrypts them.
+//!
+//! Each key set also carries a *proof* public key and the casting key that
+//! brings its ciphertexts to the evaluation parameters: in a consortium's
+//! strict mode parties encrypt under it with zero-knowledge proofs
+//! ([`crate::proof`]), and the coordinator verifies before it evaluates.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -20,12 +25,18 @@ use tfhe::core_crypto::prelude::{
 };
 use tfhe::integer::{ClientKey as IntegerClientKey, IntegerCiphertext, RadixCiphertext, ServerKey as IntegerServerKey};
 use tfhe::safe_serialization::{safe_deserialize_conformant, safe_serialize};
-use tfhe::shortint::ciphertext::{Ciphertext, CompactCiphertextList, Degree};
-use tfhe::shortint::client_key::atomic_pattern::AtomicPatternClientKey;
-use tfhe::shortint::parameters::{
-    CiphertextListConformanceParams, PARAM_MESSAGE_2_CARRY_2_KS_PBS, ShortintCompactCiphertextListCastingMode,
+use tfhe::shortint::ciphertext::{
+    Ciphertext, CompactCiphertextList, Degree, ProvenCompactCiphertextList,
+    ProvenCompactCiphertextListConformanceParams,
 };
-use tfhe::shortint::{ClientKey as ShortintClientKey, CompactPublicKey};
+use tfhe::shortint::client_key::atomic_pattern::AtomicPatternClientKey;
+use tfhe::shortint::key_switching_key::{KeySwitchingKeyMaterial, KeySwitchingKeyView};
+use tfhe::shortint::parameters::{
+    CiphertextListConformanceParams, CompactCiphertextListExpansionKind, PARAM_MESSAGE_2_CARRY_2_KS_PBS,
+    ShortintCompactCiphertextListCastingMode,
+};
+use tfhe::shortint::{ClientKey as ShortintClientKey, CompactPrivateKey, CompactPublicKey, KeySwitchingKey};
+use tfhe::zk::{CompactPkeProofConformanceParams, CompactPkeZkScheme};
 use zeroize::Zeroize;
 
 use crate::circuit::{BLOCK_MAX, DIGIT_BASE, NOISE_MAX, Op, Val};
@@ -66,18 +77,50 @@ impl fmt::Debug for LenderKey {
     }
 }
 
-/// The key parties encrypt under.
+/// The keys parties encrypt under: one for plain contributions, one for
+/// proven ones (strict mode).
 #[derive(Clone)]
 pub struct PublicKey {
     pub(crate) key: CompactPublicKey,
+    pub(crate) proven: CompactPublicKey,
     pub(crate) key_id: String,
 }
 
-/// The key the coordinator evaluates with; it cannot decrypt.
+/// The key the coordinator evaluates with, and the casting key that brings
+/// proven contributions to its parameters; neither can decrypt.
 #[derive(Clone)]
 pub struct EvaluationKey {
     pub(crate) server: IntegerServerKey,
+    pub(crate) casting: KeySwitchingKeyMaterial,
     pub(crate) key_id: String,
+}
+
+/// The secret key behind a key set's proof public key. It is only needed to
+/// make the casting key: it lives for the duration of key generation and is
+/// wiped when dropped.
+pub(crate) struct ProofSecret(Option<CompactPrivateKey<Vec<u64>>>);
+
+impl ProofSecret {
+    pub(crate) fn generate() -> ProofSecret {
+        ProofSecret(Some(CompactPrivateKey::new(crate::proof::PROOF_PARAMS)))
+    }
+
+    pub(crate) fn key(&self) -> Result<&CompactPrivateKey<Vec<u64>>> {
+        self.0.as_ref().ok_or_else(|| Error::Internal("proof secret already dropped".into()))
+    }
+
+    pub(crate) fn public(&self) -> Result<CompactPublicKey> {
+        Ok(CompactPublicKey::new(self.key()?))
+    }
+}
+
+impl Drop for ProofSecret {
+    fn drop(&mut self) {
+        if let Some(key) = self.0.take() {
+            let (secret, _) = key.into_raw_parts();
+            secret.into_container().zeroize();
+        }
+    }
 }
 
 /// The three keys of a lender.
@@ -103,11 +146,20 @@ impl KeySet {
         }
         let public = CompactPublicKey::try_new(AsRef::<ShortintClientKey>::as_ref(&client))
             .map_err(|e| Error::Fhe(e.to_string()))?;
-        let key_id = key_id_of(&public);
+        let secret = ProofSecret::generate();
+        let proven = secret.public()?;
+        let (casting, _, _) = KeySwitchingKey::new(
+            (secret.key()?, None),
+            (AsRef::<ShortintClientKey>::as_ref(&client), server.as_ref()),
+            crate::proof::CASTING_PARAMS,
+        )
+        .into_raw_parts();
+        drop(secret);
+        let key_id = key_id_of(&public, &proven);
         Ok(KeySet {
             lender: LenderKey { client: Some(client), key_id: key_id.clone() },
-            public: PublicKey { key: public, key_id: key_id.clone() },
-            evaluation: EvaluationKey { server, key_id },
+            public: PublicKey { key: public, proven, key_id: key_id.clone() },
+            evaluation: EvaluationKey { server, casting, key_id },
         })
     }
 
@@ -117,48 +169,133 @@ impl KeySet {
     }
 }
 
-/// A key set's id: the first 8 bytes of SHA-256 over the compact public
-/// key's coefficients, hex. Anyone holding the public key can recompute it.
-pub(crate) fn key_id_of(public: &CompactPublicKey) -> String {
-    let (raw, _) = public.clone().into_raw_parts();
+/// A key set's id: the first 8 bytes of SHA-256 over the coefficients of
+/// both compact public keys (plain, then proof), hex. Anyone holding the
+/// public keys can recompute it, and neither can be swapped alone.
+pub(crate) fn key_id_of(public: &CompactPublicKey, proven: &CompactPublicKey) -> String {
     let mut hasher = Sha256::new();
-    for word in raw.as_ref() {
-        hasher.update(word.to_le_bytes());
+    for key in [public, proven] {
+        let (raw, _) = key.clone().into_raw_parts();
+        for word in raw.as_ref() {
+            hasher.update(word.to_le_bytes());
+        }
     }
     hex::encode(&hasher.finalize()[..8])
+}
+
+/// A contribution's blocks, as they travel.
+#[derive(Clone)]
+pub(crate) enum Blocks {
+    /// Under the plain public key: expanded without a bootstrap.
+    Plain(CompactCiphertextList),
+    /// Under the proof public key. Only two constructors make one: the
+    /// party's own encryption, and [`Contribution::from_proven_bytes`],
+    /// which verifies every proof first.
+    Proven(ProvenCompactCiphertextList),
 }
 
 /// One party's encrypted contribution: a compact list of digit blocks.
 #[derive(Clone)]
 pub struct Contribution {
-    list: CompactCiphertextList,
+    pub(crate) blocks: Blocks,
     key_id: String,
 }
 
 impl Contribution {
     /// Encrypts a party's contribution digits (from [`Plan::contribution`]).
     pub fn encrypt(plan: &Plan, party: usize, digits: &[u8], key: &PublicKey) -> Result<Contribution> {
-        let want = plan.parties().get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.blocks();
-        let name = &plan.model().parties[party];
-        if digits.len() != want {
-            return Err(Error::Contribution {
-                party: name.clone(),
-                message: format!("{} blocks, the plan expects {want}", digits.len()),
-            });
-        }
-        if digits.iter().any(|&d| u64::from(d) >= DIGIT_BASE) {
-            return Err(Error::Contribution { party: name.clone(), message: "a block is not a base-4 digit".into() });
-        }
-        let values: Vec<u64> = digits.iter().map(|&d| u64::from(d)).collect();
-        Ok(Contribution { list: key.key.encrypt_slice_with_modulus(&values, DIGIT_BASE), key_id: key.key_id.clone() })
+        let values = checked_digits(plan, party, digits)?;
+        Ok(Contribution {
+            blocks: Blocks::Plain(key.key.encrypt_slice_with_modulus(&values, DIGIT_BASE)),
+            key_id: key.key_id.clone(),
+        })
+    }
+
+    /// Encrypts a party's contribution digits under the proof public key,
+    /// with proofs bound to `metadata` (the request, see
+    /// `jointscore_identity::ContributionBinding`). Costs seconds of CPU.
+    pub fn encrypt_proven(
+        plan: &Plan,
+        party: usize,
+        digits: &[u8],
+        key: &PublicKey,
+        crs: &crate::proof::Crs,
+        metadata: &[u8],
+    ) -> Result<Contribution> {
+        let values = checked_digits(plan, party, digits)?;
+        let list = key
+            .proven
+            .encrypt_and_prove_slice(&values, &crs.crs, metadata, crate::proof::COMPUTE_LOAD, DIGIT_BASE)
+            .map_err(|e| Error::Proof(e.to_string()))?;
+        Ok(Contribution { blocks: Blocks::Proven(list), key_id: key.key_id.clone() })
     }
 
     /// Serialized form, versioned by tfhe.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        safe_serialize(&WireRef(&self.list), &mut out, CONTRIBUTION_SIZE_LIMIT)
-            .map_err(|e| Error::Fhe(e.to_string()))?;
+        match &self.blocks {
+            Blocks::Plain(list) => safe_serialize(&WireRef(list), &mut out, CONTRIBUTION_SIZE_LIMIT),
+            Blocks::Proven(list) => safe_serialize(&WireRef(list), &mut out, CONTRIBUTION_SIZE_LIMIT),
+        }
+        .map_err(|e| Error::Fhe(e.to_string()))?;
         Ok(out)
+    }
+
+    /// Whether it carries zero-knowledge proofs.
+    pub fn is_proven(&self) -> bool {
+        matches!(self.blocks, Blocks::Proven(_))
+    }
+
+    /// Reads a proven contribution from untrusted bytes and verifies its
+    /// proofs against `crs`, the key set's proof public key and `metadata`
+    /// (the request the coordinator asked for): bounded in size, checked to
+    /// be exactly the list the plan expects from `party`, and refused with
+    /// [`Error::Proof`] unless every proof verifies. Verifying costs a
+    /// fraction of a second per proof, on the rayon pool.
+    pub fn from_proven_bytes(
+        bytes: &[u8],
+        plan: &Plan,
+        party: usize,
+        key: &PublicKey,
+        crs: &crate::proof::Crs,
+        metadata: &[u8],
+    ) -> Result<Contribution> {
+        let name = plan.model().parties.get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.clone();
+        check_size(bytes, &name)?;
+        let params = key.proven.parameters();
+        let conformance = ProvenCompactCiphertextListConformanceParams {
+            encryption_lwe_dimension: params.encryption_lwe_dimension,
+            message_modulus: params.message_modulus,
+            carry_modulus: params.carry_modulus,
+            ciphertext_modulus: params.ciphertext_modulus,
+            expansion_kind: CompactCiphertextListExpansionKind::RequiresCasting,
+            max_lwe_count_per_compact_list: crs.max_blocks(),
+            total_expected_lwe_count: plan.parties()[party].blocks(),
+            zk_conformance_params: CompactPkeProofConformanceParams::new(CompactPkeZkScheme::V2),
+        };
+        let Wire(list): Wire<ProvenCompactCiphertextList> =
+            safe_deserialize_conformant(bytes, CONTRIBUTION_SIZE_LIMIT, &conformance).map_err(|e| {
+                Error::Contribution {
+                    party: name.clone(),
+                    message: format!("not a well-formed proven contribution for this plan and key: {e}"),
+                }
+            })?;
+        // Conformance admits packed lists (two digits a block); the circuits
+        // take one digit a block.
+        if list.clone().into_raw_parts().iter().any(|(l, _)| l.is_packed()) {
+            return Err(Error::Contribution {
+                party: name,
+                message: "packed blocks; one digit a block expected".into(),
+            });
+        }
+        if list.verify(&crs.crs, &key.proven, metadata).is_invalid() {
+            return Err(Error::Proof(format!(
+                "the proof of party `{name}` does not verify for this request, key set {} and CRS {}",
+                key.key_id,
+                crs.sha256()
+            )));
+        }
+        Ok(Contribution { blocks: Blocks::Proven(list), key_id: key.key_id.clone() })
     }
 
     /// Reads a contribution from untrusted bytes: bounded in size and checked
@@ -167,12 +304,7 @@ impl Contribution {
     /// binding a contribution to a key id is the envelope's job.
     pub fn from_bytes(bytes: &[u8], plan: &Plan, party: usize, key: &PublicKey) -> Result<Contribution> {
         let name = plan.model().parties.get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.clone();
-        if bytes.len() as u64 > CONTRIBUTION_SIZE_LIMIT {
-            return Err(Error::Contribution {
-                party: name,
-                message: format!("{} bytes exceeds the {CONTRIBUTION_SIZE_LIMIT}-byte limit", bytes.len()),
-            });
-        }
+        check_size(bytes, &name)?;
         let params = key.key.parameters();
         let conformance = CiphertextListConformanceParams {
             ct_list_params: LweCiphertextListConformanceParams {
@@ -192,18 +324,48 @@ impl Contribution {
                     message: format!("not a well-formed contribution for this plan and key: {e}"),
                 }
             })?;
-        Ok(Contribution { list, key_id: key.key_id.clone() })
+        Ok(Contribution { blocks: Blocks::Plain(list), key_id: key.key_id.clone() })
     }
 
     /// Number of encrypted blocks.
     pub fn len(&self) -> usize {
-        self.list.len()
+        match &self.blocks {
+            Blocks::Plain(list) => list.len(),
+            Blocks::Proven(list) => list.ciphertext_count(),
+        }
     }
 
     /// Whether the list is empty.
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.len() == 0
     }
+}
+
+/// The digits as values to encrypt, if they are exactly what the plan
+/// expects from `party`.
+fn checked_digits(plan: &Plan, party: usize, digits: &[u8]) -> Result<Vec<u64>> {
+    let want = plan.parties().get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.blocks();
+    let name = &plan.model().parties[party];
+    if digits.len() != want {
+        return Err(Error::Contribution {
+            party: name.clone(),
+            message: format!("{} blocks, the plan expects {want}", digits.len()),
+        });
+    }
+    if digits.iter().any(|&d| u64::from(d) >= DIGIT_BASE) {
+        return Err(Error::Contribution { party: name.clone(), message: "a block is not a base-4 digit".into() });
+    }
+    Ok(digits.iter().map(|&d| u64::from(d)).collect())
+}
+
+fn check_size(bytes: &[u8], party: &str) -> Result<()> {
+    if bytes.len() as u64 > CONTRIBUTION_SIZE_LIMIT {
+        return Err(Error::Contribution {
+            party: party.to_string(),
+            message: format!("{} bytes exceeds the {CONTRIBUTION_SIZE_LIMIT}-byte limit", bytes.len()),
+        });
+    }
+    Ok(())
 }
 
 /// The encrypted output blocks of one evaluation.
@@ -254,9 +416,8 @@ impl EvaluationKey {
                     message: format!("{} blocks, the plan expects {}", c.len(), parties[p].blocks()),
                 });
             }
-            let blocks = c
-                .list
-                .expand(ShortintCompactCiphertextListCastingMode::NoCasting)
+            let blocks = self
+                .expand(c)
                 .map_err(|e| Error::Contribution { party: parties[p].name.clone(), message: e.to_string() })?;
             inputs.extend(blocks);
         }
@@ -361,10 +522,7 @@ impl EvaluationKey {
     /// time, on the first block of `contribution`. Calibrates circuit costs.
     pub fn pbs_probe(&self, contribution: &Contribution, n: usize) -> Result<Duration> {
         let sks = self.server.as_ref();
-        let blocks = contribution
-            .list
-            .expand(ShortintCompactCiphertextListCastingMode::NoCasting)
-            .map_err(|e| Error::Fhe(e.to_string()))?;
+        let blocks = self.expand(contribution)?;
         let ct = blocks.first().ok_or_else(|| Error::Fhe("empty contribution".into()))?;
         let lut = sks.generate_lookup_table(|x| (x + 1) % 4);
         let mut times: Vec<Duration> = (0..n.max(1))
@@ -376,6 +534,27 @@ impl EvaluationKey {
             .collect();
         times.sort();
         Ok(times[times.len() / 2])
+    }
+
+    /// A contribution's blocks under the evaluation key. A proven list
+    /// (verified when it was read) is cast: a key switch and one bootstrap
+    /// per block, whose lookup clamps each block to a digit, so a value the
+    /// proof admits but the circuits do not (4 to 15) cannot reach them.
+    fn expand(&self, contribution: &Contribution) -> Result<Vec<Ciphertext>> {
+        match &contribution.blocks {
+            Blocks::Plain(list) => list.expand(ShortintCompactCiphertextListCastingMode::NoCasting),
+            Blocks::Proven(list) => {
+                let casting = KeySwitchingKeyView::from_raw_parts(self.casting.as_view(), self.server.as_ref(), None);
+                let clamp = |x: u64| x.min(DIGIT_BASE - 1);
+                let clamp: &(dyn Fn(u64) -> u64 + Sync) = &clamp;
+                let functions = vec![Some(vec![clamp]); list.ciphertext_count()];
+                list.expand_without_verification(ShortintCompactCiphertextListCastingMode::CastIfNecessary {
+                    casting_key: casting,
+                    functions: Some(&functions),
+                })
+            }
+        }
+        .map_err(|e| Error::Fhe(e.to_string()))
     }
 
     fn radix(

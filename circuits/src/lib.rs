@@ -14,6 +14,7 @@ mod error;
 pub mod fhe;
 mod model;
 mod plan;
+pub mod proof;
 pub mod reference;
 pub mod wire;
 

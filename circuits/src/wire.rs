@@ -9,27 +9,37 @@
 //!
 //! The lender generates keys with [`export_keys`]; it keeps the secret key
 //! ([`LenderKey::to_bytes`], written 0600 by the caller) and ships the public
-//! key (to parties, through the coordinator) and the *compressed* evaluation
-//! key (to the coordinator, ~3× smaller than the expanded one).
+//! keys (to parties, through the coordinator) and the *compressed* evaluation
+//! key with its casting key (to the coordinator, ~3× smaller than the
+//! expanded ones).
+//!
+//! A public key and an evaluation key each travel as two length-prefixed
+//! parts (plain then proof public key; server key then casting key), each
+//! part a `safe_serialize` stream under its own name.
 
 use serde::{Deserialize, Serialize};
 use tfhe::conformance::ParameterSetConformant;
+use tfhe::core_crypto::prelude::LweKeyswitchKeyConformanceParams;
 use tfhe::integer::{ClientKey as IntegerClientKey, CompressedServerKey, ServerKey as IntegerServerKey};
 use tfhe::named::Named;
 use tfhe::safe_serialization::{safe_deserialize, safe_deserialize_conformant, safe_serialize};
-use tfhe::shortint::ciphertext::{Ciphertext, CompactCiphertextList, MaxDegree};
+use tfhe::shortint::ciphertext::{Ciphertext, CompactCiphertextList, MaxDegree, ProvenCompactCiphertextList};
+use tfhe::shortint::key_switching_key::{
+    CompressedKeySwitchingKeyMaterial, KeySwitchingKeyConformanceParams, KeySwitchingKeyDestinationAtomicPattern,
+};
 use tfhe::shortint::parameters::{CompactPublicKeyEncryptionParameters, PARAM_MESSAGE_2_CARRY_2_KS_PBS};
 use tfhe::shortint::{
-    AtomicPatternParameters, ClientKey as ShortintClientKey, CompactPublicKey,
-    CompressedServerKey as ShortintCompressedServerKey,
+    AtomicPatternParameters, ClientKey as ShortintClientKey, CompactPublicKey, CompressedKeySwitchingKey,
+    CompressedServerKey as ShortintCompressedServerKey, EncryptionKeyChoice,
 };
 use tfhe_versionable::{Unversionize, UnversionizeError, Versionize, VersionizeOwned};
 use zeroize::Zeroizing;
 
 use crate::circuit::{BLOCK_MAX, DIGIT_BASE, NOISE_MAX};
 use crate::error::{Error, Result};
-use crate::fhe::{EncryptedResult, EvaluationKey, LenderKey, PublicKey, key_id_of};
+use crate::fhe::{EncryptedResult, EvaluationKey, LenderKey, ProofSecret, PublicKey, key_id_of};
 use crate::plan::Plan;
+use crate::proof::{CASTING_PARAMS, PROOF_PARAMS};
 
 /// Largest public key accepted (the real one is ~30 KB).
 pub const PUBLIC_KEY_LIMIT: u64 = 1 << 22;
@@ -60,6 +70,30 @@ impl WireName for IntegerClientKey {
 }
 impl WireName for CompactCiphertextList {
     const NAME: &'static str = "jointscore::Contribution";
+}
+impl WireName for ProvenCompactCiphertextList {
+    const NAME: &'static str = "jointscore::ProvenContribution";
+}
+impl WireName for CompressedKeySwitchingKeyMaterial {
+    const NAME: &'static str = "jointscore::CompressedCastingKey";
+}
+
+/// Appends one length-prefixed part.
+fn put_part(out: &mut Vec<u8>, part: &[u8]) {
+    out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+    out.extend_from_slice(part);
+}
+
+/// Takes one length-prefixed part of at most `limit` bytes off the front.
+fn take_part<'a>(rest: &mut &'a [u8], limit: u64) -> std::result::Result<&'a [u8], String> {
+    let (len, tail) = rest.split_first_chunk::<4>().ok_or("truncated before a part's length")?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len as u64 > limit || len > tail.len() {
+        return Err(format!("a part's length {len} is out of bounds"));
+    }
+    let (part, tail) = tail.split_at(len);
+    *rest = tail;
+    Ok(part)
 }
 
 /// An owned tfhe value under its [`WireName`], for reading.
@@ -125,16 +159,27 @@ pub struct ExportedKeys {
 /// ready to be written and uploaded.
 pub fn export_keys() -> Result<ExportedKeys> {
     let client = IntegerClientKey::new(PARAM_MESSAGE_2_CARRY_2_KS_PBS);
-    let compressed = CompressedServerKey::new_radix_compressed_server_key(&client);
-    let public = CompactPublicKey::try_new(AsRef::<ShortintClientKey>::as_ref(&client))
+    let shortint_client: &ShortintClientKey = client.as_ref();
+    let compressed = CompressedServerKey::new_radix_compressed_server_key(&client).into_raw_parts();
+    let public = CompactPublicKey::try_new(shortint_client).map_err(|e| Error::Fhe(e.to_string()))?;
+    let secret = ProofSecret::generate();
+    let proven = secret.public()?;
+    let (casting, _, _) =
+        CompressedKeySwitchingKey::new((secret.key()?, None), (shortint_client, &compressed), CASTING_PARAMS)
+            .into_raw_parts();
+    drop(secret);
+    let key_id = key_id_of(&public, &proven);
+    let (mut server_part, mut casting_part) = (Vec::new(), Vec::new());
+    safe_serialize(&WireRef(&compressed), &mut server_part, EVALUATION_KEY_LIMIT)
         .map_err(|e| Error::Fhe(e.to_string()))?;
-    let key_id = key_id_of(&public);
-    let mut evaluation = Vec::new();
-    safe_serialize(&WireRef(&compressed.into_raw_parts()), &mut evaluation, EVALUATION_KEY_LIMIT)
+    safe_serialize(&WireRef(&casting), &mut casting_part, EVALUATION_KEY_LIMIT)
         .map_err(|e| Error::Fhe(e.to_string()))?;
+    let mut evaluation = Vec::with_capacity(server_part.len() + casting_part.len() + 8);
+    put_part(&mut evaluation, &server_part);
+    put_part(&mut evaluation, &casting_part);
     Ok(ExportedKeys {
         lender: LenderKey { client: Some(client), key_id: key_id.clone() },
-        public: PublicKey { key: public, key_id },
+        public: PublicKey { key: public, proven, key_id },
         evaluation,
     })
 }
@@ -154,20 +199,39 @@ impl PublicKey {
         &self.key_id
     }
 
-    /// Serialized form, versioned by tfhe.
+    /// Serialized form, versioned by tfhe: the plain then the proof public
+    /// key.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        safe_serialize(&WireRef(&self.key), &mut out, PUBLIC_KEY_LIMIT).map_err(|e| Error::Fhe(e.to_string()))?;
+        for key in [&self.key, &self.proven] {
+            let mut part = Vec::new();
+            safe_serialize(&WireRef(key), &mut part, PUBLIC_KEY_LIMIT).map_err(|e| Error::Fhe(e.to_string()))?;
+            put_part(&mut out, &part);
+        }
         Ok(out)
     }
 
-    /// Reads a public key from untrusted bytes (bounded, conformance
-    /// checked); its id is recomputed from the key itself.
+    /// Reads public keys from untrusted bytes (bounded, conformance checked
+    /// against each key's parameters, nothing trailing); the key set's id is
+    /// recomputed from the keys themselves.
     pub fn from_bytes(bytes: &[u8]) -> Result<PublicKey> {
-        let Wire(key): Wire<CompactPublicKey> = safe_deserialize_conformant(bytes, PUBLIC_KEY_LIMIT, &public_params()?)
-            .map_err(|e| key_error("public key", e))?;
-        let key_id = key_id_of(&key);
-        Ok(PublicKey { key, key_id })
+        if bytes.len() as u64 > 2 * PUBLIC_KEY_LIMIT {
+            return Err(key_error("public key", format!("{} bytes is over the limit", bytes.len())));
+        }
+        let mut rest = bytes;
+        let mut read = |params: &CompactPublicKeyEncryptionParameters| -> Result<CompactPublicKey> {
+            let part = take_part(&mut rest, PUBLIC_KEY_LIMIT).map_err(|e| key_error("public key", e))?;
+            let Wire(key) =
+                safe_deserialize_conformant(part, PUBLIC_KEY_LIMIT, params).map_err(|e| key_error("public key", e))?;
+            Ok(key)
+        };
+        let key = read(&public_params()?)?;
+        let proven = read(&PROOF_PARAMS)?;
+        if !rest.is_empty() {
+            return Err(key_error("public key", format!("{} trailing bytes", rest.len())));
+        }
+        let key_id = key_id_of(&key, &proven);
+        Ok(PublicKey { key, proven, key_id })
     }
 }
 
@@ -187,14 +251,39 @@ impl EvaluationKey {
         let (msg, carry) = (params.message_modulus(), params.carry_modulus());
         // The radix server key keeps one carry's worth of headroom.
         let max_degree = MaxDegree::new(msg.0 * carry.0 - 1 - (carry.0 - 1));
+        let bad = |e: String| key_error("evaluation key", e);
+        let mut rest = bytes;
+        let server_part = take_part(&mut rest, EVALUATION_KEY_LIMIT).map_err(bad)?;
+        let casting_part = take_part(&mut rest, EVALUATION_KEY_LIMIT).map_err(bad)?;
+        if !rest.is_empty() {
+            return Err(bad(format!("{} trailing bytes", rest.len())));
+        }
         let Wire(compressed): Wire<ShortintCompressedServerKey> =
-            safe_deserialize_conformant(bytes, EVALUATION_KEY_LIMIT, &(params, max_degree))
-                .map_err(|e| key_error("evaluation key", e))?;
+            safe_deserialize_conformant(server_part, EVALUATION_KEY_LIMIT, &(params, max_degree))
+                .map_err(|e| bad(e.to_string()))?;
+        // The casting key goes from the proof key (its input) to the
+        // evaluation key's small LWE key (its output); conformance here is
+        // what keeps tfhe's dimension asserts from firing later.
+        let casting_params = KeySwitchingKeyConformanceParams {
+            keyswitch_key_conformance_params: LweKeyswitchKeyConformanceParams {
+                decomp_base_log: CASTING_PARAMS.ks_base_log,
+                decomp_level_count: CASTING_PARAMS.ks_level,
+                output_lwe_size: params.lwe_dimension().to_lwe_size(),
+                input_lwe_dimension: PROOF_PARAMS.encryption_lwe_dimension,
+                ciphertext_modulus: params.ciphertext_modulus(),
+            },
+            cast_rshift: 0,
+            destination_key: EncryptionKeyChoice::Small,
+            destination_atomic_pattern: KeySwitchingKeyDestinationAtomicPattern::Standard,
+        };
+        let Wire(casting): Wire<CompressedKeySwitchingKeyMaterial> =
+            safe_deserialize_conformant(casting_part, EVALUATION_KEY_LIMIT, &casting_params)
+                .map_err(|e| bad(format!("casting key: {e}")))?;
         let server = IntegerServerKey::from_raw_parts(compressed.decompress());
         if server.as_ref().max_noise_level.get() != u64::from(NOISE_MAX) {
             return Err(Error::Key("evaluation key allows another noise level than the circuits assume".into()));
         }
-        Ok(EvaluationKey { server, key_id: public.key_id.clone() })
+        Ok(EvaluationKey { server, casting: casting.decompress(), key_id: public.key_id.clone() })
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use jointscore::cluster::{Membership, init_consortium};
 use jointscore_audit::{Entry, Filter, Head, filter, verify_receipts, verify_with_head};
+use jointscore_circuits::proof::DEFAULT_PROOF_BLOCKS;
 use jointscore_identity::Consortium;
 use jointscore_lender::fetch_ledger;
 
@@ -35,6 +36,16 @@ pub(crate) enum ConsortiumCommand {
         /// callers are not authenticated. For trials on one machine only.
         #[arg(long)]
         no_mtls: bool,
+        /// Strict mode: generate a CRS (`crs.bin`, pinned in the file) so
+        /// every contribution must carry zero-knowledge proofs that its
+        /// ciphertexts are well formed. Proving costs each party seconds per
+        /// decision (docs/security.md).
+        #[arg(long)]
+        proofs: bool,
+        /// Blocks one proof covers (strict mode); a longer contribution
+        /// carries several proofs.
+        #[arg(long, default_value_t = DEFAULT_PROOF_BLOCKS, requires = "proofs")]
+        proof_blocks: usize,
     },
 }
 
@@ -96,10 +107,20 @@ pub(crate) enum AuditCommand {
 }
 
 pub(crate) fn consortium(cmd: ConsortiumCommand) -> Result<(), CliError> {
-    let ConsortiumCommand::Init { dir, party, lender, name, no_mtls } = cmd;
-    let membership = Membership { name, parties: party, lenders: lender, revoked: Vec::new(), mtls: !no_mtls };
+    let ConsortiumCommand::Init { dir, party, lender, name, no_mtls, proofs, proof_blocks } = cmd;
+    let membership = Membership {
+        name,
+        parties: party,
+        lenders: lender,
+        revoked: Vec::new(),
+        mtls: !no_mtls,
+        proof_blocks: proofs.then_some(proof_blocks),
+    };
     let consortium = init_consortium(&dir, &membership)?;
     println!("consortium `{}` ({}) written to {}", consortium.name, &consortium.id()[..16], dir.display());
+    if let Some(p) = &consortium.proofs {
+        println!("  strict mode: every contribution is proven against {} (sha256 {})", p.crs, p.crs_sha256);
+    }
     for m in &consortium.members {
         println!("  {:<12} {:<11} {}  ({}.key, 0600)", m.name, m.role.as_str(), m.public_key, m.name);
     }

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use jointscore_circuits::proof::Crs;
 use jointscore_circuits::{Bundle, CROSS_BORDER_SELLER, Model, PlanKind, Record, reference};
 use jointscore_coordinator::{CoordinatorConfig, CoordinatorError, CoordinatorNode, SqliteStore};
-use jointscore_identity::{Consortium, Member, NodeKey, Role};
+use jointscore_identity::{Consortium, Member, NodeKey, Proofs, Role};
 use jointscore_lender::{Lender, LenderError, LenderKeys};
 use jointscore_party::{PartyConfig, PartyError, PartyNode, RecordStore};
 use jointscore_proto::{NodeTls, Target};
@@ -81,10 +82,17 @@ pub struct ClusterOptions {
     /// lists the lender [`LENDER`] and every one of `lenders` that is not a
     /// party.
     pub tls: bool,
+    /// Strict mode (needs `signed`): the consortium file pins a CRS whose
+    /// proofs cover this many blocks each, and every contribution must be
+    /// proven.
+    pub proof_blocks: Option<usize>,
 }
 
 /// The lender member of a TLS cluster's consortium.
 pub const LENDER: &str = "lender";
+
+/// The CRS file [`init_consortium`] writes in strict mode.
+pub const CRS_FILE: &str = "crs.bin";
 
 impl Default for ClusterOptions {
     fn default() -> ClusterOptions {
@@ -102,6 +110,7 @@ impl Default for ClusterOptions {
             revoked: Vec::new(),
             psi_open_deadline: Duration::from_secs(300),
             tls: false,
+            proof_blocks: None,
         }
     }
 }
@@ -146,14 +155,22 @@ pub struct Membership {
     /// Whether all traffic runs over mutual TLS: each member then gets a
     /// certificate self-signed by its key.
     pub mtls: bool,
+    /// Strict mode: generate a CRS whose proofs cover this many blocks each
+    /// (`crs.bin`, pinned by its hash in the file), so every contribution
+    /// must carry zero-knowledge proofs.
+    pub proof_blocks: Option<usize>,
 }
 
 /// Writes an identity key for the coordinator and for each party and
 /// lender into `dir` (`coordinator.key`, `<name>.key`, owner-only) and the
-/// consortium file listing them (`consortium.toml`). Refuses to overwrite
-/// existing keys.
+/// consortium file listing them (`consortium.toml`), and in strict mode the
+/// CRS (`crs.bin`). Refuses to overwrite existing keys.
+///
+/// Whoever runs this holds every key and made the CRS: it sets up a local
+/// or demonstration consortium. A real one generates each key on its node
+/// and its CRS by a procedure the members trust (docs/security.md).
 pub fn init_consortium(dir: &Path, membership: &Membership) -> Result<Consortium, ClusterError> {
-    let Membership { name, parties, lenders, revoked, mtls } = membership;
+    let Membership { name, parties, lenders, revoked, mtls, proof_blocks } = membership;
     let roles = std::iter::once(("coordinator", Role::Coordinator))
         .chain(parties.iter().map(|p| (p.as_str(), Role::Party)))
         .chain(lenders.iter().map(|l| (l.as_str(), Role::Lender)));
@@ -171,7 +188,16 @@ pub fn init_consortium(dir: &Path, membership: &Membership) -> Result<Consortium
             return Err(ClusterError::Unknown(format!("member `{member}` is given twice (`coordinator` is implied)")));
         }
     }
+    // The CRS first: it is the slow step and the likeliest to be refused.
+    let crs = proof_blocks.map(Crs::generate).transpose()?;
     std::fs::create_dir_all(dir)?;
+    let proofs = match crs {
+        Some((crs, bytes)) => {
+            std::fs::write(dir.join(CRS_FILE), &bytes)?;
+            Some(Proofs { crs: CRS_FILE.into(), crs_sha256: crs.sha256().to_string() })
+        }
+        None => None,
+    };
     let mut members = Vec::new();
     for (member, role) in roles {
         let key = NodeKey::generate();
@@ -186,7 +212,7 @@ pub fn init_consortium(dir: &Path, membership: &Membership) -> Result<Consortium
             certificate: if *mtls { Some(key.certificate(member)?) } else { None },
         });
     }
-    let consortium = Consortium { name: name.clone(), mtls: *mtls, members };
+    let consortium = Consortium { name: name.clone(), mtls: *mtls, proofs, members };
     let text = consortium.to_toml()?;
     // Round trip: what is written is what every member will read.
     let consortium = Consortium::from_toml(&text)?;
@@ -280,8 +306,10 @@ impl Cluster {
         let model = Model::cross_border_seller();
         let book = sample::subjects(&model, options.sellers, options.seed);
         let identities = dir.path().join("identities");
-        if options.tls && !options.signed {
-            return Err(ClusterError::Unknown("a TLS cluster needs identities: set `signed` too".into()));
+        if (options.tls || options.proof_blocks.is_some()) && !options.signed {
+            return Err(ClusterError::Unknown(
+                "a TLS or strict-mode cluster needs a consortium: set `signed` too".into(),
+            ));
         }
         let consortium = if options.signed {
             let membership = Membership {
@@ -298,6 +326,7 @@ impl Cluster {
                 },
                 revoked: options.revoked.clone(),
                 mtls: options.tls,
+                proof_blocks: options.proof_blocks,
             };
             Some(Arc::new(init_consortium(&identities, &membership)?))
         } else {

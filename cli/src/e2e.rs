@@ -79,7 +79,8 @@ type Phase = (&'static str, fn(&Decision) -> Duration);
 fn phases() -> Vec<Phase> {
     vec![
         ("party encrypt", |d| d.phases.party_encrypt),
-        ("transfer + decode", |d| d.phases.collect.saturating_sub(d.phases.party_encrypt)),
+        ("verify proofs", |d| d.phases.verify),
+        ("transfer + decode", |d| d.phases.collect.saturating_sub(d.phases.party_encrypt + d.phases.verify)),
         ("evaluate", |d| d.phases.evaluate),
         ("queue + job store", |d| d.phases.remote.saturating_sub(d.phases.collect + d.phases.evaluate)),
         ("fetch result", |d| d.phases.fetch),

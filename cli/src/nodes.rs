@@ -384,6 +384,7 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
                 "timings": state.timings.map(|t| json!({
                     "collect_s": t.collect_us as f64 / 1e6,
                     "party_encrypt_s": t.party_encrypt_us as f64 / 1e6,
+                    "verify_s": t.verify_us as f64 / 1e6,
                     "evaluate_s": t.evaluate_us as f64 / 1e6,
                     "pbs": t.pbs,
                 })),

@@ -6,8 +6,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jointscore_audit::{Attestation, EntryKind, Record as AuditRecord};
 use jointscore_circuits::fhe::{CONTRIBUTION_SIZE_LIMIT, Contribution, EvaluationKey, PublicKey};
+use jointscore_circuits::proof::Crs;
 use jointscore_circuits::{Model, Plan, PlanKind, Record};
-use jointscore_identity::{CONTRIBUTION_DOMAIN, Consortium, ContributionEnvelope, IdentityError, Role};
+use jointscore_identity::{
+    CONTRIBUTION_DOMAIN, Consortium, ContributionBinding, ContributionEnvelope, IdentityError, Role, ciphertext_sha256,
+};
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::party_client::PartyClient;
 use jointscore_proto::v1::{ContributeChunk, ContributeRequest, ContributionHeader};
@@ -53,6 +56,9 @@ pub(crate) struct Engine {
     pub(crate) tls: Option<NodeTls>,
     /// The audit ledger, when the coordinator has an identity key.
     pub(crate) ledger: Option<Arc<Ledger>>,
+    /// Strict mode: the consortium's CRS; every contribution must carry
+    /// proofs that verify against it for its request.
+    crs: Option<Arc<Crs>>,
 }
 
 /// Connections are cached per party and address: under mutual TLS a
@@ -82,6 +88,7 @@ impl Engine {
         consortium: Option<Arc<Consortium>>,
         tls: Option<NodeTls>,
         ledger: Option<Ledger>,
+        crs: Option<Arc<Crs>>,
     ) -> Arc<Engine> {
         Arc::new(Engine {
             queue: Arc::new(Semaphore::new(config.queue_capacity)),
@@ -99,6 +106,7 @@ impl Engine {
             consortium,
             tls,
             ledger: ledger.map(Arc::new),
+            crs,
         })
     }
 
@@ -397,8 +405,9 @@ impl Engine {
             let deadline = self.config.party_deadline();
             let consortium = self.consortium.clone();
             let tls = self.tls.clone();
+            let crs = self.crs.clone();
             tasks.spawn(async move {
-                let call = Call { name: &name, address, cached, deadline, consortium, tls };
+                let call = Call { name: &name, address, cached, deadline, consortium, tls, crs };
                 let got = match tokio::time::timeout(deadline, call.contribution(request, &plan, index, &public)).await
                 {
                     Ok(got) => got,
@@ -432,6 +441,7 @@ impl Engine {
                 Ok(r) => {
                     channels.insert(channel_key(name, &r.address), r.channel);
                     timings.party_encrypt_us = timings.party_encrypt_us.max(r.encrypt_us);
+                    timings.verify_us = timings.verify_us.max(r.verify_us);
                     timings.contribution_bytes += r.bytes;
                     contributions.push(r.contribution);
                     signed.extend(r.signed);
@@ -517,6 +527,8 @@ struct Received {
     /// The party's signed envelope, when it sent a signature.
     signed: Option<SignedContribution>,
     encrypt_us: u64,
+    /// Proof verification, in strict mode.
+    verify_us: u64,
     bytes: u64,
     address: String,
     channel: Channel,
@@ -530,6 +542,7 @@ struct Call<'a> {
     deadline: Duration,
     consortium: Option<Arc<Consortium>>,
     tls: Option<NodeTls>,
+    crs: Option<Arc<Crs>>,
 }
 
 impl Call<'_> {
@@ -540,20 +553,12 @@ impl Call<'_> {
     /// member. Without one, a signature is passed on unchecked.
     fn check_signature(
         &self,
-        request: &ContributeRequest,
+        binding: &ContributionBinding,
         header: &ContributionHeader,
         bytes: &[u8],
     ) -> Result<Option<SignedContribution>> {
         let name = self.name;
-        let envelope = ContributionEnvelope {
-            job_id: request.job_id.clone(),
-            subject: request.subject.clone(),
-            model_id: request.model_id.clone(),
-            key_id: request.key_id.clone(),
-            party: name.to_string(),
-            ciphertext_sha256: hex::encode(Sha256::digest(bytes)),
-            time_ms: header.signed_ms,
-        };
+        let envelope = binding.clone().envelope(ciphertext_sha256(bytes), header.signed_ms);
         if let Some(consortium) = &self.consortium {
             if header.signature.is_empty() {
                 return Err(failed(
@@ -609,7 +614,13 @@ impl Call<'_> {
     /// read the header and the declared bytes, and decode them against the
     /// plan and key. An error carries the address whose connection should
     /// be dropped.
-    async fn contribution(self, request: ContributeRequest, plan: &Plan, index: usize, public: &PublicKey) -> Answer {
+    async fn contribution(
+        self,
+        request: ContributeRequest,
+        plan: &Arc<Plan>,
+        index: usize,
+        public: &PublicKey,
+    ) -> Answer {
         let name = self.name;
         let Some(address) = self.address.clone() else {
             return Err((
@@ -672,14 +683,40 @@ impl Call<'_> {
                 }
             }
             let bytes = bytes.finish().map_err(bad)?;
-            let signed = self.check_signature(&request, &header, &bytes)?;
-            let contribution = Contribution::from_bytes(&bytes, plan, index, public)?;
-            Ok((contribution, signed, header.encrypt_us, bytes.len() as u64))
+            let binding = ContributionBinding {
+                job_id: request.job_id.clone(),
+                subject: request.subject.clone(),
+                model_id: request.model_id.clone(),
+                key_id: request.key_id.clone(),
+                party: name.to_string(),
+            };
+            let signed = self.check_signature(&binding, &header, &bytes)?;
+            let len = bytes.len() as u64;
+            let (contribution, verify_us) = match &self.crs {
+                None => (Contribution::from_bytes(&bytes, plan, index, public)?, 0),
+                Some(crs) => {
+                    // Verifying is CPU work (a fraction of a second per
+                    // proof): off the async workers.
+                    let (crs, plan, public) = (crs.clone(), plan.clone(), public.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let start = Instant::now();
+                        let metadata = binding.proof_metadata();
+                        Contribution::from_proven_bytes(&bytes, &plan, index, &public, &crs, &metadata)
+                            .map(|c| (c, micros(start.elapsed())))
+                    })
+                    .await
+                    .map_err(|e| CoordinatorError::Transport(format!("verification task failed: {e}")))?
+                    .map_err(|e| {
+                        failed(Code::InvalidArgument, format!("contribution of party `{name}` refused: {e}"))
+                    })?
+                }
+            };
+            Ok((contribution, signed, header.encrypt_us, verify_us, len))
         }
         .await;
         match received {
-            Ok((contribution, signed, encrypt_us, bytes)) => {
-                Ok(Received { contribution, signed, encrypt_us, bytes, address, channel })
+            Ok((contribution, signed, encrypt_us, verify_us, bytes)) => {
+                Ok(Received { contribution, signed, encrypt_us, verify_us, bytes, address, channel })
             }
             Err(e) => Err((Some(address), e)),
         }

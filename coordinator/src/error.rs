@@ -104,6 +104,7 @@ impl CoordinatorError {
                 | C::Plan(_)
                 | C::UnknownParty(_)
                 | C::Contribution { .. }
+                | C::Proof(_)
                 | C::Key(_)
                 | C::Result(_),
             ) => Code::InvalidArgument,

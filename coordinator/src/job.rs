@@ -111,6 +111,10 @@ pub struct Timings {
     pub pbs: u64,
     /// Bytes received from all parties.
     pub contribution_bytes: u64,
+    /// Strict mode: the slowest party's proof verification (part of
+    /// `collect_us`); 0 otherwise.
+    #[serde(default)]
+    pub verify_us: u64,
 }
 
 /// What a requester asked for: one secure-aggregation round for a spec.

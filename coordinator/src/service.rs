@@ -16,7 +16,9 @@ use jointscore_proto::v1::{
     GetPublicKeyRequest, KeyUpload, PsiCloseReply, PsiCloseRequest, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest,
     RegisterKeysResponse, RegisterPartyRequest, RegisterPartyResponse, RunStatsRequest, WaitJobRequest,
 };
-use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, NodeTls, chunks, plan_from_wire, plan_to_wire, psi_open_messages};
+use jointscore_proto::{
+    Assembler, MAX_MESSAGE_SIZE, NodeTls, chunks, plan_from_wire, plan_to_wire, psi_open_messages, strict_crs,
+};
 use jointscore_stats::StatsSpec;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -189,6 +191,7 @@ fn job_to_wire(job: &JobRecord) -> pb::Job {
             evaluate_us: job.timings.evaluate_us,
             pbs: job.timings.pbs,
             contribution_bytes: job.timings.contribution_bytes,
+            verify_us: job.timings.verify_us,
         }),
         result_bytes: job.result_bytes,
         absent: job.request.absent.clone(),
@@ -705,7 +708,13 @@ impl CoordinatorNode {
         }
         let scheme = if tls.is_some() { "https" } else { "http" };
         let ledger = key.map(|k| Ledger::open(k, store.clone())).transpose()?;
-        let engine = Engine::new(store, config, consortium, tls, ledger);
+        let crs = match (&consortium, &config.consortium) {
+            (Some(consortium), Some(path)) => {
+                strict_crs(consortium, path).map_err(|e| CoordinatorError::Config(e.to_string()))?.map(Arc::new)
+            }
+            _ => None,
+        };
+        let engine = Engine::new(store, config, consortium, tls, ledger, crs);
         let resumed = engine.recover()?;
         let service = CoordinatorService { engine, psi: PsiRelay::default() };
         let (tx, rx) = oneshot::channel::<()>();

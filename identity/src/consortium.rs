@@ -1,7 +1,7 @@
 //! The consortium file: who is a member, in which role, with which key.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -57,11 +57,28 @@ pub struct Member {
     pub certificate: Option<String>,
 }
 
+/// Strict mode: every contribution carries zero-knowledge proofs that its
+/// ciphertexts are well formed, checked against this common reference
+/// string.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proofs {
+    /// The CRS file, relative to the consortium file's directory.
+    pub crs: String,
+    /// SHA-256 of the CRS file, hex: the file is refused unless it hashes
+    /// to this.
+    pub crs_sha256: String,
+}
+
 /// The consortium file, distributed to every member out of band.
 ///
 /// ```toml
 /// name = "cross-border-demo"
 /// mtls = true                   # every member below lists a certificate
+///
+/// [proofs]                      # optional: strict mode
+/// crs = "crs.bin"               # next to this file
+/// crs_sha256 = "…"              # 64 hex digits
 ///
 /// [[member]]
 /// name = "coordinator"
@@ -90,6 +107,9 @@ pub struct Consortium {
     /// member proving its identity with its listed certificate.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mtls: bool,
+    /// Strict mode, when present: contributions must carry proofs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proofs: Option<Proofs>,
     /// Its members.
     #[serde(rename = "member", default)]
     pub members: Vec<Member>,
@@ -141,6 +161,14 @@ impl Consortium {
                 None => {}
             }
         }
+        if let Some(p) = &c.proofs {
+            if p.crs.trim().is_empty() {
+                return bad("`proofs.crs` must name the CRS file".into());
+            }
+            if p.crs_sha256.len() != 64 || hex::decode(&p.crs_sha256).is_err() {
+                return bad("`proofs.crs_sha256` must be 64 hex digits".into());
+            }
+        }
         if c.members.iter().filter(|m| m.role == Role::Coordinator).count() > 1 {
             return bad("more than one member has the role `coordinator`".into());
         }
@@ -157,6 +185,14 @@ impl Consortium {
     pub fn id(&self) -> String {
         let canonical = serde_json::to_vec(self).unwrap_or_default();
         hex::encode(Sha256::digest(canonical))
+    }
+
+    /// Strict mode's CRS file, resolved against the directory of the
+    /// consortium file at `path`; `None` when the consortium does not
+    /// require proofs.
+    pub fn crs_path(&self, path: &Path) -> Option<PathBuf> {
+        let proofs = self.proofs.as_ref()?;
+        Some(path.parent().unwrap_or(Path::new(".")).join(&proofs.crs))
     }
 
     /// The member named `name`.

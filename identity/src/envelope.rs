@@ -1,6 +1,7 @@
 //! The envelope a party signs for each contribution.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::consortium::{Consortium, Role};
 use crate::error::Result;
@@ -8,6 +9,63 @@ use crate::key::{NodeKey, SIGNATURE_BYTES};
 
 /// Domain tag of contribution signatures.
 pub const CONTRIBUTION_DOMAIN: &str = "jointscore/contribution/v1";
+
+/// Domain tag of contribution proofs' metadata.
+pub const PROOF_DOMAIN: &str = "jointscore/contribution-proof/v1";
+
+/// The request a contribution answers: what its signature and, in strict
+/// mode, its zero-knowledge proof are bound to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContributionBinding {
+    /// The coordinator's job.
+    pub job_id: String,
+    /// The subject.
+    pub subject: String,
+    /// The model id.
+    pub model_id: String,
+    /// The lender's key set.
+    pub key_id: String,
+    /// The contributing party.
+    pub party: String,
+}
+
+/// Every field length-prefixed, in order, so no two field lists share an
+/// encoding.
+fn encode_fields(out: &mut Vec<u8>, fields: &[&str]) {
+    for field in fields {
+        out.extend_from_slice(&(field.len() as u32).to_le_bytes());
+        out.extend_from_slice(field.as_bytes());
+    }
+}
+
+impl ContributionBinding {
+    /// The metadata a proof is bound to: the domain tag, then every field.
+    /// A proof made for one request does not verify for another.
+    pub fn proof_metadata(&self) -> Vec<u8> {
+        let mut out = PROOF_DOMAIN.as_bytes().to_vec();
+        encode_fields(&mut out, &[&self.job_id, &self.subject, &self.model_id, &self.key_id, &self.party]);
+        out
+    }
+
+    /// The envelope over the serialized list whose SHA-256 (hex, see
+    /// [`ciphertext_sha256`]) is `ciphertext_sha256`, signed at `time_ms`.
+    pub fn envelope(self, ciphertext_sha256: String, time_ms: u64) -> ContributionEnvelope {
+        ContributionEnvelope {
+            job_id: self.job_id,
+            subject: self.subject,
+            model_id: self.model_id,
+            key_id: self.key_id,
+            party: self.party,
+            ciphertext_sha256,
+            time_ms,
+        }
+    }
+}
+
+/// SHA-256 of a serialized ciphertext list, hex: what an envelope binds.
+pub fn ciphertext_sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
 
 /// What a party attests for one contribution. Binding the job, subject,
 /// model and lender key set means a signed contribution cannot be replayed
@@ -35,10 +93,10 @@ impl ContributionEnvelope {
     /// envelopes share an encoding.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        for field in [&self.job_id, &self.subject, &self.model_id, &self.key_id, &self.party, &self.ciphertext_sha256] {
-            out.extend_from_slice(&(field.len() as u32).to_le_bytes());
-            out.extend_from_slice(field.as_bytes());
-        }
+        encode_fields(
+            &mut out,
+            &[&self.job_id, &self.subject, &self.model_id, &self.key_id, &self.party, &self.ciphertext_sha256],
+        );
         out.extend_from_slice(&self.time_ms.to_le_bytes());
         out
     }

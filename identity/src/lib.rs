@@ -27,8 +27,8 @@ mod error;
 mod key;
 mod tls;
 
-pub use consortium::{Consortium, Member, Role};
-pub use envelope::{CONTRIBUTION_DOMAIN, ContributionEnvelope};
+pub use consortium::{Consortium, Member, Proofs, Role};
+pub use envelope::{CONTRIBUTION_DOMAIN, ContributionBinding, ContributionEnvelope, PROOF_DOMAIN, ciphertext_sha256};
 pub use error::{IdentityError, Result};
 pub use key::{NodeKey, PUBLIC_KEY_HEX, SIGNATURE_BYTES, verify_with};
 pub use tls::{MemberVerifier, certificate_der};

@@ -195,7 +195,7 @@ mod tests {
                 certificate: Some(n.key.certificate(n.name).expect("certificate")),
             })
             .collect();
-        let c = Consortium { name: "t".into(), mtls: true, members };
+        let c = Consortium { name: "t".into(), mtls: true, proofs: None, members };
         Consortium::from_toml(&c.to_toml().expect("toml")).expect("valid")
     }
 

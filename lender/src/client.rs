@@ -45,6 +45,9 @@ pub struct Phases {
     /// Collection at the coordinator: connecting to parties, their work,
     /// and the transfer of their ciphertexts.
     pub collect: Duration,
+    /// Strict mode: the slowest party's proof verification at the
+    /// coordinator (part of `collect`).
+    pub verify: Duration,
     /// Joint-circuit evaluation at the coordinator.
     pub evaluate: Duration,
     /// Downloading the encrypted result.
@@ -279,6 +282,7 @@ impl Lender {
                 remote,
                 party_encrypt: Duration::from_micros(t.party_encrypt_us),
                 collect: Duration::from_micros(t.collect_us),
+                verify: Duration::from_micros(t.verify_us),
                 evaluate: Duration::from_micros(t.evaluate_us),
                 fetch,
                 decrypt,

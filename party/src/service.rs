@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jointscore_circuits::fhe::{Contribution, PublicKey};
+use jointscore_circuits::proof::Crs;
 use jointscore_circuits::wire::PUBLIC_KEY_LIMIT;
 use jointscore_circuits::{Model, Plan, PlanKind, Record};
-use jointscore_identity::{Consortium, ContributionEnvelope, NodeKey, Role};
+use jointscore_identity::{Consortium, ContributionBinding, NodeKey, Role, ciphertext_sha256};
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::party_server::{Party, PartyServer};
@@ -20,9 +21,10 @@ use jointscore_proto::v1::{
     SecAggAdvertiseRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggShareKeysReply,
     SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
 };
-use jointscore_proto::{MAX_MESSAGE_SIZE, NodeTls, Target, chunks, collect, plan_from_wire, psi_open_messages};
+use jointscore_proto::{
+    MAX_MESSAGE_SIZE, NodeTls, Target, chunks, collect, plan_from_wire, psi_open_messages, strict_crs,
+};
 use jointscore_psi::points_to_bytes;
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -67,6 +69,8 @@ pub struct PartyService {
     /// Mutual TLS as a consortium member: then only the consortium's
     /// coordinator is answered.
     tls: Option<NodeTls>,
+    /// Strict mode: the consortium's CRS, and every contribution is proven.
+    crs: Option<Arc<Crs>>,
 }
 
 /// The environment variable that injects a fault (see `PartyService`).
@@ -88,7 +92,16 @@ impl PartyService {
             identity: None,
             min_present_parties: config.min_present_parties,
             tls: None,
+            crs: None,
         }
+    }
+
+    /// The same service in a strict-mode consortium: every contribution is
+    /// encrypted with zero-knowledge proofs against `crs`, bound to its
+    /// request.
+    pub fn with_crs(mut self, crs: Arc<Crs>) -> PartyService {
+        self.crs = Some(crs);
+        self
     }
 
     /// The same service over mutual TLS: it dials the coordinator with
@@ -211,6 +224,7 @@ impl PartyService {
         self.check_present(&plan, &request.absent)?;
         let key = self.public_key(&request.key_id).await?;
         let identity = self.identity.clone();
+        let crs = self.crs.clone();
         let request = request.clone();
         let record = self
             .store
@@ -221,21 +235,22 @@ impl PartyService {
             let start = Instant::now();
             let record = Record::for_party(plan.model(), party, &record)?;
             let digits = plan.contribution(party, &record)?;
-            let contribution = Contribution::encrypt(&plan, party, &digits, &key)?;
-            let bytes = contribution.to_bytes()?;
             let name = plan.model().parties[party].clone();
+            let binding = ContributionBinding {
+                job_id: request.job_id,
+                subject: request.subject,
+                model_id: request.model_id,
+                key_id: request.key_id,
+                party: name.clone(),
+            };
+            let contribution = match &crs {
+                Some(crs) => Contribution::encrypt_proven(&plan, party, &digits, &key, crs, &binding.proof_metadata())?,
+                None => Contribution::encrypt(&plan, party, &digits, &key)?,
+            };
+            let bytes = contribution.to_bytes()?;
             let signed_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             let signature = identity.map_or_else(Vec::new, |key| {
-                let envelope = ContributionEnvelope {
-                    job_id: request.job_id,
-                    subject: request.subject,
-                    model_id: request.model_id,
-                    key_id: request.key_id,
-                    party: name.clone(),
-                    ciphertext_sha256: hex::encode(Sha256::digest(&bytes)),
-                    time_ms: signed_ms,
-                };
-                envelope.sign(&key).to_vec()
+                binding.envelope(ciphertext_sha256(&bytes), signed_ms).sign(&key).to_vec()
             });
             let header = ContributionHeader {
                 party: name,
@@ -377,9 +392,19 @@ impl PartyNode {
         let mut service = PartyService::new(config, store);
         let key = config.identity.as_deref().map(NodeKey::read).transpose();
         let key = key.map_err(|e| PartyError::Config(e.to_string()))?.map(Arc::new);
-        let tls = node_tls(config, key.as_deref())?;
+        let consortium = match &config.consortium {
+            Some(path) => Some(Arc::new(Consortium::load(path).map_err(|e| PartyError::Config(e.to_string()))?)),
+            None => None,
+        };
+        let tls = node_tls(config, key.as_deref(), consortium.clone())?;
         if let Some(key) = key {
             service = service.with_identity(key);
+        }
+        if let (Some(consortium), Some(path)) = (&consortium, &config.consortium) {
+            service = match strict_crs(consortium, path).map_err(|e| PartyError::Config(e.to_string()))? {
+                Some(crs) => service.with_crs(Arc::new(crs)),
+                None => service,
+            };
         }
         let mut server = Server::builder();
         if let Some(tls) = &tls {
@@ -433,11 +458,14 @@ impl PartyNode {
 }
 
 /// The node's mutual TLS, when its consortium file runs it.
-fn node_tls(config: &PartyConfig, key: Option<&NodeKey>) -> Result<Option<NodeTls>> {
-    let Some(path) = &config.consortium else {
+fn node_tls(
+    config: &PartyConfig,
+    key: Option<&NodeKey>,
+    consortium: Option<Arc<Consortium>>,
+) -> Result<Option<NodeTls>> {
+    let Some(consortium) = consortium else {
         return Ok(None);
     };
-    let consortium = Arc::new(Consortium::load(path).map_err(|e| PartyError::Config(e.to_string()))?);
     match key {
         Some(key) => NodeTls::new(key, &config.name, consortium).map_err(|e| PartyError::Config(e.to_string())),
         None if consortium.mtls => Err(PartyError::Config(

@@ -12,11 +12,13 @@
 mod chunk;
 mod plan;
 mod psi;
+mod strict;
 mod tls;
 
 pub use chunk::{Assembler, CHUNK_SIZE, ChunkError, MAX_MESSAGE_SIZE, chunks, collect};
 pub use plan::{plan_from_wire, plan_to_wire};
 pub use psi::{collect_psi_open, psi_open_messages};
+pub use strict::strict_crs;
 pub use tls::{NodeTls, Target, endpoint};
 
 /// Generated code for package `jointscore.v1`.
