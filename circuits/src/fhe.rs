@@ -198,7 +198,7 @@ pub(crate) enum Blocks {
 #[derive(Clone)]
 pub struct Contribution {
     pub(crate) blocks: Blocks,
-    key_id: String,
+    pub(crate) key_id: String,
 }
 
 impl Contribution {
@@ -540,7 +540,7 @@ impl EvaluationKey {
     /// (verified when it was read) is cast: a key switch and one bootstrap
     /// per block, whose lookup clamps each block to a digit, so a value the
     /// proof admits but the circuits do not (4 to 15) cannot reach them.
-    fn expand(&self, contribution: &Contribution) -> Result<Vec<Ciphertext>> {
+    pub(crate) fn expand(&self, contribution: &Contribution) -> Result<Vec<Ciphertext>> {
         match &contribution.blocks {
             Blocks::Plain(list) => list.expand(ShortintCompactCiphertextListCastingMode::NoCasting),
             Blocks::Proven(list) => {

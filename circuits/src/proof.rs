@@ -246,6 +246,41 @@ mod tests {
         assert!(matches!(read(&wire[1], 0, &k.public, &metadata("job-2", 1)), Error::Contribution { .. }));
     }
 
+    /// Blocks past a digit: packed lists (degree 15) are refused; a proven
+    /// value of 4 to 15 in an unpacked list reaches the circuit clamped to 3.
+    #[test]
+    fn blocks_past_a_digit_never_reach_the_circuit() {
+        let (crs, _) = crs();
+        let k = keys();
+        let plan = plan();
+        let md = metadata("job-4", 0);
+        let n = plan.parties()[0].blocks();
+        let wide = |values: &[u64], modulus: u64| {
+            let list = k
+                .public
+                .proven
+                .encrypt_and_prove_slice(values, &crs.crs, &md, COMPUTE_LOAD, modulus)
+                .expect("tfhe proves any value below 16");
+            Contribution { blocks: Blocks::Proven(list), key_id: k.id().to_string() }.to_bytes().unwrap()
+        };
+        let packed = wide(&vec![9; n], 16);
+        let e = Contribution::from_proven_bytes(&packed, plan, 0, &k.public, crs, &md).err().expect("refused");
+        assert!(e.to_string().contains("packed"), "{e}");
+
+        // Degree 3 declared, 7 encrypted: the proof holds (it bounds the
+        // block below 16), the cast clamps it.
+        let digits = plan.contribution(0, &record()).unwrap();
+        let mut values: Vec<u64> = digits.iter().map(|&d| u64::from(d)).collect();
+        values[0] = 7;
+        let c = Contribution::from_proven_bytes(&wide(&values, 4), plan, 0, &k.public, crs, &md).expect("verifies");
+        let mut clamped = digits.clone();
+        clamped[0] = 3;
+        let mut blocks = k.evaluation.expand(&c).unwrap();
+        let ck: &tfhe::shortint::ClientKey = k.lender.client.as_ref().unwrap().as_ref();
+        let got: Vec<u64> = blocks.drain(..).map(|ct| ck.decrypt_message_and_carry(&ct)).collect();
+        assert_eq!(got, clamped.iter().map(|&d| u64::from(d)).collect::<Vec<_>>());
+    }
+
     #[test]
     fn a_crs_is_pinned_by_its_hash() {
         let (crs, bytes) = crs();

@@ -41,7 +41,8 @@ use crate::fhe::{EncryptedResult, EvaluationKey, LenderKey, ProofSecret, PublicK
 use crate::plan::Plan;
 use crate::proof::{CASTING_PARAMS, PROOF_PARAMS};
 
-/// Largest public key accepted (the real one is ~30 KB).
+/// Largest part of a public key accepted (each of the two real ones is
+/// ~33 KB).
 pub const PUBLIC_KEY_LIMIT: u64 = 1 << 22;
 /// Largest compressed evaluation key accepted (the real one is ~25 MB).
 pub const EVALUATION_KEY_LIMIT: u64 = 1 << 28;

@@ -42,7 +42,7 @@ struct Series {
     exact: usize,
 }
 
-fn median(mut v: Vec<Duration>) -> f64 {
+pub(crate) fn median(mut v: Vec<Duration>) -> f64 {
     v.sort();
     match v.len() {
         0 => f64::NAN,

@@ -31,10 +31,14 @@ pub(crate) struct E2eArgs {
     seed: u64,
     /// Which protections the system runs: `plain` (no identities),
     /// `signed` (signed contributions and the audit ledger, plaintext
-    /// transport) or `mtls` (both, and mutual TLS on every connection: what
-    /// the quickstart runs).
+    /// transport), `mtls` (both, and mutual TLS on every connection: what
+    /// the quickstart runs) or `strict` (mtls, and every contribution
+    /// proven with zero-knowledge proofs).
     #[arg(long, value_enum, default_value_t = Security::Mtls)]
     security: Security,
+    /// Blocks one proof covers, under `--security strict`.
+    #[arg(long, default_value_t = jointscore_circuits::proof::DEFAULT_PROOF_BLOCKS)]
+    proof_blocks: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -49,6 +53,8 @@ pub(crate) enum Security {
     Signed,
     /// Signed, and mutual TLS on every connection.
     Mtls,
+    /// Mutual TLS, and every contribution proven (strict mode).
+    Strict,
 }
 
 impl Security {
@@ -57,6 +63,7 @@ impl Security {
             Security::Plain => "plain",
             Security::Signed => "signed",
             Security::Mtls => "mtls",
+            Security::Strict => "strict",
         }
     }
 }
@@ -107,7 +114,8 @@ async fn run(args: E2eArgs) -> Result<(), CliError> {
         seed: args.seed,
         eval_workers: args.eval_workers,
         signed: args.security != Security::Plain,
-        tls: args.security == Security::Mtls,
+        tls: matches!(args.security, Security::Mtls | Security::Strict),
+        proof_blocks: (args.security == Security::Strict).then_some(args.proof_blocks),
         ..ClusterOptions::default()
     };
     let bar = spinner("starting the cluster and generating the lender's keys");

@@ -5,6 +5,7 @@ mod audit_cmd;
 mod bench;
 mod e2e;
 mod nodes;
+mod proofs_bench;
 mod psi_cmd;
 mod quickstart;
 mod stats_cmd;
@@ -120,6 +121,9 @@ enum BenchCommand {
     Binning(bench::BinningArgs),
     /// Secure aggregation round (Bonawitz et al.), every party in process.
     Secagg(bench::SecaggArgs),
+    /// Strict mode's cost: proving at each party, verifying and casting at
+    /// the coordinator, in process.
+    Proofs(proofs_bench::ProofsArgs),
     /// End-to-end decisions over loopback gRPC: latency percentiles by
     /// phase, and throughput with concurrent lenders.
     E2e(e2e::E2eArgs),
@@ -155,6 +159,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Binning(args)) => bench::binning(args),
         Command::Bench(BenchCommand::E2e(args)) => e2e::e2e(args),
         Command::Bench(BenchCommand::Secagg(args)) => bench::secagg(args),
+        Command::Bench(BenchCommand::Proofs(args)) => proofs_bench::proofs(args),
         Command::Quickstart(args) => quickstart::quickstart(args),
         Command::Party(cmd) => nodes::party(cmd),
         Command::Coordinator(cmd) => nodes::coordinator(cmd),

@@ -32,6 +32,8 @@ use tonic::{Request, Response, Status};
 
 #[path = "network/audit.rs"]
 mod audit;
+#[path = "network/proofs.rs"]
+mod proofs;
 #[path = "network/psi.rs"]
 mod psi;
 #[path = "network/signed.rs"]

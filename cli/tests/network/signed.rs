@@ -11,7 +11,7 @@ use super::*;
 
 /// What a party in the middle does to the real bank's signed answer.
 #[derive(Clone, Copy, Debug)]
-enum Forgery {
+pub(crate) enum Forgery {
     /// Drops the signature.
     Unsigned,
     /// Changes one ciphertext byte after signing.
@@ -20,12 +20,21 @@ enum Forgery {
     ForeignKey,
     /// Answers with the signed contribution it gave for the previous job.
     Replayed,
+    /// Strict mode: answers with the proven list it gave for the previous
+    /// job, signed anew by the bank for this one (the bank itself cheating:
+    /// its signature verifies, the proof is bound to the other job).
+    ProofFromPreviousJob,
+    /// Strict mode: the bank answers with an honest, signed, but unproven
+    /// list.
+    Unproven,
 }
 
-struct Forger {
+pub(crate) struct Forger {
     inner: PartyService,
     forgery: Forgery,
     previous: Mutex<Option<(ContributionHeader, Vec<u8>)>>,
+    /// The real bank's identity key.
+    key: Arc<NodeKey>,
 }
 
 impl Forger {
@@ -79,6 +88,27 @@ impl Party for Forger {
                     None => *previous = Some((header.clone(), bytes.clone())),
                 }
             }
+            Forgery::ProofFromPreviousJob => {
+                let mut previous = self.previous.lock().await;
+                match previous.take() {
+                    Some((_, old)) => {
+                        bytes = old;
+                        let binding = jointscore_identity::ContributionBinding {
+                            job_id: asked.job_id,
+                            subject: asked.subject,
+                            model_id: asked.model_id,
+                            key_id: asked.key_id,
+                            party: "bank".into(),
+                        };
+                        let envelope =
+                            binding.envelope(jointscore_identity::ciphertext_sha256(&bytes), header.signed_ms);
+                        header.signature = envelope.sign(&self.key).to_vec();
+                        header.len = bytes.len() as u64;
+                    }
+                    None => *previous = Some((header.clone(), bytes.clone())),
+                }
+            }
+            Forgery::Unproven => {}
         }
         let mut messages = vec![Ok(ContributeChunk { part: Some(Part::Header(header)) })];
         messages.extend(bytes.chunks(1 << 20).map(|c| Ok(ContributeChunk { part: Some(Part::Data(c.to_vec())) })));
@@ -124,15 +154,23 @@ impl Party for Forger {
 }
 
 /// Serves a forger in front of the cluster's real bank store and key, and
-/// registers it as the bank.
-async fn start_forger(cluster: &mut Cluster, forgery: Forgery) -> tokio::task::JoinHandle<()> {
+/// registers it as the bank. In a strict-mode cluster it proves what it
+/// encrypts (except for [`Forgery::Unproven`]).
+pub(crate) async fn start_forger(cluster: &mut Cluster, forgery: Forgery) -> tokio::task::JoinHandle<()> {
     let bank = cluster.party("bank").expect("bank");
     bank.stop().await.expect("stop the real node");
-    let key = NodeKey::read(bank.config.identity.as_deref().expect("signed cluster")).expect("bank key");
-    let inner = PartyService::new(&bank.config, bank.store.clone()).with_identity(Arc::new(key));
+    let key = Arc::new(NodeKey::read(bank.config.identity.as_deref().expect("signed cluster")).expect("bank key"));
+    let mut inner = PartyService::new(&bank.config, bank.store.clone()).with_identity(key.clone());
+    let path = bank.config.consortium.clone().expect("signed cluster");
+    let consortium = jointscore_identity::Consortium::load(&path).expect("consortium");
+    if let Some(crs) = jointscore_proto::strict_crs(&consortium, &path).expect("crs")
+        && !matches!(forgery, Forgery::Unproven)
+    {
+        inner = inner.with_crs(Arc::new(crs));
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("address"));
-    let forger = Forger { inner, forgery, previous: Mutex::new(None) };
+    let forger = Forger { inner, forgery, previous: Mutex::new(None), key };
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(PartyServer::new(forger))
