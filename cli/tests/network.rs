@@ -382,7 +382,7 @@ async fn impersonate_bank(coordinator: &str, rogue: Rogue) -> tokio::task::JoinH
 async fn malformed_contributions_and_slow_parties_fail_the_job_naming_the_party() {
     // Unsigned: the rogues' bytes are to reach the decoder (signature
     // failures are tested on their own).
-    let options = ClusterOptions { party_deadline: Duration::from_secs(2), signed: false, ..small() };
+    let options = ClusterOptions { party_deadline: Duration::from_secs(4), signed: false, ..small() };
     let (mut cluster, mut lender) = cluster(options).await;
     // The honest parties fetch the lender's key once: a warm-up, so that
     // under a loaded machine they answer well within the deadline below.
@@ -392,7 +392,7 @@ async fn malformed_contributions_and_slow_parties_fail_the_job_naming_the_party(
         (Rogue::Truncated, Code::InvalidArgument, "truncated"),
         (Rogue::Oversized, Code::InvalidArgument, "exceeds the limit"),
         (Rogue::Impostor, Code::InvalidArgument, "answered as `platform`"),
-        (Rogue::Slow, Code::DeadlineExceeded, "did not answer within 2000 ms"),
+        (Rogue::Slow, Code::DeadlineExceeded, "did not answer within 4000 ms"),
         (Rogue::Overloaded, Code::Unavailable, "failed (ResourceExhausted)"),
     ]
     .into_iter()

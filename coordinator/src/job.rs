@@ -126,6 +126,9 @@ pub struct NewStatsJob {
     pub spec_id: String,
     /// The spec file, as sent.
     pub spec_toml: String,
+    /// The lender member that asked, under mutual TLS (only it may read
+    /// the job); `None` without it.
+    pub owner: Option<String>,
 }
 
 /// A statistics job as stored. It moves `accepted → collecting → done`, or

@@ -256,12 +256,19 @@ impl CoordinatorService {
         }
     }
 
-    fn run_stats_inner(&self, r: RunStatsRequest) -> Result<pb::StatsJob> {
+    fn run_stats_inner(&self, r: RunStatsRequest, caller: Option<String>) -> Result<pb::StatsJob> {
         field("request_id", &r.request_id)?;
         let store = &self.engine.store;
-        let new = NewStatsJob { request_id: r.request_id.clone(), spec_id: r.spec_id.clone(), spec_toml: r.spec_toml };
+        let new = NewStatsJob {
+            request_id: r.request_id.clone(),
+            spec_id: r.spec_id.clone(),
+            spec_toml: r.spec_toml,
+            owner: caller,
+        };
+        // Another lender's request id is taken, without saying whose job it
+        // names or what it asked.
         let existing = |job: StatsJobRecord| {
-            if job.request.spec_id != new.spec_id {
+            if job.request.spec_id != new.spec_id || job.request.owner != new.owner {
                 return Err(CoordinatorError::Conflict(format!("request id `{}`", new.request_id)));
             }
             Ok(stats_job_to_wire(&job))
@@ -606,8 +613,8 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<RunStatsRequest>,
     ) -> std::result::Result<Response<pb::StatsJob>, Status> {
-        self.admit(&request, &[Role::Lender])?;
-        let response = self.run_stats_inner(request.into_inner()).inspect_err(|e| {
+        let caller = self.admit(&request, &[Role::Lender])?;
+        let response = self.run_stats_inner(request.into_inner(), caller).inspect_err(|e| {
             tracing::info!(error = %e, "statistics request refused");
         })?;
         Ok(Response::new(response))
@@ -617,15 +624,17 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<WaitJobRequest>,
     ) -> std::result::Result<Response<pb::StatsJob>, Status> {
-        self.admit(&request, &[Role::Lender])?;
+        let caller = self.admit(&request, &[Role::Lender])?;
         let WaitJobRequest { job_id, wait_ms } = request.into_inner();
         let job = self
             .long_poll(wait_ms, || {
-                let job = self
-                    .engine
-                    .store
-                    .stats_job(&job_id)?
-                    .ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
+                let unknown = || CoordinatorError::UnknownJob(job_id.clone());
+                let job = self.engine.store.stats_job(&job_id)?.ok_or_else(unknown)?;
+                // Under mutual TLS a statistics job is its requester's:
+                // others get what a job that does not exist gets.
+                if caller.is_some() && job.request.owner != caller {
+                    return Err(unknown());
+                }
                 Ok((job.state.is_terminal(), job))
             })
             .await?;

@@ -121,17 +121,22 @@ CREATE TABLE IF NOT EXISTS stats_jobs (
     spec_id TEXT NOT NULL, spec_toml TEXT NOT NULL,
     state TEXT NOT NULL, code INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
     outcome TEXT NOT NULL DEFAULT '{}',
-    created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+    created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, owner TEXT);
 CREATE INDEX IF NOT EXISTS stats_jobs_state ON stats_jobs (state);
 CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL);
 ";
 
-const STATS_COLUMNS: &str = "job_id, request_id, spec_id, spec_toml, state, code, reason, outcome";
+const STATS_COLUMNS: &str = "job_id, request_id, spec_id, spec_toml, state, code, reason, outcome, owner";
 
 fn row_to_stats_job(row: &Row<'_>) -> rusqlite::Result<(StatsJobRecord, String, String)> {
     let job = StatsJobRecord {
         job_id: row.get(0)?,
-        request: NewStatsJob { request_id: row.get(1)?, spec_id: row.get(2)?, spec_toml: row.get(3)? },
+        request: NewStatsJob {
+            request_id: row.get(1)?,
+            spec_id: row.get(2)?,
+            spec_toml: row.get(3)?,
+            owner: row.get(8)?,
+        },
         state: JobState::Failed,
         code: row.get(5)?,
         reason: row.get(6)?,
@@ -210,6 +215,13 @@ impl SqliteStore {
             if !present {
                 conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {column} TEXT NOT NULL DEFAULT '[]'"))?;
             }
+        }
+        // Stores from before statistics jobs had owners: their jobs have
+        // none, and only a caller without mutual TLS may read them.
+        let owned: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('stats_jobs') WHERE name = 'owner'")?.exists([])?;
+        if !owned {
+            conn.execute_batch("ALTER TABLE stats_jobs ADD COLUMN owner TEXT")?;
         }
         Ok(SqliteStore { conn: Mutex::new(conn) })
     }
@@ -452,9 +464,9 @@ impl JobStore for SqliteStore {
         }
         let job_id = format!("stats-{}", &hex::encode(Sha256::digest(job.request_id.as_bytes()))[..16]);
         tx.execute(
-            "INSERT INTO stats_jobs (job_id, request_id, spec_id, spec_toml, state, created_ms, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?5)",
-            params![job_id, job.request_id, job.spec_id, job.spec_toml, now_ms()],
+            "INSERT INTO stats_jobs (job_id, request_id, spec_id, spec_toml, state, created_ms, updated_ms, owner)
+             VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?5, ?6)",
+            params![job_id, job.request_id, job.spec_id, job.spec_toml, now_ms(), job.owner],
         )?;
         let created = read(&job_id)?;
         tx.commit()?;
@@ -629,7 +641,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.sqlite");
         let store = SqliteStore::open(&path).expect("open");
-        let new = NewStatsJob { request_id: "q1".into(), spec_id: "s".into(), spec_toml: "name = \"x\"".into() };
+        let new = NewStatsJob {
+            request_id: "q1".into(),
+            spec_id: "s".into(),
+            spec_toml: "name = \"x\"".into(),
+            owner: Some("lender".into()),
+        };
         let Inserted::New(a) = store.insert_stats_job(&new).expect("insert") else { panic!("expected new") };
         assert_eq!((a.state, a.outcome.clone()), (JobState::Accepted, StatsOutcome::default()));
         let Inserted::Existing(again) = store.insert_stats_job(&new).expect("insert") else {

@@ -22,6 +22,7 @@ static CONSORTIUM: LazyLock<Consortium> = LazyLock::new(|| {
     Consortium {
         name: "fuzz".into(),
         mtls: false,
+        proofs: None,
         members: vec![member("coordinator", Role::Coordinator), member("bank", Role::Party)],
     }
 });

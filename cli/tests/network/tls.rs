@@ -17,7 +17,7 @@ use super::*;
 const OTHER_LENDER: &str = "other-lender";
 
 fn tls() -> ClusterOptions {
-    ClusterOptions { tls: true, lenders: vec![OTHER_LENDER.into()], ..small() }
+    ClusterOptions { tls: true, lenders: vec![OTHER_LENDER.into()], approved_stats: vec![stats_spec().id()], ..small() }
 }
 
 async fn tls_cluster(options: ClusterOptions) -> (Cluster, Lender) {
@@ -156,6 +156,22 @@ async fn members_are_authenticated_and_held_to_their_roles() {
     let e = other.decide(theirs).await.expect_err("a decision under another lender's key set");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("was registered by another lender, not `other-lender`"), "{e:?}");
+
+    // So is a statistics job: another lender waiting on it gets NOT_FOUND,
+    // and reusing its request id ALREADY_EXISTS without learning more.
+    let spec = stats_spec();
+    let ask = jointscore_proto::v1::RunStatsRequest {
+        request_id: "tls-stats".into(),
+        spec_id: spec.id(),
+        spec_toml: STATS_SPEC.into(),
+    };
+    let mine = client_as(&cluster, LENDER).await.run_stats(ask.clone()).await.expect("stats").into_inner();
+    let wait = |job_id: String| jointscore_proto::v1::WaitJobRequest { job_id, wait_ms: 0 };
+    let e = other.wait_stats(wait(mine.job_id.clone())).await.expect_err("another lender's statistics");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = other.run_stats(ask).await.expect_err("another lender's request id");
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    client_as(&cluster, LENDER).await.wait_stats(wait(mine.job_id)).await.expect("the requester reads its job");
 
     let d = lender.decide("seller-0002", "tls-1").await.expect("the bank's registration is its own");
     assert_eq!(d.bundle, cluster.reference("seller-0002").expect("reference"));
