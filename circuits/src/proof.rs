@@ -119,7 +119,10 @@ impl Crs {
             return Err(bad(format!("{size} bytes is larger than the {CRS_LIMIT}-byte limit")));
         }
         let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-        Crs::from_bytes(&bytes, expected_sha256).map_err(|e| bad(e.to_string()))
+        Crs::from_bytes(&bytes, expected_sha256).map_err(|e| match e {
+            Error::Proof(m) => bad(m),
+            other => other,
+        })
     }
 
     /// SHA-256 of its serialized form, hex.

@@ -313,4 +313,29 @@ mod tests {
             assert!(e.to_string().contains(says), "{e} should say {says}");
         }
     }
+
+    /// Strict mode: the CRS is named relative to the file and pinned by a
+    /// well-formed hash.
+    #[test]
+    fn strict_mode_names_and_pins_its_crs() {
+        let k = NodeKey::generate();
+        let members = file(&[("a", "party", &k)]).replace("name = \"test\"\n", "");
+        let with = |proofs: &str| format!("name = \"test\"\n{proofs}\n{members}");
+        let pin = "ab".repeat(32);
+        let c = Consortium::from_toml(&with(&format!("[proofs]\ncrs = \"crs.bin\"\ncrs_sha256 = \"{pin}\"\n")))
+            .expect("valid");
+        assert_eq!(c.crs_path(Path::new("/etc/js/consortium.toml")), Some(PathBuf::from("/etc/js/crs.bin")));
+        assert_eq!(Consortium::from_toml(&c.to_toml().expect("toml")).expect("round trip"), c);
+        let plain = Consortium::from_toml(&with("")).expect("valid");
+        assert_eq!(plain.crs_path(Path::new("consortium.toml")), None);
+        for (proofs, says) in [
+            (format!("[proofs]\ncrs = \" \"\ncrs_sha256 = \"{pin}\"\n"), "must name the CRS file"),
+            ("[proofs]\ncrs = \"crs.bin\"\ncrs_sha256 = \"abcd\"\n".to_string(), "64 hex digits"),
+            (format!("[proofs]\ncrs = \"crs.bin\"\ncrs_sha256 = \"{}\"\n", "zz".repeat(32)), "64 hex digits"),
+            ("[proofs]\ncrs = \"crs.bin\"\n".to_string(), "crs_sha256"),
+        ] {
+            let e = Consortium::from_toml(&with(&proofs)).unwrap_err();
+            assert!(e.to_string().contains(says), "{e} should say {says}");
+        }
+    }
 }

@@ -159,4 +159,38 @@ mod tests {
         impostor.party = "platform".into();
         assert_eq!(impostor.verify(&consortium, &sig, 0).unwrap_err(), IdentityError::UnknownNode("platform".into()));
     }
+
+    /// A proof's metadata names every field of the request, and moving bytes
+    /// between fields changes it; the envelope it makes is the signed one.
+    #[test]
+    fn proof_metadata_binds_every_field() {
+        let binding = ContributionBinding {
+            job_id: "job-1".into(),
+            subject: "s".into(),
+            model_id: "m".into(),
+            key_id: "k".into(),
+            party: "bank".into(),
+        };
+        let metadata = binding.proof_metadata();
+        assert!(metadata.starts_with(PROOF_DOMAIN.as_bytes()));
+        let changes: [fn(&mut ContributionBinding); 6] = [
+            |b| b.job_id = "job-2".into(),
+            |b| b.subject = "t".into(),
+            |b| b.model_id = "n".into(),
+            |b| b.key_id = "l".into(),
+            |b| b.party = "platform".into(),
+            |b| {
+                b.job_id = "job-1s".into();
+                b.subject = String::new();
+            },
+        ];
+        for change in changes {
+            let mut other = binding.clone();
+            change(&mut other);
+            assert_ne!(other.proof_metadata(), metadata, "{other:?}");
+        }
+        let envelope = binding.envelope(ciphertext_sha256(b"list"), 7);
+        assert_eq!((envelope.job_id.as_str(), envelope.party.as_str(), envelope.time_ms), ("job-1", "bank", 7));
+        assert_eq!(envelope.ciphertext_sha256, hex::encode(Sha256::digest(b"list")));
+    }
 }
