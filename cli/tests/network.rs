@@ -54,6 +54,11 @@ fn other_keys() -> Arc<LenderKeys> {
 
 const WAIT: Duration = Duration::from_secs(120);
 
+/// Held by the strict-mode test, which proves on every core for seconds,
+/// and by the tests whose deadlines are short, so the two never overlap:
+/// those deadlines are about a slow party, not a loaded machine.
+static CPU_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn cluster(options: ClusterOptions) -> (Cluster, Lender) {
     let cluster = Cluster::start(&options).await.expect("cluster starts");
     let mut lender = cluster.lender(keys(), PlanKind::Pushdown).await.expect("lender connects");
@@ -380,13 +385,22 @@ async fn impersonate_bank(coordinator: &str, rogue: Rogue) -> tokio::task::JoinH
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_contributions_and_slow_parties_fail_the_job_naming_the_party() {
+    let _quiet = CPU_HEAVY.lock().await;
     // Unsigned: the rogues' bytes are to reach the decoder (signature
     // failures are tested on their own).
     let options = ClusterOptions { party_deadline: Duration::from_secs(4), signed: false, ..small() };
     let (mut cluster, mut lender) = cluster(options).await;
     // The honest parties fetch the lender's key once: a warm-up, so that
     // under a loaded machine they answer well within the deadline below.
-    lender.decide("seller-0002", "rogue-warm").await.expect("decision");
+    // A cold first fetch may itself miss the deadline; the key is cached
+    // all the same, so the warm-up is tried again.
+    for attempt in 0.. {
+        match lender.decide("seller-0002", &format!("rogue-warm-{attempt}")).await {
+            Ok(_) => break,
+            Err(e) if attempt < 2 => eprintln!("warm-up {attempt}: {e}"),
+            Err(e) => panic!("the honest parties never answered within the deadline: {e}"),
+        }
+    }
     for (i, (rogue, want, says)) in [
         (Rogue::Garbage, Code::InvalidArgument, "malformed"),
         (Rogue::Truncated, Code::InvalidArgument, "truncated"),
@@ -1006,6 +1020,7 @@ async fn start_stats_rogue(coordinator: &str, fault: StatsFault) -> tokio::task:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_rounds_sum_the_books_and_a_misbehaving_party_only_drops_itself() {
+    let _quiet = CPU_HEAVY.lock().await;
     let spec = stats_spec();
     let options = ClusterOptions { sellers: 6, approved_stats: vec![spec.id()], ..ClusterOptions::default() };
     let mut cluster = Cluster::start(&options).await.expect("cluster");

@@ -10,6 +10,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_mode_decides_on_proven_contributions_and_refuses_the_rest() {
+    let _heavy = CPU_HEAVY.lock().await;
     // 16 blocks a proof: the platform's 19 blocks need two.
     let options = ClusterOptions { proof_blocks: Some(16), ..small() };
     let (mut cluster, mut lender) = cluster(options).await;

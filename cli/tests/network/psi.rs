@@ -318,6 +318,7 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_party_slower_than_the_open_deadline_is_named() {
+    let _quiet = CPU_HEAVY.lock().await;
     let options =
         ClusterOptions { sellers: 2, psi_open_deadline: Duration::from_millis(300), ..ClusterOptions::default() };
     let mut cluster = Cluster::start(&options).await.expect("cluster");
