@@ -2,7 +2,7 @@
 
 use jointscore_circuits::PlanKind;
 
-use crate::v1;
+use jointscore_proto::v1;
 
 /// The planner's kind for a wire value; `None` for unspecified or unknown
 /// values, which receivers refuse.

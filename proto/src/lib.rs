@@ -2,6 +2,11 @@
 //! the helpers every service uses to stream large byte strings in bounded
 //! chunks.
 //!
+//! This crate is the wire format alone: it depends on no other jointscore
+//! crate, so anyone can build a client from it. What the nodes share on top
+//! of it (mutual TLS, plan kinds on the wire, the strict-mode CRS) is in
+//! `jointscore-net`.
+//!
 //! Keys and ciphertext lists are far larger than gRPC's default 4 MB message
 //! limit (a compressed evaluation key is ~25 MB), so they travel as a header
 //! that declares their exact size followed by chunks of at most
@@ -10,16 +15,10 @@
 //! declared or fewer are refused before anything is decoded.
 
 mod chunk;
-mod plan;
 mod psi;
-mod strict;
-mod tls;
 
 pub use chunk::{Assembler, CHUNK_SIZE, ChunkError, MAX_MESSAGE_SIZE, chunks, collect};
-pub use plan::{plan_from_wire, plan_to_wire};
 pub use psi::{collect_psi_open, psi_open_messages};
-pub use strict::strict_crs;
-pub use tls::{NodeTls, Target, endpoint};
 
 /// Generated code for package `jointscore.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

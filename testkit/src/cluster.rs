@@ -16,7 +16,7 @@ use jointscore_coordinator::{CoordinatorConfig, CoordinatorError, CoordinatorNod
 use jointscore_identity::{Consortium, Member, NodeKey, Proofs, Role};
 use jointscore_lender::{Lender, LenderError, LenderKeys};
 use jointscore_party::{PartyConfig, PartyError, PartyNode, RecordStore};
-use jointscore_proto::{NodeTls, Target};
+use jointscore_net::{NodeTls, Target};
 use serde_json::{Map, Value};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -240,7 +240,7 @@ pub async fn rebind(address: std::net::SocketAddr) -> std::io::Result<TcpListene
 /// party's book holds.
 pub fn party_view(model: &Model, party: usize, record: &Value) -> Value {
     let mut own = Map::new();
-    for f in model.features.iter().filter(|f| f.party == party) {
+    for f in model.features().iter().filter(|f| f.party == party) {
         own.insert(f.name.clone(), record.get(&f.name).cloned().unwrap_or(Value::Null));
     }
     Value::Object(own)
@@ -272,7 +272,7 @@ pub async fn start_parties(
 ) -> Result<Vec<ClusterParty>, ClusterError> {
     let PartySetup { unapproved, approved_stats, registries, identities } = setup;
     let mut parties = Vec::new();
-    for (index, name) in model.parties.iter().enumerate() {
+    for (index, name) in model.parties().iter().enumerate() {
         let config = PartyConfig {
             name: name.clone(),
             listen: "127.0.0.1:0".into(),
@@ -314,12 +314,12 @@ impl Cluster {
         let consortium = if options.signed {
             let membership = Membership {
                 name: "local".into(),
-                parties: model.parties.clone(),
+                parties: model.parties().clone(),
                 // Under TLS every lender needs an identity: the built-in
                 // one, and those of `lenders` that run no party node.
                 lenders: if options.tls {
                     std::iter::once(LENDER.to_string())
-                        .chain(options.lenders.iter().filter(|l| *l != LENDER && !model.parties.contains(l)).cloned())
+                        .chain(options.lenders.iter().filter(|l| *l != LENDER && !model.parties().contains(l)).cloned())
                         .collect()
                 } else {
                     Vec::new()

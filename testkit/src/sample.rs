@@ -16,7 +16,7 @@ pub fn subjects(model: &Model, n: usize, seed: u64) -> Vec<(String, Value)> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
         .map(|i| {
-            let inputs = if model.name == "cross_border_seller" { seller(&mut rng) } else { generic(model, &mut rng) };
+            let inputs = if model.name() == "cross_border_seller" { seller(&mut rng) } else { generic(model, &mut rng) };
             (format!("seller-{:04}", i + 1), inputs)
         })
         .collect()
@@ -59,7 +59,7 @@ fn seller(rng: &mut StdRng) -> Value {
 
 fn generic(model: &Model, rng: &mut StdRng) -> Value {
     let mut map = Map::new();
-    for f in &model.features {
+    for f in &model.features() {
         if !matches!(f.missing, Missing::Reject) && rng.random::<f64>() < 0.05 {
             map.insert(f.name.clone(), Value::Null);
             continue;

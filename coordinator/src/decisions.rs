@@ -1,0 +1,116 @@
+//! Decision requests: the rules a request must pass before it becomes a
+//! durable job, and the ledger entry that records it.
+//!
+//! The gRPC adapter converts a `DecideRequest` into a [`DecisionRequest`]
+//! (every field checked and named on error) and calls [`Engine::decide`];
+//! nothing here sees a protobuf type.
+
+use std::sync::Arc;
+
+use jointscore_audit::{EntryKind, Record};
+use jointscore_circuits::{Plan, model_for_id};
+
+use crate::engine::Engine;
+use crate::error::{CoordinatorError, Result};
+use crate::job::{JobRecord, JobState, NewJob};
+use crate::store::Inserted;
+
+/// A lender's decision request, its fields checked for form.
+#[derive(Clone, Debug)]
+pub(crate) struct DecisionRequest {
+    /// What the job will hold; `absent` sorted, no repeats.
+    pub(crate) job: NewJob,
+    /// The model file, as sent; checked against `job.model_id` here.
+    pub(crate) model_toml: String,
+}
+
+/// The job a request was accepted as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Accepted {
+    /// The job's id.
+    pub(crate) job_id: String,
+    /// Its state when answered.
+    pub(crate) state: JobState,
+    /// Whether the request id already named this job (a retry).
+    pub(crate) existing: bool,
+}
+
+impl Engine {
+    /// Accepts `request` as a job and starts it, or answers the job its
+    /// request id already names.
+    ///
+    /// Refused: a request id reused for other content (`ALREADY_EXISTS`), a
+    /// key set that is not registered (`FAILED_PRECONDITION`), a model file
+    /// too large, malformed or not the model its id names, a model the plan
+    /// cannot compile, absent lists naming every party or a stranger
+    /// (`INVALID_ARGUMENT`), and a full queue (`RESOURCE_EXHAUSTED`). A
+    /// retry is answered even when the queue is full. Nothing is stored for
+    /// a refused request.
+    pub(crate) fn decide(self: &Arc<Self>, request: DecisionRequest) -> Result<Accepted> {
+        let DecisionRequest { job: new, model_toml } = request;
+        if let Some(job) = self.store.job_by_request(&new.request_id)? {
+            return existing(job, &new);
+        }
+        if self.store.public_key(&new.key_id)?.is_none() {
+            return Err(CoordinatorError::Precondition(format!(
+                "key set {} is not registered; the lender registers it first (`jointscore lender register`)",
+                new.key_id
+            )));
+        }
+        let model = model_for_id(&model_toml, &new.model_id)?;
+        Plan::new(&model, new.plan)?;
+        let parties = model.parties();
+        if new.absent.len() == parties.len() && new.absent.iter().all(|p| parties.contains(p)) {
+            return Err(CoordinatorError::Invalid(
+                "every party of the model is named absent: no party holds the subject, so there is nothing to decide on"
+                    .into(),
+            ));
+        }
+        if let Some(stranger) = new.absent.iter().find(|p| !parties.contains(p)) {
+            return Err(CoordinatorError::Invalid(format!(
+                "`absent` names `{stranger}`, which is not a party of model {}",
+                new.model_id
+            )));
+        }
+        let permit = self.reserve()?;
+        self.store.put_model(&new.model_id, &model_toml)?;
+        match self.store.insert_job(&new)? {
+            Inserted::New(job) => {
+                tracing::info!(job = %job.job_id, key_id = %new.key_id, "decision accepted");
+                if let Some(ledger) = &self.ledger {
+                    ledger.record(Record {
+                        kind: EntryKind::DecisionRequest,
+                        lender: self.store.key_owner(&new.key_id)?,
+                        subject: Some(new.subject.clone()),
+                        parties: parties.iter().filter(|p| !new.absent.contains(p)).cloned().collect(),
+                        job_id: Some(job.job_id.clone()),
+                        model_id: Some(new.model_id.clone()),
+                        key_id: Some(new.key_id.clone()),
+                        detail: if new.absent.is_empty() {
+                            String::new()
+                        } else {
+                            format!("absent: {}", new.absent.join(", "))
+                        },
+                        ..Record::default()
+                    });
+                }
+                let accepted = Accepted { job_id: job.job_id.clone(), state: job.state, existing: false };
+                self.spawn(job, permit);
+                Ok(accepted)
+            }
+            // Lost a race with the same request id.
+            Inserted::Existing(job) => existing(job, &new),
+        }
+    }
+}
+
+/// The job a retried request names, if it asked for the same thing.
+fn existing(job: JobRecord, asked: &NewJob) -> Result<Accepted> {
+    if &job.request != asked {
+        return Err(CoordinatorError::Conflict(format!(
+            "request id {} (a job for another key set, model, subject, plan or set of absent parties)",
+            asked.request_id
+        )));
+    }
+    Ok(Accepted { job_id: job.job_id, state: job.state, existing: true })
+}
