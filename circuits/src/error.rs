@@ -14,6 +14,26 @@ pub enum Error {
     #[error("model file does not parse: {0}")]
     Parse(String),
 
+    /// A model file sent with a request is larger than the nodes accept
+    /// ([`crate::MODEL_FILE_LIMIT`]); it was not parsed.
+    #[error("model file is {len} bytes, more than the {limit} a node accepts")]
+    ModelTooLarge {
+        /// Its size in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// A model file sent with a request means another model than the id
+    /// the request names.
+    #[error("model id {named} does not match the model sent, whose id is {actual}")]
+    ModelMismatch {
+        /// The id the request names.
+        named: String,
+        /// The id of the model actually sent.
+        actual: String,
+    },
+
     /// The model parses but is inconsistent; `field` names where, `line` is
     /// 1-based in the model file (0 when the model was not read from a file).
     #[error("model is invalid at line {line}, `{field}`: {message}")]

@@ -302,21 +302,72 @@ fn the_example_configurations_are_valid() {
     }
 }
 
-/// The fuzz targets (`fuzz/`, `fuzz/tfhe/`: cargo-fuzz, run with nightly)
-/// must keep compiling as the decoders they feed change: this type-checks
-/// both packages on the toolchain running the tests, in a target directory
-/// of their own.
+/// The tfhe-free fuzz targets (`fuzz/`: cargo-fuzz, run with nightly) must
+/// keep compiling as the decoders they feed change: this type-checks the
+/// package on the toolchain running the tests, in a target directory of its
+/// own. (The targets that link tfhe are compiled into this test binary
+/// instead, below, so tfhe is not compiled a third time for a check.)
 #[test]
 fn the_fuzz_targets_compile() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for manifest in ["fuzz/Cargo.toml", "fuzz/tfhe/Cargo.toml"] {
-        let out = Command::new(&cargo)
-            .args(["check", "--quiet", "--manifest-path"])
-            .arg(root.join(manifest))
-            .env("CARGO_TARGET_DIR", root.join("target/fuzz-check"))
-            .output()
-            .expect("cargo runs");
-        assert!(out.status.success(), "{manifest} does not compile:\n{}", stderr(&out));
+    let out = Command::new(&cargo)
+        .args(["check", "--quiet", "--manifest-path"])
+        .arg(root.join("fuzz/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", root.join("target/fuzz-check"))
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "fuzz/Cargo.toml does not compile:\n{}", stderr(&out));
+}
+
+/// Stands in for `libfuzzer_sys::fuzz_target!`: the body of each tfhe fuzz
+/// target becomes a function this binary can call.
+#[macro_export]
+macro_rules! fuzz_target {
+    (|$data:ident: &[u8]| $body:block) => {
+        pub(crate) fn run($data: &[u8]) $body
+    };
+}
+
+// The fuzz targets say `use libfuzzer_sys::fuzz_target;`: here that name is
+// this test crate, whose `fuzz_target!` is the stand-in above.
+extern crate self as libfuzzer_sys;
+
+/// The targets of `fuzz/tfhe/` (decoders that link tfhe), compiled with
+/// the same tfhe build as everything else rather than in a workspace of
+/// their own.
+#[allow(unused_attributes)] // each file's `#![no_main]` is for cargo-fuzz
+mod fuzz_tfhe {
+    #[path = "../../../fuzz/tfhe/fuzz_targets/model_file.rs"]
+    pub(crate) mod model_file;
+    #[path = "../../../fuzz/tfhe/fuzz_targets/node_config.rs"]
+    pub(crate) mod node_config;
+    #[path = "../../../fuzz/tfhe/fuzz_targets/proto_messages.rs"]
+    pub(crate) mod proto_messages;
+    #[path = "../../../fuzz/tfhe/fuzz_targets/tfhe_wire.rs"]
+    #[allow(dead_code)] // type-checked only: its fixture generates TFHE keys
+    pub(crate) mod tfhe_wire;
+}
+
+/// Every seed of the tfhe fuzz corpora (but `tfhe_wire`'s, whose fixture
+/// costs a key generation) goes through its target without a panic, as
+/// libFuzzer would run it.
+#[test]
+fn the_tfhe_fuzz_targets_take_their_corpora() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/tfhe/corpus");
+    let targets: [(&str, fn(&[u8])); 3] = [
+        ("model_file", fuzz_tfhe::model_file::run),
+        ("node_config", fuzz_tfhe::node_config::run),
+        ("proto_messages", fuzz_tfhe::proto_messages::run),
+    ];
+    for (name, run) in targets {
+        let mut seeds = 0;
+        for entry in std::fs::read_dir(corpus.join(name)).expect(name) {
+            let bytes = std::fs::read(entry.expect("entry").path()).expect("seed");
+            run(&bytes);
+            run(&bytes[..bytes.len() / 2]);
+            seeds += 1;
+        }
+        assert!(seeds > 0, "{name} has no seed");
     }
 }

@@ -100,6 +100,8 @@ impl CoordinatorError {
             CoordinatorError::JobFailed { code, .. } => Code::from_i32(*code),
             CoordinatorError::Circuits(
                 C::Parse(_)
+                | C::ModelTooLarge { .. }
+                | C::ModelMismatch { .. }
                 | C::Invalid { .. }
                 | C::Plan(_)
                 | C::UnknownParty(_)

@@ -19,15 +19,21 @@
 //! it sees are ciphertexts, key material that cannot decrypt, subject ids and
 //! model ids.
 
+mod access;
 mod aggregate;
 mod config;
+mod decisions;
 mod engine;
 mod error;
 mod job;
+mod keys;
 mod ledger;
 mod psi;
+mod server;
 mod service;
+mod statistics;
 mod store;
+mod wire;
 
 pub use config::CoordinatorConfig;
 pub use error::{CoordinatorError, Result};
@@ -35,5 +41,6 @@ pub use job::{
     DroppedParty, JobRecord, JobState, NewJob, NewStatsJob, SignedContribution, StatsEntry, StatsJobRecord,
     StatsOutcome, Timings,
 };
-pub use service::{CoordinatorNode, CoordinatorService};
+pub use server::CoordinatorNode;
+pub use service::CoordinatorService;
 pub use store::{Inserted, JobStore, SqliteStore};

@@ -56,16 +56,6 @@ impl CoordinatorService {
 const MEMBERS: &[Role] = &[Role::Party, Role::Coordinator, Role::Lender];
 
 impl CoordinatorService {
-    /// The service over `engine`, relaying PSI sessions itself.
-    pub(crate) fn new(engine: Arc<Engine>) -> CoordinatorService {
-        CoordinatorService { engine, psi: PsiRelay::default() }
-    }
-}
-
-/// Every role: calls any member may make.
-const MEMBERS: &[Role] = &[Role::Party, Role::Coordinator, Role::Lender];
-
-impl CoordinatorService {
     /// Under mutual TLS, the member that made `request` if it has one of
     /// `roles` (UNAUTHENTICATED without a listed certificate,
     /// PERMISSION_DENIED for another role, a revoked or an expired
@@ -85,7 +75,6 @@ impl CoordinatorService {
             }
         }
     }
-
 }
 
 fn stream_of(bytes: &[u8]) -> ChunkStream {
@@ -298,7 +287,7 @@ impl Coordinator for CoordinatorService {
     ) -> std::result::Result<Response<pb::StatsJob>, Status> {
         let caller = self.admit(&request, &[Role::Lender])?;
         let new = stats_request(request.into_inner(), caller)?;
-        let job = self.engine.run_stats(new).inspect_err(|e| {
+        let job = self.engine.accept_stats(new).inspect_err(|e| {
             tracing::info!(error = %e, "statistics request refused");
         })?;
         Ok(Response::new((&job).into()))

@@ -18,7 +18,7 @@ impl Engine {
     /// `ALREADY_EXISTS` without saying whose job it names. A spec that does
     /// not parse or is not the spec its id names is `INVALID_ARGUMENT`; a
     /// full queue `RESOURCE_EXHAUSTED` (a retry is answered all the same).
-    pub(crate) fn run_stats(self: &Arc<Self>, new: NewStatsJob) -> Result<StatsJobRecord> {
+    pub(crate) fn accept_stats(self: &Arc<Self>, new: NewStatsJob) -> Result<StatsJobRecord> {
         let existing = |job: StatsJobRecord| {
             if job.request.spec_id != new.spec_id || job.request.owner != new.owner {
                 return Err(CoordinatorError::Conflict(format!("request id `{}`", new.request_id)));

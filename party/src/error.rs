@@ -167,9 +167,14 @@ impl From<PartyError> for Status {
             PartyError::Psi(_) => Code::InvalidArgument,
             PartyError::Busy(_) => Code::ResourceExhausted,
             PartyError::Coordinator { .. } => Code::Unavailable,
-            PartyError::Circuits(C::Parse(_) | C::Invalid { .. } | C::Plan(_) | C::UnknownParty(_)) => {
-                Code::InvalidArgument
-            }
+            PartyError::Circuits(
+                C::Parse(_)
+                | C::ModelTooLarge { .. }
+                | C::ModelMismatch { .. }
+                | C::Invalid { .. }
+                | C::Plan(_)
+                | C::UnknownParty(_),
+            ) => Code::InvalidArgument,
             // The party's own record does not fit the model: the request is
             // fine, the data behind it is not.
             PartyError::Circuits(C::Input { .. } | C::UnknownFeature(_)) => Code::FailedPrecondition,

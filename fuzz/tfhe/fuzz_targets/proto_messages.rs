@@ -3,7 +3,8 @@
 #![no_main]
 
 use jointscore_proto::v1::{AuditChunk, ContributeChunk, Job, KeyUpload, PsiOpenChunk, SecAggShareKeysRequest};
-use jointscore_proto::{Assembler, plan_from_wire};
+use jointscore_net::plan_from_wire;
+use jointscore_proto::Assembler;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
