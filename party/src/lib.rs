@@ -22,11 +22,13 @@ mod aggregate;
 mod config;
 mod error;
 mod psi;
+mod server;
 mod service;
 mod store;
 
 pub use config::PartyConfig;
 pub use error::{PartyError, Result};
 pub use psi::MAX_SESSIONS;
-pub use service::{FAULT_ENV, PartyNode, PartyService};
+pub use server::PartyNode;
+pub use service::{FAULT_ENV, PartyService};
 pub use store::{AssetReport, ImportReport, RecordStore};
