@@ -19,16 +19,21 @@
 //! it sees are ciphertexts, key material that cannot decrypt, subject ids and
 //! model ids.
 
+mod access;
 mod aggregate;
 mod config;
+mod decisions;
 mod engine;
 mod error;
 mod job;
+mod keys;
 mod ledger;
 mod psi;
 mod server;
 mod service;
+mod statistics;
 mod store;
+mod wire;
 
 pub use config::CoordinatorConfig;
 pub use error::{CoordinatorError, Result};

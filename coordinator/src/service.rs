@@ -75,7 +75,6 @@ impl CoordinatorService {
             }
         }
     }
-
 }
 
 fn stream_of(bytes: &[u8]) -> ChunkStream {
@@ -288,7 +287,7 @@ impl Coordinator for CoordinatorService {
     ) -> std::result::Result<Response<pb::StatsJob>, Status> {
         let caller = self.admit(&request, &[Role::Lender])?;
         let new = stats_request(request.into_inner(), caller)?;
-        let job = self.engine.run_stats(new).inspect_err(|e| {
+        let job = self.engine.accept_stats(new).inspect_err(|e| {
             tracing::info!(error = %e, "statistics request refused");
         })?;
         Ok(Response::new((&job).into()))

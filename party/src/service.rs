@@ -4,25 +4,24 @@
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use jointscore_circuits::fhe::{Contribution, PublicKey};
+use jointscore_circuits::fhe::PublicKey;
 use jointscore_circuits::proof::Crs;
 use jointscore_circuits::wire::PUBLIC_KEY_LIMIT;
-use jointscore_circuits::{Model, Plan, PlanKind, Record};
-use jointscore_identity::{ContributionBinding, NodeKey, Role, ciphertext_sha256};
+use jointscore_circuits::{Plan, PlanKind};
+use jointscore_identity::{NodeKey, Role};
+use jointscore_net::{NodeTls, Target};
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::party_server::Party;
 use jointscore_proto::v1::{
-    ContributeChunk, ContributeRequest, ContributionHeader, GetPublicKeyRequest, PsiAnswer, PsiCloseReply,
-    PsiCloseRequest, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest, SecAggAdvertiseReply,
-    SecAggAdvertiseRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggShareKeysReply,
-    SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
+    ContributeChunk, ContributeRequest, GetPublicKeyRequest, PsiAnswer, PsiCloseReply,
+    PsiCloseRequest, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest, SecAggAdvertiseReply, SecAggAdvertiseRequest,
+    SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply,
+    SecAggUnmaskRequest,
 };
-use jointscore_proto::{
-    MAX_MESSAGE_SIZE, NodeTls, Target, chunks, collect, plan_from_wire, psi_open_messages,
-};
+use jointscore_proto::{MAX_MESSAGE_SIZE, chunks, collect, psi_open_messages};
 use jointscore_psi::points_to_bytes;
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
@@ -31,10 +30,13 @@ use crate::aggregate::Rounds;
 use crate::config::PartyConfig;
 use crate::error::{PartyError, Result};
 use crate::psi::PsiSessions;
-use crate::store::{RecordStore, check_subject};
+use crate::store::RecordStore;
 
-/// Largest model file a party parses.
-const MODEL_LIMIT: usize = 256 << 10;
+mod contribute;
+mod wire;
+
+use contribute::ContributionRequest;
+
 /// How long a party waits for the coordinator when fetching a key.
 const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -121,46 +123,6 @@ impl PartyService {
         self
     }
 
-    /// The plan for an approved model, parsed once per model id and kind.
-    fn plan(&self, model_id: &str, toml: &str, kind: PlanKind) -> Result<Arc<Plan>> {
-        if !self.approved.contains(model_id) {
-            return Err(PartyError::NotApproved { party: self.name.clone(), model_id: model_id.into() });
-        }
-        let cache_key = (model_id.to_string(), kind);
-        if let Some(plan) = lock(&self.plans)?.get(&cache_key) {
-            return Ok(plan.clone());
-        }
-        if toml.len() > MODEL_LIMIT {
-            return Err(PartyError::BadRequest(format!("model file is larger than {MODEL_LIMIT} bytes")));
-        }
-        let model = Model::from_toml(toml)?;
-        if model.id() != model_id {
-            return Err(PartyError::BadRequest(format!(
-                "model id {model_id} does not match the model sent (its id is {})",
-                model.id()
-            )));
-        }
-        let plan = Arc::new(Plan::new(&model, kind)?);
-        lock(&self.plans)?.insert(cache_key, plan.clone());
-        Ok(plan)
-    }
-
-    /// Refuses to contribute when it is named absent, or when too few
-    /// parties would contribute: a decision on this party's data with the
-    /// others named absent would be a function of this party's data alone.
-    fn check_present(&self, plan: &Plan, absent: &[String]) -> Result<()> {
-        if absent.contains(&self.name) {
-            return Err(PartyError::BadRequest(format!("party `{}` is asked while named absent", self.name)));
-        }
-        let parties = &plan.model().parties;
-        let present = parties.iter().filter(|p| !absent.contains(p)).count();
-        let required = self.min_present_parties.min(parties.len());
-        if present < required {
-            return Err(PartyError::TooFewPresent { party: self.name.clone(), present, required });
-        }
-        Ok(())
-    }
-
     /// The lender's public key, fetched from the coordinator once and
     /// checked to be the key set it is asked for.
     async fn public_key(&self, key_id: &str) -> Result<PublicKey> {
@@ -204,64 +166,9 @@ impl PartyService {
         lock(&self.keys)?.insert(key_id.to_string(), key.clone());
         Ok(key)
     }
-
-    /// Computes and encrypts this party's contribution for one request:
-    /// `(header, serialized ciphertext list)`.
-    pub async fn contribution(&self, request: &ContributeRequest) -> Result<(ContributionHeader, Vec<u8>)> {
-        let kind = plan_from_wire(request.plan)
-            .ok_or_else(|| PartyError::BadRequest(format!("unknown plan kind {}", request.plan)))?;
-        check_subject(&request.subject).map_err(PartyError::BadRequest)?;
-        let plan = self.plan(&request.model_id, &request.model_toml, kind)?;
-        let party = plan.model().party_index(&self.name).map_err(|_| {
-            PartyError::BadRequest(format!("model {} has no party named `{}`", request.model_id, self.name))
-        })?;
-        self.check_present(&plan, &request.absent)?;
-        let key = self.public_key(&request.key_id).await?;
-        let identity = self.identity.clone();
-        let crs = self.crs.clone();
-        let request = request.clone();
-        let record = self
-            .store
-            .get(&request.subject)?
-            .ok_or_else(|| PartyError::UnknownSubject { subject: request.subject.clone(), party: self.name.clone() })?;
-        // Encryption is CPU work: keep it off the async workers.
-        tokio::task::spawn_blocking(move || {
-            let start = Instant::now();
-            let record = Record::for_party(plan.model(), party, &record)?;
-            let digits = plan.contribution(party, &record)?;
-            let name = plan.model().parties[party].clone();
-            let binding = ContributionBinding {
-                job_id: request.job_id,
-                subject: request.subject,
-                model_id: request.model_id,
-                key_id: request.key_id,
-                party: name.clone(),
-            };
-            let contribution = match &crs {
-                Some(crs) => Contribution::encrypt_proven(&plan, party, &digits, &key, crs, &binding.proof_metadata())?,
-                None => Contribution::encrypt(&plan, party, &digits, &key)?,
-            };
-            let bytes = contribution.to_bytes()?;
-            let signed_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-            let signature = identity.map_or_else(Vec::new, |key| {
-                binding.envelope(ciphertext_sha256(&bytes), signed_ms).sign(&key).to_vec()
-            });
-            let header = ContributionHeader {
-                party: name,
-                len: bytes.len() as u64,
-                blocks: u32::try_from(contribution.len()).unwrap_or(u32::MAX),
-                encrypt_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
-                signature,
-                signed_ms,
-            };
-            Ok((header, bytes))
-        })
-        .await
-        .map_err(|e| PartyError::Transport(format!("encryption task failed: {e}")))?
-    }
 }
 
-fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
     m.lock().map_err(|_| PartyError::Transport("cache lock poisoned by an earlier panic".into()))
 }
 
@@ -274,13 +181,16 @@ impl Party for PartyService {
         request: Request<ContributeRequest>,
     ) -> std::result::Result<Response<ChunkStream>, Status> {
         self.admit(&request)?;
-        let request = request.into_inner();
-        let (header, bytes) = self.contribution(&request).await.inspect_err(|e| {
-            tracing::info!(party = %self.name, job = %request.job_id, error = %e, "contribution refused");
+        let request = ContributionRequest::try_from(request.into_inner())?;
+        let job_id = request.job_id.clone();
+        let contributed = self.contribution(request).await.inspect_err(|e| {
+            tracing::info!(party = %self.name, job = %job_id, error = %e, "contribution refused");
         })?;
-        tracing::debug!(party = %self.name, job = %request.job_id, blocks = header.blocks, "contribution sent");
-        let mut messages = vec![Ok(ContributeChunk { part: Some(Part::Header(header)) })];
-        messages.extend(chunks(&bytes).into_iter().map(|c| Ok(ContributeChunk { part: Some(Part::Data(c.data)) })));
+        tracing::debug!(party = %self.name, job = %job_id, blocks = contributed.blocks, "contribution sent");
+        let mut messages = vec![Ok(ContributeChunk { part: Some(Part::Header(contributed.header())) })];
+        messages.extend(
+            chunks(&contributed.bytes).into_iter().map(|c| Ok(ContributeChunk { part: Some(Part::Data(c.data)) })),
+        );
         Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
     }
 
