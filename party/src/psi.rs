@@ -13,13 +13,51 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use jointscore_proto::v1::{PsiAnswer, PsiOpenRequest, PsiPurpose, PsiQueryRequest, PsiSession};
 use jointscore_psi::{MAX_BATCH, MAX_ITEMS, POINT_BYTES, ResponderSession, points_from_bytes, points_to_bytes};
 use rand_core::{OsRng, RngCore};
 
 use crate::config::PartyConfig;
 use crate::error::{PartyError, Result};
 use crate::store::RecordStore;
+
+/// What a PSI session is for, which decides the set this node encodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// Alignment: the node's subjects.
+    Align,
+    /// Duplicate financing: the node's asset registry.
+    Assets,
+}
+
+impl Purpose {
+    fn name(self) -> &'static str {
+        match self {
+            Purpose::Align => "align",
+            Purpose::Assets => "assets",
+        }
+    }
+}
+
+/// A requester's ask for a session, its purpose already known.
+#[derive(Clone, Debug)]
+pub(crate) struct OpenRequest {
+    /// Who asks, as the coordinator names it.
+    pub(crate) requester: String,
+    /// What for.
+    pub(crate) purpose: Purpose,
+}
+
+/// A session opened: its id, the size of the encoded set and how long it
+/// lives.
+#[derive(Clone, Debug)]
+pub(crate) struct Opened {
+    /// The session's id (random, 16 bytes hex).
+    pub(crate) session_id: String,
+    /// How many points the encoded set holds.
+    pub(crate) set_len: u64,
+    /// Milliseconds until the session expires.
+    pub(crate) expires_in_ms: u64,
+}
 
 /// Sessions held at once; an open beyond this is refused until one ends.
 pub const MAX_SESSIONS: usize = 32;
@@ -99,34 +137,31 @@ impl PsiSessions {
     /// Opens a session: a fresh key, and this node's encoded set for the
     /// purpose (its subjects for alignment, its asset registry for
     /// duplicate-financing checks).
-    pub(crate) async fn open(&self, request: &PsiOpenRequest) -> Result<(PsiSession, Vec<[u8; POINT_BYTES]>)> {
+    pub(crate) async fn open(&self, request: &OpenRequest) -> Result<(Opened, Vec<[u8; POINT_BYTES]>)> {
         let requester = request.requester.trim();
         if requester.is_empty() || requester.len() > NAME_MAX || requester.chars().any(char::is_control) {
             return Err(PartyError::BadRequest(format!(
                 "the requester must be named (1 to {NAME_MAX} printable bytes)"
             )));
         }
-        let purpose = PsiPurpose::try_from(request.purpose).unwrap_or(PsiPurpose::Unspecified);
+        let purpose = request.purpose;
         match purpose {
-            PsiPurpose::Align => {}
-            PsiPurpose::Assets if !self.asset_registry => {
+            Purpose::Align => {}
+            Purpose::Assets if !self.asset_registry => {
                 return Err(PartyError::NoRegistry { party: self.party.clone() });
             }
-            PsiPurpose::Assets if requester == self.party => {
+            Purpose::Assets if requester == self.party => {
                 return Err(PartyError::BadRequest(format!(
                     "lender `{requester}` asked to check its own registry; a check asks the other lenders"
                 )));
             }
-            PsiPurpose::Assets => {}
-            PsiPurpose::Unspecified => {
-                return Err(PartyError::BadRequest(format!("unknown PSI purpose {}", request.purpose)));
-            }
+            Purpose::Assets => {}
         }
         let opening = self.reserve()?;
         let store = self.store.clone();
         // Reading the set, hashing and exponentiating it is CPU work.
         let (key, set, opening) = tokio::task::spawn_blocking(move || {
-            let items: Vec<Vec<u8>> = if purpose == PsiPurpose::Align {
+            let items: Vec<Vec<u8>> = if purpose == Purpose::Align {
                 store.subjects()?.into_iter().map(String::into_bytes).collect()
             } else {
                 store.asset_keys()?
@@ -149,33 +184,32 @@ impl PsiSessions {
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
         let session_id = hex::encode(id);
-        let header = PsiSession {
+        let header = Opened {
             session_id: session_id.clone(),
             set_len: set.len() as u64,
-            per_item: 1,
             expires_in_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
         };
         let session = Session { key: Arc::new(key), expires: Instant::now() + self.ttl, queried: 0 };
         self.lock()?.sessions.insert(session_id, session);
         drop(opening);
-        tracing::info!(party = %self.party, purpose = purpose.as_str_name(), %requester, set = set.len(), "PSI session opened");
+        tracing::info!(party = %self.party, purpose = purpose.name(), %requester, set = set.len(), "PSI session opened");
         Ok((header, set))
     }
 
     /// Raises one batch of blinded points to the session's key. A refused
     /// batch leaves the session as it was.
-    pub(crate) async fn query(&self, request: &PsiQueryRequest) -> Result<PsiAnswer> {
-        let points = points_from_bytes(&request.points, "query batch", MAX_BATCH)?;
+    pub(crate) async fn query(&self, session_id: &str, points: &[u8]) -> Result<Vec<u8>> {
+        let points = points_from_bytes(points, "query batch", MAX_BATCH)?;
         let n = points.len();
         let key = {
             let mut state = self.lock()?;
-            let shown = bounded_id(&request.session_id);
+            let shown = bounded_id(session_id);
             let session = state
                 .sessions
-                .get_mut(&request.session_id)
+                .get_mut(session_id)
                 .ok_or_else(|| PartyError::UnknownSession { party: self.party.clone(), session: shown.clone() })?;
             if session.expires <= Instant::now() {
-                state.sessions.remove(&request.session_id);
+                state.sessions.remove(session_id);
                 return Err(PartyError::SessionExpired { party: self.party.clone(), session: shown });
             }
             if session.queried + n > MAX_ITEMS {
@@ -195,11 +229,11 @@ impl PsiSessions {
             .map_err(|e| PartyError::Transport(format!("PSI task failed: {e}")))
             .and_then(|r| r.map_err(PartyError::from));
         if answered.is_err()
-            && let Some(session) = self.lock()?.sessions.get_mut(&request.session_id)
+            && let Some(session) = self.lock()?.sessions.get_mut(session_id)
         {
             session.queried -= n.min(session.queried);
         }
-        Ok(PsiAnswer { points: points_to_bytes(&answered?) })
+        Ok(points_to_bytes(&answered?))
     }
 
     /// Drops a session's key (closing an unknown session is not an error:

@@ -16,10 +16,9 @@ use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::party_server::Party;
 use jointscore_proto::v1::{
-    ContributeChunk, ContributeRequest, GetPublicKeyRequest, PsiAnswer, PsiCloseReply,
-    PsiCloseRequest, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest, SecAggAdvertiseReply, SecAggAdvertiseRequest,
-    SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply,
-    SecAggUnmaskRequest,
+    ContributeChunk, ContributeRequest, GetPublicKeyRequest, PsiAnswer, PsiCloseReply, PsiCloseRequest, PsiOpenChunk,
+    PsiOpenRequest, PsiQueryRequest, SecAggAdvertiseReply, SecAggAdvertiseRequest, SecAggMaskedInputReply,
+    SecAggMaskedInputRequest, SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
 };
 use jointscore_proto::{MAX_MESSAGE_SIZE, chunks, collect, psi_open_messages};
 use jointscore_psi::points_to_bytes;
@@ -35,6 +34,7 @@ use crate::store::RecordStore;
 mod contribute;
 mod wire;
 
+use crate::psi::OpenRequest;
 use contribute::ContributionRequest;
 
 /// How long a party waits for the coordinator when fetching a key.
@@ -53,8 +53,8 @@ pub struct PartyService {
     plans: Mutex<HashMap<(String, PlanKind), Arc<Plan>>>,
     rounds: Rounds,
     psi: PsiSessions,
-    /// Fault injection for tests of dropouts (`JOINTSCORE_FAULT`): with
-    /// `stall-masked-input` the node never answers step 2 of an aggregation
+    /// Fault injection for tests of dropouts (`crate::fault`, test builds
+    /// only): the node never answers step 2 of an aggregation
     /// round, so a test can kill it between sharing keys and masking.
     stall_masked_input: bool,
     /// The node's identity key, which signs contributions.
@@ -69,9 +69,6 @@ pub struct PartyService {
     crs: Option<Arc<Crs>>,
 }
 
-/// The environment variable that injects a fault (see `PartyService`).
-pub const FAULT_ENV: &str = "JOINTSCORE_FAULT";
-
 impl PartyService {
     /// A service answering as `config.name` from `store`.
     pub fn new(config: &PartyConfig, store: Arc<RecordStore>) -> PartyService {
@@ -84,7 +81,7 @@ impl PartyService {
             plans: Mutex::new(HashMap::new()),
             rounds: Rounds::new(&config.name, &config.approved_stats, store.clone()),
             psi: PsiSessions::new(config, store.clone()),
-            stall_masked_input: std::env::var(FAULT_ENV).is_ok_and(|f| f == "stall-masked-input"),
+            stall_masked_input: crate::fault::stall_masked_input(),
             identity: None,
             min_present_parties: config.min_present_parties,
             tls: None,
@@ -243,12 +240,12 @@ impl Party for PartyService {
 
     async fn psi_open(&self, request: Request<PsiOpenRequest>) -> std::result::Result<Response<PsiStream>, Status> {
         self.admit(&request)?;
-        let request = request.into_inner();
-        let (header, set) = self.psi.open(&request).await.inspect_err(|e| {
+        let request = OpenRequest::try_from(request.into_inner())?;
+        let (opened, set) = self.psi.open(&request).await.inspect_err(|e| {
             let requester = crate::psi::bounded_id(&request.requester);
             tracing::info!(party = %self.name, %requester, error = %e, "PSI session refused");
         })?;
-        let messages = psi_open_messages(header, &points_to_bytes(&set)).into_iter().map(Ok);
+        let messages = psi_open_messages(opened.into(), &points_to_bytes(&set)).into_iter().map(Ok);
         Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
     }
 
@@ -263,10 +260,11 @@ impl Party for PartyService {
 
     async fn psi_query(&self, request: Request<PsiQueryRequest>) -> std::result::Result<Response<PsiAnswer>, Status> {
         self.admit(&request)?;
-        let request = request.into_inner();
-        Ok(Response::new(self.psi.query(&request).await.inspect_err(|e| {
+        let PsiQueryRequest { session_id, points } = request.into_inner();
+        let points = self.psi.query(&session_id, &points).await.inspect_err(|e| {
             tracing::info!(party = %self.name, error = %e, "PSI query refused");
-        })?))
+        })?;
+        Ok(Response::new(PsiAnswer { points }))
     }
 }
 

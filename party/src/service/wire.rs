@@ -5,6 +5,7 @@ use jointscore_net::plan_from_wire;
 use jointscore_proto::v1 as pb;
 
 use super::contribute::{Contributed, ContributionRequest};
+use crate::psi::{OpenRequest, Opened, Purpose};
 use crate::error::PartyError;
 use crate::store::check_subject;
 
@@ -24,6 +25,27 @@ impl TryFrom<pb::ContributeRequest> for ContributionRequest {
             plan,
             absent: r.absent,
         })
+    }
+}
+
+impl TryFrom<pb::PsiOpenRequest> for OpenRequest {
+    type Error = PartyError;
+
+    fn try_from(r: pb::PsiOpenRequest) -> Result<OpenRequest, PartyError> {
+        let purpose = match pb::PsiPurpose::try_from(r.purpose) {
+            Ok(pb::PsiPurpose::Align) => Purpose::Align,
+            Ok(pb::PsiPurpose::Assets) => Purpose::Assets,
+            _ => return Err(PartyError::BadRequest(format!("unknown PSI purpose {}", r.purpose))),
+        };
+        Ok(OpenRequest { requester: r.requester, purpose })
+    }
+}
+
+impl From<Opened> for pb::PsiSession {
+    fn from(o: Opened) -> pb::PsiSession {
+        // One answer point per queried item: this responder encodes one
+        // point per item of its set.
+        pb::PsiSession { session_id: o.session_id, set_len: o.set_len, per_item: 1, expires_in_ms: o.expires_in_ms }
     }
 }
 
@@ -55,6 +77,17 @@ mod tests {
             key_id: "k".into(),
             plan: pb::PlanKind::Pushdown as i32,
             absent: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_psi_open_names_a_known_purpose() {
+        let r = pb::PsiOpenRequest { requester: "lender".into(), purpose: pb::PsiPurpose::Assets as i32, ..Default::default() };
+        assert_eq!(OpenRequest::try_from(r).expect("assets").purpose, Purpose::Assets);
+        for purpose in [pb::PsiPurpose::Unspecified as i32, 42] {
+            let r = pb::PsiOpenRequest { requester: "lender".into(), purpose, ..Default::default() };
+            let err = OpenRequest::try_from(r).expect_err("unknown");
+            assert!(err.to_string().contains(&format!("unknown PSI purpose {purpose}")), "{err}");
         }
     }
 
