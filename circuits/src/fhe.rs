@@ -260,7 +260,7 @@ impl Contribution {
         crs: &crate::proof::Crs,
         metadata: &[u8],
     ) -> Result<Contribution> {
-        let name = plan.model().parties.get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.clone();
+        let name = plan.model().parties().get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.clone();
         check_size(bytes, &name)?;
         let params = key.proven.parameters();
         let conformance = ProvenCompactCiphertextListConformanceParams {
@@ -303,7 +303,7 @@ impl Contribution {
     /// parameters. The bytes do not name the key they were encrypted under;
     /// binding a contribution to a key id is the envelope's job.
     pub fn from_bytes(bytes: &[u8], plan: &Plan, party: usize, key: &PublicKey) -> Result<Contribution> {
-        let name = plan.model().parties.get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.clone();
+        let name = plan.model().parties().get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.clone();
         check_size(bytes, &name)?;
         let params = key.key.parameters();
         let conformance = CiphertextListConformanceParams {
@@ -345,7 +345,7 @@ impl Contribution {
 /// expects from `party`.
 fn checked_digits(plan: &Plan, party: usize, digits: &[u8]) -> Result<Vec<u64>> {
     let want = plan.parties().get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.blocks();
-    let name = &plan.model().parties[party];
+    let name = &plan.model().parties()[party];
     if digits.len() != want {
         return Err(Error::Contribution {
             party: name.clone(),
@@ -686,8 +686,7 @@ pub(crate) mod tests {
         static PLANS: OnceLock<Vec<(Model, Plan, Plan)>> = OnceLock::new();
         PLANS.get_or_init(|| {
             let default = Model::cross_border_seller();
-            let mut all = default.clone();
-            all.reveal = Output::ALL.into_iter().collect();
+            let all = default.with_reveal(Output::ALL).expect("every output");
             [default, all]
                 .into_iter()
                 .map(|m| {

@@ -22,7 +22,7 @@ pub use circuit::{Circuit, CircuitStats};
 pub use error::{Error, Result};
 pub use model::{
     Band, Bin, CROSS_BORDER_SELLER, CmpOp, Condition, CreditLine, Feature, FeatureKind, Knockout, MAX_BINS,
-    MAX_CATEGORIES, MAX_REASONS, MODEL_FORMAT, Missing, Model, Output,
+    MAX_CATEGORIES, MAX_REASONS, MODEL_FORMAT, Missing, Model, Output, file,
 };
 pub use plan::{PartyPlan, Plan, PlanKind, Slot};
 pub use reference::{Bundle, Record, Verdict};

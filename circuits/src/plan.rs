@@ -156,39 +156,39 @@ impl Plan {
     /// features of `record` are read.
     pub fn contribution(&self, party: usize, record: &Record) -> Result<Vec<u8>> {
         let m = &self.model;
-        if party >= m.parties.len() {
+        if party >= m.parties().len() {
             return Err(Error::UnknownParty(format!("#{party}")));
         }
         let l = &self.layout;
-        let own: Vec<usize> = (0..m.features.len()).filter(|&f| m.features[f].party == party).collect();
+        let own: Vec<usize> = (0..m.features().len()).filter(|&f| m.features()[f].party == party).collect();
         let mut out = Vec::with_capacity(self.parties[party].blocks());
         match self.kind {
             PlanKind::Pushdown => {
                 if l.partial_digits[party] > 0 {
                     let x: i64 = own
                         .iter()
-                        .map(|&f| (reference::points(m, f, record.value(f)) - m.features[f].worst_points()) / l.unit)
+                        .map(|&f| (reference::points(m, f, record.value(f)) - m.features()[f].worst_points()) / l.unit)
                         .sum();
                     out.extend(to_digits(x as u64, l.partial_digits[party]));
                 }
                 if l.local_knock[party] {
                     let fired = m
-                        .knockouts
+                        .knockouts()
                         .iter()
                         .filter(|k| rule_parties(m, k) == BTreeSet::from([party]))
                         .any(|k| k.when.iter().all(|c| reference::condition_holds(c, record.value(c.feature))));
                     out.push(u8::from(fired));
                 }
                 for &r in &l.cross_rules[party] {
-                    let lit = m.knockouts[r]
+                    let lit = m.knockouts()[r]
                         .when
                         .iter()
-                        .filter(|c| m.features[c.feature].party == party)
+                        .filter(|c| m.features()[c.feature].party == party)
                         .all(|c| reference::condition_holds(c, record.value(c.feature)));
                     out.push(u8::from(lit));
                 }
-                if let Some(line) = m.credit_line.as_ref().filter(|_| line_needed(m))
-                    && m.features[line.feature].party == party
+                if let Some(line) = m.credit_line().filter(|_| line_needed(m))
+                    && m.features()[line.feature].party == party
                 {
                     let v = record.value(line.feature).unwrap_or(0);
                     for &band in &l.line_bands {
@@ -198,11 +198,11 @@ impl Plan {
                 if l.sends_reasons(m, party) {
                     let mut cands: Vec<(i64, usize)> = own
                         .iter()
-                        .map(|&f| (m.features[f].best_points() - reference::points(m, f, record.value(f)), f))
+                        .map(|&f| (m.features()[f].best_points() - reference::points(m, f, record.value(f)), f))
                         .filter(|&(lost, _)| lost > 0)
                         .collect();
                     cands.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-                    for slot in 0..m.reasons {
+                    for slot in 0..m.reasons() {
                         let (code, id) = match cands.get(slot) {
                             Some(&(lost, f)) => (l.code(lost), l.local_id(party, f)),
                             None => (0, 0),
@@ -214,7 +214,7 @@ impl Plan {
             }
             PlanKind::CoordinatorSide => {
                 for &f in &own {
-                    let feat = &m.features[f];
+                    let feat = &m.features()[f];
                     let sentinel = i64::from(matches!(feat.missing, Missing::Points(_)));
                     let e = match record.value(f) {
                         None => 0,
@@ -250,19 +250,20 @@ impl Plan {
             match name.as_str() {
                 "decision" => bundle.decision = Some(Verdict::from_code(single).ok_or_else(|| bad(name))?),
                 "band" => {
-                    let band = usize::try_from(single).ok().filter(|&b| b < m.bands.len()).ok_or_else(|| bad(name))?;
+                    let band =
+                        usize::try_from(single).ok().filter(|&b| b < m.bands().len()).ok_or_else(|| bad(name))?;
                     bundle.band = Some(band);
                 }
                 "rate_tier" => {
                     let tier = match single {
                         0 => None,
-                        t if (t as usize) <= m.bands.len() => Some(t as usize - 1),
+                        t if (t as usize) <= m.bands().len() => Some(t as usize - 1),
                         _ => return Err(bad(name)),
                     };
                     bundle.rate_tier = Some(tier);
                 }
                 "credit_line" => {
-                    let line = m.credit_line.as_ref().ok_or_else(|| bad(name))?;
+                    let line = m.credit_line().ok_or_else(|| bad(name))?;
                     let steps = number(&vals)?;
                     if steps * line.granularity > line.cap {
                         return Err(bad(name));
@@ -273,7 +274,7 @@ impl Plan {
                     // Ids are local to their set; an id naming no feature of
                     // its set (only a dishonest party can send one) is no
                     // reason at all.
-                    let mut picked: Vec<Option<usize>> = vec![None; m.reasons];
+                    let mut picked: Vec<Option<usize>> = vec![None; m.reasons()];
                     let mut at = 0;
                     for set in &l.reason_sets {
                         let n = digits_for(set.len() as u64);
@@ -329,11 +330,11 @@ impl Plan {
 
 /// The parties whose features a knock-out rule reads.
 fn rule_parties(m: &Model, k: &crate::model::Knockout) -> BTreeSet<usize> {
-    k.when.iter().map(|c| m.features[c.feature].party).collect()
+    k.when.iter().map(|c| m.features()[c.feature].party).collect()
 }
 
 fn line_needed(m: &Model) -> bool {
-    m.credit_line.is_some() && m.reveals(Output::CreditLine)
+    m.credit_line().is_some() && m.reveals(Output::CreditLine)
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -343,27 +344,27 @@ fn gcd(a: i64, b: i64) -> i64 {
 impl Layout {
     fn new(m: &Model, kind: PlanKind) -> Result<Layout> {
         let unit =
-            m.features.iter().flat_map(|f| f.point_values().map(move |p| p - f.worst_points())).fold(0, gcd).max(1);
-        let offset = m.base_points + m.features.iter().map(|f| f.worst_points()).sum::<i64>();
+            m.features().iter().flat_map(|f| f.point_values().map(move |p| p - f.worst_points())).fold(0, gcd).max(1);
+        let offset = m.base_points() + m.features().iter().map(|f| f.worst_points()).sum::<i64>();
         // Parties send partial scores only when a revealed output needs them.
         let needs_score = needs_decision(m) || needs_band(m) || m.reveals(Output::Score);
-        let partial_digits = (0..m.parties.len())
+        let partial_digits = (0..m.parties().len())
             .map(|p| {
                 let r = party_range(m, p, unit);
                 if r == 0 || !needs_score { 0 } else { digits_for(r as u64) }
             })
             .collect();
         let line_bands: Vec<usize> = if line_needed(m) {
-            (0..m.bands.len()).filter(|&b| m.bands[b].line_multiplier > 0).collect()
+            (0..m.bands().len()).filter(|&b| m.bands()[b].line_multiplier > 0).collect()
         } else {
             Vec::new()
         };
-        let line_digits = match &m.credit_line {
+        let line_digits = match m.credit_line() {
             Some(line) => digits_for(line.cap / line.granularity),
             None => 0,
         };
         let lost_levels: Vec<i64> = m
-            .features
+            .features()
             .iter()
             .flat_map(|f| f.point_values().map(move |p| f.best_points() - p))
             .filter(|&l| l > 0)
@@ -372,15 +373,15 @@ impl Layout {
             .collect();
         let code_digits = digits_for(lost_levels.len() as u64);
         let reason_sets = match kind {
-            PlanKind::Pushdown => (0..m.parties.len())
-                .map(|p| (0..m.features.len()).filter(|&f| m.features[f].party == p).collect())
+            PlanKind::Pushdown => (0..m.parties().len())
+                .map(|p| (0..m.features().len()).filter(|&f| m.features()[f].party == p).collect())
                 .collect(),
-            PlanKind::CoordinatorSide => vec![(0..m.features.len()).collect()],
+            PlanKind::CoordinatorSide => vec![(0..m.features().len()).collect()],
         };
-        let mut cross_rules = vec![Vec::new(); m.parties.len()];
-        let mut local_knock = vec![false; m.parties.len()];
+        let mut cross_rules = vec![Vec::new(); m.parties().len()];
+        let mut local_knock = vec![false; m.parties().len()];
         if kind == PlanKind::Pushdown && needs_decision(m) {
-            for (r, k) in m.knockouts.iter().enumerate() {
+            for (r, k) in m.knockouts().iter().enumerate() {
                 let parties = rule_parties(m, k);
                 if parties.len() == 1 {
                     for p in parties {
@@ -394,7 +395,7 @@ impl Layout {
             }
         }
         let raw_digits = m
-            .features
+            .features()
             .iter()
             .map(|f| digits_for(f.span() + u64::from(matches!(f.missing, Missing::Points(_)))))
             .collect();
@@ -431,7 +432,7 @@ impl Layout {
 
     /// Largest lost-points code party `p`'s own features can produce.
     fn party_code_max(&self, m: &Model, p: usize) -> u64 {
-        m.features
+        m.features()
             .iter()
             .filter(|f| f.party == p)
             .flat_map(|f| f.point_values().map(|pts| self.code(f.best_points() - pts)))
@@ -453,7 +454,7 @@ impl Layout {
 /// Largest partial score (in units above the party's worst) a party's own
 /// data can produce.
 fn party_range(m: &Model, p: usize, unit: i64) -> i64 {
-    m.features.iter().filter(|f| f.party == p).map(|f| (f.best_points() - f.worst_points()) / unit).sum()
+    m.features().iter().filter(|f| f.party == p).map(|f| (f.best_points() - f.worst_points()) / unit).sum()
 }
 
 /// Whether any revealed output depends on the decision.
@@ -466,7 +467,7 @@ fn needs_band(m: &Model) -> bool {
 }
 
 fn party_plans(m: &Model, kind: PlanKind, l: &Layout) -> Vec<PartyPlan> {
-    (0..m.parties.len())
+    (0..m.parties().len())
         .map(|p| {
             let mut slots = Vec::new();
             match kind {
@@ -483,20 +484,21 @@ fn party_plans(m: &Model, kind: PlanKind, l: &Layout) -> Vec<PartyPlan> {
                     }
                     for &r in &l.cross_rules[p] {
                         slots.push(Slot {
-                            what: format!("share of knock-out {}", m.knockouts[r].code),
+                            what: format!("share of knock-out {}", m.knockouts()[r].code),
                             digits: 1,
                             max: 1,
                         });
                     }
-                    if let Some(line) = m.credit_line.as_ref().filter(|_| line_needed(m))
-                        && m.features[line.feature].party == p
+                    if let Some(line) = m.credit_line().filter(|_| line_needed(m))
+                        && m.features()[line.feature].party == p
                     {
                         let fmax = feature_max(m, line.feature);
                         for &band in &l.line_bands {
                             slots.push(Slot {
                                 what: format!(
                                     "credit line if band {} (steps of {})",
-                                    m.bands[band].name, line.granularity
+                                    m.bands()[band].name,
+                                    line.granularity
                                 ),
                                 digits: l.line_digits,
                                 max: reference::line_steps(m, band, fmax),
@@ -504,7 +506,7 @@ fn party_plans(m: &Model, kind: PlanKind, l: &Layout) -> Vec<PartyPlan> {
                         }
                     }
                     if l.sends_reasons(m, p) {
-                        for slot in 0..m.reasons {
+                        for slot in 0..m.reasons() {
                             slots.push(Slot {
                                 what: format!("reason candidate {} lost-points code", slot + 1),
                                 digits: l.code_digits,
@@ -519,7 +521,7 @@ fn party_plans(m: &Model, kind: PlanKind, l: &Layout) -> Vec<PartyPlan> {
                     }
                 }
                 PlanKind::CoordinatorSide => {
-                    for (f, feat) in m.features.iter().enumerate().filter(|(_, f)| f.party == p) {
+                    for (f, feat) in m.features().iter().enumerate().filter(|(_, f)| f.party == p) {
                         let sentinel = u64::from(matches!(feat.missing, Missing::Points(_)));
                         slots.push(Slot {
                             what: format!("raw {}", feat.name),
@@ -529,13 +531,13 @@ fn party_plans(m: &Model, kind: PlanKind, l: &Layout) -> Vec<PartyPlan> {
                     }
                 }
             }
-            PartyPlan { name: m.parties[p].clone(), slots }
+            PartyPlan { name: m.parties()[p].clone(), slots }
         })
         .collect()
 }
 
 fn feature_max(m: &Model, f: usize) -> i64 {
-    match m.features[f].kind {
+    match m.features()[f].kind {
         FeatureKind::Integer { max, .. } => max,
         FeatureKind::Categorical { ref categories } => categories.len() as i64 - 1,
     }
@@ -578,17 +580,16 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
         reasons: Vec<Candidate>,
     }
     let mut inputs = Vec::new();
-    for p in 0..m.parties.len() {
+    for p in 0..m.parties().len() {
         let partial = b.input_digits(l.partial_digits[p]);
         let knock = l.local_knock[p].then(|| b.input(3));
         let literals = l.cross_rules[p].iter().map(|&r| (r, b.input(3))).collect();
-        let owns_line =
-            m.credit_line.as_ref().is_some_and(|line| line_needed(m) && m.features[line.feature].party == p);
+        let owns_line = m.credit_line().is_some_and(|line| line_needed(m) && m.features()[line.feature].party == p);
         let lines =
             if owns_line { l.line_bands.iter().map(|_| b.input_digits(l.line_digits)).collect() } else { Vec::new() };
         let mut reasons = Vec::new();
         if l.sends_reasons(m, p) {
-            for _ in 0..m.reasons {
+            for _ in 0..m.reasons() {
                 let code = b.input_digits(l.code_digits);
                 let id = b.input_digits(l.id_digits(p));
                 reasons.push(Candidate { set: p, code, code_max: l.party_code_max(m, p), id });
@@ -613,7 +614,7 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
     // rule fires when every party's literal is non-zero.
     b.phase("knock-outs");
     let mut knock_terms: Vec<Val> = inputs.iter().filter_map(|pi| pi.knock).collect();
-    for r in 0..m.knockouts.len() {
+    for r in 0..m.knockouts().len() {
         let lits: Vec<Val> =
             inputs.iter().flat_map(|pi| pi.literals.iter().filter(|(x, _)| *x == r).map(|(_, v)| *v)).collect();
         if lits.is_empty() {
@@ -631,10 +632,10 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
     // shares one bound, else each candidate before it.
     b.phase("credit line");
     let (mut line_cands, mut line_clamp) = (Vec::new(), None);
-    if let Some(line) = m.credit_line.as_ref().filter(|_| line_needed(m)) {
+    if let Some(line) = m.credit_line().filter(|_| line_needed(m)) {
         let fmax = feature_max(m, line.feature);
         let bounds: Vec<u64> = l.line_bands.iter().map(|&band| reference::line_steps(m, band, fmax)).collect();
-        let owner = &inputs[m.features[line.feature].party];
+        let owner = &inputs[m.features()[line.feature].party];
         let top = DIGIT_BASE.pow(l.line_digits as u32) - 1;
         if bounds.windows(2).all(|w| w[0] == w[1]) {
             line_cands = owner.lines.clone();
@@ -667,9 +668,9 @@ fn pushdown(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
 
 fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
     // Raw inputs, party by party, feature order within a party.
-    let mut raw: Vec<Vec<Val>> = vec![Vec::new(); m.features.len()];
-    for p in 0..m.parties.len() {
-        for f in (0..m.features.len()).filter(|&f| m.features[f].party == p) {
+    let mut raw: Vec<Vec<Val>> = vec![Vec::new(); m.features().len()];
+    for p in 0..m.parties().len() {
+        for f in (0..m.features().len()).filter(|&f| m.features()[f].party == p) {
             raw[f] = b.input_digits(l.raw_digits[f]);
         }
     }
@@ -677,13 +678,13 @@ fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
     // encoded value reaches. Everything but the line is a function of it.
     b.phase("raw features: levels, points, conditions, codes");
     let mut per_feature_units: Vec<Vec<Val>> = Vec::new();
-    let mut cond_bits: Vec<Vec<Val>> = m.knockouts.iter().map(|_| Vec::new()).collect();
+    let mut cond_bits: Vec<Vec<Val>> = m.knockouts().iter().map(|_| Vec::new()).collect();
     let mut reason_groups = Vec::new();
     let mut score_max = 0u64;
-    let mut order: Vec<usize> = (0..m.features.len()).collect();
-    order.sort_by_key(|&f| (m.features[f].party, f));
+    let mut order: Vec<usize> = (0..m.features().len()).collect();
+    order.sort_by_key(|&f| (m.features()[f].party, f));
     for &f in &order {
-        let feat = &m.features[f];
+        let feat = &m.features()[f];
         let sentinel = i64::from(matches!(feat.missing, Missing::Points(_)));
         let top = feat.span() as i64 + sentinel;
         let encode = |v: i64| v - feat.domain_min() + sentinel;
@@ -697,7 +698,7 @@ fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
             }
         }
         let conditions: Vec<(usize, &crate::model::Condition)> = m
-            .knockouts
+            .knockouts()
             .iter()
             .enumerate()
             .flat_map(|(r, k)| k.when.iter().filter(|c| c.feature == f).map(move |c| (r, c)))
@@ -788,15 +789,15 @@ fn coordinator_side(m: &Model, l: &Layout, b: &mut Builder) -> Result<()> {
 
     let mut line_cands = Vec::new();
     b.phase("credit line");
-    if let Some(line) = m.credit_line.as_ref().filter(|_| line_needed(m)) {
-        let feat = &m.features[line.feature];
+    if let Some(line) = m.credit_line().filter(|_| line_needed(m)) {
+        let feat = &m.features()[line.feature];
         for &band in &l.line_bands {
             line_cands.push(
                 b.radix_line(
                     &raw[line.feature],
                     feat.span(),
                     feat.domain_min() as u64,
-                    u64::from(m.bands[band].line_multiplier),
+                    u64::from(m.bands()[band].line_multiplier),
                     line.divisor
                         .checked_mul(line.granularity)
                         .ok_or_else(|| Error::Plan("line divisor x granularity overflows".into()))?,
@@ -817,7 +818,7 @@ fn joint(m: &Model, l: &Layout, b: &mut Builder, j: Joint) -> Result<()> {
 
     let band = if needs_band(m) {
         let mut bits = Vec::new();
-        for band in &m.bands {
+        for band in m.bands() {
             if let Some(min) = band.min_score {
                 bits.push(ge(b, min)?);
             }
@@ -838,8 +839,8 @@ fn joint(m: &Model, l: &Layout, b: &mut Builder, j: Joint) -> Result<()> {
             b.lut(s, |x| u8::from(x != 0))?
         };
         b.phase("cutoffs and bands");
-        let refer = ge(b, m.refer_at)?;
-        let approve = ge(b, m.approve_at)?;
+        let refer = ge(b, m.refer_at())?;
+        let approve = ge(b, m.approve_at())?;
         b.phase("decision");
         let passes = b.linear(&[(refer, 1), (approve, 1)], 0)?;
         Some(b.lut_multi(&[passes, knocked], |a| if a[1] != 0 { 0 } else { a[0] })?)
@@ -865,7 +866,7 @@ fn joint(m: &Model, l: &Layout, b: &mut Builder, j: Joint) -> Result<()> {
             b.output("credit_line", digits.into_iter().map(|v| vec![v]).collect());
         }
     }
-    if m.reveals(Output::Reasons) && m.reasons > 0 {
+    if m.reveals(Output::Reasons) && m.reasons() > 0 {
         b.phase("reasons");
         let blocks = reasons(b, m, l, &j.reason_groups)?;
         b.output("reasons", blocks);
@@ -951,7 +952,7 @@ fn by_band(b: &mut Builder, band: Val, decision: Val, f: impl Fn(u8, bool) -> u8
 /// second` (only one set holds the first, only one the second).
 fn reasons(b: &mut Builder, m: &Model, l: &Layout, groups: &[Vec<Candidate>]) -> Result<Vec<Vec<Val>>> {
     let n = groups.len();
-    let k = m.reasons;
+    let k = m.reasons();
     // beats[p][q]: head of p outranks head of q.
     let mut head_beats = vec![vec![Val::Const(0); n]; n];
     for p in 0..n {
@@ -1235,7 +1236,7 @@ pub(crate) mod tests {
     pub(crate) fn arb_record(m: &Model) -> impl Strategy<Value = Record> + use<> {
         let m = m.clone();
         let per_feature: Vec<BoxedStrategy<Option<RawValue>>> = m
-            .features
+            .features()
             .iter()
             .map(|f| {
                 let missing_ok = !matches!(f.missing, Missing::Reject);
@@ -1472,9 +1473,8 @@ reveal = ["decision", "band", "rate_tier", "credit_line", "reasons", "score"]
         })
     }
 
-    fn all_outputs(mut m: Model) -> Model {
-        m.reveal = Output::ALL.into_iter().collect();
-        m
+    fn all_outputs(m: Model) -> Model {
+        m.with_reveal(Output::ALL).unwrap()
     }
 
     /// Golden vector: what each party sends for examples/seller.json under
@@ -1538,8 +1538,9 @@ reveal = ["decision", "band", "rate_tier", "credit_line", "reasons", "score"]
             record in arb_record(&Model::cross_border_seller()),
             mask in 1u8..64,
         ) {
-            let mut m = Model::cross_border_seller();
-            m.reveal = Output::ALL.into_iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, o)| o).collect();
+            let m = Model::cross_border_seller()
+                .with_reveal(Output::ALL.into_iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, o)| o))
+                .unwrap();
             for kind in [PlanKind::Pushdown, PlanKind::CoordinatorSide] {
                 let plan = Plan::new(&m, kind).unwrap();
                 prop_assert_eq!(plan.eval_plain(&record).unwrap(), reference::evaluate(&m, &record).restricted(&m));
@@ -1587,10 +1588,10 @@ reveal = ["decision", "band", "rate_tier", "credit_line", "reasons", "score"]
             let blocks: Vec<u8> = seed.iter().cycle().take(n).copied().collect();
             let bundle = plan.eval_contributions(&blocks).unwrap();
             let score = bundle.score.unwrap();
-            let lo = m.base_points + m.features.iter().map(|f| f.worst_points()).sum::<i64>();
-            let hi = m.base_points + m.features.iter().map(|f| f.best_points()).sum::<i64>();
+            let lo = m.base_points() + m.features().iter().map(|f| f.worst_points()).sum::<i64>();
+            let hi = m.base_points() + m.features().iter().map(|f| f.best_points()).sum::<i64>();
             prop_assert!(lo <= score && score <= hi);
-            prop_assert!(bundle.credit_line.unwrap() <= m.credit_line.as_ref().unwrap().cap);
+            prop_assert!(bundle.credit_line.unwrap() <= m.credit_line().unwrap().cap);
         }
     }
 

@@ -37,7 +37,7 @@ impl Record {
             }
         }
         let mut raw = BTreeMap::new();
-        for (i, f) in model.features.iter().enumerate() {
+        for (i, f) in model.features().iter().enumerate() {
             let value = match map.get(&f.name) {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(RawValue::from_json(&f.name, &f.kind, v)?),
@@ -50,7 +50,7 @@ impl Record {
     /// Builds a record from raw values by feature index (`None` = missing).
     pub fn from_raw(model: &Model, raw: BTreeMap<usize, Option<RawValue>>) -> Result<Record> {
         let values = model
-            .features
+            .features()
             .iter()
             .enumerate()
             .map(|(i, f)| checked(f, raw.get(&i).cloned().flatten()))
@@ -67,11 +67,11 @@ impl Record {
         let Value::Object(map) = json else {
             return Err(Error::Input { feature: "*".into(), message: "inputs must be a JSON object".into() });
         };
-        if party >= model.parties.len() {
+        if party >= model.parties().len() {
             return Err(Error::UnknownParty(format!("#{party}")));
         }
         let values = model
-            .features
+            .features()
             .iter()
             .map(|f| {
                 if f.party != party {
@@ -234,21 +234,23 @@ impl Bundle {
             out.insert("decision".into(), serde_json::to_value(d).unwrap_or(Value::Null));
         }
         if let Some(b) = self.band {
-            out.insert("band".into(), model.bands.get(b).map(|b| b.name.clone()).into());
+            out.insert("band".into(), model.bands().get(b).map(|b| b.name.clone()).into());
         }
         if let Some(t) = &self.rate_tier {
-            let tier = t.and_then(|b| model.bands.get(b)).map(|b| b.rate_tier.clone());
+            let tier = t.and_then(|b| model.bands().get(b)).map(|b| b.rate_tier.clone());
             out.insert("rate_tier".into(), tier.into());
         }
         if let Some(l) = self.credit_line {
             out.insert("credit_line".into(), l.into());
-            if let Some(cl) = &model.credit_line {
+            if let Some(cl) = model.credit_line() {
                 out.insert("credit_line_unit".into(), cl.unit.clone().into());
             }
         }
         if let Some(r) = &self.reasons {
-            let names: Vec<Value> =
-                r.iter().map(|&i| model.features.get(i).map(|f| format!("{} ({})", f.reason, f.name)).into()).collect();
+            let names: Vec<Value> = r
+                .iter()
+                .map(|&i| model.features().get(i).map(|f| format!("{} ({})", f.reason, f.name)).into())
+                .collect();
             out.insert("reasons".into(), names.into());
         }
         if let Some(s) = self.score {
@@ -261,7 +263,7 @@ impl Bundle {
 /// Points a feature awards for a record value (`None` = missing, which a
 /// [`Record`] only holds for features scored when missing).
 pub(crate) fn points(model: &Model, feature: usize, value: Option<i64>) -> i64 {
-    let f = &model.features[feature];
+    let f = &model.features()[feature];
     match (value, &f.missing) {
         (Some(v), _) => f.bins[f.bin_of(v)].points,
         (None, Missing::Points(p)) => *p,
@@ -277,8 +279,8 @@ pub fn condition_holds(c: &Condition, value: Option<i64>) -> bool {
 /// The credit line for a band before the decline rule: the model's formula,
 /// floored to the granularity and capped; in line units of `granularity`.
 pub fn line_steps(model: &Model, band: usize, value: i64) -> u64 {
-    let Some(line) = &model.credit_line else { return 0 };
-    let m = u128::from(model.bands[band].line_multiplier);
+    let Some(line) = model.credit_line() else { return 0 };
+    let m = u128::from(model.bands()[band].line_multiplier);
     let raw = m * value.max(0) as u128 / u128::from(line.divisor) / u128::from(line.granularity);
     raw.min(u128::from(line.cap / line.granularity)) as u64
 }
@@ -286,25 +288,26 @@ pub fn line_steps(model: &Model, band: usize, value: i64) -> u64 {
 /// Evaluates the whole model in the clear. Returns every output; use
 /// [`Bundle::restricted`] for what a lender may see.
 pub fn evaluate(model: &Model, record: &Record) -> Bundle {
-    let n = model.features.len();
+    let n = model.features().len();
     let pts: Vec<i64> = (0..n).map(|f| points(model, f, record.value(f))).collect();
-    let score = model.base_points + pts.iter().sum::<i64>();
+    let score = model.base_points() + pts.iter().sum::<i64>();
 
-    let knocked = model.knockouts.iter().any(|k| k.when.iter().all(|c| condition_holds(c, record.value(c.feature))));
+    let knocked = model.knockouts().iter().any(|k| k.when.iter().all(|c| condition_holds(c, record.value(c.feature))));
     let decision = if knocked {
         Verdict::Decline
-    } else if score >= model.approve_at {
+    } else if score >= model.approve_at() {
         Verdict::Approve
-    } else if score >= model.refer_at {
+    } else if score >= model.refer_at() {
         Verdict::Refer
     } else {
         Verdict::Decline
     };
 
-    let band = model.bands.iter().position(|b| b.min_score.is_none_or(|m| score >= m)).unwrap_or(model.bands.len() - 1);
+    let band =
+        model.bands().iter().position(|b| b.min_score.is_none_or(|m| score >= m)).unwrap_or(model.bands().len() - 1);
     let offered = decision != Verdict::Decline;
     let rate_tier = offered.then_some(band);
-    let credit_line = match (&model.credit_line, offered) {
+    let credit_line = match (model.credit_line(), offered) {
         (Some(line), true) => {
             let v = record.value(line.feature).unwrap_or(0);
             line_steps(model, band, v) * line.granularity
@@ -315,11 +318,11 @@ pub fn evaluate(model: &Model, record: &Record) -> Bundle {
     // Rank by points lost against the feature's best, then party order, then
     // feature order; features that lost nothing are never reasons.
     let mut lost: Vec<(i64, usize, usize)> = (0..n)
-        .map(|f| (model.features[f].best_points() - pts[f], model.features[f].party, f))
+        .map(|f| (model.features()[f].best_points() - pts[f], model.features()[f].party, f))
         .filter(|&(l, _, _)| l > 0)
         .collect();
     lost.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let reasons = lost.iter().take(model.reasons).map(|&(_, _, f)| f).collect();
+    let reasons = lost.iter().take(model.reasons()).map(|&(_, _, f)| f).collect();
 
     Bundle {
         decision: Some(decision),
@@ -347,7 +350,7 @@ mod tests {
         own["internal_note"] = json!("vip");
         own["outstanding_debt_k"] = json!("not a number");
         let platform = Record::for_party(&m, 0, &own).expect("platform record");
-        for (i, f) in m.features.iter().enumerate() {
+        for (i, f) in m.features().iter().enumerate() {
             let want = if f.party == 0 { full.value(i) } else { None };
             assert_eq!(platform.value(i), want, "{}", f.name);
         }

@@ -108,7 +108,7 @@ pub(crate) fn decision(args: DecisionArgs) -> Result<(), CliError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if args.json {
         let v = json!({
-            "model": m.name,
+            "model": m.name(),
             "model_id": m.id(),
             "pushdown_s": pd_s,
             "pushdown_pbs": pd_pbs,
@@ -128,7 +128,7 @@ pub(crate) fn decision(args: DecisionArgs) -> Result<(), CliError> {
         });
         println!("{v}");
     } else {
-        println!("model {} ({}), {} threads", m.name, &m.id()[..16], threads);
+        println!("model {} ({}), {} threads", m.name(), &m.id()[..16], threads);
         println!(
             "{:<18} {:>5} {:>10} {:>10} {:>10} {:>6} {:>8} {:>10}",
             "plan", "runs", "median s", "min s", "max s", "PBS", "depth", "wire bytes"

@@ -221,15 +221,15 @@ fn model(cmd: ModelCommand) -> Result<(), CliError> {
             let m = load_model(&file)?;
             println!(
                 "ok: {} v{} ({} parties, {} features, {} knock-outs, {} bands)",
-                m.name,
-                m.version,
-                m.parties.len(),
-                m.features.len(),
-                m.knockouts.len(),
-                m.bands.len()
+                m.name(),
+                m.version(),
+                m.parties().len(),
+                m.features().len(),
+                m.knockouts().len(),
+                m.bands().len()
             );
             println!("model id: {}", m.id());
-            let reveal: Vec<&str> = m.reveal.iter().map(|o| o.name()).collect();
+            let reveal: Vec<&str> = m.reveal().iter().map(|o| o.name()).collect();
             println!("reveals: {}", reveal.join(", "));
             Ok(())
         }
@@ -291,7 +291,7 @@ fn print_plan(plan: &Plan, measured: Option<&fhe::LocalRun>, as_json: bool) {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return;
     }
-    println!("model {} ({}), plan: {:?}", m.name, &m.id()[..16], plan.kind());
+    println!("model {} ({}), plan: {:?}", m.name(), &m.id()[..16], plan.kind());
     println!("points counted in units of {}", plan.points_unit());
     for p in plan.parties() {
         println!("\nparty {} sends {} encrypted blocks (base-4 digits):", p.name, p.blocks());

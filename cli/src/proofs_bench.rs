@@ -122,7 +122,7 @@ pub(crate) fn proofs(args: ProofsArgs) -> Result<(), CliError> {
             .enumerate()
             .map(|(p, c)| {
                 json!({
-                    "party": m.parties[p],
+                    "party": m.parties()[p],
                     "blocks": plan.parties()[p].blocks(),
                     "encrypt_s": median(c.encrypt.clone()),
                     "prove_s": median(c.prove.clone()),
@@ -133,7 +133,7 @@ pub(crate) fn proofs(args: ProofsArgs) -> Result<(), CliError> {
             })
             .collect();
         let v = json!({
-            "model": m.name,
+            "model": m.name(),
             "runs": args.runs,
             "proof_blocks": args.proof_blocks,
             "crs_bytes": crs_bytes.len(),
@@ -153,7 +153,7 @@ pub(crate) fn proofs(args: ProofsArgs) -> Result<(), CliError> {
         println!(
             "strict mode, {} ({} runs, medians; {threads} threads; CRS for {} blocks a proof: {:.1} MB, generated in \
              {:.1} s, loaded in {:.2} s)",
-            m.name,
+            m.name(),
             args.runs,
             args.proof_blocks,
             crs_bytes.len() as f64 / 1e6,
@@ -167,7 +167,7 @@ pub(crate) fn proofs(args: ProofsArgs) -> Result<(), CliError> {
         for (p, c) in costs.iter().enumerate() {
             println!(
                 "{:<10} {:>6} {:>11.3} {:>14.3} {:>11.3} {:>11.1} {:>12.1}",
-                m.parties[p],
+                m.parties()[p],
                 plan.parties()[p].blocks(),
                 median(c.encrypt.clone()),
                 median(c.prove.clone()),

@@ -87,7 +87,7 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
         println!("party        {:<10} {} sample sellers, approves model {}", p.name, p.store.len()?, &m.id()[..16]);
     }
     let plan = Plan::new(&m, PlanKind::Pushdown)?;
-    println!("model        {} ({} PBS per decision, pushdown plan)", m.name, plan.stats().lookups);
+    println!("model        {} ({} PBS per decision, pushdown plan)", m.name(), plan.stats().lookups);
 
     let bar = spinner("lender: generating a TFHE key set (a few seconds)");
     let keys = tokio::task::spawn_blocking(LenderKeys::generate)
@@ -114,7 +114,7 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
     let mut rows = Vec::new();
     let mut agree = 0;
     for (i, (subject, _)) in cluster.book.iter().enumerate() {
-        let absent = absent.absent(subject, &m.parties)?;
+        let absent = absent.absent(subject, &m.parties())?;
         let decision = lender.decide_with(subject, &format!("quickstart-{}-{i}", keys.id()), &absent).await?;
         agree += usize::from(decision.bundle == cluster.reference(subject)?);
         rows.push((subject.clone(), decision));
@@ -197,7 +197,7 @@ async fn audit(cluster: &Cluster, decisions: usize) -> Result<bool, CliError> {
         count(EntryKind::Psi),
         count(EntryKind::Aggregation)
     );
-    Ok(signed == decisions * cluster.model.parties.len())
+    Ok(signed == decisions * cluster.model.parties().len())
 }
 
 /// Applicants the lender has that no party knows: alignment finds them
@@ -212,7 +212,7 @@ async fn align(cluster: &Cluster) -> Result<AlignmentStore, CliError> {
     let store = AlignmentStore::in_memory()?;
     let mut requester = PsiRequester::connect(cluster.target(LENDER)?, LENDER).await?;
     println!();
-    for party in &cluster.model.parties {
+    for party in &cluster.model.parties() {
         let aligned = requester.align(party, &applicants).await?;
         store.record(party, &applicants, &aligned.held)?;
         let held = aligned.held.iter().filter(|&&h| h).count();
@@ -225,7 +225,7 @@ async fn align(cluster: &Cluster) -> Result<AlignmentStore, CliError> {
         );
     }
     for new in NEW_APPLICANTS {
-        if store.absent(new, &cluster.model.parties)?.len() == cluster.model.parties.len() {
+        if store.absent(new, &cluster.model.parties())?.len() == cluster.model.parties().len() {
             println!("align        {new}: no party holds it, so no party is asked about it");
         }
     }
@@ -274,9 +274,9 @@ async fn statistics(cluster: &Cluster, spec: &StatsSpec, seed: u64) -> Result<us
     let result = requester.run(BOOK_HEALTH, &format!("quickstart-stats-{seed}-{}", spec.id()), DEFAULT_WAIT).await;
     bar.finish_and_clear();
     let result = result?;
-    let n = u32::try_from(cluster.model.parties.len()).unwrap_or(u32::MAX);
+    let n = u32::try_from(cluster.model.parties().len()).unwrap_or(u32::MAX);
     let mut plain = vec![0u64; spec.dim()];
-    for index in 0..cluster.model.parties.len() {
+    for index in 0..cluster.model.parties().len() {
         let views: Vec<Value> = cluster.book.iter().map(|(_, r)| party_view(&cluster.model, index, r)).collect();
         let tally = jointscore_stats::tally(spec, &views, n).map_err(|e| CliError::Usage(e.to_string()))?;
         plain.iter_mut().zip(tally).for_each(|(p, t)| *p += u64::from(t));

@@ -606,7 +606,7 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     let model = Model::cross_border_seller();
     let book = sample::subjects(&model, 3, 5);
     let registry = |name: &str| if name == "bank" { "asset_registry = true\n" } else { "" };
-    for (index, name) in model.parties.iter().enumerate() {
+    for (index, name) in model.parties().iter().enumerate() {
         let config = path(&format!("{name}.toml"));
         std::fs::write(
             &config,
@@ -617,7 +617,8 @@ fn the_command_line_runs_the_system_as_separate_processes() {
             ),
         )
         .expect("party config");
-        let columns: Vec<&str> = model.features.iter().filter(|f| f.party == index).map(|f| f.name.as_str()).collect();
+        let columns: Vec<&str> =
+            model.features().iter().filter(|f| f.party == index).map(|f| f.name.as_str()).collect();
         let mut csv = format!("subject,{}\n", columns.join(","));
         for (subject, record) in &book {
             let view = party_view(&model, index, record);
@@ -689,7 +690,7 @@ fn the_command_line_runs_the_system_as_separate_processes() {
         std::thread::sleep(Duration::from_millis(250));
     }
     let aligned = aligned.expect("alignment through the command line");
-    for (line, party) in aligned.lines().zip(&model.parties) {
+    for (line, party) in aligned.lines().zip(&model.parties()) {
         let v: serde_json::Value = serde_json::from_str(line).expect("one JSON line per party");
         assert_eq!(
             (v["party"].as_str(), v["asked"].as_u64(), v["held"].as_u64()),

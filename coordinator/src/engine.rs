@@ -385,7 +385,7 @@ impl Engine {
         let model_toml = self.model_toml(&job.request.model_id)?;
         let absent = self.absent_contributions(job, plan, public).await?;
         let mut tasks = JoinSet::new();
-        for (index, name) in plan.model().parties.iter().enumerate() {
+        for (index, name) in plan.model().parties().iter().enumerate() {
             if absent[index].is_some() {
                 continue;
             }
@@ -422,7 +422,7 @@ impl Engine {
                 (index, got)
             });
         }
-        let mut results: Vec<Option<Answer>> = (0..plan.model().parties.len()).map(|_| None).collect();
+        let mut results: Vec<Option<Answer>> = (0..plan.model().parties().len()).map(|_| None).collect();
         while let Some(done) = tasks.join_next().await {
             let (index, got) =
                 done.map_err(|e| CoordinatorError::Transport(format!("contribution task failed: {e}")))?;
@@ -432,7 +432,7 @@ impl Engine {
         let mut signed = Vec::new();
         let mut channels = lock(&self.channels)?;
         let mut errors = Vec::new();
-        for ((got, absent), name) in results.into_iter().zip(absent).zip(&plan.model().parties) {
+        for ((got, absent), name) in results.into_iter().zip(absent).zip(&plan.model().parties()) {
             let Some(got) = got else {
                 contributions.extend(absent);
                 continue;
@@ -484,7 +484,7 @@ impl Engine {
         plan: &Arc<Plan>,
         public: &PublicKey,
     ) -> Result<Vec<Option<Contribution>>> {
-        let absent: Vec<bool> = plan.model().parties.iter().map(|p| job.request.absent.contains(p)).collect();
+        let absent: Vec<bool> = plan.model().parties().iter().map(|p| job.request.absent.contains(p)).collect();
         if !absent.contains(&true) {
             return Ok(absent.iter().map(|_| None).collect());
         }
@@ -497,7 +497,7 @@ impl Engine {
                     if !is_absent {
                         return Ok(None);
                     }
-                    let name = &plan.model().parties[index];
+                    let name = &plan.model().parties()[index];
                     let missing = |e: jointscore_circuits::Error| {
                         failed(
                             Code::FailedPrecondition,

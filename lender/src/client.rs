@@ -122,7 +122,7 @@ impl Lender {
         let Some(consortium) = &self.consortium else { return Ok(()) };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let unverified = |m: String| LenderError::Unverified { job: job.job_id.clone(), message: m };
-        for party in self.plan.model().parties.iter().filter(|p| !job.absent.contains(p)) {
+        for party in self.plan.model().parties().iter().filter(|p| !job.absent.contains(p)) {
             let signed = job
                 .contributions
                 .iter()

@@ -314,7 +314,7 @@ impl Cluster {
         let consortium = if options.signed {
             let membership = Membership {
                 name: "local".into(),
-                parties: model.parties().clone(),
+                parties: model.parties().to_vec(),
                 // Under TLS every lender needs an identity: the built-in
                 // one, and those of `lenders` that run no party node.
                 lenders: if options.tls {

@@ -53,7 +53,7 @@ async fn alignment_keeps_decisions_away_from_parties_without_the_subject() {
     // A newcomer the platform and logistics firm know, the bank does not.
     let newcomer = sample::subjects(&model, 1, 77).remove(0).1;
     for p in parties.iter().filter(|p| p.name != "bank") {
-        let index = model.parties.iter().position(|n| *n == p.name).expect("party");
+        let index = model.parties().iter().position(|n| *n == p.name).expect("party");
         p.store.put_all(&[("newcomer".into(), party_view(&model, index, &newcomer))]).expect("put");
     }
     let mut lender = Lender::connect(&url, keys(), bank_optional_toml(), PlanKind::Pushdown).await.expect("lender");
@@ -62,15 +62,15 @@ async fn alignment_keeps_decisions_away_from_parties_without_the_subject() {
     let list: Vec<String> = vec![book[0].0.clone(), "newcomer".into(), "stranger".into()];
     let mut requester = PsiRequester::connect(&url, "test-lender").await.expect("requester");
     let aligned = AlignmentStore::in_memory().expect("store");
-    for party in &model.parties {
+    for party in &model.parties() {
         let a = requester.align(party, &list).await.expect("align");
         let want = if party == "bank" { [true, false, false] } else { [true, true, false] };
         assert_eq!(a.held, want, "{party}");
         assert_eq!(a.party_size, if party == "bank" { 3 } else { 4 }, "{party}");
         aligned.record(party, &list, &a.held).expect("record");
     }
-    assert_eq!(aligned.absent(&book[0].0, &model.parties).expect("aligned"), Vec::<String>::new());
-    let absent = aligned.absent("newcomer", &model.parties).expect("aligned");
+    assert_eq!(aligned.absent(&book[0].0, &model.parties()).expect("aligned"), Vec::<String>::new());
+    let absent = aligned.absent("newcomer", &model.parties()).expect("aligned");
     assert_eq!(absent, ["bank"]);
 
     // The bank is not asked (it would refuse an unknown subject, NOT_FOUND):
@@ -78,7 +78,7 @@ async fn alignment_keeps_decisions_away_from_parties_without_the_subject() {
     // reference does.
     let d = lender.decide_with("newcomer", "aligned-1", &absent).await.expect("decision without the bank");
     let mut without_bank = newcomer.clone();
-    for f in model.features.iter().filter(|f| model.parties[f.party] == "bank") {
+    for f in model.features().iter().filter(|f| model.parties()[f.party] == "bank") {
         without_bank[&f.name] = Value::Null;
     }
     let record = Record::from_json(&model, &without_bank).expect("record");
@@ -99,7 +99,7 @@ async fn alignment_keeps_decisions_away_from_parties_without_the_subject() {
     assert_eq!(e.code(), Some(Code::PermissionDenied), "{e}");
     assert!(e.to_string().contains("party `platform` contributes only when at least 2 parties do"), "{e}");
     // Every party absent: nothing to decide on.
-    let e = lender.submit_with("newcomer", "aligned-3", &model.parties).await.unwrap_err();
+    let e = lender.submit_with("newcomer", "aligned-3", &model.parties()).await.unwrap_err();
     assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
     assert!(e.to_string().contains("every party of the model is named absent"), "{e}");
     // An absent party the model does not have is a bad request.

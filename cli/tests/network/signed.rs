@@ -238,7 +238,7 @@ async fn a_revoked_party_cannot_contribute_and_a_lender_checks_signatures() {
     strict.register("strict").await.expect("keys");
     let consortium = {
         let dir = tempfile::tempdir().expect("tempdir");
-        let parties: Vec<String> = unsigned.model.parties.clone();
+        let parties: Vec<String> = unsigned.model.parties().to_vec();
         let membership = jointscore::cluster::Membership { name: "other".into(), parties, ..Default::default() };
         jointscore::cluster::init_consortium(dir.path(), &membership).expect("consortium")
     };

@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = PublicKey::from_bytes(bytes);
         }
         1 => {
-            let parties = f.plan.model().parties.len();
+            let parties = f.plan.model().parties().len();
             let _ = Contribution::from_bytes(bytes, &f.plan, usize::from(which) % parties, &f.public);
         }
         2 => {
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = EvaluationKey::from_compressed_bytes(bytes, &f.public);
         }
         5 => {
-            let parties = f.plan.model().parties.len();
+            let parties = f.plan.model().parties().len();
             let _ = Contribution::from_proven_bytes(
                 bytes,
                 &f.plan,
