@@ -27,6 +27,8 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 
+pub(crate) mod gadgets;
+
 /// Largest value a block holds (message and carry space of the parameters).
 pub(crate) const BLOCK_MAX: u8 = 15;
 /// Largest noise level a PBS input may have; tfhe's `max_noise_level` for the
