@@ -3,15 +3,11 @@
 //! relays. Round state (masking keys, self-mask seed, held shares) lives in
 //! memory only, so a node that restarts mid-round has simply dropped out.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use jointscore_proto::v1::{
-    SecAggAdvertiseReply, SecAggAdvertiseRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggSealed,
-    SecAggShare, SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
-};
-use jointscore_secagg::{Advertise, Client, Config, Inbox, PartyId, Roster, SessionId};
+use jointscore_secagg::{Advertise, Client, Config, Inbox, Masked, PartyId, Roster, SessionId, Shares, Unmask};
 use jointscore_stats::{StatsSpec, Tally};
 use rand_core::OsRng;
 
@@ -60,12 +56,29 @@ pub(crate) struct Rounds {
     rounds: Mutex<HashMap<String, Round>>,
 }
 
-fn bad(message: impl Into<String>) -> PartyError {
-    PartyError::BadRequest(message.into())
+/// The coordinator's invitation to a round, its fields checked for form.
+#[derive(Clone, Debug)]
+pub(crate) struct Invitation {
+    /// The round, as the coordinator names it.
+    pub(crate) round_id: String,
+    /// The party invited (must be this node).
+    pub(crate) party: String,
+    /// Its number in the round.
+    pub(crate) party_id: PartyId,
+    /// The statistics spec, by id (what the operator approves).
+    pub(crate) spec_id: String,
+    /// The spec file; must be `spec_id`.
+    pub(crate) spec_toml: String,
+    /// How many parties the round invites.
+    pub(crate) parties: u32,
+    /// How many must survive for the sum to be unmasked.
+    pub(crate) threshold: u32,
+    /// The round's session id, which binds every message to it.
+    pub(crate) session: [u8; 16],
 }
 
-fn key(bytes: &[u8], what: &str, party: PartyId) -> Result<[u8; 32]> {
-    bytes.try_into().map_err(|_| bad(format!("{what} of party {party} is {} bytes, not 32", bytes.len())))
+fn bad(message: impl Into<String>) -> PartyError {
+    PartyError::BadRequest(message.into())
 }
 
 impl Rounds {
@@ -85,7 +98,7 @@ impl Rounds {
     /// Step 0: checks the request and the spec's approval, tallies this
     /// party's book (on the blocking pool: it reads every record), and
     /// answers its public keys.
-    pub(crate) async fn advertise(&self, request: SecAggAdvertiseRequest) -> Result<SecAggAdvertiseReply> {
+    pub(crate) async fn advertise(&self, request: Invitation) -> Result<Advertise> {
         if request.round_id.is_empty() || request.round_id.len() > ROUND_ID_MAX {
             return Err(bad(format!("round id must be 1–{ROUND_ID_MAX} bytes")));
         }
@@ -118,9 +131,7 @@ impl Rounds {
                 request.threshold, request.parties
             )));
         }
-        let session: [u8; 16] =
-            request.session.as_slice().try_into().map_err(|_| bad("the session id must be 16 bytes"))?;
-        let config = Config::new(request.parties, request.threshold, spec.dim(), SessionId(session))?;
+        let config = Config::new(request.parties, request.threshold, spec.dim(), SessionId(request.session))?;
         if self.lock()?.contains_key(&request.round_id) {
             return Err(bad(format!("round `{}` is already under way at this node", request.round_id)));
         }
@@ -146,12 +157,7 @@ impl Rounds {
         }
         rounds.insert(request.round_id, Round { client, step: Step::Advertised, started: Instant::now() });
         tracing::info!(party = %self.party, spec = %request.spec_id, "aggregation round: keys advertised");
-        Ok(SecAggAdvertiseReply {
-            party: self.party.clone(),
-            party_id: keys.from,
-            encryption_key: keys.encryption.to_vec(),
-            masking_key: keys.masking.to_vec(),
-        })
+        Ok(keys)
     }
 
     /// Runs one step on a round that is at `at`, moving it to `next`, or
@@ -193,54 +199,23 @@ impl Rounds {
 
     /// Step 1: shares this party's masking key and self-mask seed among the
     /// roster, each share pair sealed to its recipient.
-    pub(crate) fn share_keys(&self, request: SecAggShareKeysRequest) -> Result<SecAggShareKeysReply> {
-        let mut roster = Roster::new();
-        for k in &request.roster {
-            let advertise = Advertise {
-                from: k.party_id,
-                encryption: key(&k.encryption_key, "encryption key", k.party_id)?,
-                masking: key(&k.masking_key, "masking key", k.party_id)?,
-            };
-            if roster.insert(k.party_id, advertise).is_some() {
-                return Err(bad(format!("the roster names party {} twice", k.party_id)));
-            }
-        }
-        let shares = self.step(&request.round_id, Step::Advertised, Some(Step::Shared), "share_keys", |client| {
-            Ok(client.share_keys(&roster, &mut OsRng)?)
-        })?;
-        Ok(SecAggShareKeysReply {
-            shares: shares.to.into_iter().map(|(party_id, ciphertext)| SecAggSealed { party_id, ciphertext }).collect(),
+    pub(crate) fn share_keys(&self, round_id: &str, roster: &Roster) -> Result<Shares> {
+        self.step(round_id, Step::Advertised, Some(Step::Shared), "share_keys", |client| {
+            Ok(client.share_keys(roster, &mut OsRng)?)
         })
     }
 
     /// Step 2: reads the shares addressed to this party and answers its
     /// masked vector.
-    pub(crate) fn masked_input(&self, request: SecAggMaskedInputRequest) -> Result<SecAggMaskedInputReply> {
-        let mut inbox = Inbox::new();
-        for sealed in request.inbox {
-            if inbox.insert(sealed.party_id, sealed.ciphertext).is_some() {
-                return Err(bad(format!("the inbox holds two share pairs from party {}", sealed.party_id)));
-            }
-        }
-        let masked = self.step(&request.round_id, Step::Shared, Some(Step::Masked), "masked_input", |client| {
-            Ok(client.masked_input(&inbox)?)
-        })?;
-        let mut vector = Vec::with_capacity(masked.vector.len() * 4);
-        for x in &masked.vector {
-            vector.extend_from_slice(&x.to_le_bytes());
-        }
-        Ok(SecAggMaskedInputReply { vector, rejected: masked.rejected.into_iter().collect() })
+    pub(crate) fn masked_input(&self, round_id: &str, inbox: &Inbox) -> Result<Masked> {
+        self.step(round_id, Step::Shared, Some(Step::Masked), "masked_input", |client| Ok(client.masked_input(inbox)?))
     }
 
     /// Step 3: the shares that unmask the sum, after which the round is
     /// forgotten.
-    pub(crate) fn unmask(&self, request: SecAggUnmaskRequest) -> Result<SecAggUnmaskReply> {
-        let unmask = self
-            .step(&request.round_id, Step::Masked, None, "unmask", |client| Ok(client.unmask(&request.survivors)?))?;
-        let shares = |m: BTreeMap<PartyId, [u8; 32]>| {
-            m.into_iter().map(|(party_id, share)| SecAggShare { party_id, share: share.to_vec() }).collect()
-        };
+    pub(crate) fn unmask(&self, round_id: &str, survivors: &[PartyId]) -> Result<Unmask> {
+        let unmask = self.step(round_id, Step::Masked, None, "unmask", |client| Ok(client.unmask(survivors)?))?;
         tracing::info!(party = %self.party, "aggregation round: unmasking shares sent");
-        Ok(SecAggUnmaskReply { seed_shares: shares(unmask.seed_shares), key_shares: shares(unmask.key_shares) })
+        Ok(unmask)
     }
 }

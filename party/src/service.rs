@@ -34,6 +34,7 @@ use crate::store::RecordStore;
 mod contribute;
 mod wire;
 
+use crate::aggregate::Invitation;
 use crate::psi::OpenRequest;
 use contribute::ContributionRequest;
 
@@ -198,7 +199,10 @@ impl Party for PartyService {
         self.admit(&request)?;
         let request = request.into_inner();
         let round = request.round_id.clone();
-        Ok(Response::new(self.rounds.advertise(request).await.inspect_err(|e| self.refused(&round, e))?))
+        let keys = async { self.rounds.advertise(Invitation::try_from(request)?).await }
+            .await
+            .inspect_err(|e| self.refused(&round, e))?;
+        Ok(Response::new(wire::advertise_reply(&self.name, &keys)))
     }
 
     async fn sec_agg_share_keys(
@@ -206,9 +210,11 @@ impl Party for PartyService {
         request: Request<SecAggShareKeysRequest>,
     ) -> std::result::Result<Response<SecAggShareKeysReply>, Status> {
         self.admit(&request)?;
-        let request = request.into_inner();
-        let round = request.round_id.clone();
-        Ok(Response::new(self.rounds.share_keys(request).inspect_err(|e| self.refused(&round, e))?))
+        let SecAggShareKeysRequest { round_id, roster } = request.into_inner();
+        let shares = wire::roster(&roster)
+            .and_then(|roster| self.rounds.share_keys(&round_id, &roster))
+            .inspect_err(|e| self.refused(&round_id, e))?;
+        Ok(Response::new(wire::shares_reply(shares)))
     }
 
     async fn sec_agg_masked_input(
@@ -221,9 +227,11 @@ impl Party for PartyService {
             eprintln!("jointscore fault injection: party {} stalls masked_input", self.name);
             std::future::pending::<()>().await;
         }
-        let request = request.into_inner();
-        let round = request.round_id.clone();
-        Ok(Response::new(self.rounds.masked_input(request).inspect_err(|e| self.refused(&round, e))?))
+        let SecAggMaskedInputRequest { round_id, inbox } = request.into_inner();
+        let masked = wire::inbox(inbox)
+            .and_then(|inbox| self.rounds.masked_input(&round_id, &inbox))
+            .inspect_err(|e| self.refused(&round_id, e))?;
+        Ok(Response::new(wire::masked_reply(masked)))
     }
 
     async fn sec_agg_unmask(
@@ -231,9 +239,9 @@ impl Party for PartyService {
         request: Request<SecAggUnmaskRequest>,
     ) -> std::result::Result<Response<SecAggUnmaskReply>, Status> {
         self.admit(&request)?;
-        let request = request.into_inner();
-        let round = request.round_id.clone();
-        Ok(Response::new(self.rounds.unmask(request).inspect_err(|e| self.refused(&round, e))?))
+        let SecAggUnmaskRequest { round_id, survivors } = request.into_inner();
+        let unmask = self.rounds.unmask(&round_id, &survivors).inspect_err(|e| self.refused(&round_id, e))?;
+        Ok(Response::new(wire::unmask_reply(unmask)))
     }
 
     type PsiOpenStream = PsiStream;

@@ -5,7 +5,9 @@ use jointscore_net::plan_from_wire;
 use jointscore_proto::v1 as pb;
 
 use super::contribute::{Contributed, ContributionRequest};
+use crate::aggregate::Invitation;
 use crate::psi::{OpenRequest, Opened, Purpose};
+use jointscore_secagg::{Advertise, Inbox, Masked, PartyId, Roster, Shares, Unmask};
 use crate::error::PartyError;
 use crate::store::check_subject;
 
@@ -49,6 +51,94 @@ impl From<Opened> for pb::PsiSession {
     }
 }
 
+impl TryFrom<pb::SecAggAdvertiseRequest> for Invitation {
+    type Error = PartyError;
+
+    fn try_from(r: pb::SecAggAdvertiseRequest) -> Result<Invitation, PartyError> {
+        let session: [u8; 16] = r
+            .session
+            .as_slice()
+            .try_into()
+            .map_err(|_| PartyError::BadRequest(format!("`session` is {} bytes, not 16", r.session.len())))?;
+        Ok(Invitation {
+            round_id: r.round_id,
+            party: r.party,
+            party_id: r.party_id,
+            spec_id: r.spec_id,
+            spec_toml: r.spec_toml,
+            parties: r.parties,
+            threshold: r.threshold,
+            session,
+        })
+    }
+}
+
+/// This party's advertised keys as the reply to an invitation.
+pub(crate) fn advertise_reply(party: &str, keys: &Advertise) -> pb::SecAggAdvertiseReply {
+    pb::SecAggAdvertiseReply {
+        party: party.to_string(),
+        party_id: keys.from,
+        encryption_key: keys.encryption.to_vec(),
+        masking_key: keys.masking.to_vec(),
+    }
+}
+
+fn key(bytes: &[u8], what: &str, party: PartyId) -> Result<[u8; 32], PartyError> {
+    bytes.try_into().map_err(|_| {
+        PartyError::BadRequest(format!("`roster`: the {what} of party {party} is {} bytes, not 32", bytes.len()))
+    })
+}
+
+/// The roster the coordinator relays: each party's keys, 32 bytes each,
+/// no party twice.
+pub(crate) fn roster(entries: &[pb::SecAggKeys]) -> Result<Roster, PartyError> {
+    let mut roster = Roster::new();
+    for k in entries {
+        let advertise = Advertise {
+            from: k.party_id,
+            encryption: key(&k.encryption_key, "encryption key", k.party_id)?,
+            masking: key(&k.masking_key, "masking key", k.party_id)?,
+        };
+        if roster.insert(k.party_id, advertise).is_some() {
+            return Err(PartyError::BadRequest(format!("`roster` names party {} twice", k.party_id)));
+        }
+    }
+    Ok(roster)
+}
+
+/// The share pairs addressed to this party, at most one per sender.
+pub(crate) fn inbox(sealed: Vec<pb::SecAggSealed>) -> Result<Inbox, PartyError> {
+    let mut inbox = Inbox::new();
+    for s in sealed {
+        if inbox.insert(s.party_id, s.ciphertext).is_some() {
+            return Err(PartyError::BadRequest(format!("`inbox` holds two share pairs from party {}", s.party_id)));
+        }
+    }
+    Ok(inbox)
+}
+
+/// This party's sealed share pairs, one per recipient.
+pub(crate) fn shares_reply(shares: Shares) -> pb::SecAggShareKeysReply {
+    pb::SecAggShareKeysReply {
+        shares: shares.to.into_iter().map(|(party_id, ciphertext)| pb::SecAggSealed { party_id, ciphertext }).collect(),
+    }
+}
+
+/// This party's masked vector, little-endian `u32`s, and the senders whose
+/// shares it rejected.
+pub(crate) fn masked_reply(masked: Masked) -> pb::SecAggMaskedInputReply {
+    let vector = masked.vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+    pb::SecAggMaskedInputReply { vector, rejected: masked.rejected.into_iter().collect() }
+}
+
+/// The shares that unmask the sum.
+pub(crate) fn unmask_reply(unmask: Unmask) -> pb::SecAggUnmaskReply {
+    let shares = |m: std::collections::BTreeMap<PartyId, [u8; 32]>| {
+        m.into_iter().map(|(party_id, share)| pb::SecAggShare { party_id, share: share.to_vec() }).collect()
+    };
+    pb::SecAggUnmaskReply { seed_shares: shares(unmask.seed_shares), key_shares: shares(unmask.key_shares) }
+}
+
 impl Contributed {
     /// The header of the stream that carries this contribution; the bytes
     /// follow it in chunks.
@@ -89,6 +179,29 @@ mod tests {
             let err = OpenRequest::try_from(r).expect_err("unknown");
             assert!(err.to_string().contains(&format!("unknown PSI purpose {purpose}")), "{err}");
         }
+    }
+
+    #[test]
+    fn a_roster_with_a_short_key_or_a_party_twice_is_refused() {
+        let keys = |party_id, len| pb::SecAggKeys {
+            party_id,
+            encryption_key: vec![1; len],
+            masking_key: vec![2; 32],
+        };
+        assert_eq!(roster(&[keys(1, 32), keys(2, 32)]).expect("well formed").len(), 2);
+        let err = roster(&[keys(1, 31)]).expect_err("short key");
+        assert!(err.to_string().contains("`roster`") && err.to_string().contains("31 bytes"), "{err}");
+        let err = roster(&[keys(1, 32), keys(1, 32)]).expect_err("twice");
+        assert!(err.to_string().contains("names party 1 twice"), "{err}");
+        let sealed = |party_id| pb::SecAggSealed { party_id, ciphertext: vec![0; 4] };
+        assert!(inbox(vec![sealed(3), sealed(3)]).expect_err("twice").to_string().contains("party 3"));
+    }
+
+    #[test]
+    fn an_invitation_with_a_session_not_16_bytes_is_named() {
+        let r = pb::SecAggAdvertiseRequest { session: vec![0; 15], ..Default::default() };
+        let err = Invitation::try_from(r).expect_err("short session");
+        assert!(err.to_string().contains("`session` is 15 bytes"), "{err}");
     }
 
     #[test]
