@@ -21,6 +21,7 @@
 mod aggregate;
 mod config;
 mod error;
+mod fault;
 mod psi;
 mod server;
 mod service;
@@ -28,7 +29,9 @@ mod store;
 
 pub use config::PartyConfig;
 pub use error::{PartyError, Result};
+#[cfg(feature = "fault-injection")]
+pub use fault::FAULT_ENV;
 pub use psi::MAX_SESSIONS;
 pub use server::PartyNode;
-pub use service::{FAULT_ENV, PartyService};
+pub use service::PartyService;
 pub use store::{AssetReport, ImportReport, RecordStore};
