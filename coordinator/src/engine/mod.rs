@@ -1,0 +1,128 @@
+//! Runs decision jobs: fan-out to parties, evaluation, result storage.
+//!
+//! [`Engine`] is the coordinator's shared state; its work is split by
+//! responsibility: [`jobs`] runs a job from spawn (or recovery after a
+//! restart) to its recorded end, [`caches`] holds the keys, plans and model
+//! files decoded once, [`fanout`] asks the parties for their contributions
+//! (and stands in for absent ones), and [`verify`] checks each
+//! contribution's signature and, in strict mode, its proofs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use jointscore_circuits::fhe::{EvaluationKey, PublicKey};
+use jointscore_circuits::proof::Crs;
+use jointscore_circuits::{Plan, PlanKind};
+use jointscore_identity::Consortium;
+use jointscore_proto::NodeTls;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::config::CoordinatorConfig;
+use crate::error::{CoordinatorError, Result};
+use crate::ledger::Ledger;
+use crate::store::JobStore;
+
+mod caches;
+mod fanout;
+mod jobs;
+mod verify;
+
+/// Shared state of the running coordinator: the store, the bounds on work
+/// in flight, and keys and plans decoded once.
+pub(crate) struct Engine {
+    pub(crate) store: Arc<dyn JobStore>,
+    pub(crate) config: CoordinatorConfig,
+    queue: Arc<Semaphore>,
+    eval: Arc<Semaphore>,
+    evaluation_keys: Mutex<HashMap<String, Arc<EvaluationKey>>>,
+    public_keys: Mutex<HashMap<String, PublicKey>>,
+    plans: Mutex<HashMap<(String, PlanKind), Arc<Plan>>>,
+    /// Model files by id, as parties are sent them with every request.
+    models: Mutex<HashMap<String, Arc<str>>>,
+    /// Decompressing an evaluation key takes seconds: one at a time, so two
+    /// jobs for a key not yet cached do not both pay for it.
+    key_load: tokio::sync::Mutex<()>,
+    /// Bumped whenever a job ends, so long polls wake without polling.
+    ended: tokio::sync::watch::Sender<u64>,
+    /// One HTTP/2 connection per party address, reused across jobs.
+    channels: Mutex<HashMap<String, Channel>>,
+    /// Key uploads are buffered whole (tens of MB) and decompressed: one at
+    /// a time, so concurrent uploads cannot exhaust memory.
+    pub(crate) registrations: tokio::sync::Mutex<()>,
+    /// The consortium, when contributions must be signed.
+    consortium: Option<Arc<Consortium>>,
+    /// Mutual TLS, when the consortium runs it: parties are dialled only
+    /// over it, and each must present its own listed certificate.
+    pub(crate) tls: Option<NodeTls>,
+    /// The audit ledger, when the coordinator has an identity key.
+    pub(crate) ledger: Option<Arc<Ledger>>,
+    /// Strict mode: the consortium's CRS; every contribution must carry
+    /// proofs that verify against it for its request.
+    crs: Option<Arc<Crs>>,
+}
+
+/// A job's failure with the status code it ends with.
+pub(crate) fn failed(code: Code, reason: String) -> CoordinatorError {
+    CoordinatorError::JobFailed { code: code as i32, reason }
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
+    m.lock().map_err(|_| CoordinatorError::Store("cache lock poisoned by an earlier panic".into()))
+}
+
+impl Engine {
+    pub(crate) fn new(
+        store: Arc<dyn JobStore>,
+        config: CoordinatorConfig,
+        consortium: Option<Arc<Consortium>>,
+        tls: Option<NodeTls>,
+        ledger: Option<Ledger>,
+        crs: Option<Arc<Crs>>,
+    ) -> Arc<Engine> {
+        Arc::new(Engine {
+            queue: Arc::new(Semaphore::new(config.queue_capacity)),
+            eval: Arc::new(Semaphore::new(config.eval_workers)),
+            store,
+            config,
+            evaluation_keys: Mutex::new(HashMap::new()),
+            public_keys: Mutex::new(HashMap::new()),
+            plans: Mutex::new(HashMap::new()),
+            models: Mutex::new(HashMap::new()),
+            key_load: tokio::sync::Mutex::new(()),
+            ended: tokio::sync::watch::Sender::new(0),
+            channels: Mutex::new(HashMap::new()),
+            registrations: tokio::sync::Mutex::new(()),
+            consortium,
+            tls,
+            ledger: ledger.map(Arc::new),
+            crs,
+        })
+    }
+
+    /// A place in the queue, or `Busy` when it is full.
+    pub(crate) fn reserve(&self) -> Result<OwnedSemaphorePermit> {
+        self.queue.clone().try_acquire_owned().map_err(|_| CoordinatorError::Busy(self.config.queue_capacity))
+    }
+}
+
+/// A party's message as it may be stored, logged and shown to lenders:
+/// at most 512 bytes, control characters replaced.
+pub(crate) fn bounded(message: &str) -> String {
+    let mut out: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if out.len() > 512 {
+        let mut end = 512;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
+}
+
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
