@@ -195,7 +195,7 @@ pub fn filter<'a>(entries: &'a [Entry], filter: &Filter) -> Vec<&'a Entry> {
 /// Whether a contribution entry's attestation signs the envelope of this
 /// very entry: its job, subject, model, key set, party and ciphertext
 /// digest (the signing time is the envelope's own, its last 8 bytes).
-fn binds_contribution(record: &crate::entry::Record, attestation: &crate::entry::Attestation) -> bool {
+fn binds_contribution(record: &crate::entry::Event, attestation: &crate::entry::Attestation) -> bool {
     let Ok(message) = hex::decode(&attestation.message) else { return false };
     let Some(time) = message.len().checked_sub(8).and_then(|at| message[at..].try_into().ok()) else {
         return false;

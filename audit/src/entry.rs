@@ -31,7 +31,7 @@ pub enum EntryKind {
     /// A party approved a model id for use with its data.
     ModelApproval,
     /// A lender asked for a decision on a subject. The default, so that a
-    /// `Record { .., ..Default::default() }` reads as the common case; name
+    /// `Event { .., ..Default::default() }` reads as the common case; name
     /// the kind explicitly anyway.
     #[default]
     DecisionRequest,
@@ -88,11 +88,12 @@ impl Attestation {
     }
 }
 
-/// What the coordinator records, before sealing. Holds names, ids and
-/// hashes — never ciphertexts, features or scores.
+/// An event the coordinator records, before sealing it into an [`Entry`].
+/// (Named apart from `jointscore_circuits::Record`, a subject's features.)
+/// Holds names, ids and hashes — never ciphertexts, features or scores.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Record {
+pub struct Event {
     /// The kind of event.
     pub kind: EntryKind,
     /// When it happened, in milliseconds since the unix epoch (the
@@ -128,7 +129,7 @@ pub struct Entry {
     /// The previous entry's hash ([`GENESIS`] for the first).
     pub prev: String,
     /// What it records.
-    pub record: Record,
+    pub record: Event,
     /// SHA-256 (hex) of the canonical encoding of `seq`, `prev` and
     /// `record`.
     pub hash: String,
@@ -142,14 +143,14 @@ pub struct Entry {
 struct Canonical<'a> {
     seq: u64,
     prev: &'a str,
-    record: &'a Record,
+    record: &'a Event,
 }
 
 impl Entry {
     /// Seals `record` after `prev` (`None`: the first entry, seq 0, prev
     /// [`GENESIS`]) with the coordinator's key. `detail` is cut to
     /// [`DETAIL_LIMIT`] bytes first.
-    pub fn seal(mut record: Record, prev: Option<&Entry>, key: &NodeKey) -> Entry {
+    pub fn seal(mut record: Event, prev: Option<&Entry>, key: &NodeKey) -> Entry {
         truncate(&mut record.detail, DETAIL_LIMIT);
         let (seq, prev) = match prev {
             Some(p) => (p.seq + 1, p.hash.clone()),
@@ -170,7 +171,7 @@ impl Entry {
     /// declaration order, every string is quoted with deterministic
     /// escaping, absent options are written as `null` (nothing is skipped),
     /// and there are no maps whose order could vary. Changing a field of
-    /// [`Record`] changes every hash; the golden test catches that, and such
+    /// [`Event`] changes every hash; the golden test catches that, and such
     /// a change needs a new domain version.
     pub fn compute_hash(&self) -> String {
         let canonical = Canonical { seq: self.seq, prev: &self.prev, record: &self.record };

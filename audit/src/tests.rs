@@ -80,12 +80,12 @@ fn contribution(party: &str, subject: &str, time_ms: u64) -> (Attestation, Strin
 }
 
 /// The record of event `i` of a mixed log.
-fn record(i: u64) -> Record {
+fn record(i: u64) -> Event {
     let k = keys();
     let time_ms = T0 + i * 1000;
     let subject = format!("subject-{}", i % 4);
     let parties = vec!["bank".to_string(), "platform".to_string()];
-    let base = Record {
+    let base = Event {
         time_ms,
         lender: Some("lender".into()),
         subject: Some(subject.clone()),
@@ -95,7 +95,7 @@ fn record(i: u64) -> Record {
         ..Default::default()
     };
     match i % 8 {
-        0 => Record {
+        0 => Event {
             kind: EntryKind::KeyRegistration,
             subject: None,
             job_id: None,
@@ -106,7 +106,7 @@ fn record(i: u64) -> Record {
         1 => {
             let message = b"model-1";
             let signature = k.bank.sign(APPROVAL_DOMAIN, message);
-            Record {
+            Event {
                 kind: EntryKind::ModelApproval,
                 lender: None,
                 subject: None,
@@ -119,7 +119,7 @@ fn record(i: u64) -> Record {
         2 => {
             let message = format!("request {subject} model-1");
             let signature = k.lender.sign(REQUEST_DOMAIN, message.as_bytes());
-            Record {
+            Event {
                 kind: EntryKind::DecisionRequest,
                 parties,
                 attestations: vec![Attestation::new(
@@ -135,7 +135,7 @@ fn record(i: u64) -> Record {
         3 => {
             let party = if i.is_multiple_of(2) { "bank" } else { "platform" };
             let (attestation, digest) = contribution(party, &subject, time_ms);
-            Record {
+            Event {
                 kind: EntryKind::Contribution,
                 parties: vec![party.into()],
                 digest: Some(digest),
@@ -143,8 +143,8 @@ fn record(i: u64) -> Record {
                 ..base
             }
         }
-        4 => Record { kind: EntryKind::Result, parties, digest: Some(hex::encode([7u8; 32])), ..base },
-        5 => Record {
+        4 => Event { kind: EntryKind::Result, parties, digest: Some(hex::encode([7u8; 32])), ..base },
+        5 => Event {
             kind: EntryKind::Aggregation,
             lender: None,
             subject: None,
@@ -153,8 +153,8 @@ fn record(i: u64) -> Record {
             detail: "round 3: 2 of 2".into(),
             ..base
         },
-        6 => Record { kind: EntryKind::Psi, parties, detail: "12 in common".into(), ..base },
-        _ => Record { kind: EntryKind::Refusal, parties, detail: "contribution over the size limit".into(), ..base },
+        6 => Event { kind: EntryKind::Psi, parties, detail: "12 in common".into(), ..base },
+        _ => Event { kind: EntryKind::Refusal, parties, detail: "contribution over the size limit".into(), ..base },
     }
 }
 
@@ -198,7 +198,7 @@ fn a_mixed_log_of_twenty_verifies() {
 
 #[test]
 fn golden_hash_pins_the_canonical_encoding() {
-    let record = Record {
+    let record = Event {
         kind: EntryKind::Contribution,
         time_ms: 1_700_000_000_123,
         lender: Some("lender".into()),
@@ -312,7 +312,7 @@ fn an_inserted_forged_entry_is_unsigned() {
     let k = keys();
     let mut entries = log(12);
     let forged = Entry::seal(
-        Record { kind: EntryKind::Refusal, time_ms: T0, detail: "forged".into(), ..Default::default() },
+        Event { kind: EntryKind::Refusal, time_ms: T0, detail: "forged".into(), ..Default::default() },
         Some(&entries[5]),
         &k.outsider,
     );
@@ -458,7 +458,7 @@ fn bad_attestations_are_located_and_named() {
     for (attestation, time_ms, source) in cases {
         let mut entries = base.clone();
         let node = attestation.node.clone();
-        let record = Record {
+        let record = Event {
             kind: EntryKind::ModelApproval,
             time_ms,
             parties: vec![node.clone()],
@@ -473,7 +473,7 @@ fn bad_attestations_are_located_and_named() {
     let early =
         Attestation::new("retired", Role::Party, APPROVAL_DOMAIN, message, &k.retired.sign(APPROVAL_DOMAIN, message));
     let entry = Entry::seal(
-        Record { time_ms: RETIRED_EXPIRES * 1000 - 1, attestations: vec![early], ..Default::default() },
+        Event { time_ms: RETIRED_EXPIRES * 1000 - 1, attestations: vec![early], ..Default::default() },
         None,
         &k.coordinator,
     );
@@ -556,7 +556,7 @@ fn concerns_names_lender_parties_and_attesters() {
     let k = keys();
     let message = b"m";
     let entry = Entry::seal(
-        Record {
+        Event {
             lender: Some("lender".into()),
             parties: vec!["bank".into()],
             attestations: vec![Attestation::new("platform", Role::Party, "d", message, &k.platform.sign("d", message))],
@@ -577,10 +577,10 @@ fn concerns_names_lender_parties_and_attesters() {
 fn detail_is_cut_on_a_character_boundary() {
     let k = keys();
     let detail = format!("{}é and more", "a".repeat(DETAIL_LIMIT - 1));
-    let entry = Entry::seal(Record { detail, ..Default::default() }, None, &k.coordinator);
+    let entry = Entry::seal(Event { detail, ..Default::default() }, None, &k.coordinator);
     assert_eq!(entry.record.detail, "a".repeat(DETAIL_LIMIT - 1));
     let exact = "é".repeat(DETAIL_LIMIT / 2);
-    let entry = Entry::seal(Record { detail: exact.clone(), ..Default::default() }, None, &k.coordinator);
+    let entry = Entry::seal(Event { detail: exact.clone(), ..Default::default() }, None, &k.coordinator);
     assert_eq!(entry.record.detail, exact);
     verify_chain(&[entry], &k.consortium).expect("verifies");
 }
@@ -663,7 +663,7 @@ fn build(events: &[Event]) -> Vec<Entry> {
                 contribution(party, subject.as_deref().unwrap_or(""), time_ms).0
             })
             .collect();
-        let mut record = Record {
+        let mut record = Event {
             kind: KINDS[*kind as usize],
             time_ms,
             lender: Some("lender".into()),
@@ -731,7 +731,7 @@ fn a_genuine_envelope_moved_to_another_entry_does_not_vouch_for_it() {
     // Entry 3 is the platform's contribution for subject-3; claim it for another
     // subject, job or digest, re-sealed by the coordinator itself.
     assert_eq!(entries[3].record.parties, ["platform"]);
-    let moves: [fn(&mut Record); 5] = [
+    let moves: [fn(&mut Event); 5] = [
         |r| r.subject = Some("subject-0".into()),
         |r| r.job_id = Some("job-other".into()),
         |r| r.model_id = Some("model-2".into()),

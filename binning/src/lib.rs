@@ -4,7 +4,7 @@
 //! # Round
 //!
 //! 1. The lender encrypts its labels (1 = bad) row by row with exponential
-//!    ElGamal on ristretto255 under a fresh key ([`Lender::encrypt`]) and
+//!    ElGamal on ristretto255 under a fresh key ([`LabelHolder::encrypt`]) and
 //!    sends the ciphertexts, in the lender's row order, to each party.
 //!    (Rows are aligned beforehand, for example with `jointscore-psi`.)
 //! 2. Each party bins its own columns in the clear ([`NumericBins`], or one
@@ -12,7 +12,7 @@
 //!    ciphertexts per bin, re-randomises each sum and returns it with the
 //!    bin's row count ([`party_sums`]).
 //! 3. The lender decrypts each sum by baby-step giant-step ([`DlogTable`])
-//!    and gets per-bin good and bad counts ([`Lender::decrypt`]); it then
+//!    and gets per-bin good and bad counts ([`LabelHolder::decrypt`]); it then
 //!    computes WoE and IV ([`woe_iv`]) and merges bins for monotone WoE and
 //!    a minimum share ([`merge_monotone`]), and tells parties the merged
 //!    bins (they appear in the model file anyway).
@@ -41,7 +41,7 @@ mod protocol;
 pub use bins::{NumericBins, merge_monotone, woe_iv};
 pub use elgamal::{CIPHERTEXT_BYTES, Ciphertext, DlogTable, PublicKey, SecretKey};
 pub use error::{Error, Result};
-pub use protocol::{BinAssignment, BinCounts, FeatureSums, Lender, party_sums, plain_counts};
+pub use protocol::{BinAssignment, BinCounts, FeatureSums, LabelHolder, party_sums, plain_counts};
 
 #[cfg(test)]
 mod tests {
@@ -87,7 +87,7 @@ mod tests {
                 BinAssignment { bins: rows.iter().map(|r| r.1).collect(), count: 4 },
                 BinAssignment { bins: rows.iter().map(|r| r.2).collect(), count: 3 },
             ];
-            let (lender, public, cts) = Lender::encrypt(&labels);
+            let (lender, public, cts) = LabelHolder::encrypt(&labels);
             let sums = party_sums(&public, &cts, &features).unwrap();
             let counts = lender.decrypt(&sums).unwrap();
             for (f, a) in features.iter().enumerate() {
@@ -102,7 +102,7 @@ mod tests {
 
     #[test]
     fn bad_shapes_are_refused() {
-        let (lender, public, cts) = Lender::encrypt(&[true, false, true]);
+        let (lender, public, cts) = LabelHolder::encrypt(&[true, false, true]);
         let short = BinAssignment { bins: vec![0, 1], count: 2 };
         assert!(matches!(party_sums(&public, &cts, &[short]), Err(Error::Shape(_))));
         let beyond = BinAssignment { bins: vec![0, 5, 1], count: 2 };

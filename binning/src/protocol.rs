@@ -47,19 +47,21 @@ pub struct FeatureSums {
     pub bins: Vec<(u64, Ciphertext)>,
 }
 
-/// The lender's side of a round.
-pub struct Lender {
+/// The lender's side of a round: it holds the labels and the key they
+/// are encrypted under. (Named for its role in this protocol, apart from
+/// `jointscore_lender::Lender`, the decision client.)
+pub struct LabelHolder {
     key: SecretKey,
     rows: usize,
 }
 
-impl Lender {
+impl LabelHolder {
     /// Encrypts the labels (`true` = bad), in row order; returns the state
     /// to decrypt with and what to send to every party.
-    pub fn encrypt(labels: &[bool]) -> (Lender, PublicKey, Vec<Ciphertext>) {
+    pub fn encrypt(labels: &[bool]) -> (LabelHolder, PublicKey, Vec<Ciphertext>) {
         let (key, public) = SecretKey::generate(&mut OsRng);
         let cts = public.encrypt_bits(labels);
-        (Lender { key, rows: labels.len() }, public, cts)
+        (LabelHolder { key, rows: labels.len() }, public, cts)
     }
 
     /// Decrypts one party's sums into per-bin counts. Refuses sums that do

@@ -6,7 +6,7 @@
 //! without mutual TLS, where callers are not authenticated and these rules
 //! cannot apply.
 
-use jointscore_audit::{EntryKind, Record};
+use jointscore_audit::{EntryKind, Event};
 use jointscore_identity::Role;
 use tonic::Code;
 
@@ -23,12 +23,12 @@ impl Engine {
             Some(Role::Lender) => (Some(name.to_string()), Vec::new()),
             _ => (None, vec![name.to_string()]),
         };
-        ledger.record(Record {
+        ledger.record(Event {
             kind: EntryKind::Refusal,
             lender,
             parties,
             detail: format!("{code:?}: {message}"),
-            ..Record::default()
+            ..Event::default()
         });
     }
 

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jointscore_proto::MAX_MESSAGE_SIZE;
+use jointscore_proto::MESSAGE_LIMIT;
 use jointscore_proto::v1::party_client::PartyClient;
 use jointscore_proto::v1::{
     SecAggAdvertiseRequest, SecAggKeys, SecAggMaskedInputRequest, SecAggSealed, SecAggShareKeysRequest,
@@ -99,10 +99,15 @@ fn status_reason(s: &Status) -> String {
 }
 
 impl Engine {
-    /// Runs a statistics job to a terminal state in the background.
-    pub(crate) fn spawn_stats(self: &Arc<Self>, job: StatsJobRecord, permit: OwnedSemaphorePermit) {
-        let engine = self.clone();
-        tokio::spawn(async move { engine.run_stats(job, permit).await });
+    /// Runs a statistics job to a terminal state in the background; while
+    /// the node drains, leaves it in the store for the next start instead.
+    pub(crate) fn spawn_stats(self: &Arc<Self>, job: StatsJobRecord, permit: OwnedSemaphorePermit) -> bool {
+        let (engine, id) = (self.clone(), job.job_id.clone());
+        let started = self.tasks.spawn(async move { engine.run_stats(job, permit).await });
+        if !started {
+            tracing::info!(job = %id, "draining: statistics job left for the next start");
+        }
+        started
     }
 
     async fn run_stats(self: Arc<Self>, job: StatsJobRecord, permit: OwnedSemaphorePermit) {
@@ -118,7 +123,7 @@ impl Engine {
         .await;
         if let Some(ledger) = &self.ledger {
             let dropped: Vec<String> = outcome.dropped.iter().map(|d| format!("{} at {}", d.party, d.step)).collect();
-            ledger.record(jointscore_audit::Record {
+            ledger.record(jointscore_audit::Event {
                 kind: jointscore_audit::EntryKind::Aggregation,
                 job_id: Some(job.job_id.clone()),
                 parties: outcome.included.clone(),
@@ -128,7 +133,7 @@ impl Engine {
                     failure.as_ref().map_or("done".to_string(), |e| format!("failed {:?}", e.code())),
                     if dropped.is_empty() { "none".into() } else { dropped.join(", ") }
                 ),
-                ..jointscore_audit::Record::default()
+                ..jointscore_audit::Event::default()
             });
         }
         match &failure {
@@ -359,8 +364,8 @@ impl Engine {
                 }
             };
             let client = PartyClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE);
+                .max_decoding_message_size(MESSAGE_LIMIT)
+                .max_encoding_message_size(MESSAGE_LIMIT);
             let call = make(client, id, &invitee, round.round_id.clone());
             let engine = self.clone();
             tasks.spawn(async move {

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use jointscore_audit::{EntryKind, Record};
+use jointscore_audit::{EntryKind, Event};
 use jointscore_circuits::{Plan, model_for_id};
 
 use crate::engine::Engine;
@@ -78,7 +78,7 @@ impl Engine {
             Inserted::New(job) => {
                 tracing::info!(job = %job.job_id, key_id = %new.key_id, "decision accepted");
                 if let Some(ledger) = &self.ledger {
-                    ledger.record(Record {
+                    ledger.record(Event {
                         kind: EntryKind::DecisionRequest,
                         lender: self.store.key_owner(&new.key_id)?,
                         subject: Some(new.subject.clone()),
@@ -91,7 +91,7 @@ impl Engine {
                         } else {
                             format!("absent: {}", new.absent.join(", "))
                         },
-                        ..Record::default()
+                        ..Event::default()
                     });
                 }
                 let accepted = Accepted { job_id: job.job_id.clone(), state: job.state, existing: false };

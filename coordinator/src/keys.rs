@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use jointscore_audit::{EntryKind, Record};
+use jointscore_audit::{EntryKind, Event};
 use jointscore_circuits::fhe::{EvaluationKey, PublicKey};
 
 use crate::engine::Engine;
@@ -61,11 +61,11 @@ impl Engine {
         if stored {
             self.cache_keys(public, evaluation)?;
             if let Some(ledger) = &self.ledger {
-                ledger.append(Record {
+                ledger.append(Event {
                     kind: EntryKind::KeyRegistration,
                     lender: Some(lender.clone()),
                     key_id: Some(key_id.clone()),
-                    ..Record::default()
+                    ..Event::default()
                 })?;
             }
         }

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jointscore_audit::{ENTRY_LIMIT, Entry, Head, Record};
+use jointscore_audit::{ENTRY_LIMIT, Entry, Head, Event};
 use jointscore_identity::NodeKey;
 
 use crate::error::{CoordinatorError, Result};
@@ -49,7 +49,7 @@ impl Ledger {
     /// Seals `record` after the last entry and stores it. An entry too
     /// large for members to read back (`ENTRY_LIMIT`) is refused, so the
     /// log always verifies.
-    pub(crate) fn append(&self, mut record: Record) -> Result<()> {
+    pub(crate) fn append(&self, mut record: Event) -> Result<()> {
         if record.time_ms == 0 {
             record.time_ms = now_ms();
         }
@@ -68,7 +68,7 @@ impl Ledger {
     }
 
     /// Appends, logging instead of failing (for events after the fact).
-    pub(crate) fn record(&self, record: Record) {
+    pub(crate) fn record(&self, record: Event) {
         if let Err(e) = self.append(record) {
             tracing::error!(error = %e, "cannot append to the audit ledger");
         }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use jointscore_proto::v1::party_client::PartyClient;
 use jointscore_proto::v1::{PsiCloseRequest, PsiOpenRequest, PsiPurpose, PsiQueryRequest, PsiSession};
-use jointscore_proto::{MAX_MESSAGE_SIZE, collect_psi_open};
+use jointscore_proto::{MESSAGE_LIMIT, collect_psi_open};
 use jointscore_psi::{MAX_BATCH, MAX_ITEMS, POINT_BYTES, interleave, merge_sets, points_from_bytes};
 use rand_core::{OsRng, RngCore};
 use tokio::task::JoinSet;
@@ -30,7 +30,7 @@ use crate::error::{CoordinatorError, Result};
 /// Sessions the coordinator relays at once, opens in progress included.
 const MAX_SESSIONS: usize = 64;
 /// Longest requester or party name accepted.
-const NAME_MAX: usize = 128;
+const NAME_LIMIT: usize = 128;
 /// How long closing a session at a responder may take; closing is best
 /// effort (the responder's key expires anyway).
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
@@ -196,14 +196,14 @@ impl PsiRelay {
         let count = responders.len();
         if let Some(ledger) = &engine.ledger {
             let purpose = PsiPurpose::try_from(request.purpose).unwrap_or(PsiPurpose::Unspecified);
-            ledger.record(jointscore_audit::Record {
+            ledger.record(jointscore_audit::Event {
                 kind: jointscore_audit::EntryKind::Psi,
                 lender: Some(requester.to_string()),
                 parties: responders.iter().map(|r| r.name.clone()).collect(),
                 // Not the set size: for an alignment it is the party's
                 // customer count.
                 detail: purpose.as_str_name().to_string(),
-                ..jointscore_audit::Record::default()
+                ..jointscore_audit::Event::default()
             });
         }
         self.lock()?
@@ -323,7 +323,7 @@ where
 {
     let mut tasks = JoinSet::new();
     for (index, responder) in responders.iter().enumerate() {
-        let client = PartyClient::new(responder.channel.clone()).max_decoding_message_size(MAX_MESSAGE_SIZE);
+        let client = PartyClient::new(responder.channel.clone()).max_decoding_message_size(MESSAGE_LIMIT);
         let future = call(client, responder);
         let (party, address) = (responder.name.clone(), responder.address.clone());
         tasks.spawn(async move {
@@ -352,8 +352,8 @@ where
 }
 
 fn name<'a>(what: &str, value: &'a str) -> Result<&'a str> {
-    if value.is_empty() || value.len() > NAME_MAX || value.chars().any(char::is_control) {
-        return Err(CoordinatorError::Invalid(format!("`{what}` must have 1 to {NAME_MAX} printable bytes")));
+    if value.is_empty() || value.len() > NAME_LIMIT || value.chars().any(char::is_control) {
+        return Err(CoordinatorError::Invalid(format!("`{what}` must have 1 to {NAME_LIMIT} printable bytes")));
     }
     Ok(value)
 }

@@ -1,24 +1,35 @@
-//! The coordinator's server: TLS, the gRPC server and its shutdown.
+//! The coordinator's server: TLS, the gRPC server beside `grpc.health.v1`
+//! and reflection, and its graceful shutdown.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jointscore_identity::{Consortium, NodeKey};
-use jointscore_net::{NodeTls, strict_crs};
-use jointscore_proto::MAX_MESSAGE_SIZE;
+use jointscore_net::{Health, NodeTls, reflection, request_span, strict_crs};
+use jointscore_proto::MESSAGE_LIMIT;
 use jointscore_proto::v1::coordinator_server::CoordinatorServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
 use tonic::transport::Server;
 
 use crate::config::CoordinatorConfig;
+use crate::drain::Drained;
 use crate::engine::Engine;
 use crate::error::{CoordinatorError, Result};
 use crate::ledger::Ledger;
 use crate::service::CoordinatorService;
 use crate::store::JobStore;
+
+/// The service's name, as `grpc.health.v1` and reflection know it.
+const SERVICE: &str = <CoordinatorServer<CoordinatorService> as NamedService>::NAME;
+
+type ServerTask = JoinHandle<std::result::Result<(), tonic::transport::Error>>;
 
 /// A running coordinator.
 pub struct CoordinatorNode {
@@ -26,12 +37,18 @@ pub struct CoordinatorNode {
     /// `https` under mutual TLS, `http` otherwise.
     scheme: &'static str,
     shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    task: ServerTask,
+    engine: Arc<Engine>,
+    health: Health,
+    /// How long a graceful shutdown waits for calls and jobs in flight.
+    grace: Duration,
 }
 
 impl CoordinatorNode {
     /// Serves on `listener` over `store`, after re-running every job the
-    /// store holds unfinished.
+    /// store holds unfinished; beside the coordinator service, serves
+    /// `grpc.health.v1.Health` (SERVING from now until it drains) and server
+    /// reflection, and runs each call in a span ([`request_span`]).
     pub async fn start(
         config: CoordinatorConfig,
         store: Arc<dyn JobStore>,
@@ -65,7 +82,7 @@ impl CoordinatorNode {
             }
             _ => None,
         };
-        let mut server = Server::builder();
+        let mut server = Server::builder().trace_fn(request_span);
         match &tls {
             Some(tls) => {
                 server =
@@ -81,23 +98,31 @@ impl CoordinatorNode {
             }
             _ => None,
         };
+        let grace = config.shutdown_grace();
+        let (reflection_v1, reflection_v1alpha) =
+            reflection(SERVICE, tls.clone()).map_err(|e| CoordinatorError::Config(format!("reflection: {e}")))?;
         let engine = Engine::new(store, config, consortium, tls, ledger, crs);
         let resumed = engine.recover()?;
-        let service = CoordinatorService::new(engine);
+        let service = CoordinatorService::new(engine.clone());
+        let (health, health_service) = Health::new(SERVICE).await;
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(
             server
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
                 .add_service(
                     CoordinatorServer::new(service)
-                        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                        .max_encoding_message_size(MAX_MESSAGE_SIZE),
+                        .max_decoding_message_size(MESSAGE_LIMIT)
+                        .max_encoding_message_size(MESSAGE_LIMIT),
                 )
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                     let _ = rx.await;
                 }),
         );
+        health.serving().await;
         tracing::info!(%address, resumed, "coordinator serving");
-        Ok(CoordinatorNode { address, scheme, shutdown: Some(tx), task })
+        Ok(CoordinatorNode { address, scheme, shutdown: Some(tx), task, engine, health, grace })
     }
 
     /// The address it serves on.
@@ -110,24 +135,96 @@ impl CoordinatorNode {
         format!("{}://{}", self.scheme, self.address)
     }
 
-    /// Stops accepting requests and waits for the server to finish. Jobs in
-    /// flight keep running on the runtime; whatever they have not finished
-    /// when the process ends is resumed on the next start.
+    /// Stops accepting requests and waits for the calls in flight to end.
+    /// Jobs in flight keep running on the runtime; whatever they have not
+    /// finished when the process ends is resumed on the next start. (A
+    /// process that exits uses [`CoordinatorNode::shutdown`].)
     pub async fn stop(mut self) -> Result<()> {
+        self.health.draining().await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        (&mut self.task)
-            .await
-            .map_err(|e| CoordinatorError::Transport(e.to_string()))?
-            .map_err(|e| CoordinatorError::Transport(e.to_string()))
+        self.health.close().await;
+        served(&mut self.task).await
     }
 
     /// Serves until the server fails.
     pub async fn wait(mut self) -> Result<()> {
-        (&mut self.task)
-            .await
-            .map_err(|e| CoordinatorError::Transport(e.to_string()))?
-            .map_err(|e| CoordinatorError::Transport(e.to_string()))
+        served(&mut self.task).await
     }
+
+    /// Serves until the server fails, or until `signal` completes: then
+    /// shuts down gracefully ([`CoordinatorNode::shutdown`]).
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<Drained> {
+        tokio::select! {
+            ended = &mut self.task => {
+                served_as(ended)?;
+                Err(CoordinatorError::Transport("the server stopped on its own".into()))
+            }
+            () = signal => self.shutdown().await,
+        }
+    }
+
+    /// Shuts down gracefully within `shutdown_grace_ms`: reports
+    /// NOT_SERVING, stops accepting connections, lets the calls in flight
+    /// end and the jobs running finish, starts no job any more (one
+    /// accepted meanwhile stays in the store); when the grace period ends,
+    /// cuts the calls still open and stops the jobs still running where
+    /// they are, unfinished in the store, for the next start to resume.
+    /// Then closes the store. No job is marked failed for the shutdown.
+    pub async fn shutdown(self) -> Result<Drained> {
+        let grace = self.grace;
+        self.shutdown_within(grace).await
+    }
+
+    /// [`CoordinatorNode::shutdown`] with another grace period.
+    pub async fn shutdown_within(mut self, grace: Duration) -> Result<Drained> {
+        let deadline = Instant::now() + grace;
+        tracing::info!(grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX), "coordinator draining");
+        self.health.draining().await;
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.health.close().await;
+        // Calls and jobs drain together: a lender's WaitJob ends when its
+        // job does.
+        let CoordinatorNode { task, engine, .. } = &mut self;
+        let calls = async {
+            match tokio::time::timeout_at(deadline, &mut *task).await {
+                Ok(ended) => (false, served_as(ended)),
+                Err(_) => {
+                    task.abort();
+                    let _ = (&mut *task).await;
+                    (true, Ok(()))
+                }
+            }
+        };
+        let ((calls_cut, served), (jobs_finished, jobs_interrupted)) =
+            tokio::join!(calls, engine.tasks.drain(deadline));
+        let store = &engine.store;
+        let jobs_unfinished = store.unfinished()?.len() + store.unfinished_stats()?.len();
+        store.close()?;
+        let drained = Drained { jobs_finished, jobs_interrupted, jobs_unfinished, calls_cut };
+        tracing::info!(
+            jobs_finished,
+            jobs_interrupted,
+            jobs_unfinished,
+            calls_cut,
+            "coordinator stopped; store closed (unfinished jobs resume at the next start)"
+        );
+        served.map(|()| drained)
+    }
+}
+
+/// What the server task ended with.
+async fn served(task: &mut ServerTask) -> Result<()> {
+    served_as(task.await)
+}
+
+fn served_as(
+    ended: std::result::Result<std::result::Result<(), tonic::transport::Error>, tokio::task::JoinError>,
+) -> Result<()> {
+    ended
+        .map_err(|e| CoordinatorError::Transport(e.to_string()))?
+        .map_err(|e| CoordinatorError::Transport(e.to_string()))
 }

@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 use jointscore_circuits::fhe::EncryptedResult;
 use jointscore_circuits::wire::RESULT_LIMIT;
 use jointscore_circuits::{Bundle, Model, Plan, PlanKind};
-use jointscore_proto::Target;
+use jointscore_net::Target;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::key_upload::Part;
 use jointscore_proto::v1::{
     DecideRequest, DecideResponse, FetchResultRequest, GetJobRequest, Job, JobState, KeyHeader, KeyUpload,
     WaitJobRequest,
 };
-use jointscore_proto::{CHUNK_SIZE, MAX_MESSAGE_SIZE, collect, plan_to_wire};
+use jointscore_proto::{CHUNK_SIZE, MESSAGE_LIMIT, collect};
+use jointscore_net::{plan_to_wire};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -85,8 +86,8 @@ pub(crate) async fn coordinator_client(target: &Target) -> Result<CoordinatorCli
         .await
         .map_err(|e| connect(std::error::Error::source(&e).map_or(e.to_string(), ToString::to_string)))?;
     Ok(CoordinatorClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE))
+        .max_decoding_message_size(MESSAGE_LIMIT)
+        .max_encoding_message_size(MESSAGE_LIMIT))
 }
 
 /// Longest a lender waits for one job by default.

@@ -19,7 +19,7 @@ const MAX_ROUNDS: usize = 16;
 /// A round not finished after this long is forgotten.
 const ROUND_TTL: Duration = Duration::from_secs(15 * 60);
 /// Longest round id accepted.
-const ROUND_ID_MAX: usize = 128;
+const ROUND_ID_LIMIT: usize = 128;
 /// Most parties in a round a node takes part in: each costs it one share
 /// pair and one key agreement.
 const MAX_PARTIES: u32 = 10_000;
@@ -99,8 +99,8 @@ impl Rounds {
     /// party's book (on the blocking pool: it reads every record), and
     /// answers its public keys.
     pub(crate) async fn advertise(&self, request: Invitation) -> Result<Advertise> {
-        if request.round_id.is_empty() || request.round_id.len() > ROUND_ID_MAX {
-            return Err(bad(format!("round id must be 1–{ROUND_ID_MAX} bytes")));
+        if request.round_id.is_empty() || request.round_id.len() > ROUND_ID_LIMIT {
+            return Err(bad(format!("round id must be 1–{ROUND_ID_LIMIT} bytes")));
         }
         if request.party != self.party {
             return Err(bad(format!("the request is for party `{}`, this is `{}`", request.party, self.party)));

@@ -62,7 +62,7 @@ pub(crate) struct Opened {
 /// Sessions held at once; an open beyond this is refused until one ends.
 pub const MAX_SESSIONS: usize = 32;
 /// Longest requester name accepted.
-const NAME_MAX: usize = 128;
+const NAME_LIMIT: usize = 128;
 
 struct Session {
     key: Arc<ResponderSession>,
@@ -139,9 +139,9 @@ impl PsiSessions {
     /// duplicate-financing checks).
     pub(crate) async fn open(&self, request: &OpenRequest) -> Result<(Opened, Vec<[u8; POINT_BYTES]>)> {
         let requester = request.requester.trim();
-        if requester.is_empty() || requester.len() > NAME_MAX || requester.chars().any(char::is_control) {
+        if requester.is_empty() || requester.len() > NAME_LIMIT || requester.chars().any(char::is_control) {
             return Err(PartyError::BadRequest(format!(
-                "the requester must be named (1 to {NAME_MAX} printable bytes)"
+                "the requester must be named (1 to {NAME_LIMIT} printable bytes)"
             )));
         }
         let purpose = request.purpose;

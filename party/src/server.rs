@@ -1,13 +1,15 @@
-//! The party node's server: TLS, the gRPC server, registration with the
-//! coordinator and shutdown.
+//! The party node's server: TLS, the gRPC server beside `grpc.health.v1`
+//! and reflection, registration with the coordinator, and its graceful
+//! shutdown.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jointscore_identity::{Consortium, NodeKey};
-use jointscore_net::{NodeTls, Target, strict_crs};
-use jointscore_proto::MAX_MESSAGE_SIZE;
+use jointscore_net::{Health, NodeTls, Target, reflection, request_span, strict_crs};
+use jointscore_proto::MESSAGE_LIMIT;
 use jointscore_proto::v1::RegisterPartyRequest;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::party_server::PartyServer;
@@ -15,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
 use tonic::transport::Server;
 
 use crate::config::PartyConfig;
@@ -22,16 +25,26 @@ use crate::error::{PartyError, Result};
 use crate::service::PartyService;
 use crate::store::RecordStore;
 
+/// The service's name, as `grpc.health.v1` and reflection know it.
+const SERVICE: &str = <PartyServer<PartyService> as NamedService>::NAME;
+
+type ServerTask = JoinHandle<std::result::Result<(), tonic::transport::Error>>;
+
 /// A running party node.
 pub struct PartyNode {
+    name: String,
     address: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    task: ServerTask,
+    health: Health,
 }
 
 impl PartyNode {
     /// Serves `store` on `listener` and registers with the coordinator
-    /// (retrying for `register_for` while it is not up yet).
+    /// (retrying for `register_for` while it is not up yet). Beside the
+    /// party service it serves `grpc.health.v1.Health` (SERVING once
+    /// registered, until it drains) and server reflection, and runs each
+    /// call in a span ([`request_span`]).
     pub async fn start(
         config: &PartyConfig,
         store: Arc<RecordStore>,
@@ -56,7 +69,10 @@ impl PartyNode {
                 None => service,
             };
         }
-        let mut server = Server::builder();
+        let mut server = Server::builder().trace_fn(request_span);
+        let (reflection_v1, reflection_v1alpha) =
+            reflection(SERVICE, tls.clone()).map_err(|e| PartyError::Config(format!("reflection: {e}")))?;
+        let (health, health_service) = Health::new(SERVICE).await;
         if let Some(tls) = &tls {
             server = server.tls_config(tls.server_config()).map_err(|e| PartyError::Transport(e.to_string()))?;
             service = service.with_tls(tls.clone());
@@ -66,7 +82,10 @@ impl PartyNode {
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(
             server
-                .add_service(PartyServer::new(service).max_decoding_message_size(MAX_MESSAGE_SIZE))
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(PartyServer::new(service).max_decoding_message_size(MESSAGE_LIMIT))
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                     let _ = rx.await;
                 }),
@@ -78,8 +97,9 @@ impl PartyNode {
             task.abort();
             return Err(e);
         }
+        health.serving().await;
         tracing::info!(party = %config.name, %address, "party node serving");
-        Ok(PartyNode { address, shutdown: Some(tx), task })
+        Ok(PartyNode { name: config.name.clone(), address, shutdown: Some(tx), task, health })
     }
 
     /// The address the node serves on.
@@ -87,24 +107,71 @@ impl PartyNode {
         self.address
     }
 
-    /// Stops serving and waits for the server to finish.
+    /// Stops accepting requests and waits for the calls in flight to end.
     pub async fn stop(mut self) -> Result<()> {
+        self.health.draining().await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        (&mut self.task)
-            .await
-            .map_err(|e| PartyError::Transport(e.to_string()))?
-            .map_err(|e| PartyError::Transport(e.to_string()))
+        self.health.close().await;
+        served(&mut self.task).await
     }
 
     /// Serves until the server fails or the process is stopped.
     pub async fn wait(mut self) -> Result<()> {
-        (&mut self.task)
-            .await
-            .map_err(|e| PartyError::Transport(e.to_string()))?
-            .map_err(|e| PartyError::Transport(e.to_string()))
+        served(&mut self.task).await
     }
+
+    /// Serves until the server fails, or until `signal` completes: then
+    /// shuts down gracefully within `grace` ([`PartyNode::shutdown`]).
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>, grace: Duration) -> Result<()> {
+        tokio::select! {
+            ended = &mut self.task => {
+                served_as(ended)?;
+                Err(PartyError::Transport("the server stopped on its own".into()))
+            }
+            () = signal => self.shutdown(grace).await,
+        }
+    }
+
+    /// Shuts down gracefully: reports NOT_SERVING, stops accepting
+    /// connections and lets the calls in flight (contributions being
+    /// encrypted, aggregation steps, PSI queries) end, for at most `grace`;
+    /// then cuts the calls still open. The coordinator treats a cut call as
+    /// a party that did not answer.
+    pub async fn shutdown(mut self, grace: Duration) -> Result<()> {
+        tracing::info!(
+            party = %self.name,
+            grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            "party node draining"
+        );
+        self.health.draining().await;
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.health.close().await;
+        let (calls_cut, served) = match tokio::time::timeout(grace, &mut self.task).await {
+            Ok(ended) => (false, served_as(ended)),
+            Err(_) => {
+                self.task.abort();
+                let _ = (&mut self.task).await;
+                (true, Ok(()))
+            }
+        };
+        tracing::info!(party = %self.name, calls_cut, "party node stopped");
+        served
+    }
+}
+
+/// What the server task ended with.
+async fn served(task: &mut ServerTask) -> Result<()> {
+    served_as(task.await)
+}
+
+fn served_as(
+    ended: std::result::Result<std::result::Result<(), tonic::transport::Error>, tokio::task::JoinError>,
+) -> Result<()> {
+    ended.map_err(|e| PartyError::Transport(e.to_string()))?.map_err(|e| PartyError::Transport(e.to_string()))
 }
 
 /// The node's mutual TLS, when its consortium file runs it.

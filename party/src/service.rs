@@ -20,7 +20,7 @@ use jointscore_proto::v1::{
     PsiOpenRequest, PsiQueryRequest, SecAggAdvertiseReply, SecAggAdvertiseRequest, SecAggMaskedInputReply,
     SecAggMaskedInputRequest, SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
 };
-use jointscore_proto::{MAX_MESSAGE_SIZE, chunks, collect, psi_open_messages};
+use jointscore_proto::{MESSAGE_LIMIT, chunks, collect, psi_open_messages};
 use jointscore_psi::points_to_bytes;
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
@@ -139,7 +139,7 @@ impl PartyService {
             .connect()
             .await
             .map_err(|e| unreachable(&e))?;
-        let mut client = CoordinatorClient::new(channel).max_decoding_message_size(MAX_MESSAGE_SIZE);
+        let mut client = CoordinatorClient::new(channel).max_decoding_message_size(MESSAGE_LIMIT);
         let stream = match client.get_public_key(GetPublicKeyRequest { key_id: key_id.into() }).await {
             Ok(r) => r.into_inner(),
             Err(s) if s.code() == Code::NotFound => {

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::error::{PartyError, Result};
 
 /// Longest subject id accepted.
-const SUBJECT_MAX: usize = 256;
+const SUBJECT_LIMIT: usize = 256;
 
 /// A party's records, one JSON object per subject, in a SQLite file.
 ///
@@ -239,8 +239,8 @@ pub(crate) fn check_subject(subject: &str) -> std::result::Result<(), String> {
     if subject.is_empty() {
         return Err("subject id is empty".into());
     }
-    if subject.len() > SUBJECT_MAX {
-        return Err(format!("subject id is longer than {SUBJECT_MAX} bytes"));
+    if subject.len() > SUBJECT_LIMIT {
+        return Err(format!("subject id is longer than {SUBJECT_LIMIT} bytes"));
     }
     if subject.chars().any(char::is_control) {
         return Err("subject id holds control characters".into());

@@ -10,7 +10,7 @@ pub const CHUNK_SIZE: usize = 1 << 20;
 /// The decoding limit every service sets: one chunk plus room for the
 /// envelope, or a request carrying a model file (models are capped well below
 /// this by the receiving service).
-pub const MAX_MESSAGE_SIZE: usize = 2 << 20;
+pub const MESSAGE_LIMIT: usize = 2 << 20;
 
 /// Why a streamed byte string was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -17,7 +17,7 @@
 mod chunk;
 mod psi;
 
-pub use chunk::{Assembler, CHUNK_SIZE, ChunkError, MAX_MESSAGE_SIZE, chunks, collect};
+pub use chunk::{Assembler, CHUNK_SIZE, ChunkError, MESSAGE_LIMIT, chunks, collect};
 pub use psi::{collect_psi_open, psi_open_messages};
 
 /// Generated code for package `jointscore.v1`.
@@ -25,3 +25,8 @@ pub use psi::{collect_psi_open, psi_open_messages};
 pub mod v1 {
     tonic::include_proto!("jointscore.v1");
 }
+
+/// The encoded `FileDescriptorSet` of `jointscore.v1` (and what it
+/// imports), for gRPC server reflection: register it with
+/// `tonic_reflection::server::Builder::register_encoded_file_descriptor_set`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/jointscore_descriptor.bin"));

@@ -41,9 +41,9 @@ impl AssetKind {
 }
 
 /// Longest issuer name accepted, in characters.
-pub const MAX_ISSUER: usize = 200;
+pub const ISSUER_LIMIT: usize = 200;
 /// Longest asset number accepted, in characters after normalisation.
-pub const MAX_NUMBER: usize = 64;
+pub const NUMBER_LIMIT: usize = 64;
 
 /// A normalised asset identity: kind, issuer and number.
 ///
@@ -94,8 +94,8 @@ impl AssetId {
             .collect();
         let issuer = visible.to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ");
         let issuer = issuer.trim_matches(|c: char| c == '.' || c.is_whitespace()).to_string();
-        if issuer.is_empty() || issuer.chars().count() > MAX_ISSUER {
-            return Err(bad(format!("issuer must have 1 to {MAX_ISSUER} characters")));
+        if issuer.is_empty() || issuer.chars().count() > ISSUER_LIMIT {
+            return Err(bad(format!("issuer must have 1 to {ISSUER_LIMIT} characters")));
         }
         let number: String = number
             .chars()
@@ -104,9 +104,9 @@ impl AssetId {
             .collect();
         // ASCII only: look-alike letters and full-width digits from other
         // scripts must not make a second, unmatched copy of a number.
-        if number.is_empty() || number.len() > MAX_NUMBER || !number.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        if number.is_empty() || number.len() > NUMBER_LIMIT || !number.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(bad(format!(
-                "number must have 1 to {MAX_NUMBER} ASCII letters or digits after removing separators"
+                "number must have 1 to {NUMBER_LIMIT} ASCII letters or digits after removing separators"
             )));
         }
         Ok(AssetId { kind, issuer, number })
@@ -181,8 +181,8 @@ mod tests {
         {
             assert!(matches!(AssetId::new(k, i, n), Err(Error::InvalidAsset(_))), "{k} {i} {n}");
         }
-        assert!(AssetId::new("invoice", &"x".repeat(MAX_ISSUER + 1), "1").is_err());
-        assert!(AssetId::new("invoice", "acme", &"9".repeat(MAX_NUMBER + 1)).is_err());
+        assert!(AssetId::new("invoice", &"x".repeat(ISSUER_LIMIT + 1), "1").is_err());
+        assert!(AssetId::new("invoice", "acme", &"9".repeat(NUMBER_LIMIT + 1)).is_err());
         assert!(AssetId::parse("invoice-acme-1").is_err());
         // Full-width digits are refused rather than silently not matching.
         assert!(AssetId::new("invoice", "acme", "\u{ff11}\u{ff12}").is_err());

@@ -58,7 +58,7 @@ mod protocol;
 mod relay;
 mod session;
 
-pub use asset::{AssetId, AssetKind, MAX_ISSUER, MAX_NUMBER};
+pub use asset::{AssetId, AssetKind, ISSUER_LIMIT, NUMBER_LIMIT};
 pub use error::{Error, Result};
 pub use group::{DOMAIN, POINT_BYTES, SessionKey, hash_to_group};
 pub use protocol::{MAX_ITEMS, Outcome, Request, Requester, Responder, ResponderState, Response, Reveal, Variant};

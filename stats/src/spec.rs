@@ -10,9 +10,9 @@ use crate::error::{Result, StatsError};
 /// most 16 KiB, and the labelled result fits one gRPC message.
 pub const MAX_ENTRIES: usize = 4096;
 /// Longest spec file parsed.
-const MAX_SPEC_BYTES: usize = 64 << 10;
+const SPEC_LIMIT: usize = 64 << 10;
 /// Longest name (of the spec, a counter, a column or a category value).
-const MAX_NAME: usize = 64;
+const NAME_LIMIT: usize = 64;
 
 /// A consortium statistic, as written in `stats.toml`:
 ///
@@ -106,13 +106,13 @@ fn default_deadline() -> u64 {
 
 fn check_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
+        && name.len() <= NAME_LIMIT
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if ok {
         Ok(())
     } else {
         Err(StatsError::Spec(format!(
-            "{what} `{name}` must be 1–{MAX_NAME} characters of letters, digits, `_`, `-` or `.`"
+            "{what} `{name}` must be 1–{NAME_LIMIT} characters of letters, digits, `_`, `-` or `.`"
         )))
     }
 }
@@ -120,8 +120,8 @@ fn check_name(what: &str, name: &str) -> Result<()> {
 impl StatsSpec {
     /// Parses and checks a spec file.
     pub fn from_toml(text: &str) -> Result<StatsSpec> {
-        if text.len() > MAX_SPEC_BYTES {
-            return Err(StatsError::Spec(format!("the file is larger than {MAX_SPEC_BYTES} bytes")));
+        if text.len() > SPEC_LIMIT {
+            return Err(StatsError::Spec(format!("the file is larger than {SPEC_LIMIT} bytes")));
         }
         let spec: StatsSpec = toml::from_str(text).map_err(|e| StatsError::Spec(e.message().to_string()))?;
         spec.check()?;
@@ -340,7 +340,7 @@ mod tests {
         );
         let e = StatsSpec::from_toml(&text).expect_err("too many entries");
         assert!(e.to_string().contains("at most 4096"), "{e}");
-        let e = StatsSpec::from_toml(&" ".repeat(MAX_SPEC_BYTES + 1)).expect_err("too large");
+        let e = StatsSpec::from_toml(&" ".repeat(SPEC_LIMIT + 1)).expect_err("too large");
         assert!(e.to_string().contains("larger than"), "{e}");
     }
 }

@@ -10,10 +10,11 @@ use jointscore_circuits::Record;
 use jointscore_circuits::fhe::{CONTRIBUTION_SIZE_LIMIT, Contribution, PublicKey};
 use jointscore_circuits::proof::Crs;
 use jointscore_identity::{Consortium, ContributionBinding, Role};
+use jointscore_net::{NodeTls, plan_to_wire};
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::party_client::PartyClient;
 use jointscore_proto::v1::{ContributeChunk, ContributeRequest};
-use jointscore_proto::{Assembler, MAX_MESSAGE_SIZE, NodeTls, plan_to_wire};
+use jointscore_proto::{Assembler, MESSAGE_LIMIT};
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
@@ -30,7 +31,7 @@ fn channel_key(name: &str, address: &str) -> String {
 
 /// An endpoint for party `name` at `address`, over mutual TLS when `tls`.
 fn party_endpoint(tls: Option<&NodeTls>, name: &str, address: &str) -> std::result::Result<Endpoint, String> {
-    jointscore_proto::endpoint(address, tls, name, Role::Party)
+    jointscore_net::endpoint(address, tls, name, Role::Party)
 }
 
 impl Engine {
@@ -268,7 +269,7 @@ impl Call<'_> {
                 })?,
         };
         let received = async {
-            let mut client = PartyClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_SIZE);
+            let mut client = PartyClient::new(channel.clone()).max_decoding_message_size(MESSAGE_LIMIT);
             let status = |s: Status| match s.code() {
                 // Connection failures (or a party saying it cannot serve):
                 // say where we tried.

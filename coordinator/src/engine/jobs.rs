@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jointscore_audit::{Attestation, EntryKind, Record as AuditRecord};
+use jointscore_audit::{Attestation, EntryKind, Event as AuditEvent};
 use jointscore_identity::{CONTRIBUTION_DOMAIN, ContributionEnvelope, Role};
 use sha2::{Digest, Sha256};
 use tokio::sync::OwnedSemaphorePermit;
@@ -17,10 +17,16 @@ use crate::ledger::Ledger;
 
 impl Engine {
     /// Runs a job to a terminal state in the background. `permit` is its
-    /// place in the queue, released when it ends.
-    pub(crate) fn spawn(self: &Arc<Self>, job: JobRecord, permit: OwnedSemaphorePermit) {
-        let engine = self.clone();
-        tokio::spawn(async move { engine.run(job, permit).await });
+    /// place in the queue, released when it ends. While the node drains
+    /// for shutdown the job is not started but left, accepted, in the
+    /// store for the next start (`false`).
+    pub(crate) fn spawn(self: &Arc<Self>, job: JobRecord, permit: OwnedSemaphorePermit) -> bool {
+        let (engine, id) = (self.clone(), job.job_id.clone());
+        let started = self.tasks.spawn(async move { engine.run(job, permit).await });
+        if !started {
+            tracing::info!(job = %id, "draining: job left for the next start");
+        }
+        started
     }
 
     /// A receiver that sees a change whenever a job ends.
@@ -37,17 +43,23 @@ impl Engine {
         let n = jobs.len() + stats.len();
         let engine = self.clone();
         tokio::spawn(async move {
+            // While the node drains, a job not started stays unfinished in
+            // the store for the next start; so do the rest.
             for job in jobs {
                 tracing::info!(job = %job.job_id, state = job.state.as_str(), "resuming job after restart");
                 let Ok(permit) = engine.queue.clone().acquire_owned().await else { return };
-                engine.spawn(job, permit);
+                if !engine.spawn(job, permit) {
+                    return;
+                }
             }
             // A round's secrets lived in the parties' memory for that round
             // only: a statistics job starts a fresh round.
             for job in stats {
                 tracing::info!(job = %job.job_id, "restarting statistics round after restart");
                 let Ok(permit) = engine.queue.clone().acquire_owned().await else { return };
-                engine.spawn_stats(job, permit);
+                if !engine.spawn_stats(job, permit) {
+                    return;
+                }
             }
         });
         Ok(n)
@@ -76,13 +88,13 @@ impl Engine {
     fn audit_end(&self, ledger: &Ledger, job: &JobRecord, outcome: &Result<(Vec<u8>, Vec<SignedContribution>)>) {
         let request = &job.request;
         let lender = self.store.key_owner(&request.key_id).ok().flatten();
-        let base = AuditRecord {
+        let base = AuditEvent {
             lender,
             subject: Some(request.subject.clone()),
             job_id: Some(job.job_id.clone()),
             model_id: Some(request.model_id.clone()),
             key_id: Some(request.key_id.clone()),
-            ..AuditRecord::default()
+            ..AuditEvent::default()
         };
         match outcome {
             Ok((result, signed)) => {
@@ -97,7 +109,7 @@ impl Engine {
                         time_ms: c.signed_ms,
                     };
                     let signature = hex::decode(&c.signature).unwrap_or_default();
-                    ledger.record(AuditRecord {
+                    ledger.record(AuditEvent {
                         kind: EntryKind::Contribution,
                         parties: vec![c.party.clone()],
                         digest: Some(c.ciphertext_sha256.clone()),
@@ -111,7 +123,7 @@ impl Engine {
                         ..base.clone()
                     });
                 }
-                ledger.record(AuditRecord {
+                ledger.record(AuditEvent {
                     kind: EntryKind::Result,
                     parties: signed.iter().map(|c| c.party.clone()).collect(),
                     digest: Some(hex::encode(Sha256::digest(result))),
@@ -124,7 +136,7 @@ impl Engine {
                 });
             }
             Err(e) => {
-                ledger.record(AuditRecord { kind: EntryKind::Refusal, detail: format!("{:?}: {e}", e.code()), ..base })
+                ledger.record(AuditEvent { kind: EntryKind::Refusal, detail: format!("{:?}: {e}", e.code()), ..base })
             }
         }
     }
