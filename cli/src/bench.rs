@@ -9,7 +9,7 @@ use jointscore_circuits::fhe::{self, LocalRun};
 use jointscore_circuits::{Plan, PlanKind, Record, reference};
 use serde_json::json;
 
-use jointscore::sample;
+use jointscore_benches as workloads;
 
 use crate::{CliError, generate_keys, load_model};
 
@@ -83,10 +83,7 @@ pub(crate) fn decision(args: DecisionArgs) -> Result<(), CliError> {
     let coord = Plan::new(&m, PlanKind::CoordinatorSide)?;
     let keys = generate_keys()?;
     let n = args.runs.max(args.coordinator_side_runs);
-    let subjects = sample::subjects(&m, n, args.seed)
-        .into_iter()
-        .map(|(_, v)| Record::from_json(&m, &v))
-        .collect::<Result<Vec<_>, _>>()?;
+    let subjects = workloads::decision::subjects(&m, n, args.seed).map_err(|e| CliError::Usage(e.to_string()))?;
 
     let bar = ProgressBar::new((args.runs + args.coordinator_side_runs) as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} evaluations")
@@ -194,8 +191,7 @@ pub(crate) struct PsiArgs {
 /// Runs one PSI session in process (or over loopback gRPC) and reports
 /// throughput.
 pub(crate) fn psi(args: PsiArgs) -> Result<(), CliError> {
-    use jointscore_psi::{Outcome, POINT_BYTES, Requester, Responder, Variant};
-    use std::time::Instant;
+    use jointscore_psi::{POINT_BYTES, Variant};
 
     if args.size == 0 || args.size > jointscore_psi::MAX_ITEMS {
         return Err(CliError::Usage(format!("--size must be in 1..={}", jointscore_psi::MAX_ITEMS)));
@@ -204,26 +200,14 @@ pub(crate) fn psi(args: PsiArgs) -> Result<(), CliError> {
         return psi_network(&args);
     }
     let n = args.size;
-    let mine: Vec<Vec<u8>> = (0..n).map(|i| format!("invoice:{i:012}").into_bytes()).collect();
-    let theirs: Vec<Vec<u8>> = (n / 2..n / 2 + n).map(|i| format!("invoice:{i:012}").into_bytes()).collect();
+    // The same sets and session as the criterion benchmark (benches/).
+    let usage = |e: workloads::Error| CliError::Usage(e.to_string());
+    let (mine, theirs) = workloads::psi::sets(n).map_err(usage)?;
     let variant = if args.cardinality { Variant::Cardinality } else { Variant::Intersection };
-    let mut rng = rand_core::OsRng;
-
-    let start = Instant::now();
-    let (requester, request) = Requester::new(&mine, variant, &mut rng).map_err(|e| CliError::Usage(e.to_string()))?;
-    let t_request = start.elapsed();
-    let (response, _) =
-        Responder::respond(&theirs, &request, variant, &mut rng).map_err(|e| CliError::Usage(e.to_string()))?;
-    let t_response = start.elapsed() - t_request;
-    let (outcome, _) = requester.finish(&response).map_err(|e| CliError::Usage(e.to_string()))?;
-    let seconds = start.elapsed().as_secs_f64();
-
+    let run = workloads::psi::run(&mine, &theirs, variant).map_err(usage)?;
+    let (seconds, t_request, t_response, bytes) = (run.total.as_secs_f64(), run.request, run.response, run.bytes);
     let shared = n - n / 2;
-    let correct = match outcome {
-        Outcome::Intersection(positions) => positions == (n / 2..n).collect::<Vec<_>>(),
-        Outcome::Cardinality(count) => count == shared,
-    };
-    let bytes = (request.points.len() + response.doubly.len() + response.theirs.len()) * POINT_BYTES;
+    let correct = workloads::psi::correct(&run.outcome, n);
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let items_per_s = n as f64 / seconds;
     if args.json {
@@ -357,60 +341,17 @@ pub(crate) struct BinningArgs {
 
 /// One vertical binning round in process, through the wire encodings.
 pub(crate) fn binning(args: BinningArgs) -> Result<(), CliError> {
-    use jointscore_binning::{Ciphertext, FeatureSums, Lender, NumericBins, party_sums, plain_counts};
-    use rand::rngs::StdRng;
-    use rand::{RngExt, SeedableRng};
-    use std::time::Instant;
-
     if args.rows == 0 || args.features == 0 || args.bins == 0 {
         return Err(CliError::Usage("--rows, --features and --bins must be at least 1".into()));
     }
-    let err = |e: jointscore_binning::Error| CliError::Usage(e.to_string());
-    // Synthetic data: labels ~30% bad; each feature leans on the label.
-    let mut rng = StdRng::seed_from_u64(5);
-    let labels: Vec<bool> = (0..args.rows).map(|_| rng.random::<f64>() < 0.3).collect();
-    let columns: Vec<Vec<Option<f64>>> = (0..args.features)
-        .map(|f| {
-            labels
-                .iter()
-                .map(|&bad| {
-                    (rng.random::<f64>() > 0.03)
-                        .then(|| rng.random::<f64>() * 100.0 + if bad { 10.0 + f as f64 } else { 0.0 })
-                })
-                .collect()
-        })
-        .collect();
-
-    let start = Instant::now();
-    let (lender, public, cts) = Lender::encrypt(&labels);
-    let wire: Vec<[u8; 64]> = cts.iter().map(Ciphertext::to_bytes).collect();
-    let t_encrypt = start.elapsed();
-
-    let t = Instant::now();
-    let received = wire.iter().map(Ciphertext::from_bytes).collect::<Result<Vec<_>, _>>().map_err(err)?;
-    let assignments: Vec<_> = columns.iter().map(|c| NumericBins::fit(c, args.bins).assign(c)).collect();
-    let sums = party_sums(&public, &received, &assignments).map_err(err)?;
-    let sent: Vec<Vec<(u64, [u8; 64])>> =
-        sums.iter().map(|f| f.bins.iter().map(|(n, c)| (*n, c.to_bytes())).collect()).collect();
-    let t_party = t.elapsed();
-
-    let t = Instant::now();
-    let back = sent
-        .iter()
-        .map(|f| {
-            f.iter()
-                .map(|(n, b)| Ciphertext::from_bytes(b).map(|c| (*n, c)))
-                .collect::<Result<Vec<_>, _>>()
-                .map(|bins| FeatureSums { bins })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(err)?;
-    let counts = lender.decrypt(&back).map_err(err)?;
-    let t_decrypt = t.elapsed();
-    let seconds = start.elapsed().as_secs_f64();
-
-    let correct = assignments.iter().zip(&counts).all(|(a, got)| &plain_counts(a, &labels) == got);
-    let bytes = wire.len() * 64 + sent.iter().map(|f| f.len() * (64 + 8)).sum::<usize>();
+    let err = |e: workloads::Error| CliError::Usage(e.to_string());
+    // The same data and round as the criterion benchmark (benches/): labels
+    // ~30% bad, each feature leaning on the label.
+    let data = workloads::binning::data(args.rows, args.features, 5).map_err(err)?;
+    let round = data.round(args.bins).map_err(err)?;
+    let correct = data.correct(&round);
+    let (t_encrypt, t_party, t_decrypt, bytes) = (round.encrypt, round.party, round.decrypt, round.bytes);
+    let seconds = (t_encrypt + t_party + t_decrypt).as_secs_f64();
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     if args.json {
         println!(
@@ -463,49 +404,19 @@ pub(crate) struct SecaggArgs {
 }
 
 pub(crate) fn secagg(args: SecaggArgs) -> Result<(), CliError> {
-    use jointscore_secagg::{Config, Dropouts, SessionId, simulate};
-    if !(0.0..1.0).contains(&args.dropout) {
-        return Err(CliError::Usage("--dropout must be in [0, 1)".into()));
-    }
-    let threshold = args.neighbours.map_or(args.parties / 2 + 1, |k| k / 2 + 1);
-    let mut session = [0u8; 16];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut session);
-    let config = match args.neighbours {
-        None => Config::new(args.parties, threshold, args.dim, SessionId(session)),
-        Some(k) => Config::neighbourhood(args.parties, k, threshold, args.dim, SessionId(session)),
-    }
-    .map_err(|e| CliError::Usage(e.to_string()))?;
-    let dropped = (args.dropout * f64::from(args.parties)).floor() as u32;
-    if args.parties - dropped < threshold {
-        return Err(CliError::Usage(format!(
-            "{dropped} of {} parties dropping leaves fewer than the threshold {threshold}",
-            args.parties
-        )));
-    }
-    // Counters below 2^20 so that sums over up to 2^12 parties do not wrap.
-    let inputs: Vec<Vec<u32>> = (0..args.parties)
-        .map(|p| (0..args.dim).map(|i| ((p as usize * 7919 + i * 104_729) % (1 << 20)) as u32).collect())
-        .collect();
-    // Which parties drop: spread evenly over the ids.
-    let dropouts = Dropouts {
-        before_masked: (0..dropped).map(|k| 1 + k * args.parties / dropped.max(1)).collect(),
-        ..Dropouts::default()
-    };
+    // The same round as the criterion benchmark (benches/).
+    let round = workloads::secagg::round(args.parties, args.dim, args.dropout, args.neighbours)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let (threshold, dropped) = (round.threshold, round.dropped);
     let bar = ProgressBar::new_spinner().with_message(format!(
         "secure aggregation: {} parties × {} entries, {dropped} dropping",
         args.parties, args.dim
     ));
     bar.enable_steady_tick(Duration::from_millis(120));
-    let outcome = simulate(&config, &inputs, &dropouts, &mut rand_core::OsRng);
+    let outcome = round.run();
     bar.finish_and_clear();
     let outcome = outcome.map_err(|e| CliError::Usage(e.to_string()))?;
-    let mut expected = vec![0u32; args.dim];
-    for &p in &outcome.contributors {
-        for (s, x) in expected.iter_mut().zip(&inputs[p as usize - 1]) {
-            *s = s.wrapping_add(*x);
-        }
-    }
-    let correct = expected == outcome.sum;
+    let correct = round.correct(&outcome);
     let out = json!({
         "parties": args.parties, "dim": args.dim, "dropout": args.dropout, "dropped": dropped,
         "threshold": threshold, "neighbours": args.neighbours, "server_s": outcome.server.as_secs_f64(),

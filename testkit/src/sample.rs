@@ -59,7 +59,7 @@ fn seller(rng: &mut StdRng) -> Value {
 
 fn generic(model: &Model, rng: &mut StdRng) -> Value {
     let mut map = Map::new();
-    for f in &model.features() {
+    for f in model.features() {
         if !matches!(f.missing, Missing::Reject) && rng.random::<f64>() < 0.05 {
             map.insert(f.name.clone(), Value::Null);
             continue;
