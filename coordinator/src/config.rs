@@ -19,6 +19,7 @@ use crate::error::{CoordinatorError, Result};
 ///                                # asset registries) for duplicate-financing checks
 /// consortium = "consortium.toml" # members and keys: contributions must be signed
 /// identity = "coordinator.key"   # this node's identity key (`jointscore consortium init`)
+/// shutdown_grace_ms = 20000      # on SIGTERM: how long calls and jobs in flight may finish
 /// ```
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +61,16 @@ pub struct CoordinatorConfig {
     /// cores).
     #[serde(default = "default_psi_open_deadline")]
     pub psi_open_deadline_ms: u64,
+    /// At shutdown (SIGTERM, Ctrl-C), how long calls and jobs in flight
+    /// may take to finish; a job still running then is stopped and left
+    /// unfinished in the store, and the next start resumes it. Keep it
+    /// under the supervisor's kill timeout (Kubernetes: 30 s by default).
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_ms: u64,
+}
+
+fn default_shutdown_grace() -> u64 {
+    20_000
 }
 
 fn default_psi_open_deadline() -> u64 {
@@ -92,6 +103,7 @@ impl CoordinatorConfig {
             consortium: None,
             identity: None,
             psi_open_deadline_ms: default_psi_open_deadline(),
+            shutdown_grace_ms: default_shutdown_grace(),
         }
     }
 
@@ -147,6 +159,11 @@ impl CoordinatorConfig {
     pub fn psi_open_deadline(&self) -> Duration {
         Duration::from_millis(self.psi_open_deadline_ms)
     }
+
+    /// How long a graceful shutdown waits for calls and jobs in flight.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
 }
 
 #[cfg(test)]
@@ -157,6 +174,7 @@ mod tests {
     fn defaults_and_bounds() {
         let c = CoordinatorConfig::from_toml("store = \"c.sqlite\"\n").expect("valid");
         assert_eq!((c.queue_capacity, c.eval_workers, c.party_deadline_ms), (64, 1, 30_000));
+        assert_eq!(c.shutdown_grace(), Duration::from_secs(20));
         let e = CoordinatorConfig::from_toml("store = \"c.sqlite\"\nqueue_capacity = 0\n").unwrap_err();
         assert!(e.to_string().contains("at least 1"), "{e}");
         let e = CoordinatorConfig::from_toml("stor = \"c.sqlite\"\n").unwrap_err();

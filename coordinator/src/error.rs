@@ -28,6 +28,10 @@ pub enum CoordinatorError {
     /// is registered again with another evaluation key.
     #[error("{0} already exists with other content")]
     Conflict(String),
+    /// The coordinator is shutting down (its store is closed); the call
+    /// may be retried once it is back.
+    #[error("the coordinator is shutting down; retry once it is back")]
+    ShuttingDown,
     /// Too many decisions in flight.
     #[error("{0} decisions are in flight, the most this coordinator queues; retry later")]
     Busy(usize),
@@ -92,6 +96,7 @@ impl CoordinatorError {
             CoordinatorError::UnknownJob(_) => Code::NotFound,
             CoordinatorError::Conflict(_) => Code::AlreadyExists,
             CoordinatorError::Busy(_) => Code::ResourceExhausted,
+            CoordinatorError::ShuttingDown => Code::Unavailable,
             CoordinatorError::NotReady { .. } => Code::FailedPrecondition,
             CoordinatorError::Denied(_) => Code::PermissionDenied,
             CoordinatorError::UnknownSession(_) => Code::NotFound,

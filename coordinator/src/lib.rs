@@ -23,6 +23,7 @@ mod access;
 mod aggregate;
 mod config;
 mod decisions;
+mod drain;
 mod engine;
 mod error;
 mod job;
@@ -36,6 +37,7 @@ mod store;
 mod wire;
 
 pub use config::CoordinatorConfig;
+pub use drain::Drained;
 pub use error::{CoordinatorError, Result};
 pub use job::{
     DroppedParty, JobRecord, JobState, NewJob, NewStatsJob, SignedContribution, StatsEntry, StatsJobRecord,

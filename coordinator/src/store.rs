@@ -89,11 +89,34 @@ pub trait JobStore: Send + Sync + 'static {
     fn end_stats_job(&self, job_id: &str, outcome: &StatsOutcome, failure: Option<(i32, &str)>) -> Result<()>;
     /// Every statistics job not in a terminal state, oldest first.
     fn unfinished_stats(&self) -> Result<Vec<StatsJobRecord>>;
+    /// Closes the store at shutdown, once nothing writes to it any more;
+    /// every later call fails. (SQLite checkpoints its write-ahead log.)
+    fn close(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// [`JobStore`] in one SQLite file (WAL mode; every call one transaction).
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    /// `None` once closed.
+    conn: Mutex<Option<Connection>>,
+}
+
+/// The open connection, held for one call.
+struct Conn<'a>(MutexGuard<'a, Option<Connection>>);
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        // `SqliteStore::conn` hands out only guards over an open connection.
+        self.0.as_ref().unwrap_or_else(|| unreachable!("a closed store handed out its connection"))
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.0.as_mut().unwrap_or_else(|| unreachable!("a closed store handed out its connection"))
+    }
 }
 
 const SCHEMA: &str = "
@@ -223,11 +246,16 @@ impl SqliteStore {
         if !owned {
             conn.execute_batch("ALTER TABLE stats_jobs ADD COLUMN owner TEXT")?;
         }
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(SqliteStore { conn: Mutex::new(Some(conn)) })
     }
 
-    fn conn(&self) -> Result<MutexGuard<'_, Connection>> {
-        self.conn.lock().map_err(|_| CoordinatorError::Store("store lock poisoned by an earlier panic".into()))
+    fn conn(&self) -> Result<Conn<'_>> {
+        let guard =
+            self.conn.lock().map_err(|_| CoordinatorError::Store("store lock poisoned by an earlier panic".into()))?;
+        if guard.is_none() {
+            return Err(CoordinatorError::ShuttingDown);
+        }
+        Ok(Conn(guard))
     }
 
     fn read_job(conn: &Connection, job_id: &str) -> Result<Option<JobRecord>> {
@@ -524,6 +552,15 @@ impl JobStore for SqliteStore {
         let rows = stmt.query_map([], row_to_stats_job)?.collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter().map(checked_stats_job).collect()
     }
+
+    fn close(&self) -> Result<()> {
+        let mut guard =
+            self.conn.lock().map_err(|_| CoordinatorError::Store("store lock poisoned by an earlier panic".into()))?;
+        match guard.take() {
+            Some(conn) => conn.close().map_err(|(_, e)| CoordinatorError::Store(format!("closing the store: {e}"))),
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -569,6 +606,27 @@ mod tests {
         assert_eq!(new.request.absent, ["bank"]);
         drop(store);
         SqliteStore::open(&path).expect("reopening a migrated store is a no-op");
+    }
+
+    #[test]
+    fn a_closed_store_refuses_every_call_and_keeps_what_it_held() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.sqlite");
+        let store = SqliteStore::open(&path).expect("open");
+        let Inserted::New(job) = store.insert_job(&new_job("r1")).expect("insert") else { panic!("new") };
+        store.set_state(&job.job_id, JobState::Evaluating).expect("state");
+        store.close().expect("close");
+        store.close().expect("closing twice is a no-op");
+        let refused = store.set_state(&job.job_id, JobState::Collecting).expect_err("closed");
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+        assert!(!dir.path().join("c.sqlite-wal").exists(), "closing checkpoints the write-ahead log");
+        // An interrupted job is still unfinished, for the next start.
+        let store = SqliteStore::open(&path).expect("reopen");
+        let unfinished = store.unfinished().expect("unfinished");
+        assert_eq!(
+            unfinished.iter().map(|j| (&j.job_id, j.state)).collect::<Vec<_>>(),
+            [(&job.job_id, JobState::Evaluating)]
+        );
     }
 
     #[test]

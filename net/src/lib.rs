@@ -9,12 +9,17 @@
 //! - [`strict_crs`]: the CRS a consortium in strict mode pins, as nodes
 //!   load it at start;
 //! - [`plan_from_wire`] / [`plan_to_wire`]: the planner's plan kinds and
-//!   their wire values.
+//!   their wire values;
+//! - [`Health`], [`reflection`] and [`request_span`]: what every node
+//!   serves beside its own service (`grpc.health.v1`, server reflection)
+//!   and the tracing span each call runs in.
 
 mod plan;
+mod serve;
 mod strict;
 mod tls;
 
 pub use plan::{plan_from_wire, plan_to_wire};
+pub use serve::{Health, MembersOnly, Reflection, reflection, request_span};
 pub use strict::strict_crs;
 pub use tls::{NodeTls, Target, endpoint};

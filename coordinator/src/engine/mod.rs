@@ -15,12 +15,13 @@ use jointscore_circuits::fhe::{EvaluationKey, PublicKey};
 use jointscore_circuits::proof::Crs;
 use jointscore_circuits::{Plan, PlanKind};
 use jointscore_identity::Consortium;
-use jointscore_proto::NodeTls;
+use jointscore_net::NodeTls;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::config::CoordinatorConfig;
+use crate::drain::JobTasks;
 use crate::error::{CoordinatorError, Result};
 use crate::ledger::Ledger;
 use crate::store::JobStore;
@@ -62,6 +63,8 @@ pub(crate) struct Engine {
     /// Strict mode: the consortium's CRS; every contribution must carry
     /// proofs that verify against it for its request.
     crs: Option<Arc<Crs>>,
+    /// The jobs running, drained at shutdown.
+    pub(crate) tasks: JobTasks,
 }
 
 /// A job's failure with the status code it ends with.
@@ -99,6 +102,7 @@ impl Engine {
             tls,
             ledger: ledger.map(Arc::new),
             crs,
+            tasks: JobTasks::default(),
         })
     }
 
