@@ -254,8 +254,11 @@ impl Coordinator for CoordinatorService {
 
     async fn decide(&self, request: Request<DecideRequest>) -> std::result::Result<Response<DecideResponse>, Status> {
         let caller = self.admit(&request, &[Role::Lender])?;
-        let request = DecisionRequest::try_from(request.into_inner())?;
-        self.engine.own_key_set(caller.as_deref(), &request.job.key_id)?;
+        let request = request.into_inner();
+        // Whose key set it is comes first: a member deciding under another
+        // lender's key set is refused as such, whatever else the request holds.
+        self.engine.own_key_set(caller.as_deref(), &request.key_id)?;
+        let request = DecisionRequest::try_from(request)?;
         let accepted = self.engine.decide(request).inspect_err(|e| {
             tracing::info!(error = %e, "decision request refused");
         })?;
