@@ -134,6 +134,8 @@ enum BenchCommand {
 enum CliError {
     #[error(transparent)]
     Circuits(#[from] jointscore_circuits::Error),
+    #[error(transparent)]
+    Learn(#[from] jointscore_learn::Error),
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("inputs are not valid JSON: {0}")]

@@ -79,7 +79,7 @@ pub(crate) struct RegisterAssetArgs {
 pub(crate) fn align(args: AlignArgs) -> Result<(), CliError> {
     let subjects = subjects_from_csv(&args.subjects)?;
     let parties = if args.party.is_empty() {
-        jointscore_circuits::Model::from_toml(&model_source(&args.model)?)?.parties
+        jointscore_circuits::Model::from_toml(&model_source(&args.model)?)?.parties().to_vec()
     } else {
         args.party.clone()
     };

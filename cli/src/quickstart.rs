@@ -212,7 +212,7 @@ async fn align(cluster: &Cluster) -> Result<AlignmentStore, CliError> {
     let store = AlignmentStore::in_memory()?;
     let mut requester = PsiRequester::connect(cluster.target(LENDER)?, LENDER).await?;
     println!();
-    for party in &cluster.model.parties() {
+    for party in cluster.model.parties() {
         let aligned = requester.align(party, &applicants).await?;
         store.record(party, &applicants, &aligned.held)?;
         let held = aligned.held.iter().filter(|&&h| h).count();

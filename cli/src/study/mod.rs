@@ -1,18 +1,14 @@
 //! `jointscore study`: fit a scorecard on vertically split data through the
-//! binning protocol, score the test rows through the full encrypted path,
-//! and compare with a plaintext logistic regression.
-
-mod data;
-mod eval;
-mod fit;
+//! binning protocol (`jointscore-learn`), score the test rows through the
+//! full encrypted path, and compare with a plaintext logistic regression.
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use jointscore_circuits::fhe;
-use jointscore_circuits::{Model, Plan, PlanKind, Record, reference};
-use serde_json::{Map, Value};
+use jointscore_circuits::{Plan, PlanKind, reference};
+use jointscore_learn::{Curve, LoadOptions, PartySplit, Scale, Study};
 
 use crate::{CliError, generate_keys};
 
@@ -28,6 +24,10 @@ pub(crate) struct StudyArgs {
     /// The label value that means bad (defaulted).
     #[arg(long)]
     bad: String,
+    /// The label value that means good. When given, every label must be
+    /// this or --bad; otherwise every present value but --bad is good.
+    #[arg(long)]
+    good: Option<String>,
     /// Which party holds which columns: `platform=colA,colB;logistics=colC`
     /// (`col:num` / `col:cat` declare a type); other columns stay with the
     /// lender, which also holds the label.
@@ -61,74 +61,48 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), CliError> {
         .map_err(|source| CliError::Read { path: path.into(), source })
 }
 
-/// The inputs of row `i` for the model's features, as JSON.
-fn inputs(study: &data::Study, model: &Model, i: usize) -> Value {
-    let mut map = Map::new();
-    for f in study.features.iter().filter(|f| model.feature_index(&f.name).is_some()) {
-        let v = match &f.column {
-            data::Column::Numeric { values, .. } => values[i].map_or(Value::Null, Value::from),
-            data::Column::Categorical { categories, values } => {
-                values[i].map_or(Value::Null, |c| Value::from(categories[c].clone()))
-            }
-        };
-        map.insert(f.name.clone(), v);
-    }
-    Value::Object(map)
-}
-
 pub(crate) fn study(args: StudyArgs) -> Result<(), CliError> {
-    let study = data::load(&args.data, &args.label, &args.bad, &args.parties, args.test_fraction, args.seed)?;
+    let options = LoadOptions {
+        label: args.label,
+        bad: args.bad,
+        good: args.good,
+        parties: args.parties.parse::<PartySplit>()?,
+        test_fraction: args.test_fraction,
+        seed: args.seed,
+    };
+    let study = Study::load(&args.data, &options)?;
     println!(
         "{} rows ({} train, {} test), {} features over {} parties",
-        study.labels.len(),
-        study.train.len(),
-        study.test.len(),
-        study.features.len(),
-        study.parties.len()
+        study.rows(),
+        study.train().len(),
+        study.test().len(),
+        study.features().len(),
+        study.parties().len()
     );
-    let scale = fit::Scale { pdo: args.pdo, base_score: args.base_score, base_odds: args.base_odds };
-    let fitted = fit::fit(&study, &scale, "study")?;
-    let selected: Vec<&fit::Fitted> = fitted.features.iter().filter(|f| f.selected).collect();
+    let scale = Scale { pdo: args.pdo, base_score: args.base_score, base_odds: args.base_odds };
+    let fitted = jointscore_learn::fit(&study, &scale, "study")?;
     println!(
         "fitted through the binning protocol; {} of {} features kept by IV:",
-        selected.len(),
+        fitted.features.iter().filter(|f| f.selected).count(),
         fitted.features.len()
     );
     for f in &fitted.features {
         println!("  {:<50} IV {:.3}{}", f.name, f.iv, if f.selected { "" } else { "  (dropped)" });
     }
-
-    // Cutoffs and bands from training-score quantiles, scored by the
-    // reference of a provisional model with the same points.
-    let provisional = format!(
-        "{}[cutoffs]\napprove = 0\nrefer = 0\n\n[[bands]]\nname = \"all\"\nrate_tier = \"-\"\n\n[reasons]\ncount = 0\n",
-        fitted.toml
-    );
-    let provisional = Model::from_toml(&provisional)?;
-    let train_scores = study
-        .train
-        .iter()
-        .map(|&i| {
-            Ok(reference::evaluate(&provisional, &Record::from_json(&provisional, &inputs(&study, &provisional, i))?)
-                .score
-                .unwrap_or(0))
-        })
-        .collect::<Result<Vec<i64>, CliError>>()?;
-    let toml = format!("{}{}", fitted.toml, fit::decision_section(&train_scores));
-    let model = Model::from_toml(&toml)?;
+    let model = fitted.model;
 
     // The test rows through the full encrypted path.
     let plan = Plan::new(&model, PlanKind::Pushdown)?;
     println!("model {}; pushdown plan: {} PBS per decision", &model.id()[..16], plan.stats().lookups);
     let keys = generate_keys()?;
-    let bar = ProgressBar::new(study.test.len() as u64).with_style(
+    let bar = ProgressBar::new(study.test().len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} encrypted decisions")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut enc_scores = Vec::new();
     let mut agree = 0;
-    for &i in &study.test {
-        let record = Record::from_json(&model, &inputs(&study, &model, i))?;
+    for &i in study.test() {
+        let record = study.record(&model, i)?;
         let run = fhe::decide_locally(&plan, &keys, &record)?;
         agree += usize::from(run.bundle == reference::evaluate(&model, &record).restricted(&model));
         enc_scores.push(run.bundle.score.ok_or_else(|| CliError::Usage("the study model reveals no score".into()))?);
@@ -136,26 +110,27 @@ pub(crate) fn study(args: StudyArgs) -> Result<(), CliError> {
     }
     bar.finish_and_clear();
 
-    let bad: Vec<bool> = study.test.iter().map(|&i| study.labels[i]).collect();
+    let bad: Vec<bool> = study.test().iter().map(|&i| study.labels()[i]).collect();
     let risk: Vec<f64> = enc_scores.iter().map(|&s| -(s as f64)).collect();
-    let lr = eval::reference_lr(&study);
-    let test_auc = eval::auc(&risk, &bad);
-    let ref_auc = eval::auc(&lr, &bad);
-    let ks = eval::ks(&risk, &bad);
+    let lr = jointscore_learn::reference_lr(&study);
+    let test_auc = jointscore_learn::auc(&risk, &bad)?;
+    let ref_auc = jointscore_learn::auc(&lr, &bad)?;
+    let ks = jointscore_learn::ks(&risk, &bad)?;
     // Outputs are written only now, each whole: a failed study leaves none.
     std::fs::create_dir_all(&args.out).map_err(|source| CliError::Read { path: args.out.clone(), source })?;
-    write_atomic(&args.out.join("model.toml"), &toml)?;
-    write_atomic(
-        &args.out.join("roc.svg"),
-        &eval::roc_svg(&[("encrypted scorecard", "#3366cc", &risk), ("reference LR", "#cc3333", &lr)], &bad),
-    )?;
-    write_atomic(&args.out.join("scores.svg"), &eval::distribution_svg(&enc_scores, &bad))?;
+    write_atomic(&args.out.join("model.toml"), &model.to_toml())?;
+    let curves = [
+        Curve { name: "encrypted scorecard", colour: "#3366cc", scores: &risk },
+        Curve { name: "reference LR", colour: "#cc3333", scores: &lr },
+    ];
+    write_atomic(&args.out.join("roc.svg"), &jointscore_learn::roc_svg(&curves, &bad))?;
+    write_atomic(&args.out.join("scores.svg"), &jointscore_learn::distribution_svg(&enc_scores, &bad))?;
     println!("written: {} (model), roc.svg, scores.svg", args.out.join("model.toml").display());
     println!("test AUC: {test_auc:.3}");
     println!("reference AUC: {ref_auc:.3}");
     println!("KS: {ks:.3}");
-    println!("encrypted == reference: {agree}/{}", study.test.len());
-    if agree != study.test.len() {
+    println!("encrypted == reference: {agree}/{}", study.test().len());
+    if agree != study.test().len() {
         return Err(CliError::Usage("some encrypted decisions differ from the reference".into()));
     }
     Ok(())

@@ -62,7 +62,7 @@ async fn alignment_keeps_decisions_away_from_parties_without_the_subject() {
     let list: Vec<String> = vec![book[0].0.clone(), "newcomer".into(), "stranger".into()];
     let mut requester = PsiRequester::connect(&url, "test-lender").await.expect("requester");
     let aligned = AlignmentStore::in_memory().expect("store");
-    for party in &model.parties() {
+    for party in model.parties() {
         let a = requester.align(party, &list).await.expect("align");
         let want = if party == "bank" { [true, false, false] } else { [true, true, false] };
         assert_eq!(a.held, want, "{party}");
