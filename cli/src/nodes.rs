@@ -341,7 +341,7 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
                 let model = client.plan().model().clone();
                 let mut failures = 0;
                 for (subject, request_id) in list {
-                    let decided = match alignment.as_ref().map(|a| a.absent(&subject, &model.parties())).transpose() {
+                    let decided = match alignment.as_ref().map(|a| a.absent(&subject, model.parties())).transpose() {
                         Ok(Some(absent)) if absent.len() == model.parties().len() => {
                             Err(CliError::Usage("no party of the model holds this subject; no party was asked".into()))
                         }

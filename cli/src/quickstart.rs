@@ -114,7 +114,7 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
     let mut rows = Vec::new();
     let mut agree = 0;
     for (i, (subject, _)) in cluster.book.iter().enumerate() {
-        let absent = absent.absent(subject, &m.parties())?;
+        let absent = absent.absent(subject, m.parties())?;
         let decision = lender.decide_with(subject, &format!("quickstart-{}-{i}", keys.id()), &absent).await?;
         agree += usize::from(decision.bundle == cluster.reference(subject)?);
         rows.push((subject.clone(), decision));
@@ -225,7 +225,7 @@ async fn align(cluster: &Cluster) -> Result<AlignmentStore, CliError> {
         );
     }
     for new in NEW_APPLICANTS {
-        if store.absent(new, &cluster.model.parties())?.len() == cluster.model.parties().len() {
+        if store.absent(new, cluster.model.parties())?.len() == cluster.model.parties().len() {
             println!("align        {new}: no party holds it, so no party is asked about it");
         }
     }

@@ -69,8 +69,8 @@ async fn alignment_keeps_decisions_away_from_parties_without_the_subject() {
         assert_eq!(a.party_size, if party == "bank" { 3 } else { 4 }, "{party}");
         aligned.record(party, &list, &a.held).expect("record");
     }
-    assert_eq!(aligned.absent(&book[0].0, &model.parties()).expect("aligned"), Vec::<String>::new());
-    let absent = aligned.absent("newcomer", &model.parties()).expect("aligned");
+    assert_eq!(aligned.absent(&book[0].0, model.parties()).expect("aligned"), Vec::<String>::new());
+    let absent = aligned.absent("newcomer", model.parties()).expect("aligned");
     assert_eq!(absent, ["bank"]);
 
     // The bank is not asked (it would refuse an unknown subject, NOT_FOUND):
@@ -99,7 +99,7 @@ async fn alignment_keeps_decisions_away_from_parties_without_the_subject() {
     assert_eq!(e.code(), Some(Code::PermissionDenied), "{e}");
     assert!(e.to_string().contains("party `platform` contributes only when at least 2 parties do"), "{e}");
     // Every party absent: nothing to decide on.
-    let e = lender.submit_with("newcomer", "aligned-3", &model.parties()).await.unwrap_err();
+    let e = lender.submit_with("newcomer", "aligned-3", model.parties()).await.unwrap_err();
     assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
     assert!(e.to_string().contains("every party of the model is named absent"), "{e}");
     // An absent party the model does not have is a bad request.
