@@ -1,7 +1,9 @@
 //! `jointscore party|coordinator|lender …`: the three services and the
 //! lender's client, from the command line.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,8 +12,8 @@ use jointscore_circuits::{Bundle, CROSS_BORDER_SELLER, Model};
 use jointscore_coordinator::{CoordinatorConfig, CoordinatorNode, SqliteStore};
 use jointscore_identity::{Consortium, NodeKey};
 use jointscore_lender::{AlignmentStore, KeyFiles, Lender, LenderKeys};
+use jointscore_net::{NodeTls, Target};
 use jointscore_party::{PartyConfig, PartyNode, RecordStore};
-use jointscore_proto::{NodeTls, Target};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -28,7 +30,9 @@ pub(crate) enum PartyCommand {
         /// The CSV file.
         file: PathBuf,
     },
-    /// Register with the coordinator and answer contribution requests.
+    /// Register with the coordinator and answer contribution requests;
+    /// SIGTERM or Ctrl-C drains the calls in flight (20 s at most), then
+    /// stops.
     Serve {
         /// The party's configuration file.
         #[arg(long)]
@@ -39,6 +43,9 @@ pub(crate) enum PartyCommand {
 #[derive(Subcommand)]
 pub(crate) enum CoordinatorCommand {
     /// Serve the coordinator; unfinished jobs in its store are resumed.
+    /// SIGTERM or Ctrl-C drains calls and jobs in flight (for
+    /// `shutdown_grace_ms`), leaves the rest unfinished in the store for
+    /// the next start, and closes the store.
     Serve {
         /// The coordinator's configuration file.
         #[arg(long)]
@@ -174,15 +181,79 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))
 }
 
-/// Logs to stderr at `info` unless RUST_LOG says otherwise.
+/// Logs to stderr at `info` unless RUST_LOG says otherwise; in colour only
+/// when stderr is a terminal, so files and log collectors get plain lines.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
-async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+/// How long a party node lets calls in flight end once asked to stop.
+const PARTY_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs a node with `serve`, which is handed a future that completes at
+/// the first SIGTERM or Ctrl-C (SIGINT) and then shuts the node down
+/// gracefully. A second signal stops at once: what a coordinator has not
+/// finished is resumed at its next start.
+fn serve_until_signalled<F>(serve: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> F) -> Result<(), CliError>
+where
+    F: Future<Output = Result<(), CliError>>,
+{
+    let runtime = runtime()?;
+    let served = runtime.block_on(async {
+        let (first, second) = shutdown_signals()?;
+        tokio::select! {
+            served = serve(Box::pin(first)) => served,
+            () = second => {
+                tracing::warn!("second shutdown signal: stopping now, without waiting for calls and jobs in flight");
+                Ok(())
+            }
+        }
+    });
+    // Work still on the blocking pool (an evaluation cut short) is not
+    // waited for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served
+}
+
+/// Futures that complete at the first and at the second shutdown signal
+/// (SIGTERM, SIGINT). The handlers are installed before this returns, so
+/// a signal from then on is never the default (immediate) exit.
+fn shutdown_signals() -> Result<(impl Future<Output = ()> + Send, impl Future<Output = ()>), CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let install = |kind| signal(kind).map_err(|e| CliError::Usage(format!("cannot listen for signals: {e}")));
+    let (mut term, mut interrupt) = (install(SignalKind::terminate())?, install(SignalKind::interrupt())?);
+    let (tx, rx) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                Some(()) = term.recv() => "SIGTERM",
+                Some(()) = interrupt.recv() => "SIGINT",
+                else => break,
+            };
+            tx.send_modify(|n| *n += 1);
+            if *tx.borrow() == 1 {
+                tracing::info!(signal = name, "shutting down: draining calls and jobs (signal again to stop at once)");
+            }
+        }
+        // Never report a signal that did not come.
+        std::future::pending::<()>().await;
+        drop(tx);
+    });
+    let nth = move |n: u32| {
+        let mut rx = rx.clone();
+        async move {
+            if rx.wait_for(|count| *count >= n).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    Ok((nth(1), nth(2)))
 }
 
 pub(crate) fn party(cmd: PartyCommand) -> Result<(), CliError> {
@@ -205,16 +276,13 @@ pub(crate) fn party(cmd: PartyCommand) -> Result<(), CliError> {
             init_logging();
             let config = PartyConfig::load(&config)?;
             let store = Arc::new(RecordStore::open(&config.store)?);
-            runtime()?.block_on(async {
+            serve_until_signalled(|shutdown| async move {
                 let listener = TcpListener::bind(&config.listen)
                     .await
                     .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
                 // A party may start before the coordinator: keep trying.
                 let node = PartyNode::start(&config, store, listener, Duration::from_secs(600)).await?;
-                tokio::select! {
-                    served = node.wait() => served?,
-                    () = shutdown_signal() => {}
-                }
+                node.run_until(shutdown, PARTY_SHUTDOWN_GRACE).await?;
                 Ok(())
             })
         }
@@ -226,15 +294,13 @@ pub(crate) fn coordinator(cmd: CoordinatorCommand) -> Result<(), CliError> {
     init_logging();
     let config = CoordinatorConfig::load(&config)?;
     let store = Arc::new(SqliteStore::open(&config.store)?);
-    runtime()?.block_on(async {
+    serve_until_signalled(|shutdown| async move {
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
         let node = CoordinatorNode::start(config, store, listener).await?;
-        tokio::select! {
-            served = node.wait() => served?,
-            () = shutdown_signal() => {}
-        }
+        // Logs what it drained; the store is closed when it returns.
+        node.run_until(shutdown).await?;
         Ok(())
     })
 }

@@ -7,7 +7,8 @@
 //!
 //! Tests are grouped by theme in `network/`: ordinary decisions and their
 //! failures, key registration, misbehaving parties and a full queue,
-//! coordinator restarts, the command line as separate processes,
+//! coordinator restarts, health checks, reflection and graceful shutdown
+//! (SIGTERM), the command line as separate processes,
 //! statistics rounds (in process and over processes), signatures, mutual
 //! TLS, private set intersection, strict mode and the audit ledger. This
 //! file holds what they share.
@@ -16,8 +17,6 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use jointscore::cluster::{Cluster, ClusterOptions, PartySetup, party_view, start_parties};
-use jointscore::sample;
 use jointscore_circuits::fhe::CONTRIBUTION_SIZE_LIMIT;
 use jointscore_circuits::wire::EVALUATION_KEY_LIMIT;
 use jointscore_circuits::{CROSS_BORDER_SELLER, Model, PlanKind};
@@ -32,6 +31,8 @@ use jointscore_proto::v1::{
     SecAggAdvertiseRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggSealed, SecAggShare,
     SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
 };
+use jointscore_testkit::cluster::{Cluster, ClusterOptions, PartySetup, party_view, start_parties};
+use jointscore_testkit::sample;
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -45,6 +46,8 @@ mod commands;
 mod decisions;
 #[path = "network/keys.rs"]
 mod keys;
+#[path = "network/lifecycle.rs"]
+mod lifecycle;
 #[path = "network/proofs.rs"]
 mod proofs;
 #[path = "network/psi.rs"]

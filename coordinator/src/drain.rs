@@ -33,9 +33,9 @@ pub struct Drained {
     /// those accepted while the node drained and those queued): the next
     /// start resumes them.
     pub jobs_unfinished: usize,
-    /// Whether calls were still open when the grace period ended. They are
-    /// no longer waited for: they end with the process (and any that reads
-    /// the closed store gets UNAVAILABLE).
+    /// Whether calls were still open when the grace period ended; their
+    /// connections were cut (the clients see the call fail, UNAVAILABLE,
+    /// and retry against the next start).
     pub calls_cut: bool,
 }
 

@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jointscore_identity::{Consortium, NodeKey};
-use jointscore_net::{Health, NodeTls, reflection, request_span, strict_crs};
+use jointscore_net::{Cut, Health, NodeTls, reflection, request_span, strict_crs};
 use jointscore_proto::MESSAGE_LIMIT;
 use jointscore_proto::v1::coordinator_server::CoordinatorServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 
@@ -37,6 +36,8 @@ pub struct CoordinatorNode {
     /// `https` under mutual TLS, `http` otherwise.
     scheme: &'static str,
     shutdown: Option<oneshot::Sender<()>>,
+    /// Cuts the connections still open when a shutdown's grace ends.
+    cut: Cut,
     task: ServerTask,
     engine: Arc<Engine>,
     health: Health,
@@ -106,6 +107,7 @@ impl CoordinatorNode {
         let service = CoordinatorService::new(engine.clone());
         let (health, health_service) = Health::new(SERVICE).await;
         let (tx, rx) = oneshot::channel::<()>();
+        let (incoming, cut) = jointscore_net::incoming(listener);
         let task = tokio::spawn(
             server
                 .add_service(health_service)
@@ -116,13 +118,13 @@ impl CoordinatorNode {
                         .max_decoding_message_size(MESSAGE_LIMIT)
                         .max_encoding_message_size(MESSAGE_LIMIT),
                 )
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
                 }),
         );
         health.serving().await;
         tracing::info!(%address, resumed, "coordinator serving");
-        Ok(CoordinatorNode { address, scheme, shutdown: Some(tx), task, engine, health, grace })
+        Ok(CoordinatorNode { address, scheme, shutdown: Some(tx), cut, task, engine, health, grace })
     }
 
     /// The address it serves on.
@@ -188,15 +190,11 @@ impl CoordinatorNode {
         self.health.close().await;
         // Calls and jobs drain together: a lender's WaitJob ends when its
         // job does.
-        let CoordinatorNode { task, engine, .. } = &mut self;
+        let CoordinatorNode { task, engine, cut, .. } = &mut self;
         let calls = async {
             match tokio::time::timeout_at(deadline, &mut *task).await {
                 Ok(ended) => (false, served_as(ended)),
-                Err(_) => {
-                    task.abort();
-                    let _ = (&mut *task).await;
-                    (true, Ok(()))
-                }
+                Err(_) => (true, cut_calls(cut, task).await),
             }
         };
         let ((calls_cut, served), (jobs_finished, jobs_interrupted)) =
@@ -213,6 +211,19 @@ impl CoordinatorNode {
             "coordinator stopped; store closed (unfinished jobs resume at the next start)"
         );
         served.map(|()| drained)
+    }
+}
+
+/// Cuts the connections still open and waits (briefly) for the server to
+/// notice.
+async fn cut_calls(cut: &Cut, task: &mut ServerTask) -> Result<()> {
+    cut.cut();
+    match tokio::time::timeout(Duration::from_secs(1), &mut *task).await {
+        Ok(ended) => served_as(ended),
+        Err(_) => {
+            task.abort();
+            Ok(())
+        }
     }
 }
 

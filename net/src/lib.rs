@@ -12,7 +12,8 @@
 //!   their wire values;
 //! - [`Health`], [`reflection`] and [`request_span`]: what every node
 //!   serves beside its own service (`grpc.health.v1`, server reflection)
-//!   and the tracing span each call runs in.
+//!   and the tracing span each call runs in; [`incoming`]: connections a
+//!   graceful shutdown can cut when its grace period ends.
 
 mod plan;
 mod serve;
@@ -20,6 +21,6 @@ mod strict;
 mod tls;
 
 pub use plan::{plan_from_wire, plan_to_wire};
-pub use serve::{Health, MembersOnly, Reflection, reflection, request_span};
+pub use serve::{Cut, CuttableStream, Health, MembersOnly, Reflection, incoming, reflection, request_span};
 pub use strict::strict_crs;
 pub use tls::{NodeTls, Target, endpoint};

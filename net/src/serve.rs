@@ -6,10 +6,20 @@
 //! whether the node serves, so probes need no member identity); reflection
 //! answers consortium members only, as the node's own service does.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use jointscore_identity::Role;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::codegen::http;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
@@ -127,4 +137,104 @@ pub fn request_span(request: &http::Request<()>) -> tracing::Span {
         span.record("request_id", &id[..end]);
     }
     span
+}
+
+/// The connections a server accepts on `listener`, and the handle that
+/// cuts them all at once ([`Cut::cut`]): the end of a graceful shutdown's
+/// grace period. (Tonic's graceful shutdown waits for every open call, and
+/// its connections outlive the server task.)
+pub fn incoming(listener: TcpListener) -> (impl Stream<Item = std::io::Result<CuttableStream>>, Cut) {
+    let (cut, cut_rx) = watch::channel(false);
+    let stream = TcpListenerStream::new(listener).map(move |accepted| {
+        accepted.map(|io| {
+            let mut rx = cut_rx.clone();
+            let cut = Box::pin(async move {
+                // Dropping the handle cuts nothing: only `Cut::cut` does.
+                if rx.wait_for(|cut| *cut).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            });
+            CuttableStream { io, cut, is_cut: false }
+        })
+    });
+    (stream, Cut(cut))
+}
+
+/// Cuts every connection [`incoming`] accepted.
+#[derive(Debug)]
+pub struct Cut(watch::Sender<bool>);
+
+impl Cut {
+    /// Every read and write on the connections fails from now on, so
+    /// their calls end and the server task can finish.
+    pub fn cut(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// An accepted TCP connection that [`Cut::cut`] ends.
+pub struct CuttableStream {
+    io: TcpStream,
+    cut: Pin<Box<dyn Future<Output = ()> + Send>>,
+    is_cut: bool,
+}
+
+impl std::fmt::Debug for CuttableStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CuttableStream").field("io", &self.io).field("is_cut", &self.is_cut).finish()
+    }
+}
+
+impl CuttableStream {
+    /// Whether the connection has been cut (registering for the cut
+    /// otherwise, so a connection waiting on its peer wakes up to it).
+    fn cut(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.is_cut && self.cut.as_mut().poll(cx).is_ready() {
+            self.is_cut = true;
+        }
+        self.is_cut
+    }
+}
+
+fn aborted() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "the node's shutdown grace period is over")
+}
+
+impl AsyncRead for CuttableStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.cut(cx) {
+            return Poll::Ready(Err(aborted()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CuttableStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if self.cut(cx) {
+            return Poll::Ready(Err(aborted()));
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.cut(cx) {
+            return Poll::Ready(Err(aborted()));
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl Connected for CuttableStream {
+    // The TCP stream's own, so that under TLS a call's peer certificates
+    // are found where `NodeTls::admit` looks for them.
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.io.connect_info()
+    }
 }

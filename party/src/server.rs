@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jointscore_identity::{Consortium, NodeKey};
-use jointscore_net::{Health, NodeTls, Target, reflection, request_span, strict_crs};
+use jointscore_net::{Cut, Health, NodeTls, Target, reflection, request_span, strict_crs};
 use jointscore_proto::MESSAGE_LIMIT;
 use jointscore_proto::v1::RegisterPartyRequest;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
@@ -16,7 +16,6 @@ use jointscore_proto::v1::party_server::PartyServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 
@@ -35,6 +34,8 @@ pub struct PartyNode {
     name: String,
     address: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
+    /// Cuts the connections still open when a shutdown's grace ends.
+    cut: Cut,
     task: ServerTask,
     health: Health,
 }
@@ -80,13 +81,14 @@ impl PartyNode {
             tracing::warn!(party = %config.name, "serving without TLS: any client that reaches this port is answered");
         }
         let (tx, rx) = oneshot::channel::<()>();
+        let (incoming, cut) = jointscore_net::incoming(listener);
         let task = tokio::spawn(
             server
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
                 .add_service(PartyServer::new(service).max_decoding_message_size(MESSAGE_LIMIT))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
                 }),
         );
@@ -99,7 +101,7 @@ impl PartyNode {
         }
         health.serving().await;
         tracing::info!(party = %config.name, %address, "party node serving");
-        Ok(PartyNode { name: config.name.clone(), address, shutdown: Some(tx), task, health })
+        Ok(PartyNode { name: config.name.clone(), address, shutdown: Some(tx), cut, task, health })
     }
 
     /// The address the node serves on.
@@ -152,14 +154,23 @@ impl PartyNode {
         self.health.close().await;
         let (calls_cut, served) = match tokio::time::timeout(grace, &mut self.task).await {
             Ok(ended) => (false, served_as(ended)),
-            Err(_) => {
-                self.task.abort();
-                let _ = (&mut self.task).await;
-                (true, Ok(()))
-            }
+            Err(_) => (true, cut_calls(&self.cut, &mut self.task).await),
         };
         tracing::info!(party = %self.name, calls_cut, "party node stopped");
         served
+    }
+}
+
+/// Cuts the connections still open and waits (briefly) for the server to
+/// notice.
+async fn cut_calls(cut: &Cut, task: &mut ServerTask) -> Result<()> {
+    cut.cut();
+    match tokio::time::timeout(Duration::from_secs(1), &mut *task).await {
+        Ok(ended) => served_as(ended),
+        Err(_) => {
+            task.abort();
+            Ok(())
+        }
     }
 }
 
