@@ -333,21 +333,21 @@ macro_rules! fuzz_target {
 // this test crate, whose `fuzz_target!` is the stand-in above.
 extern crate self as libfuzzer_sys;
 
-/// The targets of `fuzz/tfhe/` (decoders that link tfhe), compiled with
-/// the same tfhe build as everything else rather than in a workspace of
-/// their own.
-#[allow(unused_attributes)] // each file's `#![no_main]` is for cargo-fuzz
-mod fuzz_tfhe {
-    #[path = "../../../fuzz/tfhe/fuzz_targets/model_file.rs"]
-    pub(crate) mod model_file;
-    #[path = "../../../fuzz/tfhe/fuzz_targets/node_config.rs"]
-    pub(crate) mod node_config;
-    #[path = "../../../fuzz/tfhe/fuzz_targets/proto_messages.rs"]
-    pub(crate) mod proto_messages;
-    #[path = "../../../fuzz/tfhe/fuzz_targets/tfhe_wire.rs"]
-    #[allow(dead_code)] // type-checked only: its fixture generates TFHE keys
-    pub(crate) mod tfhe_wire;
-}
+// The targets of `fuzz/tfhe/` (decoders that link tfhe), compiled with the
+// same tfhe build as everything else rather than in a workspace of their
+// own. Each file's `#![no_main]` is for cargo-fuzz.
+#[allow(unused_attributes, unused_imports)]
+#[path = "../../fuzz/tfhe/fuzz_targets/model_file.rs"]
+mod fuzz_model_file;
+#[allow(unused_attributes, unused_imports)]
+#[path = "../../fuzz/tfhe/fuzz_targets/node_config.rs"]
+mod fuzz_node_config;
+#[allow(unused_attributes, unused_imports)]
+#[path = "../../fuzz/tfhe/fuzz_targets/proto_messages.rs"]
+mod fuzz_proto_messages;
+#[allow(unused_attributes, unused_imports, dead_code)] // type-checked only: its fixture generates TFHE keys
+#[path = "../../fuzz/tfhe/fuzz_targets/tfhe_wire.rs"]
+mod fuzz_tfhe_wire;
 
 /// Every seed of the tfhe fuzz corpora (but `tfhe_wire`'s, whose fixture
 /// costs a key generation) goes through its target without a panic, as
@@ -356,9 +356,9 @@ mod fuzz_tfhe {
 fn the_tfhe_fuzz_targets_take_their_corpora() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/tfhe/corpus");
     let targets: [(&str, fn(&[u8])); 3] = [
-        ("model_file", fuzz_tfhe::model_file::run),
-        ("node_config", fuzz_tfhe::node_config::run),
-        ("proto_messages", fuzz_tfhe::proto_messages::run),
+        ("model_file", fuzz_model_file::run),
+        ("node_config", fuzz_node_config::run),
+        ("proto_messages", fuzz_proto_messages::run),
     ];
     for (name, run) in targets {
         let mut seeds = 0;
