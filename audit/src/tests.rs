@@ -627,9 +627,9 @@ fn a_member_verifies_the_log_from_files_alone() {
 
 /// One generated event: kind, time offset, subject, detail, digest, and
 /// which parties attest it.
-type Event = (u8, u32, Option<String>, String, Option<[u8; 32]>, Vec<bool>);
+type Generated = (u8, u32, Option<String>, String, Option<[u8; 32]>, Vec<bool>);
 
-fn event() -> impl Strategy<Value = Event> {
+fn event() -> impl Strategy<Value = Generated> {
     (
         0u8..8,
         0u32..1_000_000,
@@ -651,7 +651,7 @@ const KINDS: [EntryKind; 8] = [
     EntryKind::Refusal,
 ];
 
-fn build(events: &[Event]) -> Vec<Entry> {
+fn build(events: &[Generated]) -> Vec<Entry> {
     let k = keys();
     let mut entries: Vec<Entry> = Vec::new();
     for (kind, dt, subject, detail, digest, attesters) in events {

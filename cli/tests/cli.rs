@@ -355,7 +355,8 @@ mod fuzz_tfhe_wire;
 #[test]
 fn the_tfhe_fuzz_targets_take_their_corpora() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/tfhe/corpus");
-    let targets: [(&str, fn(&[u8])); 3] = [
+    type Target = (&'static str, fn(&[u8]));
+    let targets: [Target; 3] = [
         ("model_file", fuzz_model_file::run),
         ("node_config", fuzz_node_config::run),
         ("proto_messages", fuzz_proto_messages::run),

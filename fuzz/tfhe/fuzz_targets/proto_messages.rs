@@ -2,9 +2,9 @@
 //! of every streamed message, the chunk assembler's bounds, plan kinds.
 #![no_main]
 
-use jointscore_proto::v1::{AuditChunk, ContributeChunk, Job, KeyUpload, PsiOpenChunk, SecAggShareKeysRequest};
 use jointscore_net::plan_from_wire;
 use jointscore_proto::Assembler;
+use jointscore_proto::v1::{AuditChunk, ContributeChunk, Job, KeyUpload, PsiOpenChunk, SecAggShareKeysRequest};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
