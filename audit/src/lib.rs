@@ -57,5 +57,5 @@ mod error;
 mod tests;
 
 pub use chain::{Filter, HEAD_DOMAIN, Head, filter, verify_chain, verify_receipts, verify_with_head};
-pub use entry::{Attestation, DETAIL_LIMIT, ENTRY_DOMAIN, ENTRY_LIMIT, Entry, EntryKind, GENESIS, Event};
+pub use entry::{Attestation, DETAIL_LIMIT, ENTRY_DOMAIN, ENTRY_LIMIT, Entry, EntryKind, Event, GENESIS};
 pub use error::{AuditError, Result};

@@ -15,6 +15,7 @@ pub mod fhe;
 mod model;
 mod plan;
 pub mod proof;
+mod received;
 pub mod reference;
 pub mod wire;
 
@@ -25,4 +26,5 @@ pub use model::{
     MAX_CATEGORIES, MAX_REASONS, MODEL_FORMAT, Missing, Model, Output, file,
 };
 pub use plan::{PartyPlan, Plan, PlanKind, Slot};
+pub use received::{MODEL_FILE_LIMIT, model_for_id};
 pub use reference::{Bundle, Record, Verdict};

@@ -26,7 +26,10 @@ pub fn model_for_id(source: &str, model_id: &str) -> Result<Model> {
     }
     let model = Model::from_toml(source)?;
     if model.id() != model_id {
-        return Err(Error::ModelMismatch { named: model_id.chars().take(64).collect(), actual: model.id().to_string() });
+        return Err(Error::ModelMismatch {
+            named: model_id.chars().take(64).collect(),
+            actual: model.id().to_string(),
+        });
     }
     Ok(model)
 }

@@ -4,7 +4,7 @@ use jointscore_audit::{ENTRY_LIMIT, Entry, Head};
 use jointscore_proto::v1::AuditLogRequest;
 use jointscore_proto::v1::audit_chunk::Part;
 
-use jointscore_proto::Target;
+use jointscore_net::Target;
 
 use crate::client::coordinator_client;
 use crate::error::{LenderError, Result};

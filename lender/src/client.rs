@@ -8,6 +8,7 @@ use jointscore_circuits::fhe::EncryptedResult;
 use jointscore_circuits::wire::RESULT_LIMIT;
 use jointscore_circuits::{Bundle, Model, Plan, PlanKind};
 use jointscore_net::Target;
+use jointscore_net::plan_to_wire;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::key_upload::Part;
 use jointscore_proto::v1::{
@@ -15,7 +16,6 @@ use jointscore_proto::v1::{
     WaitJobRequest,
 };
 use jointscore_proto::{CHUNK_SIZE, MESSAGE_LIMIT, collect};
-use jointscore_net::{plan_to_wire};
 use tonic::Code;
 use tonic::transport::Channel;
 

@@ -20,7 +20,7 @@ use rand_core::OsRng;
 use rand08::seq::SliceRandom;
 use tonic::transport::Channel;
 
-use jointscore_proto::Target;
+use jointscore_net::Target;
 
 use crate::client::coordinator_client;
 use crate::error::{LenderError, Result};

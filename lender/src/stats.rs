@@ -9,7 +9,7 @@ use jointscore_stats::StatsSpec;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use jointscore_proto::Target;
+use jointscore_net::Target;
 
 use crate::client::coordinator_client;
 use crate::error::{LenderError, Result};

@@ -15,8 +15,8 @@ use jointscore_circuits::{Bundle, CROSS_BORDER_SELLER, Model, PlanKind, Record, 
 use jointscore_coordinator::{CoordinatorConfig, CoordinatorError, CoordinatorNode, SqliteStore};
 use jointscore_identity::{Consortium, Member, NodeKey, Proofs, Role};
 use jointscore_lender::{Lender, LenderError, LenderKeys};
-use jointscore_party::{PartyConfig, PartyError, PartyNode, RecordStore};
 use jointscore_net::{NodeTls, Target};
+use jointscore_party::{PartyConfig, PartyError, PartyNode, RecordStore};
 use serde_json::{Map, Value};
 use tempfile::TempDir;
 use tokio::net::TcpListener;

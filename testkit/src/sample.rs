@@ -16,7 +16,8 @@ pub fn subjects(model: &Model, n: usize, seed: u64) -> Vec<(String, Value)> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
         .map(|i| {
-            let inputs = if model.name() == "cross_border_seller" { seller(&mut rng) } else { generic(model, &mut rng) };
+            let inputs =
+                if model.name() == "cross_border_seller" { seller(&mut rng) } else { generic(model, &mut rng) };
             (format!("seller-{:04}", i + 1), inputs)
         })
         .collect()
