@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use jointscore::cluster::{Membership, init_consortium};
 use jointscore_audit::{Entry, Filter, Head, filter, verify_receipts, verify_with_head};
 use jointscore_circuits::proof::DEFAULT_PROOF_BLOCKS;
 use jointscore_identity::Consortium;
 use jointscore_lender::fetch_ledger;
+use jointscore_testkit::cluster::{Membership, init_consortium};
 
 use crate::CliError;
 use crate::nodes::{Connection, runtime};

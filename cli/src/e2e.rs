@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use jointscore::cluster::{Cluster, ClusterOptions, LENDER};
 use jointscore_lender::{Decision, LenderKeys};
+use jointscore_testkit::cluster::{Cluster, ClusterOptions, LENDER};
 use serde_json::{Map, Value, json};
 
 use crate::{CliError, plan_kind, spinner};

@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use indicatif::ProgressBar;
-use jointscore::cluster::ClusterError;
-use jointscore::sample;
 use jointscore_circuits::fhe::{self, KeySet};
 use jointscore_circuits::{Model, Plan, PlanKind, Record, reference};
+use jointscore_testkit::cluster::ClusterError;
+use jointscore_testkit::sample;
 use serde_json::{Value, json};
 use thiserror::Error;
 

@@ -9,7 +9,7 @@ use jointscore_circuits::proof::{Crs, DEFAULT_PROOF_BLOCKS};
 use jointscore_circuits::{Plan, PlanKind, Record, reference};
 use serde_json::json;
 
-use jointscore::sample;
+use jointscore_testkit::sample;
 
 use crate::bench::median;
 use crate::{CliError, generate_keys, load_model, spinner};

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use jointscore::cluster::{Cluster, ClusterOptions, party_view};
 use jointscore_audit::EntryKind;
 use jointscore_circuits::{Plan, PlanKind};
 use jointscore_lender::{AlignmentStore, LenderKeys, PsiRequester, StatsRequester};
 use jointscore_psi::AssetId;
 use jointscore_stats::StatsSpec;
+use jointscore_testkit::cluster::{Cluster, ClusterOptions, party_view};
 use serde_json::Value;
 
 use jointscore_lender::DEFAULT_WAIT;
@@ -44,9 +44,9 @@ pub(crate) fn quickstart(args: QuickstartArgs) -> Result<(), CliError> {
     runtime.block_on(run(args))
 }
 
-/// The quickstart lender's name ([`jointscore::cluster::LENDER`]); with the
+/// The quickstart lender's name ([`jointscore_testkit::cluster::LENDER`]); with the
 /// bank, the consortium's lenders.
-const LENDER: &str = jointscore::cluster::LENDER;
+const LENDER: &str = jointscore_testkit::cluster::LENDER;
 
 /// The consortium statistic the quickstart runs (also in `examples/`).
 const BOOK_HEALTH: &str = include_str!("../../examples/network/stats.toml");

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jointscore_audit::{ENTRY_LIMIT, Entry, Head, Event};
+use jointscore_audit::{ENTRY_LIMIT, Entry, Event, Head};
 use jointscore_identity::NodeKey;
 
 use crate::error::{CoordinatorError, Result};

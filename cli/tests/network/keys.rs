@@ -100,7 +100,7 @@ async fn unknown_mismatched_and_malformed_keys_are_refused_and_the_coordinator_k
             model_id,
             model_toml: toml,
             subject: "seller-0001".into(),
-            plan: jointscore_proto::plan_to_wire(PlanKind::Pushdown),
+            plan: jointscore_net::plan_to_wire(PlanKind::Pushdown),
             absent: Vec::new(),
         };
         let e = raw.decide(request).await.expect_err(what);

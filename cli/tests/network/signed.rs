@@ -163,7 +163,7 @@ pub(crate) async fn start_forger(cluster: &mut Cluster, forgery: Forgery) -> tok
     let mut inner = PartyService::new(&bank.config, bank.store.clone()).with_identity(key.clone());
     let path = bank.config.consortium.clone().expect("signed cluster");
     let consortium = jointscore_identity::Consortium::load(&path).expect("consortium");
-    if let Some(crs) = jointscore_proto::strict_crs(&consortium, &path).expect("crs")
+    if let Some(crs) = jointscore_net::strict_crs(&consortium, &path).expect("crs")
         && !matches!(forgery, Forgery::Unproven)
     {
         inner = inner.with_crs(Arc::new(crs));
@@ -239,8 +239,9 @@ async fn a_revoked_party_cannot_contribute_and_a_lender_checks_signatures() {
     let consortium = {
         let dir = tempfile::tempdir().expect("tempdir");
         let parties: Vec<String> = unsigned.model.parties().to_vec();
-        let membership = jointscore::cluster::Membership { name: "other".into(), parties, ..Default::default() };
-        jointscore::cluster::init_consortium(dir.path(), &membership).expect("consortium")
+        let membership =
+            jointscore_testkit::cluster::Membership { name: "other".into(), parties, ..Default::default() };
+        jointscore_testkit::cluster::init_consortium(dir.path(), &membership).expect("consortium")
     };
     strict.require_signatures(Arc::new(consortium));
     let e = strict.decide("seller-0001", "strict-1").await.unwrap_err();

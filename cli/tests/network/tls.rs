@@ -2,12 +2,13 @@
 //! the certificate the consortium file lists, and each call is for the
 //! roles that need it.
 
-use jointscore::cluster::LENDER;
 use jointscore_identity::{Member, MemberVerifier, NodeKey, Role};
+use jointscore_net::{NodeTls, Target};
 use jointscore_party::PartyService;
 use jointscore_proto::v1::party_client::PartyClient;
 use jointscore_proto::v1::{DecideRequest, GetJobRequest, PsiPurpose};
-use jointscore_proto::{NodeTls, Target, collect, collect_psi_open};
+use jointscore_proto::{collect, collect_psi_open};
+use jointscore_testkit::cluster::LENDER;
 use tonic::Code;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -214,7 +215,7 @@ async fn a_party_address_serving_another_certificate_is_not_trusted() {
     let address = bank.address().expect("running");
     bank.stop().await.expect("stop");
     let service = PartyService::new(&bank.config, bank.store.clone());
-    let listener = jointscore::cluster::rebind(address).await.expect("the bank's address");
+    let listener = jointscore_testkit::cluster::rebind(address).await.expect("the bank's address");
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .tls_config(platform.server_config())

@@ -6,10 +6,10 @@ use jointscore_proto::v1 as pb;
 
 use super::contribute::{Contributed, ContributionRequest};
 use crate::aggregate::Invitation;
-use crate::psi::{OpenRequest, Opened, Purpose};
-use jointscore_secagg::{Advertise, Inbox, Masked, PartyId, Roster, Shares, Unmask};
 use crate::error::PartyError;
+use crate::psi::{OpenRequest, Opened, Purpose};
 use crate::store::check_subject;
+use jointscore_secagg::{Advertise, Inbox, Masked, PartyId, Roster, Shares, Unmask};
 
 impl TryFrom<pb::ContributeRequest> for ContributionRequest {
     type Error = PartyError;
@@ -172,7 +172,11 @@ mod tests {
 
     #[test]
     fn a_psi_open_names_a_known_purpose() {
-        let r = pb::PsiOpenRequest { requester: "lender".into(), purpose: pb::PsiPurpose::Assets as i32, ..Default::default() };
+        let r = pb::PsiOpenRequest {
+            requester: "lender".into(),
+            purpose: pb::PsiPurpose::Assets as i32,
+            ..Default::default()
+        };
         assert_eq!(OpenRequest::try_from(r).expect("assets").purpose, Purpose::Assets);
         for purpose in [pb::PsiPurpose::Unspecified as i32, 42] {
             let r = pb::PsiOpenRequest { requester: "lender".into(), purpose, ..Default::default() };
@@ -183,11 +187,7 @@ mod tests {
 
     #[test]
     fn a_roster_with_a_short_key_or_a_party_twice_is_refused() {
-        let keys = |party_id, len| pb::SecAggKeys {
-            party_id,
-            encryption_key: vec![1; len],
-            masking_key: vec![2; 32],
-        };
+        let keys = |party_id, len| pb::SecAggKeys { party_id, encryption_key: vec![1; len], masking_key: vec![2; 32] };
         assert_eq!(roster(&[keys(1, 32), keys(2, 32)]).expect("well formed").len(), 2);
         let err = roster(&[keys(1, 31)]).expect_err("short key");
         assert!(err.to_string().contains("`roster`") && err.to_string().contains("31 bytes"), "{err}");
