@@ -40,17 +40,16 @@ async fn serving(url: &str) {
     panic!("{url} did not come up");
 }
 
-/// The services reflection lists at `url`.
-async fn listed(url: &str) -> Vec<String> {
-    let mut client = ServerReflectionClient::new(channel(url).await);
+/// The services reflection lists over `channel`.
+async fn listed(channel: Channel) -> Result<Vec<String>, tonic::Status> {
+    let mut client = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut answers =
-        client.server_reflection_info(tokio_stream::iter([request])).await.expect("reflection").into_inner();
-    match answers.message().await.expect("answer").and_then(|a| a.message_response) {
-        Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
+    let mut answers = client.server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
+    match answers.message().await?.and_then(|a| a.message_response) {
+        Some(MessageResponse::ListServicesResponse(list)) => Ok(list.service.into_iter().map(|s| s.name).collect()),
         other => panic!("expected a service list, got {other:?}"),
     }
 }
@@ -70,7 +69,7 @@ async fn every_node_answers_grpc_health_checks_and_reflection() {
         }
         let unknown = status(&mut health, "jointscore.v1.Nothing").await.expect_err("unknown service");
         assert_eq!(unknown.code(), tonic::Code::NotFound);
-        let names = listed(&url).await;
+        let names = listed(channel(&url).await).await.expect("reflection");
         assert!(names.iter().any(|n| n == service), "{url}: {names:?}");
         assert!(names.iter().any(|n| n == "grpc.health.v1.Health"), "{url}: {names:?}");
         // A node lists its own service, not the other node's.
@@ -258,4 +257,39 @@ async fn sigterm_to_a_coordinator_process_mid_decision_hands_the_job_to_its_next
     for p in &mut parties {
         p.stop().await.expect("stop");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_mutual_tls_health_answers_any_tls_client_and_reflection_only_members() {
+    use jointscore_identity::{MemberVerifier, Role};
+    use tonic::transport::ClientTlsConfig;
+
+    let cluster = Cluster::start(&ClusterOptions { tls: true, ..small() }).await.expect("cluster starts");
+    let consortium = cluster.consortium.clone().expect("consortium");
+    let party = &cluster.parties[0];
+    let nodes = [
+        (cluster.coordinator_url(), "coordinator".to_string(), Role::Coordinator, COORDINATOR),
+        (format!("https://{}", party.address().expect("running")), party.name.clone(), Role::Party, PARTY),
+    ];
+    for (url, name, role, service) in nodes {
+        // TLS that checks the node's certificate, without one of its own.
+        let verifier = MemberVerifier::new(&consortium, &name, role, 0).expect("verifier");
+        let anonymous = Endpoint::from_shared(url.clone())
+            .expect("url")
+            .tls_config_with_verifier(ClientTlsConfig::new(), verifier)
+            .expect("tls")
+            .connect()
+            .await
+            .expect("a TLS client without a certificate connects");
+        let mut health = HealthClient::new(anonymous.clone());
+        assert_eq!(status(&mut health, service).await.expect("check"), ServingStatus::Serving as i32, "{url}");
+        let refused = listed(anonymous).await.expect_err("reflection is for members");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{url}: {refused:?}");
+        // A member (here the lender) is answered.
+        let tls = cluster.target(jointscore_testkit::cluster::LENDER).expect("target").tls.expect("mutual TLS");
+        let member = tls.endpoint(&url, &name, role).expect("endpoint").connect().await.expect("connect");
+        let names = listed(member).await.expect("reflection for a member");
+        assert!(names.iter().any(|n| n == service), "{url}: {names:?}");
+    }
+    cluster.stop().await.expect("stop");
 }
