@@ -68,6 +68,13 @@ impl Engine {
     async fn run(&self, job: JobRecord, permit: OwnedSemaphorePermit) {
         let mut timings = Timings::default();
         let outcome = self.execute(&job, &mut timings).await;
+        // The ledger first: once the store says the job ended, a lender who
+        // saw it end and reads the ledger finds the entry. (A crash between
+        // the two re-runs the job at the next start, so its entries may
+        // appear twice under one job id, never not at all.)
+        if let Some(ledger) = &self.ledger {
+            self.audit_end(ledger, &job, &outcome);
+        }
         self.record_end(&job.job_id, || match &outcome {
             Ok((result, signed)) => self.store.complete(&job.job_id, result, &timings, signed),
             Err(e) => self.store.fail(&job.job_id, e.code() as i32, &e.to_string(), &timings),
@@ -76,9 +83,6 @@ impl Engine {
         match &outcome {
             Ok(_) => tracing::debug!(job = %job.job_id, "job done"),
             Err(e) => tracing::info!(job = %job.job_id, code = ?e.code(), reason = %e, "job failed"),
-        }
-        if let Some(ledger) = &self.ledger {
-            self.audit_end(ledger, &job, &outcome);
         }
         self.announce_end(permit);
     }
