@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jointscore_identity::{Consortium, NodeKey};
-use jointscore_net::{Cut, Health, NodeTls, reflection, request_span, strict_crs};
+use jointscore_net::{Cut, Health, NodeTls, ServerTask, reflection, request_span, strict_crs};
 use jointscore_proto::MESSAGE_LIMIT;
 use jointscore_proto::v1::coordinator_server::CoordinatorServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::server::NamedService;
 use tonic::transport::Server;
@@ -27,8 +26,6 @@ use crate::store::JobStore;
 
 /// The service's name, as `grpc.health.v1` and reflection know it.
 const SERVICE: &str = <CoordinatorServer<CoordinatorService> as NamedService>::NAME;
-
-type ServerTask = JoinHandle<std::result::Result<(), tonic::transport::Error>>;
 
 /// A running coordinator.
 pub struct CoordinatorNode {
@@ -214,28 +211,19 @@ impl CoordinatorNode {
     }
 }
 
-/// Cuts the connections still open and waits (briefly) for the server to
-/// notice.
-async fn cut_calls(cut: &Cut, task: &mut ServerTask) -> Result<()> {
-    cut.cut();
-    match tokio::time::timeout(Duration::from_secs(1), &mut *task).await {
-        Ok(ended) => served_as(ended),
-        Err(_) => {
-            task.abort();
-            Ok(())
-        }
-    }
-}
-
 /// What the server task ended with.
 async fn served(task: &mut ServerTask) -> Result<()> {
-    served_as(task.await)
+    jointscore_net::server_served(task).await.map_err(CoordinatorError::Transport)
 }
 
 fn served_as(
     ended: std::result::Result<std::result::Result<(), tonic::transport::Error>, tokio::task::JoinError>,
 ) -> Result<()> {
-    ended
-        .map_err(|e| CoordinatorError::Transport(e.to_string()))?
-        .map_err(|e| CoordinatorError::Transport(e.to_string()))
+    jointscore_net::server_ended(ended).map_err(CoordinatorError::Transport)
+}
+
+/// Cuts the connections still open and waits (briefly) for the server to
+/// notice.
+async fn cut_calls(cut: &Cut, task: &mut ServerTask) -> Result<()> {
+    jointscore_net::cut_calls(cut, task).await.map_err(CoordinatorError::Transport)
 }

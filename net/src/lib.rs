@@ -21,6 +21,9 @@ mod strict;
 mod tls;
 
 pub use plan::{plan_from_wire, plan_to_wire};
-pub use serve::{Cut, CuttableStream, Health, MembersOnly, Reflection, incoming, reflection, request_span};
+pub use serve::{
+    Cut, CuttableStream, Health, MembersOnly, Reflection, ServerTask, cut_calls, incoming, reflection, request_span,
+    server_ended, server_served,
+};
 pub use strict::strict_crs;
 pub use tls::{NodeTls, Target, endpoint};

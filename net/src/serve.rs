@@ -160,6 +160,33 @@ pub fn incoming(listener: TcpListener) -> (impl Stream<Item = std::io::Result<Cu
     (stream, Cut(cut))
 }
 
+/// A node's gRPC server, running as a task.
+pub type ServerTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// What a server task ended with: `Err` names why it failed or panicked,
+/// for the node's own error type.
+pub fn server_ended(ended: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>) -> Result<(), String> {
+    ended.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+}
+
+/// Waits for a server task to end.
+pub async fn server_served(task: &mut ServerTask) -> Result<(), String> {
+    server_ended(task.await)
+}
+
+/// The end of a grace period: cuts the connections still open, then waits
+/// a second for the server task to notice, aborting it if it does not.
+pub async fn cut_calls(cut: &Cut, task: &mut ServerTask) -> Result<(), String> {
+    cut.cut();
+    match tokio::time::timeout(std::time::Duration::from_secs(1), &mut *task).await {
+        Ok(ended) => server_ended(ended),
+        Err(_) => {
+            task.abort();
+            Ok(())
+        }
+    }
+}
+
 /// Cuts every connection [`incoming`] accepted.
 #[derive(Debug)]
 pub struct Cut(watch::Sender<bool>);

@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jointscore_identity::{Consortium, NodeKey};
-use jointscore_net::{Cut, Health, NodeTls, Target, reflection, request_span, strict_crs};
+use jointscore_net::{Cut, Health, NodeTls, ServerTask, Target, reflection, request_span, strict_crs};
 use jointscore_proto::MESSAGE_LIMIT;
 use jointscore_proto::v1::RegisterPartyRequest;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::party_server::PartyServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 
@@ -26,8 +25,6 @@ use crate::store::RecordStore;
 
 /// The service's name, as `grpc.health.v1` and reflection know it.
 const SERVICE: &str = <PartyServer<PartyService> as NamedService>::NAME;
-
-type ServerTask = JoinHandle<std::result::Result<(), tonic::transport::Error>>;
 
 /// A running party node.
 pub struct PartyNode {
@@ -161,28 +158,21 @@ impl PartyNode {
     }
 }
 
-/// Cuts the connections still open and waits (briefly) for the server to
-/// notice.
-async fn cut_calls(cut: &Cut, task: &mut ServerTask) -> Result<()> {
-    cut.cut();
-    match tokio::time::timeout(Duration::from_secs(1), &mut *task).await {
-        Ok(ended) => served_as(ended),
-        Err(_) => {
-            task.abort();
-            Ok(())
-        }
-    }
-}
-
 /// What the server task ended with.
 async fn served(task: &mut ServerTask) -> Result<()> {
-    served_as(task.await)
+    jointscore_net::server_served(task).await.map_err(PartyError::Transport)
 }
 
 fn served_as(
     ended: std::result::Result<std::result::Result<(), tonic::transport::Error>, tokio::task::JoinError>,
 ) -> Result<()> {
-    ended.map_err(|e| PartyError::Transport(e.to_string()))?.map_err(|e| PartyError::Transport(e.to_string()))
+    jointscore_net::server_ended(ended).map_err(PartyError::Transport)
+}
+
+/// Cuts the connections still open and waits (briefly) for the server to
+/// notice.
+async fn cut_calls(cut: &Cut, task: &mut ServerTask) -> Result<()> {
+    jointscore_net::cut_calls(cut, task).await.map_err(PartyError::Transport)
 }
 
 /// The node's mutual TLS, when its consortium file runs it.
