@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use jointscore_circuits::{Bundle, CROSS_BORDER_SELLER, Model};
 use jointscore_coordinator::{CoordinatorConfig, CoordinatorNode, SqliteStore};
 use jointscore_identity::{Consortium, NodeKey};
-use jointscore_lender::{AlignmentStore, KeyFiles, Lender, LenderKeys};
+use jointscore_lender::{AlignmentStore, JobStatus, KeyFiles, Lender, LenderKeys};
 use jointscore_net::{NodeTls, Target};
 use jointscore_party::{PartyConfig, PartyNode, RecordStore};
 use serde_json::{Value, json};
@@ -445,8 +445,7 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
             let mut out = json!({
                 "job_id": state.job_id,
                 "subject": state.subject,
-                "state": jointscore_proto::v1::JobState::try_from(state.state)
-                    .map_or("unknown".into(), |s| s.as_str_name().trim_start_matches("JOB_STATE_").to_lowercase()),
+                "state": JobStatus::of(&state).name(),
                 "timings": state.timings.map(|t| json!({
                     "collect_s": t.collect_us as f64 / 1e6,
                     "party_encrypt_s": t.party_encrypt_us as f64 / 1e6,
@@ -455,11 +454,11 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
                     "pbs": t.pbs,
                 })),
             });
-            if state.state == jointscore_proto::v1::JobState::Failed as i32 {
+            if JobStatus::of(&state) == JobStatus::Failed {
                 out["code"] = json!(format!("{:?}", tonic_code(state.code)));
                 out["reason"] = json!(state.reason);
             }
-            if state.state == jointscore_proto::v1::JobState::Done as i32 {
+            if JobStatus::of(&state) == JobStatus::Done {
                 // A job found by id: its absent list is the one it was asked
                 // with, which the coordinator reports.
                 client.check_signatures(&state)?;

@@ -19,6 +19,7 @@ mod client;
 mod error;
 mod keys;
 mod psi;
+mod state;
 mod stats;
 
 pub use alignment::AlignmentStore;
@@ -27,6 +28,7 @@ pub use client::{DEFAULT_WAIT, Decision, Lender, Phases};
 pub use error::{LenderError, Result};
 pub use keys::{KeyFiles, LenderKeys};
 pub use psi::{Alignment, AssetCheck, MAX_LENDERS, PsiRequester};
+pub use state::JobStatus;
 pub use stats::{StatsRequester, StatsResult};
 /// gRPC status codes, as jobs and refusals carry them.
 pub use tonic::Code;
