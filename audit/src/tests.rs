@@ -1,4 +1,8 @@
 //! Tests of sealing, verification, tampering, receipts, heads and decoding.
+//!
+//! One file of ~750 lines on purpose: the cases share one consortium and one
+//! ledger builder, and each tampering case is written beside the check that
+//! catches it.
 
 use std::sync::OnceLock;
 

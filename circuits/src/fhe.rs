@@ -12,6 +12,13 @@
 //! brings its ciphertexts to the evaluation parameters: in a consortium's
 //! strict mode parties encrypt under it with zero-knowledge proofs
 //! ([`crate::proof`]), and the coordinator verifies before it evaluates.
+//!
+//! Why one file of ~850 lines: every type here holds or borrows tfhe key
+//! material whose fields stay private to this module (the secret key above
+//! all, zeroized on drop, `Debug` that hides it). Splitting it into
+//! submodules would have to widen those fields to `pub(super)`; keeping the
+//! key material's whole surface in one module is worth the length. A third
+//! of it is the tests at the end.
 
 use std::fmt;
 use std::time::{Duration, Instant};

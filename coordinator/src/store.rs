@@ -1,4 +1,10 @@
 //! Durable state: the [`JobStore`] trait and its SQLite implementation.
+//!
+//! Why one file of ~750 lines: the trait, the SQLite schema and its
+//! migrations, and each query beside the trait method it implements read
+//! best together (a change to a table shows every query it touches). A
+//! second implementation (PostgreSQL, planned) would get a module of its
+//! own, and this one would move to `store/sqlite.rs`.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
