@@ -12,6 +12,7 @@
 mod circuit;
 mod error;
 pub mod fhe;
+pub mod lint;
 mod model;
 mod plan;
 pub mod proof;

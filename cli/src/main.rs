@@ -79,6 +79,16 @@ enum ModelCommand {
         /// Model file (TOML), or `cross_border_seller` for the built-in model.
         file: String,
     },
+    /// Report, per revealed output, how many values it takes, whose
+    /// features it depends on, and whether one party's single feature
+    /// determines it exactly over a wide range (exit status 1 if so).
+    Lint {
+        /// Model file (TOML), or `cross_border_seller`.
+        file: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what each party computes and sends, the joint circuit, integer
     /// widths and bootstrap counts (measured under TFHE unless --static).
     Plan {
@@ -219,6 +229,48 @@ fn plan_kind(coordinator_side: bool) -> PlanKind {
 
 fn model(cmd: ModelCommand) -> Result<(), CliError> {
     match cmd {
+        ModelCommand::Lint { file, json } => {
+            let m = load_model(&file)?;
+            let lint = jointscore_circuits::lint::lint(&m);
+            if json {
+                let outputs: Vec<serde_json::Value> = lint
+                    .outputs
+                    .iter()
+                    .map(|o| {
+                        serde_json::json!({
+                            "output": o.output.name(),
+                            "values": o.values,
+                            "parties": o.parties,
+                            "features": o.features,
+                            "revealing": o.revealing.as_ref().map(|r| serde_json::json!({
+                                "feature": r.feature, "party": r.party, "values": r.values, "detail": r.detail,
+                            })),
+                        })
+                    })
+                    .collect();
+                let out = serde_json::json!({ "model_id": m.id(), "passes": lint.passes(), "outputs": outputs });
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            } else {
+                println!("model {} ({})", m.name(), m.id());
+                for o in &lint.outputs {
+                    println!(
+                        "{:<12} at most {:>6} values; depends on {} ({})",
+                        o.output.name(),
+                        o.values,
+                        o.parties.join(", "),
+                        o.features.join(", ")
+                    );
+                    if let Some(r) = &o.revealing {
+                        println!("  REVEALS {}'s `{}`: {}", r.party, r.feature, r.detail);
+                    }
+                }
+                println!("{}", if lint.passes() { "lint: ok" } else { "lint: fails" });
+            }
+            if !lint.passes() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         ModelCommand::Check { file } => {
             let m = load_model(&file)?;
             println!(

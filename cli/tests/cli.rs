@@ -30,6 +30,24 @@ fn temp_file(name: &str, text: &str) -> PathBuf {
 }
 
 #[test]
+fn lint_passes_the_shipped_model_and_fails_one_whose_credit_line_is_a_feature() {
+    let shipped = jointscore(&["model", "lint", "cross_border_seller", "--json"]);
+    assert!(shipped.status.success(), "{}", stderr(&shipped));
+    let report: Value = serde_json::from_str(&stdout(&shipped)).expect("JSON");
+    assert_eq!(report["passes"], true);
+    assert_eq!(report["outputs"][0]["output"], "decision");
+
+    let leaky = model_text()
+        .replace("formula = \"band_multiplier * gmv_12m_k / 12\"", "formula = \"band_multiplier * gmv_12m_k / 1\"")
+        .replace("granularity = 5", "granularity = 1");
+    let file = temp_file("leaky.toml", &leaky);
+    let out = jointscore(&["model", "lint", file.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("REVEALS platform's `gmv_12m_k`") && text.contains("lint: fails"), "{text}");
+}
+
+#[test]
 fn check_prints_the_model_id() {
     let builtin = jointscore(&["model", "check", "cross_border_seller"]);
     assert!(builtin.status.success(), "{}", stderr(&builtin));
