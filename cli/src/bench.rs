@@ -280,6 +280,7 @@ fn psi_network(args: &PsiArgs) -> Result<(), CliError> {
             asset_registry: false,
             psi_session_ttl_s: 600,
             min_present_parties: 2,
+            lint_override: Vec::new(),
             identity: None,
             consortium: None,
         };

@@ -24,6 +24,20 @@ pub enum PartyError {
         /// This party.
         party: String,
     },
+    /// The model reveals one party's feature through an output (its lint
+    /// fails) and the operator has not overridden that by name.
+    #[error(
+        "party `{party}` refuses model {model_id}: {detail}; its operator may allow it by adding the id to \
+         `lint_override` after reading `jointscore model lint`"
+    )]
+    LintFailed {
+        /// This party.
+        party: String,
+        /// The model asked for.
+        model_id: String,
+        /// Which output shows which feature.
+        detail: String,
+    },
     /// The operator has not approved the model.
     #[error("party `{party}` has not approved model {model_id}; its operator adds the id to `approved_models`")]
     NotApproved {
@@ -150,7 +164,9 @@ impl From<PartyError> for Status {
         use jointscore_circuits::Error as C;
         let code = match &e {
             PartyError::UnknownSubject { .. } => Code::NotFound,
-            PartyError::NotApproved { .. } | PartyError::TooFewPresent { .. } => Code::PermissionDenied,
+            PartyError::NotApproved { .. } | PartyError::TooFewPresent { .. } | PartyError::LintFailed { .. } => {
+                Code::PermissionDenied
+            }
             PartyError::BadRequest(_) => Code::InvalidArgument,
             PartyError::Key { .. } => Code::FailedPrecondition,
             PartyError::StatsNotApproved { .. } => Code::PermissionDenied,

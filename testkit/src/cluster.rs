@@ -284,6 +284,7 @@ pub async fn start_parties(
             asset_registry: registries.contains(name),
             psi_session_ttl_s: 600,
             min_present_parties: 2,
+            lint_override: Vec::new(),
             identity: identities.as_ref().map(|d| d.join(format!("{name}.key"))),
             consortium: identities.as_ref().map(|d| d.join("consortium.toml")),
         };

@@ -152,6 +152,7 @@ async fn start_stats_rogue(coordinator: &str, fault: StatsFault) -> tokio::task:
         asset_registry: false,
         psi_session_ttl_s: 600,
         min_present_parties: 2,
+        lint_override: Vec::new(),
         identity: None,
         consortium: None,
     };

@@ -59,6 +59,19 @@ impl PartyService {
             return Ok(plan.clone());
         }
         let model = model_for_id(toml, model_id)?;
+        // A model whose revealed output is one party's feature in disguise
+        // would hand that feature to the lender: refused unless the
+        // operator named it.
+        if !self.lint_override.contains(model_id) {
+            let lint = jointscore_circuits::lint::lint(&model);
+            if let Some((output, r)) = lint.outputs.iter().find_map(|o| o.revealing.as_ref().map(|r| (o.output, r))) {
+                return Err(PartyError::LintFailed {
+                    party: self.name.clone(),
+                    model_id: model_id.into(),
+                    detail: format!("its {} shows {}'s `{}` ({})", output.name(), r.party, r.feature, r.detail),
+                });
+            }
+        }
         let plan = Arc::new(Plan::new(&model, kind)?);
         lock(&self.plans)?.insert(cache_key, plan.clone());
         Ok(plan)
@@ -84,7 +97,8 @@ impl PartyService {
     /// request.
     ///
     /// Refused before any record is read: a model this party has not
-    /// approved, a model file that is not the approved id, a plan the model
+    /// approved, a model file that is not the approved id, a model whose
+    /// lint fails (unless overridden by name), a plan the model
     /// cannot compile, a model without this party, a request naming this
     /// party absent or leaving too few parties present, and a key set the
     /// coordinator cannot show. An unknown subject is `NOT_FOUND`.
@@ -134,5 +148,61 @@ impl PartyService {
         })
         .await
         .map_err(|e| PartyError::Transport(format!("encryption task failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jointscore_circuits::{CROSS_BORDER_SELLER, Model, PlanKind};
+
+    use super::*;
+    use crate::config::PartyConfig;
+    use crate::store::RecordStore;
+
+    /// The shipped model with a credit line that shows `gmv_12m_k` unit by
+    /// unit (divisor 1, granularity 1).
+    fn leaky() -> (String, String) {
+        let toml = CROSS_BORDER_SELLER
+            .replace("formula = \"band_multiplier * gmv_12m_k / 12\"", "formula = \"band_multiplier * gmv_12m_k / 1\"")
+            .replace("granularity = 5", "granularity = 1");
+        let id = Model::from_toml(&toml).expect("valid model").id().to_string();
+        (toml, id)
+    }
+
+    fn service(extra: &str) -> PartyService {
+        let (_, id) = leaky();
+        let text = format!(
+            "name = \"platform\"\ncoordinator = \"http://127.0.0.1:7100\"\nstore = \"p.sqlite\"\napproved_models = \
+             [\"{id}\"]\n{extra}"
+        );
+        let config = PartyConfig::from_toml(&text).expect("config");
+        PartyService::new(&config, Arc::new(RecordStore::in_memory().expect("store")))
+    }
+
+    #[test]
+    fn an_approved_model_whose_lint_fails_is_refused_unless_overridden_by_name() {
+        let (toml, id) = leaky();
+        let err = service("").plan(&id, &toml, PlanKind::Pushdown).expect_err("lint fails");
+        assert!(matches!(err, PartyError::LintFailed { .. }), "{err}");
+        let message = err.to_string();
+        assert_eq!(tonic::Status::from(err).code(), tonic::Code::PermissionDenied);
+        assert!(message.contains("credit_line") && message.contains("gmv_12m_k"), "{message}");
+        assert!(message.contains("lint_override"), "{message}");
+
+        let overridden = service(&format!("lint_override = [\"{id}\"]\n"));
+        overridden.plan(&id, &toml, PlanKind::Pushdown).expect("the operator named it");
+    }
+
+    #[test]
+    fn the_shipped_model_passes_the_lint_at_the_party() {
+        let model = Model::cross_border_seller();
+        let text = format!(
+            "name = \"platform\"\ncoordinator = \"http://127.0.0.1:7100\"\nstore = \"p.sqlite\"\napproved_models = \
+             [\"{}\"]\n",
+            model.id()
+        );
+        let config = PartyConfig::from_toml(&text).expect("config");
+        let service = PartyService::new(&config, Arc::new(RecordStore::in_memory().expect("store")));
+        service.plan(model.id(), CROSS_BORDER_SELLER, PlanKind::Pushdown).expect("no lint finding");
     }
 }
