@@ -89,7 +89,7 @@ pub fn lint(model: &Model) -> Lint {
             Output::Score => {
                 let only: Vec<usize> = scored.iter().copied().collect();
                 let revealing = match only[..] {
-                    [f] if score_values >= WIDE_RANGE => Some(revealing(
+                    [f] if score_values >= WIDE_RANGE => Some(revealed_by(
                         model,
                         f,
                         score_values,
@@ -139,7 +139,7 @@ fn credit_line(model: &Model, decided: &BTreeSet<usize>) -> (u64, BTreeSet<usize
         .max_by_key(|&(_, _, steps)| steps)
         .map(|(band, _, steps)| {
             let feature = &model.features()[line.feature];
-            revealing(
+            revealed_by(
                 model,
                 line.feature,
                 steps,
@@ -153,7 +153,8 @@ fn credit_line(model: &Model, decided: &BTreeSet<usize>) -> (u64, BTreeSet<usize
     (values, depends, revealing)
 }
 
-fn revealing(model: &Model, feature: usize, values: u64, detail: String) -> Revealing {
+/// `feature` of `model`, named with its owner, as what an output reveals.
+fn revealed_by(model: &Model, feature: usize, values: u64, detail: String) -> Revealing {
     let f = &model.features()[feature];
     Revealing { feature: f.name.clone(), party: model.parties()[f.party].clone(), values, detail }
 }

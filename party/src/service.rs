@@ -202,9 +202,8 @@ impl Party for PartyService {
         self.admit(&request)?;
         let request = request.into_inner();
         let round = request.round_id.clone();
-        let keys = async { self.rounds.advertise(Invitation::try_from(request)?).await }
-            .await
-            .inspect_err(|e| self.refused(&round, e))?;
+        let invitation = Invitation::try_from(request).inspect_err(|e| self.refused(&round, e))?;
+        let keys = self.rounds.advertise(invitation).await.inspect_err(|e| self.refused(&round, e))?;
         Ok(Response::new(wire::advertise_reply(&self.name, &keys)))
     }
 
