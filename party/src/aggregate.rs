@@ -54,6 +54,9 @@ pub(crate) struct Rounds {
     approved: HashSet<String>,
     store: Arc<RecordStore>,
     rounds: Mutex<HashMap<String, Round>>,
+    /// The consortium file, when the node has one: rosters are checked
+    /// against its current party members.
+    consortium: Option<Arc<jointscore_identity::Consortium>>,
 }
 
 /// The coordinator's invitation to a round, its fields checked for form.
@@ -88,7 +91,13 @@ impl Rounds {
             approved: approved.iter().cloned().collect(),
             store,
             rounds: Mutex::new(HashMap::new()),
+            consortium: None,
         }
+    }
+
+    /// Checks rosters against `consortium`'s current party members.
+    pub(crate) fn set_consortium(&mut self, consortium: Arc<jointscore_identity::Consortium>) {
+        self.consortium = Some(consortium);
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, HashMap<String, Round>>> {

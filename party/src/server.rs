@@ -62,6 +62,7 @@ impl PartyNode {
             service = service.with_identity(key);
         }
         if let (Some(consortium), Some(path)) = (&consortium, &config.consortium) {
+            service = service.with_consortium(consortium.clone());
             service = match strict_crs(consortium, path).map_err(|e| PartyError::Config(e.to_string()))? {
                 Some(crs) => service.with_crs(Arc::new(crs)),
                 None => service,

@@ -10,7 +10,7 @@ use jointscore_circuits::fhe::PublicKey;
 use jointscore_circuits::proof::Crs;
 use jointscore_circuits::wire::PUBLIC_KEY_LIMIT;
 use jointscore_circuits::{Plan, PlanKind};
-use jointscore_identity::{NodeKey, Role};
+use jointscore_identity::{Consortium, NodeKey, Role};
 use jointscore_net::{NodeTls, Target};
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
@@ -70,6 +70,9 @@ pub struct PartyService {
     tls: Option<NodeTls>,
     /// Strict mode: the consortium's CRS, and every contribution is proven.
     crs: Option<Arc<Crs>>,
+    /// The consortium file: who the current lenders and parties are, and
+    /// their keys. Every signature a request carries is checked against it.
+    consortium: Option<Arc<Consortium>>,
 }
 
 impl PartyService {
@@ -90,6 +93,7 @@ impl PartyService {
             min_present_parties: config.min_present_parties,
             tls: None,
             crs: None,
+            consortium: None,
         }
     }
 
@@ -98,6 +102,15 @@ impl PartyService {
     /// request.
     pub fn with_crs(mut self, crs: Arc<Crs>) -> PartyService {
         self.crs = Some(crs);
+        self
+    }
+
+    /// The same service in a consortium: lenders' signatures on key sets
+    /// and requests, and parties' signatures on aggregation rosters, are
+    /// checked against `consortium`.
+    pub fn with_consortium(mut self, consortium: Arc<Consortium>) -> PartyService {
+        self.rounds.set_consortium(consortium.clone());
+        self.consortium = Some(consortium);
         self
     }
 
