@@ -20,15 +20,22 @@
 //! bytes and the time. The coordinator verifies it before evaluating, and
 //! the signature travels with the result so the lender can check which
 //! parties contributed.
+//!
+//! [`RoundBinding`] and [`AdvertisedKeys`] are what a party signs in a
+//! secure-aggregation round: its advertised keys, and the survivor list it
+//! agrees to unmask; every party checks the others' signatures before it
+//! shares or reveals anything.
 
 mod consortium;
 mod envelope;
 mod error;
 mod key;
+mod roster;
 mod tls;
 
 pub use consortium::{Consortium, Member, Proofs, Role};
 pub use envelope::{CONTRIBUTION_DOMAIN, ContributionBinding, ContributionEnvelope, PROOF_DOMAIN, ciphertext_sha256};
 pub use error::{IdentityError, Result};
 pub use key::{NodeKey, PUBLIC_KEY_HEX, SIGNATURE_BYTES, verify_with};
+pub use roster::{AdvertisedKeys, RoundBinding, SECAGG_ADVERTISE_DOMAIN, SECAGG_SURVIVORS_DOMAIN};
 pub use tls::{MemberVerifier, certificate_der};

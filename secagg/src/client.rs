@@ -188,13 +188,13 @@ impl Client {
         Ok(Masked { from: self.id, vector, rejected: self.rejected.clone() })
     }
 
-    /// Round 3: given the parties whose masked input the server received,
-    /// reveals seed shares for the surviving members of its neighbourhood
-    /// and masking-key shares for the neighbours that shared keys but sent
-    /// no input — never both for one party. It checks what it can see:
-    /// itself and at least `t` of its neighbourhood among the survivors,
-    /// and no surviving neighbour that never shared keys with it.
-    pub fn unmask(&self, survivors: &[PartyId]) -> Result<Unmask> {
+    /// Checks a survivor list as [`Client::unmask`] does, without revealing
+    /// anything: itself and at least `t` of its neighbourhood among the
+    /// survivors, no surviving neighbour that never shared keys with it, and
+    /// no party whose shares it rejected. A network layer calls it before
+    /// signing the list (the consistency check of Bonawitz et al.'s
+    /// malicious-server variant). Returns the list as a set.
+    pub fn check_survivors(&self, survivors: &[PartyId]) -> Result<BTreeSet<PartyId>> {
         let survivors: BTreeSet<PartyId> = survivors.iter().copied().collect();
         if !survivors.contains(&self.id) || survivors.iter().any(|&v| v == 0 || v > self.config.n) {
             return Err(Error::Protocol("the survivor list names unknown parties or not this one".into()));
@@ -213,6 +213,16 @@ impl Client {
                 "the survivor list holds party {v}, whose shares this party rejected and did not mask with"
             )));
         }
+        Ok(survivors)
+    }
+
+    /// Round 3: given the parties whose masked input the server received,
+    /// reveals seed shares for the surviving members of its neighbourhood
+    /// and masking-key shares for the neighbours that shared keys but sent
+    /// no input — never both for one party. It first checks the list
+    /// ([`Client::check_survivors`]).
+    pub fn unmask(&self, survivors: &[PartyId]) -> Result<Unmask> {
+        let survivors = self.check_survivors(survivors)?;
         let mut out = Unmask { from: self.id, seed_shares: BTreeMap::new(), key_shares: BTreeMap::new() };
         for (&v, (key_share, seed_share)) in self.held.iter().filter(|(v, _)| self.shared.contains(v)) {
             if survivors.contains(&v) {

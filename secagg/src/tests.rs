@@ -365,3 +365,23 @@ const GOLDEN_COMPLETE_UNMASK: &str = "856ee4327a47b706ae946ac77306b86cb6ad99370e
 const GOLDEN_SPARSE_NEIGHBOURS: [PartyId; 4] = [2, 3, 5, 9];
 const GOLDEN_SPARSE_SUM: [u32; 4] = [71511214, 85254201, 73482803, 82036528];
 const GOLDEN_SPARSE_UNMASK: &str = "f766c99636b1803a3a030c81880f9c5f4a3a6d7632e663e260cad5c8dcba3e06";
+
+/// The check a network layer runs before signing a survivor list refuses
+/// exactly what `unmask` refuses, and accepts the server's own list.
+#[test]
+fn a_survivor_list_is_checked_before_it_is_signed() {
+    let config = Config::new(5, 3, 2, SessionId([4; 16])).expect("config");
+    let (mut clients, mut server, _) = shared_round(&config, 11);
+    let inboxes = server.inboxes().expect("inboxes");
+    for c in clients.iter_mut().filter(|c| c.id() != 5) {
+        server.receive_masked(c.masked_input(&inboxes[&c.id()]).expect("masked")).expect("masked");
+    }
+    let survivors = server.survivors().expect("survivors");
+    let c = &clients[0];
+    assert_eq!(c.check_survivors(&survivors).expect("the server's list"), survivors.iter().copied().collect());
+    for bad in [&[1, 2][..], &[1, 2, 3, 9], &[2, 3, 4], &[0, 1, 2, 3]] {
+        let checked = c.check_survivors(bad).map(|_| ());
+        assert_eq!(checked, c.unmask(bad).map(|_| ()), "{bad:?}");
+        assert!(checked.is_err(), "{bad:?}");
+    }
+}
