@@ -28,8 +28,9 @@ use jointscore_proto::v1::party_server::{Party, PartyServer};
 use jointscore_proto::v1::{
     ContributeChunk, ContributeRequest, ContributionHeader, KeyHeader, KeyUpload, PsiAnswer, PsiCloseReply,
     PsiCloseRequest, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest, RegisterPartyRequest, SecAggAdvertiseReply,
-    SecAggAdvertiseRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggSealed, SecAggShare,
-    SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
+    SecAggAdvertiseRequest, SecAggConsistencyReply, SecAggConsistencyRequest, SecAggMaskedInputReply,
+    SecAggMaskedInputRequest, SecAggSealed, SecAggShare, SecAggShareKeysReply, SecAggShareKeysRequest,
+    SecAggUnmaskReply, SecAggUnmaskRequest,
 };
 use jointscore_testkit::cluster::{Cluster, ClusterOptions, PartySetup, party_view, start_parties};
 use jointscore_testkit::sample;

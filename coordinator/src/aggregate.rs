@@ -9,17 +9,33 @@
 //! key, a vector of the wrong length, shares it must not reveal, another
 //! party's name) is dropped from the round with the reason recorded, and the
 //! round goes on while at least the threshold remains.
+//!
+//! Signed rosters (issue 17, point 6): each party signs its advertised keys
+//! for the round, and the coordinator relays every entry with its party's
+//! name and signature, so the parties can check the roster against their
+//! consortium file before sharing. Between the masked input and the unmask
+//! step runs the consistency check of Bonawitz et al.'s malicious-server
+//! variant: each survivor signs the survivor list U3, and the parties that
+//! signed (U4, at least the threshold, or the round aborts) are asked to
+//! unmask U3 with all of U4's signatures. A survivor that does not sign is
+//! dropped from U4 only: its vector is in the sum already, U3 does not
+//! change, so no party is ever asked to sign a second list. With a
+//! consortium the coordinator checks the signatures too and drops a party
+//! whose signature does not count, so one bad signer cannot make every
+//! honest party refuse the round; the parties check for themselves either
+//! way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use jointscore_identity::{AdvertisedKeys, Consortium, RoundBinding};
 use jointscore_proto::MESSAGE_LIMIT;
 use jointscore_proto::v1::party_client::PartyClient;
 use jointscore_proto::v1::{
-    SecAggAdvertiseRequest, SecAggKeys, SecAggMaskedInputRequest, SecAggSealed, SecAggShareKeysRequest,
-    SecAggUnmaskRequest,
+    SecAggAdvertiseRequest, SecAggConsistencyRequest, SecAggKeys, SecAggMaskedInputRequest, SecAggSealed,
+    SecAggShareKeysRequest, SecAggSurvivorSignature, SecAggUnmaskRequest,
 };
 use jointscore_secagg::{Advertise, Config, Masked, PartyId, Server, SessionId, Shares, Unmask};
 use jointscore_stats::StatsSpec;
@@ -37,6 +53,7 @@ use crate::job::{DroppedParty, StatsEntry, StatsJobRecord, StatsOutcome};
 const ADVERTISE: &str = "advertise";
 const SHARE_KEYS: &str = "share_keys";
 const MASKED_INPUT: &str = "masked_input";
+const CONSISTENCY: &str = "consistency";
 const UNMASK: &str = "unmask";
 
 /// A registered party invited to the round.
@@ -54,6 +71,12 @@ struct Round {
     dropped: BTreeMap<PartyId, DroppedParty>,
     round_id: String,
     deadline: Duration,
+    /// What every party is invited with, which its signatures cover.
+    binding: RoundBinding,
+    /// The consortium, when signatures are checked.
+    consortium: Option<Arc<Consortium>>,
+    /// Each advertiser's signature on its keys, relayed in the roster.
+    signatures: BTreeMap<PartyId, Vec<u8>>,
 }
 
 impl Round {
@@ -91,6 +114,10 @@ fn key(bytes: &[u8]) -> std::result::Result<[u8; 32], String> {
 
 fn share(bytes: &[u8]) -> std::result::Result<[u8; 32], String> {
     bytes.try_into().map_err(|_| format!("sent a share of {} bytes, not 32", bytes.len()))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A party's refusal or failure, as a dropout reason.
@@ -166,12 +193,23 @@ impl Engine {
         let config = Config::new(n, threshold, spec.dim(), SessionId(session))
             .map_err(|e| early(CoordinatorError::Invalid(e.to_string())))?;
         self.store.start_stats_job(&job.job_id).map_err(early)?;
+        let round_id = format!("{}-{}", job.job_id, hex::encode(&session[..8]));
+        let binding = RoundBinding {
+            round_id: round_id.clone(),
+            session,
+            spec_id: job.request.spec_id.clone(),
+            parties: n,
+            threshold,
+        };
         let mut round = Round {
             server: Server::new(&config),
             invited: (1..=n).zip(parties).map(|(id, (name, address))| (id, Invitee { name, address })).collect(),
             dropped: BTreeMap::new(),
-            round_id: format!("{}-{}", job.job_id, hex::encode(&session[..8])),
+            round_id,
             deadline: Duration::from_millis(spec.deadline_ms),
+            binding,
+            consortium: self.consortium.clone(),
+            signatures: BTreeMap::new(),
         };
         let result = self.steps(&mut round, job, &spec, &config).await;
         match result {
@@ -188,7 +226,8 @@ impl Engine {
         }
     }
 
-    /// The four steps; the sum and the ids of the parties in it.
+    /// The four steps and the consistency check; the sum and the ids of the
+    /// parties in it.
     async fn steps(
         self: &Arc<Self>,
         round: &mut Round,
@@ -220,7 +259,21 @@ impl Engine {
                 }
                 let message =
                     Advertise { from: id, encryption: key(&r.encryption_key)?, masking: key(&r.masking_key)? };
-                round.server.receive_advertise(message).map_err(|e| e.to_string())
+                if let Some(consortium) = &round.consortium {
+                    let keys = AdvertisedKeys {
+                        party: r.party.clone(),
+                        party_id: id,
+                        encryption_key: message.encryption,
+                        masking_key: message.masking,
+                    };
+                    round
+                        .binding
+                        .verify_advertise(consortium, &keys, &r.signature, unix_now())
+                        .map_err(|e| format!("its keys are not signed as the consortium requires: {e}"))?;
+                }
+                round.server.receive_advertise(message).map_err(|e| e.to_string())?;
+                round.signatures.insert(id, r.signature);
+                Ok(())
             });
             if let Err(reason) = received {
                 round.drop_party(id, ADVERTISE, reason);
@@ -233,6 +286,8 @@ impl Engine {
                 party_id: a.from,
                 encryption_key: a.encryption.to_vec(),
                 masking_key: a.masking.to_vec(),
+                party: round.invited[&a.from].name.clone(),
+                signature: round.signatures.get(&a.from).cloned().unwrap_or_default(),
             })
             .collect();
 
@@ -305,10 +360,49 @@ impl Engine {
             round.drop_party(v, SHARE_KEYS, format!("its share pairs failed authentication at {}", at.join(", ")));
         }
 
-        // Step 3: unmask.
+        // Consistency check: each survivor signs the survivor list once.
+        let list: BTreeSet<PartyId> = survivors.iter().copied().collect();
         let replies = self
             .ask(round, &survivors, |mut client, _, _, round_id| {
-                let request = SecAggUnmaskRequest { round_id, survivors: survivors.clone() };
+                let request = SecAggConsistencyRequest { round_id, survivors: survivors.clone() };
+                async move { client.sec_agg_consistency(request).await.map(tonic::Response::into_inner) }
+            })
+            .await;
+        let mut signed = Vec::new();
+        for (id, reply) in replies {
+            let received = reply.and_then(|r| {
+                if let Some(consortium) = &round.consortium {
+                    let name = &round.invited[&id].name;
+                    round
+                        .binding
+                        .verify_survivors(consortium, name, &list, &r.signature, unix_now())
+                        .map_err(|e| format!("its signature on the survivor list does not count: {e}"))?;
+                }
+                Ok(r.signature)
+            });
+            match received {
+                Ok(signature) => signed.push(SecAggSurvivorSignature { party_id: id, signature }),
+                // Its vector is in the sum; it only is not asked to unmask.
+                Err(reason) => round.drop_party(id, CONSISTENCY, reason),
+            }
+        }
+        let need = config.threshold as usize;
+        if signed.len() < need {
+            return Err(jointscore_secagg::Error::Abort {
+                round: "consistency check",
+                party: None,
+                have: signed.len(),
+                need,
+            });
+        }
+
+        // Step 3: unmask, asked of the parties that signed, with every
+        // signature.
+        let signers: Vec<PartyId> = signed.iter().map(|s| s.party_id).collect();
+        let replies = self
+            .ask(round, &signers, |mut client, _, _, round_id| {
+                let request =
+                    SecAggUnmaskRequest { round_id, survivors: survivors.clone(), signatures: signed.clone() };
                 async move { client.sec_agg_unmask(request).await.map(tonic::Response::into_inner) }
             })
             .await;

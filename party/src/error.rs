@@ -65,6 +65,18 @@ pub enum PartyError {
         /// The step asked for.
         step: &'static str,
     },
+    /// The coordinator relayed a secure-aggregation roster or survivor list
+    /// the members did not sign as this node requires (a stranger, a revoked
+    /// or expired member, a member of another role, a forged signature, too
+    /// few signatures on the survivor list): the node leaves the round
+    /// without sharing or revealing anything.
+    #[error("aggregation round `{round}` refused: {reason}")]
+    RoundRefused {
+        /// The round id.
+        round: String,
+        /// What was not signed, naming the member.
+        reason: String,
+    },
     /// The spec is invalid, or this party's records cannot be counted as it
     /// asks.
     #[error(transparent)]
@@ -171,6 +183,7 @@ impl From<PartyError> for Status {
             PartyError::Key { .. } => Code::FailedPrecondition,
             PartyError::StatsNotApproved { .. } => Code::PermissionDenied,
             PartyError::UnknownRound { .. } => Code::NotFound,
+            PartyError::RoundRefused { .. } => Code::PermissionDenied,
             PartyError::Stats(jointscore_stats::StatsError::Spec(_)) => Code::InvalidArgument,
             // The party's own book cannot be counted as the spec asks.
             PartyError::Stats(_) => Code::FailedPrecondition,

@@ -17,8 +17,9 @@ use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::party_server::Party;
 use jointscore_proto::v1::{
     ContributeChunk, ContributeRequest, GetPublicKeyRequest, PsiAnswer, PsiCloseReply, PsiCloseRequest, PsiOpenChunk,
-    PsiOpenRequest, PsiQueryRequest, SecAggAdvertiseReply, SecAggAdvertiseRequest, SecAggMaskedInputReply,
-    SecAggMaskedInputRequest, SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
+    PsiOpenRequest, PsiQueryRequest, SecAggAdvertiseReply, SecAggAdvertiseRequest, SecAggConsistencyReply,
+    SecAggConsistencyRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggShareKeysReply,
+    SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
 };
 use jointscore_proto::{MESSAGE_LIMIT, chunks, collect, psi_open_messages};
 use jointscore_psi::points_to_bytes;
@@ -131,8 +132,10 @@ impl PartyService {
         }
     }
 
-    /// The same service, signing every contribution with `key`.
+    /// The same service, signing every contribution, and its keys and
+    /// survivor lists in aggregation rounds, with `key`.
     pub fn with_identity(mut self, key: Arc<NodeKey>) -> PartyService {
+        self.rounds.set_identity(key.clone());
         self.identity = Some(key);
         self
     }
@@ -216,8 +219,8 @@ impl Party for PartyService {
         let request = request.into_inner();
         let round = request.round_id.clone();
         let invitation = Invitation::try_from(request).inspect_err(|e| self.refused(&round, e))?;
-        let keys = self.rounds.advertise(invitation).await.inspect_err(|e| self.refused(&round, e))?;
-        Ok(Response::new(wire::advertise_reply(&self.name, &keys)))
+        let (keys, signature) = self.rounds.advertise(invitation).await.inspect_err(|e| self.refused(&round, e))?;
+        Ok(Response::new(wire::advertise_reply(&self.name, &keys, signature)))
     }
 
     async fn sec_agg_share_keys(
@@ -226,7 +229,7 @@ impl Party for PartyService {
     ) -> std::result::Result<Response<SecAggShareKeysReply>, Status> {
         self.admit(&request)?;
         let SecAggShareKeysRequest { round_id, roster } = request.into_inner();
-        let shares = wire::roster(&roster)
+        let shares = wire::roster(roster)
             .and_then(|roster| self.rounds.share_keys(&round_id, &roster))
             .inspect_err(|e| self.refused(&round_id, e))?;
         Ok(Response::new(wire::shares_reply(shares)))
@@ -254,9 +257,21 @@ impl Party for PartyService {
         request: Request<SecAggUnmaskRequest>,
     ) -> std::result::Result<Response<SecAggUnmaskReply>, Status> {
         self.admit(&request)?;
-        let SecAggUnmaskRequest { round_id, survivors } = request.into_inner();
-        let unmask = self.rounds.unmask(&round_id, &survivors).inspect_err(|e| self.refused(&round_id, e))?;
+        let SecAggUnmaskRequest { round_id, survivors, signatures } = request.into_inner();
+        let signatures = wire::survivor_signatures(signatures);
+        let unmask =
+            self.rounds.unmask(&round_id, &survivors, &signatures).inspect_err(|e| self.refused(&round_id, e))?;
         Ok(Response::new(wire::unmask_reply(unmask)))
+    }
+
+    async fn sec_agg_consistency(
+        &self,
+        request: Request<SecAggConsistencyRequest>,
+    ) -> std::result::Result<Response<SecAggConsistencyReply>, Status> {
+        self.admit(&request)?;
+        let SecAggConsistencyRequest { round_id, survivors } = request.into_inner();
+        let signature = self.rounds.consistency(&round_id, &survivors).inspect_err(|e| self.refused(&round_id, e))?;
+        Ok(Response::new(SecAggConsistencyReply { signature }))
     }
 
     type PsiOpenStream = PsiStream;

@@ -82,6 +82,13 @@ impl Party for Rogue {
     async fn sec_agg_unmask(&self, _: Request<SecAggUnmaskRequest>) -> Result<Response<SecAggUnmaskReply>, Status> {
         Err(Status::unimplemented("rogue"))
     }
+
+    async fn sec_agg_consistency(
+        &self,
+        _: Request<SecAggConsistencyRequest>,
+    ) -> Result<Response<SecAggConsistencyReply>, Status> {
+        Err(Status::unimplemented("rogue"))
+    }
 }
 
 /// Serves `rogue` and registers it with the coordinator as the bank.

@@ -151,6 +151,13 @@ impl Party for Forger {
     async fn sec_agg_unmask(&self, _: Request<SecAggUnmaskRequest>) -> Result<Response<SecAggUnmaskReply>, Status> {
         Err(Status::unimplemented("contributions only"))
     }
+
+    async fn sec_agg_consistency(
+        &self,
+        _: Request<SecAggConsistencyRequest>,
+    ) -> Result<Response<SecAggConsistencyReply>, Status> {
+        Err(Status::unimplemented("contributions only"))
+    }
 }
 
 /// Serves a forger in front of the cluster's real bank store and key, and

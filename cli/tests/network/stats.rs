@@ -134,6 +134,13 @@ impl Party for StatsRogue {
         }
         Ok(Response::new(reply))
     }
+
+    async fn sec_agg_consistency(
+        &self,
+        request: Request<SecAggConsistencyRequest>,
+    ) -> Result<Response<SecAggConsistencyReply>, Status> {
+        self.inner.sec_agg_consistency(request).await
+    }
 }
 
 /// Serves a rogue stats party named `zz-rogue` (so its id is 4, after the

@@ -5,11 +5,11 @@ use jointscore_net::plan_from_wire;
 use jointscore_proto::v1 as pb;
 
 use super::contribute::{Contributed, ContributionRequest};
-use crate::aggregate::Invitation;
+use crate::aggregate::{Invitation, RosterEntry, SurvivorSignature};
 use crate::error::PartyError;
 use crate::psi::{OpenRequest, Opened, Purpose};
 use crate::store::check_subject;
-use jointscore_secagg::{Advertise, Inbox, Masked, PartyId, Roster, Shares, Unmask};
+use jointscore_secagg::{Advertise, Inbox, Masked, PartyId, Shares, Unmask};
 
 impl TryFrom<pb::ContributeRequest> for ContributionRequest {
     type Error = PartyError;
@@ -73,13 +73,15 @@ impl TryFrom<pb::SecAggAdvertiseRequest> for Invitation {
     }
 }
 
-/// This party's advertised keys as the reply to an invitation.
-pub(crate) fn advertise_reply(party: &str, keys: &Advertise) -> pb::SecAggAdvertiseReply {
+/// This party's advertised keys, and its signature on them, as the reply
+/// to an invitation.
+pub(crate) fn advertise_reply(party: &str, keys: &Advertise, signature: Vec<u8>) -> pb::SecAggAdvertiseReply {
     pb::SecAggAdvertiseReply {
         party: party.to_string(),
         party_id: keys.from,
         encryption_key: keys.encryption.to_vec(),
         masking_key: keys.masking.to_vec(),
+        signature,
     }
 }
 
@@ -89,21 +91,29 @@ fn key(bytes: &[u8], what: &str, party: PartyId) -> Result<[u8; 32], PartyError>
     })
 }
 
-/// The roster the coordinator relays: each party's keys, 32 bytes each,
-/// no party twice.
-pub(crate) fn roster(entries: &[pb::SecAggKeys]) -> Result<Roster, PartyError> {
-    let mut roster = Roster::new();
+/// The roster the coordinator relays: each party's name, keys (32 bytes
+/// each) and signature, no party id twice. The names and signatures are
+/// checked by the round ([`crate::aggregate::Rounds::share_keys`]).
+pub(crate) fn roster(entries: Vec<pb::SecAggKeys>) -> Result<Vec<RosterEntry>, PartyError> {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut roster = Vec::with_capacity(entries.len());
     for k in entries {
-        let advertise = Advertise {
+        if !ids.insert(k.party_id) {
+            return Err(PartyError::BadRequest(format!("`roster` names party {} twice", k.party_id)));
+        }
+        let keys = Advertise {
             from: k.party_id,
             encryption: key(&k.encryption_key, "encryption key", k.party_id)?,
             masking: key(&k.masking_key, "masking key", k.party_id)?,
         };
-        if roster.insert(k.party_id, advertise).is_some() {
-            return Err(PartyError::BadRequest(format!("`roster` names party {} twice", k.party_id)));
-        }
+        roster.push(RosterEntry { party: k.party, keys, signature: k.signature });
     }
     Ok(roster)
+}
+
+/// The survivors' signatures an unmask request relays.
+pub(crate) fn survivor_signatures(signatures: Vec<pb::SecAggSurvivorSignature>) -> Vec<SurvivorSignature> {
+    signatures.into_iter().map(|s| SurvivorSignature { party_id: s.party_id, signature: s.signature }).collect()
 }
 
 /// The share pairs addressed to this party, at most one per sender.
@@ -187,11 +197,19 @@ mod tests {
 
     #[test]
     fn a_roster_with_a_short_key_or_a_party_twice_is_refused() {
-        let keys = |party_id, len| pb::SecAggKeys { party_id, encryption_key: vec![1; len], masking_key: vec![2; 32] };
-        assert_eq!(roster(&[keys(1, 32), keys(2, 32)]).expect("well formed").len(), 2);
-        let err = roster(&[keys(1, 31)]).expect_err("short key");
+        let keys = |party_id, len| pb::SecAggKeys {
+            party_id,
+            encryption_key: vec![1; len],
+            masking_key: vec![2; 32],
+            party: format!("p{party_id}"),
+            signature: vec![3; 64],
+        };
+        let well_formed = roster(vec![keys(1, 32), keys(2, 32)]).expect("well formed");
+        assert_eq!(well_formed.len(), 2);
+        assert_eq!((well_formed[1].party.as_str(), well_formed[1].signature.len()), ("p2", 64));
+        let err = roster(vec![keys(1, 31)]).expect_err("short key");
         assert!(err.to_string().contains("`roster`") && err.to_string().contains("31 bytes"), "{err}");
-        let err = roster(&[keys(1, 32), keys(1, 32)]).expect_err("twice");
+        let err = roster(vec![keys(1, 32), keys(1, 32)]).expect_err("twice");
         assert!(err.to_string().contains("names party 1 twice"), "{err}");
         let sealed = |party_id| pb::SecAggSealed { party_id, ciphertext: vec![0; 4] };
         assert!(inbox(vec![sealed(3), sealed(3)]).expect_err("twice").to_string().contains("party 3"));
