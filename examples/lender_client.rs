@@ -47,15 +47,16 @@ async fn main() -> Result<(), Error> {
     println!("key set {} generated in {:.1} s", keys.id(), t.elapsed().as_secs_f64());
 
     // 2. Where the coordinator is, and who this lender is to it.
-    let (target, subjects, consortium, cluster) = match args.split_first() {
+    let (target, subjects, consortium, key, cluster) = match args.split_first() {
         Some((url, subjects)) => {
             let consortium = consortium.map(|f| Consortium::load(f.as_ref())).transpose()?.map(Arc::new);
-            let tls = match (&consortium, identity) {
+            let key = identity.map(|k| NodeKey::read(k.as_ref())).transpose()?.map(Arc::new);
+            let tls = match (&consortium, &key) {
                 // Mutual TLS: this lender's identity key is its client certificate.
-                (Some(c), Some(key)) => NodeTls::new(&NodeKey::read(key.as_ref())?, &name, c.clone())?,
+                (Some(c), Some(key)) => NodeTls::new(key, &name, c.clone())?,
                 _ => None,
             };
-            (Target::new(url.clone(), tls), subjects.to_vec(), consortium, None)
+            (Target::new(url.clone(), tls), subjects.to_vec(), consortium, key, None)
         }
         None => {
             // No coordinator given: start a whole consortium on loopback.
@@ -63,16 +64,21 @@ async fn main() -> Result<(), Error> {
                 Cluster::start(&ClusterOptions { sellers: 3, tls: true, ..ClusterOptions::default() }).await?;
             println!("loopback consortium: coordinator {}", cluster.coordinator_url());
             let subjects = cluster.book.iter().map(|(s, _)| s.clone()).collect();
-            (cluster.target(LENDER)?, subjects, cluster.consortium.clone(), Some(cluster))
+            let key = Arc::new(NodeKey::read(&cluster.dir().join("identities").join(format!("{LENDER}.key")))?);
+            (cluster.target(LENDER)?, subjects, cluster.consortium.clone(), Some(key), Some(cluster))
         }
     };
 
     // 3. Connect for a model and plan (pushdown: each party sends its
-    //    partial results, the cheap circuit), and require every asked
-    //    party's signature on each decision when the consortium file is known.
+    //    partial results, the cheap circuit). In a consortium the lender
+    //    signs its key registration and every request with its identity key
+    //    (parties contribute to nothing else), and requires every asked
+    //    party's signature on each decision.
     let mut lender = Lender::connect(target, keys, CROSS_BORDER_SELLER.to_string(), PlanKind::Pushdown).await?;
-    if let Some(c) = consortium {
-        lender.require_signatures(c);
+    match (consortium, key) {
+        (Some(c), Some(key)) => lender.sign_as(&name, key, c),
+        (Some(c), None) => lender.require_signatures(c),
+        _ => {}
     }
     let model = lender.plan().model().clone();
     println!("model {} ({})", model.name(), &model.id()[..16]);

@@ -193,8 +193,8 @@ pub fn filter<'a>(entries: &'a [Entry], filter: &Filter) -> Vec<&'a Entry> {
 }
 
 /// Whether a contribution entry's attestation signs the envelope of this
-/// very entry: its job, subject, model, key set, party and ciphertext
-/// digest (the signing time is the envelope's own, its last 8 bytes).
+/// very entry: its request, lender, job, subject commitment, model, key
+/// set, party, consent and ciphertext digest (the signing time is the envelope's own, its last 8 bytes).
 fn binds_contribution(record: &crate::entry::Event, attestation: &crate::entry::Attestation) -> bool {
     let Ok(message) = hex::decode(&attestation.message) else { return false };
     let Some(time) = message.len().checked_sub(8).and_then(|at| message[at..].try_into().ok()) else {
@@ -202,11 +202,14 @@ fn binds_contribution(record: &crate::entry::Event, attestation: &crate::entry::
     };
     let field = |f: &Option<String>| f.clone().unwrap_or_default();
     let envelope = jointscore_identity::ContributionEnvelope {
+        request_id: field(&record.request_id),
+        lender: field(&record.lender),
         job_id: field(&record.job_id),
         subject: field(&record.subject),
         model_id: field(&record.model_id),
         key_id: field(&record.key_id),
         party: attestation.node.clone(),
+        consent: field(&record.consent),
         ciphertext_sha256: field(&record.digest),
         time_ms: u64::from_le_bytes(time),
     };

@@ -101,8 +101,16 @@ pub struct Event {
     pub time_ms: u64,
     /// The lender concerned.
     pub lender: Option<String>,
-    /// The subject concerned.
+    /// The subject concerned: for decisions, the lender's commitment to it
+    /// (`jointscore_identity::LenderRequest::subject_commitment`), never the
+    /// subject itself, since every member reads the ledger.
     pub subject: Option<String>,
+    /// The lender's request id, for decision events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The consent record a party relied on, for contribution events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<String>,
     /// The parties concerned.
     pub parties: Vec<String>,
     /// The coordinator's job.

@@ -71,11 +71,14 @@ fn party_key(name: &str) -> &'static NodeKey {
 fn contribution(party: &str, subject: &str, time_ms: u64) -> (Attestation, String) {
     let digest = hex::encode([party.len() as u8; 32]);
     let envelope = ContributionEnvelope {
+        request_id: format!("r-{subject}"),
+        lender: "lender".into(),
         job_id: format!("job-{subject}"),
         subject: subject.into(),
         model_id: "model-1".into(),
         key_id: "key-1".into(),
         party: party.into(),
+        consent: String::new(),
         ciphertext_sha256: digest.clone(),
         time_ms,
     };
@@ -143,6 +146,7 @@ fn record(i: u64) -> Event {
                 kind: EntryKind::Contribution,
                 parties: vec![party.into()],
                 digest: Some(digest),
+                request_id: Some(format!("r-{subject}")),
                 attestations: vec![attestation],
                 ..base
             }
@@ -211,6 +215,8 @@ fn golden_hash_pins_the_canonical_encoding() {
         job_id: Some("job-7".into()),
         model_id: Some("model-1".into()),
         key_id: None,
+        request_id: None,
+        consent: None,
         digest: Some("ab".repeat(32)),
         detail: "ok \"quoted\" é".into(),
         attestations: vec![Attestation {
@@ -226,7 +232,7 @@ fn golden_hash_pins_the_canonical_encoding() {
     let b = Entry::seal(record, None, &NodeKey::generate());
     assert_eq!((a.seq, a.prev.as_str()), (0, GENESIS));
     assert_eq!(a.hash, b.hash);
-    assert_eq!(a.hash, "39a028c1cfef7a29c67574478f9fa8f7b3c30622a68d1e5932366dfb6c630fc9");
+    assert_eq!(a.hash, "14dc459b30724d6839a87c057448277876aca81e4b6d70c36af85f8155fc0199");
     // The encoding, spelled out: the length-prefixed domain, then compact
     // JSON in declaration order with absent options as `null`.
     let json = format!(
@@ -685,6 +691,7 @@ fn build(events: &[Generated]) -> Vec<Entry> {
             let subject = record.subject.clone().unwrap_or_default();
             let (attestation, digest) = contribution(&party, &subject, time_ms);
             record.attestations = vec![attestation];
+            record.request_id = Some(format!("r-{subject}"));
             record.subject = Some(subject.clone());
             record.job_id = Some(format!("job-{subject}"));
             record.model_id = Some("model-1".into());

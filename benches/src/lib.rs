@@ -395,17 +395,22 @@ pub mod ledger {
                 for (name, key) in PARTIES.iter().zip(&self.parties) {
                     let digest = ciphertext_sha256(format!("{job_id}/{name}").as_bytes());
                     let envelope = ContributionEnvelope {
+                        request_id: format!("r-{job_id}"),
+                        lender: "lender".into(),
                         job_id: job_id.clone(),
                         subject: subject.clone(),
                         model_id: model_id.clone(),
                         key_id: key_id.clone(),
                         party: (*name).into(),
+                        consent: String::new(),
                         ciphertext_sha256: digest.clone(),
                         time_ms,
                     };
                     let signature = envelope.sign(key);
                     out.push(Event {
                         kind: EntryKind::Contribution,
+                        lender: Some("lender".into()),
+                        request_id: Some(format!("r-{job_id}")),
                         parties: vec![(*name).into()],
                         digest: Some(digest),
                         attestations: vec![Attestation::new(

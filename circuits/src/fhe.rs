@@ -90,6 +90,10 @@ impl fmt::Debug for LenderKey {
 pub struct PublicKey {
     pub(crate) key: CompactPublicKey,
     pub(crate) proven: CompactPublicKey,
+    /// SHA-256 of the serialized evaluation key of the same key set: it
+    /// travels with the public keys so a party, which never sees the
+    /// evaluation key, can still recompute the key set's full id.
+    pub(crate) evaluation_sha256: [u8; 32],
     pub(crate) key_id: String,
 }
 
@@ -162,10 +166,16 @@ impl KeySet {
         )
         .into_raw_parts();
         drop(secret);
-        let key_id = key_id_of(&public, &proven);
+        // Never serialized for a registration, this key set's evaluation
+        // key is still named by a digest of its serialized form, streamed
+        // into the hash rather than held in memory.
+        let mut digest = HashWriter(Sha256::new());
+        bincode::serialize_into(&mut digest, &(&server, &casting)).map_err(|e| Error::Fhe(e.to_string()))?;
+        let evaluation_sha256: [u8; 32] = digest.0.finalize().into();
+        let key_id = key_id_of(&public, &proven, &evaluation_sha256);
         Ok(KeySet {
             lender: LenderKey { client: Some(client), key_id: key_id.clone() },
-            public: PublicKey { key: public, proven, key_id: key_id.clone() },
+            public: PublicKey { key: public, proven, evaluation_sha256, key_id: key_id.clone() },
             evaluation: EvaluationKey { server, casting, key_id },
         })
     }
@@ -176,18 +186,39 @@ impl KeySet {
     }
 }
 
-/// A key set's id: the first 8 bytes of SHA-256 over the coefficients of
-/// both compact public keys (plain, then proof), hex. Anyone holding the
-/// public keys can recompute it, and neither can be swapped alone.
-pub(crate) fn key_id_of(public: &CompactPublicKey, proven: &CompactPublicKey) -> String {
+/// Domain tag of key set ids.
+const KEY_ID_DOMAIN: &[u8] = b"jointscore/key-set/v2";
+
+/// A key set's id: the full SHA-256 (64 hex digits) over a domain tag, the
+/// coefficients of both compact public keys (plain, then proof) and the
+/// SHA-256 of the serialized evaluation key. Anyone holding the public
+/// keys can recompute it; none of the three can be swapped alone, and the
+/// coordinator checks the evaluation key it is given against its digest.
+pub(crate) fn key_id_of(public: &CompactPublicKey, proven: &CompactPublicKey, evaluation_sha256: &[u8; 32]) -> String {
     let mut hasher = Sha256::new();
+    hasher.update(KEY_ID_DOMAIN);
     for key in [public, proven] {
         let (raw, _) = key.clone().into_raw_parts();
         for word in raw.as_ref() {
             hasher.update(word.to_le_bytes());
         }
     }
-    hex::encode(&hasher.finalize()[..8])
+    hasher.update(evaluation_sha256);
+    hex::encode(hasher.finalize())
+}
+
+/// Feeds what is written into a SHA-256.
+pub(crate) struct HashWriter(pub(crate) Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A contribution's blocks, as they travel.

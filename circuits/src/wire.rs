@@ -18,6 +18,7 @@
 //! part a `safe_serialize` stream under its own name.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tfhe::conformance::ParameterSetConformant;
 use tfhe::core_crypto::prelude::LweKeyswitchKeyConformanceParams;
 use tfhe::integer::{ClientKey as IntegerClientKey, CompressedServerKey, ServerKey as IntegerServerKey};
@@ -46,6 +47,10 @@ use crate::proof::{CASTING_PARAMS, PROOF_PARAMS};
 pub const PUBLIC_KEY_LIMIT: u64 = 1 << 22;
 /// Largest compressed evaluation key accepted (the real one is ~25 MB).
 pub const EVALUATION_KEY_LIMIT: u64 = 1 << 28;
+/// First bytes of a serialized public key of this version: its key set id
+/// covers the evaluation key. Keys from before it lack the tag and are
+/// refused with how to migrate.
+const PUBLIC_KEY_TAG: &[u8] = b"jointscore-public-key-v2\n";
 /// Largest secret key file accepted.
 pub const LENDER_KEY_LIMIT: u64 = 1 << 22;
 /// Largest encrypted result accepted (a few hundred blocks is ~2 MB).
@@ -169,7 +174,6 @@ pub fn export_keys() -> Result<ExportedKeys> {
         CompressedKeySwitchingKey::new((secret.key()?, None), (shortint_client, &compressed), CASTING_PARAMS)
             .into_raw_parts();
     drop(secret);
-    let key_id = key_id_of(&public, &proven);
     let (mut server_part, mut casting_part) = (Vec::new(), Vec::new());
     safe_serialize(&WireRef(&compressed), &mut server_part, EVALUATION_KEY_LIMIT)
         .map_err(|e| Error::Fhe(e.to_string()))?;
@@ -178,9 +182,11 @@ pub fn export_keys() -> Result<ExportedKeys> {
     let mut evaluation = Vec::with_capacity(server_part.len() + casting_part.len() + 8);
     put_part(&mut evaluation, &server_part);
     put_part(&mut evaluation, &casting_part);
+    let evaluation_sha256: [u8; 32] = Sha256::digest(&evaluation).into();
+    let key_id = key_id_of(&public, &proven, &evaluation_sha256);
     Ok(ExportedKeys {
         lender: LenderKey { client: Some(client), key_id: key_id.clone() },
-        public: PublicKey { key: public, proven, key_id },
+        public: PublicKey { key: public, proven, evaluation_sha256, key_id },
         evaluation,
     })
 }
@@ -200,15 +206,22 @@ impl PublicKey {
         &self.key_id
     }
 
-    /// Serialized form, versioned by tfhe: the plain then the proof public
-    /// key.
+    /// SHA-256 of the key set's serialized evaluation key, which its id
+    /// covers.
+    pub fn evaluation_sha256(&self) -> &[u8; 32] {
+        &self.evaluation_sha256
+    }
+
+    /// Serialized form: a format tag, then the plain and the proof public
+    /// key (versioned by tfhe), then the evaluation key's SHA-256.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
+        let mut out = PUBLIC_KEY_TAG.to_vec();
         for key in [&self.key, &self.proven] {
             let mut part = Vec::new();
             safe_serialize(&WireRef(key), &mut part, PUBLIC_KEY_LIMIT).map_err(|e| Error::Fhe(e.to_string()))?;
             put_part(&mut out, &part);
         }
+        put_part(&mut out, &self.evaluation_sha256);
         Ok(out)
     }
 
@@ -219,7 +232,13 @@ impl PublicKey {
         if bytes.len() as u64 > 2 * PUBLIC_KEY_LIMIT {
             return Err(key_error("public key", format!("{} bytes is over the limit", bytes.len())));
         }
-        let mut rest = bytes;
+        let Some(mut rest) = bytes.strip_prefix(PUBLIC_KEY_TAG) else {
+            return Err(Error::Key(
+                "the public key is from an earlier version of jointscore, whose key set ids covered only the \
+                 public keys: generate a new key set (`jointscore lender keygen --force`) and register it again"
+                    .into(),
+            ));
+        };
         let mut read = |params: &CompactPublicKeyEncryptionParameters| -> Result<CompactPublicKey> {
             let part = take_part(&mut rest, PUBLIC_KEY_LIMIT).map_err(|e| key_error("public key", e))?;
             let Wire(key) =
@@ -228,11 +247,15 @@ impl PublicKey {
         };
         let key = read(&public_params()?)?;
         let proven = read(&PROOF_PARAMS)?;
+        let evaluation_sha256: [u8; 32] = take_part(&mut rest, 32)
+            .map_err(|e| key_error("public key", e))?
+            .try_into()
+            .map_err(|_| key_error("public key", "the evaluation key digest is not 32 bytes"))?;
         if !rest.is_empty() {
             return Err(key_error("public key", format!("{} trailing bytes", rest.len())));
         }
-        let key_id = key_id_of(&key, &proven);
-        Ok(PublicKey { key, proven, key_id })
+        let key_id = key_id_of(&key, &proven, &evaluation_sha256);
+        Ok(PublicKey { key, proven, evaluation_sha256, key_id })
     }
 }
 
@@ -248,6 +271,13 @@ impl EvaluationKey {
     /// evaluation key names its public key, so binding the two is the
     /// registration's job.
     pub fn from_compressed_bytes(bytes: &[u8], public: &PublicKey) -> Result<EvaluationKey> {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        if digest != public.evaluation_sha256 {
+            return Err(Error::Key(format!(
+                "the evaluation key is not the one key set {} names (its SHA-256 differs)",
+                public.key_id
+            )));
+        }
         let params = AtomicPatternParameters::from(PARAM_MESSAGE_2_CARRY_2_KS_PBS);
         let (msg, carry) = (params.message_modulus(), params.carry_modulus());
         // The radix server key keeps one carry's worth of headroom.

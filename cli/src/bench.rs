@@ -270,19 +270,8 @@ fn psi_network(args: &PsiArgs) -> Result<(), CliError> {
         };
         let coordinator = CoordinatorNode::start(config, store, bind().await?).await?;
         let party = PartyConfig {
-            name: "platform".into(),
-            listen: "127.0.0.1:0".into(),
-            advertise: None,
-            coordinator: coordinator.url(),
-            store: dir.path().join("platform.sqlite"),
-            approved_models: Vec::new(),
-            approved_stats: Vec::new(),
-            asset_registry: false,
-            psi_session_ttl_s: 600,
-            min_present_parties: 2,
-            lint_override: Vec::new(),
-            identity: None,
-            consortium: None,
+            trust_coordinator: true,
+            ..PartyConfig::new("platform", &coordinator.url(), dir.path().join("platform.sqlite"))
         };
         let records = Arc::new(RecordStore::open(&party.store)?);
         records.put_all(&theirs)?;

@@ -65,7 +65,9 @@ pub(crate) struct Connection {
     #[arg(long)]
     pub(crate) consortium: Option<PathBuf>,
     /// This member's identity key (`jointscore consortium init` makes it):
-    /// its client certificate under mutual TLS.
+    /// a lender signs its key registrations and decision requests with it
+    /// (parties contribute to nothing else), and it is the client
+    /// certificate under mutual TLS.
     #[arg(long, requires = "consortium")]
     pub(crate) identity: Option<PathBuf>,
 }
@@ -317,8 +319,23 @@ async fn connect(args: &LenderArgs) -> Result<Lender, CliError> {
     let source = model_source(&args.model)?;
     let target = args.connection.target()?;
     let mut lender = Lender::connect(target, Arc::new(keys), source, plan_kind(args.coordinator_side)).await?;
-    if let Some(consortium) = args.connection.consortium()? {
-        lender.require_signatures(consortium);
+    match (args.connection.consortium()?, &args.connection.identity) {
+        (Some(consortium), Some(path)) => {
+            // The member this identity key is: the name it signs as.
+            let key = NodeKey::read(path).map_err(|e| CliError::Usage(e.to_string()))?;
+            let member = consortium
+                .members
+                .iter()
+                .find(|m| m.public_key == key.public_hex())
+                .ok_or_else(|| {
+                    CliError::Usage(format!("the identity key {} is not a member of the consortium", path.display()))
+                })?
+                .name
+                .clone();
+            lender.sign_as(&member, Arc::new(key), consortium);
+        }
+        (Some(consortium), None) => lender.require_signatures(consortium),
+        _ => {}
     }
     Ok(lender)
 }

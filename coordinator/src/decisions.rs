@@ -57,6 +57,7 @@ impl Engine {
                 new.key_id
             )));
         }
+        self.check_attestation(&new)?;
         let model = model_for_id(&model_toml, &new.model_id)?;
         Plan::new(&model, new.plan)?;
         let parties = model.parties();
@@ -78,19 +79,17 @@ impl Engine {
             Inserted::New(job) => {
                 tracing::info!(job = %job.job_id, key_id = %new.key_id, "decision accepted");
                 if let Some(ledger) = &self.ledger {
+                    // Every member reads the ledger: the subject and the
+                    // absent list appear only as the lender's commitments.
+                    let signed = new.lender_request();
                     ledger.record(Event {
                         kind: EntryKind::DecisionRequest,
                         lender: self.store.key_owner(&new.key_id)?,
-                        subject: Some(new.subject.clone()),
-                        parties: parties.iter().filter(|p| !new.absent.contains(p)).cloned().collect(),
+                        subject: Some(signed.subject_commitment()),
                         job_id: Some(job.job_id.clone()),
                         model_id: Some(new.model_id.clone()),
                         key_id: Some(new.key_id.clone()),
-                        detail: if new.absent.is_empty() {
-                            String::new()
-                        } else {
-                            format!("absent: {}", new.absent.join(", "))
-                        },
+                        detail: format!("request {}; absent {}", new.request_id, signed.absent_commitment()),
                         ..Event::default()
                     });
                 }
@@ -104,9 +103,37 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// In a consortium, a request is the lender's words: signed by a
+    /// current lender, the same lender that registered the key set. (The
+    /// parties check the same; checking here first gives the lender a
+    /// precise refusal before anything is stored.)
+    fn check_attestation(&self, new: &NewJob) -> Result<()> {
+        let Some(consortium) = &self.consortium else { return Ok(()) };
+        let attestation = &new.attestation;
+        let signature = hex::decode(&attestation.signature).unwrap_or_default();
+        if signature.is_empty() || attestation.lender.is_empty() {
+            return Err(CoordinatorError::Unauthenticated(format!(
+                "request {} is not signed: in a consortium a lender signs each request with its identity key",
+                new.request_id
+            )));
+        }
+        new.lender_request()
+            .verify(consortium, &signature, crate::now_s())
+            .map_err(|e| CoordinatorError::Unauthenticated(format!("request {}: {e}", new.request_id)))?;
+        match self.store.key_owner(&new.key_id)? {
+            Some(owner) if owner == attestation.lender => Ok(()),
+            _ => Err(CoordinatorError::Denied(format!(
+                "key set {} is not registered by `{}`: a lender decides only under its own key sets",
+                new.key_id, attestation.lender
+            ))),
+        }
+    }
+}
+
 /// The job a retried request names, if it asked for the same thing.
 fn existing(job: JobRecord, asked: &NewJob) -> Result<Accepted> {
-    if &job.request != asked {
+    if !job.request.same_request(asked) {
         return Err(CoordinatorError::Conflict(format!(
             "request id {} (a job for another key set, model, subject, plan or set of absent parties)",
             asked.request_id

@@ -55,6 +55,10 @@ pub enum CoordinatorError {
     /// requester that is not a consortium lender).
     #[error("{0}")]
     Denied(String),
+    /// A signature a request must carry is missing or does not verify (a
+    /// key set or a decision request not signed by a current lender).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// A PSI query names a session the coordinator does not hold (never
     /// opened, or lost in a restart).
     #[error("no PSI session `{0}`; open a new one")]
@@ -99,6 +103,7 @@ impl CoordinatorError {
             CoordinatorError::ShuttingDown => Code::Unavailable,
             CoordinatorError::NotReady { .. } => Code::FailedPrecondition,
             CoordinatorError::Denied(_) => Code::PermissionDenied,
+            CoordinatorError::Unauthenticated(_) => Code::Unauthenticated,
             CoordinatorError::UnknownSession(_) => Code::NotFound,
             CoordinatorError::SessionExpired(_) => Code::FailedPrecondition,
             CoordinatorError::Psi(_) => Code::InvalidArgument,

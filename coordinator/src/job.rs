@@ -1,6 +1,7 @@
 //! Decision jobs as the store keeps them.
 
 use jointscore_circuits::PlanKind;
+use jointscore_identity::LenderRequest;
 use serde::{Deserialize, Serialize};
 
 /// Where a job is. `Done` and `Failed` are terminal.
@@ -59,6 +60,47 @@ pub struct NewJob {
     /// Parties the lender's alignment found not to hold the subject: not
     /// asked, their features missing. Sorted, no repeats.
     pub absent: Vec<String>,
+    /// The lender's attestation over the request, forwarded unchanged to
+    /// the parties. Not part of what makes a retry "the same request": a
+    /// retry signs afresh, and the first attestation stands.
+    pub attestation: Attestation,
+}
+
+impl NewJob {
+    /// Whether `other` asks for the same thing (its attestation aside).
+    pub fn same_request(&self, other: &NewJob) -> bool {
+        (&self.request_id, &self.key_id, &self.model_id, &self.subject, self.plan, &self.absent)
+            == (&other.request_id, &other.key_id, &other.model_id, &other.subject, other.plan, &other.absent)
+    }
+
+    /// The request in the lender's words, as it signed it.
+    pub fn lender_request(&self) -> LenderRequest {
+        LenderRequest {
+            request_id: self.request_id.clone(),
+            lender: self.attestation.lender.clone(),
+            key_id: self.key_id.clone(),
+            model_id: self.model_id.clone(),
+            plan: self.plan.name().into(),
+            subject: self.subject.clone(),
+            absent: self.absent.clone(),
+            time_ms: self.attestation.time_ms,
+            salt: self.attestation.salt.clone(),
+        }
+    }
+}
+
+/// What a lender adds to its request: who it is, when it asked, the salt
+/// of the ledger's commitments, and its signature over all of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    /// The lender's consortium member name.
+    pub lender: String,
+    /// When it signed, in milliseconds since the unix epoch.
+    pub time_ms: u64,
+    /// The commitments' salt, 64 hex digits.
+    pub salt: String,
+    /// The ed25519 signature, hex; empty for a lender without an identity.
+    pub signature: String,
 }
 
 /// A job as stored.
@@ -95,6 +137,9 @@ pub struct SignedContribution {
     pub signed_ms: u64,
     /// The ed25519 signature, hex.
     pub signature: String,
+    /// The consent record the party relied on, empty where it keeps none.
+    #[serde(default)]
+    pub consent: String,
 }
 
 /// Costs of one job, all measured at the coordinator except

@@ -8,7 +8,10 @@
 //! coordinator re-runs every job the store holds in a non-terminal state, so
 //! an accepted job completes or fails visibly across restarts; it is never
 //! lost. (Contributions are not persisted: a recovered job asks the parties
-//! again, which is safe because contributing has no side effect.)
+//! again. A party in a consortium answers each signed lender request once
+//! and only while it is fresh, so a job recovered after its parties
+//! answered fails naming the replay, and the lender asks again under a new
+//! request id.)
 //!
 //! It also relays private set intersection sessions (`jointscore-psi`):
 //! lenders align their subject lists with each party, and consortium
@@ -40,9 +43,16 @@ pub use config::CoordinatorConfig;
 pub use drain::Drained;
 pub use error::{CoordinatorError, Result};
 pub use job::{
-    DroppedParty, JobRecord, JobState, NewJob, NewStatsJob, SignedContribution, StatsEntry, StatsJobRecord,
-    StatsOutcome, Timings,
+    Attestation, DroppedParty, JobRecord, JobState, NewJob, NewStatsJob, SignedContribution, StatsEntry,
+    StatsJobRecord, StatsOutcome, Timings,
 };
+pub use keys::SignedRegistration;
 pub use server::CoordinatorNode;
 pub use service::CoordinatorService;
 pub use store::{Inserted, JobStore, SqliteStore};
+
+/// The time in unix seconds (0 if the clock is before the epoch), for
+/// membership expiry checks.
+pub(crate) fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

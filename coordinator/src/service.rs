@@ -28,7 +28,7 @@ use crate::decisions::DecisionRequest;
 use crate::engine::Engine;
 use crate::error::{CoordinatorError, Result};
 use crate::job::JobState;
-use crate::keys::KeyRegistration;
+use crate::keys::{KeyRegistration, SignedRegistration};
 use crate::psi::PsiRelay;
 use crate::wire::{field, party_registration, stats_request};
 
@@ -136,11 +136,18 @@ impl CoordinatorService {
                 _ => return Err(CoordinatorError::Invalid("a key upload has exactly one header".into())),
             }
         }
+        if !header.signature.is_empty() && header.signature.len() != jointscore_identity::SIGNATURE_BYTES {
+            return Err(CoordinatorError::Invalid("`signature` of a key registration must be 64 bytes".into()));
+        }
+        if !header.consortium.is_empty() {
+            field("consortium", &header.consortium)?;
+        }
         let registration = KeyRegistration {
             key_id: header.key_id,
             lender: header.lender,
             public: public.finish()?,
             evaluation: evaluation.finish()?,
+            signed: SignedRegistration { consortium: header.consortium, signature: hex::encode(&header.signature) },
         };
         self.engine.register_keys(registration).await
     }
@@ -250,6 +257,27 @@ impl Coordinator for CoordinatorService {
             .public_key(&key_id)?
             .ok_or_else(|| Status::not_found(format!("key set {key_id} is not registered")))?;
         Ok(Response::new(stream_of(&bytes)))
+    }
+
+    async fn get_key_registration(
+        &self,
+        request: Request<GetPublicKeyRequest>,
+    ) -> std::result::Result<Response<pb::KeyRegistrationInfo>, Status> {
+        self.admit(&request, &[Role::Party, Role::Lender])?;
+        let key_id = request.into_inner().key_id;
+        let (lender, signed) = self
+            .engine
+            .store
+            .key_registration(&key_id)?
+            .ok_or_else(|| Status::not_found(format!("key set {key_id} is not registered")))?;
+        Ok(Response::new(pb::KeyRegistrationInfo {
+            key_id,
+            lender,
+            consortium: signed.consortium,
+            // Written by this coordinator as hex; an unreadable one is sent
+            // empty and the party refuses the key set, loudly.
+            signature: hex::decode(&signed.signature).unwrap_or_default(),
+        }))
     }
 
     async fn decide(&self, request: Request<DecideRequest>) -> std::result::Result<Response<DecideResponse>, Status> {

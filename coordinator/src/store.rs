@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{CoordinatorError, Result};
 use crate::job::{JobRecord, JobState, NewJob, NewStatsJob, SignedContribution, StatsJobRecord, StatsOutcome, Timings};
+use crate::keys::SignedRegistration;
 
 /// What [`JobStore::insert_job`] (or [`JobStore::insert_stats_job`]) did.
 #[derive(Debug)]
@@ -40,7 +41,16 @@ pub trait JobStore: Send + Sync + 'static {
     /// Records a lender key set: its public key and compressed evaluation
     /// key, as received. Registering the same id again replaces it (the
     /// service only lets identical bytes through).
-    fn put_key_set(&self, key_id: &str, lender: &str, public: &[u8], evaluation: &[u8]) -> Result<()>;
+    fn put_key_set(
+        &self,
+        key_id: &str,
+        lender: &str,
+        signed: &SignedRegistration,
+        public: &[u8],
+        evaluation: &[u8],
+    ) -> Result<()>;
+    /// Who registered a key set, and its signed registration.
+    fn key_registration(&self, key_id: &str) -> Result<Option<(String, SignedRegistration)>>;
     /// A key set's public key bytes.
     fn public_key(&self, key_id: &str) -> Result<Option<Vec<u8>>>;
     /// A key set's compressed evaluation key bytes.
@@ -125,6 +135,12 @@ impl std::ops::DerefMut for Conn<'_> {
     }
 }
 
+/// The store's format version (SQLite's `user_version`). Version 2: key
+/// sets carry their lender's signed registration, jobs the lender's
+/// attestation, and the ledger commitments instead of subjects. Stores of
+/// other versions are refused with how to migrate.
+const STORE_VERSION: i64 = 2;
+
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
@@ -132,7 +148,7 @@ CREATE TABLE IF NOT EXISTS parties (
     name TEXT PRIMARY KEY, address TEXT NOT NULL, updated_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS key_sets (
     key_id TEXT PRIMARY KEY, lender TEXT NOT NULL, public BLOB NOT NULL, evaluation BLOB NOT NULL,
-    created_ms INTEGER NOT NULL);
+    created_ms INTEGER NOT NULL, registration TEXT NOT NULL DEFAULT '{}');
 CREATE TABLE IF NOT EXISTS models (model_id TEXT PRIMARY KEY, toml TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -141,7 +157,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     key_id TEXT NOT NULL, model_id TEXT NOT NULL, subject TEXT NOT NULL, plan TEXT NOT NULL,
     state TEXT NOT NULL, code INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
     timings TEXT NOT NULL DEFAULT '{}', result BLOB,
-    created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+    created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+    absent TEXT NOT NULL DEFAULT '[]', contributions TEXT NOT NULL DEFAULT '[]',
+    attestation TEXT NOT NULL DEFAULT '{}');
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE TABLE IF NOT EXISTS stats_jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -184,7 +202,7 @@ fn checked_stats_job((mut job, state, outcome): (StatsJobRecord, String, String)
     Ok(job)
 }
 
-const JOB_COLUMNS: &str = "job_id, request_id, key_id, model_id, subject, plan, state, code, reason, timings, COALESCE(LENGTH(result), 0), absent, contributions";
+const JOB_COLUMNS: &str = "job_id, request_id, key_id, model_id, subject, plan, state, code, reason, timings, COALESCE(LENGTH(result), 0), absent, contributions, attestation";
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -219,6 +237,8 @@ fn row_to_job(row: &Row<'_>) -> rusqlite::Result<(JobRecord, String, String)> {
             // would tell absent parties the subject.
             absent: serde_json::from_str(&row.get::<_, String>(11)?)
                 .map_err(|e| rusqlite::Error::FromSqlConversionFailure(11, rusqlite::types::Type::Text, Box::new(e)))?,
+            // Unreadable, parties refuse the request's missing signature.
+            attestation: serde_json::from_str(&row.get::<_, String>(13)?).unwrap_or_default(),
         },
         state: JobState::Failed,
         code: row.get(7)?,
@@ -236,22 +256,23 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         create_private(path).map_err(|e| CoordinatorError::Store(format!("{}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(|e| CoordinatorError::Store(format!("{}: {e}", path.display())))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let tables: i64 =
+            conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'jobs'", [], |r| {
+                r.get(0)
+            })?;
+        if tables > 0 && version != STORE_VERSION {
+            return Err(CoordinatorError::Store(format!(
+                "{} was written by an earlier version of jointscore (store version {version}, this one reads \
+                 {STORE_VERSION}): its key sets are not signed by their lenders and its ledger names subjects in \
+                 the clear. Keep it for its ledger (`jointscore audit show` against the old version), start this \
+                 coordinator on a new store file, and have each lender run `jointscore lender keygen --force` and \
+                 `jointscore lender register` again",
+                path.display()
+            )));
+        }
         conn.execute_batch(SCHEMA)?;
-        // Stores from before alignment and signed contributions lack these.
-        for column in ["absent", "contributions"] {
-            let present: bool =
-                conn.prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = ?1")?.exists([column])?;
-            if !present {
-                conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {column} TEXT NOT NULL DEFAULT '[]'"))?;
-            }
-        }
-        // Stores from before statistics jobs had owners: their jobs have
-        // none, and only a caller without mutual TLS may read them.
-        let owned: bool =
-            conn.prepare("SELECT 1 FROM pragma_table_info('stats_jobs') WHERE name = 'owner'")?.exists([])?;
-        if !owned {
-            conn.execute_batch("ALTER TABLE stats_jobs ADD COLUMN owner TEXT")?;
-        }
+        conn.execute_batch(&format!("PRAGMA user_version = {STORE_VERSION}"))?;
         Ok(SqliteStore { conn: Mutex::new(Some(conn)) })
     }
 
@@ -307,14 +328,38 @@ impl JobStore for SqliteStore {
         Ok(self.conn()?.query_row("SELECT address FROM parties WHERE name = ?1", [name], |r| r.get(0)).optional()?)
     }
 
-    fn put_key_set(&self, key_id: &str, lender: &str, public: &[u8], evaluation: &[u8]) -> Result<()> {
+    fn put_key_set(
+        &self,
+        key_id: &str,
+        lender: &str,
+        signed: &SignedRegistration,
+        public: &[u8],
+        evaluation: &[u8],
+    ) -> Result<()> {
+        let signed = serde_json::to_string(signed).map_err(|e| CoordinatorError::Store(e.to_string()))?;
         self.conn()?.execute(
-            "INSERT INTO key_sets (key_id, lender, public, evaluation, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO key_sets (key_id, lender, public, evaluation, created_ms, registration)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT(key_id) DO UPDATE SET lender = excluded.lender, public = excluded.public,
-                 evaluation = excluded.evaluation",
-            params![key_id, lender, public, evaluation, now_ms()],
+                 evaluation = excluded.evaluation, registration = excluded.registration",
+            params![key_id, lender, public, evaluation, now_ms(), signed],
         )?;
         Ok(())
+    }
+
+    fn key_registration(&self, key_id: &str) -> Result<Option<(String, SignedRegistration)>> {
+        let row: Option<(String, String)> = self
+            .conn()?
+            .query_row("SELECT lender, registration FROM key_sets WHERE key_id = ?1", [key_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        row.map(|(lender, signed)| {
+            let signed = serde_json::from_str(&signed)
+                .map_err(|e| CoordinatorError::Store(format!("key set {key_id}: unreadable registration: {e}")))?;
+            Ok((lender, signed))
+        })
+        .transpose()
     }
 
     fn public_key(&self, key_id: &str) -> Result<Option<Vec<u8>>> {
@@ -358,8 +403,9 @@ impl JobStore for SqliteStore {
         let job_id = job_id_for(&job.request_id);
         let now = now_ms();
         tx.execute(
-            "INSERT INTO jobs (job_id, request_id, key_id, model_id, subject, plan, absent, state, created_ms, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'accepted', ?8, ?8)",
+            "INSERT INTO jobs (job_id, request_id, key_id, model_id, subject, plan, absent, state, created_ms, updated_ms,
+                 attestation)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'accepted', ?8, ?8, ?9)",
             params![
                 job_id,
                 job.request_id,
@@ -368,7 +414,8 @@ impl JobStore for SqliteStore {
                 job.subject,
                 plan_name(job.plan),
                 serde_json::to_string(&job.absent).map_err(|e| CoordinatorError::Store(e.to_string()))?,
-                now
+                now,
+                serde_json::to_string(&job.attestation).map_err(|e| CoordinatorError::Store(e.to_string()))?,
             ],
         )?;
         let created = SqliteStore::read_job(&tx, &job_id)?
@@ -572,6 +619,7 @@ impl JobStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::Attestation;
 
     fn new_job(request_id: &str) -> NewJob {
         NewJob {
@@ -581,15 +629,21 @@ mod tests {
             subject: "s".into(),
             plan: PlanKind::Pushdown,
             absent: vec!["bank".into()],
+            attestation: Attestation {
+                lender: "lender".into(),
+                time_ms: 1,
+                salt: "ab".repeat(32),
+                signature: String::new(),
+            },
         }
     }
 
     #[test]
-    fn a_store_from_before_alignment_gains_the_absent_column() {
+    fn a_store_from_an_earlier_version_is_refused_with_how_to_migrate() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("old.sqlite");
         {
-            // The jobs table as it was before `absent` existed, with a job.
+            // The jobs table as an earlier version left it (user_version 0).
             let conn = Connection::open(&path).expect("open");
             conn.execute_batch(
                 "CREATE TABLE jobs (
@@ -604,14 +658,21 @@ mod tests {
             )
             .expect("old schema");
         }
-        let store = SqliteStore::open(&path).expect("migrates");
-        let old = store.job("job-old").expect("read").expect("kept");
-        assert!(old.request.absent.is_empty());
-        assert_eq!(store.unfinished().expect("unfinished").len(), 1, "the old job is still resumed");
+        let e = SqliteStore::open(&path).err().expect("refused");
+        let message = e.to_string();
+        assert!(message.contains("earlier version") && message.contains("lender keygen --force"), "{message}");
+        // Nothing was changed: the old job is still there, untouched.
+        let conn = Connection::open(&path).expect("open");
+        let subject: String = conn.query_row("SELECT subject FROM jobs", [], |r| r.get(0)).expect("kept");
+        assert_eq!(subject, "s");
+        drop(conn);
+        // A new store opens, and opens again.
+        let fresh = dir.path().join("new.sqlite");
+        let store = SqliteStore::open(&fresh).expect("new");
         let Inserted::New(new) = store.insert_job(&new_job("r-new")).expect("insert") else { panic!("new") };
-        assert_eq!(new.request.absent, ["bank"]);
+        assert_eq!(new.request.attestation.lender, "lender");
         drop(store);
-        SqliteStore::open(&path).expect("reopening a migrated store is a no-op");
+        SqliteStore::open(&fresh).expect("reopening is a no-op");
     }
 
     #[test]
@@ -656,6 +717,7 @@ mod tests {
             ciphertext_sha256: "ab".repeat(32),
             signed_ms: 7,
             signature: "cd".repeat(64),
+            consent: "consent-1".into(),
         };
         store.complete(&a.job_id, b"ct", &t, std::slice::from_ref(&signed)).expect("complete");
         // A stale worker cannot move a finished job.
@@ -686,7 +748,7 @@ mod tests {
         store.put_party("bank", "http://b").expect("move");
         assert_eq!(store.party_address("bank").expect("read").as_deref(), Some("http://b"));
         assert_eq!(store.party_address("platform").expect("read"), None);
-        store.put_key_set("k1", "lender", b"pk", b"ek").expect("put");
+        store.put_key_set("k1", "lender", &SignedRegistration::default(), b"pk", b"ek").expect("put");
         assert_eq!(store.public_key("k1").expect("read").as_deref(), Some(&b"pk"[..]));
         assert_eq!(store.evaluation_key("k1").expect("read").as_deref(), Some(&b"ek"[..]));
         assert_eq!(store.public_key("k2").expect("read"), None);

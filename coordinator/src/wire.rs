@@ -13,7 +13,9 @@ use jointscore_proto::v1 as pb;
 
 use crate::decisions::{Accepted, DecisionRequest};
 use crate::error::{CoordinatorError, Result};
-use crate::job::{JobRecord, JobState, NewJob, NewStatsJob, StatsJobRecord};
+use jointscore_identity::{SALT_BYTES, SIGNATURE_BYTES};
+
+use crate::job::{Attestation, JobRecord, JobState, NewJob, NewStatsJob, StatsJobRecord};
 
 /// Longest id, name or address accepted in a request field, in bytes.
 pub(crate) const FIELD_LIMIT: usize = 256;
@@ -47,6 +49,20 @@ impl TryFrom<pb::DecideRequest> for DecisionRequest {
         }
         absent.sort();
         absent.dedup();
+        if r.salt.len() != 2 * SALT_BYTES || hex::decode(&r.salt).is_err() {
+            return Err(CoordinatorError::Invalid(format!(
+                "`salt` must be {} hex digits (a fresh random salt per request)",
+                2 * SALT_BYTES
+            )));
+        }
+        if !r.signature.is_empty() && r.signature.len() != SIGNATURE_BYTES {
+            return Err(CoordinatorError::Invalid(format!("`signature` must be {SIGNATURE_BYTES} bytes")));
+        }
+        if !r.lender.is_empty() {
+            field("lender", &r.lender)?;
+        }
+        let attestation =
+            Attestation { lender: r.lender, time_ms: r.time_ms, salt: r.salt, signature: hex::encode(&r.signature) };
         let job = NewJob {
             request_id: r.request_id,
             key_id: r.key_id,
@@ -54,6 +70,7 @@ impl TryFrom<pb::DecideRequest> for DecisionRequest {
             subject: r.subject,
             plan,
             absent,
+            attestation,
         };
         Ok(DecisionRequest { job, model_toml: r.model_toml })
     }
@@ -124,8 +141,10 @@ impl From<&JobRecord> for pb::Job {
                     // Written by this coordinator as hex; an unreadable one
                     // is sent empty and fails the lender's check, loudly.
                     signature: hex::decode(&c.signature).unwrap_or_default(),
+                    consent: c.consent.clone(),
                 })
                 .collect(),
+            salt: job.request.attestation.salt.clone(),
         }
     }
 }
@@ -170,6 +189,10 @@ mod tests {
             subject: "seller-1".into(),
             plan: pb::PlanKind::Pushdown as i32,
             absent: vec!["bank".into(), "bank".into(), "a".into()],
+            lender: "lender".into(),
+            time_ms: 1,
+            salt: "ab".repeat(32),
+            signature: vec![],
         }
     }
 
@@ -193,6 +216,17 @@ mod tests {
             let err = DecisionRequest::try_from(r).expect_err(name);
             assert!(matches!(err, CoordinatorError::Invalid(_)), "{err}");
             assert!(err.to_string().contains(&format!("`{name}`")), "{name}: {err}");
+        }
+        for (says, edit) in [
+            ("`salt`", Box::new(|r: &mut pb::DecideRequest| r.salt = "ab".into()) as Box<dyn Fn(&mut _)>),
+            ("`salt`", Box::new(|r: &mut pb::DecideRequest| r.salt = "zz".repeat(32))),
+            ("`signature`", Box::new(|r: &mut pb::DecideRequest| r.signature = vec![1; 63])),
+            ("`lender`", Box::new(|r: &mut pb::DecideRequest| r.lender = "a\u{7}".into())),
+        ] {
+            let mut r = request();
+            edit(&mut r);
+            let err = DecisionRequest::try_from(r).expect_err(says);
+            assert!(err.to_string().contains(says), "{says}: {err}");
         }
         let mut r = request();
         r.plan = 99;

@@ -15,6 +15,10 @@
 //! for the member expected ([`MemberVerifier`] on the client side,
 //! [`Consortium::member_by_certificate`] on the server side).
 //!
+//! [`KeyRegistration`] and [`LenderRequest`] are what a lender signs: that a
+//! key set is its own, and each decision request, so a party can refuse a
+//! key set or a request the coordinator made up.
+//!
 //! [`ContributionEnvelope`] is what a party signs for each contribution:
 //! the job, subject, model, lender key set, the SHA-256 of the ciphertext
 //! bytes and the time. The coordinator verifies it before evaluating, and
@@ -30,6 +34,7 @@ mod consortium;
 mod envelope;
 mod error;
 mod key;
+mod request;
 mod roster;
 mod tls;
 
@@ -37,5 +42,6 @@ pub use consortium::{Consortium, Member, Proofs, Role};
 pub use envelope::{CONTRIBUTION_DOMAIN, ContributionBinding, ContributionEnvelope, PROOF_DOMAIN, ciphertext_sha256};
 pub use error::{IdentityError, Result};
 pub use key::{NodeKey, PUBLIC_KEY_HEX, SIGNATURE_BYTES, verify_with};
+pub use request::{KEY_REGISTRATION_DOMAIN, KeyRegistration, LenderRequest, REQUEST_DOMAIN, SALT_BYTES, opens_subject};
 pub use roster::{AdvertisedKeys, RoundBinding, SECAGG_ADVERTISE_DOMAIN, SECAGG_SURVIVORS_DOMAIN};
 pub use tls::{MemberVerifier, certificate_der};

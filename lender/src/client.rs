@@ -2,7 +2,7 @@
 //! fetch and decrypt results.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jointscore_circuits::fhe::EncryptedResult;
 use jointscore_circuits::wire::RESULT_LIMIT;
@@ -19,7 +19,7 @@ use jointscore_proto::{CHUNK_SIZE, MESSAGE_LIMIT, collect};
 use tonic::Code;
 use tonic::transport::Channel;
 
-use jointscore_identity::{Consortium, ContributionEnvelope};
+use jointscore_identity::{Consortium, ContributionEnvelope, KeyRegistration, LenderRequest, NodeKey};
 
 use crate::error::{LenderError, Result};
 use crate::keys::LenderKeys;
@@ -33,6 +33,18 @@ pub struct Lender {
     /// When set, every decision must come with a valid signature by each
     /// party that was asked.
     consortium: Option<Arc<Consortium>>,
+    /// Who this lender is, and the key it signs registrations and requests
+    /// with.
+    signer: Option<Signer>,
+}
+
+/// A lender's consortium identity: its member name, identity key and the
+/// consortium's name.
+#[derive(Clone)]
+struct Signer {
+    name: String,
+    key: Arc<NodeKey>,
+    consortium: String,
 }
 
 /// Where one decision's time went, as the lender sees it.
@@ -105,7 +117,17 @@ impl Lender {
         let model = Model::from_toml(&model_toml)?;
         let plan = Arc::new(Plan::new(&model, kind)?);
         let client = coordinator_client(&target.into()).await?;
-        Ok(Lender { client, keys, model_toml, plan, consortium: None })
+        Ok(Lender { client, keys, model_toml, plan, consortium: None, signer: None })
+    }
+
+    /// Signs every key registration and decision request as the consortium
+    /// member `name` with `key`, and (as [`Lender::require_signatures`])
+    /// checks every party's signature against `consortium`. Parties with a
+    /// consortium file contribute only to requests a current lender signed,
+    /// under a key set the same lender registered.
+    pub fn sign_as(&mut self, name: &str, key: Arc<NodeKey>, consortium: Arc<Consortium>) {
+        self.signer = Some(Signer { name: name.into(), key, consortium: consortium.name.clone() });
+        self.consortium = Some(consortium);
     }
 
     /// Requires, for every decision, a valid signed envelope from each party
@@ -123,6 +145,10 @@ impl Lender {
         let Some(consortium) = &self.consortium else { return Ok(()) };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let unverified = |m: String| LenderError::Unverified { job: job.job_id.clone(), message: m };
+        let commitment =
+            LenderRequest { subject: job.subject.clone(), salt: job.salt.clone(), ..LenderRequest::default() }
+                .subject_commitment();
+        let lender = self.signer.as_ref().map(|s| s.name.clone()).unwrap_or_default();
         for party in self.plan.model().parties().iter().filter(|p| !job.absent.contains(p)) {
             let signed = job
                 .contributions
@@ -130,11 +156,14 @@ impl Lender {
                 .find(|c| &c.party == party)
                 .ok_or_else(|| unverified(format!("no signed contribution from party `{party}`")))?;
             let envelope = ContributionEnvelope {
+                request_id: job.request_id.clone(),
+                lender: lender.clone(),
                 job_id: job.job_id.clone(),
-                subject: job.subject.clone(),
+                subject: commitment.clone(),
                 model_id: job.model_id.clone(),
                 key_id: job.key_id.clone(),
                 party: party.clone(),
+                consent: signed.consent.clone(),
                 ciphertext_sha256: signed.ciphertext_sha256.clone(),
                 time_ms: signed.signed_ms,
             };
@@ -161,12 +190,25 @@ impl Lender {
     pub async fn register(&mut self, lender: &str) -> Result<String> {
         let public = self.keys.public.to_bytes()?;
         let evaluation = &self.keys.evaluation;
+        let (consortium, signature) = match &self.signer {
+            Some(signer) => {
+                let statement = KeyRegistration {
+                    key_id: self.keys.id().to_string(),
+                    lender: lender.to_string(),
+                    consortium: signer.consortium.clone(),
+                };
+                (signer.consortium.clone(), statement.sign(&signer.key).to_vec())
+            }
+            None => (String::new(), Vec::new()),
+        };
         let mut messages = vec![KeyUpload {
             part: Some(Part::Header(KeyHeader {
                 key_id: self.keys.id().to_string(),
                 lender: lender.to_string(),
                 public_len: public.len() as u64,
                 evaluation_len: evaluation.len() as u64,
+                consortium,
+                signature,
             })),
         }];
         messages.extend(public.chunks(CHUNK_SIZE).map(|c| KeyUpload { part: Some(Part::PublicChunk(c.to_vec())) }));
@@ -186,14 +228,30 @@ impl Lender {
     /// (those the lender's alignment found not to hold it): their features
     /// count as missing.
     pub async fn submit_with(&mut self, subject: &str, request_id: &str, absent: &[String]) -> Result<DecideResponse> {
-        let request = DecideRequest {
+        let signed = LenderRequest {
             request_id: request_id.into(),
+            lender: self.signer.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
             key_id: self.keys.id().into(),
             model_id: self.plan.model().id().into(),
-            model_toml: self.model_toml.clone(),
+            plan: self.plan.kind().name().into(),
             subject: subject.into(),
-            plan: plan_to_wire(self.plan.kind()),
             absent: absent.to_vec(),
+            time_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            salt: LenderRequest::fresh_salt(),
+        };
+        let signature = self.signer.as_ref().map(|s| signed.sign(&s.key).to_vec()).unwrap_or_default();
+        let request = DecideRequest {
+            request_id: signed.request_id,
+            key_id: signed.key_id,
+            model_id: signed.model_id,
+            model_toml: self.model_toml.clone(),
+            subject: signed.subject,
+            plan: plan_to_wire(self.plan.kind()),
+            absent: signed.absent,
+            lender: signed.lender,
+            time_ms: signed.time_ms,
+            salt: signed.salt,
+            signature,
         };
         Ok(self.client.decide(request).await?.into_inner())
     }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use jointscore_circuits::PlanKind;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PartyError, Result};
@@ -13,7 +14,13 @@ use crate::error::{PartyError, Result};
 /// listen = "127.0.0.1:7103"            # where the node serves gRPC
 /// coordinator = "http://127.0.0.1:7100"
 /// store = "bank.sqlite"                # relative to this file
-/// approved_models = ["5f0c…"]          # model ids this operator allows
+/// approved_models = ["5f0c…"]          # model ids this operator allows,
+///                                      # for every current lender, pushdown
+///                                      # plan only
+/// [[approval]]                         # or per lender and plan kind
+/// model = "5f0c…"
+/// lenders = ["lender"]
+/// plans = ["pushdown", "coordinator-side"]   # the second is an opt-in
 /// approved_stats = ["9a1e…"]           # stats spec ids this operator allows
 /// asset_registry = true                # a consortium lender's node: answer
 ///                                      # duplicate-financing checks
@@ -74,6 +81,32 @@ pub struct PartyConfig {
     /// node's data alone.
     #[serde(default = "default_min_present")]
     pub min_present_parties: usize,
+    /// Approvals naming lenders and plan kinds (beside `approved_models`).
+    #[serde(default, rename = "approval")]
+    pub approvals: Vec<Approval>,
+    /// Without a consortium file a party cannot check who asks: it then
+    /// serves only when its operator says so here (development setups).
+    #[serde(default)]
+    pub trust_coordinator: bool,
+    /// How old (or how far in the future, for clock skew) a lender's signed
+    /// request may be, in seconds (default 300). A request is answered once
+    /// and only inside this window, so a coordinator cannot replay it.
+    #[serde(default = "default_request_max_age")]
+    pub request_max_age_s: u64,
+    /// Most decisions about one subject one lender may ask of this party
+    /// per `subject_window_s` (default 20): repeated decisions on the same
+    /// subject are an oracle on its features.
+    #[serde(default = "default_subject_limit")]
+    pub subject_decision_limit: u32,
+    /// The window of `subject_decision_limit`, in seconds (default 86400).
+    #[serde(default = "default_subject_window")]
+    pub subject_window_s: u64,
+    /// Parties this node lets a lender name absent although a revealed
+    /// output depends on their features (default none): otherwise a
+    /// request must leave present every party the outputs depend on, so a
+    /// lender cannot difference out one party's contribution.
+    #[serde(default)]
+    pub allow_absent: Vec<String>,
     /// Approved model ids this node contributes to even though
     /// `jointscore model lint` finds that a revealed output shows one
     /// party's feature (an explicit, named override; default none).
@@ -85,6 +118,61 @@ fn default_min_present() -> usize {
     2
 }
 
+fn default_request_max_age() -> u64 {
+    300
+}
+
+fn default_subject_limit() -> u32 {
+    20
+}
+
+fn default_subject_window() -> u64 {
+    86_400
+}
+
+/// One approval: a model, the lenders it is approved for, and the plan
+/// kinds.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// The model id.
+    pub model: String,
+    /// The lenders (consortium member names) it is approved for; at least
+    /// one.
+    pub lenders: Vec<String>,
+    /// The plan kinds: `pushdown` (the default) and, as an explicit opt-in,
+    /// `coordinator-side`, which sends the party's raw (clamped) features
+    /// into the circuit.
+    #[serde(default = "default_plans")]
+    pub plans: Vec<String>,
+}
+
+fn default_plans() -> Vec<String> {
+    vec!["pushdown".into()]
+}
+
+impl PartyConfig {
+    /// Whether `lender` may have `model_id` evaluated under `plan`:
+    /// `Err` names what is missing (for the refusal's message).
+    pub fn approves(&self, model_id: &str, lender: &str, plan: PlanKind) -> std::result::Result<(), String> {
+        let listed = self.approvals.iter().filter(|a| a.model == model_id).collect::<Vec<_>>();
+        if listed.is_empty() && !self.approved_models.iter().any(|m| m == model_id) {
+            return Err(String::new());
+        }
+        let for_lender = listed.iter().filter(|a| a.lenders.iter().any(|l| l == lender)).collect::<Vec<_>>();
+        let shorthand = self.approved_models.iter().any(|m| m == model_id);
+        if for_lender.is_empty() && !shorthand {
+            return Err(format!("for lender `{lender}`"));
+        }
+        let planned = for_lender.iter().any(|a| a.plans.iter().any(|p| p == plan.name()))
+            || (shorthand && plan == PlanKind::Pushdown);
+        if !planned {
+            return Err(format!("for the {} plan", plan.name()));
+        }
+        Ok(())
+    }
+}
+
 fn default_psi_ttl() -> u64 {
     600
 }
@@ -94,6 +182,34 @@ fn default_listen() -> String {
 }
 
 impl PartyConfig {
+    /// A configuration with every default: named `name`, serving on any
+    /// free loopback port, its records in `store`, approving nothing, with
+    /// no identity and no consortium (so it serves only with
+    /// `trust_coordinator` set).
+    pub fn new(name: &str, coordinator: &str, store: PathBuf) -> PartyConfig {
+        PartyConfig {
+            name: name.into(),
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
+            coordinator: coordinator.into(),
+            store,
+            approved_models: Vec::new(),
+            approved_stats: Vec::new(),
+            asset_registry: false,
+            psi_session_ttl_s: default_psi_ttl(),
+            identity: None,
+            consortium: None,
+            min_present_parties: default_min_present(),
+            approvals: Vec::new(),
+            trust_coordinator: false,
+            request_max_age_s: default_request_max_age(),
+            subject_decision_limit: default_subject_limit(),
+            subject_window_s: default_subject_window(),
+            allow_absent: Vec::new(),
+            lint_override: Vec::new(),
+        }
+    }
+
     /// Reads a configuration file; a relative `store` is taken relative to
     /// the file's directory.
     pub fn load(path: &Path) -> Result<PartyConfig> {
@@ -131,9 +247,33 @@ impl PartyConfig {
         if !(1..=3600).contains(&config.psi_session_ttl_s) {
             return Err(PartyError::Config("`psi_session_ttl_s` must be 1 to 3600".into()));
         }
+        if !(1..=86_400).contains(&config.request_max_age_s) {
+            return Err(PartyError::Config("`request_max_age_s` must be 1 to 86400".into()));
+        }
+        if config.subject_decision_limit == 0 || config.subject_window_s == 0 {
+            return Err(PartyError::Config("`subject_decision_limit` and `subject_window_s` must be positive".into()));
+        }
+        for approval in &config.approvals {
+            if approval.lenders.is_empty() || approval.lenders.iter().any(|l| l.trim().is_empty()) {
+                return Err(PartyError::Config(format!(
+                    "the approval of model `{}` must name its lenders (`lenders = [\"…\"]`)",
+                    approval.model
+                )));
+            }
+            if approval.plans.is_empty() {
+                return Err(PartyError::Config(format!("the approval of model `{}` names no plan", approval.model)));
+            }
+            if let Some(plan) = approval.plans.iter().find(|p| PlanKind::parse(p).is_none()) {
+                return Err(PartyError::Config(format!(
+                    "the approval of model `{}` names plan `{plan}`; plans are `pushdown` and `coordinator-side`",
+                    approval.model
+                )));
+            }
+        }
         let ids = config
             .approved_models
             .iter()
+            .chain(config.approvals.iter().map(|a| &a.model))
             .map(|id| (id, "model", "model"))
             .chain(config.lint_override.iter().map(|id| (id, "model", "model")))
             .chain(config.approved_stats.iter().map(|id| (id, "stats spec", "stats")));
@@ -164,6 +304,23 @@ mod tests {
     }
 
     #[test]
+    fn approvals_name_lenders_and_plans_and_the_coordinator_side_plan_is_an_opt_in() {
+        let (m, n) = ("a".repeat(64), "b".repeat(64));
+        let c = PartyConfig::from_toml(&format!(
+            "name = \"bank\"\ncoordinator = \"http://x\"\nstore = \"b.sqlite\"\napproved_models = [\"{m}\"]\n\
+             [[approval]]\nmodel = \"{n}\"\nlenders = [\"alpha\"]\nplans = [\"pushdown\", \"coordinator-side\"]\n"
+        ))
+        .expect("valid");
+        // The shorthand: every lender, pushdown only.
+        c.approves(&m, "anyone", PlanKind::Pushdown).expect("shorthand");
+        assert_eq!(c.approves(&m, "anyone", PlanKind::CoordinatorSide).unwrap_err(), "for the coordinator-side plan");
+        // A named approval: its lenders only, its plans.
+        c.approves(&n, "alpha", PlanKind::CoordinatorSide).expect("opted in");
+        assert_eq!(c.approves(&n, "beta", PlanKind::Pushdown).unwrap_err(), "for lender `beta`");
+        assert_eq!(c.approves(&"c".repeat(64), "alpha", PlanKind::Pushdown).unwrap_err(), "");
+    }
+
+    #[test]
     fn refuses_bad_fields() {
         let base = "name = \"bank\"\nstore = \"b.sqlite\"\n";
         let e = PartyConfig::from_toml(&format!("{base}coordinator = \"127.0.0.1:7100\"\n")).unwrap_err();
@@ -177,6 +334,19 @@ mod tests {
         let e =
             PartyConfig::from_toml(&format!("{base}coordinator = \"http://x\"\npsi_session_ttl_s = 0\n")).unwrap_err();
         assert!(e.to_string().contains("`psi_session_ttl_s` must be 1 to 3600"), "{e}");
+        for (extra, says) in [
+            ("[[approval]]\nmodel = \"abc\"\nlenders = [\"l\"]\n", "not a model id"),
+            (&format!("[[approval]]\nmodel = \"{}\"\nlenders = []\n", "a".repeat(64)), "must name its lenders"),
+            (
+                &format!("[[approval]]\nmodel = \"{}\"\nlenders = [\"l\"]\nplans = [\"raw\"]\n", "a".repeat(64)),
+                "plans are `pushdown` and `coordinator-side`",
+            ),
+            ("request_max_age_s = 0\n", "`request_max_age_s` must be 1 to 86400"),
+            ("subject_decision_limit = 0\n", "must be positive"),
+        ] {
+            let e = PartyConfig::from_toml(&format!("{base}coordinator = \"http://x\"\n{extra}")).unwrap_err();
+            assert!(e.to_string().contains(says), "{e} should say {says}");
+        }
         let e = PartyConfig::from_toml(&format!("{base}coordinator = \"http://x\"\ncolour = 1\n")).unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
     }

@@ -38,13 +38,54 @@ pub enum PartyError {
         /// Which output shows which feature.
         detail: String,
     },
-    /// The operator has not approved the model.
-    #[error("party `{party}` has not approved model {model_id}; its operator adds the id to `approved_models`")]
+    /// The operator has not approved the model, or not for this lender or
+    /// this plan kind.
+    #[error("party `{party}` has not approved model {model_id} {scope}; its operator adds an `[[approval]]` for it")]
     NotApproved {
         /// This party.
         party: String,
         /// The model asked for.
         model_id: String,
+        /// What is not approved: "for lender `x`", "for the coordinator-side plan", or "".
+        scope: String,
+    },
+    /// A request's lender signature is missing or does not verify, or the
+    /// key set it names was not registered by the same lender: the party
+    /// contributes nothing to a request the lender did not make.
+    #[error("party `{party}` refuses request {request_id}: {reason}")]
+    Unauthenticated {
+        /// This party.
+        party: String,
+        /// The request id as sent.
+        request_id: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A request the party answered already, or one signed too long ago (or
+    /// in the future): a replay or a stale request.
+    #[error("party `{party}` refuses request {request_id}: {reason}")]
+    Replayed {
+        /// This party.
+        party: String,
+        /// The request id as sent.
+        request_id: String,
+        /// Seen before, or how stale.
+        reason: String,
+    },
+    /// The lender asked about the same subject more often than this party
+    /// allows in its window.
+    #[error(
+        "party `{party}` refuses: too many decisions about this subject for lender `{lender}` ({limit} per {window_s} s)"
+    )]
+    RateLimited {
+        /// This party.
+        party: String,
+        /// The lender.
+        lender: String,
+        /// Most decisions allowed per window.
+        limit: u32,
+        /// The window, in seconds.
+        window_s: u64,
     },
     /// The operator has not approved the statistics spec.
     #[error("party `{party}` has not approved stats spec {spec_id}; its operator adds the id to `approved_stats`")]
@@ -176,9 +217,12 @@ impl From<PartyError> for Status {
         use jointscore_circuits::Error as C;
         let code = match &e {
             PartyError::UnknownSubject { .. } => Code::NotFound,
-            PartyError::NotApproved { .. } | PartyError::TooFewPresent { .. } | PartyError::LintFailed { .. } => {
-                Code::PermissionDenied
-            }
+            PartyError::NotApproved { .. }
+            | PartyError::TooFewPresent { .. }
+            | PartyError::LintFailed { .. }
+            | PartyError::Replayed { .. } => Code::PermissionDenied,
+            PartyError::Unauthenticated { .. } => Code::Unauthenticated,
+            PartyError::RateLimited { .. } => Code::PermissionDenied,
             PartyError::BadRequest(_) => Code::InvalidArgument,
             PartyError::Key { .. } => Code::FailedPrecondition,
             PartyError::StatsNotApproved { .. } => Code::PermissionDenied,

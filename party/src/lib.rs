@@ -1,12 +1,15 @@
 //! A party node: the records a data owner holds, and the gRPC service that
 //! turns them into encrypted contributions.
 //!
-//! The node answers a contribution request only for models its operator
-//! approved (by model id, in its configuration). For an approved model it
-//! reads the subject's record from its own SQLite store, computes its plan
-//! inputs in the clear — nothing leaves the node unencrypted — and encrypts
-//! them under the requesting lender's compact public key, which it fetches
-//! from the coordinator by key id and checks against that id.
+//! The node does not trust the coordinator. It answers a contribution
+//! request only when the request is the lender's own words — signed by a
+//! current lender of its consortium file, fresh, never answered before —
+//! under a key set the same lender signed, for a model (and plan kind) its
+//! operator approved for that lender. It then reads the subject's record
+//! from its own SQLite store, computes its plan inputs in the clear —
+//! nothing leaves the node unencrypted — encrypts them under the lender's
+//! compact public key, and records the request and its own signed envelope
+//! in its hash-chained log (`log`).
 //!
 //! For consortium statistics the node takes part in secure-aggregation
 //! rounds (`jointscore-secagg`) for specs its operator approved: it tallies
@@ -22,15 +25,17 @@ mod aggregate;
 mod config;
 mod error;
 mod fault;
+mod log;
 mod psi;
 mod server;
 mod service;
 mod store;
 
-pub use config::PartyConfig;
+pub use config::{Approval, PartyConfig};
 pub use error::{PartyError, Result};
 #[cfg(feature = "fault-injection")]
 pub use fault::FAULT_ENV;
+pub use log::{ContributionRecord, GENESIS, LogBroken, LogEntry, LogKind, verify_entries};
 pub use psi::MAX_SESSIONS;
 pub use server::PartyNode;
 pub use service::PartyService;

@@ -49,6 +49,19 @@ impl PartyNode {
         listener: TcpListener,
         register_for: Duration,
     ) -> Result<PartyNode> {
+        if config.consortium.is_none() && !config.trust_coordinator {
+            return Err(PartyError::Config(format!(
+                "party `{}` has no `consortium` file, so it cannot check who asks for its data: set `consortium` \
+                 (and `identity`), or, for a development setup only, `trust_coordinator = true`",
+                config.name
+            )));
+        }
+        if config.consortium.is_none() {
+            tracing::warn!(
+                party = %config.name,
+                "trust_coordinator: no consortium file; lender signatures on requests and key sets are not checked"
+            );
+        }
         let address = listener.local_addr().map_err(|e| PartyError::Transport(e.to_string()))?;
         let mut service = PartyService::new(config, store);
         let key = config.identity.as_deref().map(NodeKey::read).transpose();

@@ -10,7 +10,7 @@ use jointscore_circuits::fhe::PublicKey;
 use jointscore_circuits::proof::Crs;
 use jointscore_circuits::wire::PUBLIC_KEY_LIMIT;
 use jointscore_circuits::{Plan, PlanKind};
-use jointscore_identity::{Consortium, NodeKey, Role};
+use jointscore_identity::{Consortium, KeyRegistration, NodeKey, Role};
 use jointscore_net::{NodeTls, Target};
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
@@ -48,12 +48,15 @@ type PsiStream = Pin<Box<dyn Stream<Item = std::result::Result<PsiOpenChunk, Sta
 /// The contribution service of one party node.
 pub struct PartyService {
     name: String,
-    approved: HashSet<String>,
+    /// The node's configuration: approvals, windows and limits.
+    config: PartyConfig,
     /// Approved models served although their lint fails (named by the operator).
     lint_override: HashSet<String>,
     coordinator: String,
     store: Arc<RecordStore>,
-    keys: Mutex<HashMap<String, PublicKey>>,
+    /// Key sets checked once: the public key and the lender that signed
+    /// its registration.
+    keys: Mutex<HashMap<String, (PublicKey, String)>>,
     plans: Mutex<HashMap<(String, PlanKind), Arc<Plan>>>,
     rounds: Rounds,
     psi: PsiSessions,
@@ -80,8 +83,8 @@ impl PartyService {
     /// A service answering as `config.name` from `store`.
     pub fn new(config: &PartyConfig, store: Arc<RecordStore>) -> PartyService {
         PartyService {
+            config: config.clone(),
             name: config.name.clone(),
-            approved: config.approved_models.iter().cloned().collect(),
             lint_override: config.lint_override.iter().cloned().collect(),
             coordinator: config.coordinator.clone(),
             store: store.clone(),
@@ -141,10 +144,19 @@ impl PartyService {
     }
 
     /// The lender's public key, fetched from the coordinator once and
-    /// checked to be the key set it is asked for.
-    async fn public_key(&self, key_id: &str) -> Result<PublicKey> {
-        if let Some(key) = lock(&self.keys)?.get(key_id) {
-            return Ok(key.clone());
+    /// checked: it is the key set asked for (its id recomputed from the
+    /// keys), and, with a consortium, a current lender signed its
+    /// registration in this consortium. Answered only to `lender`, the
+    /// lender that signed the request: a party never encrypts under a key
+    /// set its requester does not own.
+    async fn public_key(&self, key_id: &str, lender: &str) -> Result<PublicKey> {
+        let not_theirs = |owner: &str| PartyError::Unauthenticated {
+            party: self.name.clone(),
+            request_id: String::new(),
+            reason: format!("key set {key_id} belongs to `{owner}`, not to the requesting lender `{lender}`"),
+        };
+        if let Some((key, owner)) = lock(&self.keys)?.get(key_id) {
+            return if owner == lender { Ok(key.clone()) } else { Err(not_theirs(owner)) };
         }
         let unreachable = |e: &dyn std::fmt::Display| PartyError::Coordinator {
             address: self.coordinator.clone(),
@@ -159,14 +171,30 @@ impl PartyService {
             .await
             .map_err(|e| unreachable(&e))?;
         let mut client = CoordinatorClient::new(channel).max_decoding_message_size(MESSAGE_LIMIT);
+        let not_registered =
+            || PartyError::Key { key_id: key_id.into(), message: "not registered at the coordinator".into() };
+        let registration = match client.get_key_registration(GetPublicKeyRequest { key_id: key_id.into() }).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == Code::NotFound => return Err(not_registered()),
+            Err(s) => return Err(unreachable(&s.message())),
+        };
+        let owner = registration.lender.clone();
+        if let Some(consortium) = &self.consortium {
+            let statement = KeyRegistration {
+                key_id: key_id.into(),
+                lender: registration.lender.clone(),
+                consortium: registration.consortium.clone(),
+            };
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            statement.verify(consortium, &registration.signature, now).map_err(|e| PartyError::Unauthenticated {
+                party: self.name.clone(),
+                request_id: String::new(),
+                reason: format!("key set {key_id} is not one a current lender registered: {e}"),
+            })?;
+        }
         let stream = match client.get_public_key(GetPublicKeyRequest { key_id: key_id.into() }).await {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == Code::NotFound => {
-                return Err(PartyError::Key {
-                    key_id: key_id.into(),
-                    message: "not registered at the coordinator".into(),
-                });
-            }
+            Err(s) if s.code() == Code::NotFound => return Err(not_registered()),
             Err(s) => return Err(unreachable(&s.message())),
         };
         let bytes = collect(stream, "public key", PUBLIC_KEY_LIMIT)
@@ -180,7 +208,10 @@ impl PartyService {
                 message: format!("the coordinator returned key set {} instead", key.id()),
             });
         }
-        lock(&self.keys)?.insert(key_id.to_string(), key.clone());
+        lock(&self.keys)?.insert(key_id.to_string(), (key.clone(), owner.clone()));
+        if owner != lender {
+            return Err(not_theirs(&owner));
+        }
         Ok(key)
     }
 }
@@ -200,8 +231,9 @@ impl Party for PartyService {
         self.admit(&request)?;
         let request = ContributionRequest::try_from(request.into_inner())?;
         let job_id = request.job_id.clone();
-        let contributed = self.contribution(request).await.inspect_err(|e| {
+        let contributed = self.contribution(request).await.map_err(|e| {
             tracing::info!(party = %self.name, job = %job_id, error = %e, "contribution refused");
+            coarse(&self.name, e)
         })?;
         tracing::debug!(party = %self.name, job = %job_id, blocks = contributed.blocks, "contribution sent");
         let mut messages = vec![Ok(ContributeChunk { part: Some(Part::Header(contributed.header())) })];
@@ -303,6 +335,23 @@ impl Party for PartyService {
             tracing::info!(party = %self.name, error = %e, "PSI query refused");
         })?;
         Ok(Response::new(PsiAnswer { points }))
+    }
+}
+
+/// What the lender is told of a refusal. Whatever depends on the
+/// subject's record (which feature is missing or out of range) stays in the
+/// party's log: the lender learns only that the record could not be used.
+/// Refusals about the request itself (approval, signatures, freshness,
+/// limits) keep their message: they say nothing about the data.
+fn coarse(party: &str, e: PartyError) -> Status {
+    use jointscore_circuits::Error as C;
+    match e {
+        PartyError::UnknownSubject { .. } => Status::not_found(format!("party `{party}`: unknown subject")),
+        PartyError::Circuits(C::Input { .. } | C::UnknownFeature(_)) => Status::failed_precondition(format!(
+            "party `{party}`: refused: the subject's record cannot be used under this model (the party's log has \
+             the detail)"
+        )),
+        other => other.into(),
     }
 }
 

@@ -57,10 +57,11 @@ impl RecordStore {
              CREATE TABLE IF NOT EXISTS assets (
                  key BLOB PRIMARY KEY, asset TEXT NOT NULL, reference TEXT NOT NULL, financed_ms INTEGER NOT NULL);",
         )?;
+        conn.execute_batch(crate::log::SCHEMA)?;
         Ok(RecordStore { conn: Mutex::new(conn) })
     }
 
-    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+    pub(crate) fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
         self.conn.lock().map_err(|_| PartyError::Store("store lock poisoned by an earlier panic".into()))
     }
 

@@ -43,9 +43,13 @@
 //! more; any coalition of fewer than `t` parties, with or without the server,
 //! learns nothing beyond that sum and its own inputs. Parties learn the set
 //! of participants in each round. The server learns which parties dropped
-//! and when. A malicious server could lie about who dropped to obtain both
-//! shares of one party; defending against it needs signatures on the round
-//! lists (the paper's active variant), which needs node identities.
+//! and when. A malicious server could invent parties, or lie about who
+//! dropped to obtain both shares of one party; this crate does not stop it.
+//! The network layer does, with the paper's active variant: parties sign
+//! their advertised keys and the survivor list with their identity keys, and
+//! check the others' signatures before sharing ([`Client::share_keys`]) and
+//! before revealing ([`Client::check_survivors`], then [`Client::unmask`]);
+//! see `party/src/aggregate.rs` and docs/secagg.md.
 //!
 //! Choosing `t`: it must exceed half the share holders (`t > n/2` on the
 //! complete graph) so the server cannot ask two disjoint halves for the two

@@ -287,6 +287,16 @@ pub async fn start_parties(
             lint_override: Vec::new(),
             identity: identities.as_ref().map(|d| d.join(format!("{name}.key"))),
             consortium: identities.as_ref().map(|d| d.join("consortium.toml")),
+            approvals: Vec::new(),
+            // An unsigned cluster has no consortium: its parties are told
+            // to trust the coordinator, as a development setup would be.
+            trust_coordinator: identities.is_none(),
+            request_max_age_s: 300,
+            // Benchmarks and tests decide on the same sample subjects over
+            // and over.
+            subject_decision_limit: 1_000_000,
+            subject_window_s: 86_400,
+            allow_absent: Vec::new(),
         };
         let store = Arc::new(RecordStore::open(&config.store)?);
         let rows: Vec<(String, Value)> =
@@ -316,14 +326,15 @@ impl Cluster {
             let membership = Membership {
                 name: "local".into(),
                 parties: model.parties().to_vec(),
-                // Under TLS every lender needs an identity: the built-in
-                // one, and those of `lenders` that run no party node.
+                // Every lender signs its key sets and requests: the built-in
+                // one, and under TLS those of `lenders` that run no party
+                // node.
                 lenders: if options.tls {
                     std::iter::once(LENDER.to_string())
                         .chain(options.lenders.iter().filter(|l| *l != LENDER && !model.parties().contains(l)).cloned())
                         .collect()
                 } else {
-                    Vec::new()
+                    vec![LENDER.to_string()]
                 },
                 revoked: options.revoked.clone(),
                 mtls: options.tls,
@@ -383,13 +394,15 @@ impl Cluster {
     }
 
     /// A lender ([`LENDER`]) connected to this cluster's coordinator for the
-    /// built-in model. When the cluster is signed, the lender requires every
+    /// built-in model. When the cluster is signed, the lender signs its key
+    /// registrations and requests with its identity key and requires every
     /// decision's signatures.
     pub async fn lender(&self, keys: Arc<LenderKeys>, kind: PlanKind) -> Result<Lender, ClusterError> {
         let target = self.target(LENDER)?;
         let mut lender = Lender::connect(target, keys, CROSS_BORDER_SELLER.to_string(), kind).await?;
         if let Some(consortium) = &self.consortium {
-            lender.require_signatures(consortium.clone());
+            let key = NodeKey::read(&self.dir.path().join("identities").join(format!("{LENDER}.key")))?;
+            lender.sign_as(LENDER, Arc::new(key), consortium.clone());
         }
         Ok(lender)
     }

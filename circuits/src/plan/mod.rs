@@ -48,6 +48,22 @@ pub enum PlanKind {
     CoordinatorSide,
 }
 
+impl PlanKind {
+    /// Its name in configuration files, signed requests and messages:
+    /// `pushdown` or `coordinator-side`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlanKind::Pushdown => "pushdown",
+            PlanKind::CoordinatorSide => "coordinator-side",
+        }
+    }
+
+    /// The kind named `name` (as [`PlanKind::name`] spells it).
+    pub fn parse(name: &str) -> Option<PlanKind> {
+        [PlanKind::Pushdown, PlanKind::CoordinatorSide].into_iter().find(|k| k.name() == name)
+    }
+}
+
 /// One value a party contributes.
 #[derive(Clone, Debug, Serialize)]
 pub struct Slot {

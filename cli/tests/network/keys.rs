@@ -16,6 +16,7 @@ fn header(key_id: &str, public: &[u8], evaluation: &[u8]) -> KeyHeader {
         lender: "test".into(),
         public_len: public.len() as u64,
         evaluation_len: evaluation.len() as u64,
+        ..KeyHeader::default()
     }
 }
 
@@ -102,6 +103,8 @@ async fn unknown_mismatched_and_malformed_keys_are_refused_and_the_coordinator_k
             subject: "seller-0001".into(),
             plan: jointscore_net::plan_to_wire(PlanKind::Pushdown),
             absent: Vec::new(),
+            salt: "ab".repeat(32),
+            ..Default::default()
         };
         let e = raw.decide(request).await.expect_err(what);
         assert_eq!(e.code(), Code::InvalidArgument, "{what}: {}", e.message());

@@ -37,6 +37,21 @@ pub(crate) struct Forger {
     key: Arc<NodeKey>,
 }
 
+/// The lender's request a contribution request forwards.
+fn lender_request(asked: &ContributeRequest) -> jointscore_identity::LenderRequest {
+    jointscore_identity::LenderRequest {
+        request_id: asked.request_id.clone(),
+        lender: asked.lender.clone(),
+        key_id: asked.key_id.clone(),
+        model_id: asked.model_id.clone(),
+        plan: "pushdown".into(),
+        subject: asked.subject.clone(),
+        absent: asked.absent.clone(),
+        time_ms: asked.time_ms,
+        salt: asked.salt.clone(),
+    }
+}
+
 impl Forger {
     async fn honest(&self, request: Request<ContributeRequest>) -> Result<(ContributionHeader, Vec<u8>), Status> {
         let mut stream = self.inner.contribute(request).await?.into_inner();
@@ -70,15 +85,13 @@ impl Party for Forger {
             Forgery::ForeignKey => {
                 // The right envelope over the right bytes, by a key the
                 // consortium does not list for the bank.
-                let envelope = jointscore_identity::ContributionEnvelope {
-                    job_id: asked.job_id,
-                    subject: asked.subject,
-                    model_id: asked.model_id,
-                    key_id: asked.key_id,
-                    party: "bank".into(),
-                    ciphertext_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
-                    time_ms: header.signed_ms,
-                };
+                let envelope = jointscore_identity::ContributionBinding::answering(
+                    &lender_request(&asked),
+                    &asked.job_id,
+                    "bank",
+                    &header.consent,
+                )
+                .envelope(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)), header.signed_ms);
                 header.signature = envelope.sign(&NodeKey::generate()).to_vec();
             }
             Forgery::Replayed => {
@@ -93,13 +106,12 @@ impl Party for Forger {
                 match previous.take() {
                     Some((_, old)) => {
                         bytes = old;
-                        let binding = jointscore_identity::ContributionBinding {
-                            job_id: asked.job_id,
-                            subject: asked.subject,
-                            model_id: asked.model_id,
-                            key_id: asked.key_id,
-                            party: "bank".into(),
-                        };
+                        let binding = jointscore_identity::ContributionBinding::answering(
+                            &lender_request(&asked),
+                            &asked.job_id,
+                            "bank",
+                            &header.consent,
+                        );
                         let envelope =
                             binding.envelope(jointscore_identity::ciphertext_sha256(&bytes), header.signed_ms);
                         header.signature = envelope.sign(&self.key).to_vec();

@@ -33,6 +33,9 @@ fn values(result: &jointscore_lender::StatsResult) -> Vec<u64> {
 /// A party node that runs the real protocol but breaks one step.
 #[derive(Clone, Copy, Debug)]
 enum StatsFault {
+    /// Breaks nothing: in a signed cluster, a registered node the
+    /// consortium does not list.
+    Stranger,
     /// Advertises a masking key that is not a ristretto255 point.
     BadKey,
     /// Answers the advertise step as another party.
@@ -149,19 +152,8 @@ async fn start_stats_rogue(coordinator: &str, fault: StatsFault) -> tokio::task:
     let store = Arc::new(jointscore_party::RecordStore::in_memory().expect("store"));
     store.import_csv("subject,gmv_12m_k\nr1,1000\nr2,2000\n".as_bytes()).expect("rogue book");
     let config = jointscore_party::PartyConfig {
-        name: "zz-rogue".into(),
-        listen: "127.0.0.1:0".into(),
-        advertise: None,
-        coordinator: coordinator.into(),
-        store: "unused".into(),
-        approved_models: Vec::new(),
         approved_stats: vec![stats_spec().id()],
-        asset_registry: false,
-        psi_session_ttl_s: 600,
-        min_present_parties: 2,
-        lint_override: Vec::new(),
-        identity: None,
-        consortium: None,
+        ..jointscore_party::PartyConfig::new("zz-rogue", coordinator, "unused".into())
     };
     let inner = jointscore_party::PartyService::new(&config, store);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -181,7 +173,10 @@ async fn start_stats_rogue(coordinator: &str, fault: StatsFault) -> tokio::task:
 async fn stats_rounds_sum_the_books_and_a_misbehaving_party_only_drops_itself() {
     let _quiet = CPU_HEAVY.lock().await;
     let spec = stats_spec();
-    let options = ClusterOptions { sellers: 6, approved_stats: vec![spec.id()], ..ClusterOptions::default() };
+    // Unsigned (development): the misbehaving node is not a consortium
+    // member, which a signed cluster would drop at once (the next test).
+    let options =
+        ClusterOptions { sellers: 6, approved_stats: vec![spec.id()], signed: false, ..ClusterOptions::default() };
     let mut cluster = Cluster::start(&options).await.expect("cluster");
     let url = cluster.coordinator_url();
     let mut requester = jointscore_lender::StatsRequester::connect(&url).await.expect("connect");
@@ -321,5 +316,134 @@ async fn stats_requests_that_cannot_run_are_refused_precisely() {
         .await
         .expect_err("unknown round");
     assert_eq!(e.code(), Code::NotFound, "{}", e.message());
+    cluster.stop().await.expect("stop");
+}
+
+/// Signed rosters (issue 17, point 6). In a signed cluster the round runs
+/// with every signature checked; a registered node the consortium does not
+/// list is dropped at advertise. A rogue coordinator that relays a roster
+/// with an invented party, or asks a party to unmask a survivor list that
+/// another survivor did not sign, is refused before anything is shared or
+/// revealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_rosters_keep_invented_parties_out_of_a_round() {
+    use jointscore_identity::{AdvertisedKeys, NodeKey, RoundBinding};
+    use jointscore_proto::v1::{SecAggKeys, SecAggSurvivorSignature};
+
+    let spec = stats_spec();
+    let options = ClusterOptions { sellers: 4, approved_stats: vec![spec.id()], ..ClusterOptions::default() };
+    assert!(options.signed);
+    let mut cluster = Cluster::start(&options).await.expect("cluster");
+    let url = cluster.coordinator_url();
+    let mut requester = jointscore_lender::StatsRequester::connect(&url).await.expect("connect");
+    let result = requester.run(STATS_SPEC, "signed-all", WAIT).await.expect("round");
+    assert_eq!(values(&result), expected_sums(&cluster.book, 3));
+    assert!(result.dropped.is_empty(), "{:?}", result.dropped);
+    let stranger = start_stats_rogue(&url, StatsFault::Stranger).await;
+    let result = requester.run(STATS_SPEC, "signed-stranger", WAIT).await.expect("round");
+    assert_eq!(values(&result), expected_sums(&cluster.book, 3));
+    let [(party, at, reason)] = &result.dropped[..] else { panic!("{:?}", result.dropped) };
+    assert_eq!((party.as_str(), at.as_str()), ("zz-rogue", "advertise"), "{reason}");
+    assert!(reason.contains("`zz-rogue` is not a member of the consortium"), "{reason}");
+    stranger.abort();
+
+    // The test plays a rogue coordinator with two real parties.
+    let mut address = |name: &str| format!("http://{}", cluster.party(name).expect("party").address().expect("up"));
+    let (bank, platform) = (address("bank"), address("platform"));
+    let mut bank = jointscore_proto::v1::party_client::PartyClient::connect(bank).await.expect("connect");
+    let mut platform = jointscore_proto::v1::party_client::PartyClient::connect(platform).await.expect("connect");
+    let binding = |round_id: &str| RoundBinding {
+        round_id: round_id.into(),
+        session: [9; 16],
+        spec_id: spec.id(),
+        parties: 2,
+        threshold: 2,
+    };
+    let invite = |round_id: &str, party: &str, party_id| SecAggAdvertiseRequest {
+        round_id: round_id.into(),
+        spec_id: spec.id(),
+        spec_toml: STATS_SPEC.into(),
+        party: party.into(),
+        party_id,
+        parties: 2,
+        threshold: 2,
+        session: vec![9; 16],
+    };
+    let entry = |r: &SecAggAdvertiseReply| SecAggKeys {
+        party_id: r.party_id,
+        encryption_key: r.encryption_key.clone(),
+        masking_key: r.masking_key.clone(),
+        party: r.party.clone(),
+        signature: r.signature.clone(),
+    };
+
+    // An invented party: platform's genuine keys for the round, under a
+    // name the consortium does not list, signed by a key of its own.
+    let b = bank.sec_agg_advertise(invite("rogue-1", "bank", 1)).await.expect("advertise").into_inner();
+    let p = platform.sec_agg_advertise(invite("rogue-1", "platform", 2)).await.expect("advertise").into_inner();
+    assert_eq!(b.signature.len(), 64, "the party signs its keys");
+    let mut ghost = entry(&p);
+    ghost.party = "ghost".into();
+    let keys = AdvertisedKeys {
+        party: "ghost".into(),
+        party_id: 2,
+        encryption_key: p.encryption_key.clone().try_into().expect("32 bytes"),
+        masking_key: p.masking_key.clone().try_into().expect("32 bytes"),
+    };
+    ghost.signature = binding("rogue-1").sign_advertise(&NodeKey::generate(), &keys).to_vec();
+    let roster = vec![entry(&b), ghost];
+    let e = bank
+        .sec_agg_share_keys(SecAggShareKeysRequest { round_id: "rogue-1".into(), roster })
+        .await
+        .expect_err("an invented party");
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    assert!(e.message().contains("party 2: `ghost` is not a member of the consortium"), "{}", e.message());
+    // The bank left the round without sharing: the genuine roster now finds
+    // no round.
+    let roster = vec![entry(&b), entry(&p)];
+    let e = bank
+        .sec_agg_share_keys(SecAggShareKeysRequest { round_id: "rogue-1".into(), roster })
+        .await
+        .expect_err("the round is over at the bank");
+    assert_eq!(e.code(), Code::NotFound, "{}", e.message());
+
+    // A genuine round up to the consistency check; then the bank is asked
+    // to unmask with platform's signature forged.
+    let b = bank.sec_agg_advertise(invite("rogue-2", "bank", 1)).await.expect("advertise").into_inner();
+    let p = platform.sec_agg_advertise(invite("rogue-2", "platform", 2)).await.expect("advertise").into_inner();
+    let roster = vec![entry(&b), entry(&p)];
+    let share = |roster: Vec<SecAggKeys>| SecAggShareKeysRequest { round_id: "rogue-2".into(), roster };
+    let from_bank = bank.sec_agg_share_keys(share(roster.clone())).await.expect("bank shares").into_inner();
+    let from_platform = platform.sec_agg_share_keys(share(roster)).await.expect("platform shares").into_inner();
+    // The inbox of `to`: the share pair `from` sealed to it.
+    let inbox = |from: u32, to: u32, shares: &SecAggShareKeysReply| SecAggMaskedInputRequest {
+        round_id: "rogue-2".into(),
+        inbox: shares
+            .shares
+            .iter()
+            .filter(|s| s.party_id == to)
+            .map(|s| SecAggSealed { party_id: from, ciphertext: s.ciphertext.clone() })
+            .collect(),
+    };
+    bank.sec_agg_masked_input(inbox(2, 1, &from_platform)).await.expect("bank masks");
+    platform.sec_agg_masked_input(inbox(1, 2, &from_bank)).await.expect("platform masks");
+    let consistency = SecAggConsistencyRequest { round_id: "rogue-2".into(), survivors: vec![1, 2] };
+    let signed = bank.sec_agg_consistency(consistency).await.expect("the bank signs").into_inner();
+    let forged = binding("rogue-2").sign_survivors(&NodeKey::generate(), &[1, 2].into()).to_vec();
+    let unmask = SecAggUnmaskRequest {
+        round_id: "rogue-2".into(),
+        survivors: vec![1, 2],
+        signatures: vec![
+            SecAggSurvivorSignature { party_id: 1, signature: signed.signature },
+            SecAggSurvivorSignature { party_id: 2, signature: forged },
+        ],
+    };
+    let e = bank.sec_agg_unmask(unmask).await.expect_err("a forged survivor signature");
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    assert!(
+        e.message().contains("signature by party 2: the signature of `platform` on the jointscore/secagg-survivors/v1"),
+        "{}",
+        e.message()
+    );
     cluster.stop().await.expect("stop");
 }

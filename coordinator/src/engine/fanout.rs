@@ -75,6 +75,10 @@ impl Engine {
     ) -> Result<(Vec<Contribution>, Vec<SignedContribution>)> {
         let model_toml = self.model_toml(&job.request.model_id)?;
         let absent = self.absent_contributions(job, plan, public).await?;
+        // Forwarded as the lender signed it; the parties check it.
+        let signed = job.request.lender_request();
+        let attestation = &job.request.attestation;
+        let commitment = signed.subject_commitment();
         let mut tasks = JoinSet::new();
         for (index, name) in plan.model().parties().iter().enumerate() {
             if absent[index].is_some() {
@@ -88,7 +92,13 @@ impl Engine {
                 plan: plan_to_wire(job.request.plan),
                 key_id: job.request.key_id.clone(),
                 absent: job.request.absent.clone(),
+                request_id: job.request.request_id.clone(),
+                lender: attestation.lender.clone(),
+                time_ms: attestation.time_ms,
+                salt: attestation.salt.clone(),
+                signature: hex::decode(&attestation.signature).unwrap_or_default(),
             };
+            let commitment = commitment.clone();
             let address = self.store.party_address(name)?;
             let cached = address.as_ref().and_then(|a| lock(&self.channels).ok()?.get(&channel_key(name, a)).cloned());
             let tried = address.clone();
@@ -98,7 +108,7 @@ impl Engine {
             let tls = self.tls.clone();
             let crs = self.crs.clone();
             tasks.spawn(async move {
-                let call = Call { name: &name, address, cached, deadline, consortium, tls, crs };
+                let call = Call { name: &name, address, cached, deadline, consortium, tls, crs, commitment };
                 let got = match tokio::time::timeout(deadline, call.contribution(request, &plan, index, &public)).await
                 {
                     Ok(got) => got,
@@ -232,6 +242,8 @@ struct Call<'a> {
     consortium: Option<Arc<Consortium>>,
     tls: Option<NodeTls>,
     crs: Option<Arc<Crs>>,
+    /// The lender's commitment to the subject: what envelopes name.
+    commitment: String,
 }
 
 impl Call<'_> {
@@ -279,6 +291,7 @@ impl Call<'_> {
                 // failure (RESOURCE_EXHAUSTED, ALREADY_EXISTS, INTERNAL, …).
                 code @ (Code::NotFound
                 | Code::PermissionDenied
+                | Code::Unauthenticated
                 | Code::FailedPrecondition
                 | Code::InvalidArgument
                 | Code::DeadlineExceeded) => failed(code, format!("party `{name}`: {}", bounded(s.message()))),
@@ -309,11 +322,14 @@ impl Call<'_> {
             }
             let bytes = bytes.finish().map_err(bad)?;
             let binding = ContributionBinding {
+                request_id: request.request_id.clone(),
+                lender: request.lender.clone(),
                 job_id: request.job_id.clone(),
-                subject: request.subject.clone(),
+                subject: self.commitment.clone(),
                 model_id: request.model_id.clone(),
                 key_id: request.key_id.clone(),
                 party: name.to_string(),
+                consent: header.consent.clone(),
             };
             let signed = verify::check_signature(self.consortium.as_deref(), name, &binding, &header, &bytes)?;
             let len = bytes.len() as u64;

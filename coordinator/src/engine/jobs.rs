@@ -92,9 +92,10 @@ impl Engine {
     fn audit_end(&self, ledger: &Ledger, job: &JobRecord, outcome: &Result<(Vec<u8>, Vec<SignedContribution>)>) {
         let request = &job.request;
         let lender = self.store.key_owner(&request.key_id).ok().flatten();
+        let commitment = request.lender_request().subject_commitment();
         let base = AuditEvent {
             lender,
-            subject: Some(request.subject.clone()),
+            subject: Some(commitment.clone()),
             job_id: Some(job.job_id.clone()),
             model_id: Some(request.model_id.clone()),
             key_id: Some(request.key_id.clone()),
@@ -104,17 +105,25 @@ impl Engine {
             Ok((result, signed)) => {
                 for c in signed {
                     let envelope = ContributionEnvelope {
+                        request_id: request.request_id.clone(),
+                        lender: request.attestation.lender.clone(),
                         job_id: job.job_id.clone(),
-                        subject: request.subject.clone(),
+                        subject: commitment.clone(),
                         model_id: request.model_id.clone(),
                         key_id: request.key_id.clone(),
                         party: c.party.clone(),
+                        consent: c.consent.clone(),
                         ciphertext_sha256: c.ciphertext_sha256.clone(),
                         time_ms: c.signed_ms,
                     };
                     let signature = hex::decode(&c.signature).unwrap_or_default();
                     ledger.record(AuditEvent {
                         kind: EntryKind::Contribution,
+                        // The envelope's own lender and request: what the
+                        // party signed, and what `audit verify` rebuilds.
+                        lender: Some(request.attestation.lender.clone()),
+                        request_id: Some(request.request_id.clone()),
+                        consent: (!c.consent.is_empty()).then(|| c.consent.clone()),
                         parties: vec![c.party.clone()],
                         digest: Some(c.ciphertext_sha256.clone()),
                         attestations: vec![Attestation::new(

@@ -53,8 +53,9 @@ pub(crate) struct Engine {
     /// Key uploads are buffered whole (tens of MB) and decompressed: one at
     /// a time, so concurrent uploads cannot exhaust memory.
     pub(crate) registrations: tokio::sync::Mutex<()>,
-    /// The consortium, when contributions must be signed.
-    consortium: Option<Arc<Consortium>>,
+    /// The consortium, when contributions, key sets and requests must be
+    /// signed.
+    pub(crate) consortium: Option<Arc<Consortium>>,
     /// Mutual TLS, when the consortium runs it: parties are dialled only
     /// over it, and each must present its own listed certificate.
     pub(crate) tls: Option<NodeTls>,

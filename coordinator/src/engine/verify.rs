@@ -50,6 +50,7 @@ pub(super) fn check_signature(
         ciphertext_sha256: envelope.ciphertext_sha256,
         signed_ms: envelope.time_ms,
         signature: hex::encode(&header.signature),
+        consent: envelope.consent,
     }))
 }
 

@@ -7,29 +7,34 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use jointscore_circuits::fhe::{Contribution, PublicKey};
 use jointscore_circuits::{Plan, PlanKind, Record, model_for_id};
-use jointscore_identity::{ContributionBinding, ciphertext_sha256};
+use jointscore_identity::{ContributionBinding, LenderRequest, ciphertext_sha256};
+
+use crate::log::{ContributionRecord, LogKind};
 
 use super::{PartyService, lock};
 use crate::error::{PartyError, Result};
 
 /// A contribution request from the coordinator, its fields checked for
-/// form.
+/// form. Everything but `job_id` and `model_toml` is the lender's signed
+/// request, forwarded unchanged.
 #[derive(Clone, Debug)]
 pub(crate) struct ContributionRequest {
     /// The coordinator's job.
     pub(crate) job_id: String,
-    /// Whose records are asked for.
-    pub(crate) subject: String,
-    /// The model, by id (what the operator approves).
-    pub(crate) model_id: String,
-    /// The model file sent with the request; must be `model_id`.
+    /// The model file sent with the request; must be the request's model.
     pub(crate) model_toml: String,
-    /// The lender's key set.
-    pub(crate) key_id: String,
-    /// Which plan's inputs to compute.
-    pub(crate) plan: PlanKind,
-    /// Parties named absent by the lender's alignment.
-    pub(crate) absent: Vec<String>,
+    /// The lender's request, as it signed it.
+    pub(crate) signed: LenderRequest,
+    /// The lender's signature over it (empty without an identity).
+    pub(crate) signature: Vec<u8>,
+}
+
+impl ContributionRequest {
+    /// The plan kind the lender asked for.
+    fn plan(&self) -> Result<PlanKind> {
+        PlanKind::parse(&self.signed.plan)
+            .ok_or_else(|| PartyError::BadRequest(format!("unknown plan kind `{}`", self.signed.plan)))
+    }
 }
 
 /// An encrypted, signed contribution.
@@ -46,14 +51,23 @@ pub(crate) struct Contributed {
     pub(crate) signature: Vec<u8>,
     /// When it was signed, in milliseconds since the epoch.
     pub(crate) signed_ms: u64,
+    /// The consent record relied on (empty where none are kept).
+    pub(crate) consent: String,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl PartyService {
-    /// The plan for an approved model, parsed once per model id and kind.
-    fn plan(&self, model_id: &str, toml: &str, kind: PlanKind) -> Result<Arc<Plan>> {
-        if !self.approved.contains(model_id) {
-            return Err(PartyError::NotApproved { party: self.name.clone(), model_id: model_id.into() });
-        }
+    /// The plan for a model approved for `lender` under `kind`, parsed
+    /// once per model id and kind.
+    fn plan(&self, model_id: &str, toml: &str, kind: PlanKind, lender: &str) -> Result<Arc<Plan>> {
+        self.config.approves(model_id, lender, kind).map_err(|scope| PartyError::NotApproved {
+            party: self.name.clone(),
+            model_id: model_id.into(),
+            scope,
+        })?;
         let cache_key = (model_id.to_string(), kind);
         if let Some(plan) = lock(&self.plans)?.get(&cache_key) {
             return Ok(plan.clone());
@@ -77,9 +91,13 @@ impl PartyService {
         Ok(plan)
     }
 
-    /// Refuses to contribute when it is named absent, or when too few
-    /// parties would contribute: a decision on this party's data with the
-    /// others named absent would be a function of this party's data alone.
+    /// Refuses to contribute when it is named absent, when too few parties
+    /// would contribute (a decision on this party's data with the others
+    /// named absent would be a function of this party's data alone), and
+    /// when a party whose features a revealed output depends on is named
+    /// absent (the lender could difference out one party's contribution by
+    /// asking with and without it), unless the operator allows that party
+    /// in `allow_absent`.
     fn check_present(&self, plan: &Plan, absent: &[String]) -> Result<()> {
         if absent.contains(&self.name) {
             return Err(PartyError::BadRequest(format!("party `{}` is asked while named absent", self.name)));
@@ -90,53 +108,150 @@ impl PartyService {
         if present < required {
             return Err(PartyError::TooFewPresent { party: self.name.clone(), present, required });
         }
+        let lint = jointscore_circuits::lint::lint(plan.model());
+        let needed = lint.outputs.iter().flat_map(|o| o.parties.iter());
+        if let Some(missing) = needed.into_iter().find(|p| absent.contains(p) && !self.config.allow_absent.contains(p))
+        {
+            return Err(PartyError::BadRequest(format!(
+                "party `{}` contributes only when every party the revealed outputs depend on is present; the \
+                 request names `{missing}` absent (its operator may list it in `allow_absent`)",
+                self.name
+            )));
+        }
         Ok(())
     }
 
+    /// The lender's request is its own: with a consortium, signed by a
+    /// current lender; in any case signed within `request_max_age_s` of
+    /// now (either way, for clock skew).
+    fn check_signed(&self, request: &ContributionRequest) -> Result<()> {
+        let signed = &request.signed;
+        let refuse = |reason: String| PartyError::Unauthenticated {
+            party: self.name.clone(),
+            request_id: signed.request_id.clone(),
+            reason,
+        };
+        if let Some(consortium) = &self.consortium {
+            if request.signature.is_empty() || signed.lender.is_empty() {
+                return Err(refuse("the lender did not sign it".into()));
+            }
+            signed.verify(consortium, &request.signature, now_ms() / 1000).map_err(|e| refuse(e.to_string()))?;
+        }
+        let max_age_ms = self.config.request_max_age_s * 1000;
+        let skew = now_ms().abs_diff(signed.time_ms);
+        if skew > max_age_ms {
+            return Err(PartyError::Replayed {
+                party: self.name.clone(),
+                request_id: signed.request_id.clone(),
+                reason: format!(
+                    "it was signed {} s from now, outside the {} s this party accepts (a stale or replayed request, \
+                     or a clock that is off)",
+                    skew / 1000,
+                    self.config.request_max_age_s
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Claims the request in the store: refused if answered before or if
+    /// the lender has asked about this subject too often.
+    fn claim(&self, signed: &LenderRequest) -> Result<()> {
+        let window_ms = self.config.subject_window_s.saturating_mul(1000);
+        match self.store.claim_request(
+            &signed.lender,
+            &signed.request_id,
+            &signed.subject,
+            self.config.subject_decision_limit,
+            window_ms,
+        )? {
+            None => Ok(()),
+            Some((true, reason)) => {
+                Err(PartyError::Replayed { party: self.name.clone(), request_id: signed.request_id.clone(), reason })
+            }
+            Some((false, _)) => Err(PartyError::RateLimited {
+                party: self.name.clone(),
+                lender: signed.lender.clone(),
+                limit: self.config.subject_decision_limit,
+                window_s: self.config.subject_window_s,
+            }),
+        }
+    }
+
     /// Computes, encrypts and signs this party's contribution to one
-    /// request.
+    /// request, and logs it.
     ///
-    /// Refused before any record is read: a model this party has not
-    /// approved, a model file that is not the approved id, a model whose
-    /// lint fails (unless overridden by name), a plan the model
-    /// cannot compile, a model without this party, a request naming this
-    /// party absent or leaving too few parties present, and a key set the
-    /// coordinator cannot show. An unknown subject is `NOT_FOUND`.
+    /// Refused before any record is read: a request not signed by a
+    /// current lender (with a consortium), stale or answered before; a
+    /// model this party has not approved for that lender and plan kind; a
+    /// model file that is not the approved id; a model whose lint fails
+    /// (unless overridden by name); a model without this party; a request
+    /// naming this party absent, leaving too few parties present, or
+    /// naming absent a party the outputs depend on; a key set the
+    /// coordinator cannot show, or one the requesting lender did not sign;
+    /// too many decisions about the subject. An unknown subject is
+    /// `NOT_FOUND`. Every refusal is logged in full; the lender is told
+    /// only its kind (see `coarse`).
     pub(crate) async fn contribution(&self, request: ContributionRequest) -> Result<Contributed> {
-        let plan = self.plan(&request.model_id, &request.model_toml, request.plan)?;
+        let outcome = self.try_contribution(request.clone()).await;
+        if let Err(e) = &outcome {
+            let body = serde_json::json!({
+                "request_id": request.signed.request_id,
+                "lender": request.signed.lender,
+                "job_id": request.job_id,
+                "subject": request.signed.subject,
+                "model_id": request.signed.model_id,
+                "reason": e.to_string(),
+            });
+            if let Err(log) = self.store.log(LogKind::Refusal, body) {
+                tracing::warn!(party = %self.name, error = %log, "could not log a refusal");
+            }
+        }
+        outcome
+    }
+
+    async fn try_contribution(&self, request: ContributionRequest) -> Result<Contributed> {
+        self.check_signed(&request)?;
+        let signed = request.signed.clone();
+        let kind = request.plan()?;
+        let plan = self.plan(&signed.model_id, &request.model_toml, kind, &signed.lender)?;
         let party = plan.model().party_index(&self.name).map_err(|_| {
-            PartyError::BadRequest(format!("model {} has no party named `{}`", request.model_id, self.name))
+            PartyError::BadRequest(format!("model {} has no party named `{}`", signed.model_id, self.name))
         })?;
-        self.check_present(&plan, &request.absent)?;
-        let key: PublicKey = self.public_key(&request.key_id).await?;
-        let identity = self.identity.clone();
-        let crs = self.crs.clone();
+        self.check_present(&plan, &signed.canonical_absent())?;
+        let key: PublicKey = self.public_key(&signed.key_id, &signed.lender).await?;
         let record = self
             .store
-            .get(&request.subject)?
-            .ok_or_else(|| PartyError::UnknownSubject { subject: request.subject.clone(), party: self.name.clone() })?;
+            .get(&signed.subject)?
+            .ok_or_else(|| PartyError::UnknownSubject { subject: signed.subject.clone(), party: self.name.clone() })?;
+        let consent = self.consent_for(&signed)?;
+        // Last: a request refused above may be sent again once fixed.
+        self.claim(&signed)?;
+        let identity = self.identity.clone();
+        let crs = self.crs.clone();
+        let store = self.store.clone();
+        let request_signature = hex::encode(&request.signature);
         // Encryption is CPU work: keep it off the async workers.
         tokio::task::spawn_blocking(move || {
             let start = Instant::now();
             let record = Record::for_party(plan.model(), party, &record)?;
             let digits = plan.contribution(party, &record)?;
             let name = plan.model().parties()[party].clone();
-            let binding = ContributionBinding {
-                job_id: request.job_id,
-                subject: request.subject,
-                model_id: request.model_id,
-                key_id: request.key_id,
-                party: name.clone(),
-            };
+            let binding = ContributionBinding::answering(&signed, &request.job_id, &name, &consent);
             let contribution = match &crs {
                 Some(crs) => Contribution::encrypt_proven(&plan, party, &digits, &key, crs, &binding.proof_metadata())?,
                 None => Contribution::encrypt(&plan, party, &digits, &key)?,
             };
             let bytes = contribution.to_bytes()?;
-            let signed_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-            let signature = identity.map_or_else(Vec::new, |key| {
-                binding.envelope(ciphertext_sha256(&bytes), signed_ms).sign(&key).to_vec()
-            });
+            let signed_ms = now_ms();
+            let envelope = binding.envelope(ciphertext_sha256(&bytes), signed_ms);
+            let signature = identity.map_or_else(Vec::new, |key| envelope.sign(&key).to_vec());
+            // Logged before it is sent: the party's record never lacks a
+            // contribution that left it.
+            let logged =
+                ContributionRecord { request: signed, request_signature, envelope, signature: hex::encode(&signature) };
+            let body = serde_json::to_value(&logged).map_err(|e| PartyError::Store(e.to_string()))?;
+            store.log(LogKind::Contribution, body)?;
             Ok(Contributed {
                 party: name,
                 blocks: u32::try_from(contribution.len()).unwrap_or(u32::MAX),
@@ -144,10 +259,16 @@ impl PartyService {
                 bytes,
                 signature,
                 signed_ms,
+                consent,
             })
         })
         .await
         .map_err(|e| PartyError::Transport(format!("encryption task failed: {e}")))?
+    }
+
+    /// The consent record this request relies on (empty: none kept).
+    fn consent_for(&self, _signed: &LenderRequest) -> Result<String> {
+        Ok(String::new())
     }
 }
 
@@ -182,7 +303,7 @@ mod tests {
     #[test]
     fn an_approved_model_whose_lint_fails_is_refused_unless_overridden_by_name() {
         let (toml, id) = leaky();
-        let err = service("").plan(&id, &toml, PlanKind::Pushdown).expect_err("lint fails");
+        let err = service("").plan(&id, &toml, PlanKind::Pushdown, "lender").expect_err("lint fails");
         assert!(matches!(err, PartyError::LintFailed { .. }), "{err}");
         let message = err.to_string();
         assert_eq!(tonic::Status::from(err).code(), tonic::Code::PermissionDenied);
@@ -190,7 +311,7 @@ mod tests {
         assert!(message.contains("lint_override"), "{message}");
 
         let overridden = service(&format!("lint_override = [\"{id}\"]\n"));
-        overridden.plan(&id, &toml, PlanKind::Pushdown).expect("the operator named it");
+        overridden.plan(&id, &toml, PlanKind::Pushdown, "lender").expect("the operator named it");
     }
 
     #[test]
@@ -203,6 +324,6 @@ mod tests {
         );
         let config = PartyConfig::from_toml(&text).expect("config");
         let service = PartyService::new(&config, Arc::new(RecordStore::in_memory().expect("store")));
-        service.plan(model.id(), CROSS_BORDER_SELLER, PlanKind::Pushdown).expect("no lint finding");
+        service.plan(model.id(), CROSS_BORDER_SELLER, PlanKind::Pushdown, "lender").expect("no lint finding");
     }
 }

@@ -18,15 +18,29 @@ impl TryFrom<pb::ContributeRequest> for ContributionRequest {
         let plan =
             plan_from_wire(r.plan).ok_or_else(|| PartyError::BadRequest(format!("unknown plan kind {}", r.plan)))?;
         check_subject(&r.subject).map_err(|m| PartyError::BadRequest(format!("`subject`: {m}")))?;
-        Ok(ContributionRequest {
-            job_id: r.job_id,
-            subject: r.subject,
-            model_id: r.model_id,
-            model_toml: r.model_toml,
+        for (name, value) in [("request_id", &r.request_id), ("lender", &r.lender), ("key_id", &r.key_id)] {
+            if value.len() > 256 || value.chars().any(char::is_control) {
+                return Err(PartyError::BadRequest(format!("`{name}` is over 256 bytes or holds control characters")));
+            }
+        }
+        if r.request_id.is_empty() {
+            return Err(PartyError::BadRequest("`request_id` is empty: the lender's request names itself".into()));
+        }
+        if r.salt.len() != 2 * jointscore_identity::SALT_BYTES || hex::decode(&r.salt).is_err() {
+            return Err(PartyError::BadRequest("`salt` is not 64 hex digits".into()));
+        }
+        let signed = jointscore_identity::LenderRequest {
+            request_id: r.request_id,
+            lender: r.lender,
             key_id: r.key_id,
-            plan,
+            model_id: r.model_id,
+            plan: plan.name().into(),
+            subject: r.subject,
             absent: r.absent,
-        })
+            time_ms: r.time_ms,
+            salt: r.salt,
+        };
+        Ok(ContributionRequest { job_id: r.job_id, model_toml: r.model_toml, signed, signature: r.signature })
     }
 }
 
@@ -160,6 +174,7 @@ impl Contributed {
             encrypt_us: self.encrypt_us,
             signature: self.signature.clone(),
             signed_ms: self.signed_ms,
+            consent: self.consent.clone(),
         }
     }
 }
@@ -177,6 +192,11 @@ mod tests {
             key_id: "k".into(),
             plan: pb::PlanKind::Pushdown as i32,
             absent: Vec::new(),
+            request_id: "r".into(),
+            lender: "lender".into(),
+            time_ms: 1,
+            salt: "ab".repeat(32),
+            signature: vec![],
         }
     }
 
@@ -225,7 +245,8 @@ mod tests {
     #[test]
     fn a_well_formed_request_converts() {
         let converted = ContributionRequest::try_from(request()).expect("well formed");
-        assert_eq!(converted.subject, "seller-1");
+        assert_eq!(converted.signed.subject, "seller-1");
+        assert_eq!(converted.signed.plan, "pushdown");
     }
 
     #[test]

@@ -1,0 +1,260 @@
+//! The party's own record of what it did: a hash-chained log in its store,
+//! and the table of lender requests it has answered.
+//!
+//! The coordinator keeps the consortium's ledger, but a party need not
+//! trust it: every contribution this node makes is appended here with the
+//! lender's signed request and this node's own signed envelope, so `jointscore
+//! audit reconcile` can hold the coordinator's ledger against it and find an
+//! entry the coordinator left out or rewrote. Refusals (with their full
+//! detail, which the lender is not told) and alignment sessions are logged
+//! too.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{PartyError, Result};
+use crate::store::RecordStore;
+
+/// The hash before the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What a log entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogKind {
+    /// A contribution: the lender's signed request and this party's signed
+    /// envelope.
+    Contribution,
+    /// A request refused, with the reason in full.
+    Refusal,
+    /// An alignment (PSI) session opened for a requester.
+    Psi,
+}
+
+/// One entry of the party's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogEntry {
+    /// Its position, from 0.
+    pub seq: u64,
+    /// The previous entry's hash ([`GENESIS`] for the first).
+    pub prev: String,
+    /// When it was appended, in milliseconds since the unix epoch.
+    pub time_ms: u64,
+    /// What it records.
+    pub kind: LogKind,
+    /// The record itself (see [`LogKind`]).
+    pub body: serde_json::Value,
+    /// SHA-256 (hex) over `seq`, `prev`, `time_ms`, `kind` and `body` in
+    /// their canonical JSON form.
+    pub hash: String,
+}
+
+#[derive(Serialize)]
+struct Canonical<'a> {
+    seq: u64,
+    prev: &'a str,
+    time_ms: u64,
+    kind: LogKind,
+    body: &'a serde_json::Value,
+}
+
+impl LogEntry {
+    /// The hash this entry must carry.
+    pub fn expected_hash(&self) -> String {
+        let canonical =
+            Canonical { seq: self.seq, prev: &self.prev, time_ms: self.time_ms, kind: self.kind, body: &self.body };
+        hex::encode(Sha256::digest(serde_json::to_vec(&canonical).unwrap_or_default()))
+    }
+}
+
+/// A contribution as the party logs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContributionRecord {
+    /// The lender's request as it signed it.
+    pub request: jointscore_identity::LenderRequest,
+    /// The lender's signature over it, hex (empty without a consortium).
+    pub request_signature: String,
+    /// This party's envelope.
+    pub envelope: jointscore_identity::ContributionEnvelope,
+    /// This party's signature over the envelope, hex (empty without an
+    /// identity key).
+    pub signature: String,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The log's tables.
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS party_log (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS answered (
+    lender TEXT NOT NULL, request_id TEXT NOT NULL, subject TEXT NOT NULL, time_ms INTEGER NOT NULL,
+    PRIMARY KEY (lender, request_id));
+CREATE INDEX IF NOT EXISTS answered_subject ON answered (lender, subject, time_ms);
+";
+
+fn append(conn: &Connection, kind: LogKind, body: serde_json::Value) -> Result<LogEntry> {
+    let last: Option<String> =
+        conn.query_row("SELECT entry FROM party_log ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).optional()?;
+    let (seq, prev) = match last {
+        Some(text) => {
+            let last: LogEntry =
+                serde_json::from_str(&text).map_err(|e| PartyError::Store(format!("party log: {e}")))?;
+            (last.seq + 1, last.hash)
+        }
+        None => (0, GENESIS.to_string()),
+    };
+    let mut entry = LogEntry { seq, prev, time_ms: now_ms(), kind, body, hash: String::new() };
+    entry.hash = entry.expected_hash();
+    let text = serde_json::to_string(&entry).map_err(|e| PartyError::Store(e.to_string()))?;
+    conn.execute("INSERT INTO party_log (seq, entry) VALUES (?1, ?2)", params![seq as i64, text])?;
+    Ok(entry)
+}
+
+/// Why the log does not verify.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("party log entry {seq}: {reason}")]
+pub struct LogBroken {
+    /// The first entry at fault.
+    pub seq: u64,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Checks a run of entries from seq 0: consecutive, each naming its
+/// predecessor's hash, each hash right. Answers how many entries verified.
+pub fn verify_entries(entries: &[LogEntry]) -> std::result::Result<usize, LogBroken> {
+    let mut prev = GENESIS.to_string();
+    for (i, entry) in entries.iter().enumerate() {
+        let broken = |reason: String| LogBroken { seq: i as u64, reason };
+        if entry.seq != i as u64 {
+            return Err(broken(format!("holds seq {} (an entry is missing or moved)", entry.seq)));
+        }
+        if entry.prev != prev {
+            return Err(broken("does not name the previous entry's hash (the chain is broken)".into()));
+        }
+        if entry.hash != entry.expected_hash() {
+            return Err(broken("its hash does not match its content (it was edited)".into()));
+        }
+        prev = entry.hash.clone();
+    }
+    Ok(entries.len())
+}
+
+impl RecordStore {
+    /// Appends an entry to the party's log.
+    pub fn log(&self, kind: LogKind, body: serde_json::Value) -> Result<LogEntry> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let entry = append(&tx, kind, body)?;
+        tx.commit()?;
+        Ok(entry)
+    }
+
+    /// Every log entry from `from_seq` on, in order.
+    pub fn log_entries(&self, from_seq: u64) -> Result<Vec<LogEntry>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("SELECT seq, entry FROM party_log WHERE seq >= ?1 ORDER BY seq")?;
+        let rows = stmt
+            .query_map([from_seq as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(seq, text)| {
+                serde_json::from_str(&text)
+                    .map_err(|e| PartyError::Store(format!("party log entry {seq} is unreadable: {e}")))
+            })
+            .collect()
+    }
+
+    /// Claims a lender's request for answering, atomically: refused if the
+    /// same lender's request id was answered before (a replay), or if the
+    /// lender has asked about `subject` `limit` times in the last
+    /// `window_ms` (an oracle). Returns `Ok(None)` when claimed, else the
+    /// reason and whether it is a replay (`true`) or the rate limit.
+    pub(crate) fn claim_request(
+        &self,
+        lender: &str,
+        request_id: &str,
+        subject: &str,
+        limit: u32,
+        window_ms: u64,
+    ) -> Result<Option<(bool, String)>> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let seen: Option<i64> = tx
+            .query_row(
+                "SELECT time_ms FROM answered WHERE lender = ?1 AND request_id = ?2",
+                params![lender, request_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(at) = seen {
+            return Ok(Some((true, format!("it was answered already (at {at} ms): a replayed request"))));
+        }
+        let now = now_ms();
+        let since = now.saturating_sub(window_ms) as i64;
+        let recent: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM answered WHERE lender = ?1 AND subject = ?2 AND time_ms >= ?3",
+            params![lender, subject, since],
+            |r| r.get(0),
+        )?;
+        if recent >= i64::from(limit) {
+            return Ok(Some((false, String::new())));
+        }
+        tx.execute(
+            "INSERT INTO answered (lender, request_id, subject, time_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![lender, request_id, subject, now as i64],
+        )?;
+        tx.commit()?;
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_chains_and_any_edit_breaks_it() {
+        let store = RecordStore::in_memory().expect("store");
+        for i in 0..4 {
+            store.log(LogKind::Refusal, serde_json::json!({ "reason": format!("r{i}") })).expect("append");
+        }
+        let entries = store.log_entries(0).expect("read");
+        assert_eq!(verify_entries(&entries), Ok(4));
+        assert_eq!(entries[0].prev, GENESIS);
+        assert_eq!(entries[2].prev, entries[1].hash);
+
+        let mut edited = entries.clone();
+        edited[2].body = serde_json::json!({ "reason": "other" });
+        assert_eq!(verify_entries(&edited).unwrap_err().seq, 2);
+        let mut dropped = entries.clone();
+        dropped.remove(1);
+        let e = verify_entries(&dropped).unwrap_err();
+        assert_eq!(e.seq, 1);
+        assert!(e.reason.contains("missing"), "{e}");
+        let mut rehashed = entries.clone();
+        rehashed[1].body = serde_json::json!({ "reason": "forged" });
+        rehashed[1].hash = rehashed[1].expected_hash();
+        assert!(verify_entries(&rehashed).unwrap_err().reason.contains("chain is broken"));
+    }
+
+    #[test]
+    fn a_request_is_answered_once_and_a_subject_only_so_often() {
+        let store = RecordStore::in_memory().expect("store");
+        assert_eq!(store.claim_request("l", "r1", "s", 2, 60_000).expect("claim"), None);
+        let (replay, why) = store.claim_request("l", "r1", "s", 2, 60_000).expect("claim").expect("refused");
+        assert!(replay && why.contains("replayed"), "{why}");
+        // Another lender's request id is its own.
+        assert_eq!(store.claim_request("m", "r1", "s", 2, 60_000).expect("claim"), None);
+        assert_eq!(store.claim_request("l", "r2", "s", 2, 60_000).expect("claim"), None);
+        let (replay, _) = store.claim_request("l", "r3", "s", 2, 60_000).expect("claim").expect("limited");
+        assert!(!replay, "the third decision on `s` for `l` is over the limit");
+        assert_eq!(store.claim_request("l", "r4", "t", 2, 60_000).expect("claim"), None, "another subject");
+    }
+}
