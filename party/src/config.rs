@@ -27,6 +27,8 @@ use crate::error::{PartyError, Result};
 /// identity = "bank.key"                # signs every contribution
 /// consortium = "consortium.toml"       # members; with `mtls = true` in it,
 ///                                      # all traffic is mutual TLS
+/// require_consent = true               # contribute only for a subject that
+///                                      # consented to the lender
 /// ```
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -112,6 +114,14 @@ pub struct PartyConfig {
     /// party's feature (an explicit, named override; default none).
     #[serde(default)]
     pub lint_override: Vec<String>,
+    /// Contribute to a decision only for a subject holding a consent to the
+    /// requesting lender for `decision`, valid when the lender signed its
+    /// request and not revoked (`jointscore party consent import`); the
+    /// consent's id goes into the signed envelope and the ledger. Off by
+    /// default so that development setups and the quickstart run without
+    /// consent records; a production party sets it.
+    #[serde(default)]
+    pub require_consent: bool,
 }
 
 fn default_min_present() -> usize {
@@ -207,6 +217,7 @@ impl PartyConfig {
             subject_window_s: default_subject_window(),
             allow_absent: Vec::new(),
             lint_override: Vec::new(),
+            require_consent: false,
         }
     }
 
@@ -301,6 +312,7 @@ mod tests {
         assert!(c.approved_models.is_empty() && c.approved_stats.is_empty());
         assert!(!c.asset_registry);
         assert_eq!(c.psi_session_ttl_s, 600);
+        assert!(!c.require_consent);
     }
 
     #[test]

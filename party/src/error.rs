@@ -87,6 +87,17 @@ pub enum PartyError {
         /// The window, in seconds.
         window_s: u64,
     },
+    /// This party requires consent and holds none of the subject to the
+    /// requesting lender for the purpose, valid at the request's time and
+    /// not revoked. The message says no more than that (the lender is not
+    /// told which of these failed); `detail` goes to the party's log.
+    #[error("party `{party}`: no consent")]
+    NoConsent {
+        /// This party.
+        party: String,
+        /// Subject, lender, purpose and time looked up, for the party's log.
+        detail: String,
+    },
     /// The operator has not approved the statistics spec.
     #[error("party `{party}` has not approved stats spec {spec_id}; its operator adds the id to `approved_stats`")]
     StatsNotApproved {
@@ -222,7 +233,7 @@ impl From<PartyError> for Status {
             | PartyError::LintFailed { .. }
             | PartyError::Replayed { .. } => Code::PermissionDenied,
             PartyError::Unauthenticated { .. } => Code::Unauthenticated,
-            PartyError::RateLimited { .. } => Code::PermissionDenied,
+            PartyError::RateLimited { .. } | PartyError::NoConsent { .. } => Code::PermissionDenied,
             PartyError::BadRequest(_) => Code::InvalidArgument,
             PartyError::Key { .. } => Code::FailedPrecondition,
             PartyError::StatsNotApproved { .. } => Code::PermissionDenied,

@@ -9,7 +9,9 @@
 //! from its own SQLite store, computes its plan inputs in the clear —
 //! nothing leaves the node unencrypted — encrypts them under the lender's
 //! compact public key, and records the request and its own signed envelope
-//! in its hash-chained log (`log`).
+//! in its hash-chained log (`log`). With `require_consent` it contributes
+//! only for a subject that consented to the requesting lender, and names
+//! the consent it relied on in its envelope (`consent`).
 //!
 //! For consortium statistics the node takes part in secure-aggregation
 //! rounds (`jointscore-secagg`) for specs its operator approved: it tallies
@@ -23,6 +25,7 @@
 
 mod aggregate;
 mod config;
+mod consent;
 mod error;
 mod fault;
 mod log;
@@ -32,6 +35,7 @@ mod service;
 mod store;
 
 pub use config::{Approval, PartyConfig};
+pub use consent::{Consent, ConsentReport, Purpose};
 pub use error::{PartyError, Result};
 #[cfg(feature = "fault-injection")]
 pub use fault::FAULT_ENV;

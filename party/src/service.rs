@@ -347,6 +347,8 @@ fn coarse(party: &str, e: PartyError) -> Status {
     use jointscore_circuits::Error as C;
     match e {
         PartyError::UnknownSubject { .. } => Status::not_found(format!("party `{party}`: unknown subject")),
+        // Not which of subject, lender, purpose or dates failed.
+        PartyError::NoConsent { .. } => Status::permission_denied(format!("party `{party}`: no consent")),
         PartyError::Circuits(C::Input { .. } | C::UnknownFeature(_)) => Status::failed_precondition(format!(
             "party `{party}`: refused: the subject's record cannot be used under this model (the party's log has \
              the detail)"

@@ -58,6 +58,7 @@ impl RecordStore {
                  key BLOB PRIMARY KEY, asset TEXT NOT NULL, reference TEXT NOT NULL, financed_ms INTEGER NOT NULL);",
         )?;
         conn.execute_batch(crate::log::SCHEMA)?;
+        conn.execute_batch(crate::consent::SCHEMA)?;
         Ok(RecordStore { conn: Mutex::new(conn) })
     }
 
@@ -230,7 +231,7 @@ pub struct AssetReport {
     pub already: usize,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     i64::try_from(ms).unwrap_or(i64::MAX)
 }

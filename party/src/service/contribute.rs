@@ -9,6 +9,7 @@ use jointscore_circuits::fhe::{Contribution, PublicKey};
 use jointscore_circuits::{Plan, PlanKind, Record, model_for_id};
 use jointscore_identity::{ContributionBinding, LenderRequest, ciphertext_sha256};
 
+use crate::consent::Purpose;
 use crate::log::{ContributionRecord, LogKind};
 
 use super::{PartyService, lock};
@@ -189,13 +190,14 @@ impl PartyService {
     /// naming this party absent, leaving too few parties present, or
     /// naming absent a party the outputs depend on; a key set the
     /// coordinator cannot show, or one the requesting lender did not sign;
-    /// too many decisions about the subject. An unknown subject is
-    /// `NOT_FOUND`. Every refusal is logged in full; the lender is told
-    /// only its kind (see `coarse`).
+    /// with `require_consent`, a subject without a valid consent to the
+    /// lender (`PERMISSION_DENIED`, "no consent"); too many decisions about
+    /// the subject. An unknown subject is `NOT_FOUND`. Every refusal is
+    /// logged in full; the lender is told only its kind (see `coarse`).
     pub(crate) async fn contribution(&self, request: ContributionRequest) -> Result<Contributed> {
         let outcome = self.try_contribution(request.clone()).await;
         if let Err(e) = &outcome {
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "request_id": request.signed.request_id,
                 "lender": request.signed.lender,
                 "job_id": request.job_id,
@@ -203,6 +205,10 @@ impl PartyService {
                 "model_id": request.signed.model_id,
                 "reason": e.to_string(),
             });
+            // What the lender is not told, in the party's own log.
+            if let PartyError::NoConsent { detail, .. } = e {
+                body["detail"] = detail.clone().into();
+            }
             if let Err(log) = self.store.log(LogKind::Refusal, body) {
                 tracing::warn!(party = %self.name, error = %log, "could not log a refusal");
             }
@@ -220,11 +226,13 @@ impl PartyService {
         })?;
         self.check_present(&plan, &signed.canonical_absent())?;
         let key: PublicKey = self.public_key(&signed.key_id, &signed.lender).await?;
+        // Before the record is read: a lender without consent does not
+        // learn whether this party holds the subject.
+        let consent = self.consent_for(&signed)?;
         let record = self
             .store
             .get(&signed.subject)?
             .ok_or_else(|| PartyError::UnknownSubject { subject: signed.subject.clone(), party: self.name.clone() })?;
-        let consent = self.consent_for(&signed)?;
         // Last: a request refused above may be sent again once fixed.
         self.claim(&signed)?;
         let identity = self.identity.clone();
@@ -266,9 +274,28 @@ impl PartyService {
         .map_err(|e| PartyError::Transport(format!("encryption task failed: {e}")))?
     }
 
-    /// The consent record this request relies on (empty: none kept).
-    fn consent_for(&self, _signed: &LenderRequest) -> Result<String> {
-        Ok(String::new())
+    /// The id of the consent this request relies on: with
+    /// `require_consent`, one of the subject to the requesting lender for
+    /// `decision`, valid when the lender signed the request and not revoked,
+    /// or `NoConsent`; without, none (empty).
+    fn consent_for(&self, signed: &LenderRequest) -> Result<String> {
+        if !self.config.require_consent {
+            return Ok(String::new());
+        }
+        let purpose = Purpose::Decision;
+        self.store.consent(&signed.subject, &signed.lender, purpose, signed.time_ms)?.ok_or_else(|| {
+            PartyError::NoConsent {
+                party: self.name.clone(),
+                detail: format!(
+                    "no `{}` consent of subject `{}` for lender `{}` valid at {} ms (the request's signed time) and \
+                     not revoked",
+                    purpose.name(),
+                    signed.subject,
+                    signed.lender,
+                    signed.time_ms
+                ),
+            }
+        })
     }
 }
 
@@ -325,5 +352,66 @@ mod tests {
         let config = PartyConfig::from_toml(&text).expect("config");
         let service = PartyService::new(&config, Arc::new(RecordStore::in_memory().expect("store")));
         service.plan(model.id(), CROSS_BORDER_SELLER, PlanKind::Pushdown, "lender").expect("no lint finding");
+    }
+}
+
+#[cfg(test)]
+mod consent_tests {
+    use jointscore_identity::LenderRequest;
+
+    use super::*;
+    use crate::config::PartyConfig;
+    use crate::store::RecordStore;
+
+    fn service(require_consent: bool, consents: &str) -> PartyService {
+        let config =
+            PartyConfig { require_consent, ..PartyConfig::new("bank", "http://127.0.0.1:7100", "unused".into()) };
+        let store = RecordStore::in_memory().expect("store");
+        store
+            .import_consents_csv(
+                format!("subject,lender,purpose,valid_from,valid_until,revoked\n{consents}").as_bytes(),
+            )
+            .expect("consents");
+        PartyService::new(&config, Arc::new(store))
+    }
+
+    fn request(subject: &str, lender: &str) -> LenderRequest {
+        // 2025-06-01T00:00:00Z.
+        LenderRequest {
+            subject: subject.into(),
+            lender: lender.into(),
+            time_ms: 1_748_736_000_000,
+            ..LenderRequest::default()
+        }
+    }
+
+    #[test]
+    fn without_a_valid_consent_the_party_refuses_saying_only_no_consent() {
+        let service = service(
+            true,
+            "s1,lender,decision,2025-01-01,,\ns2,lender,monitoring,2025-01-01,,\ns3,lender,decision,2024-01-01,\
+             2024-12-31,\ns4,lender,decision,2025-01-01,,\ns4,lender,decision,2025-01-01,,2025-03-01\n",
+        );
+        let id = service.consent_for(&request("s1", "lender")).expect("consented");
+        assert_eq!(id, service.store.consents(Some("s1")).expect("list")[0].id);
+
+        for (subject, lender) in
+            [("s1", "other"), ("s2", "lender"), ("s3", "lender"), ("s4", "lender"), ("s5", "lender")]
+        {
+            let err = service.consent_for(&request(subject, lender)).expect_err(subject);
+            let PartyError::NoConsent { detail, .. } = &err else { panic!("{err}") };
+            assert!(detail.contains(&format!("subject `{subject}`")) && detail.contains(lender), "{detail}");
+            assert_eq!(err.to_string(), "party `bank`: no consent");
+            let status = super::super::coarse("bank", err);
+            assert_eq!(status.code(), tonic::Code::PermissionDenied);
+            assert_eq!(status.message(), "party `bank`: no consent");
+        }
+    }
+
+    #[test]
+    fn a_party_that_does_not_require_consent_relies_on_none() {
+        let service = service(false, "s1,lender,decision,2025-01-01,,\n");
+        assert_eq!(service.consent_for(&request("s1", "lender")).expect("no check"), "");
+        assert_eq!(service.consent_for(&request("s9", "anyone")).expect("no check"), "");
     }
 }
