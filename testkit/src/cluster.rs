@@ -86,6 +86,9 @@ pub struct ClusterOptions {
     /// proofs cover this many blocks each, and every contribution must be
     /// proven.
     pub proof_blocks: Option<usize>,
+    /// Parties that contribute only for a subject that consented to the
+    /// lender (`require_consent`); their stores start without consents.
+    pub consent_required: Vec<String>,
 }
 
 /// The lender member of a TLS cluster's consortium.
@@ -111,6 +114,7 @@ impl Default for ClusterOptions {
             psi_open_deadline: Duration::from_secs(300),
             tls: false,
             proof_blocks: None,
+            consent_required: Vec::new(),
         }
     }
 }
@@ -258,6 +262,8 @@ pub struct PartySetup {
     /// A directory holding `<name>.key` for each party and
     /// `consortium.toml`: they sign, and run mutual TLS if the file says so.
     pub identities: Option<PathBuf>,
+    /// Parties that require consent (`require_consent`).
+    pub consent_required: Vec<String>,
 }
 
 /// Starts one party node per party of `model`, each with a SQLite store in
@@ -270,7 +276,7 @@ pub async fn start_parties(
     dir: &Path,
     setup: &PartySetup,
 ) -> Result<Vec<ClusterParty>, ClusterError> {
-    let PartySetup { unapproved, approved_stats, registries, identities } = setup;
+    let PartySetup { unapproved, approved_stats, registries, identities, consent_required } = setup;
     let mut parties = Vec::new();
     for (index, name) in model.parties().iter().enumerate() {
         let config = PartyConfig {
@@ -297,6 +303,7 @@ pub async fn start_parties(
             subject_decision_limit: 1_000_000,
             subject_window_s: 86_400,
             allow_absent: Vec::new(),
+            require_consent: consent_required.contains(name),
         };
         let store = Arc::new(RecordStore::open(&config.store)?);
         let rows: Vec<(String, Value)> =
@@ -365,6 +372,7 @@ impl Cluster {
             approved_stats: options.approved_stats.clone(),
             registries: options.registries.clone(),
             identities: consortium.as_ref().map(|_| identities.clone()),
+            consent_required: options.consent_required.clone(),
         };
         let parties = start_parties(&model, &book, &coordinator.url(), dir.path(), &setup).await?;
         Ok(Cluster { dir, coordinator, parties, book, model, consortium })
