@@ -24,13 +24,16 @@
 //!   ([`verify_receipts`]), even if the coordinator re-sealed the rest.
 //! - A member that keeps the latest signed [`Head`] detects a log cut short
 //!   or rewritten before that point ([`verify_with_head`]).
+//! - A party that keeps its own log of what it contributed finds a
+//!   contribution the coordinator left out of the ledger, or holds in
+//!   another form, and one in its name it never made ([`reconcile`]).
 //!
 //! # What it does not
 //!
 //! - The coordinator can omit an event entirely, or rewrite the log and
 //!   re-sign it all with its own key: only receipts held by the nodes
-//!   concerned, and heads held by members, catch that. Without a head, a
-//!   truncated log verifies.
+//!   concerned, heads held by members, and the parties' own logs
+//!   ([`reconcile`]) catch that. Without a head, a truncated log verifies.
 //! - Entry times are the coordinator's clock; attestations are checked
 //!   against membership at that time, so a coordinator that back-dates an
 //!   entry can make an attestation by a since-expired member pass (revocation
@@ -53,9 +56,11 @@
 mod chain;
 mod entry;
 mod error;
+mod reconcile;
 #[cfg(test)]
 mod tests;
 
 pub use chain::{Filter, HEAD_DOMAIN, Head, filter, verify_chain, verify_receipts, verify_with_head};
 pub use entry::{Attestation, DETAIL_LIMIT, ENTRY_DOMAIN, ENTRY_LIMIT, Entry, EntryKind, Event, GENESIS};
 pub use error::{AuditError, Result};
+pub use reconcile::{Finding, PartyContribution, PartyLogCheck, PartyRecord, Reconciliation, Status, reconcile};
