@@ -71,6 +71,19 @@ impl LogEntry {
     }
 }
 
+impl LogEntry {
+    /// The contribution a [`LogKind::Contribution`] entry records (`None`
+    /// for other kinds; an error names the entry when its body is not a
+    /// [`ContributionRecord`]).
+    pub fn contribution(&self) -> Option<Result<ContributionRecord>> {
+        (self.kind == LogKind::Contribution).then(|| {
+            serde_json::from_value(self.body.clone()).map_err(|e| {
+                PartyError::Store(format!("party log entry {} is not a contribution record: {e}", self.seq))
+            })
+        })
+    }
+}
+
 /// A contribution as the party logs it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContributionRecord {
@@ -156,9 +169,18 @@ impl RecordStore {
         Ok(entry)
     }
 
-    /// Every log entry from `from_seq` on, in order.
+    /// Every log entry from `from_seq` on, in order (none from a store
+    /// made before the log, opened read-only).
     pub fn log_entries(&self, from_seq: u64) -> Result<Vec<LogEntry>> {
         let conn = self.conn()?;
+        let exists: bool = conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'party_log')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(Vec::new());
+        }
         let mut stmt = conn.prepare("SELECT seq, entry FROM party_log WHERE seq >= ?1 ORDER BY seq")?;
         let rows = stmt
             .query_map([from_seq as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
@@ -242,6 +264,28 @@ mod tests {
         rehashed[1].body = serde_json::json!({ "reason": "forged" });
         rehashed[1].hash = rehashed[1].expected_hash();
         assert!(verify_entries(&rehashed).unwrap_err().reason.contains("chain is broken"));
+    }
+
+    #[test]
+    fn a_read_only_store_reads_the_log_while_the_node_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.sqlite");
+        assert!(RecordStore::open_read_only(&path).is_err(), "no store there, and none is made");
+        assert!(!path.exists());
+        let node = RecordStore::open(&path).expect("open");
+        node.log(LogKind::Refusal, serde_json::json!({ "reason": "r0" })).expect("append");
+        let reader = RecordStore::open_read_only(&path).expect("open read-only");
+        assert_eq!(reader.log_entries(0).expect("read").len(), 1);
+        node.log(LogKind::Contribution, serde_json::json!({ "request": 1 })).expect("the node still writes");
+        let entries = reader.log_entries(0).expect("read");
+        assert_eq!(verify_entries(&entries), Ok(2));
+        assert!(reader.log(LogKind::Refusal, serde_json::json!({})).is_err(), "read-only");
+        assert!(entries[0].contribution().is_none(), "a refusal");
+        let e = entries[1].contribution().expect("a contribution entry").unwrap_err();
+        assert!(e.to_string().contains("entry 1 is not a contribution record"), "{e}");
+        // And once the node has stopped.
+        drop((node, reader));
+        assert_eq!(RecordStore::open_read_only(&path).expect("reopen").log_entries(0).expect("read"), entries);
     }
 
     #[test]

@@ -45,6 +45,23 @@ impl RecordStore {
         RecordStore::init(conn)
     }
 
+    /// Opens the store at `path` for reading only, while its node may be
+    /// serving from it (SQLite's write-ahead log lets readers and the one
+    /// writer work side by side): nothing is created or migrated, and a
+    /// path that holds no store is an error.
+    pub fn open_read_only(path: &Path) -> Result<RecordStore> {
+        use rusqlite::OpenFlags;
+        let unreadable = |e: rusqlite::Error| PartyError::Store(format!("{}: {e}", path.display()));
+        if !path.is_file() {
+            return Err(PartyError::Store(format!("{}: no store there", path.display())));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(unreadable)?;
+        // The node may hold the write lock for a moment.
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unreadable)?;
+        Ok(RecordStore { conn: Mutex::new(conn) })
+    }
+
     /// A store that lives in memory only (tests, demonstrations).
     pub fn in_memory() -> Result<RecordStore> {
         RecordStore::init(Connection::open_in_memory()?)
