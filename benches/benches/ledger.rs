@@ -26,10 +26,59 @@ fn ledger(c: &mut Criterion) {
     group.finish();
 }
 
+/// What checking that a request is the lender's own costs per decision,
+/// beside evaluation: the lender signs once; the coordinator and each party
+/// verify the signature; each party claims the request id in its store
+/// (replay and per-subject limits, one SQLite transaction) and appends the
+/// contribution to its hash-chained log (another), on a file-backed store
+/// as in production.
+fn attestation(c: &mut Criterion) {
+    use jointscore_identity::{Consortium, LenderRequest, NodeKey};
+    use jointscore_party::{LogKind, RecordStore};
+
+    let lender = NodeKey::generate();
+    let consortium = Consortium::from_toml(&format!(
+        "name = \"bench\"\n[[member]]\nname = \"lender\"\nrole = \"lender\"\npublic_key = \"{}\"\n",
+        lender.public_hex()
+    ))
+    .expect("consortium");
+    let request = |i: u64| LenderRequest {
+        request_id: format!("bench-{i}"),
+        lender: "lender".into(),
+        key_id: "ab".repeat(32),
+        model_id: "cd".repeat(32),
+        plan: "pushdown".into(),
+        subject: format!("seller-{:04}", i % 1000),
+        absent: Vec::new(),
+        time_ms: 1_700_000_000_000,
+        salt: LenderRequest::fresh_salt(),
+    };
+    let one = request(0);
+    let signature = one.sign(&lender);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = RecordStore::open(&dir.path().join("party.sqlite")).expect("store");
+
+    let mut group = c.benchmark_group("attestation");
+    group.sample_size(20);
+    group.bench_function("lender_signs_request", |b| b.iter(|| one.sign(&lender)));
+    group.bench_function("verify_request", |b| b.iter(|| one.verify(&consortium, &signature, 0).expect("verifies")));
+    let mut i = 0u64;
+    group.bench_function("party_claims_and_logs", |b| {
+        b.iter(|| {
+            i += 1;
+            let r = request(i);
+            let claimed = store.claim_request(&r.lender, &r.request_id, &r.subject, u32::MAX, 86_400_000);
+            assert!(claimed.expect("claim").is_none());
+            store.log(LogKind::Contribution, serde_json::json!({ "request": r })).expect("log")
+        })
+    });
+    group.finish();
+}
+
 // The macros define undocumented public functions.
 #[allow(missing_docs)]
 mod group {
     use super::*;
-    criterion_group!(benches, ledger);
+    criterion_group!(benches, ledger, attestation);
 }
 criterion_main!(group::benches);

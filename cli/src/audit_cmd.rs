@@ -82,9 +82,15 @@ pub(crate) enum AuditCommand {
     Show {
         #[command(flatten)]
         ledger: LedgerArgs,
-        /// Only entries about this subject.
+        /// Only entries about this subject. The ledger shows subjects only
+        /// as the lender's commitments: pass the commitment (64 hex
+        /// digits), or the subject with the request's salt (`--salt`; the
+        /// lender has it from `lender show`/`decide --json`).
         #[arg(long)]
         subject: Option<String>,
+        /// The salt of the request whose subject `--subject` names.
+        #[arg(long, requires = "subject")]
+        salt: Option<String>,
         /// Only entries naming this party.
         #[arg(long)]
         party: Option<String>,
@@ -104,6 +110,12 @@ pub(crate) enum AuditCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// As a party: verify the party's own log, then hold the ledger
+    /// against it: each contribution the party made is `ok` (in the ledger
+    /// as it signed it), `missing` (left out) or `rewritten`; a ledger
+    /// contribution in its name it never made is reported too. Exit status
+    /// 0 when everything reconciles, 1 when not, 2 when it cannot be run.
+    Reconcile(crate::reconcile_cmd::ReconcileArgs),
 }
 
 pub(crate) fn consortium(cmd: ConsortiumCommand) -> Result<(), CliError> {
@@ -157,8 +169,14 @@ pub(crate) fn audit(cmd: AuditCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
-        AuditCommand::Show { ledger, subject, party, lender } => {
+        AuditCommand::Show { ledger, subject, salt, party, lender } => {
             let (entries, _) = verified(&ledger)?;
+            let subject = match (subject, salt) {
+                (Some(subject), Some(salt)) => {
+                    Some(jointscore_identity::LenderRequest { subject, salt, ..Default::default() }.subject_commitment())
+                }
+                (subject, _) => subject,
+            };
             for entry in filter(&entries, &Filter { subject, party, lender }) {
                 println!("{}", entry.to_json());
             }
@@ -179,6 +197,7 @@ pub(crate) fn audit(cmd: AuditCommand) -> Result<(), CliError> {
             println!("{n} receipts for `{member}` and the head of {} entries written to {}", head.len, out.display());
             Ok(())
         }
+        AuditCommand::Reconcile(args) => crate::reconcile_cmd::run(args),
     }
 }
 

@@ -21,6 +21,11 @@ use crate::{BUILTIN, CliError, plan_kind, spinner};
 
 #[derive(Subcommand)]
 pub(crate) enum PartyCommand {
+    /// The party's own hash-chained log of every contribution it made (the
+    /// lender's signed request and its own signed envelope) and every
+    /// request it refused: show it, verify its chain.
+    #[command(subcommand)]
+    Log(crate::party_log::LogCommand),
     /// Load records from a CSV file (a `subject` column and one column per
     /// feature) into the party's store; all rows or none.
     Import {
@@ -30,6 +35,11 @@ pub(crate) enum PartyCommand {
         /// The CSV file.
         file: PathBuf,
     },
+    /// The sellers' consents: which subject allowed which lender to use
+    /// this party's data, for what purpose, when. A party with
+    /// `require_consent = true` contributes only under one.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
     /// Register with the coordinator and answer contribution requests;
     /// SIGTERM or Ctrl-C drains the calls in flight (20 s at most), then
     /// stops.
@@ -37,6 +47,37 @@ pub(crate) enum PartyCommand {
         /// The party's configuration file.
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConsentCommand {
+    /// Load consents from a CSV file with the columns
+    /// `subject,lender,purpose,valid_from,valid_until,revoked`: purpose
+    /// `decision` or `monitoring`; dates `YYYY-MM-DD` (UTC; `valid_until`
+    /// inclusive) or RFC 3339 times; `valid_until` and `revoked` may be
+    /// empty. A row with `revoked` set revokes the consent recorded under
+    /// the same subject, lender, purpose and `valid_from`. All rows or
+    /// none; a bad row is named by its line.
+    Import {
+        /// The party's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// List the consents held, with their ids (the ids contributions name
+    /// in the ledger).
+    List {
+        /// The party's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this subject's consents.
+        #[arg(long)]
+        subject: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -260,6 +301,7 @@ fn shutdown_signals() -> Result<(impl Future<Output = ()> + Send, impl Future<Ou
 
 pub(crate) fn party(cmd: PartyCommand) -> Result<(), CliError> {
     match cmd {
+        PartyCommand::Log(cmd) => crate::party_log::log(cmd),
         PartyCommand::Import { config, file } => {
             let config = PartyConfig::load(&config)?;
             let store = RecordStore::open(&config.store)?;
@@ -274,6 +316,7 @@ pub(crate) fn party(cmd: PartyCommand) -> Result<(), CliError> {
             );
             Ok(())
         }
+        PartyCommand::Consent(cmd) => consent(cmd),
         PartyCommand::Serve { config } => {
             init_logging();
             let config = PartyConfig::load(&config)?;
@@ -287,6 +330,63 @@ pub(crate) fn party(cmd: PartyCommand) -> Result<(), CliError> {
                 node.run_until(shutdown, PARTY_SHUTDOWN_GRACE).await?;
                 Ok(())
             })
+        }
+    }
+}
+
+fn consent(cmd: ConsentCommand) -> Result<(), CliError> {
+    match cmd {
+        ConsentCommand::Import { config, file } => {
+            let config = PartyConfig::load(&config)?;
+            let store = RecordStore::open(&config.store)?;
+            let report = store.import_consents_file(&file)?;
+            println!(
+                "party {}: {} consents added, {} revoked, {} unchanged; {} held in {}{}",
+                config.name,
+                report.added,
+                report.revoked,
+                report.unchanged,
+                store.consents(None)?.len(),
+                config.store.display(),
+                if config.require_consent { "" } else { " (`require_consent` is off: they are not checked)" }
+            );
+            Ok(())
+        }
+        ConsentCommand::List { config, subject, json } => {
+            let config = PartyConfig::load(&config)?;
+            let store = RecordStore::open(&config.store)?;
+            let consents = store.consents(subject.as_deref())?;
+            if json {
+                for consent in &consents {
+                    println!("{}", serde_json::to_string(consent).map_err(|e| CliError::Json(e.to_string()))?);
+                }
+                return Ok(());
+            }
+            if consents.is_empty() {
+                println!(
+                    "party {}: no consents{}",
+                    config.name,
+                    subject.map_or(String::new(), |s| format!(" of `{s}`"))
+                );
+                return Ok(());
+            }
+            println!(
+                "{:<64}  {:<16}  {:<12}  {:<10}  {:<20}  {:<20}  revoked",
+                "id", "subject", "lender", "purpose", "valid_from", "valid_until"
+            );
+            for c in consents {
+                println!(
+                    "{:<64}  {:<16}  {:<12}  {:<10}  {:<20}  {:<20}  {}",
+                    c.id,
+                    c.subject,
+                    c.lender,
+                    c.purpose,
+                    c.valid_from,
+                    c.valid_until.as_deref().unwrap_or("-"),
+                    c.revoked_at.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
         }
     }
 }
@@ -459,9 +559,19 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
         LenderCommand::Show { lender, job } => runtime()?.block_on(async {
             let mut client = connect(&lender).await?;
             let state = client.job(&job).await?;
+            // The ledger shows the subject only as this commitment; the
+            // salt opens it (to an auditor, say).
+            let commitment = jointscore_identity::LenderRequest {
+                subject: state.subject.clone(),
+                salt: state.salt.clone(),
+                ..Default::default()
+            }
+            .subject_commitment();
             let mut out = json!({
                 "job_id": state.job_id,
                 "subject": state.subject,
+                "salt": state.salt,
+                "subject_commitment": commitment,
                 "state": JobStatus::of(&state).name(),
                 "timings": state.timings.map(|t| json!({
                     "collect_s": t.collect_us as f64 / 1e6,

@@ -8,7 +8,7 @@
 //! Tests are grouped by theme in `network/`: ordinary decisions and their
 //! failures, key registration, misbehaving parties and a full queue,
 //! coordinator restarts, health checks, reflection and graceful shutdown
-//! (SIGTERM), the command line as separate processes,
+//! (SIGTERM), the command line as separate processes, the sellers' consent,
 //! statistics rounds (in process and over processes), signatures, mutual
 //! TLS, private set intersection, strict mode and the audit ledger. This
 //! file holds what they share.
@@ -32,7 +32,7 @@ use jointscore_proto::v1::{
     SecAggMaskedInputRequest, SecAggSealed, SecAggShare, SecAggShareKeysReply, SecAggShareKeysRequest,
     SecAggUnmaskReply, SecAggUnmaskRequest,
 };
-use jointscore_testkit::cluster::{Cluster, ClusterOptions, PartySetup, party_view, start_parties};
+use jointscore_testkit::cluster::{Cluster, ClusterOptions, LENDER, PartySetup, party_view, start_parties};
 use jointscore_testkit::sample;
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
@@ -43,6 +43,8 @@ use tonic::{Request, Response, Status};
 mod audit;
 #[path = "network/commands.rs"]
 mod commands;
+#[path = "network/consent.rs"]
+mod consent;
 #[path = "network/decisions.rs"]
 mod decisions;
 #[path = "network/keys.rs"]
@@ -57,6 +59,8 @@ mod psi;
 mod restart;
 #[path = "network/rogue.rs"]
 mod rogue;
+#[path = "network/rogue_coordinator.rs"]
+mod rogue_coordinator;
 #[path = "network/signed.rs"]
 mod signed;
 #[path = "network/stats.rs"]
@@ -87,7 +91,7 @@ static CPU_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn cluster(options: ClusterOptions) -> (Cluster, Lender) {
     let cluster = Cluster::start(&options).await.expect("cluster starts");
     let mut lender = cluster.lender(keys(), PlanKind::Pushdown).await.expect("lender connects");
-    lender.register("test-lender").await.expect("keys register");
+    lender.register(LENDER).await.expect("keys register");
     (cluster, lender)
 }
 

@@ -36,6 +36,9 @@ pub struct Lender {
     /// Who this lender is, and the key it signs registrations and requests
     /// with.
     signer: Option<Signer>,
+    /// The name it registered its key set under, which unsigned requests
+    /// name (without a consortium nothing authenticates it).
+    name: String,
 }
 
 /// A lender's consortium identity: its member name, identity key and the
@@ -117,7 +120,7 @@ impl Lender {
         let model = Model::from_toml(&model_toml)?;
         let plan = Arc::new(Plan::new(&model, kind)?);
         let client = coordinator_client(&target.into()).await?;
-        Ok(Lender { client, keys, model_toml, plan, consortium: None, signer: None })
+        Ok(Lender { client, keys, model_toml, plan, consortium: None, signer: None, name: String::new() })
     }
 
     /// Signs every key registration and decision request as the consortium
@@ -148,7 +151,7 @@ impl Lender {
         let commitment =
             LenderRequest { subject: job.subject.clone(), salt: job.salt.clone(), ..LenderRequest::default() }
                 .subject_commitment();
-        let lender = self.signer.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let lender = self.signer.as_ref().map_or_else(|| self.name.clone(), |s| s.name.clone());
         for party in self.plan.model().parties().iter().filter(|p| !job.absent.contains(p)) {
             let signed = job
                 .contributions
@@ -188,6 +191,7 @@ impl Lender {
     /// Uploads the public and compressed evaluation keys (never the secret
     /// key) under `lender`'s name.
     pub async fn register(&mut self, lender: &str) -> Result<String> {
+        self.name = lender.to_string();
         let public = self.keys.public.to_bytes()?;
         let evaluation = &self.keys.evaluation;
         let (consortium, signature) = match &self.signer {
@@ -230,7 +234,7 @@ impl Lender {
     pub async fn submit_with(&mut self, subject: &str, request_id: &str, absent: &[String]) -> Result<DecideResponse> {
         let signed = LenderRequest {
             request_id: request_id.into(),
-            lender: self.signer.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+            lender: self.signer.as_ref().map_or_else(|| self.name.clone(), |s| s.name.clone()),
             key_id: self.keys.id().into(),
             model_id: self.plan.model().id().into(),
             plan: self.plan.kind().name().into(),

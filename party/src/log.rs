@@ -30,7 +30,9 @@ pub enum LogKind {
     Contribution,
     /// A request refused, with the reason in full.
     Refusal,
-    /// An alignment (PSI) session opened for a requester.
+    /// A PSI session (alignment or asset check) opened or refused, and
+    /// each query answered or refused: the requester, the purpose, the size
+    /// of the set sent, the ids queried and the requester's budget.
     Psi,
 }
 
@@ -111,7 +113,8 @@ CREATE TABLE IF NOT EXISTS answered (
 CREATE INDEX IF NOT EXISTS answered_subject ON answered (lender, subject, time_ms);
 ";
 
-fn append(conn: &Connection, kind: LogKind, body: serde_json::Value) -> Result<LogEntry> {
+/// Appends an entry inside the caller's transaction.
+pub(crate) fn append(conn: &Connection, kind: LogKind, body: serde_json::Value) -> Result<LogEntry> {
     let last: Option<String> =
         conn.query_row("SELECT entry FROM party_log ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).optional()?;
     let (seq, prev) = match last {
@@ -198,7 +201,7 @@ impl RecordStore {
     /// lender has asked about `subject` `limit` times in the last
     /// `window_ms` (an oracle). Returns `Ok(None)` when claimed, else the
     /// reason and whether it is a replay (`true`) or the rate limit.
-    pub(crate) fn claim_request(
+    pub fn claim_request(
         &self,
         lender: &str,
         request_id: &str,

@@ -264,6 +264,9 @@ pub struct PartySetup {
     pub identities: Option<PathBuf>,
     /// Parties that require consent (`require_consent`).
     pub consent_required: Vec<String>,
+    /// Parties every node lets a lender name absent although the outputs
+    /// depend on them (`allow_absent`): for decisions after an alignment.
+    pub allow_absent: Vec<String>,
 }
 
 /// Starts one party node per party of `model`, each with a SQLite store in
@@ -276,34 +279,24 @@ pub async fn start_parties(
     dir: &Path,
     setup: &PartySetup,
 ) -> Result<Vec<ClusterParty>, ClusterError> {
-    let PartySetup { unapproved, approved_stats, registries, identities, consent_required } = setup;
+    let PartySetup { unapproved, approved_stats, registries, identities, consent_required, allow_absent } = setup;
     let mut parties = Vec::new();
     for (index, name) in model.parties().iter().enumerate() {
         let config = PartyConfig {
-            name: name.clone(),
-            listen: "127.0.0.1:0".into(),
-            advertise: None,
-            coordinator: coordinator.into(),
-            store: dir.join(format!("{name}.sqlite")),
             approved_models: if unapproved.contains(name) { Vec::new() } else { vec![model.id().into()] },
             approved_stats: approved_stats.to_vec(),
             asset_registry: registries.contains(name),
-            psi_session_ttl_s: 600,
-            min_present_parties: 2,
-            lint_override: Vec::new(),
             identity: identities.as_ref().map(|d| d.join(format!("{name}.key"))),
             consortium: identities.as_ref().map(|d| d.join("consortium.toml")),
-            approvals: Vec::new(),
             // An unsigned cluster has no consortium: its parties are told
             // to trust the coordinator, as a development setup would be.
             trust_coordinator: identities.is_none(),
-            request_max_age_s: 300,
             // Benchmarks and tests decide on the same sample subjects over
             // and over.
             subject_decision_limit: 1_000_000,
-            subject_window_s: 86_400,
-            allow_absent: Vec::new(),
+            allow_absent: allow_absent.clone(),
             require_consent: consent_required.contains(name),
+            ..PartyConfig::new(name, coordinator, dir.join(format!("{name}.sqlite")))
         };
         let store = Arc::new(RecordStore::open(&config.store)?);
         let rows: Vec<(String, Value)> =
@@ -373,6 +366,7 @@ impl Cluster {
             registries: options.registries.clone(),
             identities: consortium.as_ref().map(|_| identities.clone()),
             consent_required: options.consent_required.clone(),
+            allow_absent: Vec::new(),
         };
         let parties = start_parties(&model, &book, &coordinator.url(), dir.path(), &setup).await?;
         Ok(Cluster { dir, coordinator, parties, book, model, consortium })

@@ -2,7 +2,10 @@
 //! verify it from the consortium file, and tampering with the stored log is
 //! found and located.
 
-use jointscore_audit::{AuditError, EntryKind, Filter, filter, verify_chain, verify_receipts, verify_with_head};
+use jointscore_audit::{
+    AuditError, EntryKind, Filter, PartyContribution, PartyLogCheck, PartyRecord, Status, filter, reconcile,
+    verify_chain, verify_receipts, verify_with_head,
+};
 use jointscore_lender::fetch_ledger;
 
 use super::*;
@@ -15,8 +18,9 @@ fn ledger_db(cluster: &Cluster) -> rusqlite::Connection {
 async fn the_ledger_records_who_used_whose_data_and_tampering_is_located() {
     let (cluster, mut lender) = cluster(small()).await;
     let consortium = cluster.consortium.clone().expect("signed cluster");
+    let mut jobs = Vec::new();
     for (i, subject) in ["seller-0001", "seller-0002"].iter().enumerate() {
-        lender.decide(subject, &format!("audit-{i}")).await.expect("decision");
+        jobs.push(lender.decide(subject, &format!("audit-{i}")).await.expect("decision").job_id);
     }
     let e = lender.decide("nobody", "audit-refused").await.unwrap_err();
     assert_eq!(e.code(), Some(Code::NotFound), "{e}");
@@ -36,9 +40,20 @@ async fn the_ledger_records_who_used_whose_data_and_tampering_is_located() {
     let contributions: Vec<_> = banks.iter().filter(|e| e.record.kind == EntryKind::Contribution).collect();
     assert_eq!(contributions.len(), 2);
     assert!(contributions.iter().all(|e| e.record.attestations.len() == 1 && e.record.attestations[0].node == "bank"));
-    assert!(contributions.iter().all(|e| e.record.lender.as_deref() == Some("test-lender")));
-    let about = filter(&entries, &Filter { subject: Some("seller-0002".into()), ..Filter::default() });
+    assert!(contributions.iter().all(|e| e.record.lender.as_deref() == Some(LENDER)));
+    // Every member reads the ledger, so it names no subject: only the
+    // lender's commitments, which the lender opens with each request's salt.
+    let text: String = entries.iter().map(|e| e.to_json()).collect();
+    assert!(!text.contains("seller-000"), "a subject in the clear in the ledger");
+    let job = lender.job(&jobs[1]).await.expect("job");
+    let opened = jointscore_identity::LenderRequest { subject: "seller-0002".into(), salt: job.salt, ..Default::default() };
+    let about = filter(&entries, &Filter { subject: Some(opened.subject_commitment()), ..Filter::default() });
     assert_eq!(about.len(), 5, "request, three contributions, result");
+    assert!(jointscore_identity::opens_subject(
+        about[0].record.subject.as_deref().unwrap_or_default(),
+        "seller-0002",
+        &opened.salt
+    ));
     let receipts: Vec<_> = entries.iter().filter(|e| e.concerns("bank")).cloned().collect();
 
     // Edited in the store: located at its entry.
@@ -46,7 +61,7 @@ async fn the_ledger_records_who_used_whose_data_and_tampering_is_located() {
     let target = contributions[0].seq;
     let original: String =
         db.query_row("SELECT entry FROM ledger WHERE seq = ?1", [target as i64], |r| r.get(0)).expect("row");
-    let edited = original.replace("seller-0001", "seller-0009");
+    let edited = original.replace("\"bank\"", "\"bank2\"");
     assert_ne!(edited, original);
     db.execute("UPDATE ledger SET entry = ?1 WHERE seq = ?2", rusqlite::params![edited, target as i64]).expect("edit");
     let (tampered, _) = fetch_ledger(&cluster.coordinator_url()).await.expect("ledger");
@@ -92,5 +107,58 @@ async fn a_coordinator_without_an_identity_keeps_no_ledger() {
     let e = fetch_ledger(&cluster.coordinator_url()).await.unwrap_err();
     assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
     assert!(e.to_string().contains("keeps no audit ledger"), "{e}");
+    cluster.stop().await.expect("stop");
+}
+
+/// A party's log as `jointscore audit reconcile` takes it.
+fn party_record(name: &str, store: &jointscore_party::RecordStore) -> PartyRecord {
+    let log = store.log_entries(0).expect("the party's log");
+    let n = jointscore_party::verify_entries(&log).expect("the party's log verifies");
+    let contributions = log
+        .iter()
+        .filter_map(|entry| {
+            let record = entry.contribution()?.expect("a contribution record");
+            Some(PartyContribution { seq: entry.seq, envelope: record.envelope, signature: record.signature })
+        })
+        .collect();
+    let head = log.last().map_or(jointscore_party::GENESIS, |e| e.hash.as_str()).to_string();
+    PartyRecord { party: name.into(), log: PartyLogCheck::Verified { entries: n as u64, head }, contributions }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_finds_each_partys_contributions_in_the_ledger_and_one_left_out() {
+    let (cluster, mut lender) = cluster(ClusterOptions { signed: true, ..small() }).await;
+    let consortium = cluster.consortium.clone().expect("signed cluster");
+    for (i, subject) in ["seller-0001", "seller-0002"].iter().enumerate() {
+        lender.decide(subject, &format!("reconcile-{i}")).await.expect("decision");
+    }
+    let (entries, head) = fetch_ledger(&cluster.coordinator_url()).await.expect("ledger");
+    verify_with_head(&entries, &head, &consortium).expect("the ledger verifies");
+    for party in &cluster.parties {
+        let outcome = reconcile(&party_record(&party.name, &party.store), &entries);
+        let statuses: Vec<Status> = outcome.findings.iter().map(|f| f.status).collect();
+        assert_eq!(statuses, [Status::Ok, Status::Ok], "{}: {outcome:?}", party.name);
+        assert!(outcome.reconciled());
+    }
+
+    // The coordinator leaves the bank's first contribution out (a ledger
+    // re-sealed without it would verify on its own).
+    let bank = cluster.parties.iter().find(|p| p.name == "bank").expect("bank");
+    let record = party_record("bank", &bank.store);
+    let left_out = entries
+        .iter()
+        .position(|e| e.record.kind == EntryKind::Contribution && e.record.parties == ["bank"])
+        .expect("a contribution by the bank");
+    let mut cut = entries.clone();
+    let removed = cut.remove(left_out);
+    let outcome = reconcile(&record, &cut);
+    let statuses: Vec<Status> = outcome.findings.iter().map(|f| f.status).collect();
+    assert_eq!(statuses, [Status::Missing, Status::Ok], "{outcome:?}");
+    assert!(!outcome.reconciled());
+    assert_eq!(Some(outcome.findings[0].job_id.as_str()), removed.record.job_id.as_deref());
+    assert!(outcome.findings[0].detail.contains("records the job's result"), "{}", outcome.findings[0].detail);
+    // The other parties' records still reconcile against the cut ledger.
+    let platform = cluster.parties.iter().find(|p| p.name == "platform").expect("platform");
+    assert!(reconcile(&party_record("platform", &platform.store), &cut).reconciled());
     cluster.stop().await.expect("stop");
 }

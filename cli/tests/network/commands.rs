@@ -167,6 +167,10 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(shown["state"], "done");
     assert_eq!(shown["decision"], want.describe(&model));
+    // What opens the ledger's commitment to the subject.
+    let salt = shown["salt"].as_str().expect("salt").to_string();
+    let commitment = shown["subject_commitment"].as_str().expect("commitment").to_string();
+    assert!(jointscore_identity::opens_subject(&commitment, "seller-0001", &salt));
 
     // Aligned, a subject nobody holds is not asked about at all; unaligned,
     // the parties are asked and refuse it.
@@ -241,12 +245,14 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     let out = run(&[&["audit", "verify", "--receipts", &receipts][..], ledger].concat());
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("entries verified") && text(&out).contains("receipts are in it"), "{}", text(&out));
-    let out = run(&[&["audit", "show", "--party", "bank", "--subject", "seller-0001"][..], ledger].concat());
+    let show = ["audit", "show", "--party", "bank", "--subject", "seller-0001", "--salt", &salt];
+    let out = run(&[&show[..], ledger].concat());
     assert!(out.status.success(), "{}", text(&out));
     let shown: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     assert!(shown.iter().any(|e| e["record"]["kind"] == "contribution"), "{shown:?}");
-    assert!(shown.iter().all(|e| e["record"]["subject"] == "seller-0001"), "{shown:?}");
+    assert!(shown.iter().all(|e| e["record"]["subject"] == commitment.as_str()), "{shown:?}");
+    assert!(!text(&out).contains("seller-0001"), "the ledger names no subject");
     // Under another consortium's file the coordinator's certificate is not
     // the one listed: the client refuses it in the handshake.
     let other = path("other");

@@ -10,13 +10,24 @@ fn upload(header: KeyHeader, public: &[u8], evaluation: &[u8]) -> Vec<KeyUpload>
     messages
 }
 
-fn header(key_id: &str, public: &[u8], evaluation: &[u8]) -> KeyHeader {
+/// The lender's identity key in a signed cluster.
+fn lender_key(cluster: &Cluster) -> jointscore_identity::NodeKey {
+    jointscore_identity::NodeKey::read(&cluster.dir().join("identities").join(format!("{LENDER}.key"))).expect("key")
+}
+
+/// A key upload's header, signed by the cluster's lender: the checks
+/// below are about the keys, not the signature.
+fn header(cluster: &Cluster, key_id: &str, public: &[u8], evaluation: &[u8]) -> KeyHeader {
+    let consortium = cluster.consortium.as_ref().expect("signed cluster").name.clone();
+    let statement =
+        jointscore_identity::KeyRegistration { key_id: key_id.into(), lender: LENDER.into(), consortium: consortium.clone() };
     KeyHeader {
         key_id: key_id.into(),
-        lender: "test".into(),
+        lender: LENDER.into(),
         public_len: public.len() as u64,
         evaluation_len: evaluation.len() as u64,
-        ..KeyHeader::default()
+        consortium,
+        signature: statement.sign(&lender_key(cluster)).to_vec(),
     }
 }
 
@@ -34,6 +45,7 @@ async fn unknown_mismatched_and_malformed_keys_are_refused_and_the_coordinator_k
     let public = k.public.to_bytes().expect("public bytes");
     let evaluation = &k.evaluation;
     let id = k.id();
+    let header = |key_id: &str, public: &[u8], evaluation: &[u8]| header(&cluster, key_id, public, evaluation);
     let mut cut_header = header(id, &public, evaluation);
     cut_header.evaluation_len += 10;
     let mut big = header(id, &public, evaluation);
@@ -80,31 +92,61 @@ async fn unknown_mismatched_and_malformed_keys_are_refused_and_the_coordinator_k
     assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
 
     // Still serving: the real keys register and a decision completes.
-    lender.register("test-lender").await.expect("register");
-    lender.register("test-lender").await.expect("registering the same keys again is harmless");
+    lender.register(LENDER).await.expect("register");
+    lender.register(LENDER).await.expect("registering the same keys again is harmless");
     // Nobody can swap another evaluation key in under this key set's id.
     let swapped = &other_keys().evaluation;
     let e = raw
         .register_keys(tokio_stream::iter(upload(header(id, &public, swapped), &public, swapped)))
         .await
         .expect_err("swapped evaluation key");
-    assert_eq!(e.code(), Code::AlreadyExists, "{}", e.message());
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("not the one key set"), "{}", e.message());
+    // Nor register the lender's key set unsigned, or signed by anyone else.
+    let mut unsigned = header(id, &public, evaluation);
+    unsigned.signature.clear();
+    let e = raw.register_keys(tokio_stream::iter(upload(unsigned, &public, evaluation))).await.expect_err("unsigned");
+    assert_eq!(e.code(), Code::Unauthenticated, "{}", e.message());
+    let mut forged = header(id, &public, evaluation);
+    forged.signature = jointscore_identity::KeyRegistration {
+        key_id: id.into(),
+        lender: LENDER.into(),
+        consortium: forged.consortium.clone(),
+    }
+    .sign(&jointscore_identity::NodeKey::generate())
+    .to_vec();
+    let e = raw.register_keys(tokio_stream::iter(upload(forged, &public, evaluation))).await.expect_err("forged");
+    assert_eq!(e.code(), Code::Unauthenticated, "{}", e.message());
     // Decision requests whose model does not hold together.
     let model_id = Model::cross_border_seller().id().to_string();
     for (what, model_id, toml) in [
         ("model id of another model", "ab".repeat(32), CROSS_BORDER_SELLER.to_string()),
         ("invalid model", model_id.clone(), CROSS_BORDER_SELLER.replace("parties =", "partys =")),
     ] {
-        let request = jointscore_proto::v1::DecideRequest {
+        let signed = jointscore_identity::LenderRequest {
             request_id: format!("bad-model-{what}"),
+            lender: LENDER.into(),
             key_id: id.into(),
             model_id,
-            model_toml: toml,
+            plan: "pushdown".into(),
             subject: "seller-0001".into(),
+            absent: Vec::new(),
+            time_ms: 1,
+            salt: "ab".repeat(32),
+        };
+        let signature = signed.sign(&lender_key(&cluster)).to_vec();
+        let request = jointscore_proto::v1::DecideRequest {
+            request_id: signed.request_id,
+            key_id: signed.key_id,
+            model_id: signed.model_id,
+            model_toml: toml,
+            subject: signed.subject,
             plan: jointscore_net::plan_to_wire(PlanKind::Pushdown),
             absent: Vec::new(),
-            salt: "ab".repeat(32),
-            ..Default::default()
+            lender: signed.lender,
+            time_ms: signed.time_ms,
+            salt: signed.salt,
+            signature,
         };
         let e = raw.decide(request).await.expect_err(what);
         assert_eq!(e.code(), Code::InvalidArgument, "{what}: {}", e.message());

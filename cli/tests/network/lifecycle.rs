@@ -161,7 +161,7 @@ async fn a_coordinator_shut_down_mid_decision_finishes_or_hands_back_the_job_and
     let mut parties = start_parties(&model, &book, &url, dir.path(), &PartySetup::default()).await.expect("parties");
     let mut lender =
         Lender::connect(url.as_str(), keys(), CROSS_BORDER_SELLER.into(), PlanKind::Pushdown).await.expect("lender");
-    lender.register("test-lender").await.expect("keys");
+    lender.register(LENDER).await.expect("keys");
 
     // A watcher of the coordinator's health sees it stop serving.
     let mut health = HealthClient::new(channel(&url).await);
@@ -225,7 +225,7 @@ async fn sigterm_to_a_coordinator_process_mid_decision_hands_the_job_to_its_next
     serving(&url).await;
     let mut lender =
         Lender::connect(url.as_str(), keys(), CROSS_BORDER_SELLER.into(), PlanKind::Pushdown).await.expect("lender");
-    lender.register("test-lender").await.expect("keys");
+    lender.register(LENDER).await.expect("keys");
     let model = Model::cross_border_seller();
     let book = sample::subjects(&model, 4, 43);
     let mut parties = start_parties(&model, &book, &url, dir.path(), &PartySetup::default()).await.expect("parties");

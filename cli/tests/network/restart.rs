@@ -33,7 +33,7 @@ async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
         .expect("config");
     let mut process = spawn_coordinator(&config);
     let mut lender = connect_when_up(&url, keys()).await;
-    lender.register("test-lender").await.expect("register");
+    lender.register(LENDER).await.expect("register");
 
     let model = Model::cross_border_seller();
     let book = sample::subjects(&model, 4, 99);
@@ -95,7 +95,7 @@ async fn a_statistics_job_in_flight_when_the_coordinator_is_killed_reruns_after_
     let id = jointscore_stats::StatsSpec::from_toml(CONSORTIUM_SPEC).expect("spec").id();
     let party_config = |name: &str| {
         format!(
-            "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{url}\"\nstore = \"{name}.sqlite\"\napproved_stats = [\"{id}\"]\n"
+            "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{url}\"\nstore = \"{name}.sqlite\"\napproved_stats = [\"{id}\"]\ntrust_coordinator = true\n"
         )
     };
     // alpha and beta in this process; gamma a process that stalls at the

@@ -110,7 +110,7 @@ fn a_stats_round_over_processes_survives_a_party_killed_mid_round() {
         std::fs::write(
             &config,
             format!(
-                "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{url}\"\nstore = \"{name}.sqlite\"\napproved_stats = [\"{id}\"]\n"
+                "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{url}\"\nstore = \"{name}.sqlite\"\napproved_stats = [\"{id}\"]\ntrust_coordinator = true\n"
             ),
         )
         .expect("party config");
