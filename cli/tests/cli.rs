@@ -320,6 +320,50 @@ fn the_example_configurations_are_valid() {
     }
 }
 
+#[test]
+fn party_consent_import_stores_good_files_and_names_the_line_of_a_bad_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("party.toml");
+    std::fs::write(
+        &config,
+        "name = \"bank\"\ncoordinator = \"http://127.0.0.1:7100\"\nstore = \"bank.sqlite\"\nrequire_consent = true\n",
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8 path");
+    let header = "subject,lender,purpose,valid_from,valid_until,revoked\n";
+    let write = |name: &str, rows: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{header}{rows}")).expect("consent file");
+        path.to_str().expect("utf-8 path").to_string()
+    };
+
+    let good = write("good.csv", "s1,lender,decision,2025-01-01,2025-12-31,\ns2,lender,monitoring,2025-01-01,,\n");
+    let out = jointscore(&["party", "consent", "import", "--config", config, &good]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("party bank: 2 consents added, 0 revoked, 0 unchanged; 2 held"), "{}", stdout(&out));
+
+    let bad = write("bad.csv", "s3,lender,decision,2025-01-01,,\ns4,lender,marketing,2025-01-01,,\n");
+    let out = jointscore(&["party", "consent", "import", "--config", config, &bad]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("line 3") && err.contains("purpose `marketing`") && err.contains("nothing stored"), "{err}");
+
+    let revoke = write("revoke.csv", "s1,lender,decision,2025-01-01,,2025-06-01\n");
+    let out = jointscore(&["party", "consent", "import", "--config", config, &revoke]);
+    assert!(stdout(&out).contains("0 consents added, 1 revoked"), "{}{}", stdout(&out), stderr(&out));
+
+    let out = jointscore(&["party", "consent", "list", "--config", config, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(listed.len(), 2, "the bad file stored nothing");
+    assert_eq!(listed[0]["subject"], "s1");
+    assert_eq!(listed[0]["revoked_at"], "2025-06-01");
+    assert_eq!(listed[0]["id"].as_str().map(str::len), Some(64));
+    let out = jointscore(&["party", "consent", "list", "--config", config, "--subject", "s2"]);
+    let table = stdout(&out);
+    assert!(table.contains("s2") && table.contains("monitoring") && !table.contains("s1"), "{table}");
+}
+
 /// The tfhe-free fuzz targets (`fuzz/`: cargo-fuzz, run with nightly) must
 /// keep compiling as the decoders they feed change: this type-checks the
 /// package on the toolchain running the tests, in a target directory of its
