@@ -9,11 +9,18 @@
 //! It sees only blinded points and exponentiated hashes, which reveal
 //! nothing of the items under DDH, and it holds no PSI key. It must not
 //! collude with the requester: it knows which responder sent which point.
+//!
+//! With a consortium file it relays alignments only for current lender
+//! members, a first line only: the requester's signed open
+//! (`jointscore_identity::PsiOpenStatement`) is forwarded unchanged, and
+//! each party checks it for itself, with its own budget per requester.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jointscore_identity::Role;
 
 use jointscore_proto::v1::party_client::PartyClient;
 use jointscore_proto::v1::{PsiCloseRequest, PsiOpenRequest, PsiPurpose, PsiQueryRequest, PsiSession};
@@ -99,7 +106,16 @@ impl PsiRelay {
     /// The parties a request is answered by.
     fn responders(engine: &Engine, request: &PsiOpenRequest, requester: &str) -> Result<Vec<String>> {
         match PsiPurpose::try_from(request.purpose).unwrap_or(PsiPurpose::Unspecified) {
-            PsiPurpose::Align => Ok(vec![name("party", &request.party)?.to_string()]),
+            PsiPurpose::Align => {
+                let party = name("party", &request.party)?.to_string();
+                if let Some(consortium) = &engine.consortium {
+                    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    consortium
+                        .require(requester, Role::Lender, now)
+                        .map_err(|e| CoordinatorError::Denied(format!("only current lenders align: {e}")))?;
+                }
+                Ok(vec![party])
+            }
             PsiPurpose::Assets => {
                 if !request.party.is_empty() {
                     return Err(CoordinatorError::Invalid(
@@ -149,7 +165,9 @@ impl PsiRelay {
         }
         let started = Instant::now();
         let open_deadline = engine.config.psi_open_deadline();
-        let asked = PsiOpenRequest { purpose: request.purpose, requester: requester.into(), party: String::new() };
+        // The requester's signed statement travels unchanged; only `party`
+        // names each responder.
+        let asked = PsiOpenRequest { requester: requester.into(), party: String::new(), ..request.clone() };
         let results = fan_out(engine, &responders, open_deadline, |mut client, r| {
             let request = PsiOpenRequest { party: r.name.clone(), ..asked.clone() };
             async move { collect_psi_open(client.psi_open(request).await?.into_inner(), MAX_ITEMS as u64).await }
@@ -360,13 +378,15 @@ fn name<'a>(what: &str, value: &'a str) -> Result<&'a str> {
 
 /// A responder's failure as the requester sees it. Bad input the party
 /// refused passes through as INVALID_ARGUMENT; a lost session as
-/// FAILED_PRECONDITION; anything else is the party being unavailable.
+/// FAILED_PRECONDITION; a refusal of the requester (its signature, its
+/// budget) with its code; anything else is the party being unavailable.
 fn party_failure(party: &str, address: &str, s: &Status) -> CoordinatorError {
     let message = bounded(s.message());
     let code = match s.code() {
         Code::InvalidArgument => Code::InvalidArgument,
         Code::NotFound | Code::FailedPrecondition => Code::FailedPrecondition,
         Code::PermissionDenied => Code::PermissionDenied,
+        Code::Unauthenticated => Code::Unauthenticated,
         Code::ResourceExhausted => Code::ResourceExhausted,
         Code::Unavailable => {
             return failed(Code::Unavailable, format!("party `{party}` is unreachable at {address}: {message}"));

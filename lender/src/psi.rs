@@ -6,9 +6,15 @@
 //! are deduplicated and sent in batches of at most `MAX_BATCH` points in
 //! random order, so a responder learns how many items were asked about and
 //! nothing of their order.
+//!
+//! With an identity key ([`PsiRequester::sign_as`]) every open carries the
+//! requester's signed [`PsiOpenStatement`]: parties with a consortium file
+//! answer no other, and count what each requester queries against their
+//! daily budget.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::{PsiCloseRequest, PsiOpenRequest, PsiPurpose, PsiQueryRequest, PsiSession};
@@ -20,6 +26,7 @@ use rand_core::OsRng;
 use rand08::seq::SliceRandom;
 use tonic::transport::Channel;
 
+use jointscore_identity::{NodeKey, PsiOpenStatement};
 use jointscore_net::Target;
 
 use crate::client::coordinator_client;
@@ -35,6 +42,8 @@ pub struct PsiRequester {
     /// The requester's name: its lender name, which for asset checks must
     /// be its consortium name.
     name: String,
+    /// The key that signs every open, when the requester has one.
+    key: Option<Arc<NodeKey>>,
 }
 
 /// Which of a subject list one party holds.
@@ -70,7 +79,41 @@ impl PsiRequester {
     /// Connects to the coordinator `target` names, asking as `name` (over
     /// mutual TLS, the coordinator holds `name` to the certificate).
     pub async fn connect(target: impl Into<Target>, name: &str) -> Result<PsiRequester> {
-        Ok(PsiRequester { client: coordinator_client(&target.into()).await?, name: name.to_string() })
+        Ok(PsiRequester { client: coordinator_client(&target.into()).await?, name: name.to_string(), key: None })
+    }
+
+    /// Asks as the consortium member `name` and signs every open with
+    /// `key`, its identity key. Parties with a consortium file answer only
+    /// opens a current lender signed (for asset checks, also a lender's
+    /// registry node).
+    pub fn sign_as(&mut self, name: &str, key: Arc<NodeKey>) {
+        self.name = name.to_string();
+        self.key = Some(key);
+    }
+
+    /// The open request for one session: signed when the requester has a
+    /// key, with a fresh nonce and the time either way.
+    fn open_request(&self, purpose: PsiPurpose, party: &str) -> PsiOpenRequest {
+        let statement = PsiOpenStatement {
+            requester: self.name.clone(),
+            purpose: match purpose {
+                PsiPurpose::Assets => "assets",
+                _ => "align",
+            }
+            .into(),
+            party: party.into(),
+            time_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            nonce: PsiOpenStatement::fresh_nonce(),
+        };
+        let signature = self.key.as_ref().map(|k| statement.sign(k).to_vec()).unwrap_or_default();
+        PsiOpenRequest {
+            purpose: purpose as i32,
+            requester: statement.requester,
+            party: statement.party,
+            time_ms: statement.time_ms,
+            nonce: statement.nonce,
+            signature,
+        }
     }
 
     /// Learns which of `subjects` `party` holds. The party learns how many
@@ -123,7 +166,7 @@ impl PsiRequester {
         if items.is_empty() {
             return Ok((Vec::new(), PsiSession::default()));
         }
-        let request = PsiOpenRequest { purpose: purpose as i32, requester: self.name.clone(), party: party.into() };
+        let request = self.open_request(purpose, party);
         let stream = self.client.psi_open(request).await?.into_inner();
         let (header, set) = collect_psi_open(stream, MAX_ITEMS as u64).await?;
         let outcome = self.matched(&header, set, items, per_item).await;

@@ -65,6 +65,12 @@ pub struct PartyConfig {
     /// a new session.
     #[serde(default = "default_psi_ttl")]
     pub psi_session_ttl_s: u64,
+    /// Most ids (query points) one requester may have this node answer in
+    /// PSI sessions per UTC day, all its sessions together (default
+    /// 100,000; at least 1). Counted in the store with each query; a query
+    /// that would pass it is refused whole.
+    #[serde(default = "default_psi_budget")]
+    pub psi_daily_budget: u64,
     /// This node's identity key file (relative to this file;
     /// `jointscore consortium init` makes one). With it the node signs every
     /// contribution; a coordinator that has a consortium file refuses
@@ -187,6 +193,10 @@ fn default_psi_ttl() -> u64 {
     600
 }
 
+fn default_psi_budget() -> u64 {
+    100_000
+}
+
 fn default_listen() -> String {
     "127.0.0.1:7101".into()
 }
@@ -207,6 +217,7 @@ impl PartyConfig {
             approved_stats: Vec::new(),
             asset_registry: false,
             psi_session_ttl_s: default_psi_ttl(),
+            psi_daily_budget: default_psi_budget(),
             identity: None,
             consortium: None,
             min_present_parties: default_min_present(),
@@ -257,6 +268,9 @@ impl PartyConfig {
         }
         if !(1..=3600).contains(&config.psi_session_ttl_s) {
             return Err(PartyError::Config("`psi_session_ttl_s` must be 1 to 3600".into()));
+        }
+        if config.psi_daily_budget == 0 {
+            return Err(PartyError::Config("`psi_daily_budget` must be at least 1 (ids per requester per day)".into()));
         }
         if !(1..=86_400).contains(&config.request_max_age_s) {
             return Err(PartyError::Config("`request_max_age_s` must be 1 to 86400".into()));
@@ -312,6 +326,7 @@ mod tests {
         assert!(c.approved_models.is_empty() && c.approved_stats.is_empty());
         assert!(!c.asset_registry);
         assert_eq!(c.psi_session_ttl_s, 600);
+        assert_eq!(c.psi_daily_budget, 100_000);
         assert!(!c.require_consent);
     }
 
@@ -354,6 +369,7 @@ mod tests {
                 "plans are `pushdown` and `coordinator-side`",
             ),
             ("request_max_age_s = 0\n", "`request_max_age_s` must be 1 to 86400"),
+            ("psi_daily_budget = 0\n", "`psi_daily_budget` must be at least 1"),
             ("subject_decision_limit = 0\n", "must be positive"),
         ] {
             let e = PartyConfig::from_toml(&format!("{base}coordinator = \"http://x\"\n{extra}")).unwrap_err();

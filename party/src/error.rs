@@ -150,6 +150,49 @@ pub enum PartyError {
         /// The session id asked for.
         session: String,
     },
+    /// With a consortium file: a PSI open the requester it names did not
+    /// sign (unsigned, a forged or another member's signature, a member
+    /// that is not a current lender, or for an asset check not a lender's
+    /// registry node either): the coordinator's word for who asks is not
+    /// taken.
+    #[error("party `{party}` refuses a PSI session for `{requester}`: {reason}")]
+    PsiUnauthenticated {
+        /// This party.
+        party: String,
+        /// The requester as named.
+        requester: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A signed PSI open signed too long ago (or in the future), or one
+    /// whose nonce this party has seen: stale or replayed.
+    #[error("party `{party}` refuses a PSI session for `{requester}`: {reason}")]
+    PsiReplayed {
+        /// This party.
+        party: String,
+        /// The requester as named.
+        requester: String,
+        /// How stale, or seen before.
+        reason: String,
+    },
+    /// A PSI query would take the requester past this party's daily
+    /// budget of ids: refused whole, nothing answered.
+    #[error(
+        "party `{party}` refuses to answer {asked} more ids for `{requester}`: its PSI budget is {budget} ids per \
+         requester per UTC day (`psi_daily_budget`), and {used} are used today"
+    )]
+    PsiBudget {
+        /// This party.
+        party: String,
+        /// The requester.
+        requester: String,
+        /// Ids in the refused batch.
+        asked: u64,
+        /// Ids answered for the requester today.
+        used: u64,
+        /// The node's `psi_daily_budget`.
+        budget: u64,
+    },
     /// A duplicate-financing check reached a node without a registry.
     #[error("party `{party}` keeps no asset registry (`asset_registry` is off)")]
     NoRegistry {
@@ -245,6 +288,8 @@ impl From<PartyError> for Status {
             PartyError::SecAgg(jointscore_secagg::Error::Abort { .. }) => Code::FailedPrecondition,
             PartyError::SecAgg(_) => Code::InvalidArgument,
             PartyError::UnknownSession { .. } => Code::NotFound,
+            PartyError::PsiUnauthenticated { .. } => Code::Unauthenticated,
+            PartyError::PsiReplayed { .. } | PartyError::PsiBudget { .. } => Code::PermissionDenied,
             PartyError::SessionExpired { .. } | PartyError::NoRegistry { .. } | PartyError::TooManyItems { .. } => {
                 Code::FailedPrecondition
             }

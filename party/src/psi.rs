@@ -8,17 +8,34 @@
 //! points raised to `b`: the requester learns which of its own items this
 //! node holds and how many items the node holds, and this node learns
 //! how many items were queried, never which.
+//!
+//! Who asks is the requester's own word, not the coordinator's: with a
+//! consortium file the node opens a session only for an open the named
+//! requester signed ([`PsiOpenStatement`]: a current lender, or for an
+//! asset check a lender's registry node), signed within
+//! `request_max_age_s` of now, whose nonce it has not seen. It answers each
+//! requester at most `psi_daily_budget` ids per UTC day, counted in its
+//! store with each query. Every session opened or refused, and every query
+//! answered or refused, is in the node's log ([`LogKind::Psi`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use jointscore_identity::{Consortium, PsiOpenStatement};
 use jointscore_psi::{MAX_BATCH, MAX_ITEMS, POINT_BYTES, ResponderSession, points_from_bytes, points_to_bytes};
 use rand_core::{OsRng, RngCore};
+use serde_json::json;
 
 use crate::config::PartyConfig;
 use crate::error::{PartyError, Result};
+use crate::log::LogKind;
 use crate::store::RecordStore;
+
+mod store;
+
+pub(crate) use store::SCHEMA;
+use store::{date, utc_day};
 
 /// What a PSI session is for, which decides the set this node encodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +47,7 @@ pub(crate) enum Purpose {
 }
 
 impl Purpose {
+    /// As the signed statement spells it.
     fn name(self) -> &'static str {
         match self {
             Purpose::Align => "align",
@@ -41,10 +59,17 @@ impl Purpose {
 /// A requester's ask for a session, its purpose already known.
 #[derive(Clone, Debug)]
 pub(crate) struct OpenRequest {
-    /// Who asks, as the coordinator names it.
+    /// Who asks, as the requester signed it.
     pub(crate) requester: String,
     /// What for.
     pub(crate) purpose: Purpose,
+    /// When the requester signed, in milliseconds since the unix epoch.
+    pub(crate) time_ms: u64,
+    /// The open's nonce, hex.
+    pub(crate) nonce: String,
+    /// The requester's signature over its [`PsiOpenStatement`] (empty
+    /// when unsigned).
+    pub(crate) signature: Vec<u8>,
 }
 
 /// A session opened: its id, the size of the encoded set and how long it
@@ -67,6 +92,8 @@ const NAME_LIMIT: usize = 128;
 struct Session {
     key: Arc<ResponderSession>,
     expires: Instant,
+    /// Who opened it: its queries count against this requester's budget.
+    requester: String,
     /// Points answered or being answered; a session answers at most
     /// `MAX_ITEMS`.
     queried: usize,
@@ -85,8 +112,15 @@ pub(crate) struct PsiSessions {
     party: String,
     asset_registry: bool,
     ttl: Duration,
+    /// How far an open's signed time may be from now, in milliseconds.
+    max_age_ms: u64,
+    /// Ids answered per requester per UTC day.
+    budget: u64,
     store: Arc<RecordStore>,
     state: Arc<Mutex<State>>,
+    /// Whose signatures open sessions; `None` (a development node that
+    /// trusts its coordinator) takes the requester's name as given.
+    consortium: Option<Arc<Consortium>>,
 }
 
 /// A place reserved for an open in progress; given back on drop, whether
@@ -108,9 +142,73 @@ impl PsiSessions {
             party: config.name.clone(),
             asset_registry: config.asset_registry,
             ttl: Duration::from_secs(config.psi_session_ttl_s),
+            max_age_ms: config.request_max_age_s.saturating_mul(1000),
+            budget: config.psi_daily_budget,
             store,
             state: Arc::new(Mutex::new(State::default())),
+            consortium: None,
         }
+    }
+
+    /// Opens sessions only for requesters that sign as members of
+    /// `consortium`.
+    pub(crate) fn set_consortium(&mut self, consortium: Arc<Consortium>) {
+        self.consortium = Some(consortium);
+    }
+
+    /// Appends a refusal to the party's log; a failure to log is only
+    /// traced (the refusal stands either way).
+    fn log_refusal(&self, body: serde_json::Value) {
+        if let Err(e) = self.store.log(LogKind::Psi, body) {
+            tracing::warn!(party = %self.party, error = %e, "could not log a PSI refusal");
+        }
+    }
+
+    /// The open is the requester's own: with a consortium, signed by the
+    /// member it names (for this party, when aligning), within
+    /// `request_max_age_s` of now, its nonce never seen before.
+    fn authenticate(&self, request: &OpenRequest, requester: &str) -> Result<()> {
+        let Some(consortium) = &self.consortium else { return Ok(()) };
+        let refuse = |reason: String| PartyError::PsiUnauthenticated {
+            party: self.party.clone(),
+            requester: requester.into(),
+            reason,
+        };
+        if request.signature.is_empty() {
+            return Err(refuse("the requester did not sign it".into()));
+        }
+        let statement = PsiOpenStatement {
+            requester: requester.into(),
+            purpose: request.purpose.name().into(),
+            // An alignment names the party it is for; an asset check goes
+            // to every other lender alike.
+            party: if request.purpose == Purpose::Align { self.party.clone() } else { String::new() },
+            time_ms: request.time_ms,
+            nonce: request.nonce.clone(),
+        };
+        let now = now_ms();
+        statement.verify(consortium, &request.signature, now / 1000).map_err(|e| refuse(e.to_string()))?;
+        let skew = now.abs_diff(request.time_ms);
+        if skew > self.max_age_ms {
+            return Err(PartyError::PsiReplayed {
+                party: self.party.clone(),
+                requester: requester.into(),
+                reason: format!(
+                    "it was signed {} s from now, outside the {} s this party accepts (a stale or replayed open, or \
+                     a clock that is off)",
+                    skew / 1000,
+                    self.max_age_ms / 1000
+                ),
+            });
+        }
+        if !self.store.claim_psi_nonce(requester, &request.nonce, request.time_ms, now)? {
+            return Err(PartyError::PsiReplayed {
+                party: self.party.clone(),
+                requester: requester.into(),
+                reason: "its nonce was used before: a replayed open".into(),
+            });
+        }
+        Ok(())
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>> {
@@ -136,8 +234,23 @@ impl PsiSessions {
 
     /// Opens a session: a fresh key, and this node's encoded set for the
     /// purpose (its subjects for alignment, its asset registry for
-    /// duplicate-financing checks).
+    /// duplicate-financing checks). The session is logged, and so is a
+    /// refusal, with its reason.
     pub(crate) async fn open(&self, request: &OpenRequest) -> Result<(Opened, Vec<[u8; POINT_BYTES]>)> {
+        let opened = self.try_open(request).await;
+        if let Err(e) = &opened {
+            self.log_refusal(json!({
+                "event": "open refused",
+                "requester": bounded_id(&request.requester),
+                "purpose": request.purpose.name(),
+                "signed_ms": request.time_ms,
+                "reason": e.to_string(),
+            }));
+        }
+        opened
+    }
+
+    async fn try_open(&self, request: &OpenRequest) -> Result<(Opened, Vec<[u8; POINT_BYTES]>)> {
         let requester = request.requester.trim();
         if requester.is_empty() || requester.len() > NAME_LIMIT || requester.chars().any(char::is_control) {
             return Err(PartyError::BadRequest(format!(
@@ -157,6 +270,7 @@ impl PsiSessions {
             }
             Purpose::Assets => {}
         }
+        self.authenticate(request, requester)?;
         let opening = self.reserve()?;
         let store = self.store.clone();
         // Reading the set, hashing and exponentiating it is CPU work.
@@ -189,19 +303,41 @@ impl PsiSessions {
             set_len: set.len() as u64,
             expires_in_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
         };
-        let session = Session { key: Arc::new(key), expires: Instant::now() + self.ttl, queried: 0 };
+        // Logged before it can be queried: a session not in the log is
+        // never answered.
+        self.store.log(
+            LogKind::Psi,
+            json!({
+                "event": "open",
+                "requester": requester,
+                "purpose": purpose.name(),
+                "session": session_id,
+                "set_len": set.len(),
+                "signed_ms": request.time_ms,
+                "nonce": request.nonce,
+                "signed": !request.signature.is_empty(),
+            }),
+        )?;
+        let session = Session {
+            key: Arc::new(key),
+            expires: Instant::now() + self.ttl,
+            requester: requester.to_string(),
+            queried: 0,
+        };
         self.lock()?.sessions.insert(session_id, session);
         drop(opening);
         tracing::info!(party = %self.party, purpose = purpose.name(), %requester, set = set.len(), "PSI session opened");
         Ok((header, set))
     }
 
-    /// Raises one batch of blinded points to the session's key. A refused
-    /// batch leaves the session as it was.
+    /// Raises one batch of blinded points to the session's key, counting
+    /// them against the requester's budget for the day. A refused batch
+    /// leaves the session and the budget as they were; the batch, answered
+    /// or refused, is logged.
     pub(crate) async fn query(&self, session_id: &str, points: &[u8]) -> Result<Vec<u8>> {
         let points = points_from_bytes(points, "query batch", MAX_BATCH)?;
         let n = points.len();
-        let key = {
+        let (key, requester) = {
             let mut state = self.lock()?;
             let shown = bounded_id(session_id);
             let session = state
@@ -222,18 +358,67 @@ impl PsiSessions {
             // Reserved before answering, so concurrent batches cannot pass
             // the limit together.
             session.queried += n;
-            session.key.clone()
+            (session.key.clone(), session.requester.clone())
         };
-        let answered = tokio::task::spawn_blocking(move || key.answer(&points))
-            .await
-            .map_err(|e| PartyError::Transport(format!("PSI task failed: {e}")))
-            .and_then(|r| r.map_err(PartyError::from));
-        if answered.is_err()
-            && let Some(session) = self.lock()?.sessions.get_mut(session_id)
-        {
-            session.queried -= n.min(session.queried);
+        let day = utc_day(now_ms());
+        let answered = self.answer(key, points, &requester, session_id, day).await;
+        if let Err(e) = &answered {
+            if let Some(session) = self.lock()?.sessions.get_mut(session_id) {
+                session.queried -= n.min(session.queried);
+            }
+            self.log_refusal(json!({
+                "event": "query refused",
+                "requester": requester,
+                "session": session_id,
+                "points": n,
+                "day": date(day),
+                "reason": e.to_string(),
+            }));
         }
         Ok(points_to_bytes(&answered?))
+    }
+
+    /// The batch raised to the session's key, if the requester's budget
+    /// for `day` allows it: checked before the work, and counted with the
+    /// log entry once the answer is ready (so concurrent batches cannot
+    /// pass it together; an answer over it is dropped unsent).
+    async fn answer(
+        &self,
+        key: Arc<ResponderSession>,
+        points: Vec<[u8; POINT_BYTES]>,
+        requester: &str,
+        session_id: &str,
+        day: u64,
+    ) -> Result<Vec<[u8; POINT_BYTES]>> {
+        let n = points.len() as u64;
+        let over = |used: u64| PartyError::PsiBudget {
+            party: self.party.clone(),
+            requester: requester.to_string(),
+            asked: n,
+            used,
+            budget: self.budget,
+        };
+        let used = self.store.psi_budget_used(requester, day)?;
+        if used.saturating_add(n) > self.budget {
+            return Err(over(used));
+        }
+        let answered = tokio::task::spawn_blocking(move || key.answer(&points))
+            .await
+            .map_err(|e| PartyError::Transport(format!("PSI task failed: {e}")))??;
+        let entry = json!({
+            "event": "query",
+            "requester": requester,
+            "session": session_id,
+            "points": n,
+            "day": date(day),
+        });
+        match self.store.count_psi_query(requester, day, n, self.budget, entry)? {
+            Some(counted) => {
+                tracing::debug!(party = %self.party, %requester, points = n, used = counted.used, left = counted.left, "PSI query answered");
+                Ok(answered)
+            }
+            None => Err(over(self.store.psi_budget_used(requester, day)?)),
+        }
     }
 
     /// Drops a session's key (closing an unknown session is not an error:
@@ -244,9 +429,200 @@ impl PsiSessions {
     }
 }
 
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A session id as it may appear in an error: the requester chose the
 /// bytes, so they are bounded and printable.
 pub(crate) fn bounded_id(id: &str) -> String {
     let shown: String = id.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect();
     if id.chars().count() > 64 { format!("{shown}…") } else { shown }
+}
+
+#[cfg(test)]
+mod tests {
+    use jointscore_identity::NodeKey;
+    use jointscore_psi::RequesterSession;
+
+    use super::*;
+
+    struct Setup {
+        sessions: PsiSessions,
+        store: Arc<RecordStore>,
+        lender: NodeKey,
+        party: NodeKey,
+    }
+
+    /// The node `bank` holding three subjects, with a consortium of the
+    /// lender `lender` and the parties `bank` and `platform`.
+    fn setup(budget: u64) -> Setup {
+        let (lender, party) = (NodeKey::generate(), NodeKey::generate());
+        let consortium = Consortium::from_toml(&format!(
+            "name = \"c\"\n[[member]]\nname = \"lender\"\nrole = \"lender\"\npublic_key = \"{}\"\n[[member]]\nname = \
+             \"bank\"\nrole = \"party\"\npublic_key = \"{}\"\n[[member]]\nname = \"platform\"\nrole = \
+             \"party\"\npublic_key = \"{}\"\n",
+            lender.public_hex(),
+            party.public_hex(),
+            NodeKey::generate().public_hex(),
+        ))
+        .expect("consortium");
+        let store = Arc::new(RecordStore::in_memory().expect("store"));
+        let rows: Vec<(String, serde_json::Value)> =
+            ["s1", "s2", "s3"].iter().map(|s| (s.to_string(), json!({}))).collect();
+        store.put_all(&rows).expect("subjects");
+        let config = PartyConfig {
+            psi_daily_budget: budget,
+            request_max_age_s: 60,
+            ..PartyConfig::new("bank", "http://127.0.0.1:7100", "unused".into())
+        };
+        let mut sessions = PsiSessions::new(&config, store.clone());
+        sessions.set_consortium(Arc::new(consortium));
+        Setup { sessions, store, lender, party }
+    }
+
+    /// An alignment with `bank` signed by `key` as `requester`, `age_ms` ago.
+    fn open(requester: &str, key: &NodeKey, age_ms: u64) -> OpenRequest {
+        let statement = PsiOpenStatement {
+            requester: requester.into(),
+            purpose: "align".into(),
+            party: "bank".into(),
+            time_ms: now_ms() - age_ms,
+            nonce: PsiOpenStatement::fresh_nonce(),
+        };
+        OpenRequest {
+            requester: requester.into(),
+            purpose: Purpose::Align,
+            time_ms: statement.time_ms,
+            nonce: statement.nonce.clone(),
+            signature: statement.sign(key).to_vec(),
+        }
+    }
+
+    /// `n` distinct items blinded by a requester that loaded `set`.
+    fn blinded(set: &[[u8; POINT_BYTES]], n: usize) -> Vec<u8> {
+        let mut requester = RequesterSession::new(&mut OsRng);
+        requester.load_set(set).expect("set");
+        let items: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+        points_to_bytes(&requester.blind(&items).expect("blind"))
+    }
+
+    fn psi_log(store: &RecordStore) -> Vec<serde_json::Value> {
+        let entries = store.log_entries(0).expect("log");
+        assert_eq!(crate::log::verify_entries(&entries), Ok(entries.len()));
+        entries.into_iter().filter(|e| e.kind == LogKind::Psi).map(|e| e.body).collect()
+    }
+
+    #[tokio::test]
+    async fn only_a_lender_s_fresh_signed_open_opens_a_session_and_only_once() {
+        let s = setup(100);
+        let signed = open("lender", &s.lender, 0);
+        let (opened, set) = s.sessions.open(&signed).await.expect("a lender's open");
+        assert_eq!((opened.set_len, set.len()), (3, 3));
+        // Replayed (by a coordinator that kept it): refused.
+        let e = s.sessions.open(&signed).await.unwrap_err();
+        assert!(matches!(e, PartyError::PsiReplayed { .. }) && e.to_string().contains("nonce was used before"), "{e}");
+        // Stale, or from the future, beyond the 60 s window.
+        let e = s.sessions.open(&open("lender", &s.lender, 61_000)).await.unwrap_err();
+        assert!(matches!(e, PartyError::PsiReplayed { .. }) && e.to_string().contains("outside the 60 s"), "{e}");
+        let mut future = open("lender", &s.lender, 0);
+        future.time_ms += 120_000;
+        let statement = PsiOpenStatement {
+            requester: "lender".into(),
+            purpose: "align".into(),
+            party: "bank".into(),
+            time_ms: future.time_ms,
+            nonce: future.nonce.clone(),
+        };
+        future.signature = statement.sign(&s.lender).to_vec();
+        assert!(matches!(s.sessions.open(&future).await.unwrap_err(), PartyError::PsiReplayed { .. }));
+        // Unsigned, signed by a party's key under the lender's name, a
+        // party aligning under its own name, a stranger: unauthenticated.
+        let mut unsigned = open("lender", &s.lender, 0);
+        unsigned.signature.clear();
+        let mut otherwise = open("lender", &s.lender, 0);
+        otherwise.time_ms -= 1;
+        for (request, says) in [
+            (unsigned, "did not sign"),
+            (open("lender", &s.party, 0), "does not verify"),
+            (open("bank", &s.party, 0), "is a party in the consortium, not a lender"),
+            (open("stranger", &NodeKey::generate(), 0), "not a member"),
+            (otherwise, "does not verify"),
+        ] {
+            let e = s.sessions.open(&request).await.unwrap_err();
+            assert!(matches!(e, PartyError::PsiUnauthenticated { .. }), "{says}: {e}");
+            assert!(e.to_string().contains(says), "{says}: {e}");
+            assert_eq!(tonic::Status::from(e).code(), tonic::Code::Unauthenticated);
+        }
+        // An open signed for another party is not one for this party.
+        let mut elsewhere = open("lender", &s.lender, 0);
+        let statement = PsiOpenStatement {
+            requester: "lender".into(),
+            purpose: "align".into(),
+            party: "platform".into(),
+            time_ms: elsewhere.time_ms,
+            nonce: elsewhere.nonce.clone(),
+        };
+        elsewhere.signature = statement.sign(&s.lender).to_vec();
+        assert!(matches!(s.sessions.open(&elsewhere).await.unwrap_err(), PartyError::PsiUnauthenticated { .. }));
+        // The log has the session and every refusal, with its reason.
+        let log = psi_log(&s.store);
+        assert_eq!(log.len(), 10, "{log:?}");
+        assert_eq!((log[0]["event"].as_str(), log[0]["requester"].as_str()), (Some("open"), Some("lender")));
+        assert_eq!((log[0]["purpose"].as_str(), log[0]["set_len"].as_u64()), (Some("align"), Some(3)));
+        assert_eq!(log[0]["session"], opened.session_id.as_str());
+        assert!(log[1..].iter().all(|b| b["event"] == "open refused"), "{log:?}");
+        assert!(log[1]["reason"].as_str().expect("reason").contains("replayed"), "{log:?}");
+    }
+
+    #[tokio::test]
+    async fn queries_count_against_the_requester_s_daily_budget() {
+        let s = setup(10);
+        let (first, set) = s.sessions.open(&open("lender", &s.lender, 0)).await.expect("open");
+        let answer = s.sessions.query(&first.session_id, &blinded(&set, 8)).await.expect("8 of 10");
+        assert_eq!(answer.len(), 8 * POINT_BYTES);
+        // A second session of the same requester shares the budget: 8 more
+        // would pass it, so the batch is refused whole and nothing counted.
+        let (second, set) = s.sessions.open(&open("lender", &s.lender, 0)).await.expect("open");
+        let e = s.sessions.query(&second.session_id, &blinded(&set, 8)).await.unwrap_err();
+        assert!(matches!(e, PartyError::PsiBudget { asked: 8, used: 8, budget: 10, .. }), "{e}");
+        assert!(e.to_string().contains("`psi_daily_budget`"), "{e}");
+        assert_eq!(tonic::Status::from(e).code(), tonic::Code::PermissionDenied);
+        // A bad batch costs nothing either; what is left is still answered.
+        let e = s.sessions.query(&second.session_id, &[0u8; 32]).await.unwrap_err();
+        assert!(matches!(e, PartyError::Psi(_)), "{e}");
+        s.sessions.query(&second.session_id, &blinded(&set, 2)).await.expect("the last 2");
+        let e = s.sessions.query(&first.session_id, &blinded(&set, 1)).await.unwrap_err();
+        assert!(matches!(e, PartyError::PsiBudget { used: 10, .. }), "{e}");
+        let today = utc_day(now_ms());
+        assert_eq!(s.store.psi_budget_used("lender", today).expect("used"), 10);
+        // Every query, answered or refused, is in the log.
+        let log = psi_log(&s.store);
+        let events: Vec<&str> = log.iter().map(|b| b["event"].as_str().expect("event")).collect();
+        assert_eq!(events, ["open", "query", "open", "query refused", "query refused", "query", "query refused"]);
+        assert_eq!(
+            (log[1]["points"].as_u64(), log[1]["used"].as_u64(), log[1]["left"].as_u64()),
+            (Some(8), Some(8), Some(2))
+        );
+        assert_eq!((log[5]["used"].as_u64(), log[5]["left"].as_u64()), (Some(10), Some(0)));
+        assert_eq!(log[1]["day"], date(today));
+        assert!(log[3]["reason"].as_str().expect("reason").contains("PSI budget is 10"), "{log:?}");
+    }
+
+    #[tokio::test]
+    async fn without_a_consortium_the_requester_is_taken_as_named() {
+        let store = Arc::new(RecordStore::in_memory().expect("store"));
+        let config = PartyConfig::new("bank", "http://127.0.0.1:7100", "unused".into());
+        let sessions = PsiSessions::new(&config, store.clone());
+        let request = OpenRequest {
+            requester: "l".into(),
+            purpose: Purpose::Align,
+            time_ms: 0,
+            nonce: String::new(),
+            signature: vec![],
+        };
+        sessions.open(&request).await.expect("a development node trusts its coordinator");
+        sessions.open(&request).await.expect("and checks no nonce");
+        assert_eq!(psi_log(&store)[0]["signed"], false);
+    }
 }

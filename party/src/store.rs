@@ -76,6 +76,7 @@ impl RecordStore {
         )?;
         conn.execute_batch(crate::log::SCHEMA)?;
         conn.execute_batch(crate::consent::SCHEMA)?;
+        conn.execute_batch(crate::psi::SCHEMA)?;
         Ok(RecordStore { conn: Mutex::new(conn) })
     }
 

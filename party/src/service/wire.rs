@@ -53,7 +53,13 @@ impl TryFrom<pb::PsiOpenRequest> for OpenRequest {
             Ok(pb::PsiPurpose::Assets) => Purpose::Assets,
             _ => return Err(PartyError::BadRequest(format!("unknown PSI purpose {}", r.purpose))),
         };
-        Ok(OpenRequest { requester: r.requester, purpose })
+        if !r.nonce.is_empty() && !jointscore_identity::PsiOpenStatement::nonce_is_well_formed(&r.nonce) {
+            return Err(PartyError::BadRequest(format!(
+                "`nonce` is not {} hex digits",
+                2 * jointscore_identity::NONCE_BYTES
+            )));
+        }
+        Ok(OpenRequest { requester: r.requester, purpose, time_ms: r.time_ms, nonce: r.nonce, signature: r.signature })
     }
 }
 
