@@ -5,9 +5,11 @@ mod audit_cmd;
 mod bench;
 mod e2e;
 mod nodes;
+mod party_log;
 mod proofs_bench;
 mod psi_cmd;
 mod quickstart;
+mod reconcile_cmd;
 mod stats_cmd;
 mod study;
 

@@ -434,3 +434,163 @@ fn the_tfhe_fuzz_targets_take_their_corpora() {
         assert!(seeds > 0, "{name} has no seed");
     }
 }
+
+/// A party's configuration and store in `dir`, its log holding a refusal,
+/// a contribution to job `j1` and another refusal; returns the
+/// configuration's path and the contribution's envelope and signature.
+fn party_with_a_log(dir: &Path) -> (String, jointscore_identity::ContributionEnvelope, String) {
+    let config = dir.join("party.toml");
+    std::fs::write(&config, "name = \"bank\"\ncoordinator = \"http://127.0.0.1:1\"\nstore = \"bank.sqlite\"\n")
+        .expect("config");
+    let store = jointscore_party::RecordStore::open(&dir.join("bank.sqlite")).expect("store");
+    let refusal = |reason: &str| {
+        serde_json::json!({
+            "request_id": "r0", "lender": "lender", "job_id": "j0", "subject": "seller-0001",
+            "model_id": "m", "reason": reason,
+        })
+    };
+    store.log(jointscore_party::LogKind::Refusal, refusal("party `bank`: the request is stale")).expect("log");
+    let request = jointscore_identity::LenderRequest {
+        request_id: "r1".into(),
+        lender: "lender".into(),
+        key_id: "k".into(),
+        model_id: "m".into(),
+        plan: "pushdown".into(),
+        subject: "seller-0002".into(),
+        salt: "00".repeat(16),
+        ..Default::default()
+    };
+    let envelope = jointscore_identity::ContributionBinding::answering(&request, "j1", "bank", "")
+        .envelope("ab".repeat(32), 1_750_000_000_000);
+    let key = jointscore_identity::NodeKey::generate();
+    let signature = hex::encode(envelope.sign(&key));
+    let record = jointscore_party::ContributionRecord {
+        request,
+        request_signature: String::new(),
+        envelope: envelope.clone(),
+        signature: signature.clone(),
+    };
+    store.log(jointscore_party::LogKind::Contribution, serde_json::to_value(&record).expect("json")).expect("log");
+    store.log(jointscore_party::LogKind::Refusal, refusal("party `bank`: a replayed request")).expect("log");
+    (config.to_str().expect("utf-8 path").to_string(), envelope, signature)
+}
+
+#[test]
+fn party_log_show_and_verify_find_an_entry_edited_in_the_store() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "name = \"bank\"\ncoordinator = \"http://127.0.0.1:1\"\nstore = \"empty.sqlite\"\n")
+        .expect("config");
+    let empty = empty.to_str().expect("utf-8 path");
+    let out = jointscore(&["party", "log", "show", "--config", empty]);
+    assert!(!out.status.success(), "no store there, and none is made");
+    assert!(stderr(&out).contains("no store there"), "{}", stderr(&out));
+    drop(jointscore_party::RecordStore::open(&dir.path().join("empty.sqlite")).expect("an empty store"));
+    let out = jointscore(&["party", "log", "show", "--config", empty]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "the log of party `bank` holds no entries");
+    let out = jointscore(&["party", "log", "verify", "--config", empty]);
+    assert_eq!(stdout(&out).trim(), format!("0 entries verified, head {}", "0".repeat(64)));
+
+    let (config, _, _) = party_with_a_log(dir.path());
+    let out = jointscore(&["party", "log", "show", "--config", &config]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[1].contains("contribution") && lines[1].contains("request r1"), "{text}");
+    assert!(lines[1].contains("job j1") && lines[1].contains("subject seller-0002"), "{text}");
+    assert!(lines[2].contains("refused: party `bank`: a replayed request"), "{text}");
+    let time = lines[0].split_whitespace().nth(1).expect("a time");
+    assert!(time.len() == 24 && time.as_bytes()[10] == b'T' && time.ends_with('Z'), "a UTC time: {text}");
+    let out = jointscore(&["party", "log", "show", "--config", &config, "--from", "1", "--json"]);
+    let entries: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["seq"], 1);
+    assert_eq!(entries[0]["body"]["envelope"]["job_id"], "j1");
+    let out = jointscore(&["party", "log", "verify", "--config", &config]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("3 entries verified, head "), "{}", stdout(&out));
+
+    // An operator (or an intruder) rewrites the reason of the last refusal.
+    let db = rusqlite::Connection::open(dir.path().join("bank.sqlite")).expect("store");
+    let entry: String = db.query_row("SELECT entry FROM party_log WHERE seq = 2", [], |r| r.get(0)).expect("row");
+    let edited = entry.replace("a replayed request", "an ordinary request");
+    assert_ne!(edited, entry);
+    db.execute("UPDATE party_log SET entry = ?1 WHERE seq = 2", [&edited]).expect("edit");
+    let out = jointscore(&["party", "log", "verify", "--config", &config]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("party log entry 2: its hash does not match its content"), "{}", stderr(&out));
+    // Removed instead: the gap is named.
+    db.execute("UPDATE party_log SET entry = ?1 WHERE seq = 2", [&entry]).expect("undo");
+    db.execute("DELETE FROM party_log WHERE seq = 1", []).expect("delete");
+    let out = jointscore(&["party", "log", "verify", "--config", &config]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("party log entry 1: holds seq 2"), "{}", stderr(&out));
+}
+
+#[test]
+fn audit_reconcile_holds_a_ledger_file_against_the_party_log() {
+    use jointscore_audit::{Attestation, Entry, EntryKind, Event};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, envelope, signature) = party_with_a_log(dir.path());
+    let coordinator = jointscore_identity::NodeKey::generate();
+    let ledger_file = |events: Vec<Event>| {
+        let mut entries: Vec<Entry> = Vec::new();
+        for event in events {
+            let entry = Entry::seal(event, entries.last(), &coordinator);
+            entries.push(entry);
+        }
+        let path = dir.path().join("ledger.jsonl");
+        std::fs::write(&path, entries.iter().map(|e| e.to_json() + "\n").collect::<String>()).expect("ledger");
+        path.to_str().expect("utf-8 path").to_string()
+    };
+    let contribution = Event {
+        kind: EntryKind::Contribution,
+        lender: Some(envelope.lender.clone()),
+        subject: Some(envelope.subject.clone()),
+        request_id: Some(envelope.request_id.clone()),
+        parties: vec!["bank".into()],
+        job_id: Some("j1".into()),
+        model_id: Some(envelope.model_id.clone()),
+        key_id: Some(envelope.key_id.clone()),
+        digest: Some(envelope.ciphertext_sha256.clone()),
+        attestations: vec![Attestation::new(
+            "bank",
+            jointscore_identity::Role::Party,
+            jointscore_identity::CONTRIBUTION_DOMAIN,
+            &envelope.to_bytes(),
+            &hex::decode(&signature).expect("hex"),
+        )],
+        ..Event::default()
+    };
+    let request = Event { kind: EntryKind::DecisionRequest, job_id: Some("j1".into()), ..Event::default() };
+    let result =
+        Event { kind: EntryKind::Result, job_id: Some("j1".into()), parties: vec!["bank".into()], ..Event::default() };
+
+    let whole = ledger_file(vec![request.clone(), contribution.clone(), result.clone()]);
+    let out = jointscore(&["audit", "reconcile", "--config", &config, "--ledger", &whole]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("its log of 3 entries verified") && text.contains("not verified (no consortium file)"),
+        "{text}"
+    );
+    assert!(text.contains("1 ok, 0 missing, 0 rewritten") && text.trim_end().ends_with("reconciled"), "{text}");
+
+    // The coordinator left the contribution out.
+    let cut = ledger_file(vec![request, result]);
+    let out = jointscore(&["audit", "reconcile", "--config", &config, "--ledger", &cut, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("one JSON object");
+    assert_eq!(report["reconciled"], false);
+    assert_eq!(report["summary"]["missing"], 1);
+    assert_eq!(report["findings"][0]["status"], "missing");
+    assert_eq!(report["findings"][0]["party_seq"], 1);
+    assert_eq!(report["party_log"]["state"], "verified");
+
+    // Not run: exit status 2.
+    let out = jointscore(&["audit", "reconcile", "--config", &config, "--ledger", "/nonexistent/ledger.jsonl"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot read /nonexistent/ledger.jsonl"), "{}", stderr(&out));
+}

@@ -1,0 +1,135 @@
+//! `jointscore party log show | verify`: the party's own record of what it
+//! contributed and refused, read from its store (also while its node
+//! serves).
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use jointscore_party::{GENESIS, LogEntry, LogKind, PartyConfig, RecordStore, verify_entries};
+use serde_json::Value;
+
+use crate::CliError;
+
+#[derive(Subcommand)]
+pub(crate) enum LogCommand {
+    /// Print the log, one line per entry: its number, time (UTC), kind,
+    /// the lender's request id, the lender, the coordinator's job, the
+    /// subject (in clear: the log is the party's own) and the outcome.
+    Show {
+        /// The party's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Start at this entry.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// The entries whole, one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the hash chain from the first entry: exit status 0 with the
+    /// number of entries and the last hash, 1 naming the first entry that
+    /// was edited, removed or moved.
+    Verify {
+        /// The party's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// The party's store, opened for reading.
+pub(crate) fn open(config: &Path) -> Result<(PartyConfig, RecordStore), CliError> {
+    let config = PartyConfig::load(config)?;
+    let store = RecordStore::open_read_only(&config.store)?;
+    Ok((config, store))
+}
+
+pub(crate) fn log(cmd: LogCommand) -> Result<(), CliError> {
+    match cmd {
+        LogCommand::Show { config, from, json } => {
+            let (config, store) = open(&config)?;
+            let entries = store.log_entries(from)?;
+            if json {
+                for entry in &entries {
+                    println!("{}", serde_json::to_string(entry).map_err(|e| CliError::Json(e.to_string()))?);
+                }
+            } else if entries.is_empty() {
+                let after = if from > 0 { format!(" from entry {from}") } else { String::new() };
+                println!("the log of party `{}` holds no entries{after}", config.name);
+            } else {
+                for entry in &entries {
+                    println!("{}", line(entry));
+                }
+            }
+            Ok(())
+        }
+        LogCommand::Verify { config } => {
+            let (config, store) = open(&config)?;
+            let entries = store.log_entries(0)?;
+            let n =
+                verify_entries(&entries).map_err(|e| CliError::Usage(format!("{}: {e}", config.store.display())))?;
+            let head = entries.last().map_or(GENESIS, |e| e.hash.as_str());
+            println!("{n} entries verified, head {head}");
+            Ok(())
+        }
+    }
+}
+
+/// One entry on one line.
+fn line(entry: &LogEntry) -> String {
+    let body = &entry.body;
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let (kind, request, lender, job, subject, outcome) = match entry.kind {
+        LogKind::Contribution => {
+            let request = &body["request"];
+            let envelope = &body["envelope"];
+            let digest = envelope["ciphertext_sha256"].as_str().unwrap_or_default();
+            let signed = if body["signature"].as_str().is_some_and(|s| !s.is_empty()) { "signed" } else { "unsigned" };
+            (
+                "contribution",
+                text(&request["request_id"]),
+                text(&request["lender"]),
+                text(&envelope["job_id"]),
+                text(&request["subject"]),
+                format!("contributed, {signed}, ciphertexts {}", &digest[..digest.len().min(16)]),
+            )
+        }
+        LogKind::Refusal => (
+            "refusal",
+            text(&body["request_id"]),
+            text(&body["lender"]),
+            text(&body["job_id"]),
+            text(&body["subject"]),
+            format!("refused: {}", text(&body["reason"])),
+        ),
+        LogKind::Psi => (
+            "psi",
+            text(&body["request_id"]),
+            text(&body["requester"]),
+            text(&body["session"]),
+            "-".into(),
+            format!("alignment session: {body}"),
+        ),
+    };
+    format!(
+        "{:>5}  {}  {kind:<12}  request {request}  lender {lender}  job {job}  subject {subject}  {outcome}",
+        entry.seq,
+        utc(entry.time_ms)
+    )
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn utc(ms: u64) -> String {
+    let (days, rest) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60, rest % 1000);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
