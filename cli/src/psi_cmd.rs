@@ -2,8 +2,10 @@
 //! intersection from the command line.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::Args;
+use jointscore_identity::NodeKey;
 use jointscore_lender::{AlignmentStore, PsiRequester};
 use jointscore_party::{PartyConfig, RecordStore};
 use jointscore_psi::AssetId;
@@ -19,7 +21,9 @@ pub(crate) const DEFAULT_ALIGNMENT: &str = "lender-alignment.sqlite";
 pub(crate) struct AlignArgs {
     #[command(flatten)]
     connection: Connection,
-    /// The lender's name, as the parties see the requester.
+    /// The lender's name, as the parties see the requester: its consortium
+    /// member name. With --identity every open is signed as it (parties
+    /// with a consortium file answer nothing else).
     #[arg(long = "as", default_value = "lender")]
     name: String,
     /// A CSV file whose first column (or `subject` column) lists the
@@ -41,7 +45,8 @@ pub(crate) struct AlignArgs {
 pub(crate) struct CheckAssetArgs {
     #[command(flatten)]
     connection: Connection,
-    /// This lender's consortium name (listed in the coordinator's `lenders`).
+    /// This lender's consortium name (listed in the coordinator's
+    /// `lenders`); with --identity the open is signed as it.
     #[arg(long = "as")]
     name: String,
     /// An asset as KIND:ISSUER:NUMBER, e.g. `invoice:ACME Trading:INV-0001`
@@ -85,7 +90,7 @@ pub(crate) fn align(args: AlignArgs) -> Result<(), CliError> {
     };
     let store = AlignmentStore::open(&args.alignment)?;
     runtime()?.block_on(async {
-        let mut requester = PsiRequester::connect(args.connection.target()?, &args.name).await?;
+        let mut requester = requester(&args.connection, &args.name).await?;
         for party in &parties {
             let bar = spinner(&format!("aligning {} subjects with `{party}` (ECDH PSI)", subjects.len()));
             let aligned = requester.align(party, &subjects).await;
@@ -114,7 +119,7 @@ pub(crate) fn check_asset(args: CheckAssetArgs) -> Result<(), CliError> {
         None => args.id.iter().map(|s| parse_asset(s)).collect::<Result<_, _>>()?,
     };
     runtime()?.block_on(async {
-        let mut requester = PsiRequester::connect(args.connection.target()?, &args.name).await?;
+        let mut requester = requester(&args.connection, &args.name).await?;
         let bar = spinner(&format!("checking {} asset(s) against the other lenders' registries", assets.len()));
         let checked = requester.check_assets(&assets).await;
         bar.finish_and_clear();
@@ -141,6 +146,26 @@ pub(crate) fn check_asset(args: CheckAssetArgs) -> Result<(), CliError> {
         );
         Ok(())
     })
+}
+
+/// A PSI requester asking as `name`. With --identity (a consortium
+/// member's key) every open is signed with it under `name`: a party with a
+/// consortium file opens a session only for the member that signed, so a
+/// `name` that is not the key's member is refused there (and, under mutual
+/// TLS, by the coordinator).
+async fn requester(connection: &Connection, name: &str) -> Result<PsiRequester, CliError> {
+    let mut requester = PsiRequester::connect(connection.target()?, name).await?;
+    if let (Some(consortium), Some(path)) = (connection.consortium()?, &connection.identity) {
+        let key = NodeKey::read(path).map_err(|e| CliError::Usage(e.to_string()))?;
+        if !consortium.members.iter().any(|m| m.public_key == key.public_hex()) {
+            return Err(CliError::Usage(format!(
+                "the identity key {} is not a member of the consortium",
+                path.display()
+            )));
+        }
+        requester.sign_as(name, Arc::new(key));
+    }
+    Ok(requester)
 }
 
 pub(crate) fn register_asset(args: RegisterAssetArgs) -> Result<(), CliError> {

@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use jointscore_audit::EntryKind;
 use jointscore_circuits::{Plan, PlanKind};
-use jointscore_lender::{AlignmentStore, LenderKeys, PsiRequester, StatsRequester};
+use jointscore_lender::{AlignmentStore, LenderKeys, StatsRequester};
 use jointscore_psi::AssetId;
 use jointscore_stats::StatsSpec;
 use jointscore_testkit::cluster::{Cluster, ClusterOptions, party_view};
@@ -210,7 +210,7 @@ async fn align(cluster: &Cluster) -> Result<AlignmentStore, CliError> {
     let mut applicants: Vec<String> = cluster.book.iter().map(|(s, _)| s.clone()).collect();
     applicants.extend(NEW_APPLICANTS.map(String::from));
     let store = AlignmentStore::in_memory()?;
-    let mut requester = PsiRequester::connect(cluster.target(LENDER)?, LENDER).await?;
+    let mut requester = cluster.psi_requester(LENDER).await?;
     println!();
     for party in cluster.model.parties() {
         let aligned = requester.align(party, &applicants).await?;
@@ -249,7 +249,7 @@ async fn duplicate_financing(cluster: &mut Cluster) -> Result<bool, CliError> {
     let asked =
         ["invoice:ACME Trading:INV-0001", "order:Shenzhen Widgets:PO-7781", "warehouse receipt:rotterdam depot:wr19"];
     let assets: Vec<AssetId> = asked.iter().map(|a| parse(a)).collect::<Result<_, _>>()?;
-    let mut requester = PsiRequester::connect(cluster.target(LENDER)?, LENDER).await?;
+    let mut requester = cluster.psi_requester(LENDER).await?;
     let checked = requester.check_assets(&assets).await?;
     println!(
         "\nduplicate financing: {LENDER} checks {} assets against the other lenders' registries ({} lender, {:.3} s)",

@@ -14,7 +14,7 @@ use jointscore_circuits::proof::Crs;
 use jointscore_circuits::{Bundle, CROSS_BORDER_SELLER, Model, PlanKind, Record, reference};
 use jointscore_coordinator::{CoordinatorConfig, CoordinatorError, CoordinatorNode, SqliteStore};
 use jointscore_identity::{Consortium, Member, NodeKey, Proofs, Role};
-use jointscore_lender::{Lender, LenderError, LenderKeys};
+use jointscore_lender::{Lender, LenderError, LenderKeys, PsiRequester};
 use jointscore_net::{NodeTls, Target};
 use jointscore_party::{PartyConfig, PartyError, PartyNode, RecordStore};
 use serde_json::{Map, Value};
@@ -66,7 +66,10 @@ pub struct ClusterOptions {
     pub unapproved: Vec<String>,
     /// Stats spec ids every party approves.
     pub approved_stats: Vec<String>,
-    /// The consortium's lenders (the coordinator's `lenders`).
+    /// The consortium's lenders (the coordinator's `lenders`). In a signed
+    /// cluster those that are not parties are lender members of the
+    /// consortium file, beside [`LENDER`]; a party among them asks as its
+    /// party node.
     pub lenders: Vec<String>,
     /// Parties whose nodes keep an asset registry (`asset_registry`).
     pub registries: Vec<String>,
@@ -78,9 +81,7 @@ pub struct ClusterOptions {
     /// The coordinator's deadline for a party to open a PSI session.
     pub psi_open_deadline: Duration,
     /// Run every connection over mutual TLS, each node proving its
-    /// identity with its certificate (needs `signed`). The consortium also
-    /// lists the lender [`LENDER`] and every one of `lenders` that is not a
-    /// party.
+    /// identity with its certificate (needs `signed`).
     pub tls: bool,
     /// Strict mode (needs `signed`): the consortium file pins a CRS whose
     /// proofs cover this many blocks each, and every contribution must be
@@ -326,16 +327,12 @@ impl Cluster {
             let membership = Membership {
                 name: "local".into(),
                 parties: model.parties().to_vec(),
-                // Every lender signs its key sets and requests: the built-in
-                // one, and under TLS those of `lenders` that run no party
-                // node.
-                lenders: if options.tls {
-                    std::iter::once(LENDER.to_string())
-                        .chain(options.lenders.iter().filter(|l| *l != LENDER && !model.parties().contains(l)).cloned())
-                        .collect()
-                } else {
-                    vec![LENDER.to_string()]
-                },
+                // Every lender signs its key sets, requests and PSI opens:
+                // the built-in one, and those of `lenders` that run no party
+                // node (one that does signs as its party node).
+                lenders: std::iter::once(LENDER.to_string())
+                    .chain(options.lenders.iter().filter(|l| *l != LENDER && !model.parties().contains(l)).cloned())
+                    .collect(),
                 revoked: options.revoked.clone(),
                 mtls: options.tls,
                 proof_blocks: options.proof_blocks,
@@ -407,6 +404,26 @@ impl Cluster {
             lender.sign_as(LENDER, Arc::new(key), consortium.clone());
         }
         Ok(lender)
+    }
+
+    /// The identity key of `member`, when the cluster is signed.
+    pub fn identity(&self, member: &str) -> Result<NodeKey, ClusterError> {
+        if self.consortium.is_none() {
+            return Err(ClusterError::Unknown("an unsigned cluster has no identity keys".into()));
+        }
+        Ok(NodeKey::read(&self.dir.path().join("identities").join(format!("{member}.key")))?)
+    }
+
+    /// A PSI requester asking as `member`. When the cluster is signed and
+    /// `member` is one of its members, it signs every open with the
+    /// member's key, as parties with a consortium file require; a name
+    /// that is not a member's asks unsigned.
+    pub async fn psi_requester(&self, member: &str) -> Result<PsiRequester, ClusterError> {
+        let mut requester = PsiRequester::connect(self.target(member)?, member).await?;
+        if self.consortium.as_ref().is_some_and(|c| c.member(member).is_ok()) {
+            requester.sign_as(member, Arc::new(self.identity(member)?));
+        }
+        Ok(requester)
     }
 
     /// A party by name.

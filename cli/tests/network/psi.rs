@@ -1,11 +1,13 @@
 //! Private set intersection through the services: alignment feeding the
-//! decision flow, duplicate-financing checks, and every bad input a PSI
-//! session must survive.
+//! decision flow, duplicate-financing checks, who may open a session and
+//! how much it may ask, and every bad input a PSI session must survive.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jointscore_circuits::{Record, reference};
+use jointscore_identity::{NodeKey, PsiOpenStatement};
 use jointscore_lender::{AlignmentStore, PsiRequester};
+use jointscore_party::{LogKind, verify_entries};
 use jointscore_proto::v1::{PsiCloseRequest, PsiOpenRequest, PsiPurpose, PsiQueryRequest};
 use jointscore_proto::{collect, collect_psi_open};
 use jointscore_psi::{AssetId, MAX_BATCH, RequesterSession, points_from_bytes, points_to_bytes};
@@ -31,8 +33,41 @@ async fn raw_client(url: &str) -> CoordinatorClient<tonic::transport::Channel> {
     CoordinatorClient::connect(url.to_string()).await.expect("connect")
 }
 
+/// An unsigned open.
 fn open(purpose: PsiPurpose, requester: &str, party: &str) -> PsiOpenRequest {
-    PsiOpenRequest { purpose: purpose as i32, requester: requester.into(), party: party.into() }
+    PsiOpenRequest { purpose: purpose as i32, requester: requester.into(), party: party.into(), ..Default::default() }
+}
+
+/// An open as `requester` signs it with `key`, `age_ms` ago, with a fresh
+/// nonce.
+pub(crate) fn signed_open(
+    key: &NodeKey,
+    purpose: PsiPurpose,
+    requester: &str,
+    party: &str,
+    age_ms: u64,
+) -> PsiOpenRequest {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as u64;
+    let statement = PsiOpenStatement {
+        requester: requester.into(),
+        purpose: if purpose == PsiPurpose::Assets { "assets" } else { "align" }.into(),
+        party: party.into(),
+        time_ms: now - age_ms,
+        nonce: PsiOpenStatement::fresh_nonce(),
+    };
+    PsiOpenRequest {
+        purpose: purpose as i32,
+        requester: statement.requester.clone(),
+        party: statement.party.clone(),
+        time_ms: statement.time_ms,
+        nonce: statement.nonce.clone(),
+        signature: statement.sign(key).to_vec(),
+    }
+}
+
+/// An alignment with `party` as the cluster's lender opens it.
+fn lender_open(cluster: &Cluster, party: &str) -> PsiOpenRequest {
+    signed_open(&cluster.identity(LENDER).expect("key"), PsiPurpose::Align, LENDER, party, 0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,7 +180,7 @@ async fn duplicate_financing_counts_other_lenders_and_nothing_else() {
         .expect("register");
     platform.register_assets(&register(&["inv:acme:inv 1", "bl:Maersk:B/L 778"])).expect("register");
 
-    let mut x = PsiRequester::connect(&url, "lender-x").await.expect("requester");
+    let mut x = cluster.psi_requester("lender-x").await.expect("requester");
     let asked =
         ["Invoice:ACME.:INV-0-1", "invoice:acme:INV1", "order:lisbon tiles:po55", "bl:maersk:b-l-778", "po:nobody:1"];
     let checked = x.check_assets(&assets(&asked)).await.expect("check");
@@ -159,7 +194,8 @@ async fn duplicate_financing_counts_other_lenders_and_nothing_else() {
     // The bank asks: the consortium's other lenders include lender-x, whose
     // node is not registered; a partial answer would read "not financed",
     // so the check fails and names it.
-    let mut b = PsiRequester::connect(&url, "bank").await.expect("requester");
+    // The bank's node asks as the bank, signing with its party key.
+    let mut b = cluster.psi_requester("bank").await.expect("requester");
     let e = b.check_assets(&assets(&["invoice:acme:inv1"])).await.unwrap_err();
     assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
     assert!(e.to_string().contains("party `lender-x` is not registered"), "{e}");
@@ -192,10 +228,14 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
 
     // Bad opens.
     for (request, code, says) in [
-        (open(PsiPurpose::Align, "l", "acme"), Code::Unavailable, "party `acme` is not registered"),
-        (open(PsiPurpose::Unspecified, "l", "platform"), Code::InvalidArgument, "unknown PSI purpose"),
+        (lender_open(&cluster, "acme"), Code::Unavailable, "party `acme` is not registered"),
+        (open(PsiPurpose::Unspecified, LENDER, "platform"), Code::InvalidArgument, "unknown PSI purpose"),
         (open(PsiPurpose::Align, "", "platform"), Code::InvalidArgument, "`requester` must have"),
-        (open(PsiPurpose::Align, "l", ""), Code::InvalidArgument, "`party` must have"),
+        (open(PsiPurpose::Align, LENDER, ""), Code::InvalidArgument, "`party` must have"),
+        // With a consortium the coordinator relays alignments for current
+        // lenders only (the parties check the signature themselves).
+        (open(PsiPurpose::Align, "l", "platform"), Code::PermissionDenied, "`l` is not a member"),
+        (open(PsiPurpose::Align, "bank", "platform"), Code::PermissionDenied, "is a party in the consortium"),
         (open(PsiPurpose::Assets, "bank", "platform"), Code::InvalidArgument, "leave `party` empty"),
         (open(PsiPurpose::Assets, "stranger", ""), Code::PermissionDenied, "not a consortium lender"),
     ] {
@@ -209,7 +249,7 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
         let mut options = consortium();
         options.lenders.push("logistics".into());
         let other = Cluster::start(&options).await.expect("cluster");
-        let mut r = PsiRequester::connect(&other.coordinator_url(), "lender-x").await.expect("requester");
+        let mut r = other.psi_requester("lender-x").await.expect("requester");
         let e = r.check_assets(&assets(&["po:a:1"])).await.unwrap_err();
         assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
         assert!(e.to_string().contains("party `logistics`: party `logistics` keeps no asset registry"), "{e}");
@@ -219,13 +259,13 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
             let e = r.check_assets(&assets(&["po:a:1"])).await.unwrap_err();
             assert_eq!(e.code(), Some(Code::FailedPrecondition), "check {i}: {e}");
         }
-        let mut l = PsiRequester::connect(&other.coordinator_url(), "l").await.expect("requester");
+        let mut l = other.psi_requester(LENDER).await.expect("requester");
         l.align("platform", &["seller-0001".to_string()]).await.expect("the platform still has room");
         other.stop().await.expect("stop");
     }
 
     // One session, then every malformed query against it.
-    let stream = raw.psi_open(open(PsiPurpose::Align, "l", "platform")).await.expect("open").into_inner();
+    let stream = raw.psi_open(lender_open(&cluster, "platform")).await.expect("open").into_inner();
     let (header, set) = collect_psi_open(stream, 1 << 22).await.expect("session");
     assert_eq!((header.set_len, header.per_item), (4, 1));
     let query = |points: Vec<u8>| PsiQueryRequest { session_id: header.session_id.clone(), points };
@@ -271,7 +311,7 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
         platform.config.psi_session_ttl_s = 1;
         platform.start().await.expect("restart");
     }
-    let stream = raw.psi_open(open(PsiPurpose::Align, "l", "platform")).await.expect("open").into_inner();
+    let stream = raw.psi_open(lender_open(&cluster, "platform")).await.expect("open").into_inner();
     let (header, _) = collect_psi_open(stream, 1 << 22).await.expect("session");
     assert!(header.expires_in_ms <= 1000, "{}", header.expires_in_ms);
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -284,7 +324,7 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
 
     // Sessions end when the requester is done with them: many alignments in
     // a row never exhaust a party's 32 places.
-    let mut requester = PsiRequester::connect(&url, "l").await.expect("requester");
+    let mut requester = cluster.psi_requester(LENDER).await.expect("requester");
     for i in 0..40 {
         let a = requester.align("bank", &subjects[..1]).await.unwrap_or_else(|e| panic!("alignment {i}: {e}"));
         assert_eq!(a.held, [true]);
@@ -292,10 +332,10 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
     // Sessions left open do: the 33rd is refused until one is closed.
     let mut open_ids = Vec::new();
     for _ in 0..32 {
-        let stream = raw.psi_open(open(PsiPurpose::Align, "l", "bank")).await.expect("open").into_inner();
+        let stream = raw.psi_open(lender_open(&cluster, "bank")).await.expect("open").into_inner();
         open_ids.push(collect_psi_open(stream, 1 << 22).await.expect("session").0.session_id);
     }
-    let e = raw.psi_open(open(PsiPurpose::Align, "l", "bank")).await.expect_err("full");
+    let e = raw.psi_open(lender_open(&cluster, "bank")).await.expect_err("full");
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("party `bank`") && e.message().contains("32 PSI sessions"), "{e:?}");
     raw.psi_close(PsiCloseRequest { session_id: open_ids[0].clone() }).await.expect("close");
@@ -304,7 +344,7 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
         .await
         .expect_err("closed");
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    raw.psi_open(open(PsiPurpose::Align, "l", "bank")).await.expect("a place is free again");
+    raw.psi_open(lender_open(&cluster, "bank")).await.expect("a place is free again");
     // Closing twice, or an unknown session, is not an error.
     raw.psi_close(PsiCloseRequest { session_id: open_ids[0].clone() }).await.expect("close again");
 
@@ -325,7 +365,7 @@ async fn a_party_slower_than_the_open_deadline_is_named() {
     // Enough subjects that encoding them takes far longer than 300 ms.
     let many: Vec<(String, Value)> = (0..60_000).map(|i| (format!("s-{i}"), serde_json::json!({}))).collect();
     cluster.party("bank").expect("bank").store.put_all(&many).expect("subjects");
-    let mut requester = PsiRequester::connect(&cluster.coordinator_url(), "l").await.expect("requester");
+    let mut requester = cluster.psi_requester(LENDER).await.expect("requester");
     let e = requester.align("bank", &["s-1".to_string()]).await.unwrap_err();
     assert_eq!(e.code(), Some(Code::DeadlineExceeded), "{e}");
     assert!(e.to_string().contains("party `bank` did not answer within 300 ms"), "{e}");
@@ -334,5 +374,88 @@ async fn a_party_slower_than_the_open_deadline_is_named() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let a = requester.align("platform", &["seller-0001".to_string()]).await.expect("align");
     assert_eq!(a.held, [true]);
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alignment_is_for_lenders_who_sign_and_within_a_budget() {
+    let options = ClusterOptions { sellers: 4, lenders: vec!["lender-x".into()], ..ClusterOptions::default() };
+    let mut cluster = Cluster::start(&options).await.expect("cluster");
+    {
+        let bank = cluster.party("bank").expect("bank");
+        bank.stop().await.expect("stop");
+        bank.config.psi_daily_budget = 10;
+        bank.start().await.expect("restart");
+    }
+    let mut raw = raw_client(&cluster.coordinator_url()).await;
+    let lender_key = cluster.identity(LENDER).expect("key");
+
+    // The coordinator relays these (the requester is a current lender);
+    // the bank refuses them itself: unsigned, signed with a party's key
+    // under the lender's name, replayed, stale.
+    let refused = |e: Status, code: Code, says: &str| {
+        assert_eq!(e.code(), code, "{says}: {e:?}");
+        assert!(e.message().contains("party `bank`") && e.message().contains(says), "{says}: {e:?}");
+    };
+    let e = raw.psi_open(open(PsiPurpose::Align, LENDER, "bank")).await.expect_err("unsigned");
+    refused(e, Code::Unauthenticated, "the requester did not sign it");
+    let platform_key = cluster.identity("platform").expect("key");
+    let forged = signed_open(&platform_key, PsiPurpose::Align, LENDER, "bank", 0);
+    let e = raw.psi_open(forged).await.expect_err("a party's key");
+    refused(e, Code::Unauthenticated, "does not verify");
+    let once = lender_open(&cluster, "bank");
+    let stream = raw.psi_open(once.clone()).await.expect("a signed open").into_inner();
+    let (header, _) = collect_psi_open(stream, 1 << 22).await.expect("session");
+    raw.psi_close(PsiCloseRequest { session_id: header.session_id }).await.expect("close");
+    let e = raw.psi_open(once).await.expect_err("replayed");
+    refused(e, Code::PermissionDenied, "its nonce was used before");
+    let stale = signed_open(&lender_key, PsiPurpose::Align, LENDER, "bank", 301_000);
+    let e = raw.psi_open(stale).await.expect_err("stale");
+    refused(e, Code::PermissionDenied, "outside the 300 s this party accepts");
+    // An open signed for the platform is not one for the bank.
+    let mut elsewhere = lender_open(&cluster, "platform");
+    elsewhere.party = "bank".into();
+    let e = raw.psi_open(elsewhere).await.expect_err("signed for another party");
+    refused(e, Code::Unauthenticated, "does not verify");
+
+    // A budget of 10 ids a day: one alignment of 8 subjects, not two.
+    let first: Vec<String> = (0..8).map(|i| format!("seller-{i:04}")).collect();
+    let second: Vec<String> = (0..8).map(|i| format!("other-{i}")).collect();
+    let mut lender = cluster.psi_requester(LENDER).await.expect("requester");
+    let a = lender.align("bank", &first).await.expect("8 of 10 ids");
+    assert_eq!(a.held.iter().filter(|&&h| h).count(), 4, "seller-0001 to seller-0004");
+    let e = lender.align("bank", &second).await.expect_err("8 more would pass the budget");
+    assert_eq!(e.code(), Some(Code::PermissionDenied), "{e}");
+    assert!(e.to_string().contains("its PSI budget is 10 ids per requester per UTC day"), "{e}");
+    assert!(e.to_string().contains("8 are used today"), "{e}");
+    // The platform's budget is its own, and so is another lender's.
+    lender.align("platform", &second).await.expect("the platform answers");
+    let mut x = cluster.psi_requester("lender-x").await.expect("requester");
+    x.align("bank", &second).await.expect("lender-x has a budget of its own");
+
+    // The bank's log: every session, query and refusal, in an intact chain.
+    let entries = cluster.party("bank").expect("bank").store.log_entries(0).expect("log");
+    assert_eq!(verify_entries(&entries), Ok(entries.len()));
+    let psi: Vec<&Value> = entries.iter().filter(|e| e.kind == LogKind::Psi).map(|e| &e.body).collect();
+    let with = |event: &str| psi.iter().filter(|b| b["event"] == event).collect::<Vec<_>>();
+    let opens = with("open");
+    assert_eq!(opens.len(), 4, "{psi:?}");
+    assert!(opens.iter().all(|b| b["purpose"] == "align" && b["set_len"] == 4 && b["signed"] == true), "{psi:?}");
+    assert_eq!(opens.iter().filter(|b| b["requester"] == LENDER).count(), 3, "{psi:?}");
+    let reasons: Vec<&str> = with("open refused").iter().map(|b| b["reason"].as_str().expect("reason")).collect();
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    for says in ["did not sign", "does not verify", "nonce was used before", "outside the 300 s"] {
+        assert!(reasons.iter().any(|r| r.contains(says)), "{says}: {reasons:?}");
+    }
+    let queries = with("query");
+    assert_eq!(queries.len(), 2, "{psi:?}");
+    let mine = queries.iter().find(|b| b["requester"] == LENDER).expect("the lender's query");
+    assert_eq!((mine["points"].as_u64(), mine["used"].as_u64(), mine["left"].as_u64()), (Some(8), Some(8), Some(2)));
+    let theirs = queries.iter().find(|b| b["requester"] == "lender-x").expect("lender-x's query");
+    assert_eq!((theirs["used"].as_u64(), theirs["left"].as_u64()), (Some(8), Some(2)));
+    let over = with("query refused");
+    assert_eq!(over.len(), 1, "{psi:?}");
+    assert_eq!((over[0]["requester"].as_str(), over[0]["points"].as_u64()), (Some(LENDER), Some(8)));
+    assert!(over[0]["reason"].as_str().expect("reason").contains("`psi_daily_budget`"), "{psi:?}");
     cluster.stop().await.expect("stop");
 }

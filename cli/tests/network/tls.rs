@@ -124,7 +124,7 @@ async fn members_are_authenticated_and_held_to_their_roles() {
 
     // A PSI session is its opener's: another member cannot query or close it.
     let mut raw = client_as(&cluster, LENDER).await;
-    let open = PsiOpenRequest { purpose: PsiPurpose::Align as i32, requester: LENDER.into(), party: "platform".into() };
+    let open = crate::psi::signed_open(&member_key(&cluster, LENDER), PsiPurpose::Align, LENDER, "platform", 0);
     let stream = raw.psi_open(open.clone()).await.expect("open").into_inner();
     let (header, set) = collect_psi_open(stream, 1 << 22).await.expect("session");
     let query = PsiQueryRequest { session_id: header.session_id.clone(), points: set[..32].to_vec() };
