@@ -103,15 +103,17 @@ async fn demo(serve_for: Duration) -> Result<(), Error> {
     let coordinator =
         CoordinatorNode::start(config, coordinator_store, TcpListener::bind("127.0.0.1:0").await?).await?;
 
-    // The party's configuration file (a real one also names its identity
-    // key and the consortium file, and the coordinator is https).
+    // The party's configuration file. A real one names its identity key and
+    // the consortium file (and the coordinator is https): then it checks
+    // every lender's signature itself. This demonstration on loopback has
+    // no consortium, so it must say that it trusts the coordinator.
     let model = jointscore_circuits::Model::cross_border_seller();
     let path = dir.path().join("platform.toml");
     std::fs::write(
         &path,
         format!(
             "name = \"platform\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{}\"\nstore = \"platform.sqlite\"\n\
-             approved_models = [\"{}\"]\n",
+             approved_models = [\"{}\"]\ntrust_coordinator = true\n",
             coordinator.url(),
             model.id()
         ),
