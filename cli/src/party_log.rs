@@ -13,8 +13,10 @@ use crate::CliError;
 #[derive(Subcommand)]
 pub(crate) enum LogCommand {
     /// Print the log, one line per entry: its number, time (UTC), kind,
-    /// the lender's request id, the lender, the coordinator's job, the
-    /// subject (in clear: the log is the party's own) and the outcome.
+    /// and for contributions and refusals the lender's request id, the
+    /// lender, the coordinator's job, the subject (in clear: the log is the
+    /// party's own) and the outcome; for PSI sessions the requester, the
+    /// session and what was opened, answered or refused.
     Show {
         /// The party's configuration file.
         #[arg(long)]
@@ -77,44 +79,55 @@ pub(crate) fn log(cmd: LogCommand) -> Result<(), CliError> {
 /// One entry on one line.
 fn line(entry: &LogEntry) -> String {
     let body = &entry.body;
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    let (kind, request, lender, job, subject, outcome) = match entry.kind {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let what = match entry.kind {
         LogKind::Contribution => {
             let request = &body["request"];
             let envelope = &body["envelope"];
             let digest = envelope["ciphertext_sha256"].as_str().unwrap_or_default();
             let signed = if body["signature"].as_str().is_some_and(|s| !s.is_empty()) { "signed" } else { "unsigned" };
-            (
-                "contribution",
+            format!(
+                "contribution  request {}  lender {}  job {}  subject {}  contributed, {signed}, ciphertexts {}",
                 text(&request["request_id"]),
                 text(&request["lender"]),
                 text(&envelope["job_id"]),
                 text(&request["subject"]),
-                format!("contributed, {signed}, ciphertexts {}", &digest[..digest.len().min(16)]),
+                &digest[..digest.len().min(16)]
             )
         }
-        LogKind::Refusal => (
-            "refusal",
+        LogKind::Refusal => format!(
+            "refusal       request {}  lender {}  job {}  subject {}  refused: {}",
             text(&body["request_id"]),
             text(&body["lender"]),
             text(&body["job_id"]),
             text(&body["subject"]),
-            format!("refused: {}", text(&body["reason"])),
+            text(&body["reason"])
         ),
-        LogKind::Psi => (
-            "psi",
-            text(&body["request_id"]),
-            text(&body["requester"]),
-            text(&body["session"]),
-            "-".into(),
-            format!("alignment session: {body}"),
-        ),
+        LogKind::Psi => {
+            // An alignment or asset-check session: its open, its queries,
+            // their refusals (party/src/psi.rs writes these fields).
+            let mut outcome = text(&body["event"]);
+            for (field, unit) in [("purpose", ""), ("set_len", " ids"), ("points", " points"), ("left", " left today")]
+            {
+                if !body[field].is_null() {
+                    outcome.push_str(&format!(", {}{unit}", text(&body[field])));
+                }
+            }
+            if !body["reason"].is_null() {
+                outcome.push_str(&format!(": {}", text(&body["reason"])));
+            }
+            format!(
+                "psi           requester {}  session {}  {outcome}",
+                text(&body["requester"]),
+                text(&body["session"])
+            )
+        }
     };
-    format!(
-        "{:>5}  {}  {kind:<12}  request {request}  lender {lender}  job {job}  subject {subject}  {outcome}",
-        entry.seq,
-        utc(entry.time_ms)
-    )
+    format!("{:>5}  {}  {what}", entry.seq, utc(entry.time_ms))
 }
 
 /// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.

@@ -436,7 +436,7 @@ fn the_tfhe_fuzz_targets_take_their_corpora() {
 }
 
 /// A party's configuration and store in `dir`, its log holding a refusal,
-/// a contribution to job `j1` and another refusal; returns the
+/// a contribution to job `j1`, another refusal and a PSI query; returns the
 /// configuration's path and the contribution's envelope and signature.
 fn party_with_a_log(dir: &Path) -> (String, jointscore_identity::ContributionEnvelope, String) {
     let config = dir.join("party.toml");
@@ -472,6 +472,11 @@ fn party_with_a_log(dir: &Path) -> (String, jointscore_identity::ContributionEnv
     };
     store.log(jointscore_party::LogKind::Contribution, serde_json::to_value(&record).expect("json")).expect("log");
     store.log(jointscore_party::LogKind::Refusal, refusal("party `bank`: a replayed request")).expect("log");
+    let query = serde_json::json!({
+        "event": "query", "requester": "lender", "session": "s-1", "points": 8, "day": "2025-06-15", "left": 2,
+        "budget": 10,
+    });
+    store.log(jointscore_party::LogKind::Psi, query).expect("log");
     (config.to_str().expect("utf-8 path").to_string(), envelope, signature)
 }
 
@@ -497,20 +502,24 @@ fn party_log_show_and_verify_find_an_entry_edited_in_the_store() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines.len(), 4, "{text}");
     assert!(lines[1].contains("contribution") && lines[1].contains("request r1"), "{text}");
     assert!(lines[1].contains("job j1") && lines[1].contains("subject seller-0002"), "{text}");
     assert!(lines[2].contains("refused: party `bank`: a replayed request"), "{text}");
+    assert!(
+        lines[3].contains("psi") && lines[3].contains("requester lender  session s-1  query, 8 points, 2 left"),
+        "{text}"
+    );
     let time = lines[0].split_whitespace().nth(1).expect("a time");
     assert!(time.len() == 24 && time.as_bytes()[10] == b'T' && time.ends_with('Z'), "a UTC time: {text}");
     let out = jointscore(&["party", "log", "show", "--config", &config, "--from", "1", "--json"]);
     let entries: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
-    assert_eq!(entries.len(), 2);
+    assert_eq!(entries.len(), 3);
     assert_eq!(entries[0]["seq"], 1);
     assert_eq!(entries[0]["body"]["envelope"]["job_id"], "j1");
     let out = jointscore(&["party", "log", "verify", "--config", &config]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).starts_with("3 entries verified, head "), "{}", stdout(&out));
+    assert!(stdout(&out).starts_with("4 entries verified, head "), "{}", stdout(&out));
 
     // An operator (or an intruder) rewrites the reason of the last refusal.
     let db = rusqlite::Connection::open(dir.path().join("bank.sqlite")).expect("store");
@@ -573,7 +582,7 @@ fn audit_reconcile_holds_a_ledger_file_against_the_party_log() {
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("its log of 3 entries verified") && text.contains("not verified (no consortium file)"),
+        text.contains("its log of 4 entries verified") && text.contains("not verified (no consortium file)"),
         "{text}"
     );
     assert!(text.contains("1 ok, 0 missing, 0 rewritten") && text.trim_end().ends_with("reconciled"), "{text}");
