@@ -172,9 +172,9 @@ pub(crate) fn audit(cmd: AuditCommand) -> Result<(), CliError> {
         AuditCommand::Show { ledger, subject, salt, party, lender } => {
             let (entries, _) = verified(&ledger)?;
             let subject = match (subject, salt) {
-                (Some(subject), Some(salt)) => {
-                    Some(jointscore_identity::LenderRequest { subject, salt, ..Default::default() }.subject_commitment())
-                }
+                (Some(subject), Some(salt)) => Some(
+                    jointscore_identity::LenderRequest { subject, salt, ..Default::default() }.subject_commitment(),
+                ),
                 (subject, _) => subject,
             };
             for entry in filter(&entries, &Filter { subject, party, lender }) {

@@ -77,6 +77,19 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<()>;
     /// Marks a job failed with a gRPC status code and a reason.
     fn fail(&self, job_id: &str, code: i32, reason: &str, timings: &Timings) -> Result<()>;
+    /// Keeps one party's verified contribution to a running job (its bytes
+    /// and signed envelope), so a job recovered after a restart does not
+    /// ask that party again: parties answer each lender request once.
+    /// Dropped when the job ends.
+    fn put_contribution(
+        &self,
+        job_id: &str,
+        party: &str,
+        bytes: &[u8],
+        signed: Option<&SignedContribution>,
+    ) -> Result<()>;
+    /// The contributions kept for a running job, `(party, bytes, signed)`.
+    fn kept_contributions(&self, job_id: &str) -> Result<Vec<(String, Vec<u8>, Option<SignedContribution>)>>;
     /// A done job's encrypted result.
     fn result(&self, job_id: &str) -> Result<Option<Vec<u8>>>;
     /// Every job not in a terminal state, oldest first.
@@ -171,6 +184,9 @@ CREATE TABLE IF NOT EXISTS stats_jobs (
     created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, owner TEXT);
 CREATE INDEX IF NOT EXISTS stats_jobs_state ON stats_jobs (state);
 CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kept_contributions (
+    job_id TEXT NOT NULL, party TEXT NOT NULL, bytes BLOB NOT NULL, signed TEXT,
+    PRIMARY KEY (job_id, party));
 ";
 
 const STATS_COLUMNS: &str = "job_id, request_id, spec_id, spec_toml, state, code, reason, outcome, owner";
@@ -457,21 +473,64 @@ impl JobStore for SqliteStore {
     ) -> Result<()> {
         let timings = serde_json::to_string(timings).map_err(|e| CoordinatorError::Store(e.to_string()))?;
         let contributions = serde_json::to_string(contributions).map_err(|e| CoordinatorError::Store(e.to_string()))?;
-        self.conn()?.execute(
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.execute(
             "UPDATE jobs SET state = 'done', result = ?2, timings = ?3, contributions = ?4, updated_ms = ?5
              WHERE job_id = ?1 AND state NOT IN ('done', 'failed')",
             params![job_id, result, timings, contributions, now_ms()],
         )?;
+        tx.execute("DELETE FROM kept_contributions WHERE job_id = ?1", [job_id])?;
+        tx.commit()?;
         Ok(())
+    }
+
+    fn put_contribution(
+        &self,
+        job_id: &str,
+        party: &str,
+        bytes: &[u8],
+        signed: Option<&SignedContribution>,
+    ) -> Result<()> {
+        let signed =
+            signed.map(serde_json::to_string).transpose().map_err(|e| CoordinatorError::Store(e.to_string()))?;
+        self.conn()?.execute(
+            "INSERT OR REPLACE INTO kept_contributions (job_id, party, bytes, signed) VALUES (?1, ?2, ?3, ?4)",
+            params![job_id, party, bytes, signed],
+        )?;
+        Ok(())
+    }
+
+    fn kept_contributions(&self, job_id: &str) -> Result<Vec<(String, Vec<u8>, Option<SignedContribution>)>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("SELECT party, bytes, signed FROM kept_contributions WHERE job_id = ?1")?;
+        let rows = stmt
+            .query_map([job_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Option<String>>(2)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(party, bytes, signed)| {
+                let signed = signed
+                    .map(|s| serde_json::from_str(&s))
+                    .transpose()
+                    .map_err(|e| CoordinatorError::Store(format!("job {job_id}: a kept contribution: {e}")))?;
+                Ok((party, bytes, signed))
+            })
+            .collect()
     }
 
     fn fail(&self, job_id: &str, code: i32, reason: &str, timings: &Timings) -> Result<()> {
         let timings = serde_json::to_string(timings).map_err(|e| CoordinatorError::Store(e.to_string()))?;
-        self.conn()?.execute(
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.execute(
             "UPDATE jobs SET state = 'failed', code = ?2, reason = ?3, timings = ?4, updated_ms = ?5
              WHERE job_id = ?1 AND state NOT IN ('done', 'failed')",
             params![job_id, code, reason, timings, now_ms()],
         )?;
+        tx.execute("DELETE FROM kept_contributions WHERE job_id = ?1", [job_id])?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -673,6 +732,36 @@ mod tests {
         assert_eq!(new.request.attestation.lender, "lender");
         drop(store);
         SqliteStore::open(&fresh).expect("reopening is a no-op");
+    }
+
+    #[test]
+    fn contributions_are_kept_while_a_job_runs_and_dropped_when_it_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("c.sqlite")).expect("open");
+        let Inserted::New(a) = store.insert_job(&new_job("r1")).expect("insert") else { panic!("new") };
+        let Inserted::New(b) = store.insert_job(&new_job("r2")).expect("insert") else { panic!("new") };
+        let signed = SignedContribution {
+            party: "bank".into(),
+            ciphertext_sha256: "ab".repeat(32),
+            signed_ms: 7,
+            signature: "cd".repeat(64),
+            consent: String::new(),
+        };
+        store.put_contribution(&a.job_id, "bank", b"ct-bank", Some(&signed)).expect("keep");
+        store.put_contribution(&a.job_id, "platform", b"ct-platform", None).expect("keep");
+        store.put_contribution(&b.job_id, "bank", b"ct-other", None).expect("keep");
+        let mut kept = store.kept_contributions(&a.job_id).expect("read");
+        kept.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(kept.len(), 2);
+        assert_eq!(
+            (kept[0].0.as_str(), kept[0].1.as_slice(), kept[0].2.as_ref()),
+            ("bank", &b"ct-bank"[..], Some(&signed))
+        );
+        assert_eq!((kept[1].0.as_str(), kept[1].2.as_ref()), ("platform", None));
+        store.complete(&a.job_id, b"result", &Timings::default(), &[signed]).expect("complete");
+        assert!(store.kept_contributions(&a.job_id).expect("read").is_empty(), "dropped once done");
+        store.fail(&b.job_id, 14, "gone", &Timings::default()).expect("fail");
+        assert!(store.kept_contributions(&b.job_id).expect("read").is_empty(), "dropped once failed");
     }
 
     #[test]

@@ -178,12 +178,12 @@ impl PartyConfig {
         let for_lender = listed.iter().filter(|a| a.lenders.iter().any(|l| l == lender)).collect::<Vec<_>>();
         let shorthand = self.approved_models.iter().any(|m| m == model_id);
         if for_lender.is_empty() && !shorthand {
-            return Err(format!("for lender `{lender}`"));
+            return Err(format!(" for lender `{lender}`"));
         }
         let planned = for_lender.iter().any(|a| a.plans.iter().any(|p| p == plan.name()))
             || (shorthand && plan == PlanKind::Pushdown);
         if !planned {
-            return Err(format!("for the {} plan", plan.name()));
+            return Err(format!(" for the {} plan", plan.name()));
         }
         Ok(())
     }
@@ -340,10 +340,10 @@ mod tests {
         .expect("valid");
         // The shorthand: every lender, pushdown only.
         c.approves(&m, "anyone", PlanKind::Pushdown).expect("shorthand");
-        assert_eq!(c.approves(&m, "anyone", PlanKind::CoordinatorSide).unwrap_err(), "for the coordinator-side plan");
+        assert_eq!(c.approves(&m, "anyone", PlanKind::CoordinatorSide).unwrap_err(), " for the coordinator-side plan");
         // A named approval: its lenders only, its plans.
         c.approves(&n, "alpha", PlanKind::CoordinatorSide).expect("opted in");
-        assert_eq!(c.approves(&n, "beta", PlanKind::Pushdown).unwrap_err(), "for lender `beta`");
+        assert_eq!(c.approves(&n, "beta", PlanKind::Pushdown).unwrap_err(), " for lender `beta`");
         assert_eq!(c.approves(&"c".repeat(64), "alpha", PlanKind::Pushdown).unwrap_err(), "");
     }
 

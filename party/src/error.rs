@@ -40,13 +40,16 @@ pub enum PartyError {
     },
     /// The operator has not approved the model, or not for this lender or
     /// this plan kind.
-    #[error("party `{party}` has not approved model {model_id} {scope}; its operator adds an `[[approval]]` for it")]
+    #[error(
+        "party `{party}` has not approved model {model_id}{scope}; its operator adds it to `approved_models` or an \
+         `[[approval]]`"
+    )]
     NotApproved {
         /// This party.
         party: String,
         /// The model asked for.
         model_id: String,
-        /// What is not approved: "for lender `x`", "for the coordinator-side plan", or "".
+        /// What is not approved: " for lender `x`", " for the coordinator-side plan", or "".
         scope: String,
     },
     /// A request's lender signature is missing or does not verify, or the

@@ -350,7 +350,6 @@ impl Party for PartyService {
 fn coarse(party: &str, e: PartyError) -> Status {
     use jointscore_circuits::Error as C;
     match e {
-        PartyError::UnknownSubject { .. } => Status::not_found(format!("party `{party}`: unknown subject")),
         // Not which of subject, lender, purpose or dates failed.
         PartyError::NoConsent { .. } => Status::permission_denied(format!("party `{party}`: no consent")),
         PartyError::Circuits(C::Input { .. } | C::UnknownFeature(_)) => Status::failed_precondition(format!(
@@ -364,5 +363,26 @@ fn coarse(party: &str, e: PartyError) -> Status {
 impl PartyService {
     fn refused(&self, round: &str, e: &PartyError) {
         tracing::info!(party = %self.name, %round, error = %e, "aggregation step refused");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lender_learns_that_a_record_cannot_be_used_but_not_which_feature() {
+        let e = PartyError::Circuits(jointscore_circuits::Error::Input {
+            feature: "gmv_12m_k".into(),
+            message: "missing where the model requires it".into(),
+        });
+        let status = coarse("bank", e);
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.message().contains("party `bank`") && status.message().contains("cannot be used"));
+        assert!(!status.message().contains("gmv_12m_k") && !status.message().contains("missing"), "{status:?}");
+        // A refusal about the request itself keeps its reason.
+        let unknown = coarse("bank", PartyError::UnknownSubject { subject: "s-1".into(), party: "bank".into() });
+        assert_eq!(unknown.code(), Code::NotFound);
+        assert!(unknown.message().contains("s-1"), "{unknown:?}");
     }
 }

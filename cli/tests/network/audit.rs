@@ -46,7 +46,8 @@ async fn the_ledger_records_who_used_whose_data_and_tampering_is_located() {
     let text: String = entries.iter().map(|e| e.to_json()).collect();
     assert!(!text.contains("seller-000"), "a subject in the clear in the ledger");
     let job = lender.job(&jobs[1]).await.expect("job");
-    let opened = jointscore_identity::LenderRequest { subject: "seller-0002".into(), salt: job.salt, ..Default::default() };
+    let opened =
+        jointscore_identity::LenderRequest { subject: "seller-0002".into(), salt: job.salt, ..Default::default() };
     let about = filter(&entries, &Filter { subject: Some(opened.subject_commitment()), ..Filter::default() });
     assert_eq!(about.len(), 5, "request, three contributions, result");
     assert!(jointscore_identity::opens_subject(

@@ -54,15 +54,19 @@ async fn an_unknown_subject_fails_not_found_naming_subject_and_party() {
     for name in ["platform", "logistics", "bank"] {
         assert!(reason.contains(name), "{reason}");
     }
-    // A record that does not fit the model: the party names the feature,
-    // never the value.
+    // A record that does not fit the model: the lender learns only that it
+    // cannot be used; the party's own log names the feature, never the
+    // value.
     for name in ["platform", "logistics", "bank"] {
         let party = cluster.party(name).expect("party");
         party.store.put_all(&[("incomplete".into(), serde_json::json!({}))]).expect("store");
     }
     let (code, reason) = failure(&mut lender, "incomplete", "nc-5").await;
     assert_eq!(code, Code::FailedPrecondition, "{reason}");
-    assert!(reason.contains("gmv_12m_k") && reason.contains("missing"), "{reason}");
+    assert!(reason.contains("cannot be used") && !reason.contains("gmv_12m_k"), "{reason}");
+    let log = cluster.party("platform").expect("party").store.log_entries(0).expect("log");
+    let refusal = log.iter().rev().find(|e| e.kind == jointscore_party::LogKind::Refusal).expect("refusal logged");
+    assert!(refusal.body["reason"].as_str().unwrap_or_default().contains("gmv_12m_k"), "{:?}", refusal.body);
     // Bad subject ids never reach a party.
     let e = lender.submit("line\nbreak", "nc-6").await.unwrap_err();
     assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");

@@ -19,8 +19,11 @@ fn lender_key(cluster: &Cluster) -> jointscore_identity::NodeKey {
 /// below are about the keys, not the signature.
 fn header(cluster: &Cluster, key_id: &str, public: &[u8], evaluation: &[u8]) -> KeyHeader {
     let consortium = cluster.consortium.as_ref().expect("signed cluster").name.clone();
-    let statement =
-        jointscore_identity::KeyRegistration { key_id: key_id.into(), lender: LENDER.into(), consortium: consortium.clone() };
+    let statement = jointscore_identity::KeyRegistration {
+        key_id: key_id.into(),
+        lender: LENDER.into(),
+        consortium: consortium.clone(),
+    };
     KeyHeader {
         key_id: key_id.into(),
         lender: LENDER.into(),

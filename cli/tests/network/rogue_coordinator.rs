@@ -125,7 +125,10 @@ fn contribute(request: &LenderRequest, signer: Option<&NodeKey>, plan: PlanKind)
 
 /// Sends one contribution request; answers the ciphertext bytes or the
 /// party's status.
-async fn ask(party: &mut PartyClient<tonic::transport::Channel>, request: ContributeRequest) -> Result<Vec<u8>, Status> {
+async fn ask(
+    party: &mut PartyClient<tonic::transport::Channel>,
+    request: ContributeRequest,
+) -> Result<Vec<u8>, Status> {
     let mut stream = party.contribute(request).await?.into_inner();
     let mut bytes = Vec::new();
     while let Some(chunk) = tokio_stream::StreamExt::next(&mut stream).await {

@@ -76,12 +76,43 @@ impl Engine {
         let model_toml = self.model_toml(&job.request.model_id)?;
         let absent = self.absent_contributions(job, plan, public).await?;
         // Forwarded as the lender signed it; the parties check it.
-        let signed = job.request.lender_request();
+        let lender_request = job.request.lender_request();
         let attestation = &job.request.attestation;
-        let commitment = signed.subject_commitment();
+        let commitment = lender_request.subject_commitment();
+        // What a run of this job before a restart already received: those
+        // parties are not asked again (they answer each request once).
+        let kept = self.store.kept_contributions(&job.job_id)?;
         let mut tasks = JoinSet::new();
         for (index, name) in plan.model().parties().iter().enumerate() {
             if absent[index].is_some() {
+                continue;
+            }
+            if let Some((_, bytes, signed)) = kept.iter().find(|(p, _, _)| p == name) {
+                let binding = ContributionBinding::answering(
+                    &lender_request,
+                    &job.job_id,
+                    name,
+                    signed.as_ref().map_or("", |s| s.consent.as_str()),
+                );
+                let (crs, name, plan, public) = (self.crs.clone(), name.clone(), plan.clone(), public.clone());
+                let (bytes, signed) = (bytes.clone(), signed.clone());
+                tasks.spawn(async move {
+                    let len = bytes.len() as u64;
+                    let got = verify::decode(crs.as_ref(), &name, bytes, binding, &plan, index, &public)
+                        .await
+                        .map(|(contribution, verify_us)| Received {
+                            contribution,
+                            signed,
+                            encrypt_us: 0,
+                            verify_us,
+                            bytes: len,
+                            raw: Vec::new(),
+                            address: String::new(),
+                            channel: None,
+                        })
+                        .map_err(|e| (None, e));
+                    (index, got)
+                });
                 continue;
             }
             let request = ContributeRequest {
@@ -140,7 +171,14 @@ impl Engine {
             };
             match got {
                 Ok(r) => {
-                    channels.insert(channel_key(name, &r.address), r.channel);
+                    if !r.raw.is_empty() {
+                        // Kept before the job goes on, so a restart does not
+                        // ask this party again.
+                        self.store.put_contribution(&job.job_id, name, &r.raw, r.signed.as_ref())?;
+                    }
+                    if let Some(channel) = r.channel {
+                        channels.insert(channel_key(name, &r.address), channel);
+                    }
                     timings.party_encrypt_us = timings.party_encrypt_us.max(r.encrypt_us);
                     timings.verify_us = timings.verify_us.max(r.verify_us);
                     timings.contribution_bytes += r.bytes;
@@ -223,6 +261,8 @@ type Answer = std::result::Result<Received, (Option<String>, CoordinatorError)>;
 
 struct Received {
     contribution: Contribution,
+    /// The bytes as received (empty for one kept from an earlier run).
+    raw: Vec<u8>,
     /// The party's signed envelope, when it sent a signature.
     signed: Option<SignedContribution>,
     encrypt_us: u64,
@@ -230,7 +270,8 @@ struct Received {
     verify_us: u64,
     bytes: u64,
     address: String,
-    channel: Channel,
+    /// The connection it came over (none for one kept from an earlier run).
+    channel: Option<Channel>,
 }
 
 /// One contribution request to one party.
@@ -333,15 +374,23 @@ impl Call<'_> {
             };
             let signed = verify::check_signature(self.consortium.as_deref(), name, &binding, &header, &bytes)?;
             let len = bytes.len() as u64;
+            let raw = bytes.clone();
             let (contribution, verify_us) =
                 verify::decode(self.crs.as_ref(), name, bytes, binding, plan, index, public).await?;
-            Ok((contribution, signed, header.encrypt_us, verify_us, len))
+            Ok((contribution, signed, header.encrypt_us, verify_us, len, raw))
         }
         .await;
         match received {
-            Ok((contribution, signed, encrypt_us, verify_us, bytes)) => {
-                Ok(Received { contribution, signed, encrypt_us, verify_us, bytes, address, channel })
-            }
+            Ok((contribution, signed, encrypt_us, verify_us, bytes, raw)) => Ok(Received {
+                contribution,
+                signed,
+                encrypt_us,
+                verify_us,
+                bytes,
+                raw,
+                address,
+                channel: Some(channel),
+            }),
             Err(e) => Err((Some(address), e)),
         }
     }
