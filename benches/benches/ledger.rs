@@ -67,8 +67,9 @@ fn attestation(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let r = request(i);
-            let claimed = store.claim_request(&r.lender, &r.request_id, &r.subject, u32::MAX, 86_400_000);
-            assert!(claimed.expect("claim").is_none());
+            let claimed =
+                store.claim_request(&r.lender, &r.request_id, "job", &r.subject, u32::MAX, 86_400_000, 300_000);
+            assert_eq!(claimed.expect("claim"), jointscore_party::Claim::New);
             store.log(LogKind::Contribution, serde_json::json!({ "request": r })).expect("log")
         })
     });

@@ -7,11 +7,12 @@
 //! [`JobStore`] before the work it announces starts, and on start the
 //! coordinator re-runs every job the store holds in a non-terminal state, so
 //! an accepted job completes or fails visibly across restarts; it is never
-//! lost. (Contributions are not persisted: a recovered job asks the parties
-//! again. A party in a consortium answers each signed lender request once
-//! and only while it is fresh, so a job recovered after its parties
-//! answered fails naming the replay, and the lender asks again under a new
-//! request id.)
+//! lost. Each contribution received is kept until the job ends, so a
+//! recovered job asks only the parties that had not answered; a party asked
+//! again by the same job sends the very answer it made, while the lender's
+//! request is fresh (`request_max_age_s`). A job recovered later than that
+//! fails naming the stale request, and the lender asks again under a new
+//! request id.
 //!
 //! It also relays private set intersection sessions (`jointscore-psi`):
 //! lenders align their subject lists with each party, and consortium

@@ -109,9 +109,25 @@ pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS party_log (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS answered (
     lender TEXT NOT NULL, request_id TEXT NOT NULL, subject TEXT NOT NULL, time_ms INTEGER NOT NULL,
+    job_id TEXT NOT NULL DEFAULT '', answer BLOB, header TEXT,
     PRIMARY KEY (lender, request_id));
 CREATE INDEX IF NOT EXISTS answered_subject ON answered (lender, subject, time_ms);
 ";
+
+/// What claiming a request found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Not answered before: answer it.
+    New,
+    /// Answered before for the same job: the very bytes and header sent
+    /// then, to send again unchanged (a coordinator that lost the answer in
+    /// a restart gets nothing it did not have).
+    Resend(Vec<u8>, String),
+    /// Answered before for another job, or under way: a replay.
+    Replayed(String),
+    /// The lender asked about this subject too often in the window.
+    Limited,
+}
 
 /// Appends an entry inside the caller's transaction.
 pub(crate) fn append(conn: &Connection, kind: LogKind, body: serde_json::Value) -> Result<LogEntry> {
@@ -196,32 +212,42 @@ impl RecordStore {
             .collect()
     }
 
-    /// Claims a lender's request for answering, atomically: refused if the
-    /// same lender's request id was answered before (a replay), or if the
-    /// lender has asked about `subject` `limit` times in the last
-    /// `window_ms` (an oracle). Returns `Ok(None)` when claimed, else the
-    /// reason and whether it is a replay (`true`) or the rate limit.
+    /// Claims a lender's request for answering, atomically. A request id
+    /// this lender used before is a replay, unless it is the same job
+    /// asking again for an answer already made ([`Claim::Resend`]); a
+    /// lender that asked about `subject` `limit` times in the last
+    /// `window_ms` is refused (an oracle). Answers older than `keep_ms` are
+    /// forgotten (their requests are stale by then anyway).
     pub fn claim_request(
         &self,
         lender: &str,
         request_id: &str,
+        job_id: &str,
         subject: &str,
         limit: u32,
         window_ms: u64,
-    ) -> Result<Option<(bool, String)>> {
+        keep_ms: u64,
+    ) -> Result<Claim> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
-        let seen: Option<i64> = tx
+        let now = now_ms();
+        tx.execute(
+            "UPDATE answered SET answer = NULL, header = NULL WHERE answer IS NOT NULL AND time_ms < ?1",
+            [now.saturating_sub(keep_ms) as i64],
+        )?;
+        let seen: Option<(i64, String, Option<Vec<u8>>, Option<String>)> = tx
             .query_row(
-                "SELECT time_ms FROM answered WHERE lender = ?1 AND request_id = ?2",
+                "SELECT time_ms, job_id, answer, header FROM answered WHERE lender = ?1 AND request_id = ?2",
                 params![lender, request_id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        if let Some(at) = seen {
-            return Ok(Some((true, format!("it was answered already (at {at} ms): a replayed request"))));
+        if let Some((at, job, answer, header)) = seen {
+            return Ok(match (answer, header) {
+                (Some(answer), Some(header)) if job == job_id => Claim::Resend(answer, header),
+                _ => Claim::Replayed(format!("it was answered already (at {at} ms, job `{job}`): a replayed request")),
+            });
         }
-        let now = now_ms();
         let since = now.saturating_sub(window_ms) as i64;
         let recent: i64 = tx.query_row(
             "SELECT COUNT(*) FROM answered WHERE lender = ?1 AND subject = ?2 AND time_ms >= ?3",
@@ -229,14 +255,24 @@ impl RecordStore {
             |r| r.get(0),
         )?;
         if recent >= i64::from(limit) {
-            return Ok(Some((false, String::new())));
+            return Ok(Claim::Limited);
         }
         tx.execute(
-            "INSERT INTO answered (lender, request_id, subject, time_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![lender, request_id, subject, now as i64],
+            "INSERT INTO answered (lender, request_id, subject, time_ms, job_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![lender, request_id, subject, now as i64, job_id],
         )?;
         tx.commit()?;
-        Ok(None)
+        Ok(Claim::New)
+    }
+
+    /// Keeps the answer made to a claimed request (the ciphertext bytes and
+    /// the header sent with them), for [`Claim::Resend`].
+    pub fn keep_answer(&self, lender: &str, request_id: &str, answer: &[u8], header: &str) -> Result<()> {
+        self.conn()?.execute(
+            "UPDATE answered SET answer = ?3, header = ?4 WHERE lender = ?1 AND request_id = ?2",
+            params![lender, request_id, answer, header],
+        )?;
+        Ok(())
     }
 }
 
@@ -294,14 +330,24 @@ mod tests {
     #[test]
     fn a_request_is_answered_once_and_a_subject_only_so_often() {
         let store = RecordStore::in_memory().expect("store");
-        assert_eq!(store.claim_request("l", "r1", "s", 2, 60_000).expect("claim"), None);
-        let (replay, why) = store.claim_request("l", "r1", "s", 2, 60_000).expect("claim").expect("refused");
-        assert!(replay && why.contains("replayed"), "{why}");
+        let claim = |lender: &str, request: &str, job: &str, subject: &str| {
+            store.claim_request(lender, request, job, subject, 2, 60_000, 60_000).expect("claim")
+        };
+        assert_eq!(claim("l", "r1", "j1", "s"), Claim::New);
+        // Under way (no answer kept yet), or for another job: a replay.
+        assert!(matches!(claim("l", "r1", "j1", "s"), Claim::Replayed(why) if why.contains("replayed")));
+        store.keep_answer("l", "r1", b"ct", "{}").expect("keep");
+        assert!(matches!(claim("l", "r1", "j2", "s"), Claim::Replayed(_)), "another job");
+        // The same job asking again gets the very answer made.
+        assert_eq!(claim("l", "r1", "j1", "s"), Claim::Resend(b"ct".to_vec(), "{}".into()));
         // Another lender's request id is its own.
-        assert_eq!(store.claim_request("m", "r1", "s", 2, 60_000).expect("claim"), None);
-        assert_eq!(store.claim_request("l", "r2", "s", 2, 60_000).expect("claim"), None);
-        let (replay, _) = store.claim_request("l", "r3", "s", 2, 60_000).expect("claim").expect("limited");
-        assert!(!replay, "the third decision on `s` for `l` is over the limit");
-        assert_eq!(store.claim_request("l", "r4", "t", 2, 60_000).expect("claim"), None, "another subject");
+        assert_eq!(claim("m", "r1", "j3", "s"), Claim::New);
+        assert_eq!(claim("l", "r2", "j4", "s"), Claim::New);
+        assert_eq!(claim("l", "r3", "j5", "s"), Claim::Limited, "the third decision on `s` for `l`");
+        assert_eq!(claim("l", "r4", "j6", "t"), Claim::New, "another subject");
+        // An answer older than kept is forgotten: the same job is then refused.
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let forgotten = store.claim_request("l", "r1", "j1", "s", 9, 60_000, 0).expect("claim");
+        assert!(matches!(forgotten, Claim::Replayed(_)), "{forgotten:?}");
     }
 }

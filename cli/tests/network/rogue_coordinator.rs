@@ -258,13 +258,20 @@ async fn a_rogue_coordinator_gets_no_ciphertext_under_a_key_set_the_lender_did_n
     assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
     assert!(e.message().contains("outside the 300 s"), "{}", e.message());
 
-    // 6. The lender's genuine request is answered once; replayed, refused.
+    // 6. The lender's genuine request is answered once. Replayed into
+    //    another job, refused; asked again by the same job (a coordinator
+    //    that lost the answer in a restart), the very bytes sent before:
+    //    no new encryption, nothing the coordinator did not have.
     let genuine = contribute(&request("r-genuine", &honest_id), Some(&lender), push);
     let bytes = ask(&mut party, genuine.clone()).await.expect("the lender's own request is answered");
     assert!(!bytes.is_empty());
-    let e = ask(&mut party, genuine).await.unwrap_err();
+    let mut replayed = genuine.clone();
+    replayed.job_id = "job-elsewhere".into();
+    let e = ask(&mut party, replayed).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
     assert!(e.message().contains("replayed"), "{}", e.message());
+    let again = ask(&mut party, genuine).await.expect("the same job asking again");
+    assert_eq!(again, bytes, "the same answer, byte for byte");
 
     // The party's own log: one contribution, under the key set the lender
     // signed, for the request it signed; every attempt above refused.

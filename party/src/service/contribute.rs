@@ -10,7 +10,7 @@ use jointscore_circuits::{Plan, PlanKind, Record, model_for_id};
 use jointscore_identity::{ContributionBinding, LenderRequest, ciphertext_sha256};
 
 use crate::consent::Purpose;
-use crate::log::{ContributionRecord, LogKind};
+use crate::log::{Claim, ContributionRecord, LogKind};
 
 use super::{PartyService, lock};
 use crate::error::{PartyError, Result};
@@ -36,6 +36,17 @@ impl ContributionRequest {
         PlanKind::parse(&self.signed.plan)
             .ok_or_else(|| PartyError::BadRequest(format!("unknown plan kind `{}`", self.signed.plan)))
     }
+}
+
+/// What is kept with an answer's bytes, to send the same answer again.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptHeader {
+    party: String,
+    blocks: u32,
+    encrypt_us: u64,
+    signature: String,
+    signed_ms: u64,
+    consent: String,
 }
 
 /// An encrypted, signed contribution.
@@ -155,22 +166,39 @@ impl PartyService {
         Ok(())
     }
 
-    /// Claims the request in the store: refused if answered before or if
-    /// the lender has asked about this subject too often.
-    fn claim(&self, signed: &LenderRequest) -> Result<()> {
+    /// Claims the request in the store: refused if answered before for
+    /// another job (a replay) or if the lender has asked about this subject
+    /// too often. The same job asking again gets the answer already made,
+    /// unchanged (`Some`).
+    fn claim(&self, signed: &LenderRequest, job_id: &str) -> Result<Option<Contributed>> {
         let window_ms = self.config.subject_window_s.saturating_mul(1000);
         match self.store.claim_request(
             &signed.lender,
             &signed.request_id,
+            job_id,
             &signed.subject,
             self.config.subject_decision_limit,
             window_ms,
+            self.config.request_max_age_s.saturating_mul(1000),
         )? {
-            None => Ok(()),
-            Some((true, reason)) => {
+            Claim::New => Ok(None),
+            Claim::Resend(bytes, header) => {
+                let kept: KeptHeader =
+                    serde_json::from_str(&header).map_err(|e| PartyError::Store(format!("a kept answer: {e}")))?;
+                Ok(Some(Contributed {
+                    party: kept.party,
+                    bytes,
+                    blocks: kept.blocks,
+                    encrypt_us: kept.encrypt_us,
+                    signature: hex::decode(&kept.signature).unwrap_or_default(),
+                    signed_ms: kept.signed_ms,
+                    consent: kept.consent,
+                }))
+            }
+            Claim::Replayed(reason) => {
                 Err(PartyError::Replayed { party: self.name.clone(), request_id: signed.request_id.clone(), reason })
             }
-            Some((false, _)) => Err(PartyError::RateLimited {
+            Claim::Limited => Err(PartyError::RateLimited {
                 party: self.name.clone(),
                 lender: signed.lender.clone(),
                 limit: self.config.subject_decision_limit,
@@ -234,7 +262,10 @@ impl PartyService {
             .get(&signed.subject)?
             .ok_or_else(|| PartyError::UnknownSubject { subject: signed.subject.clone(), party: self.name.clone() })?;
         // Last: a request refused above may be sent again once fixed.
-        self.claim(&signed)?;
+        if let Some(again) = self.claim(&signed, &request.job_id)? {
+            tracing::info!(party = %self.name, request = %signed.request_id, "the same job asked again: the answer made is sent again");
+            return Ok(again);
+        }
         let identity = self.identity.clone();
         let crs = self.crs.clone();
         let store = self.store.clone();
@@ -260,6 +291,16 @@ impl PartyService {
                 ContributionRecord { request: signed, request_signature, envelope, signature: hex::encode(&signature) };
             let body = serde_json::to_value(&logged).map_err(|e| PartyError::Store(e.to_string()))?;
             store.log(LogKind::Contribution, body)?;
+            let kept = KeptHeader {
+                party: name.clone(),
+                blocks: u32::try_from(contribution.len()).unwrap_or(u32::MAX),
+                encrypt_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                signature: hex::encode(&signature),
+                signed_ms,
+                consent: consent.clone(),
+            };
+            let header = serde_json::to_string(&kept).map_err(|e| PartyError::Store(e.to_string()))?;
+            store.keep_answer(&logged.request.lender, &logged.request.request_id, &bytes, &header)?;
             Ok(Contributed {
                 party: name,
                 blocks: u32::try_from(contribution.len()).unwrap_or(u32::MAX),
