@@ -67,8 +67,9 @@ fn attestation(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let r = request(i);
-            let claimed =
-                store.claim_request(&r.lender, &r.request_id, "job", &r.subject, u32::MAX, 86_400_000, 300_000);
+            let limits =
+                jointscore_party::ClaimLimits { per_subject: u32::MAX, window_ms: 86_400_000, keep_ms: 300_000 };
+            let claimed = store.claim_request(&r.lender, &r.request_id, "job", &r.subject, &limits);
             assert_eq!(claimed.expect("claim"), jointscore_party::Claim::New);
             store.log(LogKind::Contribution, serde_json::json!({ "request": r })).expect("log")
         })

@@ -50,7 +50,7 @@ pub use job::{
 pub use keys::SignedRegistration;
 pub use server::CoordinatorNode;
 pub use service::CoordinatorService;
-pub use store::{Inserted, JobStore, SqliteStore};
+pub use store::{Inserted, JobStore, KeptContribution, SqliteStore};
 
 /// The time in unix seconds (0 if the clock is before the epoch), for
 /// membership expiry checks.

@@ -89,7 +89,7 @@ pub trait JobStore: Send + Sync + 'static {
         signed: Option<&SignedContribution>,
     ) -> Result<()>;
     /// The contributions kept for a running job, `(party, bytes, signed)`.
-    fn kept_contributions(&self, job_id: &str) -> Result<Vec<(String, Vec<u8>, Option<SignedContribution>)>>;
+    fn kept_contributions(&self, job_id: &str) -> Result<Vec<KeptContribution>>;
     /// A done job's encrypted result.
     fn result(&self, job_id: &str) -> Result<Option<Vec<u8>>>;
     /// Every job not in a terminal state, oldest first.
@@ -124,6 +124,10 @@ pub trait JobStore: Send + Sync + 'static {
         Ok(())
     }
 }
+
+/// A contribution kept for a running job: the party, the bytes it sent,
+/// its signed envelope.
+pub type KeptContribution = (String, Vec<u8>, Option<SignedContribution>);
 
 /// [`JobStore`] in one SQLite file (WAL mode; every call one transaction).
 pub struct SqliteStore {
@@ -501,7 +505,7 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
-    fn kept_contributions(&self, job_id: &str) -> Result<Vec<(String, Vec<u8>, Option<SignedContribution>)>> {
+    fn kept_contributions(&self, job_id: &str) -> Result<Vec<KeptContribution>> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare("SELECT party, bytes, signed FROM kept_contributions WHERE job_id = ?1")?;
         let rows = stmt

@@ -39,7 +39,7 @@ pub use consent::{Consent, ConsentReport, Purpose};
 pub use error::{PartyError, Result};
 #[cfg(feature = "fault-injection")]
 pub use fault::FAULT_ENV;
-pub use log::{Claim, ContributionRecord, GENESIS, LogBroken, LogEntry, LogKind, verify_entries};
+pub use log::{Claim, ClaimLimits, ContributionRecord, GENESIS, LogBroken, LogEntry, LogKind, verify_entries};
 pub use psi::MAX_SESSIONS;
 pub use server::PartyNode;
 pub use service::PartyService;

@@ -114,6 +114,20 @@ CREATE TABLE IF NOT EXISTS answered (
 CREATE INDEX IF NOT EXISTS answered_subject ON answered (lender, subject, time_ms);
 ";
 
+/// The limits a claim is held to.
+#[derive(Clone, Copy, Debug)]
+pub struct ClaimLimits {
+    /// Most requests about one subject from one lender per window.
+    pub per_subject: u32,
+    /// That window, in milliseconds.
+    pub window_ms: u64,
+    /// How long an answer is kept to send again, in milliseconds.
+    pub keep_ms: u64,
+}
+
+/// A row of `answered`: when, for which job, the answer and its header.
+type Answered = (i64, String, Option<Vec<u8>>, Option<String>);
+
 /// What claiming a request found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -224,10 +238,9 @@ impl RecordStore {
         request_id: &str,
         job_id: &str,
         subject: &str,
-        limit: u32,
-        window_ms: u64,
-        keep_ms: u64,
+        limits: &ClaimLimits,
     ) -> Result<Claim> {
+        let ClaimLimits { per_subject: limit, window_ms, keep_ms } = *limits;
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let now = now_ms();
@@ -235,7 +248,7 @@ impl RecordStore {
             "UPDATE answered SET answer = NULL, header = NULL WHERE answer IS NOT NULL AND time_ms < ?1",
             [now.saturating_sub(keep_ms) as i64],
         )?;
-        let seen: Option<(i64, String, Option<Vec<u8>>, Option<String>)> = tx
+        let seen: Option<Answered> = tx
             .query_row(
                 "SELECT time_ms, job_id, answer, header FROM answered WHERE lender = ?1 AND request_id = ?2",
                 params![lender, request_id],
@@ -331,7 +344,8 @@ mod tests {
     fn a_request_is_answered_once_and_a_subject_only_so_often() {
         let store = RecordStore::in_memory().expect("store");
         let claim = |lender: &str, request: &str, job: &str, subject: &str| {
-            store.claim_request(lender, request, job, subject, 2, 60_000, 60_000).expect("claim")
+            let limits = ClaimLimits { per_subject: 2, window_ms: 60_000, keep_ms: 60_000 };
+            store.claim_request(lender, request, job, subject, &limits).expect("claim")
         };
         assert_eq!(claim("l", "r1", "j1", "s"), Claim::New);
         // Under way (no answer kept yet), or for another job: a replay.
@@ -347,7 +361,8 @@ mod tests {
         assert_eq!(claim("l", "r4", "j6", "t"), Claim::New, "another subject");
         // An answer older than kept is forgotten: the same job is then refused.
         std::thread::sleep(std::time::Duration::from_millis(3));
-        let forgotten = store.claim_request("l", "r1", "j1", "s", 9, 60_000, 0).expect("claim");
+        let limits = ClaimLimits { per_subject: 9, window_ms: 60_000, keep_ms: 0 };
+        let forgotten = store.claim_request("l", "r1", "j1", "s", &limits).expect("claim");
         assert!(matches!(forgotten, Claim::Replayed(_)), "{forgotten:?}");
     }
 }

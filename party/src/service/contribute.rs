@@ -10,7 +10,7 @@ use jointscore_circuits::{Plan, PlanKind, Record, model_for_id};
 use jointscore_identity::{ContributionBinding, LenderRequest, ciphertext_sha256};
 
 use crate::consent::Purpose;
-use crate::log::{Claim, ContributionRecord, LogKind};
+use crate::log::{Claim, ClaimLimits, ContributionRecord, LogKind};
 
 use super::{PartyService, lock};
 use crate::error::{PartyError, Result};
@@ -172,15 +172,12 @@ impl PartyService {
     /// unchanged (`Some`).
     fn claim(&self, signed: &LenderRequest, job_id: &str) -> Result<Option<Contributed>> {
         let window_ms = self.config.subject_window_s.saturating_mul(1000);
-        match self.store.claim_request(
-            &signed.lender,
-            &signed.request_id,
-            job_id,
-            &signed.subject,
-            self.config.subject_decision_limit,
+        let limits = ClaimLimits {
+            per_subject: self.config.subject_decision_limit,
             window_ms,
-            self.config.request_max_age_s.saturating_mul(1000),
-        )? {
+            keep_ms: self.config.request_max_age_s.saturating_mul(1000),
+        };
+        match self.store.claim_request(&signed.lender, &signed.request_id, job_id, &signed.subject, &limits)? {
             Claim::New => Ok(None),
             Claim::Resend(bytes, header) => {
                 let kept: KeptHeader =
