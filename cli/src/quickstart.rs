@@ -197,7 +197,23 @@ async fn audit(cluster: &Cluster, decisions: usize) -> Result<bool, CliError> {
         count(EntryKind::Psi),
         count(EntryKind::Aggregation)
     );
-    Ok(signed == decisions * cluster.model.parties().len())
+    // Each party holds the coordinator's ledger against its own log: the
+    // coordinator is not trusted to have recorded what the parties sent.
+    let mut reconciled = true;
+    for party in cluster.model.parties() {
+        let log = cluster.parties.iter().find(|p| &p.name == party).map(|p| p.store.log_entries(0)).transpose()?;
+        let record = crate::reconcile_cmd::party_record(party, &log.unwrap_or_default())?;
+        let outcome = jointscore_audit::reconcile(&record, &entries);
+        reconciled &= outcome.reconciled();
+        println!(
+            "party log    {party:<10} {} contributions, each the lender's signed request under its signed key set; \
+             {} found in the ledger as signed{}",
+            record.contributions.len(),
+            outcome.count(jointscore_audit::Status::Ok),
+            if outcome.reconciled() { "" } else { " — NOT RECONCILED" }
+        );
+    }
+    Ok(reconciled && signed == decisions * cluster.model.parties().len())
 }
 
 /// Applicants the lender has that no party knows: alignment finds them
