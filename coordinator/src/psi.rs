@@ -13,7 +13,9 @@
 //! With a consortium file it relays alignments only for current lender
 //! members, a first line only: the requester's signed open
 //! (`jointscore_identity::PsiOpenStatement`) is forwarded unchanged, and
-//! each party checks it for itself, with its own budget per requester.
+//! each party checks it for itself, with its own budget per requester; so
+//! are each batch's number and signature
+//! (`jointscore_identity::PsiQueryStatement`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -263,7 +265,9 @@ impl PsiRelay {
         let points = points_from_bytes(&request.points, "query batch", MAX_BATCH)?;
         let session = self.session(&request.session_id, caller)?;
         let results = fan_out(engine, &session.responders, engine.config.party_deadline(), |mut client, r| {
-            let request = PsiQueryRequest { session_id: r.session_id.clone(), points: request.points.clone() };
+            // The batch number and the requester's signature travel
+            // unchanged; only the session id is each responder's own.
+            let request = PsiQueryRequest { session_id: r.session_id.clone(), ..request.clone() };
             async move { Ok(client.psi_query(request).await?.into_inner().points) }
         })
         .await?;

@@ -19,7 +19,8 @@
 //! key set is its own, and each decision request, so a party can refuse a
 //! key set or a request the coordinator made up. [`PsiOpenStatement`] is
 //! what a lender signs to open a private-set-intersection session, so a
-//! party answers only the requester named, once per nonce.
+//! party answers only the requester named, once per nonce;
+//! [`PsiQueryStatement`] signs each of the session's query batches.
 //!
 //! [`ContributionEnvelope`] is what a party signs for each contribution:
 //! the job, subject, model, lender key set, the SHA-256 of the ciphertext
@@ -45,7 +46,7 @@ pub use consortium::{Consortium, Member, Proofs, Role};
 pub use envelope::{CONTRIBUTION_DOMAIN, ContributionBinding, ContributionEnvelope, PROOF_DOMAIN, ciphertext_sha256};
 pub use error::{IdentityError, Result};
 pub use key::{NodeKey, PUBLIC_KEY_HEX, SIGNATURE_BYTES, verify_with};
-pub use psi::{NONCE_BYTES, PSI_OPEN_DOMAIN, PSI_PURPOSES, PsiOpenStatement};
+pub use psi::{NONCE_BYTES, PSI_OPEN_DOMAIN, PSI_PURPOSES, PSI_QUERY_DOMAIN, PsiOpenStatement, PsiQueryStatement};
 pub use request::{KEY_REGISTRATION_DOMAIN, KeyRegistration, LenderRequest, REQUEST_DOMAIN, SALT_BYTES, opens_subject};
 pub use roster::{AdvertisedKeys, RoundBinding, SECAGG_ADVERTISE_DOMAIN, SECAGG_SURVIVORS_DOMAIN};
 pub use tls::{MemberVerifier, certificate_der};

@@ -5,8 +5,16 @@
 //! against its own consortium file, the time against its window and the
 //! nonce against those it has seen, and counts the session's queries
 //! against the requester's budget.
+//!
+//! Each query batch is signed too ([`PsiQueryStatement`]): bound to the
+//! open's nonce (the one session id the requester and every responder share;
+//! the coordinator relays each responder its own), a batch number counted
+//! from 0 and the SHA-256 of the batch's points, so a coordinator can neither
+//! add points of its own to a lender's session nor replay or reorder its
+//! batches.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::consortium::{Consortium, Role};
 use crate::envelope::encode_fields;
@@ -15,6 +23,8 @@ use crate::key::{NodeKey, SIGNATURE_BYTES};
 
 /// Domain tag of PSI opens.
 pub const PSI_OPEN_DOMAIN: &str = "jointscore/psi-open/v1";
+/// Domain tag of PSI query batches.
+pub const PSI_QUERY_DOMAIN: &str = "jointscore/psi-query/v1";
 /// Bytes of a PSI open's nonce (hex in the statement).
 pub const NONCE_BYTES: usize = 16;
 
@@ -87,6 +97,66 @@ impl PsiOpenStatement {
         match as_lender {
             Err(IdentityError::WrongRole { .. }) if self.purpose == "assets" => {
                 consortium.verify(&self.requester, Role::Party, now, PSI_OPEN_DOMAIN, &message, signature)
+            }
+            other => other,
+        }
+    }
+}
+
+/// A requester's statement that one query batch of the session it opened
+/// is its own: the session named by its open's nonce, the batch's number
+/// (0, 1, 2, … in the order sent) and the hash of its points.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PsiQueryStatement {
+    /// The requester that opened the session, as the consortium file names
+    /// it.
+    pub requester: String,
+    /// The nonce of the session's signed open, hex.
+    pub nonce: String,
+    /// The batch's number in the session, from 0.
+    pub batch: u32,
+    /// SHA-256 of the batch's points, concatenated as sent.
+    pub points_sha256: [u8; 32],
+}
+
+impl PsiQueryStatement {
+    /// The statement for batch `batch` of the session opened with `nonce`,
+    /// `points` as sent.
+    pub fn new(requester: &str, nonce: &str, batch: u32, points: &[u8]) -> PsiQueryStatement {
+        PsiQueryStatement {
+            requester: requester.into(),
+            nonce: nonce.into(),
+            batch,
+            points_sha256: Sha256::digest(points).into(),
+        }
+    }
+
+    /// The signed bytes: requester and nonce length-prefixed, then the
+    /// batch number and the points' hash.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_fields(&mut out, &[&self.requester, &self.nonce]);
+        out.extend_from_slice(&self.batch.to_le_bytes());
+        out.extend_from_slice(&self.points_sha256);
+        out
+    }
+
+    /// The requester's signature.
+    pub fn sign(&self, key: &NodeKey) -> [u8; SIGNATURE_BYTES] {
+        key.sign(PSI_QUERY_DOMAIN, &self.to_bytes())
+    }
+
+    /// Checks that `requester`, a current lender or party member of
+    /// `consortium` (which of the two may open which session is the open's
+    /// to check), signed exactly this statement. `now` is in unix seconds.
+    /// That `requester` is the one that opened the session, and the batch
+    /// number the next one, are the verifier's to check.
+    pub fn verify(&self, consortium: &Consortium, signature: &[u8], now: u64) -> Result<()> {
+        let message = self.to_bytes();
+        let as_lender = consortium.verify(&self.requester, Role::Lender, now, PSI_QUERY_DOMAIN, &message, signature);
+        match as_lender {
+            Err(IdentityError::WrongRole { .. }) => {
+                consortium.verify(&self.requester, Role::Party, now, PSI_QUERY_DOMAIN, &message, signature)
             }
             other => other,
         }
@@ -192,5 +262,45 @@ mod tests {
         let coordinator = PsiOpenStatement { requester: "coordinator".into(), ..assets };
         let e = coordinator.verify(&consortium, &coordinator.sign(&c), 0).unwrap_err();
         assert!(matches!(e, IdentityError::WrongRole { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_psi_query_signature_covers_every_field() {
+        let (l, p, c) = (NodeKey::generate(), NodeKey::generate(), NodeKey::generate());
+        let consortium = consortium(&l, &p, &c);
+        let nonce = PsiOpenStatement::fresh_nonce();
+        let s = PsiQueryStatement::new("lender", &nonce, 3, &[7u8; 64]);
+        let sig = s.sign(&l);
+        s.verify(&consortium, &sig, 0).expect("verifies");
+        let changes: [fn(&mut PsiQueryStatement); 6] = [
+            |s| s.requester = "bank".into(),
+            |s| s.nonce = PsiOpenStatement::fresh_nonce(),
+            |s| s.batch += 1,
+            |s| s.points_sha256 = PsiQueryStatement::new("", "", 0, &[7u8; 32]).points_sha256,
+            |s| s.points_sha256[31] ^= 1,
+            // Fields do not run into each other.
+            |s| {
+                s.requester = format!("lender{}", &s.nonce[..1]);
+                s.nonce = s.nonce[1..].into();
+            },
+        ];
+        for change in changes {
+            let mut other = s.clone();
+            change(&mut other);
+            assert!(other.verify(&consortium, &sig, 0).is_err(), "{other:?}");
+        }
+        // Another key under the lender's name, the open's domain, the
+        // coordinator under its own name, a revoked lender: refused.
+        assert!(matches!(s.verify(&consortium, &s.sign(&p), 0), Err(IdentityError::BadSignature { .. })));
+        let open_domain = l.sign(PSI_OPEN_DOMAIN, &s.to_bytes());
+        assert!(matches!(s.verify(&consortium, &open_domain, 0), Err(IdentityError::BadSignature { .. })));
+        let coordinator = PsiQueryStatement { requester: "coordinator".into(), ..s.clone() };
+        let e = coordinator.verify(&consortium, &coordinator.sign(&c), 0).unwrap_err();
+        assert!(matches!(e, IdentityError::WrongRole { .. }), "{e}");
+        let old = PsiQueryStatement { requester: "old".into(), ..s.clone() };
+        assert!(old.verify(&consortium, &old.sign(&l), 0).is_err());
+        // A lender's registry node signs the batches of its asset check.
+        let node = PsiQueryStatement { requester: "bank".into(), ..s };
+        node.verify(&consortium, &node.sign(&p), 0).expect("a registry node's batch");
     }
 }

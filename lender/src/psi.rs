@@ -8,9 +8,10 @@
 //! nothing of their order.
 //!
 //! With an identity key ([`PsiRequester::sign_as`]) every open carries the
-//! requester's signed [`PsiOpenStatement`]: parties with a consortium file
-//! answer no other, and count what each requester queries against their
-//! daily budget.
+//! requester's signed [`PsiOpenStatement`], and every query batch its
+//! signed [`PsiQueryStatement`] (numbered from 0, bound to the open's
+//! nonce): parties with a consortium file answer no other, and count what
+//! each requester queries against their daily budget.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use rand_core::OsRng;
 use rand08::seq::SliceRandom;
 use tonic::transport::Channel;
 
-use jointscore_identity::{NodeKey, PsiOpenStatement};
+use jointscore_identity::{NodeKey, PsiOpenStatement, PsiQueryStatement};
 use jointscore_net::Target;
 
 use crate::client::coordinator_client;
@@ -167,9 +168,10 @@ impl PsiRequester {
             return Ok((Vec::new(), PsiSession::default()));
         }
         let request = self.open_request(purpose, party);
+        let nonce = request.nonce.clone();
         let stream = self.client.psi_open(request).await?.into_inner();
         let (header, set) = collect_psi_open(stream, MAX_ITEMS as u64).await?;
-        let outcome = self.matched(&header, set, items, per_item).await;
+        let outcome = self.matched(&header, &nonce, set, items, per_item).await;
         // Best effort: the responders' keys expire anyway.
         let _ = self.client.psi_close(PsiCloseRequest { session_id: header.session_id.clone() }).await;
         Ok((outcome?, header))
@@ -178,6 +180,7 @@ impl PsiRequester {
     async fn matched(
         &mut self,
         header: &PsiSession,
+        nonce: &str,
         set: Vec<u8>,
         items: &[&[u8]],
         per_item: std::ops::RangeInclusive<u32>,
@@ -213,11 +216,19 @@ impl PsiRequester {
         let session = std::sync::Arc::new(session);
         let per_item = header.per_item as usize;
         let mut counts = vec![0u32; distinct.len()];
-        for batch in order.chunks(MAX_BATCH) {
+        for (number, batch) in (0u32..).zip(order.chunks(MAX_BATCH)) {
             let batch_items: Vec<Vec<u8>> = batch.iter().map(|&i| distinct[i].to_vec()).collect();
             let s = session.clone();
             let blinded = blocking(move || Ok(s.blind(&batch_items)?)).await?;
-            let request = PsiQueryRequest { session_id: header.session_id.clone(), points: points_to_bytes(&blinded) };
+            let points = points_to_bytes(&blinded);
+            // Signed (with a key) as this session's batch `number`: a
+            // party answers only the requester's own batches, in order.
+            let signature = self
+                .key
+                .as_ref()
+                .map(|k| PsiQueryStatement::new(&self.name, nonce, number, &points).sign(k).to_vec())
+                .unwrap_or_default();
+            let request = PsiQueryRequest { session_id: header.session_id.clone(), points, batch: number, signature };
             let stream = self.client.psi_query(request).await?.into_inner();
             let limit = (batch.len() * per_item * POINT_BYTES) as u64;
             let answers = collect(stream, "PSI answers", limit).await?;

@@ -15,14 +15,18 @@
 //! asset check a lender's registry node), signed within
 //! `request_max_age_s` of now, whose nonce it has not seen. It answers each
 //! requester at most `psi_daily_budget` ids per UTC day, counted in its
-//! store with each query. Every session opened or refused, and every query
+//! store with each query. Each query batch must be signed by the requester
+//! that opened the session ([`PsiQueryStatement`]) and carry the session's
+//! next batch number, so a coordinator can neither add points of its own
+//! nor replay or reorder the requester's batches (without a consortium
+//! file only the numbers are checked). Every session opened or refused, and every query
 //! answered or refused, is in the node's log ([`LogKind::Psi`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jointscore_identity::{Consortium, PsiOpenStatement};
+use jointscore_identity::{Consortium, PsiOpenStatement, PsiQueryStatement};
 use jointscore_psi::{MAX_BATCH, MAX_ITEMS, POINT_BYTES, ResponderSession, points_from_bytes, points_to_bytes};
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
@@ -94,9 +98,27 @@ struct Session {
     expires: Instant,
     /// Who opened it: its queries count against this requester's budget.
     requester: String,
+    /// The nonce of its open: what the requester's batch signatures name.
+    nonce: String,
+    /// The number the next batch must carry (0, 1, 2, …).
+    next_batch: u32,
     /// Points answered or being answered; a session answers at most
     /// `MAX_ITEMS`.
     queried: usize,
+}
+
+/// One query batch as the requester sent it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Batch<'a> {
+    /// The party's session id.
+    pub(crate) session_id: &'a str,
+    /// The batch's number in the session.
+    pub(crate) number: u32,
+    /// The requester's signature over its [`PsiQueryStatement`] (empty
+    /// when unsigned).
+    pub(crate) signature: &'a [u8],
+    /// The blinded points, as sent.
+    pub(crate) points: &'a [u8],
 }
 
 /// Sessions held, and opens still computing their encoded set (counted
@@ -322,6 +344,8 @@ impl PsiSessions {
             key: Arc::new(key),
             expires: Instant::now() + self.ttl,
             requester: requester.to_string(),
+            nonce: request.nonce.clone(),
+            next_batch: 0,
             queried: 0,
         };
         self.lock()?.sessions.insert(session_id, session);
@@ -331,11 +355,14 @@ impl PsiSessions {
     }
 
     /// Raises one batch of blinded points to the session's key, counting
-    /// them against the requester's budget for the day. A refused batch
-    /// leaves the session and the budget as they were; the batch, answered
-    /// or refused, is logged.
-    pub(crate) async fn query(&self, session_id: &str, points: &[u8]) -> Result<Vec<u8>> {
-        let points = points_from_bytes(points, "query batch", MAX_BATCH)?;
+    /// them against the requester's budget for the day. With a consortium
+    /// the batch must be signed by the member that opened the session
+    /// ([`PsiQueryStatement`]); with or without, its number must be the
+    /// session's next. A refused batch leaves the session and the budget as
+    /// they were; the batch, answered or refused, is logged.
+    pub(crate) async fn query(&self, batch: Batch<'_>) -> Result<Vec<u8>> {
+        let session_id = batch.session_id;
+        let points = points_from_bytes(batch.points, "query batch", MAX_BATCH)?;
         let n = points.len();
         let (key, requester) = {
             let mut state = self.lock()?;
@@ -348,6 +375,19 @@ impl PsiSessions {
                 state.sessions.remove(session_id);
                 return Err(PartyError::SessionExpired { party: self.party.clone(), session: shown });
             }
+            if let Err(e) = self.check_batch(session, &batch) {
+                let requester = session.requester.clone();
+                drop(state);
+                self.log_refusal(json!({
+                    "event": "query refused",
+                    "requester": requester,
+                    "session": session_id,
+                    "batch": batch.number,
+                    "points": n,
+                    "reason": e.to_string(),
+                }));
+                return Err(e);
+            }
             if session.queried + n > MAX_ITEMS {
                 return Err(PartyError::Psi(jointscore_psi::Error::TooLarge {
                     what: "session's queries",
@@ -356,8 +396,9 @@ impl PsiSessions {
                 }));
             }
             // Reserved before answering, so concurrent batches cannot pass
-            // the limit together.
+            // the limit together, nor share a number.
             session.queried += n;
+            session.next_batch = batch.number.saturating_add(1);
             (session.key.clone(), session.requester.clone())
         };
         let day = utc_day(now_ms());
@@ -365,17 +406,52 @@ impl PsiSessions {
         if let Err(e) = &answered {
             if let Some(session) = self.lock()?.sessions.get_mut(session_id) {
                 session.queried -= n.min(session.queried);
+                // The number is the requester's to use again, unless a
+                // later batch took the next one meanwhile.
+                if session.next_batch == batch.number.saturating_add(1) {
+                    session.next_batch = batch.number;
+                }
             }
             self.log_refusal(json!({
                 "event": "query refused",
                 "requester": requester,
                 "session": session_id,
+                "batch": batch.number,
                 "points": n,
                 "day": date(day),
                 "reason": e.to_string(),
             }));
         }
         Ok(points_to_bytes(&answered?))
+    }
+
+    /// The batch is the session's requester's own (with a consortium:
+    /// signed by it, over this session's open nonce, this number and these
+    /// points) and carries the session's next number.
+    fn check_batch(&self, session: &Session, batch: &Batch<'_>) -> Result<()> {
+        if let Some(consortium) = &self.consortium {
+            let refuse = |reason: String| PartyError::PsiUnauthenticated {
+                party: self.party.clone(),
+                requester: session.requester.clone(),
+                reason: format!("query batch {}: {reason}", batch.number),
+            };
+            if batch.signature.is_empty() {
+                return Err(refuse("the requester did not sign it".into()));
+            }
+            let statement = PsiQueryStatement::new(&session.requester, &session.nonce, batch.number, batch.points);
+            statement.verify(consortium, batch.signature, now_ms() / 1000).map_err(|e| refuse(e.to_string()))?;
+        }
+        if batch.number != session.next_batch {
+            return Err(PartyError::PsiReplayed {
+                party: self.party.clone(),
+                requester: session.requester.clone(),
+                reason: format!(
+                    "query batch {} is not the session's next (batch {}): a replayed, reordered or skipped batch",
+                    batch.number, session.next_batch
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The batch raised to the session's key, if the requester's budget
@@ -507,6 +583,22 @@ mod tests {
         points_to_bytes(&requester.blind(&items).expect("blind"))
     }
 
+    /// Batch `number` of the session `opened` by `request`, signed by `key`
+    /// (as the request's requester), or unsigned.
+    async fn ask(
+        s: &PsiSessions,
+        request: &OpenRequest,
+        opened: &Opened,
+        number: u32,
+        key: Option<&NodeKey>,
+        points: &[u8],
+    ) -> Result<Vec<u8>> {
+        let signature = key
+            .map(|k| PsiQueryStatement::new(&request.requester, &request.nonce, number, points).sign(k).to_vec())
+            .unwrap_or_default();
+        s.query(Batch { session_id: &opened.session_id, number, signature: &signature, points }).await
+    }
+
     fn psi_log(store: &RecordStore) -> Vec<serde_json::Value> {
         let entries = store.log_entries(0).expect("log");
         assert_eq!(crate::log::verify_entries(&entries), Ok(entries.len()));
@@ -578,21 +670,25 @@ mod tests {
     #[tokio::test]
     async fn queries_count_against_the_requester_s_daily_budget() {
         let s = setup(10);
-        let (first, set) = s.sessions.open(&open("lender", &s.lender, 0)).await.expect("open");
-        let answer = s.sessions.query(&first.session_id, &blinded(&set, 8)).await.expect("8 of 10");
+        let l = Some(&s.lender);
+        let first_open = open("lender", &s.lender, 0);
+        let (first, set) = s.sessions.open(&first_open).await.expect("open");
+        let answer = ask(&s.sessions, &first_open, &first, 0, l, &blinded(&set, 8)).await.expect("8 of 10");
         assert_eq!(answer.len(), 8 * POINT_BYTES);
         // A second session of the same requester shares the budget: 8 more
         // would pass it, so the batch is refused whole and nothing counted.
-        let (second, set) = s.sessions.open(&open("lender", &s.lender, 0)).await.expect("open");
-        let e = s.sessions.query(&second.session_id, &blinded(&set, 8)).await.unwrap_err();
+        let second_open = open("lender", &s.lender, 0);
+        let (second, set) = s.sessions.open(&second_open).await.expect("open");
+        let e = ask(&s.sessions, &second_open, &second, 0, l, &blinded(&set, 8)).await.unwrap_err();
         assert!(matches!(e, PartyError::PsiBudget { asked: 8, used: 8, budget: 10, .. }), "{e}");
         assert!(e.to_string().contains("`psi_daily_budget`"), "{e}");
         assert_eq!(tonic::Status::from(e).code(), tonic::Code::PermissionDenied);
         // A bad batch costs nothing either; what is left is still answered.
-        let e = s.sessions.query(&second.session_id, &[0u8; 32]).await.unwrap_err();
+        // A refused batch leaves its number to be used again.
+        let e = ask(&s.sessions, &second_open, &second, 0, l, &[0u8; 32]).await.unwrap_err();
         assert!(matches!(e, PartyError::Psi(_)), "{e}");
-        s.sessions.query(&second.session_id, &blinded(&set, 2)).await.expect("the last 2");
-        let e = s.sessions.query(&first.session_id, &blinded(&set, 1)).await.unwrap_err();
+        ask(&s.sessions, &second_open, &second, 0, l, &blinded(&set, 2)).await.expect("the last 2");
+        let e = ask(&s.sessions, &first_open, &first, 1, l, &blinded(&set, 1)).await.unwrap_err();
         assert!(matches!(e, PartyError::PsiBudget { used: 10, .. }), "{e}");
         let today = utc_day(now_ms());
         assert_eq!(s.store.psi_budget_used("lender", today).expect("used"), 10);
@@ -621,8 +717,71 @@ mod tests {
             nonce: String::new(),
             signature: vec![],
         };
-        sessions.open(&request).await.expect("a development node trusts its coordinator");
+        let (opened, set) = sessions.open(&request).await.expect("a development node trusts its coordinator");
         sessions.open(&request).await.expect("and checks no nonce");
         assert_eq!(psi_log(&store)[0]["signed"], false);
+        // Unsigned batches are answered, but only in order.
+        let points = blinded(&set, 2);
+        ask(&sessions, &request, &opened, 0, None, &points).await.expect("batch 0, unsigned");
+        for number in [0, 2] {
+            let e = ask(&sessions, &request, &opened, number, None, &points).await.unwrap_err();
+            assert!(matches!(e, PartyError::PsiReplayed { .. }), "{number}: {e}");
+            assert_eq!(tonic::Status::from(e).code(), tonic::Code::PermissionDenied);
+        }
+        ask(&sessions, &request, &opened, 1, None, &points).await.expect("batch 1, unsigned");
+    }
+
+    #[tokio::test]
+    async fn only_the_requester_s_own_batches_in_order_are_answered() {
+        let s = setup(100);
+        let request = open("lender", &s.lender, 0);
+        let (opened, set) = s.sessions.open(&request).await.expect("open");
+        let points = blinded(&set, 3);
+        let l = Some(&s.lender);
+        // Another session of the same lender: its nonce differs.
+        let other_open = open("lender", &s.lender, 0);
+        let (other, _) = s.sessions.open(&other_open).await.expect("open");
+        let sign = |nonce: &str, number: u32, points: &[u8], key: &NodeKey| {
+            PsiQueryStatement::new("lender", nonce, number, points).sign(key).to_vec()
+        };
+        let by_the_party = sign(&request.nonce, 0, &points, &s.party);
+        let for_other_points = sign(&request.nonce, 0, &blinded(&set, 3), &s.lender);
+        let for_another_session = sign(&other_open.nonce, 0, &points, &s.lender);
+        let for_another_number = sign(&request.nonce, 1, &points, &s.lender);
+        for (signature, says) in [
+            (Vec::new(), "did not sign"),
+            (by_the_party, "does not verify"),
+            (for_other_points, "does not verify"),
+            (for_another_session, "does not verify"),
+            (for_another_number, "does not verify"),
+        ] {
+            let batch = Batch { session_id: &opened.session_id, number: 0, signature: &signature, points: &points };
+            let e = s.sessions.query(batch).await.unwrap_err();
+            assert!(matches!(e, PartyError::PsiUnauthenticated { .. }), "{says}: {e}");
+            assert!(e.to_string().contains(says) && e.to_string().contains("query batch 0"), "{says}: {e}");
+            assert_eq!(tonic::Status::from(e).code(), tonic::Code::Unauthenticated);
+        }
+        // Batch 1 signed as such, but batch 0 not yet answered: skipped.
+        let e = ask(&s.sessions, &request, &opened, 1, l, &points).await.unwrap_err();
+        assert!(matches!(e, PartyError::PsiReplayed { .. }) && e.to_string().contains("skipped"), "{e}");
+        assert_eq!(tonic::Status::from(e).code(), tonic::Code::PermissionDenied);
+        // Nothing of it answered or counted.
+        let today = utc_day(now_ms());
+        assert_eq!(s.store.psi_budget_used("lender", today).expect("used"), 0);
+        ask(&s.sessions, &request, &opened, 0, l, &points).await.expect("batch 0");
+        // Replayed (the very batch, signature and all): refused, not counted.
+        let e = ask(&s.sessions, &request, &opened, 0, l, &points).await.unwrap_err();
+        assert!(matches!(e, PartyError::PsiReplayed { .. }) && e.to_string().contains("replayed"), "{e}");
+        assert_eq!(tonic::Status::from(e).code(), tonic::Code::PermissionDenied);
+        // The other session counts its own batches from 0.
+        ask(&s.sessions, &other_open, &other, 0, l, &points).await.expect("the other session's batch 0");
+        ask(&s.sessions, &request, &opened, 1, l, &points).await.expect("batch 1");
+        assert_eq!(s.store.psi_budget_used("lender", today).expect("used"), 9);
+        let log = psi_log(&s.store);
+        let events: Vec<&str> = log.iter().map(|b| b["event"].as_str().expect("event")).collect();
+        assert_eq!(events[2..8], ["query refused"; 6], "{log:?}");
+        assert_eq!(events[8..], ["query", "query refused", "query", "query"], "{log:?}");
+        assert!(log[2]["reason"].as_str().expect("reason").contains("did not sign"), "{log:?}");
+        assert_eq!((log[2]["batch"].as_u64(), log[2]["session"].as_str()), (Some(0), Some(&*opened.session_id)));
     }
 }

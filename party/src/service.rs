@@ -334,8 +334,10 @@ impl Party for PartyService {
 
     async fn psi_query(&self, request: Request<PsiQueryRequest>) -> std::result::Result<Response<PsiAnswer>, Status> {
         self.admit(&request)?;
-        let PsiQueryRequest { session_id, points } = request.into_inner();
-        let points = self.psi.query(&session_id, &points).await.inspect_err(|e| {
+        let PsiQueryRequest { session_id, points, batch, signature } = request.into_inner();
+        let batch =
+            crate::psi::Batch { session_id: &session_id, number: batch, signature: &signature, points: &points };
+        let points = self.psi.query(batch).await.inspect_err(|e| {
             tracing::info!(party = %self.name, error = %e, "PSI query refused");
         })?;
         Ok(Response::new(PsiAnswer { points }))

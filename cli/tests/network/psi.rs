@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jointscore_circuits::{Record, reference};
-use jointscore_identity::{NodeKey, PsiOpenStatement};
+use jointscore_identity::{NodeKey, PsiOpenStatement, PsiQueryStatement};
 use jointscore_lender::{AlignmentStore, PsiRequester};
 use jointscore_party::{LogKind, verify_entries};
 use jointscore_proto::v1::{PsiCloseRequest, PsiOpenRequest, PsiPurpose, PsiQueryRequest};
@@ -63,6 +63,19 @@ pub(crate) fn signed_open(
         nonce: statement.nonce.clone(),
         signature: statement.sign(key).to_vec(),
     }
+}
+
+/// Batch `batch` of the session `open` opened (`session_id` as the
+/// coordinator named it), signed with `key` as the open's requester.
+pub(crate) fn signed_query(
+    key: &NodeKey,
+    open: &PsiOpenRequest,
+    session_id: &str,
+    batch: u32,
+    points: Vec<u8>,
+) -> PsiQueryRequest {
+    let statement = PsiQueryStatement::new(&open.requester, &open.nonce, batch, &points);
+    PsiQueryRequest { session_id: session_id.into(), signature: statement.sign(key).to_vec(), points, batch }
 }
 
 /// An alignment with `party` as the cluster's lender opens it.
@@ -269,10 +282,12 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
     }
 
     // One session, then every malformed query against it.
-    let stream = raw.psi_open(lender_open(&cluster, "platform")).await.expect("open").into_inner();
+    let lender_key = cluster.identity(LENDER).expect("key");
+    let opened = lender_open(&cluster, "platform");
+    let stream = raw.psi_open(opened.clone()).await.expect("open").into_inner();
     let (header, set) = collect_psi_open(stream, 1 << 22).await.expect("session");
     assert_eq!((header.set_len, header.per_item), (4, 1));
-    let query = |points: Vec<u8>| PsiQueryRequest { session_id: header.session_id.clone(), points };
+    let query = |batch: u32, points: Vec<u8>| signed_query(&lender_key, &opened, &header.session_id, batch, points);
     let mut session = RequesterSession::new(&mut OsRng);
     session.load_set(&points_from_bytes(&set, "set", 1 << 22).expect("points")).expect("set");
     let good = session.blind(&subjects).expect("blind");
@@ -282,18 +297,18 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
         (points_to_bytes(&[good[0], [0xffu8; 32]]), Code::InvalidArgument, "point 1 of query batch"),
         (points_to_bytes(&[[0u8; 32]]), Code::InvalidArgument, "point 0 of query batch"),
     ] {
-        let e = raw.psi_query(query(points)).await.expect_err(says);
+        let e = raw.psi_query(query(0, points)).await.expect_err(says);
         assert_eq!(e.code(), code, "{says}: {e:?}");
         assert!(e.message().contains(says), "{says}: {e:?}");
     }
     let e = raw
-        .psi_query(PsiQueryRequest { session_id: "0".repeat(32), points: points_to_bytes(&good) })
+        .psi_query(PsiQueryRequest { session_id: "0".repeat(32), points: points_to_bytes(&good), ..Default::default() })
         .await
         .expect_err("unknown session");
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     // Nothing was spoiled: the session answers the real batch correctly.
     let answers =
-        collect(raw.psi_query(query(points_to_bytes(&good))).await.expect("query").into_inner(), "a", 1 << 20)
+        collect(raw.psi_query(query(0, points_to_bytes(&good))).await.expect("query").into_inner(), "a", 1 << 20)
             .await
             .expect("answers");
     let answers = points_from_bytes(&answers, "answers", good.len()).expect("points");
@@ -302,10 +317,10 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
     // A party that restarts loses its key: the relayed session can no
     // longer be completed and says so, then is gone.
     cluster.party("platform").expect("platform").restart_in_place().await.expect("restart");
-    let e = raw.psi_query(query(points_to_bytes(&good))).await.expect_err("lost key");
+    let e = raw.psi_query(query(1, points_to_bytes(&good))).await.expect_err("lost key");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("holds no PSI session"), "{e:?}");
-    let e = raw.psi_query(query(points_to_bytes(&good))).await.expect_err("session dropped");
+    let e = raw.psi_query(query(1, points_to_bytes(&good))).await.expect_err("session dropped");
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
 
     // Sessions expire with the shortest responder lifetime.
@@ -320,7 +335,11 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
     assert!(header.expires_in_ms <= 1000, "{}", header.expires_in_ms);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let e = raw
-        .psi_query(PsiQueryRequest { session_id: header.session_id.clone(), points: points_to_bytes(&good) })
+        .psi_query(PsiQueryRequest {
+            session_id: header.session_id.clone(),
+            points: points_to_bytes(&good),
+            ..Default::default()
+        })
         .await
         .expect_err("expired");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
@@ -344,7 +363,11 @@ async fn psi_sessions_refuse_bad_input_and_keep_serving() {
     assert!(e.message().contains("party `bank`") && e.message().contains("32 PSI sessions"), "{e:?}");
     raw.psi_close(PsiCloseRequest { session_id: open_ids[0].clone() }).await.expect("close");
     let e = raw
-        .psi_query(PsiQueryRequest { session_id: open_ids[0].clone(), points: points_to_bytes(&good) })
+        .psi_query(PsiQueryRequest {
+            session_id: open_ids[0].clone(),
+            points: points_to_bytes(&good),
+            ..Default::default()
+        })
         .await
         .expect_err("closed");
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
@@ -421,8 +444,42 @@ async fn alignment_is_for_lenders_who_sign_and_within_a_budget() {
     elsewhere.party = "bank".into();
     let e = raw.psi_open(elsewhere).await.expect_err("signed for another party");
     refused(e, Code::Unauthenticated, "does not verify");
+    // A batch the coordinator makes up for a lender's session: its own
+    // points, unsigned, or signed by anyone but the lender, are refused by
+    // the bank, answered and counted nothing; the lender's own batch 0 is
+    // answered after them.
+    let opened = lender_open(&cluster, "bank");
+    let stream = raw.psi_open(opened.clone()).await.expect("a signed open").into_inner();
+    let (header, set) = collect_psi_open(stream, 1 << 22).await.expect("session");
+    let mut session = RequesterSession::new(&mut OsRng);
+    session.load_set(&points_from_bytes(&set, "set", 1 << 22).expect("points")).expect("set");
+    let probe = points_to_bytes(&session.blind(&["seller-0001".to_string()]).expect("blind"));
+    let forged = PsiQueryRequest { session_id: header.session_id.clone(), points: probe.clone(), ..Default::default() };
+    let e = raw.psi_query(forged).await.expect_err("an unsigned batch");
+    refused(e, Code::Unauthenticated, "query batch 0: the requester did not sign it");
+    let e = raw
+        .psi_query(signed_query(&platform_key, &opened, &header.session_id, 0, probe.clone()))
+        .await
+        .expect_err("a batch signed by a party");
+    refused(e, Code::Unauthenticated, "does not verify");
+    let answered = raw
+        .psi_query(signed_query(&lender_key, &opened, &header.session_id, 0, probe.clone()))
+        .await
+        .expect("the lender's own batch")
+        .into_inner();
+    let answers = collect(answered, "answers", 1 << 20).await.expect("answers");
+    let answers = points_from_bytes(&answers, "answers", 1).expect("points");
+    assert_eq!(session.count(1, 1, &answers).expect("count"), [1]);
+    // The coordinator cannot replay it.
+    let e = raw
+        .psi_query(signed_query(&lender_key, &opened, &header.session_id, 0, probe))
+        .await
+        .expect_err("a replayed batch");
+    refused(e, Code::PermissionDenied, "not the session's next");
+    raw.psi_close(PsiCloseRequest { session_id: header.session_id }).await.expect("close");
 
-    // A budget of 10 ids a day: one alignment of 8 subjects, not two.
+    // A budget of 10 ids a day (1 spent above): one alignment of 8
+    // subjects, not two.
     let first: Vec<String> = (0..8).map(|i| format!("seller-{i:04}")).collect();
     let second: Vec<String> = (0..8).map(|i| format!("other-{i}")).collect();
     let mut lender = cluster.psi_requester(LENDER).await.expect("requester");
@@ -431,7 +488,7 @@ async fn alignment_is_for_lenders_who_sign_and_within_a_budget() {
     let e = lender.align("bank", &second).await.expect_err("8 more would pass the budget");
     assert_eq!(e.code(), Some(Code::PermissionDenied), "{e}");
     assert!(e.to_string().contains("its PSI budget is 10 ids per requester per UTC day"), "{e}");
-    assert!(e.to_string().contains("8 are used today"), "{e}");
+    assert!(e.to_string().contains("9 are used today"), "{e}");
     // The platform's budget is its own, and so is another lender's.
     lender.align("platform", &second).await.expect("the platform answers");
     let mut x = cluster.psi_requester("lender-x").await.expect("requester");
@@ -443,23 +500,28 @@ async fn alignment_is_for_lenders_who_sign_and_within_a_budget() {
     let psi: Vec<&Value> = entries.iter().filter(|e| e.kind == LogKind::Psi).map(|e| &e.body).collect();
     let with = |event: &str| psi.iter().filter(|b| b["event"] == event).collect::<Vec<_>>();
     let opens = with("open");
-    assert_eq!(opens.len(), 4, "{psi:?}");
+    assert_eq!(opens.len(), 5, "{psi:?}");
     assert!(opens.iter().all(|b| b["purpose"] == "align" && b["set_len"] == 4 && b["signed"] == true), "{psi:?}");
-    assert_eq!(opens.iter().filter(|b| b["requester"] == LENDER).count(), 3, "{psi:?}");
+    assert_eq!(opens.iter().filter(|b| b["requester"] == LENDER).count(), 4, "{psi:?}");
     let reasons: Vec<&str> = with("open refused").iter().map(|b| b["reason"].as_str().expect("reason")).collect();
     assert_eq!(reasons.len(), 5, "{reasons:?}");
     for says in ["did not sign", "does not verify", "nonce was used before", "outside the 300 s"] {
         assert!(reasons.iter().any(|r| r.contains(says)), "{says}: {reasons:?}");
     }
     let queries = with("query");
-    assert_eq!(queries.len(), 2, "{psi:?}");
-    let mine = queries.iter().find(|b| b["requester"] == LENDER).expect("the lender's query");
-    assert_eq!((mine["points"].as_u64(), mine["used"].as_u64(), mine["left"].as_u64()), (Some(8), Some(8), Some(2)));
+    assert_eq!(queries.len(), 3, "{psi:?}");
+    let mine = queries.iter().rev().find(|b| b["requester"] == LENDER).expect("the lender's query");
+    assert_eq!((mine["points"].as_u64(), mine["used"].as_u64(), mine["left"].as_u64()), (Some(8), Some(9), Some(1)));
     let theirs = queries.iter().find(|b| b["requester"] == "lender-x").expect("lender-x's query");
     assert_eq!((theirs["used"].as_u64(), theirs["left"].as_u64()), (Some(8), Some(2)));
     let over = with("query refused");
-    assert_eq!(over.len(), 1, "{psi:?}");
-    assert_eq!((over[0]["requester"].as_str(), over[0]["points"].as_u64()), (Some(LENDER), Some(8)));
-    assert!(over[0]["reason"].as_str().expect("reason").contains("`psi_daily_budget`"), "{psi:?}");
+    assert_eq!(over.len(), 4, "{psi:?}");
+    let reasons: Vec<&str> = over.iter().map(|b| b["reason"].as_str().expect("reason")).collect();
+    for (i, says) in
+        ["did not sign", "does not verify", "not the session's next", "`psi_daily_budget`"].iter().enumerate()
+    {
+        assert!(reasons[i].contains(says), "{says}: {reasons:?}");
+    }
+    assert_eq!((over[3]["requester"].as_str(), over[3]["points"].as_u64()), (Some(LENDER), Some(8)));
     cluster.stop().await.expect("stop");
 }

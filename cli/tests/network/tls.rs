@@ -127,7 +127,8 @@ async fn members_are_authenticated_and_held_to_their_roles() {
     let open = crate::psi::signed_open(&member_key(&cluster, LENDER), PsiPurpose::Align, LENDER, "platform", 0);
     let stream = raw.psi_open(open.clone()).await.expect("open").into_inner();
     let (header, set) = collect_psi_open(stream, 1 << 22).await.expect("session");
-    let query = PsiQueryRequest { session_id: header.session_id.clone(), points: set[..32].to_vec() };
+    let query =
+        crate::psi::signed_query(&member_key(&cluster, LENDER), &open, &header.session_id, 0, set[..32].to_vec());
     let e = bank.psi_query(query.clone()).await.expect_err("another member's session");
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     bank.psi_close(PsiCloseRequest { session_id: header.session_id.clone() }).await.expect("closing is idempotent");
