@@ -380,6 +380,20 @@ mod tests {
     }
 
     #[test]
+    fn a_lender_may_not_name_absent_a_party_the_outputs_depend_on_unless_the_operator_allows_it() {
+        let plan = Plan::new(&Model::cross_border_seller(), PlanKind::Pushdown).expect("plan");
+        let absent = vec!["bank".to_string()];
+        let err = service("").check_present(&plan, &absent).expect_err("bank's features decide the outputs");
+        let message = err.to_string();
+        assert!(message.contains("`bank` absent") && message.contains("allow_absent"), "{message}");
+        assert_eq!(tonic::Status::from(err).code(), tonic::Code::InvalidArgument);
+        service("allow_absent = [\"bank\"]\n").check_present(&plan, &absent).expect("the operator allows it");
+        // Never this party itself, whatever the operator allows.
+        let me = vec!["platform".to_string()];
+        assert!(service("allow_absent = [\"platform\"]\n").check_present(&plan, &me).is_err());
+    }
+
+    #[test]
     fn the_shipped_model_passes_the_lint_at_the_party() {
         let model = Model::cross_border_seller();
         let text = format!(
