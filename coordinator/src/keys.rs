@@ -93,7 +93,14 @@ impl Engine {
         let store = self.store.clone();
         let (id, owner) = (key_id.clone(), lender.clone());
         let stored = tokio::task::spawn_blocking(move || match store.evaluation_key(&id)? {
-            Some(existing) if existing == evaluation_bytes => Ok(false),
+            // The same keys again by their owner change nothing; by anyone
+            // else, they are not theirs to register.
+            Some(existing) if existing == evaluation_bytes => match store.key_owner(&id)? {
+                Some(registered) if registered != owner => {
+                    Err(CoordinatorError::Conflict(format!("key set {id} (registered by another lender)")))
+                }
+                _ => Ok(false),
+            },
             Some(_) => Err(CoordinatorError::Conflict(format!("key set {id}"))),
             None => store.put_key_set(&id, &owner, &signed, &public_bytes, &evaluation_bytes).map(|()| true),
         })

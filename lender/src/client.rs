@@ -158,13 +158,14 @@ impl Lender {
                 .iter()
                 .find(|c| &c.party == party)
                 .ok_or_else(|| unverified(format!("no signed contribution from party `{party}`")))?;
+            // This lender's own model and key set, not the job's word.
             let envelope = ContributionEnvelope {
                 request_id: job.request_id.clone(),
                 lender: lender.clone(),
                 job_id: job.job_id.clone(),
                 subject: commitment.clone(),
-                model_id: job.model_id.clone(),
-                key_id: job.key_id.clone(),
+                model_id: self.plan.model().id().to_string(),
+                key_id: self.keys.id().to_string(),
                 party: party.clone(),
                 consent: signed.consent.clone(),
                 ciphertext_sha256: signed.ciphertext_sha256.clone(),
@@ -312,6 +313,14 @@ impl Lender {
         let start = Instant::now();
         let accepted = self.submit_with(subject, request_id, absent).await?;
         let job = self.wait(&accepted.job_id, DEFAULT_WAIT).await?;
+        // The job must be the one this request made: an older job about the
+        // same subject would carry valid envelopes too.
+        if job.job_id != accepted.job_id || job.request_id != request_id {
+            return Err(LenderError::Unverified {
+                job: job.job_id,
+                message: format!("the coordinator answered request {request_id} with request {}'s job", job.request_id),
+            });
+        }
         if job.subject != subject {
             return Err(LenderError::Unverified {
                 job: job.job_id,

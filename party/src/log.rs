@@ -137,7 +137,10 @@ pub enum Claim {
     /// then, to send again unchanged (a coordinator that lost the answer in
     /// a restart gets nothing it did not have).
     Resend(Vec<u8>, String),
-    /// Answered before for another job, or under way: a replay.
+    /// Claimed by the same job, its answer not made yet (still under way,
+    /// or cut short by a crash): ask again shortly.
+    Pending,
+    /// Answered before for another job: a replay.
     Replayed(String),
     /// The lender asked about this subject too often in the window.
     Limited,
@@ -245,7 +248,7 @@ impl RecordStore {
         let tx = conn.transaction()?;
         let now = now_ms();
         tx.execute(
-            "UPDATE answered SET answer = NULL, header = NULL WHERE answer IS NOT NULL AND time_ms < ?1",
+            "UPDATE answered SET answer = NULL, header = 'forgotten' WHERE answer IS NOT NULL AND time_ms < ?1",
             [now.saturating_sub(keep_ms) as i64],
         )?;
         let seen: Option<Answered> = tx
@@ -258,6 +261,7 @@ impl RecordStore {
         if let Some((at, job, answer, header)) = seen {
             return Ok(match (answer, header) {
                 (Some(answer), Some(header)) if job == job_id => Claim::Resend(answer, header),
+                (None, None) if job == job_id => Claim::Pending,
                 _ => Claim::Replayed(format!("it was answered already (at {at} ms, job `{job}`): a replayed request")),
             });
         }
@@ -276,6 +280,17 @@ impl RecordStore {
         )?;
         tx.commit()?;
         Ok(Claim::New)
+    }
+
+    /// Forgets a claim whose answer could not be made (the work after the
+    /// claim failed), so the same request may be answered once the cause is
+    /// fixed. A claim with an answer kept is never forgotten this way.
+    pub fn release_request(&self, lender: &str, request_id: &str) -> Result<()> {
+        self.conn()?.execute(
+            "DELETE FROM answered WHERE lender = ?1 AND request_id = ?2 AND answer IS NULL",
+            params![lender, request_id],
+        )?;
+        Ok(())
     }
 
     /// Keeps the answer made to a claimed request (the ciphertext bytes and
@@ -348,9 +363,15 @@ mod tests {
             store.claim_request(lender, request, job, subject, &limits).expect("claim")
         };
         assert_eq!(claim("l", "r1", "j1", "s"), Claim::New);
-        // Under way (no answer kept yet), or for another job: a replay.
-        assert!(matches!(claim("l", "r1", "j1", "s"), Claim::Replayed(why) if why.contains("replayed")));
+        // Under way (no answer kept yet): ask again shortly; for another
+        // job: a replay.
+        assert_eq!(claim("l", "r1", "j1", "s"), Claim::Pending);
+        assert!(matches!(claim("l", "r1", "j9", "s"), Claim::Replayed(why) if why.contains("replayed")));
+        // A claim whose work failed is released, and may be claimed again.
+        store.release_request("l", "r1").expect("release");
+        assert_eq!(claim("l", "r1", "j1", "s"), Claim::New);
         store.keep_answer("l", "r1", b"ct", "{}").expect("keep");
+        store.release_request("l", "r1").expect("a kept answer is not released");
         assert!(matches!(claim("l", "r1", "j2", "s"), Claim::Replayed(_)), "another job");
         // The same job asking again gets the very answer made.
         assert_eq!(claim("l", "r1", "j1", "s"), Claim::Resend(b"ct".to_vec(), "{}".into()));

@@ -36,7 +36,7 @@ use crate::error::{PartyError, Result};
 use crate::log::LogKind;
 use crate::store::RecordStore;
 
-mod store;
+pub(crate) mod store;
 
 pub(crate) use store::SCHEMA;
 use store::{date, utc_day};

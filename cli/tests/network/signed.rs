@@ -254,7 +254,7 @@ async fn a_revoked_party_cannot_contribute_and_a_lender_checks_signatures() {
     let options = ClusterOptions { signed: false, ..small() };
     let (unsigned, _) = cluster(options).await;
     let mut strict = unsigned.lender(keys(), PlanKind::Pushdown).await.expect("lender");
-    strict.register("strict").await.expect("keys");
+    strict.register(LENDER).await.expect("the same keys, by their owner");
     let consortium = {
         let dir = tempfile::tempdir().expect("tempdir");
         let parties: Vec<String> = unsigned.model.parties().to_vec();

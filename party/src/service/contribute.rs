@@ -67,6 +67,10 @@ pub(crate) struct Contributed {
     pub(crate) consent: String,
 }
 
+/// How long a party waits for its own answer to the same job, still
+/// being made, before telling the coordinator to ask again later.
+const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -192,6 +196,10 @@ impl PartyService {
                     consent: kept.consent,
                 }))
             }
+            Claim::Pending => Err(PartyError::Busy(format!(
+                "request {} of `{}` is being answered for this job; ask again shortly",
+                signed.request_id, signed.lender
+            ))),
             Claim::Replayed(reason) => {
                 Err(PartyError::Replayed { party: self.name.clone(), request_id: signed.request_id.clone(), reason })
             }
@@ -254,21 +262,24 @@ impl PartyService {
         // Before the record is read: a lender without consent does not
         // learn whether this party holds the subject.
         let consent = self.consent_for(&signed)?;
-        let record = self
-            .store
-            .get(&signed.subject)?
-            .ok_or_else(|| PartyError::UnknownSubject { subject: signed.subject.clone(), party: self.name.clone() })?;
+        let Some(record) = self.store.get(&signed.subject)? else {
+            // Whether a subject is held is what alignment's budget guards:
+            // asking decisions about ids a party does not hold spends it too.
+            self.charge_unknown_subject(&signed)?;
+            return Err(PartyError::UnknownSubject { subject: signed.subject.clone(), party: self.name.clone() });
+        };
         // Last: a request refused above may be sent again once fixed.
-        if let Some(again) = self.claim(&signed, &request.job_id)? {
+        if let Some(again) = self.claim_or_wait(&signed, &request.job_id).await? {
             tracing::info!(party = %self.name, request = %signed.request_id, "the same job asked again: the answer made is sent again");
             return Ok(again);
         }
+        let (lender, request_id) = (signed.lender.clone(), signed.request_id.clone());
         let identity = self.identity.clone();
         let crs = self.crs.clone();
         let store = self.store.clone();
         let request_signature = hex::encode(&request.signature);
         // Encryption is CPU work: keep it off the async workers.
-        tokio::task::spawn_blocking(move || {
+        let made = tokio::task::spawn_blocking(move || {
             let start = Instant::now();
             let record = Record::for_party(plan.model(), party, &record)?;
             let digits = plan.contribution(party, &record)?;
@@ -309,7 +320,53 @@ impl PartyService {
             })
         })
         .await
-        .map_err(|e| PartyError::Transport(format!("encryption task failed: {e}")))?
+        .map_err(|e| PartyError::Transport(format!("encryption task failed: {e}")))
+        .and_then(|made| made);
+        if made.is_err() {
+            // Nothing was sent: the request may be answered once the cause
+            // is fixed.
+            self.store.release_request(&lender, &request_id)?;
+        }
+        made
+    }
+
+    /// [`PartyService::claim`], waiting while the same job's answer is
+    /// still being made (a coordinator restarted mid-collection asks again
+    /// at once): up to [`PENDING_WAIT`], then `Busy`.
+    async fn claim_or_wait(&self, signed: &LenderRequest, job_id: &str) -> Result<Option<Contributed>> {
+        let deadline = Instant::now() + PENDING_WAIT;
+        loop {
+            match self.claim(signed, job_id) {
+                Err(PartyError::Busy(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Counts a decision about a subject this party does not hold against
+    /// the lender's daily alignment budget (`psi_daily_budget`), and logs
+    /// it: otherwise decisions would be an unbounded membership probe.
+    fn charge_unknown_subject(&self, signed: &LenderRequest) -> Result<()> {
+        let now = now_ms();
+        let day = crate::psi::store::utc_day(now);
+        let body = serde_json::json!({
+            "event": "unknown subject",
+            "requester": signed.lender,
+            "request_id": signed.request_id,
+            "subject": signed.subject,
+        });
+        let counted = self.store.count_psi_query(&signed.lender, day, 1, self.config.psi_daily_budget, body)?;
+        if counted.is_none() {
+            return Err(PartyError::RateLimited {
+                party: self.name.clone(),
+                lender: signed.lender.clone(),
+                limit: u32::try_from(self.config.psi_daily_budget).unwrap_or(u32::MAX),
+                window_s: 86_400,
+            });
+        }
+        Ok(())
     }
 
     /// The id of the consent this request relies on: with
@@ -321,18 +378,20 @@ impl PartyService {
             return Ok(String::new());
         }
         let purpose = Purpose::Decision;
-        self.store.consent(&signed.subject, &signed.lender, purpose, signed.time_ms)?.ok_or_else(|| {
-            PartyError::NoConsent {
-                party: self.name.clone(),
-                detail: format!(
-                    "no `{}` consent of subject `{}` for lender `{}` valid at {} ms (the request's signed time) and \
-                     not revoked",
-                    purpose.name(),
-                    signed.subject,
-                    signed.lender,
-                    signed.time_ms
-                ),
-            }
+        // Valid when the lender signed and now: the freshness window must
+        // not stretch a consent's dates.
+        let at_now = self.store.consent(&signed.subject, &signed.lender, purpose, now_ms())?;
+        let at_signing = self.store.consent(&signed.subject, &signed.lender, purpose, signed.time_ms)?;
+        at_now.filter(|_| at_signing.is_some()).ok_or_else(|| PartyError::NoConsent {
+            party: self.name.clone(),
+            detail: format!(
+                "no `{}` consent of subject `{}` for lender `{}` valid both at {} ms (the request's signed time) \
+                     and now, and not revoked",
+                purpose.name(),
+                signed.subject,
+                signed.lender,
+                signed.time_ms
+            ),
         })
     }
 }
