@@ -41,6 +41,7 @@ pub use error::{PartyError, Result};
 pub use fault::FAULT_ENV;
 pub use log::{Claim, ClaimLimits, ContributionRecord, GENESIS, LogBroken, LogEntry, LogKind, verify_entries};
 pub use psi::MAX_SESSIONS;
+pub use psi::store::date as utc_date;
 pub use server::PartyNode;
 pub use service::PartyService;
 pub use store::{AssetReport, ImportReport, RecordStore};

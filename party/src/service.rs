@@ -58,6 +58,8 @@ pub struct PartyService {
     /// its registration.
     keys: Mutex<HashMap<String, (PublicKey, String)>>,
     plans: Mutex<HashMap<(String, PlanKind), Arc<Plan>>>,
+    /// Per model id, the parties its revealed outputs depend on.
+    output_parties: Mutex<HashMap<String, Arc<Vec<String>>>>,
     rounds: Rounds,
     psi: PsiSessions,
     /// Fault injection for tests of dropouts (`crate::fault`, test builds
@@ -90,6 +92,7 @@ impl PartyService {
             store: store.clone(),
             keys: Mutex::new(HashMap::new()),
             plans: Mutex::new(HashMap::new()),
+            output_parties: Mutex::new(HashMap::new()),
             rounds: Rounds::new(&config.name, &config.approved_stats, store.clone()),
             psi: PsiSessions::new(config, store.clone()),
             stall_masked_input: crate::fault::stall_masked_input(),

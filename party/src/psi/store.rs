@@ -44,7 +44,7 @@ pub(crate) fn utc_day(ms: u64) -> u64 {
 }
 
 /// A day since the epoch as `YYYY-MM-DD` (proleptic Gregorian, UTC).
-pub(crate) fn date(day: u64) -> String {
+pub fn date(day: u64) -> String {
     // Howard Hinnant's civil_from_days.
     let z = day as i64 + 719_468;
     let era = z.div_euclid(146_097);

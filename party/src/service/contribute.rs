@@ -124,10 +124,11 @@ impl PartyService {
         if present < required {
             return Err(PartyError::TooFewPresent { party: self.name.clone(), present, required });
         }
-        let lint = jointscore_circuits::lint::lint(plan.model());
-        let needed = lint.outputs.iter().flat_map(|o| o.parties.iter());
-        if let Some(missing) = needed.into_iter().find(|p| absent.contains(p) && !self.config.allow_absent.contains(p))
-        {
+        if absent.is_empty() {
+            return Ok(());
+        }
+        let needed = self.output_parties(plan)?;
+        if let Some(missing) = needed.iter().find(|p| absent.contains(p) && !self.config.allow_absent.contains(p)) {
             return Err(PartyError::BadRequest(format!(
                 "party `{}` contributes only when every party the revealed outputs depend on is present; the \
                  request names `{missing}` absent (its operator may list it in `allow_absent`)",
@@ -135,6 +136,22 @@ impl PartyService {
             )));
         }
         Ok(())
+    }
+
+    /// The parties a model's revealed outputs depend on (from its lint),
+    /// worked out once per model.
+    fn output_parties(&self, plan: &Plan) -> Result<Arc<Vec<String>>> {
+        let id = plan.model().id();
+        if let Some(parties) = lock(&self.output_parties)?.get(id) {
+            return Ok(parties.clone());
+        }
+        let lint = jointscore_circuits::lint::lint(plan.model());
+        let mut parties: Vec<String> = lint.outputs.iter().flat_map(|o| o.parties.iter().cloned()).collect();
+        parties.sort();
+        parties.dedup();
+        let parties = Arc::new(parties);
+        lock(&self.output_parties)?.insert(id.to_string(), parties.clone());
+        Ok(parties)
     }
 
     /// The lender's request is its own: with a consortium, signed by a
