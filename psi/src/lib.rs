@@ -29,7 +29,10 @@
 //! [`Responder::respond`]) and refuses an intersection request when only the
 //! cardinality is allowed. The requester sends its points in random order,
 //! so neither message 1 nor a later [`Reveal`] ties a point to a position in
-//! its list. Answers with invalid, identity or repeated points are refused.
+//! its list. Every point a side multiplies by its key is decoded strictly
+//! (canonical, a group element, not the identity); a point it only compares
+//! with its own encodings is checked from its bytes (canonical, not the
+//! identity; a non-point can never match). Repeated points are refused.
 //! Set sizes are visible to both sides; pad sets with random dummy items
 //! where sizes are sensitive.
 //!
@@ -48,8 +51,9 @@
 //! random oracle. A malicious responder could answer with other points than
 //! it should (for example exponentiate only a subset), which changes the
 //! requester's result but reveals nothing more of `X`; detecting that is out
-//! of scope. Every received point is decoded with ristretto's canonical
-//! decoding: non-canonical or invalid encodings are refused.
+//! of scope. Every received point that is multiplied by a secret key is
+//! decoded with ristretto's canonical decoding first (non-canonical or
+//! invalid encodings are refused), and multiplied in constant time.
 
 mod asset;
 mod error;

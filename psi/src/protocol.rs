@@ -3,14 +3,12 @@
 
 use std::collections::HashMap;
 
-use curve25519_dalek::ristretto::CompressedRistretto;
-use curve25519_dalek::traits::IsIdentity;
 use rand_core::{CryptoRng, RngCore};
 use rand08::seq::SliceRandom;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::group::{POINT_BYTES, SessionKey};
+use crate::group::{POINT_BYTES, SessionKey, plausible_encoding};
 
 /// Largest set a session accepts from either side (4,194,304 items, 128 MiB
 /// of points): bounds memory and work a peer can impose.
@@ -123,12 +121,14 @@ impl Requester {
             )));
         }
         check_len("responder set", response.theirs.len())?;
-        // Cheap checks before the expensive exponentiation: answered points
-        // must be valid, non-identity and distinct; so must the responder's.
-        let invalid = response
-            .doubly
-            .par_iter()
-            .position_first(|p| CompressedRistretto(*p).decompress().is_none_or(|q| q.is_identity()));
+        // Cheap checks before the expensive exponentiation. Answered points
+        // are only compared with this side's own encodings of valid,
+        // non-identity points, never multiplied, so a byte-level check
+        // stands in for a full decoding (a square root per item): a
+        // canonical-looking non-point can never match, and reads as "not
+        // held", as any wrong answer would. Repeats are refused: they could
+        // only inflate a cardinality.
+        let invalid = response.doubly.par_iter().position_first(|p| !plausible_encoding(p));
         let mut seen = std::collections::HashSet::with_capacity(response.doubly.len());
         let repeated = response.doubly.iter().position(|p| !seen.insert(p));
         if let Some(index) = invalid.into_iter().chain(repeated).min() {

@@ -10,8 +10,8 @@
 //!    its encoded set `H(y)^b_i`, one point per distinct item, shuffled
 //!    ([`ResponderSession::encode_set`]);
 //! 2. the relay concatenates every responder's encoded set, shuffles the
-//!    union, and hands it to the requester, which raises it to its secret `a`
-//!    and keeps `{H(y)^(b_i a)}` ([`RequesterSession::load_set`]).
+//!    union, and hands it to the requester, which keeps `{H(y)^b_i}` as it
+//!    is, sorted ([`RequesterSession::load_set`]: no exponentiation).
 //!
 //! Then, per batch of at most [`MAX_BATCH`] distinct items:
 //!
@@ -20,10 +20,19 @@
 //!    `H(x)^(a b_i)` for each point, in order ([`ResponderSession::answer`]);
 //! 5. the relay regroups the answers item-major, shuffling each item's `k`
 //!    answers so their order does not name the responder, and the requester
-//!    counts, per item, how many of its answers are in the loaded set
-//!    ([`RequesterSession::count`]). `H(x)^(a b_i)` is in the set exactly
-//!    when responder `i` holds `x`, so the count is the number of responders
+//!    unblinds every answer (raises it to `1/a`, giving `H(x)^b_i`) and
+//!    counts, per item, how many are in the loaded set
+//!    ([`RequesterSession::count`]). `H(x)^b_i` is in the set exactly when
+//!    responder `i` holds `x`, so the count is the number of responders
 //!    holding the item.
+//!
+//! The requester's exponentiations are thus two per queried item, whatever
+//! the size of the set: a query of `m` items costs `O(m)` group operations
+//! on both sides once the set is encoded. A responder may encode its set
+//! once for many sessions of one requester (the services do so per
+//! requester and UTC day where the party allows it; docs/psi.md says what
+//! the requester can then link); the requester's side is the same either
+//! way.
 //!
 //! Each responder keeps `b_i` for the session's lifetime (zeroized when the
 //! [`ResponderSession`] is dropped), so that every batch of the requester
@@ -51,21 +60,22 @@
 //! chooses, which is the function being computed; responders see how many
 //! items were asked and should bound that per session. Assumptions are those
 //! of the crate (semi-honest parties, DDH in ristretto255, `H` a random
-//! oracle). Every received point is decoded strictly (canonical, not the
-//! identity); repeated points are refused, since they could only inflate
-//! counts.
+//! oracle). Every received point that is multiplied by a key (query points
+//! at the responder, answers at the requester) is decoded strictly
+//! (canonical, a group element, not the identity); the encoded set, which
+//! the requester only compares with its unblinded answers, is checked from
+//! its bytes (canonical, not the identity: a non-point can never match).
+//! Repeated points are refused, since they could only inflate counts.
 
 use std::collections::HashSet;
 use std::fmt;
 
-use curve25519_dalek::ristretto::CompressedRistretto;
-use curve25519_dalek::traits::IsIdentity;
 use rand_core::{CryptoRng, RngCore};
 use rand08::seq::SliceRandom;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::group::{POINT_BYTES, SessionKey};
+use crate::group::{POINT_BYTES, SessionKey, plausible_encoding};
 use crate::protocol::MAX_ITEMS;
 
 /// Most points in one query batch (32,768 points, 1 MiB on the wire).
@@ -96,17 +106,18 @@ fn first_repeat(points: &[[u8; POINT_BYTES]]) -> Option<usize> {
     points.iter().position(|p| !seen.insert(p))
 }
 
-/// Position of the first point that is not a canonical encoding of a
-/// non-identity group element.
-fn first_invalid(points: &[[u8; POINT_BYTES]]) -> Option<usize> {
-    points.par_iter().position_first(|p| CompressedRistretto(*p).decompress().is_none_or(|q| q.is_identity()))
+/// Position of the first point that cannot be an encoding of a
+/// non-identity group element, judged from its bytes (for points that are
+/// only compared, never multiplied).
+fn first_implausible(points: &[[u8; POINT_BYTES]]) -> Option<usize> {
+    points.par_iter().position_first(|p| !plausible_encoding(p))
 }
 
 /// The requester's side of a batched session: holds secret `a` (zeroized on
-/// drop) and the loaded set raised to it. `Debug` prints neither.
+/// drop) and the responders' encoded set. `Debug` prints neither.
 pub struct RequesterSession {
     key: SessionKey,
-    /// `{H(y)^(b_i a)}`, sorted for binary search.
+    /// `{H(y)^b_i}` as received, sorted for binary search.
     set: Vec<[u8; POINT_BYTES]>,
 }
 
@@ -130,19 +141,22 @@ impl RequesterSession {
     }
 
     /// Takes the responders' encoded set (the union of every responder's
-    /// `H(y)^b_i`, in any order; at most [`MAX_ITEMS`] points), raises it to
-    /// `a` and keeps it for matching, replacing any set loaded before.
-    /// Refuses invalid / non-canonical / identity encodings
-    /// ([`Error::InvalidPoint`] with the index) and repeated points (likewise);
-    /// on error the session keeps its previous set.
+    /// `H(y)^b_i`, in any order; at most [`MAX_ITEMS`] points) and keeps it
+    /// for matching, replacing any set loaded before. No exponentiation:
+    /// answers are unblinded to `H(x)^b_i` instead ([`RequesterSession::count`]),
+    /// so loading costs a sort, and a query of `m` items `m`
+    /// exponentiations whatever the set's size. The points are only
+    /// compared, never multiplied, so they are checked from their bytes:
+    /// non-canonical and identity encodings are refused
+    /// ([`Error::InvalidPoint`] with the index), and so are repeated points;
+    /// a canonical non-point can never match an unblinded answer. On error
+    /// the session keeps its previous set.
     pub fn load_set(&mut self, points: &[[u8; POINT_BYTES]]) -> Result<()> {
         check_len(SET, points.len(), MAX_ITEMS)?;
-        // The cheap check first; raising is a bijection, so distinct inputs
-        // give distinct raised points.
-        if let Some(index) = first_repeat(points) {
+        if let Some(index) = first_implausible(points).into_iter().chain(first_repeat(points)).min() {
             return Err(Error::InvalidPoint { what: SET, index });
         }
-        let mut set = self.key.raise(points, SET)?;
+        let mut set = points.to_vec();
         set.par_sort_unstable();
         self.set = set;
         Ok(())
@@ -156,15 +170,18 @@ impl RequesterSession {
     /// Matches one batch of answers. `answers` holds `per_item` points for
     /// each of `items` blinded items, item-major
     /// (`answers[j*per_item .. (j+1)*per_item]` are the `H(x_j)^(a b_i)` of
-    /// every responder, in any order). Returns, per item, how many of its
-    /// answers are in the loaded set (all zero if none is loaded).
+    /// every responder, in any order). Each answer is unblinded (raised to
+    /// `1/a`, giving `H(x_j)^b_i`) and looked up in the loaded set. Returns,
+    /// per item, how many of its answers are in the set (all zero if none
+    /// is loaded).
     ///
     /// Errors: `items` over [`MAX_BATCH`] ([`Error::TooLarge`]); `per_item`
     /// zero or `answers` not `items * per_item` long ([`Error::Mismatch`]);
-    /// an invalid, non-canonical or identity answer point, or a point
-    /// repeated anywhere within the batch ([`Error::InvalidPoint`] with the
-    /// first such index: an honest responder never maps two distinct items,
-    /// or two responders' keys, to one point).
+    /// an invalid, non-canonical or identity answer point (decoded strictly:
+    /// it is multiplied by `1/a`), or a point repeated anywhere within the
+    /// batch ([`Error::InvalidPoint`] with the first such index: an honest
+    /// responder never maps two distinct items, or two responders' keys, to
+    /// one point).
     pub fn count(&self, items: usize, per_item: usize, answers: &[[u8; POINT_BYTES]]) -> Result<Vec<u32>> {
         check_len(ANSWERS, items, MAX_BATCH)?;
         if per_item == 0 {
@@ -176,10 +193,20 @@ impl RequesterSession {
                 answers.len()
             )));
         }
-        if let Some(index) = first_invalid(answers).into_iter().chain(first_repeat(answers)).min() {
+        // The repeat check first: it is cheap, and unblinding (a bijection)
+        // would keep repeats repeated.
+        let repeated = first_repeat(answers);
+        let unblinded = match self.key.unblind(answers, ANSWERS) {
+            Ok(points) => points,
+            Err(Error::InvalidPoint { index, .. }) => {
+                return Err(Error::InvalidPoint { what: ANSWERS, index: repeated.map_or(index, |r| r.min(index)) });
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(index) = repeated {
             return Err(Error::InvalidPoint { what: ANSWERS, index });
         }
-        Ok(answers
+        Ok(unblinded
             .par_chunks(per_item)
             .map(|chunk| {
                 let hits = chunk.iter().filter(|p| self.set.binary_search(p).is_ok()).count();
@@ -256,6 +283,8 @@ pub fn points_to_bytes(points: &[[u8; POINT_BYTES]]) -> Vec<u8> {
 mod tests {
     use std::collections::BTreeSet;
 
+    use curve25519_dalek::ristretto::CompressedRistretto;
+    use curve25519_dalek::traits::IsIdentity;
     use proptest::prelude::*;
     use rand_chacha::ChaCha20Rng;
     use rand_core::{RngCore as _, SeedableRng};
@@ -404,10 +433,13 @@ mod tests {
 
         let mut high_bit = good[1];
         high_bit[31] |= 0x80;
+        // Canonical and even, so it passes the byte-level check, but not a
+        // point: refused where it would be multiplied.
         let random = loop {
             let mut bytes = [0u8; POINT_BYTES];
             rng.fill_bytes(&mut bytes);
-            bytes[31] &= 0x7f;
+            bytes[31] &= 0x3f;
+            bytes[0] &= 0xfe;
             if CompressedRistretto(bytes).decompress().is_none() {
                 break bytes;
             }
@@ -417,11 +449,20 @@ mod tests {
             let mut batch = good.clone();
             batch[1] = bad;
             assert_eq!(resp.answer(&batch).unwrap_err(), Error::InvalidPoint { what: QUERY, index: 1 });
-            assert_eq!(req.load_set(&batch).unwrap_err(), Error::InvalidPoint { what: SET, index: 1 });
             let mut answers = want.clone();
             answers[2] = bad;
             assert_eq!(req.count(3, 1, &answers).unwrap_err(), Error::InvalidPoint { what: ANSWERS, index: 2 });
         }
+        // The set is only compared with unblinded answers: what cannot be an
+        // encoding is refused from its bytes; a canonical non-point is kept
+        // and can never match.
+        for bad in [FIELD_P, high_bit, identity] {
+            let mut batch = good.clone();
+            batch[1] = bad;
+            assert_eq!(req.load_set(&batch).unwrap_err(), Error::InvalidPoint { what: SET, index: 1 });
+        }
+        req.load_set(&[random]).unwrap();
+        assert_eq!(req.count(3, 1, &want).unwrap(), vec![0, 0, 0]);
         // The responder still answers correctly after refusing bad batches.
         assert_eq!(resp.answer(&good).unwrap(), want);
 
@@ -430,7 +471,7 @@ mod tests {
         let set = resp.encode_set(&[b"a", b"x", b"y"], &mut rng).unwrap();
         let repeated = vec![set[0], set[1], set[0]];
         assert_eq!(req.load_set(&repeated).unwrap_err(), Error::InvalidPoint { what: SET, index: 2 });
-        assert_eq!(req.set_len(), 0);
+        assert_eq!(req.set_len(), 1, "a refused set leaves the one loaded before");
         req.load_set(&set).unwrap();
         assert_eq!(
             req.count(3, 1, &[want[0], want[1], want[0]]).unwrap_err(),
@@ -438,6 +479,19 @@ mod tests {
         );
         assert_eq!(req.count(1, 2, &[want[0], want[0]]).unwrap_err(), Error::InvalidPoint { what: ANSWERS, index: 1 });
         assert_eq!(req.count(3, 1, &want).unwrap(), vec![1, 0, 0]);
+    }
+
+    proptest! {
+        /// The byte-level check never refuses an encoding that decodes to a
+        /// non-identity point.
+        #[test]
+        fn every_valid_encoding_is_plausible(seed in any::<u64>(), bytes in any::<[u8; POINT_BYTES]>()) {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let point = RequesterSession::new(&mut rng).blind(&[seed.to_le_bytes()]).unwrap()[0];
+            prop_assert!(plausible_encoding(&point));
+            let decodes = CompressedRistretto(bytes).decompress().is_some_and(|p| !p.is_identity());
+            prop_assert!(!decodes || plausible_encoding(&bytes));
+        }
     }
 
     #[test]
