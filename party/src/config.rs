@@ -71,6 +71,16 @@ pub struct PartyConfig {
     /// that would pass it is refused whole.
     #[serde(default = "default_psi_budget")]
     pub psi_daily_budget: u64,
+    /// Whether alignment sessions use one encoding of this node's subjects
+    /// per requester and UTC day (a fresh key for each requester and day,
+    /// held in memory only), so that a requester's later alignments that
+    /// day cost this node only the exponentiations of the ids queried, not
+    /// a new encoding of every subject. Off by default: the requester can
+    /// then tell its sessions of one day apart from a fresh encoding, and
+    /// whether the subjects changed between them (docs/psi.md, "Daily
+    /// encoding").
+    #[serde(default)]
+    pub psi_daily_encoding: bool,
     /// This node's identity key file (relative to this file;
     /// `jointscore consortium init` makes one). With it the node signs every
     /// contribution; a coordinator that has a consortium file refuses
@@ -218,6 +228,7 @@ impl PartyConfig {
             asset_registry: false,
             psi_session_ttl_s: default_psi_ttl(),
             psi_daily_budget: default_psi_budget(),
+            psi_daily_encoding: false,
             identity: None,
             consortium: None,
             min_present_parties: default_min_present(),

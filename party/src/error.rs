@@ -153,6 +153,18 @@ pub enum PartyError {
         /// The session id asked for.
         session: String,
     },
+    /// A PSI query in a session whose daily encoding was for a UTC day that
+    /// has ended: its key answers only within that day, so that everything
+    /// it answers counts against that day's budget.
+    #[error("PSI session `{session}` at party `{party}` was encoded for {day} (UTC), which has ended; open a new one")]
+    PsiStaleDay {
+        /// This party.
+        party: String,
+        /// The session id asked for.
+        session: String,
+        /// The session's day, `YYYY-MM-DD`.
+        day: String,
+    },
     /// With a consortium file: a PSI open the requester it names did not
     /// sign (unsigned, a forged or another member's signature, a member
     /// that is not a current lender, or for an asset check not a lender's
@@ -293,9 +305,10 @@ impl From<PartyError> for Status {
             PartyError::UnknownSession { .. } => Code::NotFound,
             PartyError::PsiUnauthenticated { .. } => Code::Unauthenticated,
             PartyError::PsiReplayed { .. } | PartyError::PsiBudget { .. } => Code::PermissionDenied,
-            PartyError::SessionExpired { .. } | PartyError::NoRegistry { .. } | PartyError::TooManyItems { .. } => {
-                Code::FailedPrecondition
-            }
+            PartyError::SessionExpired { .. }
+            | PartyError::PsiStaleDay { .. }
+            | PartyError::NoRegistry { .. }
+            | PartyError::TooManyItems { .. } => Code::FailedPrecondition,
             PartyError::Psi(_) => Code::InvalidArgument,
             PartyError::Busy(_) => Code::ResourceExhausted,
             PartyError::Coordinator { .. } => Code::Unavailable,

@@ -21,6 +21,15 @@
 //! nor replay or reorder the requester's batches (without a consortium
 //! file only the numbers are checked). Every session opened or refused, and every query
 //! answered or refused, is in the node's log ([`LogKind::Psi`]).
+//!
+//! With `psi_daily_encoding`, alignment sessions share one encoding per
+//! requester and UTC day ([`DailyEncodings`]): a fresh random key per
+//! requester and day (and per version of the subject list), kept in memory
+//! only, and the subjects encoded under it once. A later alignment of that
+//! requester that day costs this node reading and hashing its subject list
+//! (to see that it is unchanged) and the exponentiations of the ids
+//! queried. Such a session answers only within its day, so everything one
+//! key answers counts against one day's budget.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +39,7 @@ use jointscore_identity::{Consortium, PsiOpenStatement, PsiQueryStatement};
 use jointscore_psi::{MAX_BATCH, MAX_ITEMS, POINT_BYTES, ResponderSession, points_from_bytes, points_to_bytes};
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::config::PartyConfig;
 use crate::error::{PartyError, Result};
@@ -39,7 +49,7 @@ use crate::store::RecordStore;
 pub(crate) mod store;
 
 pub(crate) use store::SCHEMA;
-use store::{date, utc_day};
+use store::{DAY_MS, date, utc_day};
 
 /// What a PSI session is for, which decides the set this node encodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +100,10 @@ pub(crate) struct Opened {
 
 /// Sessions held at once; an open beyond this is refused until one ends.
 pub const MAX_SESSIONS: usize = 32;
+/// Daily encodings kept at once (one per requester; each holds 32 bytes per
+/// subject): past that, the least recently used is dropped, and that
+/// requester's next alignment is encoded afresh under a fresh key.
+pub(crate) const MAX_DAILY_ENCODINGS: usize = 8;
 /// Longest requester name accepted.
 const NAME_LIMIT: usize = 128;
 
@@ -105,6 +119,68 @@ struct Session {
     /// Points answered or being answered; a session answers at most
     /// `MAX_ITEMS`.
     queried: usize,
+    /// For a session on a daily encoding, the UTC day of its key: it
+    /// answers only on that day.
+    day: Option<u64>,
+}
+
+/// One requester's encoding of this node's subjects for one UTC day.
+struct DailyEncoding {
+    day: u64,
+    /// SHA-256 of the subject list encoded: a changed list is encoded
+    /// afresh, under a fresh key.
+    fingerprint: [u8; 32],
+    key: Arc<ResponderSession>,
+    set: Arc<Vec<[u8; POINT_BYTES]>>,
+    /// When it was last handed to a session (for eviction).
+    used: Instant,
+}
+
+/// The daily encodings, per requester; at most [`MAX_DAILY_ENCODINGS`].
+/// The keys live in memory only and are zeroized when dropped (with the
+/// last session using them): a restart draws fresh ones.
+#[derive(Default)]
+struct DailyEncodings(HashMap<String, DailyEncoding>);
+
+impl DailyEncodings {
+    /// The requester's encoding for `day` of the subjects `fingerprint`
+    /// names, if it is kept.
+    fn get(&mut self, requester: &str, day: u64, fingerprint: &[u8; 32]) -> Option<DailyHandle> {
+        let e = self.0.get_mut(requester).filter(|e| e.day == day && &e.fingerprint == fingerprint)?;
+        e.used = Instant::now();
+        Some(DailyHandle { key: e.key.clone(), set: e.set.clone(), reused: true })
+    }
+
+    /// Keeps a new encoding for the requester, replacing its earlier one,
+    /// dropping other requesters' encodings of earlier days and, past the
+    /// limit, the least recently used.
+    fn put(&mut self, requester: &str, encoding: DailyEncoding) {
+        let day = encoding.day;
+        self.0.retain(|_, e| e.day >= day);
+        self.0.insert(requester.to_string(), encoding);
+        while self.0.len() > MAX_DAILY_ENCODINGS {
+            let Some(oldest) = self.0.iter().min_by_key(|(_, e)| e.used).map(|(r, _)| r.clone()) else { break };
+            self.0.remove(&oldest);
+        }
+    }
+}
+
+/// A session's share of a daily encoding.
+struct DailyHandle {
+    key: Arc<ResponderSession>,
+    set: Arc<Vec<[u8; POINT_BYTES]>>,
+    /// Whether it was made for an earlier session.
+    reused: bool,
+}
+
+/// SHA-256 of a list of items, each length-prefixed.
+fn fingerprint(items: &[Vec<u8>]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for item in items {
+        h.update((item.len() as u64).to_le_bytes());
+        h.update(item);
+    }
+    h.finalize().into()
 }
 
 /// One query batch as the requester sent it.
@@ -143,6 +219,11 @@ pub(crate) struct PsiSessions {
     /// Whose signatures open sessions; `None` (a development node that
     /// trusts its coordinator) takes the requester's name as given.
     consortium: Option<Arc<Consortium>>,
+    /// Whether alignments use a daily encoding per requester.
+    daily: bool,
+    encodings: Arc<Mutex<DailyEncodings>>,
+    /// Milliseconds since the unix epoch (a test moves it).
+    clock: fn() -> u64,
 }
 
 /// A place reserved for an open in progress; given back on drop, whether
@@ -169,6 +250,9 @@ impl PsiSessions {
             store,
             state: Arc::new(Mutex::new(State::default())),
             consortium: None,
+            daily: config.psi_daily_encoding,
+            encodings: Arc::new(Mutex::new(DailyEncodings::default())),
+            clock: now_ms,
         }
     }
 
@@ -208,7 +292,7 @@ impl PsiSessions {
             time_ms: request.time_ms,
             nonce: request.nonce.clone(),
         };
-        let now = now_ms();
+        let now = (self.clock)();
         statement.verify(consortium, &request.signature, now / 1000).map_err(|e| refuse(e.to_string()))?;
         let skew = now.abs_diff(request.time_ms);
         if skew > self.max_age_ms {
@@ -258,7 +342,7 @@ impl PsiSessions {
     /// purpose (its subjects for alignment, its asset registry for
     /// duplicate-financing checks). The session is logged, and so is a
     /// refusal, with its reason.
-    pub(crate) async fn open(&self, request: &OpenRequest) -> Result<(Opened, Vec<[u8; POINT_BYTES]>)> {
+    pub(crate) async fn open(&self, request: &OpenRequest) -> Result<(Opened, Arc<Vec<[u8; POINT_BYTES]>>)> {
         let opened = self.try_open(request).await;
         if let Err(e) = &opened {
             self.log_refusal(json!({
@@ -272,7 +356,7 @@ impl PsiSessions {
         opened
     }
 
-    async fn try_open(&self, request: &OpenRequest) -> Result<(Opened, Vec<[u8; POINT_BYTES]>)> {
+    async fn try_open(&self, request: &OpenRequest) -> Result<(Opened, Arc<Vec<[u8; POINT_BYTES]>>)> {
         let requester = request.requester.trim();
         if requester.is_empty() || requester.len() > NAME_LIMIT || requester.chars().any(char::is_control) {
             return Err(PartyError::BadRequest(format!(
@@ -295,8 +379,10 @@ impl PsiSessions {
         self.authenticate(request, requester)?;
         let opening = self.reserve()?;
         let store = self.store.clone();
+        let day = (self.daily && purpose == Purpose::Align).then(|| utc_day((self.clock)()));
+        let daily = day.map(|day| (day, self.encodings.clone(), requester.to_string()));
         // Reading the set, hashing and exponentiating it is CPU work.
-        let (key, set, opening) = tokio::task::spawn_blocking(move || {
+        let (key, set, reused, opening) = tokio::task::spawn_blocking(move || {
             let items: Vec<Vec<u8>> = if purpose == Purpose::Align {
                 store.subjects()?.into_iter().map(String::into_bytes).collect()
             } else {
@@ -305,9 +391,28 @@ impl PsiSessions {
             if items.len() > MAX_ITEMS {
                 return Err(PartyError::TooManyItems { party: String::new(), items: items.len(), limit: MAX_ITEMS });
             }
-            let key = ResponderSession::new(&mut OsRng);
-            let set = key.encode_set(&items, &mut OsRng)?;
-            Ok((key, set, opening))
+            let Some((day, encodings, requester)) = daily else {
+                let key = ResponderSession::new(&mut OsRng);
+                let set = key.encode_set(&items, &mut OsRng)?;
+                return Ok((Arc::new(key), Arc::new(set), false, opening));
+            };
+            let lock = || {
+                encodings
+                    .lock()
+                    .map_err(|_| PartyError::Transport("PSI encodings lock poisoned by an earlier panic".into()))
+            };
+            // The list is sorted by the store, so equal sets hash equal.
+            let fingerprint = fingerprint(&items);
+            if let Some(kept) = lock()?.get(&requester, day, &fingerprint) {
+                return Ok((kept.key, kept.set, kept.reused, opening));
+            }
+            // A fresh key per requester, day and subject list: encodings
+            // of different days, requesters or lists share nothing.
+            let key = Arc::new(ResponderSession::new(&mut OsRng));
+            let set = Arc::new(key.encode_set(&items, &mut OsRng)?);
+            let encoding = DailyEncoding { day, fingerprint, key: key.clone(), set: set.clone(), used: Instant::now() };
+            lock()?.put(&requester, encoding);
+            Ok((key, set, false, opening))
         })
         .await
         .map_err(|e| PartyError::Transport(format!("PSI task failed: {e}")))?
@@ -320,10 +425,16 @@ impl PsiSessions {
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
         let session_id = hex::encode(id);
+        let mut lifetime = self.ttl;
+        if let Some(day) = day {
+            // A daily session ends with its day at the latest.
+            let day_left = ((day + 1) * DAY_MS).saturating_sub((self.clock)());
+            lifetime = lifetime.min(Duration::from_millis(day_left));
+        }
         let header = Opened {
             session_id: session_id.clone(),
             set_len: set.len() as u64,
-            expires_in_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
+            expires_in_ms: u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX),
         };
         // Logged before it can be queried: a session not in the log is
         // never answered.
@@ -338,19 +449,25 @@ impl PsiSessions {
                 "signed_ms": request.time_ms,
                 "nonce": request.nonce,
                 "signed": !request.signature.is_empty(),
+                "encoding": match (day, reused) {
+                    (None, _) => "session".to_string(),
+                    (Some(day), false) => format!("daily {}, new", date(day)),
+                    (Some(day), true) => format!("daily {}, reused", date(day)),
+                },
             }),
         )?;
         let session = Session {
-            key: Arc::new(key),
-            expires: Instant::now() + self.ttl,
+            key,
+            expires: Instant::now() + lifetime,
             requester: requester.to_string(),
             nonce: request.nonce.clone(),
             next_batch: 0,
             queried: 0,
+            day,
         };
         self.lock()?.sessions.insert(session_id, session);
         drop(opening);
-        tracing::info!(party = %self.party, purpose = purpose.name(), %requester, set = set.len(), "PSI session opened");
+        tracing::info!(party = %self.party, purpose = purpose.name(), %requester, set = set.len(), daily = day.is_some(), reused, "PSI session opened");
         Ok((header, set))
     }
 
@@ -364,7 +481,7 @@ impl PsiSessions {
         let session_id = batch.session_id;
         let points = points_from_bytes(batch.points, "query batch", MAX_BATCH)?;
         let n = points.len();
-        let (key, requester) = {
+        let (key, requester, day) = {
             let mut state = self.lock()?;
             let shown = bounded_id(session_id);
             let session = state
@@ -374,6 +491,12 @@ impl PsiSessions {
             if session.expires <= Instant::now() {
                 state.sessions.remove(session_id);
                 return Err(PartyError::SessionExpired { party: self.party.clone(), session: shown });
+            }
+            let today = utc_day((self.clock)());
+            if let Some(day) = session.day.filter(|&day| day != today) {
+                // Its key's answers all count against its own day.
+                state.sessions.remove(session_id);
+                return Err(PartyError::PsiStaleDay { party: self.party.clone(), session: shown, day: date(day) });
             }
             if let Err(e) = self.check_batch(session, &batch) {
                 let requester = session.requester.clone();
@@ -399,9 +522,8 @@ impl PsiSessions {
             // the limit together, nor share a number.
             session.queried += n;
             session.next_batch = batch.number.saturating_add(1);
-            (session.key.clone(), session.requester.clone())
+            (session.key.clone(), session.requester.clone(), session.day.unwrap_or(today))
         };
-        let day = utc_day(now_ms());
         let answered = self.answer(key, points, &requester, session_id, day).await;
         if let Err(e) = &answered {
             if let Some(session) = self.lock()?.sessions.get_mut(session_id) {
@@ -439,7 +561,7 @@ impl PsiSessions {
                 return Err(refuse("the requester did not sign it".into()));
             }
             let statement = PsiQueryStatement::new(&session.requester, &session.nonce, batch.number, batch.points);
-            statement.verify(consortium, batch.signature, now_ms() / 1000).map_err(|e| refuse(e.to_string()))?;
+            statement.verify(consortium, batch.signature, (self.clock)() / 1000).map_err(|e| refuse(e.to_string()))?;
         }
         if batch.number != session.next_batch {
             return Err(PartyError::PsiReplayed {
@@ -528,19 +650,27 @@ mod tests {
         store: Arc<RecordStore>,
         lender: NodeKey,
         party: NodeKey,
+        /// A second lender, `lender2`.
+        other: NodeKey,
     }
 
     /// The node `bank` holding three subjects, with a consortium of the
-    /// lender `lender` and the parties `bank` and `platform`.
+    /// lenders `lender` and `lender2` and the parties `bank` and `platform`.
     fn setup(budget: u64) -> Setup {
-        let (lender, party) = (NodeKey::generate(), NodeKey::generate());
+        setup_with(budget, false)
+    }
+
+    /// As [`setup`], with or without daily encodings.
+    fn setup_with(budget: u64, daily: bool) -> Setup {
+        let (lender, party, other) = (NodeKey::generate(), NodeKey::generate(), NodeKey::generate());
         let consortium = Consortium::from_toml(&format!(
             "name = \"c\"\n[[member]]\nname = \"lender\"\nrole = \"lender\"\npublic_key = \"{}\"\n[[member]]\nname = \
              \"bank\"\nrole = \"party\"\npublic_key = \"{}\"\n[[member]]\nname = \"platform\"\nrole = \
-             \"party\"\npublic_key = \"{}\"\n",
+             \"party\"\npublic_key = \"{}\"\n[[member]]\nname = \"lender2\"\nrole = \"lender\"\npublic_key = \"{}\"\n",
             lender.public_hex(),
             party.public_hex(),
             NodeKey::generate().public_hex(),
+            other.public_hex(),
         ))
         .expect("consortium");
         let store = Arc::new(RecordStore::in_memory().expect("store"));
@@ -549,12 +679,13 @@ mod tests {
         store.put_all(&rows).expect("subjects");
         let config = PartyConfig {
             psi_daily_budget: budget,
+            psi_daily_encoding: daily,
             request_max_age_s: 60,
             ..PartyConfig::new("bank", "http://127.0.0.1:7100", "unused".into())
         };
         let mut sessions = PsiSessions::new(&config, store.clone());
         sessions.set_consortium(Arc::new(consortium));
-        Setup { sessions, store, lender, party }
+        Setup { sessions, store, lender, party, other }
     }
 
     /// An alignment with `bank` signed by `key` as `requester`, `age_ms` ago.
@@ -783,5 +914,138 @@ mod tests {
         assert_eq!(events[8..], ["query", "query refused", "query", "query"], "{log:?}");
         assert!(log[2]["reason"].as_str().expect("reason").contains("did not sign"), "{log:?}");
         assert_eq!((log[2]["batch"].as_u64(), log[2]["session"].as_str()), (Some(0), Some(&*opened.session_id)));
+    }
+
+    /// A requester's side of an alignment: loads the session's encoded set,
+    /// asks batch `number` about `items` and returns, per item, whether
+    /// `bank` holds it.
+    async fn align(
+        s: &PsiSessions,
+        request: &OpenRequest,
+        opened: &Opened,
+        set: &[[u8; POINT_BYTES]],
+        number: u32,
+        key: &NodeKey,
+        items: &[&str],
+    ) -> Result<Vec<u32>> {
+        let mut requester = RequesterSession::new(&mut OsRng);
+        requester.load_set(set).expect("set");
+        let points = points_to_bytes(&requester.blind(items).expect("blind"));
+        let answer = ask(s, request, opened, number, Some(key), &points).await?;
+        let answer = points_from_bytes(&answer, "answer", items.len()).expect("answer");
+        Ok(requester.count(items.len(), 1, &answer).expect("count"))
+    }
+
+    fn tomorrow() -> u64 {
+        now_ms() + DAY_MS
+    }
+
+    #[tokio::test]
+    async fn a_daily_encoding_is_made_once_per_requester_day_and_subject_list() {
+        let s = setup_with(100, true);
+        let first = open("lender", &s.lender, 0);
+        let (opened, set) = s.sessions.open(&first).await.expect("open");
+        let again = open("lender", &s.lender, 0);
+        let (opened_again, set_again) = s.sessions.open(&again).await.expect("open again");
+        // The same encoding, not made again; each session its own id and
+        // batch numbers, and both answer under the one key.
+        assert_eq!(set, set_again);
+        assert_ne!(opened.session_id, opened_again.session_id);
+        assert!(opened.expires_in_ms <= 600_000);
+        let l = &s.lender;
+        assert_eq!(align(&s.sessions, &first, &opened, &set, 0, l, &["s1", "s9"]).await.expect("first"), [1, 0]);
+        assert_eq!(align(&s.sessions, &again, &opened_again, &set, 0, l, &["s3"]).await.expect("second"), [1]);
+        // Another requester: a key of its own, so nothing in common.
+        let other = open("lender2", &s.other, 0);
+        let (opened_other, set_other) = s.sessions.open(&other).await.expect("lender2");
+        assert!(set_other.iter().all(|p| !set.contains(p)));
+        let o = &s.other;
+        assert_eq!(align(&s.sessions, &other, &opened_other, &set_other, 0, o, &["s2"]).await.expect("lender2"), [1]);
+        // Another subject list: encoded afresh, under a fresh key.
+        s.store.put_all(&[("s4".to_string(), json!({}))]).expect("a new subject");
+        let changed = open("lender", &s.lender, 0);
+        let (opened_changed, set_changed) = s.sessions.open(&changed).await.expect("open");
+        assert_eq!(set_changed.len(), 4);
+        assert!(set_changed.iter().all(|p| !set.contains(p)));
+        let found = align(&s.sessions, &changed, &opened_changed, &set_changed, 0, l, &["s4", "s1"]).await;
+        assert_eq!(found.expect("changed"), [1, 1]);
+        // Every answered id counts against each requester's budget.
+        let today = utc_day(now_ms());
+        assert_eq!(s.store.psi_budget_used("lender", today).expect("used"), 5);
+        assert_eq!(s.store.psi_budget_used("lender2", today).expect("used"), 1);
+        let log = psi_log(&s.store);
+        let encodings: Vec<&str> =
+            log.iter().filter(|b| b["event"] == "open").map(|b| b["encoding"].as_str().expect("encoding")).collect();
+        let day = date(today);
+        assert_eq!(
+            encodings,
+            [
+                format!("daily {day}, new"),
+                format!("daily {day}, reused"),
+                format!("daily {day}, new"),
+                format!("daily {day}, new")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_daily_session_answers_only_its_requester_its_day_and_within_bounds() {
+        let mut s = setup_with(8, true);
+        let request = open("lender", &s.lender, 0);
+        let (opened, set) = s.sessions.open(&request).await.expect("open");
+        let l = Some(&s.lender);
+        let today = utc_day(now_ms());
+        let used = || s.store.psi_budget_used("lender", today).expect("used");
+        // Another requester's signature on this session's batch.
+        let points = blinded(&set, 2);
+        let forged = PsiQueryStatement::new("lender2", &request.nonce, 0, &points).sign(&s.other).to_vec();
+        let batch = Batch { session_id: &opened.session_id, number: 0, signature: &forged, points: &points };
+        let e = s.sessions.query(batch).await.unwrap_err();
+        assert!(matches!(e, PartyError::PsiUnauthenticated { .. }), "{e}");
+        // Oversized, malformed, over the budget: refused, nothing counted.
+        let oversized = vec![0u8; (MAX_BATCH + 1) * POINT_BYTES];
+        let e = ask(&s.sessions, &request, &opened, 0, l, &oversized).await.unwrap_err();
+        assert!(matches!(e, PartyError::Psi(jointscore_psi::Error::TooLarge { .. })), "{e}");
+        let e = ask(&s.sessions, &request, &opened, 0, l, &points[..40]).await.unwrap_err();
+        assert!(e.to_string().contains("not a multiple of 32"), "{e}");
+        let mut malformed = points.clone();
+        malformed[POINT_BYTES..].fill(0xff);
+        let e = ask(&s.sessions, &request, &opened, 0, l, &malformed).await.unwrap_err();
+        assert!(matches!(e, PartyError::Psi(jointscore_psi::Error::InvalidPoint { index: 1, .. })), "{e}");
+        let e = ask(&s.sessions, &request, &opened, 0, l, &blinded(&set, 9)).await.unwrap_err();
+        assert!(matches!(e, PartyError::PsiBudget { asked: 9, used: 0, budget: 8, .. }), "{e}");
+        assert_eq!(used(), 0);
+        // Reopening the cached encoding gives no more: the budget is the
+        // requester's for the day, whichever session asks.
+        ask(&s.sessions, &request, &opened, 0, l, &blinded(&set, 6)).await.expect("6 of 8");
+        let again = open("lender", &s.lender, 0);
+        let (opened_again, set_again) = s.sessions.open(&again).await.expect("reopen");
+        assert_eq!(set, set_again);
+        let e = ask(&s.sessions, &again, &opened_again, 0, l, &blinded(&set, 3)).await.unwrap_err();
+        assert!(matches!(e, PartyError::PsiBudget { asked: 3, used: 6, .. }), "{e}");
+        assert_eq!(used(), 6);
+        // After its day the session answers nothing, and is dropped; the
+        // next day's open is a fresh encoding under a fresh key.
+        s.sessions.clock = tomorrow;
+        let e = ask(&s.sessions, &again, &opened_again, 0, l, &blinded(&set, 1)).await.unwrap_err();
+        assert!(matches!(e, PartyError::PsiStaleDay { .. }) && e.to_string().contains("has ended"), "{e}");
+        assert_eq!(tonic::Status::from(e).code(), tonic::Code::FailedPrecondition);
+        let e = ask(&s.sessions, &again, &opened_again, 0, l, &blinded(&set, 1)).await.unwrap_err();
+        assert!(matches!(e, PartyError::UnknownSession { .. }), "{e}");
+        assert_eq!(used(), 6);
+        assert_eq!(s.store.psi_budget_used("lender", today + 1).expect("used"), 0);
+        let next = open("lender", &s.lender, 0);
+        // Signed now, opened "tomorrow": outside the window. Signed for it:
+        let next = OpenRequest { time_ms: tomorrow(), ..next };
+        let statement = PsiOpenStatement {
+            requester: "lender".into(),
+            purpose: "align".into(),
+            party: "bank".into(),
+            time_ms: next.time_ms,
+            nonce: next.nonce.clone(),
+        };
+        let next = OpenRequest { signature: statement.sign(&s.lender).to_vec(), ..next };
+        let (_, set_next) = s.sessions.open(&next).await.expect("the next day");
+        assert!(set_next.iter().all(|p| !set.contains(p)));
     }
 }
