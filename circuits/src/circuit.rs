@@ -110,6 +110,11 @@ pub struct Circuit {
     pub(crate) input_count: usize,
     pub(crate) groups: Vec<RadixGroup>,
     pub(crate) outputs: Vec<(String, Vec<Vec<Val>>)>,
+    /// The lookup nodes grouped by the bootstrap that computes them: every
+    /// group reads one input block and is evaluated in one blind rotation
+    /// (tfhe's many-lookup-table PBS). Every lookup node is in exactly one
+    /// group; see [`share_bootstraps`].
+    pub(crate) bootstraps: Vec<Vec<u32>>,
 }
 
 /// Static cost figures of a circuit.
@@ -117,8 +122,11 @@ pub struct Circuit {
 pub struct CircuitStats {
     /// Lookups per build phase, in build order (what each part costs).
     pub phases: Vec<(String, usize)>,
-    /// Programmable bootstraps in lookup nodes.
+    /// Programmable bootstraps the lookup nodes cost: lookups that read the
+    /// same block share one when its range allows (many-lookup-table PBS).
     pub lookups: usize,
+    /// Lookup tables (functions of one block) the circuit applies.
+    pub tables: usize,
     /// Linear (bootstrap-free) nodes.
     pub linear: usize,
     /// Radix groups (their bootstraps are counted only when run).
@@ -138,14 +146,16 @@ impl Circuit {
         s.phases = self.phases.iter().map(|p| (p.clone(), 0)).collect();
         for n in &self.nodes {
             match n.op {
-                Op::Lut { .. } => {
-                    s.lookups += 1;
-                    s.phases[usize::from(n.phase)].1 += 1;
-                }
+                Op::Lut { .. } => s.tables += 1,
                 Op::Linear { .. } => s.linear += 1,
                 _ => {}
             }
             s.depth = s.depth.max(n.depth);
+        }
+        // A shared bootstrap is charged to the phase of its first lookup.
+        for group in &self.bootstraps {
+            s.lookups += 1;
+            s.phases[usize::from(self.nodes[group[0] as usize].phase)].1 += 1;
         }
         s.output_blocks = self.outputs.iter().map(|(_, d)| d.iter().map(Vec::len).sum::<usize>()).sum();
         s
@@ -568,8 +578,44 @@ impl Builder {
                 parts.iter_mut().for_each(|p| *p = remap(*p));
             }
         }
-        Circuit { nodes: kept, phases, input_count, groups, outputs }
+        let bootstraps = share_bootstraps(&kept);
+        Circuit { nodes: kept, phases, input_count, groups, outputs, bootstraps }
     }
+}
+
+/// Most lookup tables one blind rotation can serve: tfhe splits the
+/// accumulator into one sub-table per function, so `k` functions need an
+/// input below `(BLOCK_MAX + 1) / k`, and at most half the block space.
+const MANY_LUT_MAX: usize = (BLOCK_MAX as usize + 1) / 2;
+
+/// Groups the lookup nodes by the bootstrap that will compute them. Lookups
+/// reading the same block are served by one many-lookup-table PBS, as many
+/// per rotation as the block's declared range leaves room for: `k` tables
+/// when the block never exceeds `16 / k - 1`. The declared range is what the
+/// plaintext interpreter checks on every run, so a block can never hold a
+/// value that would index past its sub-table. Groups are in node order of
+/// their first lookup, which keeps evaluation deterministic.
+fn share_bootstraps(nodes: &[Node]) -> Vec<Vec<u32>> {
+    let mut readers: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut order = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if let Op::Lut { input, .. } = n.op {
+            let list = readers.entry(input).or_default();
+            if list.is_empty() {
+                order.push(input);
+            }
+            list.push(i as u32);
+        }
+    }
+    let mut groups = Vec::new();
+    for input in order {
+        let per_rotation =
+            ((usize::from(BLOCK_MAX) + 1) / (usize::from(nodes[input as usize].max) + 1)).clamp(1, MANY_LUT_MAX);
+        for chunk in readers[&input].chunks(per_rotation) {
+            groups.push(chunk.to_vec());
+        }
+    }
+    groups
 }
 
 /// The order of `wires` whose mixed-radix packing fits one block with the

@@ -1,12 +1,15 @@
 //! TFHE: lender keys, party-side encryption, coordinator-side evaluation and
 //! lender-side decryption of the declared outputs only.
 //!
-//! Parameters are tfhe's default `PARAM_MESSAGE_2_CARRY_2_KS_PBS` (2 message
-//! bits, 2 carry bits, failure probability ≤ 2^-128). Parties encrypt their
+//! Parameters are [`crate::params::DECISION_PARAMS`] (tfhe's default
+//! `PARAM_MESSAGE_2_CARRY_2_KS_PBS`: 2 message bits, 2 carry bits, failure
+//! probability ≤ 2^-128). Parties encrypt their
 //! contribution digits under the lender's compact public key as one compact
 //! list; the coordinator expands it without bootstrapping, evaluates the
-//! plan's circuit level by level (the lookups of a level in parallel on the
-//! rayon pool), and returns the output blocks; the lender decrypts them.
+//! plan's circuit level by level (the bootstraps of a level in parallel on
+//! the rayon pool, lookups of one block sharing a bootstrap; many decisions
+//! at once with [`EvaluationKey::evaluate_batch`]), and returns the output
+//! blocks; the lender decrypts them.
 //!
 //! Each key set also carries a *proof* public key and the casting key that
 //! brings its ciphertexts to the evaluation parameters: in a consortium's
@@ -27,11 +30,14 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use tfhe::conformance::ListSizeConstraint;
 use tfhe::core_crypto::prelude::{
-    Cleartext, LweCiphertextListConformanceParams, Plaintext, lwe_ciphertext_add_assign,
-    lwe_ciphertext_cleartext_mul_assign, lwe_ciphertext_plaintext_add_assign,
+    CiphertextModulus as CoreCiphertextModulus, CiphertextModulusLog, Cleartext, LweCiphertext,
+    LweCiphertextListConformanceParams, ModulusSwitchedLweCiphertext, Plaintext, decrypt_lwe_ciphertext,
+    keyswitch_lwe_ciphertext, lwe_ciphertext_add_assign, lwe_ciphertext_cleartext_mul_assign,
+    lwe_ciphertext_modulus_switch, lwe_ciphertext_plaintext_add_assign,
 };
 use tfhe::integer::{ClientKey as IntegerClientKey, IntegerCiphertext, RadixCiphertext, ServerKey as IntegerServerKey};
 use tfhe::safe_serialization::{safe_deserialize_conformant, safe_serialize};
+use tfhe::shortint::atomic_pattern::AtomicPatternServerKey;
 use tfhe::shortint::ciphertext::{
     Ciphertext, CompactCiphertextList, Degree, ProvenCompactCiphertextList,
     ProvenCompactCiphertextListConformanceParams,
@@ -39,14 +45,13 @@ use tfhe::shortint::ciphertext::{
 use tfhe::shortint::client_key::atomic_pattern::AtomicPatternClientKey;
 use tfhe::shortint::key_switching_key::{KeySwitchingKeyMaterial, KeySwitchingKeyView};
 use tfhe::shortint::parameters::{
-    CiphertextListConformanceParams, CompactCiphertextListExpansionKind, PARAM_MESSAGE_2_CARRY_2_KS_PBS,
-    ShortintCompactCiphertextListCastingMode,
+    CiphertextListConformanceParams, CompactCiphertextListExpansionKind, ShortintCompactCiphertextListCastingMode,
 };
-use tfhe::shortint::{ClientKey as ShortintClientKey, CompactPrivateKey, CompactPublicKey, KeySwitchingKey};
+use tfhe::shortint::{ClientKey as ShortintClientKey, CompactPrivateKey, CompactPublicKey, KeySwitchingKey, PBSOrder};
 use tfhe::zk::{CompactPkeProofConformanceParams, CompactPkeZkScheme};
 use zeroize::Zeroize;
 
-use crate::circuit::{BLOCK_MAX, DIGIT_BASE, NOISE_MAX, Op, Val};
+use crate::circuit::{BLOCK_MAX, Circuit, DIGIT_BASE, NOISE_MAX, Op, Val};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::reference::Bundle;
@@ -147,7 +152,7 @@ pub struct KeySet {
 impl KeySet {
     /// Generates a fresh key set (a few seconds).
     pub fn generate() -> Result<KeySet> {
-        let client = IntegerClientKey::new(PARAM_MESSAGE_2_CARRY_2_KS_PBS);
+        let client = IntegerClientKey::new(crate::params::DECISION_PARAMS);
         let server = IntegerServerKey::new_radix_server_key(&client);
         let max_noise = server.as_ref().max_noise_level.get();
         if max_noise != u64::from(NOISE_MAX) {
@@ -408,8 +413,30 @@ fn check_size(bytes: &[u8], party: &str) -> Result<()> {
 
 /// The encrypted output blocks of one evaluation.
 pub struct EncryptedResult {
-    pub(crate) outputs: Vec<(String, Vec<Vec<Ciphertext>>)>,
+    pub(crate) outputs: Vec<(String, Vec<Vec<Sealed>>)>,
     pub(crate) key_id: String,
+}
+
+/// Bits kept of each coefficient of an output block. The coordinator key
+/// switches every output block to the small LWE key and rounds its
+/// coefficients to this many bits: 2 bytes each, ~1.8 KB a block instead of
+/// the ~16 KB of a bootstrapped block. Decrypting needs the rounding error
+/// below half a message step (2⁻⁶ of the torus with 2 message, 2 carry and
+/// one padding bit); a bootstrap's own input has the same key-switch noise
+/// and is rounded much more coarsely (to 2N = 2¹² values), and tfhe's
+/// parameters bound *that* at a failure probability of 2⁻¹²⁸, so 16 bits
+/// fail no more often than a bootstrap.
+pub(crate) const SEALED_LOG_MODULUS: usize = 16;
+
+/// One part of an output block as the lender receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Sealed {
+    /// A constant the circuit folded: public, not sent (the lender's plan
+    /// has it).
+    Const(u8),
+    /// An LWE ciphertext under the small key: mask, then body, each
+    /// coefficient modulo 2^[`SEALED_LOG_MODULUS`].
+    Lwe(Vec<u16>),
 }
 
 /// Timing and cost of one evaluation.
@@ -419,17 +446,109 @@ pub struct EvalReport {
     pub expand: Duration,
     /// Evaluating the circuit.
     pub circuit: Duration,
-    /// Programmable bootstraps counted by tfhe (`pbs-stats`) during the
-    /// evaluation, expansion included. tfhe's counter is process-wide:
-    /// evaluations running concurrently in one process inflate each other's
-    /// count.
+    /// Programmable bootstraps run for this evaluation, expansion included:
+    /// the circuit's own (a many-lookup-table bootstrap counts once) counted
+    /// by the evaluator, the casting of proven lists and the radix groups by
+    /// tfhe's process-wide counter (`pbs-stats`), which evaluations running
+    /// concurrently in other threads would inflate.
     pub pbs: u64,
+}
+
+/// One decision of a batch: the plan and the parties' contributions, in the
+/// plan's party order.
+pub type BatchItem<'a> = (&'a Plan, &'a [Contribution]);
+
+/// One decision of a batch while it is being evaluated: its node values so
+/// far, and what it has cost.
+struct Running<'a> {
+    circuit: &'a Circuit,
+    vals: Vec<Option<Ciphertext>>,
+    /// Non-lookup nodes per bootstrap depth.
+    nodes_at: Vec<Vec<usize>>,
+    /// Indices into `circuit.bootstraps` per depth.
+    bootstraps_at: Vec<Vec<usize>>,
+    inputs: Vec<Ciphertext>,
+    expand: Duration,
+    pbs: u64,
 }
 
 impl EvaluationKey {
     /// Evaluates the plan's joint circuit on the parties' contributions (in
-    /// party order). Runs on the calling thread and the rayon pool.
+    /// party order). Runs on the calling thread and the rayon pool; the same
+    /// as a batch of one.
     pub fn evaluate(&self, plan: &Plan, contributions: &[Contribution]) -> Result<(EncryptedResult, EvalReport)> {
+        self.evaluate_batch(&[(plan, contributions)])
+            .pop()
+            .unwrap_or_else(|| Err(Error::Internal("a batch of one returned nothing".into())))
+    }
+
+    /// Evaluates many decisions together, level by level: the bootstraps of
+    /// one level of *every* decision go to the rayon pool at once, so the
+    /// cores stay busy where one decision's level is narrower than the
+    /// machine. Returns one result per item, in order; an item that fails
+    /// (a contribution that does not match its plan or key) fails alone and
+    /// the others are still evaluated. Items may use different plans. Each
+    /// report's `circuit` is the batch's wall time (the decisions finish
+    /// together) and its `pbs` the bootstraps run for that item.
+    pub fn evaluate_batch(&self, items: &[BatchItem<'_>]) -> Vec<Result<(EncryptedResult, EvalReport)>> {
+        let mut running: Vec<Result<Running<'_>>> =
+            items.iter().map(|&(plan, contributions)| self.start(plan, contributions)).collect();
+        let start = Instant::now();
+        let levels = running.iter().flatten().map(|r| r.nodes_at.len()).max().unwrap_or(0);
+        for depth in 0..levels {
+            // Every decision's bootstraps of this level, in parallel.
+            let tasks: Vec<(usize, usize)> = running
+                .iter()
+                .enumerate()
+                .filter_map(|(k, r)| r.as_ref().ok().map(|r| (k, r)))
+                .flat_map(|(k, r)| r.bootstraps_at.get(depth).into_iter().flatten().map(move |&g| (k, g)))
+                .collect();
+            let done: Vec<(usize, usize, Result<Vec<Ciphertext>>)> = tasks
+                .par_iter()
+                .map(|&(k, g)| {
+                    let out = match &running[k] {
+                        Ok(r) => self.bootstrap(r, &r.circuit.bootstraps[g]),
+                        Err(_) => Err(Error::Internal("a failed item was scheduled".into())),
+                    };
+                    (k, g, out)
+                })
+                .collect();
+            for (k, g, out) in done {
+                match (out, &mut running[k]) {
+                    (Ok(cts), Ok(r)) => {
+                        r.pbs += 1;
+                        for (&node, ct) in r.circuit.bootstraps[g].iter().zip(cts) {
+                            r.vals[node as usize] = Some(ct);
+                        }
+                    }
+                    (Err(e), slot @ Ok(_)) => *slot = Err(e),
+                    (_, Err(_)) => {}
+                }
+            }
+            // Then each decision's radix groups and free linear nodes.
+            for slot in &mut running {
+                if let Ok(r) = slot
+                    && let Err(e) = self.finish_level(r, depth)
+                {
+                    *slot = Err(e);
+                }
+            }
+        }
+        let circuit = start.elapsed();
+        running
+            .into_iter()
+            .map(|r| {
+                let r = r?;
+                let outputs = self.outputs(&r)?;
+                let report = EvalReport { expand: r.expand, circuit, pbs: r.pbs };
+                Ok((EncryptedResult { outputs, key_id: self.key_id.clone() }, report))
+            })
+            .collect()
+    }
+
+    /// Checks one item's contributions against its plan and key and expands
+    /// them into its input blocks.
+    fn start<'a>(&self, plan: &'a Plan, contributions: &[Contribution]) -> Result<Running<'a>> {
         let parties = plan.parties();
         if contributions.len() != parties.len() {
             return Err(Error::Contribution {
@@ -443,10 +562,10 @@ impl EvaluationKey {
                 c.key_id, self.key_id
             )));
         }
-        let sks = self.server.as_ref();
-        let pbs_before = tfhe::shortint::server_key::get_pbs_count();
+        let circuit = plan.circuit();
         let start = Instant::now();
-        let mut inputs: Vec<Ciphertext> = Vec::with_capacity(plan.circuit().input_count());
+        let pbs_before = tfhe::shortint::server_key::get_pbs_count();
+        let mut inputs: Vec<Ciphertext> = Vec::with_capacity(circuit.input_count());
         for (p, c) in contributions.iter().enumerate() {
             if c.len() != parties[p].blocks() {
                 return Err(Error::Contribution {
@@ -459,101 +578,158 @@ impl EvaluationKey {
                 .map_err(|e| Error::Contribution { party: parties[p].name.clone(), message: e.to_string() })?;
             inputs.extend(blocks);
         }
+        // Casting a proven list bootstraps each block; tfhe counts those.
+        let pbs = tfhe::shortint::server_key::get_pbs_count().saturating_sub(pbs_before);
         let expand = start.elapsed();
+        let levels = circuit.nodes.iter().map(|n| n.depth as usize + 1).max().unwrap_or(0);
+        let mut nodes_at = vec![Vec::new(); levels];
+        for (i, n) in circuit.nodes.iter().enumerate() {
+            if !matches!(n.op, Op::Lut { .. }) {
+                nodes_at[n.depth as usize].push(i);
+            }
+        }
+        let mut bootstraps_at = vec![Vec::new(); levels];
+        for (g, group) in circuit.bootstraps.iter().enumerate() {
+            bootstraps_at[circuit.nodes[group[0] as usize].depth as usize].push(g);
+        }
+        Ok(Running { circuit, vals: vec![None; circuit.nodes.len()], nodes_at, bootstraps_at, inputs, expand, pbs })
+    }
 
-        let start = Instant::now();
-        let circuit = plan.circuit();
+    /// One programmable bootstrap: the lookups of `group`, which all read one
+    /// block, in one blind rotation.
+    fn bootstrap(&self, r: &Running<'_>, group: &[u32]) -> Result<Vec<Ciphertext>> {
+        let sks = self.server.as_ref();
+        let tables: Vec<&[u8; 16]> = group
+            .iter()
+            .map(|&n| match &r.circuit.nodes[n as usize].op {
+                Op::Lut { table, .. } => Ok(table),
+                _ => Err(Error::Internal("a bootstrap group holds a node that is not a lookup".into())),
+            })
+            .collect::<Result<_>>()?;
+        let Op::Lut { input, .. } = r.circuit.nodes[group[0] as usize].op else {
+            return Err(Error::Internal("empty bootstrap group".into()));
+        };
+        let ct = r.vals[input as usize].as_ref().ok_or_else(|| Error::Internal("lookup input not ready".into()))?;
+        let read = |table: &[u8; 16], x: u64| u64::from(table[(x as usize).min(usize::from(BLOCK_MAX))]);
+        if let [table] = tables[..] {
+            let lut = sks.generate_lookup_table(|x| read(table, x));
+            return Ok(vec![sks.apply_lookup_table(ct, &lut)]);
+        }
+        let functions: Vec<Box<dyn Fn(u64) -> u64 + '_>> =
+            tables.iter().map(|&t| Box::new(move |x| read(t, x)) as Box<dyn Fn(u64) -> u64>).collect();
+        let functions: Vec<&dyn Fn(u64) -> u64> = functions.iter().map(|f| f.as_ref()).collect();
+        let lut = sks.generate_many_lookup_table(&functions);
+        // The builder grouped these lookups because the block's declared
+        // range fits each sub-table; a block outside it would read the next
+        // function's table, so check rather than trust the grouping.
+        if ct.degree.get() > lut.input_max_degree.get() {
+            return Err(Error::Internal(format!(
+                "a block of degree {} feeds {} lookups in one bootstrap (at most {})",
+                ct.degree.get(),
+                group.len(),
+                lut.input_max_degree.get()
+            )));
+        }
+        Ok(sks.apply_many_lookup_table(ct, &lut))
+    }
+
+    /// The radix groups and linear nodes of one level, after its lookups.
+    fn finish_level(&self, r: &mut Running<'_>, depth: usize) -> Result<()> {
+        // A batch runs as many levels as its deepest item; shallower ones are
+        // done earlier.
+        let Some(level) = r.nodes_at.get(depth).cloned() else {
+            return Ok(());
+        };
+        let sks = self.server.as_ref();
         let delta = (1u64 << 63) / (sks.message_modulus.0 * sks.carry_modulus.0);
-        let nodes = &circuit.nodes;
-        let mut vals: Vec<Option<Ciphertext>> = vec![None; nodes.len()];
-        let max_depth = nodes.iter().map(|n| n.depth).max().unwrap_or(0);
-        let mut by_depth: Vec<Vec<usize>> = vec![Vec::new(); max_depth as usize + 1];
-        for (i, n) in nodes.iter().enumerate() {
-            by_depth[n.depth as usize].push(i);
-        }
-        for level in &by_depth {
-            // Bootstraps of this level, in parallel.
-            let luts: Vec<(usize, Ciphertext)> = level
-                .par_iter()
-                .filter_map(|&i| match &nodes[i].op {
-                    Op::Lut { input, table } => Some((i, *input, table)),
-                    _ => None,
-                })
-                .map(|(i, input, table)| {
-                    let ct = vals[input as usize]
-                        .as_ref()
-                        .ok_or_else(|| Error::Internal("lookup input not ready".into()))?;
-                    let lut = sks.generate_lookup_table(|x| u64::from(table[(x as usize).min(usize::from(BLOCK_MAX))]));
-                    Ok((i, sks.apply_lookup_table(ct, &lut)))
-                })
-                .collect::<Result<_>>()?;
-            for (i, ct) in luts {
-                vals[i] = Some(ct);
-            }
-            // Radix groups of this level: tfhe's integer operations.
-            for &i in level {
-                if let Op::Radix { group, index: 0 } = nodes[i].op {
-                    let outs = self.radix(circuit, group, &vals)?;
-                    for (k, ct) in outs.into_iter().enumerate() {
-                        vals[i + k] = Some(ct);
-                    }
-                }
-            }
-            // Free linear combinations, in topological order.
-            for &i in level {
-                match &nodes[i].op {
-                    Op::Input(n) => vals[i] = Some(inputs[*n].clone()),
-                    Op::Linear { terms, constant } => {
-                        let mut acc: Option<Ciphertext> = None;
-                        for &(t, c) in terms {
-                            let mut ct = vals[t as usize]
-                                .clone()
-                                .ok_or_else(|| Error::Internal("linear input not ready".into()))?;
-                            if c != 1 {
-                                lwe_ciphertext_cleartext_mul_assign(&mut ct.ct, Cleartext(i64::from(c) as u64));
-                            }
-                            match acc.as_mut() {
-                                None => acc = Some(ct),
-                                Some(a) => lwe_ciphertext_add_assign(&mut a.ct, &ct.ct),
-                            }
-                        }
-                        let mut acc = acc.ok_or_else(|| Error::Internal("empty linear node".into()))?;
-                        if *constant != 0 {
-                            lwe_ciphertext_plaintext_add_assign(
-                                &mut acc.ct,
-                                Plaintext((i64::from(*constant) as u64).wrapping_mul(delta)),
-                            );
-                        }
-                        acc.degree = Degree::new(u64::from(nodes[i].max));
-                        vals[i] = Some(acc);
-                    }
-                    _ => {}
+        let nodes = &r.circuit.nodes;
+        // Radix groups: tfhe's integer operations, counted by tfhe.
+        for &i in &level {
+            if let Op::Radix { group, index: 0 } = nodes[i].op {
+                let before = tfhe::shortint::server_key::get_pbs_count();
+                let outs = self.radix(r.circuit, group, &r.vals)?;
+                r.pbs += tfhe::shortint::server_key::get_pbs_count().saturating_sub(before);
+                for (k, ct) in outs.into_iter().enumerate() {
+                    r.vals[i + k] = Some(ct);
                 }
             }
         }
+        // Free linear combinations, in topological order.
+        for &i in &level {
+            match &nodes[i].op {
+                Op::Input(n) => {
+                    let ct = r.inputs.get(*n).ok_or_else(|| Error::Internal("input block missing".into()))?;
+                    r.vals[i] = Some(ct.clone());
+                }
+                Op::Linear { terms, constant } => {
+                    let mut acc: Option<Ciphertext> = None;
+                    for &(t, c) in terms {
+                        let mut ct = r.vals[t as usize]
+                            .clone()
+                            .ok_or_else(|| Error::Internal("linear input not ready".into()))?;
+                        if c != 1 {
+                            lwe_ciphertext_cleartext_mul_assign(&mut ct.ct, Cleartext(i64::from(c) as u64));
+                        }
+                        match acc.as_mut() {
+                            None => acc = Some(ct),
+                            Some(a) => lwe_ciphertext_add_assign(&mut a.ct, &ct.ct),
+                        }
+                    }
+                    let mut acc = acc.ok_or_else(|| Error::Internal("empty linear node".into()))?;
+                    if *constant != 0 {
+                        lwe_ciphertext_plaintext_add_assign(
+                            &mut acc.ct,
+                            Plaintext((i64::from(*constant) as u64).wrapping_mul(delta)),
+                        );
+                    }
+                    acc.degree = Degree::new(u64::from(nodes[i].max));
+                    r.vals[i] = Some(acc);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The declared outputs of a finished item, sealed for the lender.
+    fn outputs(&self, r: &Running<'_>) -> Result<Vec<(String, Vec<Vec<Sealed>>)>> {
         let mut outputs = Vec::new();
-        for (name, blocks) in &circuit.outputs {
+        for (name, blocks) in &r.circuit.outputs {
             let mut enc = Vec::new();
             for parts in blocks {
-                let mut cts = Vec::new();
+                let mut sealed = Vec::new();
                 for &part in parts {
-                    cts.push(match part {
-                        Val::Const(c) => sks.create_trivial(u64::from(c)),
-                        Val::Wire(w) => {
-                            vals[w as usize].clone().ok_or_else(|| Error::Internal("output not computed".into()))?
-                        }
+                    sealed.push(match part {
+                        Val::Const(c) => Sealed::Const(c),
+                        Val::Wire(w) => self.seal(
+                            r.vals[w as usize].as_ref().ok_or_else(|| Error::Internal("output not computed".into()))?,
+                        )?,
                     });
                 }
-                enc.push(cts);
+                enc.push(sealed);
             }
             outputs.push((name.clone(), enc));
         }
-        let report = EvalReport {
-            expand,
-            circuit: start.elapsed(),
-            pbs: tfhe::shortint::server_key::get_pbs_count() - pbs_before,
+        Ok(outputs)
+    }
+
+    /// An output block made small for the wire: key switched to the small
+    /// LWE key (as before any bootstrap) and its coefficients rounded to
+    /// [`SEALED_LOG_MODULUS`] bits, both with tfhe's own operations.
+    fn seal(&self, ct: &Ciphertext) -> Result<Sealed> {
+        let AtomicPatternServerKey::Standard(ap) = &self.server.as_ref().atomic_pattern else {
+            return Err(Error::Fhe("results are sealed for the standard atomic pattern only".into()));
         };
-        Ok((EncryptedResult { outputs, key_id: self.key_id.clone() }, report))
+        if ap.pbs_order != PBSOrder::KeyswitchBootstrap {
+            return Err(Error::Fhe("results are sealed for key-switch-then-bootstrap keys only".into()));
+        }
+        let ksk = &ap.key_switching_key;
+        let mut small = LweCiphertext::new(0u64, ksk.output_lwe_size(), ksk.ciphertext_modulus());
+        keyswitch_lwe_ciphertext(ksk, &ct.ct, &mut small);
+        let switched =
+            lwe_ciphertext_modulus_switch::<u64, u64, _>(small.as_view(), CiphertextModulusLog(SEALED_LOG_MODULUS));
+        // Each switched coefficient is below 2^SEALED_LOG_MODULUS = 2^16.
+        Ok(Sealed::Lwe(switched.mask().chain(std::iter::once(switched.body())).map(|c| c as u16).collect()))
     }
 
     /// Median wall time of one PBS on this machine: `n` lookups, one at a
@@ -634,19 +810,41 @@ impl LenderKey {
         }
         let client = self.client.as_ref().ok_or_else(|| Error::Internal("lender key already dropped".into()))?;
         let ck: &ShortintClientKey = client.as_ref();
+        let AtomicPatternClientKey::Standard(key) = &ck.atomic_pattern else {
+            return Err(Error::Fhe("results are sealed for the standard atomic pattern only".into()));
+        };
+        let small = key.small_lwe_secret_key();
+        let delta = (1u64 << 63) / (ck.parameters().message_modulus().0 * ck.parameters().carry_modulus().0);
+        let open = |part: &Sealed| -> Result<u64> {
+            match part {
+                Sealed::Const(c) => Ok(u64::from(*c)),
+                Sealed::Lwe(coefficients) => {
+                    if coefficients.len() != small.lwe_dimension().to_lwe_size().0 {
+                        return Err(Error::Result(format!(
+                            "an output block has {} coefficients, the key needs {}",
+                            coefficients.len(),
+                            small.lwe_dimension().to_lwe_size().0
+                        )));
+                    }
+                    // Back on the native torus: exact, the low bits zero.
+                    let lifted: Vec<u64> =
+                        coefficients.iter().map(|&c| u64::from(c) << (64 - SEALED_LOG_MODULUS)).collect();
+                    let ct = LweCiphertext::from_container(lifted, CoreCiphertextModulus::new_native());
+                    let phase = decrypt_lwe_ciphertext(&small, &ct).0;
+                    // Round to the nearest multiple of delta, as tfhe decodes
+                    // (the padding bit included).
+                    Ok((phase.wrapping_add(delta / 2) / delta) % 32)
+                }
+            }
+        };
         let plain: Vec<(String, Vec<Vec<u64>>)> = result
             .outputs
             .iter()
             .map(|(n, blocks)| {
-                (
-                    n.clone(),
-                    blocks
-                        .iter()
-                        .map(|parts| parts.iter().map(|ct| ck.decrypt_message_and_carry(ct)).collect())
-                        .collect(),
-                )
+                let blocks = blocks.iter().map(|parts| parts.iter().map(open).collect::<Result<Vec<u64>>>());
+                Ok((n.clone(), blocks.collect::<Result<Vec<_>>>()?))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         plan.decode(&plain)
     }
 }
@@ -687,6 +885,56 @@ pub fn decide_locally(plan: &Plan, keys: &KeySet, record: &crate::reference::Rec
     let start = Instant::now();
     let bundle = keys.lender.decrypt(plan, &result)?;
     Ok(LocalRun { bundle, encrypt, wire_bytes, eval, decrypt: start.elapsed() })
+}
+
+/// Many decisions run end to end in one process, their evaluation batched.
+#[derive(Clone, Debug)]
+pub struct BatchRun {
+    /// What the lender decrypted, one per record, in order.
+    pub bundles: Vec<Bundle>,
+    /// All parties' clear computation and encryption, all records.
+    pub encrypt: Duration,
+    /// Coordinator evaluation of the whole batch
+    /// ([`EvaluationKey::evaluate_batch`]).
+    pub eval: Duration,
+    /// Bootstraps the batch ran.
+    pub pbs: u64,
+    /// Lender decryption, all records.
+    pub decrypt: Duration,
+}
+
+/// Like [`decide_locally`] for many records at once: every party's
+/// contribution for every record is encrypted (and serialized and read
+/// back, as on the wire), the decisions are evaluated as one batch and the
+/// lender decrypts each. Fails on the first record that fails.
+pub fn decide_batch_locally(plan: &Plan, keys: &KeySet, records: &[crate::reference::Record]) -> Result<BatchRun> {
+    let start = Instant::now();
+    let contributions = records
+        .par_iter()
+        .map(|record| {
+            (0..plan.parties().len())
+                .map(|p| {
+                    let digits = plan.contribution(p, record)?;
+                    let bytes = Contribution::encrypt(plan, p, &digits, &keys.public)?.to_bytes()?;
+                    Contribution::from_bytes(&bytes, plan, p, &keys.public)
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let encrypt = start.elapsed();
+    let items: Vec<BatchItem<'_>> = contributions.iter().map(|c| (plan, c.as_slice())).collect();
+    let start = Instant::now();
+    let results = keys.evaluation.evaluate_batch(&items);
+    let eval = start.elapsed();
+    let start = Instant::now();
+    let mut pbs = 0;
+    let mut bundles = Vec::with_capacity(records.len());
+    for result in results {
+        let (result, report) = result?;
+        pbs += report.pbs;
+        bundles.push(keys.lender.decrypt(plan, &result)?);
+    }
+    Ok(BatchRun { bundles, encrypt, eval, pbs, decrypt: start.elapsed() })
 }
 
 impl fmt::Debug for EncryptedResult {
@@ -802,6 +1050,51 @@ pub(crate) mod tests {
             let got = run_encrypted(&plan, &contributions(&plan, &record)).unwrap();
             assert_eq!(got, reference::evaluate(&m, &record).restricted(&m), "{kind:?}");
         }
+    }
+
+    /// A batch mixes plans and models, keeps each result its own, and lets
+    /// a bad item fail alone.
+    #[test]
+    fn batches_equal_single_evaluations_and_fail_per_item() {
+        let k = keys();
+        let alt = crate::plan::tests::alt_model();
+        let alt_plan = Plan::new(&alt, PlanKind::CoordinatorSide).unwrap();
+        let alt_record =
+            Record::from_json(&alt, &serde_json::json!({"region": "mena", "sales": 380, "debt": 40})).unwrap();
+        let (m, plan, _) = &plans()[1];
+        let records: Vec<Record> = crate::plan::tests::sample_records(m, 3);
+        let encrypt = |plan: &Plan, record: &Record| -> Vec<Contribution> {
+            contributions(plan, record)
+                .iter()
+                .enumerate()
+                .map(|(p, digits)| Contribution::encrypt(plan, p, digits, &k.public).unwrap())
+                .collect()
+        };
+        let mut inputs: Vec<(&Plan, Vec<Contribution>)> = records.iter().map(|r| (plan, encrypt(plan, r))).collect();
+        inputs.push((&alt_plan, encrypt(&alt_plan, &alt_record)));
+        // A decision missing a party's contribution.
+        let mut short = encrypt(plan, &records[0]);
+        short.pop();
+        inputs.insert(1, (plan, short));
+        let items: Vec<BatchItem<'_>> = inputs.iter().map(|(p, c)| (*p, c.as_slice())).collect();
+        let results = k.evaluation.evaluate_batch(&items);
+        assert_eq!(results.len(), items.len());
+        let mut results = results.into_iter();
+        let mut next = || results.next().expect("one result per item");
+        let first = next().unwrap();
+        assert!(matches!(next(), Err(Error::Contribution { .. })), "the short item fails alone");
+        let mut got = vec![first];
+        got.extend((1..records.len()).map(|_| next().unwrap()));
+        for (record, (result, report)) in records.iter().zip(&got) {
+            assert_eq!(report.pbs as usize, plan.stats().lookups);
+            assert_eq!(k.lender.decrypt(plan, result).unwrap(), reference::evaluate(m, record).restricted(m));
+        }
+        let (result, _) = next().unwrap();
+        assert_eq!(
+            k.lender.decrypt(&alt_plan, &result).unwrap(),
+            reference::evaluate(&alt, &alt_record).restricted(&alt)
+        );
+        assert!(k.evaluation.evaluate_batch(&[]).is_empty());
     }
 
     #[test]

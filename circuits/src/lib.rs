@@ -14,6 +14,7 @@ mod error;
 pub mod fhe;
 pub mod lint;
 mod model;
+pub mod params;
 mod plan;
 pub mod proof;
 mod received;

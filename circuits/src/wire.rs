@@ -24,11 +24,11 @@ use tfhe::core_crypto::prelude::LweKeyswitchKeyConformanceParams;
 use tfhe::integer::{ClientKey as IntegerClientKey, CompressedServerKey, ServerKey as IntegerServerKey};
 use tfhe::named::Named;
 use tfhe::safe_serialization::{safe_deserialize, safe_deserialize_conformant, safe_serialize};
-use tfhe::shortint::ciphertext::{Ciphertext, CompactCiphertextList, MaxDegree, ProvenCompactCiphertextList};
+use tfhe::shortint::ciphertext::{CompactCiphertextList, MaxDegree, ProvenCompactCiphertextList};
 use tfhe::shortint::key_switching_key::{
     CompressedKeySwitchingKeyMaterial, KeySwitchingKeyConformanceParams, KeySwitchingKeyDestinationAtomicPattern,
 };
-use tfhe::shortint::parameters::{CompactPublicKeyEncryptionParameters, PARAM_MESSAGE_2_CARRY_2_KS_PBS};
+use tfhe::shortint::parameters::CompactPublicKeyEncryptionParameters;
 use tfhe::shortint::{
     AtomicPatternParameters, ClientKey as ShortintClientKey, CompactPublicKey, CompressedKeySwitchingKey,
     CompressedServerKey as ShortintCompressedServerKey, EncryptionKeyChoice,
@@ -36,9 +36,11 @@ use tfhe::shortint::{
 use tfhe_versionable::{Unversionize, UnversionizeError, Versionize, VersionizeOwned};
 use zeroize::Zeroizing;
 
-use crate::circuit::{BLOCK_MAX, DIGIT_BASE, NOISE_MAX};
+use crate::circuit::Val;
+use crate::circuit::{DIGIT_BASE, NOISE_MAX};
 use crate::error::{Error, Result};
-use crate::fhe::{EncryptedResult, EvaluationKey, LenderKey, ProofSecret, PublicKey, key_id_of};
+use crate::fhe::{EncryptedResult, EvaluationKey, LenderKey, ProofSecret, PublicKey, Sealed, key_id_of};
+use crate::params::DECISION_PARAMS;
 use crate::plan::Plan;
 use crate::proof::{CASTING_PARAMS, PROOF_PARAMS};
 
@@ -53,10 +55,9 @@ pub const EVALUATION_KEY_LIMIT: u64 = 1 << 28;
 const PUBLIC_KEY_TAG: &[u8] = b"jointscore-public-key-v2\n";
 /// Largest secret key file accepted.
 pub const LENDER_KEY_LIMIT: u64 = 1 << 22;
-/// Largest encrypted result accepted (a few hundred blocks is ~2 MB).
-pub const RESULT_LIMIT: u64 = 1 << 25;
-/// Largest single ciphertext inside a result.
-const CIPHERTEXT_LIMIT: u64 = 1 << 16;
+/// Largest encrypted result accepted (a sealed block is ~1.8 KB; a few
+/// hundred blocks stay well under 1 MB).
+pub const RESULT_LIMIT: u64 = 1 << 22;
 
 /// The name `safe_serialize` writes in a header before a type's bytes, and
 /// checks when reading them back. tfhe names its high-level types but not
@@ -164,7 +165,7 @@ pub struct ExportedKeys {
 /// Generates a key set whose evaluation key is produced compressed (seeded),
 /// ready to be written and uploaded.
 pub fn export_keys() -> Result<ExportedKeys> {
-    let client = IntegerClientKey::new(PARAM_MESSAGE_2_CARRY_2_KS_PBS);
+    let client = IntegerClientKey::new(DECISION_PARAMS);
     let shortint_client: &ShortintClientKey = client.as_ref();
     let compressed = CompressedServerKey::new_radix_compressed_server_key(&client).into_raw_parts();
     let public = CompactPublicKey::try_new(shortint_client).map_err(|e| Error::Fhe(e.to_string()))?;
@@ -192,8 +193,7 @@ pub fn export_keys() -> Result<ExportedKeys> {
 }
 
 fn public_params() -> Result<CompactPublicKeyEncryptionParameters> {
-    CompactPublicKeyEncryptionParameters::try_from(PARAM_MESSAGE_2_CARRY_2_KS_PBS)
-        .map_err(|e| Error::Fhe(e.to_string()))
+    CompactPublicKeyEncryptionParameters::try_from(DECISION_PARAMS).map_err(|e| Error::Fhe(e.to_string()))
 }
 
 fn key_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -278,7 +278,7 @@ impl EvaluationKey {
                 public.key_id
             )));
         }
-        let params = AtomicPatternParameters::from(PARAM_MESSAGE_2_CARRY_2_KS_PBS);
+        let params = AtomicPatternParameters::from(DECISION_PARAMS);
         let (msg, carry) = (params.message_modulus(), params.carry_modulus());
         // The radix server key keeps one carry's worth of headroom.
         let max_degree = MaxDegree::new(msg.0 * carry.0 - 1 - (carry.0 - 1));
@@ -345,7 +345,7 @@ impl LenderKey {
         let key = LenderKey { client: Some(client), key_id: public.key_id.clone() };
         let ck: &ShortintClientKey =
             key.client.as_ref().map(AsRef::as_ref).ok_or_else(|| Error::Internal("lender key missing".into()))?;
-        let expected = AtomicPatternParameters::from(PARAM_MESSAGE_2_CARRY_2_KS_PBS);
+        let expected = AtomicPatternParameters::from(DECISION_PARAMS);
         if ck.parameters().message_modulus() != expected.message_modulus()
             || ck.parameters().carry_modulus() != expected.carry_modulus()
             || ck.parameters().lwe_dimension() != expected.lwe_dimension()
@@ -373,69 +373,82 @@ impl EncryptedResult {
         &self.key_id
     }
 
-    /// Serialized form: for each output in order, for each block, its
-    /// parts as length-prefixed tfhe-serialized ciphertexts.
+    /// Serialized form: [`RESULT_MAGIC`], then for each output in order, for
+    /// each block, each part that is not a constant folded by the circuit
+    /// (the lender's plan has those) as its sealed coefficients, 2 bytes
+    /// each, little-endian: mask, then body.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
+        let mut out = RESULT_MAGIC.to_vec();
         for (_, blocks) in &self.outputs {
-            for parts in blocks {
-                for ct in parts {
-                    let mut one = Vec::new();
-                    safe_serialize(ct, &mut one, CIPHERTEXT_LIMIT).map_err(|e| Error::Fhe(e.to_string()))?;
-                    out.extend_from_slice(&(one.len() as u32).to_le_bytes());
-                    out.extend_from_slice(&one);
+            for part in blocks.iter().flatten() {
+                if let Sealed::Lwe(coefficients) = part {
+                    out.extend(coefficients.iter().flat_map(|c| c.to_le_bytes()));
                 }
             }
         }
         Ok(out)
     }
 
-    /// Reads a result from untrusted bytes: it must have exactly the shape of
-    /// `plan`'s outputs, every ciphertext conformant with the parameters, and
-    /// no trailing bytes.
+    /// Reads a result from untrusted bytes: it must carry exactly one sealed
+    /// block of this version's size for each part of `plan`'s outputs that
+    /// the circuit computes, and nothing else. Any coefficients are a valid
+    /// ciphertext; what they decrypt to is the coordinator's word (a
+    /// deviating coordinator could send anything it can compute), checked
+    /// for range when the lender decodes the bundle.
     pub fn from_bytes(bytes: &[u8], plan: &Plan, key_id: &str) -> Result<EncryptedResult> {
         let bad = |m: String| Error::Result(m);
         if bytes.len() as u64 > RESULT_LIMIT {
             return Err(bad(format!("{} bytes exceeds the {RESULT_LIMIT}-byte limit", bytes.len())));
         }
-        let template = PARAM_MESSAGE_2_CARRY_2_KS_PBS.to_shortint_conformance_param();
-        let mut rest = bytes;
+        let Some(mut rest) = bytes.strip_prefix(RESULT_MAGIC) else {
+            return Err(bad("not a result of this version (unknown format tag)".into()));
+        };
+        let block_len = sealed_block_len();
+        let expected: usize = plan
+            .circuit()
+            .outputs
+            .iter()
+            .flat_map(|(_, blocks)| blocks.iter().flatten())
+            .filter(|v| matches!(v, Val::Wire(_)))
+            .count();
+        if rest.len() != expected * block_len {
+            return Err(bad(format!(
+                "{} bytes of output blocks, the plan's outputs need {} ({expected} blocks of {block_len})",
+                rest.len(),
+                expected * block_len
+            )));
+        }
         let mut outputs = Vec::new();
         for (name, blocks) in &plan.circuit().outputs {
             let mut enc = Vec::with_capacity(blocks.len());
             for parts in blocks {
-                let mut cts = Vec::with_capacity(parts.len());
-                for _ in parts {
-                    let (len, tail) =
-                        rest.split_first_chunk::<4>().ok_or_else(|| bad(format!("truncated in output `{name}`")))?;
-                    let len = u32::from_le_bytes(*len) as usize;
-                    if len as u64 > CIPHERTEXT_LIMIT || len > tail.len() {
-                        return Err(bad(format!("ciphertext length {len} in output `{name}` is out of bounds")));
-                    }
-                    let (one, tail) = tail.split_at(len);
-                    let ct: Ciphertext = safe_deserialize(one, CIPHERTEXT_LIMIT)
-                        .map_err(|e| bad(format!("output `{name}` holds a malformed ciphertext: {e}")))?;
-                    let mut params = template;
-                    params.degree = ct.degree;
-                    params.noise_level = ct.noise_level();
-                    if ct.degree.get() > u64::from(BLOCK_MAX)
-                        || ct.noise_level().get() > u64::from(NOISE_MAX)
-                        || !ct.is_conformant(&params)
-                    {
-                        return Err(bad(format!("output `{name}` holds a non-conformant ciphertext")));
-                    }
-                    cts.push(ct);
-                    rest = tail;
+                let mut sealed = Vec::with_capacity(parts.len());
+                for part in parts {
+                    sealed.push(match part {
+                        Val::Const(c) => Sealed::Const(*c),
+                        Val::Wire(_) => {
+                            let (one, tail) = rest.split_at(block_len);
+                            rest = tail;
+                            Sealed::Lwe(one.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect())
+                        }
+                    });
                 }
-                enc.push(cts);
+                enc.push(sealed);
             }
             outputs.push((name.clone(), enc));
         }
-        if !rest.is_empty() {
-            return Err(bad(format!("{} trailing bytes after the last output", rest.len())));
-        }
         Ok(EncryptedResult { outputs, key_id: key_id.to_string() })
     }
+}
+
+/// First bytes of a serialized result: names the sealed format, so a result
+/// of the earlier format (full ciphertexts) is refused by name.
+pub const RESULT_MAGIC: &[u8; 4] = b"jsr2";
+
+/// Bytes of one sealed output block: a coefficient per small-key dimension
+/// plus the body, 2 bytes each.
+fn sealed_block_len() -> usize {
+    (DECISION_PARAMS.lwe_dimension.0 + 1) * 2
 }
 
 #[cfg(test)]
@@ -522,10 +535,15 @@ mod tests {
         let want = reference::evaluate(&model, &sample_record(&model)).restricted(&model);
         assert_eq!(keys().lender.decrypt(&plan, &back).expect("decrypt"), want);
 
+        // Sealed: a few KB, not ~16 KB a block.
+        let blocks = plan.circuit().outputs.iter().flat_map(|(_, b)| b.iter().flatten()).count();
+        assert!(bytes.len() <= RESULT_MAGIC.len() + blocks * sealed_block_len(), "{} bytes", bytes.len());
+        assert!(bytes.len() < 32 * 1024, "{} bytes for {blocks} blocks", bytes.len());
+
         let mut trailing = bytes.clone();
         trailing.push(0);
         let mut bad_length = bytes.clone();
-        bad_length[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        bad_length[..4].copy_from_slice(b"jsr1");
         let mut flipped = bytes.clone();
         flipped[40] ^= 0xff;
         let oversized = vec![0u8; RESULT_LIMIT as usize + 1];
@@ -542,9 +560,9 @@ mod tests {
             match EncryptedResult::from_bytes(bad, plan, keys().id()) {
                 Err(Error::Result(_)) => {}
                 Err(e) => panic!("wrong error: {e}"),
-                // Flipping a byte inside a ciphertext's body can leave a
-                // well-formed ciphertext (it decrypts to noise); only its
-                // framing is checked here.
+                // Any coefficients are a well-formed sealed block (a
+                // flipped byte decrypts to noise); only the framing is
+                // checked here.
                 Ok(_) if std::ptr::eq(bad, &flipped[..]) => {}
                 Ok(_) => panic!("malformed result accepted"),
             }

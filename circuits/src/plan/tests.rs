@@ -401,3 +401,53 @@ proptest! {
         }
     }
 }
+
+/// `n` records of `m` drawn from [`arb_record`] with a fixed seed.
+pub(crate) fn sample_records(m: &Model, n: usize) -> Vec<Record> {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, TestRng, TestRunner};
+    let mut runner =
+        TestRunner::new_with_rng(Config::default(), TestRng::deterministic_rng(Config::default().rng_algorithm));
+    let strategy = arb_record(m);
+    (0..n).map(|_| strategy.new_tree(&mut runner).expect("a record").current()).collect()
+}
+
+/// Lookups of one block share a bootstrap exactly when its range leaves
+/// room for each one's sub-table, and every lookup is computed once.
+#[test]
+fn lookups_share_bootstraps_only_within_range() {
+    use crate::circuit::Op;
+    for m in [Model::cross_border_seller(), alt_model()] {
+        for kind in [PlanKind::Pushdown, PlanKind::CoordinatorSide] {
+            let plan = Plan::new(&m, kind).unwrap();
+            let c = plan.circuit();
+            let mut seen = vec![0; c.nodes.len()];
+            for group in &c.bootstraps {
+                let inputs: Vec<u32> = group
+                    .iter()
+                    .map(|&n| match c.nodes[n as usize].op {
+                        Op::Lut { input, .. } => input,
+                        _ => panic!("a bootstrap group holds a non-lookup"),
+                    })
+                    .collect();
+                assert!(inputs.iter().all(|&i| i == inputs[0]), "one input per bootstrap");
+                let max = usize::from(c.nodes[inputs[0] as usize].max);
+                assert!(
+                    group.len() == 1 || (group.len() <= 8 && group.len() * (max + 1) <= 16),
+                    "{group:?} on max {max}"
+                );
+                group.iter().for_each(|&n| seen[n as usize] += 1);
+            }
+            for (i, n) in c.nodes.iter().enumerate() {
+                assert_eq!(seen[i], usize::from(matches!(n.op, Op::Lut { .. })), "node {i}");
+            }
+            let s = plan.stats();
+            assert_eq!(s.lookups, c.bootstraps.len());
+            assert!(s.lookups <= s.tables);
+        }
+    }
+    // The coordinator-side plan reads each feature's level index several
+    // times: sharing saves bootstraps there.
+    let cs = Plan::new(&Model::cross_border_seller(), PlanKind::CoordinatorSide).unwrap().stats();
+    assert!(cs.lookups < cs.tables, "{} bootstraps for {} tables", cs.lookups, cs.tables);
+}
