@@ -28,9 +28,32 @@ pub(crate) struct DecisionArgs {
     /// Seed of the sample subjects.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also evaluate this many pushdown decisions as one batch
+    /// (`EvaluationKey::evaluate_batch`) and compare its rate with the
+    /// bootstrap-bound rate (0: skip).
+    #[arg(long, default_value_t = 0)]
+    batch: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// A batch of decisions evaluated together.
+struct Batch {
+    size: usize,
+    seconds: f64,
+    exact: usize,
+    pbs: u64,
+}
+
+/// Evaluates `subjects` as one batch and checks every result against the
+/// reference.
+fn run_batch(plan: &Plan, keys: &fhe::KeySet, subjects: &[Record]) -> Result<Batch, CliError> {
+    let m = plan.model();
+    let run = fhe::decide_batch_locally(plan, keys, subjects)?;
+    let exact =
+        subjects.iter().zip(&run.bundles).filter(|(r, b)| **b == reference::evaluate(m, r).restricted(m)).count();
+    Ok(Batch { size: subjects.len(), seconds: run.eval.as_secs_f64(), exact, pbs: run.pbs })
 }
 
 struct Series {
@@ -96,15 +119,26 @@ pub(crate) fn decision(args: DecisionArgs) -> Result<(), CliError> {
     let one_pbs = keys.evaluation.pbs_probe(&probe, 21)?.as_secs_f64();
     let cs = run_series(&coord, &keys, &subjects[..args.coordinator_side_runs], &bar)?;
     bar.finish_and_clear();
+    let batch = if args.batch > 0 {
+        let subjects =
+            workloads::decision::subjects(&m, args.batch, args.seed).map_err(|e| CliError::Usage(e.to_string()))?;
+        Some(run_batch(&pushdown, &keys, &subjects)?)
+    } else {
+        None
+    };
 
     let pd_s = median(pd.coordinator.clone());
     let cs_s = median(cs.coordinator.clone());
     let pd_pbs = pd.pbs.iter().copied().max().unwrap_or(0);
     let cs_pbs = cs.pbs.iter().copied().max().unwrap_or(0);
-    let exact = pd.exact == args.runs && cs.exact == args.coordinator_side_runs;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let exact = pd.exact == args.runs
+        && cs.exact == args.coordinator_side_runs
+        && batch.as_ref().is_none_or(|b| b.exact == b.size);
+    // What the bootstraps alone allow: every core bootstrapping all the time.
+    let bound_per_s = threads as f64 / (pd_pbs.max(1) as f64 * one_pbs);
     if args.json {
-        let v = json!({
+        let mut v = json!({
             "model": m.name(),
             "model_id": m.id(),
             "pushdown_s": pd_s,
@@ -122,7 +156,15 @@ pub(crate) fn decision(args: DecisionArgs) -> Result<(), CliError> {
             "coordinator_side_wire_bytes": cs.wire_bytes,
             "threads": threads,
             "one_pbs_s": one_pbs,
+            "bound_decisions_per_s": bound_per_s,
         });
+        if let Some(b) = &batch {
+            v["batch"] = json!(b.size);
+            v["batch_s"] = json!(b.seconds);
+            v["batch_decisions_per_s"] = json!(b.size as f64 / b.seconds);
+            v["batch_pbs_per_decision"] = json!(b.pbs as f64 / b.size as f64);
+            v["batch_of_bound"] = json!(b.size as f64 / b.seconds / bound_per_s);
+        }
         println!("{v}");
     } else {
         println!("model {} ({}), {} threads", m.name(), &m.id()[..16], threads);
@@ -153,14 +195,28 @@ pub(crate) fn decision(args: DecisionArgs) -> Result<(), CliError> {
             one_pbs * 1e3,
             pd_pbs as f64 * one_pbs / threads as f64
         );
+        if let Some(b) = &batch {
+            let rate = b.size as f64 / b.seconds;
+            println!(
+                "batch of {}: {:.2} s, {rate:.3} decisions/s; bootstrap-bound {bound_per_s:.3} decisions/s \
+                 ({threads} / ({pd_pbs} PBS x one PBS)); {:.0}% of the bound",
+                b.size,
+                b.seconds,
+                100.0 * rate / bound_per_s
+            );
+        }
         println!(
             "party encrypt (all parties) {:.3} s, lender decrypt {:.4} s (pushdown medians)",
             median(pd.encrypt),
             median(pd.decrypt)
         );
         println!(
-            "exact: {exact} ({}/{} pushdown, {}/{} coordinator-side equal the reference)",
-            pd.exact, args.runs, cs.exact, args.coordinator_side_runs
+            "exact: {exact} ({}/{} pushdown, {}/{} coordinator-side{} equal the reference)",
+            pd.exact,
+            args.runs,
+            cs.exact,
+            args.coordinator_side_runs,
+            batch.as_ref().map_or(String::new(), |b| format!(", {}/{} batched", b.exact, b.size))
         );
     }
     if !exact {
@@ -429,6 +485,72 @@ pub(crate) fn secagg(args: SecaggArgs) -> Result<(), CliError> {
     }
     if !correct {
         return Err(CliError::Usage("the aggregate differs from the plain sum".into()));
+    }
+    Ok(())
+}
+
+/// Options of `bench params`.
+#[derive(Args)]
+pub(crate) struct ParamsArgs {
+    /// Lookups timed one after another per parameter set (latency).
+    #[arg(long, default_value_t = 21)]
+    latency_runs: usize,
+    /// Lookups spread over the thread pool per parameter set (throughput).
+    #[arg(long, default_value_t = 64)]
+    throughput_lookups: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Measures tfhe's 2-bit message / 2-bit carry parameter sets side by side.
+pub(crate) fn params(args: ParamsArgs) -> Result<(), CliError> {
+    use jointscore_circuits::params;
+
+    if args.latency_runs == 0 || args.throughput_lookups == 0 {
+        return Err(CliError::Usage("--latency-runs and --throughput-lookups must be at least 1".into()));
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let candidates = params::candidates();
+    let bar = ProgressBar::new(candidates.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} parameter sets {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut rows = Vec::new();
+    for c in &candidates {
+        bar.set_message(c.name);
+        rows.push(params::measure(c, args.latency_runs, args.throughput_lookups)?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", json!({ "threads": threads, "sets": rows }));
+    } else {
+        println!(
+            "{threads} threads; latency: median of {} lookups; throughput: {} lookups over the pool",
+            args.latency_runs, args.throughput_lookups
+        );
+        println!(
+            "{:<12} {:<28} {:>6} {:>6} {:>9} {:>11} {:>12} {:>8}",
+            "set", "pattern", "n", "N", "keygen s", "latency ms", "lookups/s", "correct"
+        );
+        for r in &rows {
+            println!(
+                "{:<12} {:<28} {:>6} {:>6} {:>9.2} {:>11.2} {:>12.1} {:>8}{}",
+                r.name,
+                r.pattern,
+                r.lwe_dimension,
+                r.polynomial_size,
+                r.keygen_s,
+                r.latency_s * 1e3,
+                r.throughput_per_s,
+                r.correct,
+                if r.in_use { "  (in use)" } else { "" }
+            );
+        }
+    }
+    if rows.iter().any(|r| !r.correct) {
+        return Err(CliError::Usage("a lookup decrypted to a wrong value".into()));
     }
     Ok(())
 }

@@ -129,6 +129,9 @@ enum BenchCommand {
     Decision(bench::DecisionArgs),
     /// ECDH PSI on ristretto255: both sides in one process.
     Psi(bench::PsiArgs),
+    /// tfhe's 2-bit parameter sets side by side: lookup latency and
+    /// throughput on this machine.
+    Params(bench::ParamsArgs),
     /// Vertical binning round (encrypted labels summed per bin), in process.
     Binning(bench::BinningArgs),
     /// Secure aggregation round (Bonawitz et al.), every party in process.
@@ -170,6 +173,7 @@ fn main() -> ExitCode {
         Command::Model(cmd) => model(cmd),
         Command::Bench(BenchCommand::Decision(args)) => bench::decision(args),
         Command::Bench(BenchCommand::Psi(args)) => bench::psi(args),
+        Command::Bench(BenchCommand::Params(args)) => bench::params(args),
         Command::Bench(BenchCommand::Binning(args)) => bench::binning(args),
         Command::Bench(BenchCommand::E2e(args)) => e2e::e2e(args),
         Command::Bench(BenchCommand::Secagg(args)) => bench::secagg(args),

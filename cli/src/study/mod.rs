@@ -53,6 +53,9 @@ pub(crate) struct StudyArgs {
     out: PathBuf,
 }
 
+/// Test decisions evaluated together in one batch.
+const STUDY_BATCH: usize = 100;
+
 /// Writes a file whole or not at all.
 fn write_atomic(path: &Path, text: &str) -> Result<(), CliError> {
     let tmp = path.with_extension("partial");
@@ -101,12 +104,17 @@ pub(crate) fn study(args: StudyArgs) -> Result<(), CliError> {
     );
     let mut enc_scores = Vec::new();
     let mut agree = 0;
-    for &i in study.test() {
-        let record = study.record(&model, i)?;
-        let run = fhe::decide_locally(&plan, &keys, &record)?;
-        agree += usize::from(run.bundle == reference::evaluate(&model, &record).restricted(&model));
-        enc_scores.push(run.bundle.score.ok_or_else(|| CliError::Usage("the study model reveals no score".into()))?);
-        bar.inc(1);
+    // Batched as the coordinator batches waiting jobs: level by level over
+    // many decisions, so both cores stay busy. A chunk bounds the memory the
+    // decisions' intermediate ciphertexts take (a few MB each).
+    for chunk in study.test().chunks(STUDY_BATCH) {
+        let records = chunk.iter().map(|&i| study.record(&model, i)).collect::<Result<Vec<_>, _>>()?;
+        let run = fhe::decide_batch_locally(&plan, &keys, &records)?;
+        for (record, bundle) in records.iter().zip(run.bundles) {
+            agree += usize::from(bundle == reference::evaluate(&model, record).restricted(&model));
+            enc_scores.push(bundle.score.ok_or_else(|| CliError::Usage("the study model reveals no score".into()))?);
+        }
+        bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
 
