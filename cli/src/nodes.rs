@@ -523,16 +523,36 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
                 };
                 let model = client.plan().model().clone();
                 let mut failures = 0;
+                // Every request first, then every answer: the coordinator
+                // evaluates the jobs that are ready together (one batch keeps
+                // both cores busy), instead of one decision after another.
+                let mut submitted = Vec::with_capacity(list.len());
                 for (subject, request_id) in list {
-                    let decided = match alignment.as_ref().map(|a| a.absent(&subject, model.parties())).transpose() {
+                    let absent = match alignment.as_ref().map(|a| a.absent(&subject, model.parties())).transpose() {
                         Ok(Some(absent)) if absent.len() == model.parties().len() => {
                             Err(CliError::Usage("no party of the model holds this subject; no party was asked".into()))
                         }
+                        Ok(absent) => Ok(absent.unwrap_or_default()),
+                        Err(e) => Err(e.into()),
+                    };
+                    let start = std::time::Instant::now();
+                    let accepted = match absent {
                         Ok(absent) => client
-                            .decide_with(&subject, &request_id, absent.as_deref().unwrap_or_default())
+                            .submit_with(&subject, &request_id, &absent)
+                            .await
+                            .map(|a| (a, absent))
+                            .map_err(CliError::from),
+                        Err(e) => Err(e),
+                    };
+                    submitted.push((subject, request_id, start, accepted));
+                }
+                for (subject, request_id, start, accepted) in submitted {
+                    let decided = match accepted {
+                        Ok((accepted, absent)) => client
+                            .complete(&accepted, &subject, &request_id, &absent, start)
                             .await
                             .map_err(CliError::from),
-                        Err(e) => Err(e.into()),
+                        Err(e) => Err(e),
                     };
                     match decided {
                         Ok(d) => println!(

@@ -312,6 +312,24 @@ impl Lender {
     pub async fn decide_with(&mut self, subject: &str, request_id: &str, absent: &[String]) -> Result<Decision> {
         let start = Instant::now();
         let accepted = self.submit_with(subject, request_id, absent).await?;
+        self.complete(&accepted, subject, request_id, absent, start).await
+    }
+
+    /// Finishes a decision submitted with [`Lender::submit_with`]: waits for
+    /// its job, checks that the job is this request's and every envelope,
+    /// fetches and decrypts. Submitting many requests first and completing
+    /// them afterwards lets the coordinator evaluate them together (it
+    /// batches the jobs that are ready at once); `submitted` is when the
+    /// request was sent, for the timings.
+    pub async fn complete(
+        &mut self,
+        accepted: &DecideResponse,
+        subject: &str,
+        request_id: &str,
+        absent: &[String],
+        submitted: Instant,
+    ) -> Result<Decision> {
+        let start = submitted;
         let job = self.wait(&accepted.job_id, DEFAULT_WAIT).await?;
         // The job must be the one this request made: an older job about the
         // same subject would carry valid envelopes too.
@@ -348,7 +366,7 @@ impl Lender {
         let decrypt = decrypt_start.elapsed();
         let t = job.timings.unwrap_or_default();
         Ok(Decision {
-            job_id: accepted.job_id,
+            job_id: accepted.job_id.clone(),
             bundle,
             phases: Phases {
                 remote,
