@@ -586,7 +586,9 @@ impl Builder {
 /// Most lookup tables one blind rotation can serve: tfhe splits the
 /// accumulator into one sub-table per function, so `k` functions need an
 /// input below `(BLOCK_MAX + 1) / k`, and at most half the block space.
-const MANY_LUT_MAX: usize = (BLOCK_MAX as usize + 1) / 2;
+const MANY_LUT_MAX: usize = BLOCK_SPACE / 2;
+/// Values a block can hold.
+const BLOCK_SPACE: usize = BLOCK_MAX as usize + 1;
 
 /// Groups the lookup nodes by the bootstrap that will compute them. Lookups
 /// reading the same block are served by one many-lookup-table PBS, as many

@@ -181,6 +181,27 @@ fn the_command_line_runs_the_system_as_separate_processes() {
     assert!(!out.status.success());
     assert!(text(&out).contains("NotFound") && text(&out).contains("nobody"), "{}", text(&out));
 
+    // Many subjects: every request is sent before the first answer is
+    // awaited; each line is its subject's, in file order, and a subject no
+    // party holds fails alone.
+    let out = run(&[
+        &["lender", "decide", "--subjects", &applicants, "--request-id", "bulk", "--alignment", &alignment][..],
+        &lender,
+    ]
+    .concat());
+    assert!(!out.status.success() && text(&out).contains("1 decision(s) failed"), "{}", text(&out));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(lines.len(), 3, "{}", text(&out));
+    for (line, subject) in lines.iter().zip(["seller-0001", "seller-0002"]) {
+        let (_, values) = book.iter().find(|(s, _)| s == subject).expect("in the book");
+        let record = jointscore_circuits::Record::from_json(&model, values).expect("record");
+        let want = jointscore_circuits::reference::evaluate(&model, &record).restricted(&model);
+        assert_eq!((line["subject"].as_str(), &line["decision"]), (Some(subject), &want.describe(&model)));
+    }
+    assert_eq!(lines[2]["subject"], "nobody");
+    assert!(lines[2]["error"].as_str().is_some_and(|e| e.contains("no party was asked")), "{}", lines[2]);
+
     // Duplicate financing: the bank records a financing; the lender checks
     // a variant spelling of it and an asset nobody financed.
     let bank = path("bank.toml");
