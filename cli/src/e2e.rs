@@ -92,6 +92,9 @@ fn phases() -> Vec<Phase> {
         ("queue + job store", |d| d.phases.remote.saturating_sub(d.phases.collect + d.phases.evaluate)),
         ("fetch result", |d| d.phases.fetch),
         ("decrypt", |d| d.phases.decrypt),
+        // Everything but the circuit: what mutual TLS, signatures, the
+        // ledger, the job store and the transfers cost a decision.
+        ("outside evaluation", |d| d.phases.total.saturating_sub(d.phases.evaluate)),
         ("end to end", |d| d.phases.total),
     ]
 }

@@ -578,7 +578,8 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
         }
         LenderCommand::Show { lender, job } => runtime()?.block_on(async {
             let mut client = connect(&lender).await?;
-            let state = client.job(&job).await?;
+            // The job and, if it is done, its result: one call.
+            let (state, result) = client.job_and_result(&job).await?;
             // The ledger shows the subject only as this commitment; the
             // salt opens it (to an auditor, say).
             let commitment = jointscore_identity::LenderRequest {
@@ -609,9 +610,10 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
                 // A job found by id: its absent list is the one it was asked
                 // with, which the coordinator reports.
                 client.check_signatures(&state)?;
-                let result = client.fetch(&job).await?;
-                let bundle = client.decrypt(&result)?;
-                out["decision"] = decision_json(client.plan().model(), &bundle);
+                if let Some(result) = &result {
+                    let bundle = client.decrypt(result)?;
+                    out["decision"] = decision_json(client.plan().model(), &bundle);
+                }
             }
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
             Ok(())

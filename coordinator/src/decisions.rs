@@ -9,11 +9,13 @@ use std::sync::Arc;
 
 use jointscore_audit::{EntryKind, Event};
 use jointscore_circuits::{Plan, model_for_id};
+use tokio::sync::oneshot;
 
+use crate::commit::Group;
 use crate::engine::Engine;
 use crate::error::{CoordinatorError, Result};
 use crate::job::{JobRecord, JobState, NewJob};
-use crate::store::Inserted;
+use crate::store::{Write, job_id_for};
 
 /// A lender's decision request, its fields checked for form.
 #[derive(Clone, Debug)]
@@ -46,20 +48,20 @@ impl Engine {
     /// (`INVALID_ARGUMENT`), and a full queue (`RESOURCE_EXHAUSTED`). A
     /// retry is answered even when the queue is full. Nothing is stored for
     /// a refused request.
-    pub(crate) fn decide(self: &Arc<Self>, request: DecisionRequest) -> Result<Accepted> {
+    pub(crate) async fn decide(self: &Arc<Self>, request: DecisionRequest) -> Result<Accepted> {
         let DecisionRequest { job: new, model_toml } = request;
         if let Some(job) = self.store.job_by_request(&new.request_id)? {
             return existing(job, &new);
         }
-        if self.store.public_key(&new.key_id)?.is_none() {
+        let Some(owner) = self.store.key_owner(&new.key_id)? else {
             return Err(CoordinatorError::Precondition(format!(
                 "key set {} is not registered; the lender registers it first (`jointscore lender register`)",
                 new.key_id
             )));
-        }
-        self.check_attestation(&new)?;
+        };
+        self.check_attestation(&new, &owner)?;
         let model = model_for_id(&model_toml, &new.model_id)?;
-        Plan::new(&model, new.plan)?;
+        let plan = Plan::new(&model, new.plan)?;
         let parties = model.parties();
         if new.absent.len() == parties.len() && new.absent.iter().all(|p| parties.contains(p)) {
             return Err(CoordinatorError::Invalid(
@@ -74,32 +76,45 @@ impl Engine {
             )));
         }
         let permit = self.reserve()?;
-        self.store.put_model(&new.model_id, &model_toml)?;
-        match self.store.insert_job(&new)? {
-            Inserted::New(job) => {
-                tracing::info!(job = %job.job_id, key_id = %new.key_id, "decision accepted");
-                if let Some(ledger) = &self.ledger {
-                    // Every member reads the ledger: the subject and the
-                    // absent list appear only as the lender's commitments.
-                    let signed = new.lender_request();
-                    ledger.record(Event {
-                        kind: EntryKind::DecisionRequest,
-                        lender: self.store.key_owner(&new.key_id)?,
-                        subject: Some(signed.subject_commitment()),
-                        job_id: Some(job.job_id.clone()),
-                        model_id: Some(new.model_id.clone()),
-                        key_id: Some(new.key_id.clone()),
-                        detail: format!("request {}; absent {}", new.request_id, signed.absent_commitment()),
-                        ..Event::default()
-                    });
-                }
-                let accepted = Accepted { job_id: job.job_id.clone(), state: job.state, existing: false };
-                self.spawn(job, permit);
-                Ok(accepted)
-            }
-            // Lost a race with the same request id.
-            Inserted::Existing(job) => existing(job, &new),
+        self.remember_model(&new.model_id, &model_toml, plan)?;
+        let job = JobRecord::accepted(job_id_for(&new.request_id), new.clone());
+        // Every member reads the ledger: the subject and the absent list
+        // appear only as the lender's commitments.
+        let signed = new.lender_request();
+        let event = Event {
+            kind: EntryKind::DecisionRequest,
+            lender: Some(owner),
+            subject: Some(signed.subject_commitment()),
+            job_id: Some(job.job_id.clone()),
+            model_id: Some(new.model_id.clone()),
+            key_id: Some(new.key_id.clone()),
+            detail: format!("request {}; absent {}", new.request_id, signed.absent_commitment()),
+            ..Event::default()
+        };
+        // The model, the job and its ledger entry in one transaction,
+        // durable before the lender is answered. The job asks its parties
+        // while that commit waits for the disk; it writes nothing unless
+        // the commit succeeds.
+        let group = Group::default()
+            .write(Write::Model { model_id: new.model_id.clone(), toml: model_toml })
+            .write(Write::InsertJob { job_id: job.job_id.clone(), job: new.clone() })
+            .event(event);
+        let commit = self.commits.submit(group);
+        let (stored, was_stored) = oneshot::channel();
+        let accepted = Accepted { job_id: job.job_id.clone(), state: job.state, existing: false };
+        self.spawn(job, permit, Some(was_stored));
+        let committed = commit.wait().await;
+        let _ = stored.send(committed.is_ok());
+        if let Err(e) = committed {
+            // Lost a race with the same request id (nothing was written),
+            // or the store failed.
+            return match self.store.job_by_request(&new.request_id)? {
+                Some(job) => existing(job, &new),
+                None => Err(e),
+            };
         }
+        tracing::info!(job = %accepted.job_id, key_id = %new.key_id, "decision accepted");
+        Ok(accepted)
     }
 }
 
@@ -108,7 +123,7 @@ impl Engine {
     /// current lender, the same lender that registered the key set. (The
     /// parties check the same; checking here first gives the lender a
     /// precise refusal before anything is stored.)
-    fn check_attestation(&self, new: &NewJob) -> Result<()> {
+    fn check_attestation(&self, new: &NewJob, owner: &str) -> Result<()> {
         let Some(consortium) = &self.consortium else { return Ok(()) };
         let attestation = &new.attestation;
         let signature = hex::decode(&attestation.signature).unwrap_or_default();
@@ -121,13 +136,13 @@ impl Engine {
         new.lender_request()
             .verify(consortium, &signature, crate::now_s())
             .map_err(|e| CoordinatorError::Unauthenticated(format!("request {}: {e}", new.request_id)))?;
-        match self.store.key_owner(&new.key_id)? {
-            Some(owner) if owner == attestation.lender => Ok(()),
-            _ => Err(CoordinatorError::Denied(format!(
-                "key set {} is not registered by `{}`: a lender decides only under its own key sets",
-                new.key_id, attestation.lender
-            ))),
+        if owner == attestation.lender {
+            return Ok(());
         }
+        Err(CoordinatorError::Denied(format!(
+            "key set {} is not registered by `{}`: a lender decides only under its own key sets",
+            new.key_id, attestation.lender
+        )))
     }
 }
 

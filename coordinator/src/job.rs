@@ -124,6 +124,23 @@ pub struct JobRecord {
     pub contributions: Vec<SignedContribution>,
 }
 
+impl JobRecord {
+    /// A job just accepted, as the store holds it once inserted (so the
+    /// insert need not read it back).
+    pub(crate) fn accepted(job_id: String, request: NewJob) -> JobRecord {
+        JobRecord {
+            job_id,
+            request,
+            state: JobState::Accepted,
+            code: 0,
+            reason: String::new(),
+            timings: Timings::default(),
+            result_bytes: 0,
+            contributions: Vec::new(),
+        }
+    }
+}
+
 /// A party's signature over its contribution envelope
 /// (`jointscore_identity::ContributionEnvelope`); the envelope's other
 /// fields are the job's own.

@@ -109,12 +109,14 @@ impl Engine {
         if stored {
             self.cache_keys(public, evaluation)?;
             if let Some(ledger) = &self.ledger {
-                ledger.append(Event {
-                    kind: EntryKind::KeyRegistration,
-                    lender: Some(lender.clone()),
-                    key_id: Some(key_id.clone()),
-                    ..Event::default()
-                })?;
+                ledger
+                    .append(Event {
+                        kind: EntryKind::KeyRegistration,
+                        lender: Some(lender.clone()),
+                        key_id: Some(key_id.clone()),
+                        ..Event::default()
+                    })
+                    .await?;
             }
         }
         tracing::info!(key_id = %key_id, lender = %lender, "key set registered");

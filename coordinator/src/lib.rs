@@ -25,6 +25,7 @@
 
 mod access;
 mod aggregate;
+mod commit;
 mod config;
 mod decisions;
 mod drain;
@@ -50,7 +51,7 @@ pub use job::{
 pub use keys::SignedRegistration;
 pub use server::CoordinatorNode;
 pub use service::CoordinatorService;
-pub use store::{Inserted, JobStore, KeptContribution, SqliteStore};
+pub use store::{Inserted, JobStore, KeptContribution, SqliteStore, Write};
 
 /// The time in unix seconds (0 if the clock is before the epoch), for
 /// membership expiry checks.

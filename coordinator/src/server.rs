@@ -16,11 +16,12 @@ use tokio::time::Instant;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 
+use crate::commit::Committer;
 use crate::config::CoordinatorConfig;
 use crate::drain::Drained;
 use crate::engine::Engine;
 use crate::error::{CoordinatorError, Result};
-use crate::ledger::Ledger;
+use crate::ledger::{Chain, Ledger};
 use crate::service::CoordinatorService;
 use crate::store::JobStore;
 
@@ -89,7 +90,9 @@ impl CoordinatorNode {
             None => tracing::warn!("serving without TLS: callers are not authenticated"),
         }
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let ledger = key.map(|k| Ledger::open(k, store.clone())).transpose()?;
+        let chain = key.map(|k| Chain::open(k, &*store)).transpose()?.map(Arc::new);
+        let commits = Committer::start(store.clone(), chain.clone())?;
+        let ledger = chain.map(|chain| Ledger::new(chain, commits.clone(), store.clone()));
         let crs = match (&consortium, &config.consortium) {
             (Some(consortium), Some(path)) => {
                 strict_crs(consortium, path).map_err(|e| CoordinatorError::Config(e.to_string()))?.map(Arc::new)
@@ -99,7 +102,7 @@ impl CoordinatorNode {
         let grace = config.shutdown_grace();
         let (reflection_v1, reflection_v1alpha) =
             reflection(SERVICE, tls.clone()).map_err(|e| CoordinatorError::Config(format!("reflection: {e}")))?;
-        let engine = Engine::new(store, config, consortium, tls, ledger, crs);
+        let engine = Engine::new(store, commits, config, consortium, tls, ledger, crs);
         let resumed = engine.recover()?;
         let service = CoordinatorService::new(engine.clone());
         let (health, health_service) = Health::new(SERVICE).await;
@@ -196,6 +199,11 @@ impl CoordinatorNode {
         };
         let ((calls_cut, served), (jobs_finished, jobs_interrupted)) =
             tokio::join!(calls, engine.tasks.drain(deadline));
+        // What was queued for the store is committed before it closes.
+        let commits = engine.commits.clone();
+        tokio::task::spawn_blocking(move || commits.close())
+            .await
+            .map_err(|e| CoordinatorError::Store(format!("the store's writer did not stop: {e}")))?;
         let store = &engine.store;
         let jobs_unfinished = store.unfinished()?.len() + store.unfinished_stats()?.len();
         store.close()?;

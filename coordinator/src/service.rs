@@ -20,7 +20,7 @@ use jointscore_proto::v1::{
     GetPublicKeyRequest, KeyUpload, PsiCloseReply, PsiCloseRequest, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest,
     RegisterKeysResponse, RegisterPartyRequest, RegisterPartyResponse, RunStatsRequest, WaitJobRequest,
 };
-use jointscore_proto::{Assembler, chunks, psi_open_messages};
+use jointscore_proto::{Assembler, chunks, job_result_messages, psi_open_messages};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -38,6 +38,7 @@ const WAIT_LIMIT_MS: u32 = 60_000;
 type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<Chunk, Status>> + Send>>;
 type PsiStream = Pin<Box<dyn Stream<Item = std::result::Result<PsiOpenChunk, Status>> + Send>>;
 type AuditStream = Pin<Box<dyn Stream<Item = std::result::Result<AuditChunk, Status>> + Send>>;
+type ResultStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::JobResult, Status>> + Send>>;
 
 /// The coordinator's gRPC service.
 pub struct CoordinatorService {
@@ -159,6 +160,7 @@ impl Coordinator for CoordinatorService {
     type FetchResultStream = ChunkStream;
     type PsiOpenStream = PsiStream;
     type AuditLogStream = AuditStream;
+    type AwaitResultStream = ResultStream;
 
     async fn audit_log(&self, request: Request<AuditLogRequest>) -> std::result::Result<Response<AuditStream>, Status> {
         self.admit(&request, MEMBERS)?;
@@ -169,6 +171,8 @@ impl Coordinator for CoordinatorService {
             .into());
         };
         let from = request.into_inner().from_seq;
+        // What was recorded before this call is in the log it reads.
+        ledger.settle().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         // Reading pages from SQLite is blocking work; the stream is fed as
         // pages are read, so a long log is never held whole in memory.
@@ -287,7 +291,7 @@ impl Coordinator for CoordinatorService {
         // lender's key set is refused as such, whatever else the request holds.
         self.engine.own_key_set(caller.as_deref(), &request.key_id)?;
         let request = DecisionRequest::try_from(request)?;
-        let accepted = self.engine.decide(request).inspect_err(|e| {
+        let accepted = self.engine.decide(request).await.inspect_err(|e| {
             tracing::info!(error = %e, "decision request refused");
         })?;
         Ok(Response::new(accepted.into()))
@@ -357,5 +361,29 @@ impl Coordinator for CoordinatorService {
             JobState::Failed => Err(CoordinatorError::JobFailed { code: job.code, reason: job.reason }.into()),
             state => Err(CoordinatorError::NotReady { job: job_id, state: state.as_str() }.into()),
         }
+    }
+
+    async fn await_result(
+        &self,
+        request: Request<WaitJobRequest>,
+    ) -> std::result::Result<Response<ResultStream>, Status> {
+        let caller = self.admit(&request, &[Role::Lender])?;
+        let WaitJobRequest { job_id, wait_ms } = request.into_inner();
+        // Another lender's job is `NOT_FOUND`, as in WaitJob and FetchResult.
+        let job = self
+            .long_poll(wait_ms, || {
+                let job = self.engine.own_job(caller.as_deref(), &job_id)?;
+                Ok((job.state.is_terminal(), job))
+            })
+            .await?;
+        let result =
+            match job.state {
+                JobState::Done => Some(self.engine.store.result(&job_id)?.ok_or_else(|| {
+                    CoordinatorError::Store(format!("job {job_id} is done but its result is missing"))
+                })?),
+                _ => None,
+            };
+        let messages = job_result_messages((&job).into(), result.as_deref());
+        Ok(Response::new(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok)))))
     }
 }

@@ -27,9 +27,85 @@ pub enum Inserted<J = JobRecord> {
     Existing(J),
 }
 
+/// One write of a [`JobStore::commit`]: the coordinator's group commit
+/// (`commit.rs`) gathers the writes of every caller waiting into one
+/// transaction.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Write {
+    /// Records a model by id; nothing if the id is held.
+    Model {
+        /// The model's id.
+        model_id: String,
+        /// Its TOML.
+        toml: String,
+    },
+    /// Records a new job in state `accepted`. Fails if the request id (or
+    /// the job id) is taken.
+    InsertJob {
+        /// The job's id (derived from its request id).
+        job_id: String,
+        /// The request.
+        job: NewJob,
+    },
+    /// Moves a job to a non-terminal state; nothing for a job that ended.
+    State {
+        /// The job.
+        job_id: String,
+        /// Its new state, not terminal.
+        state: JobState,
+    },
+    /// Keeps a party's verified contribution to a running job (its bytes
+    /// and signed envelope), so a job recovered after a restart does not
+    /// ask that party again. Dropped when the job ends.
+    Contribution {
+        /// The job.
+        job_id: String,
+        /// The party.
+        party: String,
+        /// The ciphertext list as received.
+        bytes: Vec<u8>,
+        /// The party's signed envelope, when it sent one.
+        signed: Option<SignedContribution>,
+    },
+    /// Stores a job's encrypted result and marks it done, dropping its
+    /// kept contributions; nothing for a job that ended.
+    Complete {
+        /// The job.
+        job_id: String,
+        /// The encrypted result.
+        result: Vec<u8>,
+        /// Where its time went.
+        timings: Timings,
+        /// The parties' signed envelopes.
+        contributions: Vec<SignedContribution>,
+    },
+    /// Marks a job failed with a gRPC status code and a reason, dropping
+    /// its kept contributions; nothing for a job that ended.
+    Fail {
+        /// The job.
+        job_id: String,
+        /// The gRPC status code, as its integer.
+        code: i32,
+        /// Why, for a person.
+        reason: String,
+        /// Where its time went.
+        timings: Timings,
+    },
+    /// Appends a sealed audit ledger entry (JSON) at `seq`. Fails if `seq`
+    /// is taken, so two writers cannot both append one.
+    Ledger {
+        /// Its sequence number.
+        seq: u64,
+        /// The entry, as JSON.
+        entry: String,
+    },
+}
+
 /// Everything the coordinator must not lose across a restart.
 ///
-/// Implementations must make each call atomic and durable when it returns.
+/// Implementations must make each call atomic and durable when it returns;
+/// [`JobStore::commit`] makes a whole batch of writes one transaction.
 /// SQLite ([`SqliteStore`]) backs a single coordinator; a scaled-out
 /// coordinator would implement this over PostgreSQL, with `insert_job`'s
 /// uniqueness on the request id enforced by the database.
@@ -65,29 +141,51 @@ pub trait JobStore: Send + Sync + 'static {
     fn job(&self, job_id: &str) -> Result<Option<JobRecord>>;
     /// The job a request id names.
     fn job_by_request(&self, request_id: &str) -> Result<Option<JobRecord>>;
-    /// Moves a job to a non-terminal state.
-    fn set_state(&self, job_id: &str, state: JobState) -> Result<()>;
-    /// Stores a job's encrypted result and marks it done.
+    /// Applies `writes` in one transaction, in order: all of them or none,
+    /// durable when it returns. The coordinator's writes to jobs and ledger
+    /// go through here, a batch of callers at a time (`commit.rs`).
+    fn commit(&self, writes: &[&Write]) -> Result<()>;
+    /// Moves a job to a non-terminal state (one [`Write::State`] alone).
+    fn set_state(&self, job_id: &str, state: JobState) -> Result<()> {
+        self.commit(&[&Write::State { job_id: job_id.into(), state }])
+    }
+    /// Stores a job's encrypted result and marks it done (one
+    /// [`Write::Complete`] alone).
     fn complete(
         &self,
         job_id: &str,
         result: &[u8],
         timings: &Timings,
         contributions: &[SignedContribution],
-    ) -> Result<()>;
-    /// Marks a job failed with a gRPC status code and a reason.
-    fn fail(&self, job_id: &str, code: i32, reason: &str, timings: &Timings) -> Result<()>;
-    /// Keeps one party's verified contribution to a running job (its bytes
-    /// and signed envelope), so a job recovered after a restart does not
-    /// ask that party again: parties answer each lender request once.
-    /// Dropped when the job ends.
+    ) -> Result<()> {
+        self.commit(&[&Write::Complete {
+            job_id: job_id.into(),
+            result: result.to_vec(),
+            timings: timings.clone(),
+            contributions: contributions.to_vec(),
+        }])
+    }
+    /// Marks a job failed with a gRPC status code and a reason (one
+    /// [`Write::Fail`] alone).
+    fn fail(&self, job_id: &str, code: i32, reason: &str, timings: &Timings) -> Result<()> {
+        self.commit(&[&Write::Fail { job_id: job_id.into(), code, reason: reason.into(), timings: timings.clone() }])
+    }
+    /// Keeps one party's verified contribution to a running job (one
+    /// [`Write::Contribution`] alone).
     fn put_contribution(
         &self,
         job_id: &str,
         party: &str,
         bytes: &[u8],
         signed: Option<&SignedContribution>,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        self.commit(&[&Write::Contribution {
+            job_id: job_id.into(),
+            party: party.into(),
+            bytes: bytes.to_vec(),
+            signed: signed.cloned(),
+        }])
+    }
     /// The contributions kept for a running job, `(party, bytes, signed)`.
     fn kept_contributions(&self, job_id: &str) -> Result<Vec<KeptContribution>>;
     /// A done job's encrypted result.
@@ -98,9 +196,11 @@ pub trait JobStore: Send + Sync + 'static {
     fn parties(&self) -> Result<Vec<(String, String)>>;
     /// The lender that registered a key set.
     fn key_owner(&self, key_id: &str) -> Result<Option<String>>;
-    /// Appends an audit ledger entry (JSON) at `seq`; refuses a `seq` that
-    /// is taken, so two writers cannot both append one.
-    fn append_ledger(&self, seq: u64, entry: &str) -> Result<()>;
+    /// Appends an audit ledger entry (JSON) at `seq` (one
+    /// [`Write::Ledger`] alone).
+    fn append_ledger(&self, seq: u64, entry: &str) -> Result<()> {
+        self.commit(&[&Write::Ledger { seq, entry: entry.into() }])
+    }
     /// Up to `limit` ledger entries from `from_seq` on, in order.
     fn ledger(&self, from_seq: u64, limit: usize) -> Result<Vec<String>>;
     /// The last ledger entry.
@@ -237,7 +337,7 @@ fn plan_name(kind: PlanKind) -> &'static str {
 
 /// A job's id: derived from its request id, so the same request always
 /// names the same job.
-fn job_id_for(request_id: &str) -> String {
+pub(crate) fn job_id_for(request_id: &str) -> String {
     format!("job-{}", &hex::encode(Sha256::digest(request_id.as_bytes()))[..16])
 }
 
@@ -334,6 +434,77 @@ fn checked_job((mut job, state, plan): (JobRecord, String, String)) -> Result<Jo
     Ok(job)
 }
 
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| CoordinatorError::Store(e.to_string()))
+}
+
+/// One write, inside the caller's transaction. Statements are cached: the
+/// same few run for every decision.
+fn apply(tx: &rusqlite::Transaction<'_>, write: &Write, now: i64) -> Result<()> {
+    match write {
+        Write::Model { model_id, toml } => {
+            tx.prepare_cached("INSERT OR IGNORE INTO models (model_id, toml) VALUES (?1, ?2)")?
+                .execute(params![model_id, toml])?;
+        }
+        Write::InsertJob { job_id, job } => {
+            tx.prepare_cached(
+                "INSERT INTO jobs (job_id, request_id, key_id, model_id, subject, plan, absent, state, created_ms,
+                     updated_ms, attestation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'accepted', ?8, ?8, ?9)",
+            )?
+            .execute(params![
+                job_id,
+                job.request_id,
+                job.key_id,
+                job.model_id,
+                job.subject,
+                plan_name(job.plan),
+                json(&job.absent)?,
+                now,
+                json(&job.attestation)?,
+            ])?;
+        }
+        Write::State { job_id, state } => {
+            if state.is_terminal() {
+                return Err(CoordinatorError::Store(format!("a state write cannot end job {job_id}")));
+            }
+            // A terminal job never moves again, even if a stale worker asks.
+            tx.prepare_cached(
+                "UPDATE jobs SET state = ?2, updated_ms = ?3 WHERE job_id = ?1 AND state NOT IN ('done', 'failed')",
+            )?
+            .execute(params![job_id, state.as_str(), now])?;
+        }
+        Write::Contribution { job_id, party, bytes, signed } => {
+            let signed = signed.as_ref().map(json).transpose()?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO kept_contributions (job_id, party, bytes, signed) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![job_id, party, bytes, signed])?;
+        }
+        Write::Complete { job_id, result, timings, contributions } => {
+            tx.prepare_cached(
+                "UPDATE jobs SET state = 'done', result = ?2, timings = ?3, contributions = ?4, updated_ms = ?5
+                 WHERE job_id = ?1 AND state NOT IN ('done', 'failed')",
+            )?
+            .execute(params![job_id, result, json(timings)?, json(contributions)?, now])?;
+            tx.prepare_cached("DELETE FROM kept_contributions WHERE job_id = ?1")?.execute([job_id])?;
+        }
+        Write::Fail { job_id, code, reason, timings } => {
+            tx.prepare_cached(
+                "UPDATE jobs SET state = 'failed', code = ?2, reason = ?3, timings = ?4, updated_ms = ?5
+                 WHERE job_id = ?1 AND state NOT IN ('done', 'failed')",
+            )?
+            .execute(params![job_id, code, reason, json(timings)?, now])?;
+            tx.prepare_cached("DELETE FROM kept_contributions WHERE job_id = ?1")?.execute([job_id])?;
+        }
+        Write::Ledger { seq, entry } => {
+            let seq = i64::try_from(*seq).map_err(|_| CoordinatorError::Store("ledger sequence overflow".into()))?;
+            tx.prepare_cached("INSERT INTO ledger (seq, entry) VALUES (?1, ?2)")?.execute(params![seq, entry])?;
+        }
+    }
+    Ok(())
+}
+
 impl JobStore for SqliteStore {
     fn put_party(&self, name: &str, address: &str) -> Result<()> {
         self.conn()?.execute(
@@ -421,23 +592,7 @@ impl JobStore for SqliteStore {
             return Ok(Inserted::Existing(found));
         }
         let job_id = job_id_for(&job.request_id);
-        let now = now_ms();
-        tx.execute(
-            "INSERT INTO jobs (job_id, request_id, key_id, model_id, subject, plan, absent, state, created_ms, updated_ms,
-                 attestation)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'accepted', ?8, ?8, ?9)",
-            params![
-                job_id,
-                job.request_id,
-                job.key_id,
-                job.model_id,
-                job.subject,
-                plan_name(job.plan),
-                serde_json::to_string(&job.absent).map_err(|e| CoordinatorError::Store(e.to_string()))?,
-                now,
-                serde_json::to_string(&job.attestation).map_err(|e| CoordinatorError::Store(e.to_string()))?,
-            ],
-        )?;
+        apply(&tx, &Write::InsertJob { job_id: job_id.clone(), job: job.clone() }, now_ms())?;
         let created = SqliteStore::read_job(&tx, &job_id)?
             .ok_or_else(|| CoordinatorError::Store(format!("job {job_id} vanished")))?;
         tx.commit()?;
@@ -456,52 +611,14 @@ impl JobStore for SqliteStore {
             .transpose()
     }
 
-    fn set_state(&self, job_id: &str, state: JobState) -> Result<()> {
-        if state.is_terminal() {
-            return Err(CoordinatorError::Store(format!("set_state cannot end job {job_id}")));
-        }
-        // A terminal job never moves again, even if a stale worker asks.
-        self.conn()?.execute(
-            "UPDATE jobs SET state = ?2, updated_ms = ?3 WHERE job_id = ?1 AND state NOT IN ('done', 'failed')",
-            params![job_id, state.as_str(), now_ms()],
-        )?;
-        Ok(())
-    }
-
-    fn complete(
-        &self,
-        job_id: &str,
-        result: &[u8],
-        timings: &Timings,
-        contributions: &[SignedContribution],
-    ) -> Result<()> {
-        let timings = serde_json::to_string(timings).map_err(|e| CoordinatorError::Store(e.to_string()))?;
-        let contributions = serde_json::to_string(contributions).map_err(|e| CoordinatorError::Store(e.to_string()))?;
+    fn commit(&self, writes: &[&Write]) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
-        tx.execute(
-            "UPDATE jobs SET state = 'done', result = ?2, timings = ?3, contributions = ?4, updated_ms = ?5
-             WHERE job_id = ?1 AND state NOT IN ('done', 'failed')",
-            params![job_id, result, timings, contributions, now_ms()],
-        )?;
-        tx.execute("DELETE FROM kept_contributions WHERE job_id = ?1", [job_id])?;
+        let now = now_ms();
+        for write in writes {
+            apply(&tx, write, now)?;
+        }
         tx.commit()?;
-        Ok(())
-    }
-
-    fn put_contribution(
-        &self,
-        job_id: &str,
-        party: &str,
-        bytes: &[u8],
-        signed: Option<&SignedContribution>,
-    ) -> Result<()> {
-        let signed =
-            signed.map(serde_json::to_string).transpose().map_err(|e| CoordinatorError::Store(e.to_string()))?;
-        self.conn()?.execute(
-            "INSERT OR REPLACE INTO kept_contributions (job_id, party, bytes, signed) VALUES (?1, ?2, ?3, ?4)",
-            params![job_id, party, bytes, signed],
-        )?;
         Ok(())
     }
 
@@ -524,20 +641,6 @@ impl JobStore for SqliteStore {
             .collect()
     }
 
-    fn fail(&self, job_id: &str, code: i32, reason: &str, timings: &Timings) -> Result<()> {
-        let timings = serde_json::to_string(timings).map_err(|e| CoordinatorError::Store(e.to_string()))?;
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
-        tx.execute(
-            "UPDATE jobs SET state = 'failed', code = ?2, reason = ?3, timings = ?4, updated_ms = ?5
-             WHERE job_id = ?1 AND state NOT IN ('done', 'failed')",
-            params![job_id, code, reason, timings, now_ms()],
-        )?;
-        tx.execute("DELETE FROM kept_contributions WHERE job_id = ?1", [job_id])?;
-        tx.commit()?;
-        Ok(())
-    }
-
     fn result(&self, job_id: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
             .conn()?
@@ -558,12 +661,6 @@ impl JobStore for SqliteStore {
             .conn()?
             .query_row("SELECT lender FROM key_sets WHERE key_id = ?1", [key_id], |r| r.get(0))
             .optional()?)
-    }
-
-    fn append_ledger(&self, seq: u64, entry: &str) -> Result<()> {
-        let seq = i64::try_from(seq).map_err(|_| CoordinatorError::Store("ledger sequence overflow".into()))?;
-        self.conn()?.execute("INSERT INTO ledger (seq, entry) VALUES (?1, ?2)", params![seq, entry])?;
-        Ok(())
     }
 
     fn ledger(&self, from_seq: u64, limit: usize) -> Result<Vec<String>> {

@@ -12,11 +12,12 @@ use jointscore_net::plan_to_wire;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::key_upload::Part;
 use jointscore_proto::v1::{
-    DecideRequest, DecideResponse, FetchResultRequest, GetJobRequest, Job, JobState, KeyHeader, KeyUpload,
+    DecideRequest, DecideResponse, FetchResultRequest, GetJobRequest, Job, JobResult, JobState, KeyHeader, KeyUpload,
     WaitJobRequest,
 };
-use jointscore_proto::{CHUNK_SIZE, MESSAGE_LIMIT, collect};
+use jointscore_proto::{CHUNK_SIZE, MESSAGE_LIMIT, collect, collect_result, next_job};
 use tonic::Code;
+use tonic::Streaming;
 use tonic::transport::Channel;
 
 use jointscore_identity::{Consortium, ContributionEnvelope, KeyRegistration, LenderRequest, NodeKey};
@@ -297,6 +298,81 @@ impl Lender {
         Ok(EncryptedResult::from_bytes(&bytes, &self.plan, self.keys.id())?)
     }
 
+    /// A job as it stands and, if it is done, its encrypted result, in one
+    /// call (`AwaitResult` without waiting); from a coordinator that does
+    /// not serve that call, `GetJob` and then `FetchResult`.
+    pub async fn job_and_result(&mut self, job_id: &str) -> Result<(Job, Option<EncryptedResult>)> {
+        match self.await_result(job_id, 0).await {
+            Ok((job, Some(rest))) => {
+                let result = self.read_result(rest, &job).await?;
+                Ok((job, Some(result)))
+            }
+            Ok((job, None)) => Ok((job, None)),
+            Err(LenderError::Refused { code: Code::Unimplemented, .. }) => {
+                let job = self.job(job_id).await?;
+                let result = match JobState::try_from(job.state) {
+                    Ok(JobState::Done) => Some(self.fetch(job_id).await?),
+                    _ => None,
+                };
+                Ok((job, result))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One `AwaitResult` call: the job once it has ended (or as it stands
+    /// when `wait_ms` passes) and, for a done job, the stream its result
+    /// follows on.
+    async fn await_result(&mut self, job_id: &str, wait_ms: u32) -> Result<(Job, Option<Streaming<JobResult>>)> {
+        let mut stream =
+            self.client.await_result(WaitJobRequest { job_id: job_id.into(), wait_ms }).await?.into_inner();
+        let job = next_job(&mut stream).await?;
+        let done = JobState::try_from(job.state) == Ok(JobState::Done);
+        Ok((job, done.then_some(stream)))
+    }
+
+    /// Reads the result that follows a done job on an `AwaitResult`
+    /// stream, exactly the size the job declares, and checks its shape.
+    async fn read_result(&self, rest: Streaming<JobResult>, job: &Job) -> Result<EncryptedResult> {
+        let bytes = collect_result(rest, job.result_bytes, RESULT_LIMIT).await?;
+        Ok(EncryptedResult::from_bytes(&bytes, &self.plan, self.keys.id())?)
+    }
+
+    /// Waits for a job to end (long polls) and takes a done job's result on
+    /// the same stream, so a decision costs no round trip after it ends; a
+    /// failed job is an error carrying its code and reason. From a
+    /// coordinator that does not serve `AwaitResult`, the job alone (and
+    /// the caller fetches).
+    async fn wait_with_result(
+        &mut self,
+        job_id: &str,
+        patience: Duration,
+    ) -> Result<(Job, Option<Streaming<JobResult>>)> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).min(30_000);
+            let (job, rest) = match self.await_result(job_id, wait_ms).await {
+                Err(LenderError::Refused { code: Code::Unimplemented, .. }) => {
+                    return Ok((self.wait(job_id, left).await?, None));
+                }
+                answer => answer?,
+            };
+            match JobState::try_from(job.state) {
+                Ok(JobState::Done) => return Ok((job, rest)),
+                Ok(JobState::Failed) => {
+                    return Err(LenderError::JobFailed {
+                        job: job_id.into(),
+                        code: Code::from_i32(job.code),
+                        reason: job.reason,
+                    });
+                }
+                _ if Instant::now() >= deadline => return Err(LenderError::Timeout(job_id.into())),
+                _ => {}
+            }
+        }
+    }
+
     /// Decrypts a result into the decision bundle.
     pub fn decrypt(&self, result: &EncryptedResult) -> Result<Bundle> {
         Ok(self.keys.secret.decrypt(&self.plan, result)?)
@@ -317,7 +393,7 @@ impl Lender {
 
     /// Finishes a decision submitted with [`Lender::submit_with`]: waits for
     /// its job, checks that the job is this request's and every envelope,
-    /// fetches and decrypts. Submitting many requests first and completing
+    /// takes its result (on the same stream as its end) and decrypts. Submitting many requests first and completing
     /// them afterwards lets the coordinator evaluate them together (it
     /// batches the jobs that are ready at once); `submitted` is when the
     /// request was sent, for the timings.
@@ -330,7 +406,7 @@ impl Lender {
         submitted: Instant,
     ) -> Result<Decision> {
         let start = submitted;
-        let job = self.wait(&accepted.job_id, DEFAULT_WAIT).await?;
+        let (job, rest) = self.wait_with_result(&accepted.job_id, DEFAULT_WAIT).await?;
         // The job must be the one this request made: an older job about the
         // same subject would carry valid envelopes too.
         if job.job_id != accepted.job_id || job.request_id != request_id {
@@ -358,8 +434,13 @@ impl Lender {
         }
         self.check_signatures(&job)?;
         let remote = start.elapsed();
+        // The result follows the job on the same stream (already on its
+        // way while the job was checked).
         let fetch_start = Instant::now();
-        let result = self.fetch(&accepted.job_id).await?;
+        let result = match rest {
+            Some(rest) => self.read_result(rest, &job).await?,
+            None => self.fetch(&accepted.job_id).await?,
+        };
         let fetch = fetch_start.elapsed();
         let decrypt_start = Instant::now();
         let bundle = self.decrypt(&result)?;

@@ -243,43 +243,16 @@ impl RecordStore {
         subject: &str,
         limits: &ClaimLimits,
     ) -> Result<Claim> {
-        let ClaimLimits { per_subject: limit, window_ms, keep_ms } = *limits;
         let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
-        let now = now_ms();
-        tx.execute(
-            "UPDATE answered SET answer = NULL, header = 'forgotten' WHERE answer IS NOT NULL AND time_ms < ?1",
-            [now.saturating_sub(keep_ms) as i64],
-        )?;
-        let seen: Option<Answered> = tx
-            .query_row(
-                "SELECT time_ms, job_id, answer, header FROM answered WHERE lender = ?1 AND request_id = ?2",
-                params![lender, request_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        if let Some((at, job, answer, header)) = seen {
-            return Ok(match (answer, header) {
-                (Some(answer), Some(header)) if job == job_id => Claim::Resend(answer, header),
-                (None, None) if job == job_id => Claim::Pending,
-                _ => Claim::Replayed(format!("it was answered already (at {at} ms, job `{job}`): a replayed request")),
-            });
-        }
-        let since = now.saturating_sub(window_ms) as i64;
-        let recent: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM answered WHERE lender = ?1 AND subject = ?2 AND time_ms >= ?3",
-            params![lender, subject, since],
-            |r| r.get(0),
-        )?;
-        if recent >= i64::from(limit) {
-            return Ok(Claim::Limited);
-        }
-        tx.execute(
-            "INSERT INTO answered (lender, request_id, subject, time_ms, job_id) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![lender, request_id, subject, now as i64, job_id],
-        )?;
-        tx.commit()?;
-        Ok(Claim::New)
+        // The claim does not wait for the disk: the answer it guards leaves
+        // only after `log_and_keep` commits with a full sync, which makes
+        // the claim durable too (the write-ahead log is written in order),
+        // and a claim lost in a crash guarded nothing that had left.
+        let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let claim = claim_in(&mut conn, lender, request_id, job_id, subject, limits);
+        conn.pragma_update(None, "synchronous", sync)?;
+        claim
     }
 
     /// Forgets a claim whose answer could not be made (the work after the
@@ -302,6 +275,77 @@ impl RecordStore {
         )?;
         Ok(())
     }
+
+    /// Appends a contribution to the log and keeps it as the answer to its
+    /// claimed request ([`RecordStore::log`] and
+    /// [`RecordStore::keep_answer`]) in one transaction: one wait for the
+    /// disk before the answer leaves instead of two, and a kept answer is
+    /// never missing from the log.
+    pub fn log_and_keep(
+        &self,
+        body: serde_json::Value,
+        lender: &str,
+        request_id: &str,
+        answer: &[u8],
+        header: &str,
+    ) -> Result<LogEntry> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let entry = append(&tx, LogKind::Contribution, body)?;
+        tx.execute(
+            "UPDATE answered SET answer = ?3, header = ?4 WHERE lender = ?1 AND request_id = ?2",
+            params![lender, request_id, answer, header],
+        )?;
+        tx.commit()?;
+        Ok(entry)
+    }
+}
+
+/// [`RecordStore::claim_request`] in one transaction on `conn`.
+fn claim_in(
+    conn: &mut Connection,
+    lender: &str,
+    request_id: &str,
+    job_id: &str,
+    subject: &str,
+    limits: &ClaimLimits,
+) -> Result<Claim> {
+    let ClaimLimits { per_subject: limit, window_ms, keep_ms } = *limits;
+    let tx = conn.transaction()?;
+    let now = now_ms();
+    tx.execute(
+        "UPDATE answered SET answer = NULL, header = 'forgotten' WHERE answer IS NOT NULL AND time_ms < ?1",
+        [now.saturating_sub(keep_ms) as i64],
+    )?;
+    let seen: Option<Answered> = tx
+        .query_row(
+            "SELECT time_ms, job_id, answer, header FROM answered WHERE lender = ?1 AND request_id = ?2",
+            params![lender, request_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    if let Some((at, job, answer, header)) = seen {
+        return Ok(match (answer, header) {
+            (Some(answer), Some(header)) if job == job_id => Claim::Resend(answer, header),
+            (None, None) if job == job_id => Claim::Pending,
+            _ => Claim::Replayed(format!("it was answered already (at {at} ms, job `{job}`): a replayed request")),
+        });
+    }
+    let since = now.saturating_sub(window_ms) as i64;
+    let recent: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM answered WHERE lender = ?1 AND subject = ?2 AND time_ms >= ?3",
+        params![lender, subject, since],
+        |r| r.get(0),
+    )?;
+    if recent >= i64::from(limit) {
+        return Ok(Claim::Limited);
+    }
+    tx.execute(
+        "INSERT INTO answered (lender, request_id, subject, time_ms, job_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![lender, request_id, subject, now as i64, job_id],
+    )?;
+    tx.commit()?;
+    Ok(Claim::New)
 }
 
 #[cfg(test)]

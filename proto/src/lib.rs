@@ -16,9 +16,11 @@
 
 mod chunk;
 mod psi;
+mod result;
 
 pub use chunk::{Assembler, CHUNK_SIZE, ChunkError, MESSAGE_LIMIT, chunks, collect};
 pub use psi::{collect_psi_open, psi_open_messages};
+pub use result::{collect_result, job_result_messages, next_job};
 
 /// Generated code for package `jointscore.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

@@ -27,6 +27,19 @@ async fn decisions_match_the_reference_and_request_ids_are_idempotent() {
     assert_eq!(e.code(), Some(Code::NotFound), "{e}");
     let e = lender.fetch("job-0000000000000000").await.unwrap_err();
     assert_eq!(e.code(), Some(Code::NotFound), "{e}");
+    let e = lender.job_and_result("job-0000000000000000").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::NotFound), "{e}");
+    // A done job and its result in one call (`AwaitResult`), the same
+    // result `FetchResult` sends.
+    let (job, result) = lender.job_and_result(&first.job_id).await.expect("job and result");
+    assert_eq!((job.job_id.as_str(), job.state), (first.job_id.as_str(), jointscore_proto::v1::JobState::Done as i32));
+    let result = result.expect("a done job comes with its result");
+    assert_eq!(
+        result.to_bytes().expect("bytes"),
+        lender.fetch(&first.job_id).await.expect("fetch").to_bytes().expect("bytes")
+    );
+    let bundle = lender.decrypt(&result).expect("decrypt");
+    assert_eq!(bundle, cluster.reference("seller-0001").expect("reference"));
     cluster.stop().await.expect("stop");
 }
 
@@ -48,6 +61,10 @@ async fn an_unknown_subject_fails_not_found_naming_subject_and_party() {
     let job = lender.submit("newcomer", "nc-1").await.expect("same job").job_id;
     let e = lender.fetch(&job).await.unwrap_err();
     assert_eq!(e.code(), Some(Code::NotFound), "{e}");
+    // Asked in one call, a failed job comes alone, with its code and reason.
+    let (failed, result) = lender.job_and_result(&job).await.expect("the job");
+    assert_eq!((failed.state, failed.code), (jointscore_proto::v1::JobState::Failed as i32, Code::NotFound as i32));
+    assert!(failed.reason.contains("`newcomer`") && result.is_none(), "{}", failed.reason);
     // Unknown to everyone: every party is named.
     let (code, reason) = failure(&mut lender, "nobody", "nc-2").await;
     assert_eq!(code, Code::NotFound);

@@ -15,8 +15,8 @@ use jointscore_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
 use jointscore_proto::v1::party_client::PartyClient;
 use jointscore_proto::v1::{
     AuditChunk, AuditLogRequest, Chunk, DecideRequest, DecideResponse, FetchResultRequest, GetJobRequest,
-    GetPublicKeyRequest, Job, KeyRegistrationInfo, RegisterKeysResponse, RegisterPartyResponse, RunStatsRequest,
-    StatsJob, WaitJobRequest,
+    GetPublicKeyRequest, Job, JobResult, KeyRegistrationInfo, RegisterKeysResponse, RegisterPartyResponse,
+    RunStatsRequest, StatsJob, WaitJobRequest,
 };
 use jointscore_testkit::cluster::{LENDER, Membership, init_consortium};
 use tonic::Streaming;
@@ -44,6 +44,7 @@ impl Coordinator for Rogue {
     type PsiOpenStream = PsiStream;
     type PsiQueryStream = Chunks;
     type AuditLogStream = Audit;
+    type AwaitResultStream = Pin<Box<dyn Stream<Item = Result<JobResult, Status>> + Send>>;
 
     async fn register_party(
         &self,
@@ -78,6 +79,9 @@ impl Coordinator for Rogue {
         refused()
     }
     async fn fetch_result(&self, _: Request<FetchResultRequest>) -> Result<Response<Chunks>, Status> {
+        refused()
+    }
+    async fn await_result(&self, _: Request<WaitJobRequest>) -> Result<Response<Self::AwaitResultStream>, Status> {
         refused()
     }
     async fn run_stats(&self, _: Request<RunStatsRequest>) -> Result<Response<StatsJob>, Status> {

@@ -154,6 +154,11 @@ async fn members_are_authenticated_and_held_to_their_roles() {
         .await
         .expect_err("another lender's result");
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = other
+        .await_result(jointscore_proto::v1::WaitJobRequest { job_id: d.job_id.clone(), wait_ms: 0 })
+        .await
+        .expect_err("another lender's job and result in one call");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
     let theirs = DecideRequest { key_id: lender.key_id().to_string(), ..DecideRequest::default() };
     let e = other.decide(theirs).await.expect_err("a decision under another lender's key set");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");

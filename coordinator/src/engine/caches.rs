@@ -18,6 +18,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Keeps a model file and its plan as checked when a request was
+    /// accepted: its job starts before the store holds them (see
+    /// [`Engine::spawn`]), and need not read them back.
+    pub(crate) fn remember_model(&self, model_id: &str, toml: &str, plan: Plan) -> Result<()> {
+        lock(&self.models)?.entry(model_id.to_string()).or_insert_with(|| toml.into());
+        lock(&self.plans)?.entry((model_id.to_string(), plan.kind())).or_insert_with(|| Arc::new(plan));
+        Ok(())
+    }
+
     /// The plan for a stored model.
     pub(crate) fn plan(&self, model_id: &str, kind: PlanKind) -> Result<Arc<Plan>> {
         let cache_key = (model_id.to_string(), kind);

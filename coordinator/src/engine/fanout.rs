@@ -22,6 +22,7 @@ use tonic::{Code, Status, Streaming};
 use super::{Engine, bounded, failed, lock, verify};
 use crate::error::{CoordinatorError, Result};
 use crate::job::{JobRecord, SignedContribution, Timings};
+use crate::store::Write;
 
 /// Connections are cached per party and address: under mutual TLS a
 /// connection is bound to the party whose certificate it checked.
@@ -72,7 +73,7 @@ impl Engine {
         plan: &Arc<Plan>,
         public: &PublicKey,
         timings: &mut Timings,
-    ) -> Result<(Vec<Contribution>, Vec<SignedContribution>)> {
+    ) -> Result<Collected> {
         let model_toml = self.model_toml(&job.request.model_id)?;
         let absent = self.absent_contributions(job, plan, public).await?;
         // Forwarded as the lender signed it; the parties check it.
@@ -162,6 +163,7 @@ impl Engine {
         }
         let mut contributions = Vec::with_capacity(results.len());
         let mut signed = Vec::new();
+        let mut keep = Vec::new();
         let mut channels = lock(&self.channels)?;
         let mut errors = Vec::new();
         for ((got, absent), name) in results.into_iter().zip(absent).zip(plan.model().parties()) {
@@ -172,9 +174,14 @@ impl Engine {
             match got {
                 Ok(r) => {
                     if !r.raw.is_empty() {
-                        // Kept before the job goes on, so a restart does not
-                        // ask this party again.
-                        self.store.put_contribution(&job.job_id, name, &r.raw, r.signed.as_ref())?;
+                        // To keep, so a restart does not ask this party
+                        // again.
+                        keep.push(Write::Contribution {
+                            job_id: job.job_id.clone(),
+                            party: name.clone(),
+                            bytes: r.raw,
+                            signed: r.signed.clone(),
+                        });
                     }
                     if let Some(channel) = r.channel {
                         channels.insert(channel_key(name, &r.address), channel);
@@ -198,7 +205,7 @@ impl Engine {
         drop(channels);
         let mut errors = errors.into_iter();
         match errors.next() {
-            None => Ok((contributions, signed)),
+            None => Ok(Collected { contributions, signed, keep }),
             Some(first) => {
                 let rest: Vec<String> = errors.map(|e| e.to_string()).collect();
                 if rest.is_empty() {
@@ -253,6 +260,17 @@ impl Engine {
         .await
         .map_err(|e| CoordinatorError::Transport(format!("encryption task failed: {e}")))?
     }
+}
+
+/// What a job collected.
+pub(super) struct Collected {
+    /// Every party's contribution, in model order (absent parties' made
+    /// here).
+    pub(super) contributions: Vec<Contribution>,
+    /// The parties' signed envelopes.
+    pub(super) signed: Vec<SignedContribution>,
+    /// The contributions received in this run, to keep until the job ends.
+    pub(super) keep: Vec<Write>,
 }
 
 /// One party's answer: its contribution, or the failure and the address

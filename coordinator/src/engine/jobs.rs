@@ -6,23 +6,36 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jointscore_audit::{Attestation, EntryKind, Event as AuditEvent};
+use jointscore_circuits::Plan;
 use jointscore_identity::{CONTRIBUTION_DOMAIN, ContributionEnvelope, Role};
 use sha2::{Digest, Sha256};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
+use super::fanout::Collected;
 use super::{Engine, micros};
+use crate::commit::Group;
 use crate::error::{CoordinatorError, Result};
 use crate::job::{JobRecord, JobState, SignedContribution, Timings};
-use crate::ledger::Ledger;
+use crate::store::Write;
 
 impl Engine {
     /// Runs a job to a terminal state in the background. `permit` is its
     /// place in the queue, released when it ends. While the node drains
     /// for shutdown the job is not started but left, accepted, in the
     /// store for the next start (`false`).
-    pub(crate) fn spawn(self: &Arc<Self>, job: JobRecord, permit: OwnedSemaphorePermit) -> bool {
+    ///
+    /// `stored`, for a job whose acceptance is still being committed, says
+    /// whether it was: the job asks its parties meanwhile (so the commit's
+    /// wait for the disk overlaps their work) but writes nothing, and ends
+    /// silently, unless it was stored.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        job: JobRecord,
+        permit: OwnedSemaphorePermit,
+        stored: Option<oneshot::Receiver<bool>>,
+    ) -> bool {
         let (engine, id) = (self.clone(), job.job_id.clone());
-        let started = self.tasks.spawn(async move { engine.run(job, permit).await });
+        let started = self.tasks.spawn(async move { engine.run(job, permit, stored).await });
         if !started {
             tracing::info!(job = %id, "draining: job left for the next start");
         }
@@ -48,7 +61,7 @@ impl Engine {
             for job in jobs {
                 tracing::info!(job = %job.job_id, state = job.state.as_str(), "resuming job after restart");
                 let Ok(permit) = engine.queue.clone().acquire_owned().await else { return };
-                if !engine.spawn(job, permit) {
+                if !engine.spawn(job, permit, None) {
                     return;
                 }
             }
@@ -65,31 +78,43 @@ impl Engine {
         Ok(n)
     }
 
-    async fn run(&self, job: JobRecord, permit: OwnedSemaphorePermit) {
+    async fn run(&self, job: JobRecord, permit: OwnedSemaphorePermit, stored: Option<oneshot::Receiver<bool>>) {
         let mut timings = Timings::default();
-        let outcome = self.execute(&job, &mut timings).await;
-        // The ledger first: once the store says the job ended, a lender who
-        // saw it end and reads the ledger finds the entry. (A crash between
-        // the two re-runs the job at the next start, so its entries may
-        // appear twice under one job id, never not at all.)
-        if let Some(ledger) = &self.ledger {
-            self.audit_end(ledger, &job, &outcome);
-        }
-        self.record_end(&job.job_id, || match &outcome {
-            Ok((result, signed)) => self.store.complete(&job.job_id, result, &timings, signed),
-            Err(e) => self.store.fail(&job.job_id, e.code() as i32, &e.to_string(), &timings),
-        })
-        .await;
-        match &outcome {
-            Ok(_) => tracing::debug!(job = %job.job_id, "job done"),
-            Err(e) => tracing::info!(job = %job.job_id, code = ?e.code(), reason = %e, "job failed"),
-        }
+        let Some(outcome) = self.execute(&job, &mut timings, stored).await else {
+            // Its request was not stored (a store failure, or another call
+            // with the same request id won): nothing to record.
+            tracing::debug!(job = %job.job_id, "job not stored; dropped");
+            self.announce_end(permit);
+            return;
+        };
+        // The job's end and the ledger entries that record it (each
+        // contribution, then the result or the refusal) are one
+        // transaction: a lender who sees the job end finds its entries, and
+        // a crash keeps both or neither.
+        let group = self.audit_end(&job, &outcome);
+        let job_id = job.job_id.clone();
+        let group = match outcome {
+            Ok((result, contributions)) => {
+                tracing::debug!(job = %job_id, "job done");
+                group.write(Write::Complete { job_id, result, timings, contributions })
+            }
+            Err(e) => {
+                tracing::info!(job = %job_id, code = ?e.code(), reason = %e, "job failed");
+                group.write(Write::Fail { job_id, code: e.code() as i32, reason: e.to_string(), timings })
+            }
+        };
+        self.commit_end(&job.job_id, group).await;
         self.announce_end(permit);
     }
 
-    /// Records a job's contributions (with each party's signature as an
-    /// attestation) and its result or refusal in the ledger.
-    fn audit_end(&self, ledger: &Ledger, job: &JobRecord, outcome: &Result<(Vec<u8>, Vec<SignedContribution>)>) {
+    /// The ledger events of a job's end: its contributions (with each
+    /// party's signature as an attestation) and its result or refusal.
+    /// (Without a ledger the writer drops them.)
+    fn audit_end(&self, job: &JobRecord, outcome: &Result<(Vec<u8>, Vec<SignedContribution>)>) -> Group {
+        let mut group = Group::default();
+        if self.ledger.is_none() {
+            return group;
+        }
         let request = &job.request;
         let lender = self.store.key_owner(&request.key_id).ok().flatten();
         let commitment = request.lender_request().subject_commitment();
@@ -117,7 +142,7 @@ impl Engine {
                         time_ms: c.signed_ms,
                     };
                     let signature = hex::decode(&c.signature).unwrap_or_default();
-                    ledger.record(AuditEvent {
+                    group = group.event(AuditEvent {
                         kind: EntryKind::Contribution,
                         // The envelope's own lender and request: what the
                         // party signed, and what `audit verify` rebuilds.
@@ -136,7 +161,7 @@ impl Engine {
                         ..base.clone()
                     });
                 }
-                ledger.record(AuditEvent {
+                group.event(AuditEvent {
                     kind: EntryKind::Result,
                     parties: signed.iter().map(|c| c.party.clone()).collect(),
                     digest: Some(hex::encode(Sha256::digest(result))),
@@ -146,11 +171,28 @@ impl Engine {
                         format!("absent: {}", request.absent.join(", "))
                     },
                     ..base
-                });
+                })
             }
             Err(e) => {
-                ledger.record(AuditEvent { kind: EntryKind::Refusal, detail: format!("{:?}: {e}", e.code()), ..base })
+                group.event(AuditEvent { kind: EntryKind::Refusal, detail: format!("{:?}: {e}", e.code()), ..base })
             }
+        }
+    }
+
+    /// Commits the end of a job, retried until the store takes it: giving
+    /// up would leave an accepted job unfinished until the next restart. (A
+    /// failed commit wrote nothing, so a retry duplicates nothing.)
+    async fn commit_end(&self, job_id: &str, group: Group) {
+        let mut pause = Duration::from_millis(100);
+        while let Err(e) = self.commits.commit(group.clone()).await {
+            if matches!(e, CoordinatorError::ShuttingDown) {
+                // The store closed under a job the drain stopped waiting
+                // for: it stays unfinished, for the next start.
+                return;
+            }
+            tracing::error!(job = %job_id, error = %e, "cannot record the end of a job; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -173,16 +215,79 @@ impl Engine {
     }
 
     /// Collects, evaluates and serializes; also returns the parties' signed
-    /// envelopes.
-    async fn execute(&self, job: &JobRecord, timings: &mut Timings) -> Result<(Vec<u8>, Vec<SignedContribution>)> {
-        let plan = self.plan(&job.request.model_id, job.request.plan)?;
-        let public = self.public_key(&job.request.key_id)?;
-        self.store.set_state(&job.job_id, JobState::Collecting)?;
-        let start = Instant::now();
-        let (contributions, signed) = self.collect(job, &plan, &public, timings).await?;
-        timings.collect_us = micros(start.elapsed());
+    /// envelopes. `None` when the job's acceptance was not stored (see
+    /// [`Engine::spawn`]).
+    async fn execute(
+        &self,
+        job: &JobRecord,
+        timings: &mut Timings,
+        stored: Option<oneshot::Receiver<bool>>,
+    ) -> Option<Result<(Vec<u8>, Vec<SignedContribution>)>> {
+        let plan = match self.plan(&job.request.model_id, job.request.plan) {
+            Ok(plan) => plan,
+            Err(e) => return self.stored(stored).await.then_some(Err(e)),
+        };
+        let public = match self.public_key(&job.request.key_id) {
+            Ok(public) => public,
+            Err(e) => return self.stored(stored).await.then_some(Err(e)),
+        };
+        let collecting = async {
+            let start = Instant::now();
+            let collected = self.collect(job, &plan, &public, timings).await;
+            (collected, start.elapsed())
+        };
+        let stored = async {
+            let stored = self.stored(stored).await;
+            if stored {
+                // Progress is announced without waiting for the disk: a job
+                // a crash leaves `accepted` is re-run exactly as one left
+                // `collecting`, and the writer commits in order, so the
+                // state is durable before the job's end is.
+                drop(self.commits.submit(
+                    Group::default().write(Write::State { job_id: job.job_id.clone(), state: JobState::Collecting }),
+                ));
+            }
+            stored
+        };
+        let (stored, (collected, collect_time)) = tokio::join!(stored, collecting);
+        if !stored {
+            return None;
+        }
+        Some(self.evaluate_collected(job, plan, collected, collect_time, timings).await)
+    }
 
-        self.store.set_state(&job.job_id, JobState::Evaluating)?;
+    /// Whether the job is stored: at once for a job read from the store,
+    /// else once its acceptance has been committed (or has failed).
+    async fn stored(&self, stored: Option<oneshot::Receiver<bool>>) -> bool {
+        match stored {
+            None => true,
+            Some(commit) => commit.await.unwrap_or(false),
+        }
+    }
+
+    /// Keeps the contributions collected and evaluates the circuit on them.
+    async fn evaluate_collected(
+        &self,
+        job: &JobRecord,
+        plan: Arc<Plan>,
+        collected: Result<Collected>,
+        collect_time: Duration,
+        timings: &mut Timings,
+    ) -> Result<(Vec<u8>, Vec<SignedContribution>)> {
+        let collected = collected?;
+        timings.collect_us = micros(collect_time);
+        // The contributions received are kept (so a job recovered after a
+        // restart does not ask those parties again) while evaluation runs:
+        // a crash before they reach the disk means asking again, and a
+        // party asked again by the same job sends the very answer it made.
+        drop(
+            self.commits.submit(
+                Group::default()
+                    .writes(collected.keep)
+                    .write(Write::State { job_id: job.job_id.clone(), state: JobState::Evaluating }),
+            ),
+        );
+        let contributions = collected.contributions;
         let key = self.evaluation_key(&job.request.key_id).await?;
         let _worker = self
             .eval
@@ -190,14 +295,13 @@ impl Engine {
             .acquire_owned()
             .await
             .map_err(|_| CoordinatorError::Transport("evaluation pool closed".into()))?;
-        let plan_for_eval = plan.clone();
         // TFHE work runs on the blocking pool, never on the async workers;
         // the evaluation key is passed explicitly, not set per thread.
-        let (result, report) = tokio::task::spawn_blocking(move || key.evaluate(&plan_for_eval, &contributions))
+        let (result, report) = tokio::task::spawn_blocking(move || key.evaluate(&plan, &contributions))
             .await
             .map_err(|e| CoordinatorError::Transport(format!("evaluation task failed: {e}")))??;
         timings.evaluate_us = micros(report.expand + report.circuit);
         timings.pbs = report.pbs;
-        Ok((result.to_bytes()?, signed))
+        Ok((result.to_bytes()?, collected.signed))
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::commit::Committer;
 use crate::config::CoordinatorConfig;
 use crate::drain::JobTasks;
 use crate::error::{CoordinatorError, Result};
@@ -35,6 +36,9 @@ mod verify;
 /// in flight, and keys and plans decoded once.
 pub(crate) struct Engine {
     pub(crate) store: Arc<dyn JobStore>,
+    /// The store's writer: every job write and ledger entry, committed a
+    /// batch at a time.
+    pub(crate) commits: Committer,
     pub(crate) config: CoordinatorConfig,
     queue: Arc<Semaphore>,
     eval: Arc<Semaphore>,
@@ -80,6 +84,7 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
 impl Engine {
     pub(crate) fn new(
         store: Arc<dyn JobStore>,
+        commits: Committer,
         config: CoordinatorConfig,
         consortium: Option<Arc<Consortium>>,
         tls: Option<NodeTls>,
@@ -90,6 +95,7 @@ impl Engine {
             queue: Arc::new(Semaphore::new(config.queue_capacity)),
             eval: Arc::new(Semaphore::new(config.eval_workers)),
             store,
+            commits,
             config,
             evaluation_keys: Mutex::new(HashMap::new()),
             public_keys: Mutex::new(HashMap::new()),

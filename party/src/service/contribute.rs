@@ -310,12 +310,11 @@ impl PartyService {
             let signed_ms = now_ms();
             let envelope = binding.envelope(ciphertext_sha256(&bytes), signed_ms);
             let signature = identity.map_or_else(Vec::new, |key| envelope.sign(&key).to_vec());
-            // Logged before it is sent: the party's record never lacks a
-            // contribution that left it.
+            // Logged before it is sent (below): the party's record never
+            // lacks a contribution that left it.
             let logged =
                 ContributionRecord { request: signed, request_signature, envelope, signature: hex::encode(&signature) };
             let body = serde_json::to_value(&logged).map_err(|e| PartyError::Store(e.to_string()))?;
-            store.log(LogKind::Contribution, body)?;
             let kept = KeptHeader {
                 party: name.clone(),
                 blocks: u32::try_from(contribution.len()).unwrap_or(u32::MAX),
@@ -325,7 +324,8 @@ impl PartyService {
                 consent: consent.clone(),
             };
             let header = serde_json::to_string(&kept).map_err(|e| PartyError::Store(e.to_string()))?;
-            store.keep_answer(&logged.request.lender, &logged.request.request_id, &bytes, &header)?;
+            // Logged and kept in one transaction, before it is sent.
+            store.log_and_keep(body, &logged.request.lender, &logged.request.request_id, &bytes, &header)?;
             Ok(Contributed {
                 party: name,
                 blocks: u32::try_from(contribution.len()).unwrap_or(u32::MAX),
