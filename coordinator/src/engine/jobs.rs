@@ -289,18 +289,9 @@ impl Engine {
         );
         let contributions = collected.contributions;
         let key = self.evaluation_key(&job.request.key_id).await?;
-        let _worker = self
-            .eval
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| CoordinatorError::Transport("evaluation pool closed".into()))?;
-        // TFHE work runs on the blocking pool, never on the async workers;
-        // the evaluation key is passed explicitly, not set per thread.
-        let (result, report) = tokio::task::spawn_blocking(move || key.evaluate(&plan, &contributions))
-            .await
-            .map_err(|e| CoordinatorError::Transport(format!("evaluation task failed: {e}")))??;
-        timings.evaluate_us = micros(report.expand + report.circuit);
+        // With the other jobs waiting under this key set, in one batch.
+        let (result, report, wall) = self.evaluate(&job.request.key_id, key, plan, contributions).await?;
+        timings.evaluate_us = micros(wall);
         timings.pbs = report.pbs;
         Ok((result.to_bytes()?, collected.signed))
     }

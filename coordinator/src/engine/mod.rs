@@ -4,8 +4,9 @@
 //! responsibility: [`jobs`] runs a job from spawn (or recovery after a
 //! restart) to its recorded end, [`caches`] holds the keys, plans and model
 //! files decoded once, [`fanout`] asks the parties for their contributions
-//! (and stands in for absent ones), and [`verify`] checks each
-//! contribution's signature and, in strict mode, its proofs.
+//! (and stands in for absent ones), [`verify`] checks each
+//! contribution's signature and, in strict mode, its proofs, and
+//! [`evaluate`] evaluates the jobs waiting under one key set together.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,6 +29,7 @@ use crate::ledger::Ledger;
 use crate::store::JobStore;
 
 mod caches;
+mod evaluate;
 mod fanout;
 mod jobs;
 mod verify;
@@ -42,6 +44,8 @@ pub(crate) struct Engine {
     pub(crate) config: CoordinatorConfig,
     queue: Arc<Semaphore>,
     eval: Arc<Semaphore>,
+    /// Jobs whose contributions are in, waiting for an evaluation worker.
+    waiting: evaluate::EvalQueue,
     evaluation_keys: Mutex<HashMap<String, Arc<EvaluationKey>>>,
     public_keys: Mutex<HashMap<String, PublicKey>>,
     plans: Mutex<HashMap<(String, PlanKind), Arc<Plan>>>,
@@ -94,6 +98,7 @@ impl Engine {
         Arc::new(Engine {
             queue: Arc::new(Semaphore::new(config.queue_capacity)),
             eval: Arc::new(Semaphore::new(config.eval_workers)),
+            waiting: evaluate::EvalQueue::default(),
             store,
             commits,
             config,
