@@ -525,18 +525,31 @@ impl EvaluationKey {
                     (_, Err(_)) => {}
                 }
             }
-            // Then each decision's radix groups and free linear nodes.
+            // Then each decision's radix groups, one decision at a time
+            // (tfhe's integer operations use the pool themselves, and tfhe's
+            // process-wide counter can only attribute their bootstraps to an
+            // item when nothing else bootstraps)...
             for slot in &mut running {
                 if let Ok(r) = slot
-                    && let Err(e) = self.finish_level(r, depth)
+                    && let Err(e) = self.radix_level(r, depth)
                 {
                     *slot = Err(e);
                 }
             }
+            // ...and their free linear nodes, decisions in parallel: no
+            // bootstrap, but a batch has thousands of them.
+            running.par_iter_mut().for_each(|slot| {
+                if let Ok(r) = slot
+                    && let Err(e) = self.linear_level(r, depth)
+                {
+                    *slot = Err(e);
+                }
+            });
         }
         let circuit = start.elapsed();
+        // Sealing is a key switch per output block: in parallel too.
         running
-            .into_iter()
+            .into_par_iter()
             .map(|r| {
                 let r = r?;
                 let outputs = self.outputs(&r)?;
@@ -633,19 +646,15 @@ impl EvaluationKey {
         Ok(sks.apply_many_lookup_table(ct, &lut))
     }
 
-    /// The radix groups and linear nodes of one level, after its lookups.
-    fn finish_level(&self, r: &mut Running<'_>, depth: usize) -> Result<()> {
+    /// The radix groups of one level, after its lookups.
+    fn radix_level(&self, r: &mut Running<'_>, depth: usize) -> Result<()> {
         // A batch runs as many levels as its deepest item; shallower ones are
         // done earlier.
         let Some(level) = r.nodes_at.get(depth).cloned() else {
             return Ok(());
         };
-        let sks = self.server.as_ref();
-        let delta = (1u64 << 63) / (sks.message_modulus.0 * sks.carry_modulus.0);
-        let nodes = &r.circuit.nodes;
-        // Radix groups: tfhe's integer operations, counted by tfhe.
         for &i in &level {
-            if let Op::Radix { group, index: 0 } = nodes[i].op {
+            if let Op::Radix { group, index: 0 } = r.circuit.nodes[i].op {
                 let before = tfhe::shortint::server_key::get_pbs_count();
                 let outs = self.radix(r.circuit, group, &r.vals)?;
                 r.pbs += tfhe::shortint::server_key::get_pbs_count().saturating_sub(before);
@@ -654,6 +663,18 @@ impl EvaluationKey {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The inputs and linear nodes of one level, after its lookups and radix
+    /// groups.
+    fn linear_level(&self, r: &mut Running<'_>, depth: usize) -> Result<()> {
+        let Some(level) = r.nodes_at.get(depth).cloned() else {
+            return Ok(());
+        };
+        let sks = self.server.as_ref();
+        let delta = (1u64 << 63) / (sks.message_modulus.0 * sks.carry_modulus.0);
+        let nodes = &r.circuit.nodes;
         // Free linear combinations, in topological order.
         for &i in &level {
             match &nodes[i].op {
@@ -748,6 +769,22 @@ impl EvaluationKey {
             .collect();
         times.sort();
         Ok(times[times.len() / 2])
+    }
+
+    /// Lookups per second with `n` independent lookups (on the first block
+    /// of `contribution`) spread over the rayon pool: what the cores allow
+    /// when nothing else limits them, under the machine's load of the
+    /// moment. A batch's rate is judged against it.
+    pub fn pbs_throughput(&self, contribution: &Contribution, n: usize) -> Result<f64> {
+        let sks = self.server.as_ref();
+        let blocks = self.expand(contribution)?;
+        let ct = blocks.first().ok_or_else(|| Error::Fhe("empty contribution".into()))?;
+        let lut = sks.generate_lookup_table(|x| (x + 1) % 4);
+        let start = Instant::now();
+        (0..n.max(1)).into_par_iter().for_each(|_| {
+            let _ = std::hint::black_box(sks.apply_lookup_table(ct, &lut));
+        });
+        Ok(n.max(1) as f64 / start.elapsed().as_secs_f64())
     }
 
     /// A contribution's blocks under the evaluation key. A proven list
