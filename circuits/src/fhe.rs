@@ -546,15 +546,21 @@ impl EvaluationKey {
                 }
             });
         }
-        let circuit = start.elapsed();
-        // Sealing is a key switch per output block: in parallel too.
-        running
+        // Sealing is a key switch per output block: on the pool too, and
+        // part of the evaluation's time (the lender waits for it).
+        let sealed: Vec<Result<_>> = running
             .into_par_iter()
             .map(|r| {
                 let r = r?;
-                let outputs = self.outputs(&r)?;
-                let report = EvalReport { expand: r.expand, circuit, pbs: r.pbs };
-                Ok((EncryptedResult { outputs, key_id: self.key_id.clone() }, report))
+                Ok((self.outputs(&r)?, r.expand, r.pbs))
+            })
+            .collect();
+        let circuit = start.elapsed();
+        sealed
+            .into_iter()
+            .map(|item| {
+                let (outputs, expand, pbs) = item?;
+                Ok((EncryptedResult { outputs, key_id: self.key_id.clone() }, EvalReport { expand, circuit, pbs }))
             })
             .collect()
     }
@@ -712,22 +718,38 @@ impl EvaluationKey {
         Ok(())
     }
 
-    /// The declared outputs of a finished item, sealed for the lender.
+    /// The declared outputs of a finished item, sealed for the lender: every
+    /// computed block's key switch on the pool at once.
     fn outputs(&self, r: &Running<'_>) -> Result<Vec<(String, Vec<Vec<Sealed>>)>> {
+        let wires: Vec<u32> = r
+            .circuit
+            .outputs
+            .iter()
+            .flat_map(|(_, blocks)| blocks.iter().flatten())
+            .filter_map(|v| if let Val::Wire(w) = v { Some(*w) } else { None })
+            .collect();
+        let mut sealed = wires
+            .par_iter()
+            .map(|&w| {
+                let ct = r.vals[w as usize].as_ref().ok_or_else(|| Error::Internal("output not computed".into()))?;
+                self.seal(ct)
+            })
+            .collect::<Result<Vec<Sealed>>>()?
+            .into_iter();
         let mut outputs = Vec::new();
         for (name, blocks) in &r.circuit.outputs {
-            let mut enc = Vec::new();
+            let mut enc = Vec::with_capacity(blocks.len());
             for parts in blocks {
-                let mut sealed = Vec::new();
+                let mut out = Vec::with_capacity(parts.len());
                 for &part in parts {
-                    sealed.push(match part {
+                    out.push(match part {
                         Val::Const(c) => Sealed::Const(c),
-                        Val::Wire(w) => self.seal(
-                            r.vals[w as usize].as_ref().ok_or_else(|| Error::Internal("output not computed".into()))?,
-                        )?,
+                        Val::Wire(_) => {
+                            sealed.next().ok_or_else(|| Error::Internal("fewer sealed blocks than outputs".into()))?
+                        }
                     });
                 }
-                enc.push(sealed);
+                enc.push(out);
             }
             outputs.push((name.clone(), enc));
         }
