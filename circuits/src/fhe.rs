@@ -598,7 +598,13 @@ impl EvaluationKey {
             inputs.extend(blocks);
         }
         // Casting a proven list bootstraps each block; tfhe counts those.
-        let pbs = tfhe::shortint::server_key::get_pbs_count().saturating_sub(pbs_before);
+        // Plain lists expand without any, and reading the process-wide
+        // counter for them would charge this item for other threads' work.
+        let pbs = if contributions.iter().any(Contribution::is_proven) {
+            tfhe::shortint::server_key::get_pbs_count().saturating_sub(pbs_before)
+        } else {
+            0
+        };
         let expand = start.elapsed();
         let levels = circuit.nodes.iter().map(|n| n.depth as usize + 1).max().unwrap_or(0);
         let mut nodes_at = vec![Vec::new(); levels];
