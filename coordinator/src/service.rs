@@ -83,6 +83,17 @@ fn stream_of(bytes: &[u8]) -> ChunkStream {
 }
 
 impl CoordinatorService {
+    /// The caller's decision job once it has ended or `wait_ms` has passed
+    /// (another lender's job is `NOT_FOUND`): WaitJob's and AwaitResult's
+    /// wait.
+    async fn wait_own_job(&self, caller: Option<&str>, job_id: &str, wait_ms: u32) -> Result<crate::JobRecord> {
+        self.long_poll(wait_ms, || {
+            let job = self.engine.own_job(caller, job_id)?;
+            Ok((job.state.is_terminal(), job))
+        })
+        .await
+    }
+
     /// Reads a job with `read` (which says whether it has ended) until it
     /// has ended or `wait_ms` (capped) has passed, waking on job ends rather
     /// than polling; answers the job as last read.
@@ -307,12 +318,7 @@ impl Coordinator for CoordinatorService {
     async fn wait_job(&self, request: Request<WaitJobRequest>) -> std::result::Result<Response<pb::Job>, Status> {
         let caller = self.admit(&request, &[Role::Lender])?;
         let WaitJobRequest { job_id, wait_ms } = request.into_inner();
-        let job = self
-            .long_poll(wait_ms, || {
-                let job = self.engine.own_job(caller.as_deref(), &job_id)?;
-                Ok((job.state.is_terminal(), job))
-            })
-            .await?;
+        let job = self.wait_own_job(caller.as_deref(), &job_id, wait_ms).await?;
         Ok(Response::new((&job).into()))
     }
 
@@ -370,12 +376,7 @@ impl Coordinator for CoordinatorService {
         let caller = self.admit(&request, &[Role::Lender])?;
         let WaitJobRequest { job_id, wait_ms } = request.into_inner();
         // Another lender's job is `NOT_FOUND`, as in WaitJob and FetchResult.
-        let job = self
-            .long_poll(wait_ms, || {
-                let job = self.engine.own_job(caller.as_deref(), &job_id)?;
-                Ok((job.state.is_terminal(), job))
-            })
-            .await?;
+        let job = self.wait_own_job(caller.as_deref(), &job_id, wait_ms).await?;
         let result =
             match job.state {
                 JobState::Done => Some(self.engine.store.result(&job_id)?.ok_or_else(|| {

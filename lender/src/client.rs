@@ -276,17 +276,8 @@ impl Lender {
             let left = deadline.saturating_duration_since(Instant::now());
             let wait_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).min(30_000);
             let job = self.client.wait_job(WaitJobRequest { job_id: job_id.into(), wait_ms }).await?.into_inner();
-            match JobState::try_from(job.state) {
-                Ok(JobState::Done) => return Ok(job),
-                Ok(JobState::Failed) => {
-                    return Err(LenderError::JobFailed {
-                        job: job_id.into(),
-                        code: Code::from_i32(job.code),
-                        reason: job.reason,
-                    });
-                }
-                _ if Instant::now() >= deadline => return Err(LenderError::Timeout(job_id.into())),
-                _ => {}
+            if let Some(job) = settled(job_id, job, deadline)? {
+                return Ok(job);
             }
         }
     }
@@ -358,17 +349,8 @@ impl Lender {
                 }
                 answer => answer?,
             };
-            match JobState::try_from(job.state) {
-                Ok(JobState::Done) => return Ok((job, rest)),
-                Ok(JobState::Failed) => {
-                    return Err(LenderError::JobFailed {
-                        job: job_id.into(),
-                        code: Code::from_i32(job.code),
-                        reason: job.reason,
-                    });
-                }
-                _ if Instant::now() >= deadline => return Err(LenderError::Timeout(job_id.into())),
-                _ => {}
+            if let Some(job) = settled(job_id, job, deadline)? {
+                return Ok((job, rest));
             }
         }
     }
@@ -462,5 +444,18 @@ impl Lender {
             pbs: t.pbs,
             result_bytes: job.result_bytes,
         })
+    }
+}
+
+/// What a wait's latest answer means: the finished job, a failed job's
+/// error, a timeout past `deadline`, or `None` to keep waiting.
+fn settled(job_id: &str, job: Job, deadline: Instant) -> Result<Option<Job>> {
+    match JobState::try_from(job.state) {
+        Ok(JobState::Done) => Ok(Some(job)),
+        Ok(JobState::Failed) => {
+            Err(LenderError::JobFailed { job: job_id.into(), code: Code::from_i32(job.code), reason: job.reason })
+        }
+        _ if Instant::now() >= deadline => Err(LenderError::Timeout(job_id.into())),
+        _ => Ok(None),
     }
 }
