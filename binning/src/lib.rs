@@ -32,10 +32,18 @@
 //! sum of that bin's labels, so parties must not send bins of a few rows:
 //! `jointscore study` makes every initial bin at least 5% of the rows
 //! before the round.
+//!
+//! # Weights
+//!
+//! [`gram`] is the second round of fitting: the Gram matrix of the
+//! weight-of-evidence columns across participants, from which the lender
+//! fits logistic-regression weights (see that module for what each role
+//! learns).
 
 mod bins;
 mod elgamal;
 mod error;
+pub mod gram;
 mod protocol;
 
 pub use bins::{NumericBins, merge_monotone, woe_iv};

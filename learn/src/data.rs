@@ -389,7 +389,7 @@ fn numeric_column(name: &str, cells: &[(u64, Option<&str>)]) -> Result<Column> {
     Err(column_error(name, "spans more than 2^32 integer values; rescale it"))
 }
 
-fn categorical_column(name: &str, cells: &[(u64, Option<&str>)]) -> Result<Column> {
+pub(crate) fn categorical_column(name: &str, cells: &[(u64, Option<&str>)]) -> Result<Column> {
     let mut freq: BTreeMap<&str, usize> = BTreeMap::new();
     for c in cells.iter().filter_map(|(_, c)| *c) {
         *freq.entry(c).or_default() += 1;

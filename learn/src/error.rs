@@ -99,6 +99,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A fit spec (`jointscore lender fit --spec`) is malformed.
+    #[error("fit spec: {0}")]
+    Spec(String),
+
+    /// What another role sent in a fit over the services does not fit the
+    /// spec or the rows (bin descriptions, counts, WoE tables).
+    #[error("fit: {0}")]
+    Remote(String),
+
     /// The binning protocol refused its inputs.
     #[error("binning protocol: {0}")]
     Binning(#[from] jointscore_binning::Error),

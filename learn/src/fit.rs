@@ -1,25 +1,39 @@
-//! Fitting a scorecard through the vertical binning protocol.
+//! Fitting a scorecard through the vertical binning protocol and, by
+//! default, jointly fitted weights.
 //!
 //! What each side learns: the lender learns good/bad counts per initial bin
 //! of every party feature (and, as the model's author, the merged bins and
-//! points); parties learn nothing about labels, and the final bins of their
-//! own features (they are in the model they approve). Weights: points are
-//! `factor × WoE` with every feature weight fixed at 1 — the scorecard is
-//! the naive-Bayes log-odds of being good. Fitting logistic-regression
-//! weights on the WoE features would need per-row products across parties,
-//! which the binning round does not reveal; that is left out rather than
-//! leaking per-row values.
+//! points) and, with [`Weighting::Joint`], the Gram matrix of the selected
+//! features' WoE columns and the label (one sum over all rows per pair of
+//! columns; [`jointscore_binning::gram`]); parties learn nothing about
+//! labels or about each other's values, and the final bins and points of
+//! their own features (they are in the model they approve). The
+//! coordinator, as relay and dealer, sees only ciphertexts, sealed
+//! messages and random masks.
+//!
+//! Weights: with [`Weighting::Joint`] points are `factor × w × WoE` with
+//! logistic-regression weights `w` ([`crate::weights`]); with
+//! [`Weighting::WoeNaive`] every weight is 1 — the naive-Bayes log-odds,
+//! which double-counts correlated features.
 //!
 //! The result is a validated [`Model`], built as its file schema
 //! ([`file::Model`]) and checked like any model file.
 
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use jointscore_binning::gram::{self, Columns, Layout, Participant, Sealed, VALUE_LIMIT};
 use jointscore_binning::{
-    BinAssignment, BinCounts, LabelHolder, NumericBins, merge_monotone, party_sums, plain_counts, woe_iv,
+    BinAssignment, BinCounts, CIPHERTEXT_BYTES, LabelHolder, NumericBins, merge_monotone, party_sums, plain_counts,
+    woe_iv,
 };
 use jointscore_circuits::{Model, Output, file, reference};
+use jointscore_secagg::{PartyId, SessionId};
+use rand_core::{OsRng, RngCore};
 
 use crate::data::{Column, LENDER, Study};
 use crate::error::{Error, Result};
+use crate::weights::{Iteration, Weights, fit_weights};
 
 /// The points scale: points to double the odds, and the score at the base
 /// odds.
@@ -43,7 +57,7 @@ impl Default for Scale {
 /// Initial equal-frequency bins per numeric feature.
 const INITIAL_BINS: usize = 10;
 /// Smallest share of training rows in a final bin.
-const MIN_SHARE: f64 = 0.05;
+pub(crate) const MIN_SHARE: f64 = 0.05;
 /// Features below this information value are left out.
 pub const MIN_IV: f64 = 0.02;
 
@@ -55,8 +69,88 @@ pub struct FeatureFit {
     pub name: String,
     /// Information value of its final bins on the training rows.
     pub iv: f64,
-    /// Whether the model uses it (IV at least [`MIN_IV`], or the best).
+    /// Whether the model uses it: IV at least [`MIN_IV`] (or the best
+    /// feature) and, with joint weights, a positive weight.
     pub selected: bool,
+    /// Its weight: 1 for every selected feature with
+    /// [`Weighting::WoeNaive`], the fitted weight with [`Weighting::Joint`];
+    /// 0 when not selected.
+    pub weight: f64,
+}
+
+/// How feature weights are chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Weighting {
+    /// Logistic-regression weights fitted jointly over the parties'
+    /// columns ([`jointscore_binning::gram`], [`crate::weights`]).
+    #[default]
+    Joint,
+    /// Every weight 1: the naive-Bayes WoE scorecard.
+    WoeNaive,
+}
+
+/// Everything [`fit()`] can be told.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FitOptions {
+    /// The points scale.
+    pub scale: Scale,
+    /// How weights are chosen.
+    pub weighting: Weighting,
+    /// L2 strength of the joint weights (per training row's loss summed,
+    /// as the reference regression's).
+    pub l2: f64,
+}
+
+impl Default for FitOptions {
+    /// The default scale, joint weights, L2 strength 1.
+    fn default() -> Self {
+        FitOptions { scale: Scale::default(), weighting: Weighting::Joint, l2: 1.0 }
+    }
+}
+
+/// Bytes one role sent and received during a fit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bytes {
+    /// Sent.
+    pub sent: u64,
+    /// Received.
+    pub received: u64,
+}
+
+/// What a fit cost: bytes per role (every message relayed by the
+/// coordinator, as over the services) and time per phase.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Cost {
+    /// The lender's bytes.
+    pub lender: Bytes,
+    /// The coordinator's bytes (relay and dealer).
+    pub coordinator: Bytes,
+    /// Each party's bytes, by name.
+    pub parties: BTreeMap<String, Bytes>,
+    /// Wall time per phase, in order: `binning`, `gram` (dealing,
+    /// masking, shares, assembly), `weights`.
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+impl Cost {
+    /// Records a message from `from` to `to` through the coordinator.
+    fn relay(&mut self, from: &str, to: &str, bytes: usize) {
+        let b = bytes as u64;
+        self.role(from).sent += b;
+        self.role(to).received += b;
+        self.coordinator.received += b;
+        self.coordinator.sent += b;
+    }
+
+    /// Records a message the coordinator itself sends (a deal).
+    fn from_coordinator(&mut self, to: &str, bytes: usize) {
+        self.coordinator.sent += bytes as u64;
+        self.role(to).received += bytes as u64;
+    }
+
+    fn role(&mut self, name: &str) -> &mut Bytes {
+        if name == LENDER { &mut self.lender } else { self.parties.entry(name.to_string()).or_default() }
+    }
 }
 
 /// The outcome of fitting: the model and per-feature IV.
@@ -67,23 +161,28 @@ pub struct Fit {
     pub model: Model,
     /// Every feature, in study order.
     pub features: Vec<FeatureFit>,
+    /// The joint weights' fit, iteration by iteration (`None` with
+    /// [`Weighting::WoeNaive`]).
+    pub weights: Option<Weights>,
+    /// Bytes per role and time per phase.
+    pub cost: Cost,
 }
 
 /// A feature's initial binning over all rows, as the owning party sets it
 /// up without the labels: every initial bin holds at least `min_rows`
 /// training rows (small bins would tell the lender a few rows' labels).
-struct Initial {
-    assign: Vec<u32>,
+pub(crate) struct Initial {
+    pub(crate) assign: Vec<u32>,
     /// Bins in their natural order (numeric), then one slot for missing
     /// values (empty when missing values joined bin 0 or there are none).
-    ordered: usize,
+    pub(crate) ordered: usize,
     /// Numeric: the upper edges of the ordered bins.
-    edges: Vec<f64>,
+    pub(crate) edges: Vec<f64>,
     /// Categorical: the categories in each ordered bin.
-    categories: Vec<Vec<usize>>,
+    pub(crate) categories: Vec<Vec<usize>>,
     /// Whether missing values were too few for a bin of their own and
     /// joined bin 0.
-    missing_joined: bool,
+    pub(crate) missing_joined: bool,
 }
 
 impl Initial {
@@ -92,7 +191,7 @@ impl Initial {
     }
 }
 
-fn initial_bins(column: &Column, train: &[usize], min_rows: usize) -> Initial {
+pub(crate) fn initial_bins(column: &Column, train: &[usize], min_rows: usize) -> Initial {
     let missing_train = |is_missing: &dyn Fn(usize) -> bool| train.iter().filter(|&&i| is_missing(i)).count();
     match column {
         Column::Numeric { values, .. } => {
@@ -159,7 +258,7 @@ fn initial_bins(column: &Column, train: &[usize], min_rows: usize) -> Initial {
 /// Runs the binning round for every feature: party features through the
 /// protocol (the lender encrypts the training labels once), the lender's
 /// own features in the clear.
-fn counts(study: &Study, initial: &[Initial]) -> Result<Vec<Vec<BinCounts>>> {
+fn counts(study: &Study, initial: &[Initial], cost: &mut Cost) -> Result<Vec<Vec<BinCounts>>> {
     let labels: Vec<bool> = study.train().iter().map(|&i| study.labels()[i]).collect();
     let (lender, public, cts) = LabelHolder::encrypt(&labels);
     let features = study.features();
@@ -176,6 +275,11 @@ fn counts(study: &Study, initial: &[Initial]) -> Result<Vec<Vec<BinCounts>>> {
         let got = if party == LENDER {
             assignments.iter().map(|a| plain_counts(a, &labels)).collect()
         } else {
+            // The public key and one ciphertext per row go out; one sum and
+            // one row count per bin come back.
+            cost.relay(LENDER, party, 32 + cts.len() * CIPHERTEXT_BYTES);
+            let bins: usize = assignments.iter().map(|a| a.count as usize).sum();
+            cost.relay(party, LENDER, bins * (CIPHERTEXT_BYTES + 8));
             lender.decrypt(&party_sums(&public, &cts, &assignments)?)?
         };
         for (f, c) in own.into_iter().zip(got) {
@@ -185,11 +289,167 @@ fn counts(study: &Study, initial: &[Initial]) -> Result<Vec<Vec<BinCounts>>> {
     Ok(out)
 }
 
+/// One feature after the binning round, at the lender: the merged bins
+/// and their WoE, before weights.
+pub(crate) struct Binned {
+    /// Positions (into `order`, then the missing slot) grouped per final bin.
+    pub(crate) groups: Vec<std::ops::Range<usize>>,
+    /// The initial bins in merge order.
+    pub(crate) order: Vec<usize>,
+    /// WoE per final bin.
+    pub(crate) woe: Vec<f64>,
+    /// WoE per initial bin (the missing slot last): what the owning party
+    /// needs to turn its rows into a WoE column.
+    pub(crate) woe_of_initial: Vec<f64>,
+    pub(crate) has_missing: bool,
+}
+
+pub(crate) fn merge(feature_column: &Column, init: &Initial, c: &[BinCounts]) -> (Binned, f64) {
+    // Order the bins to merge: numeric bins as they are; categorical bins
+    // by their WoE, so that merging groups similar categories.
+    let mut order: Vec<usize> = (0..init.ordered).collect();
+    if matches!(feature_column, Column::Categorical { .. }) {
+        let (w, _) = woe_iv(&c[..init.ordered]);
+        order.sort_by(|&a, &b| w[a].total_cmp(&w[b]));
+    }
+    let mut reordered: Vec<BinCounts> = order.iter().map(|&i| c[i]).collect();
+    let has_missing = c[init.ordered].rows > 0;
+    if has_missing {
+        reordered.push(c[init.ordered]);
+    }
+    let groups = merge_monotone(&reordered, init.ordered, MIN_SHARE);
+    let merged: Vec<BinCounts> = groups.iter().map(|g| reordered[g.clone()].iter().sum()).collect();
+    let (woe, iv) = woe_iv(&merged);
+    // Columns travel in fixed point with a bounded magnitude; a WoE beyond
+    // it (a bin of almost one class) is clamped in the fit and the points
+    // alike.
+    let woe: Vec<f64> = woe.iter().map(|w| w.clamp(-VALUE_LIMIT, VALUE_LIMIT)).collect();
+    let group_at = |pos: usize| groups.iter().position(|g| g.contains(&pos));
+    let woe_of_initial = (0..=init.ordered)
+        .map(|bin| {
+            let pos =
+                if bin == init.ordered { init.ordered } else { order.iter().position(|&b| b == bin).unwrap_or(0) };
+            group_at(pos).map_or(0.0, |g| woe[g])
+        })
+        .collect();
+    (Binned { groups, order, woe, woe_of_initial, has_missing }, iv)
+}
+
+/// The joint weights round, in process: each participant (every party with
+/// a selected feature, and the lender with its selected features and the
+/// label) turns its training rows into WoE columns, the coordinator deals,
+/// the participants exchange masked columns and send shares, the lender
+/// assembles the Gram matrix and fits the weights.
+fn joint_weights(
+    study: &Study,
+    initial: &[Initial],
+    binned: &[Binned],
+    selected: &[usize],
+    l2: f64,
+    cost: &mut Cost,
+    progress: &mut dyn FnMut(&Iteration),
+) -> Result<Weights> {
+    let started = Instant::now();
+    let train = study.train();
+    let features = study.features();
+    // Participants: parties in study order, the lender last (it always
+    // holds the label column).
+    let mut members: Vec<(&str, Vec<usize>)> = study
+        .parties()
+        .iter()
+        .filter(|p| p.as_str() != LENDER)
+        .map(|p| (p.as_str(), selected.iter().copied().filter(|&f| features[f].party == *p).collect::<Vec<_>>()))
+        .filter(|(_, fs)| !fs.is_empty())
+        .collect();
+    members.push((LENDER, selected.iter().copied().filter(|&f| features[f].party == LENDER).collect()));
+    let column = |f: usize| -> Vec<f64> {
+        train.iter().map(|&i| binned[f].woe_of_initial[initial[f].assign[i] as usize]).collect()
+    };
+    let label: Vec<f64> = train.iter().map(|&i| f64::from(u8::from(!study.labels()[i]))).collect();
+    let layout = Layout {
+        rows: train.len(),
+        columns: members
+            .iter()
+            .enumerate()
+            .map(|(i, (_, fs))| fs.len() + usize::from(i + 1 == members.len()))
+            .collect(),
+    };
+    let mut session = [0u8; 16];
+    OsRng.fill_bytes(&mut session);
+    let session = SessionId(session);
+    let deals = gram::deal(&layout, &mut OsRng)?;
+    let mut people = Vec::with_capacity(members.len());
+    for (i, (_, fs)) in members.iter().enumerate() {
+        let mut cols: Vec<Vec<f64>> = fs.iter().map(|&f| column(f)).collect();
+        if i + 1 == members.len() {
+            cols.push(label.clone());
+        }
+        people.push(Participant::new(
+            session,
+            &layout,
+            i as PartyId,
+            Columns::encode(train.len(), &cols)?,
+            &mut OsRng,
+        )?);
+    }
+    let keys: BTreeMap<PartyId, [u8; 32]> =
+        people.iter().enumerate().map(|(i, p)| (i as PartyId, p.public_key())).collect();
+    // Each key goes to the coordinator; the list goes out to everyone.
+    for (name, _) in &members {
+        cost.role(name).sent += 32;
+        cost.coordinator.received += 32;
+    }
+    for (name, _) in &members {
+        cost.from_coordinator(name, 32 * members.len());
+    }
+    for p in &mut people {
+        p.set_keys(&keys)?;
+    }
+    for (deal, (name, _)) in deals.iter().zip(&members) {
+        cost.from_coordinator(name, deal.pairs.iter().map(|p| 36 + 8 * p.correction.len()).sum());
+    }
+    let mut mail: Vec<Sealed> = Vec::new();
+    for (p, d) in people.iter().zip(&deals) {
+        mail.extend(p.masked(d)?);
+    }
+    for m in &mail {
+        cost.relay(members[m.from as usize].0, members[m.to as usize].0, m.bytes.len());
+    }
+    let lender = (members.len() - 1) as PartyId;
+    let mut contributions = Vec::with_capacity(people.len());
+    for (i, (p, d)) in people.iter().zip(&deals).enumerate() {
+        let inbox: Vec<Sealed> = mail.iter().filter(|m| m.to == i as PartyId).cloned().collect();
+        let c = p.contribution(d, &inbox, lender)?;
+        if c.from != lender {
+            cost.relay(members[i].0, LENDER, c.bytes.len());
+        }
+        contributions.push(c);
+    }
+    let g = people[lender as usize].assemble(&contributions)?;
+    cost.phases.push(("gram", started.elapsed()));
+
+    let started = Instant::now();
+    // Gram columns of the selected features, in `selected` order.
+    let mut index = BTreeMap::new();
+    for (i, (_, fs)) in members.iter().enumerate() {
+        for (k, &f) in fs.iter().enumerate() {
+            index.insert(f, layout.offset(i) + k);
+        }
+    }
+    let columns: Vec<usize> = selected.iter().map(|f| index[f]).collect();
+    let label_column = layout.size() - 1;
+    let weights = fit_weights(&g, &columns, label_column, l2, progress)?;
+    cost.phases.push(("weights", started.elapsed()));
+    Ok(weights)
+}
+
 /// Fits the scorecard named `name` on the study's training rows: bins and
-/// points per feature, selection by IV, the base score, then cutoffs and
-/// bands from the training scores (approve the better half, refer the next
-/// 20%, four bands by quartile).
-pub fn fit(study: &Study, scale: &Scale, name: &str) -> Result<Fit> {
+/// WoE per feature, selection by IV, weights (joint by default), points,
+/// the base score, then cutoffs and bands from the training scores (approve
+/// the better half, refer the next 20%, four bands by quartile).
+/// `progress` sees each weight-fitting iteration.
+pub fn fit(study: &Study, options: &FitOptions, name: &str, progress: &mut dyn FnMut(&Iteration)) -> Result<Fit> {
+    let scale = &options.scale;
     for (setting, v) in [("pdo", scale.pdo), ("base odds", scale.base_odds)] {
         if !(v.is_finite() && v > 0.0) {
             return Err(Error::Setting { setting, message: format!("{v} is not a positive number") });
@@ -198,37 +458,58 @@ pub fn fit(study: &Study, scale: &Scale, name: &str) -> Result<Fit> {
     if !scale.base_score.is_finite() {
         return Err(Error::Setting { setting: "base score", message: "must be a finite number".into() });
     }
+    if !(options.l2.is_finite() && options.l2 >= 0.0) {
+        return Err(Error::Setting { setting: "l2", message: format!("{} is not a non-negative number", options.l2) });
+    }
     let factor = scale.pdo / std::f64::consts::LN_2;
     let train = study.train();
     let min_rows = ((train.len() as f64 * MIN_SHARE).ceil() as usize).max(1);
+    let mut cost = Cost::default();
+    let started = Instant::now();
     let initial: Vec<Initial> = study.features().iter().map(|f| initial_bins(&f.column, train, min_rows)).collect();
-    let counts = counts(study, &initial)?;
-
+    let counts = counts(study, &initial, &mut cost)?;
     let train_total =
         BinCounts { rows: train.len() as u64, bad: train.iter().filter(|&&i| study.labels()[i]).count() as u64 };
-    let mut fits = Vec::new();
-    let mut features = Vec::new();
-    for (f, feature) in study.features().iter().enumerate() {
-        let init = &initial[f];
-        let c = &counts[f];
-        // Order the bins to merge: numeric bins as they are; categorical
-        // bins by their WoE, so that merging groups similar categories.
-        let mut order: Vec<usize> = (0..init.ordered).collect();
-        if matches!(feature.column, Column::Categorical { .. }) {
-            let (w, _) = woe_iv(&c[..init.ordered]);
-            order.sort_by(|&a, &b| w[a].total_cmp(&w[b]));
-        }
-        let mut reordered: Vec<BinCounts> = order.iter().map(|&i| c[i]).collect();
-        let has_missing = c[init.ordered].rows > 0;
-        if has_missing {
-            reordered.push(c[init.ordered]);
-        }
-        let groups = merge_monotone(&reordered, init.ordered, MIN_SHARE);
-        let merged: Vec<BinCounts> = groups.iter().map(|g| reordered[g.clone()].iter().sum()).collect();
-        let (woe, iv) = woe_iv(&merged);
-        let points: Vec<i64> = woe.iter().map(|w| (factor * w).round() as i64).collect();
-        fits.push(FeatureFit { name: feature.name.clone(), iv, selected: false });
 
+    let mut fits = Vec::new();
+    let mut binned = Vec::new();
+    for (f, feature) in study.features().iter().enumerate() {
+        let (b, iv) = merge(&feature.column, &initial[f], &counts[f]);
+        binned.push(b);
+        fits.push(FeatureFit { name: feature.name.clone(), iv, selected: false, weight: 0.0 });
+    }
+    cost.phases.push(("binning", started.elapsed()));
+
+    // Select by IV (at least the best feature).
+    let best = fits.iter().enumerate().max_by(|a, b| a.1.iv.total_cmp(&b.1.iv)).map(|(i, _)| i);
+    for (i, f) in fits.iter_mut().enumerate() {
+        f.selected = f.iv >= MIN_IV || Some(i) == best;
+    }
+    let by_iv: Vec<usize> = (0..fits.len()).filter(|&f| fits[f].selected).collect();
+    let prior = (train_total.good() as f64 / train_total.bad.max(1) as f64).ln();
+    let (intercept, weights) = match options.weighting {
+        Weighting::WoeNaive => {
+            for &f in &by_iv {
+                fits[f].weight = 1.0;
+            }
+            (prior, None)
+        }
+        Weighting::Joint => {
+            let w = joint_weights(study, &initial, &binned, &by_iv, options.l2, &mut cost, progress)?;
+            for (k, &f) in by_iv.iter().enumerate() {
+                fits[f].selected = w.kept[k];
+                fits[f].weight = w.weights[k];
+            }
+            (w.intercept, Some(w))
+        }
+    };
+
+    let mut used = Vec::new();
+    for (f, feature) in study.features().iter().enumerate().filter(|(f, _)| fits[*f].selected) {
+        let (init, b) = (&initial[f], &binned[f]);
+        let points: Vec<i64> = b.woe.iter().map(|w| (factor * fits[f].weight * w).round() as i64).collect();
+        let groups = &b.groups;
+        let order = &b.order;
         let n_ordered_groups = groups.iter().filter(|g| g.start < init.ordered).count();
         // Missing values score as their own bin, as the bin they joined, or
         // (never seen in training) as the worst bin.
@@ -236,7 +517,7 @@ pub fn fit(study: &Study, scale: &Scale, name: &str) -> Result<Fit> {
             let pos = order.iter().position(|&b| b == bin).unwrap_or(0);
             groups.iter().position(|g| g.contains(&pos)).unwrap_or(0)
         };
-        let missing_points = if has_missing {
+        let missing_points = if b.has_missing {
             points[n_ordered_groups]
         } else if init.missing_joined {
             points[group_of(0)]
@@ -277,7 +558,7 @@ pub fn fit(study: &Study, scale: &Scale, name: &str) -> Result<Fit> {
                 ("category".to_string(), None, Some(categories.clone()), bins)
             }
         };
-        features.push(file::Feature {
+        used.push(file::Feature {
             name: feature.name.clone(),
             party: feature.party.clone(),
             unit,
@@ -288,29 +569,27 @@ pub fn fit(study: &Study, scale: &Scale, name: &str) -> Result<Fit> {
             bins,
         });
     }
-
-    // Select by IV (at least the best feature).
-    let best = fits.iter().enumerate().max_by(|a, b| a.1.iv.total_cmp(&b.1.iv)).map(|(i, _)| i);
-    for (i, f) in fits.iter_mut().enumerate() {
-        f.selected = f.iv >= MIN_IV || Some(i) == best;
-    }
-    let used: Vec<file::Feature> =
-        features.into_iter().zip(&fits).filter(|(_, f)| f.selected).map(|(feature, _)| feature).collect();
     let parties: Vec<String> =
         study.parties().iter().filter(|p| used.iter().any(|f| &f.party == *p)).cloned().collect();
 
     let offset = scale.base_score - factor * scale.base_odds.ln();
-    let prior = (train_total.good() as f64 / train_total.bad.max(1) as f64).ln();
-    let base = (offset + factor * prior).round() as i64;
+    let base = (offset + factor * intercept).round() as i64;
+    let how = match options.weighting {
+        Weighting::Joint => format!(
+            "Points = round({factor:.4} x weight x WoE) with logistic-regression weights fitted jointly (L2 {}); base {base} = offset + factor x intercept.",
+            options.l2
+        ),
+        Weighting::WoeNaive => {
+            format!("Points = round({factor:.4} x WoE); base {base} = offset + factor x ln(train good/bad).")
+        }
+    };
 
     // Cutoffs and bands from training-score quantiles, scored by the
     // reference of a provisional model with the same points.
     let mut file = file::Model {
         name: name.to_string(),
         version: "study".into(),
-        description: format!(
-            "Fitted by `jointscore study` through the vertical binning protocol. Points = round({factor:.4} x WoE); base {base} = offset + factor x ln(train good/bad)."
-        ),
+        description: format!("Fitted by `jointscore study` through the vertical binning protocol. {how}"),
         parties,
         base_points: base,
         features: used,
@@ -330,7 +609,7 @@ pub fn fit(study: &Study, scale: &Scale, name: &str) -> Result<Fit> {
     file.cutoffs = cutoffs;
     file.bands = bands;
     file.outputs = Some(file::Outputs { reveal: vec![Output::Decision, Output::Band, Output::Score] });
-    Ok(Fit { model: Model::from_file(&file)?, features: fits })
+    Ok(Fit { model: Model::from_file(&file)?, features: fits, weights, cost })
 }
 
 /// Cutoffs and bands chosen from training-score quantiles: approve the
@@ -420,7 +699,7 @@ mod tests {
     #[test]
     fn the_fit_is_a_valid_model_whose_scores_follow_the_risk() {
         let study = study();
-        let fit = fit(&study, &Scale::default(), "generated").unwrap();
+        let fit = fit(&study, &FitOptions::default(), "generated", &mut |_| {}).unwrap();
         let m = &fit.model;
         assert_eq!((m.name(), m.version()), ("generated", "study"));
         assert!(m.reveals(Output::Score) && m.reveals(Output::Decision) && !m.reveals(Output::CreditLine));
@@ -455,17 +734,19 @@ mod tests {
     #[test]
     fn the_fit_is_deterministic_apart_from_the_protocol_randomness() {
         let study = study();
-        let a = fit(&study, &Scale::default(), "x").unwrap();
-        let b = fit(&study, &Scale::default(), "x").unwrap();
+        let a = fit(&study, &FitOptions::default(), "x", &mut |_| {}).unwrap();
+        let b = fit(&study, &FitOptions::default(), "x", &mut |_| {}).unwrap();
         assert_eq!(a.model.id(), b.model.id());
         assert_eq!(a.features, b.features);
-        let other = fit(&study, &Scale { pdo: 40.0, ..Scale::default() }, "x").unwrap();
+        let options = FitOptions { scale: Scale { pdo: 40.0, ..Scale::default() }, ..FitOptions::default() };
+        let other = fit(&study, &options, "x", &mut |_| {}).unwrap();
         assert_ne!(other.model.id(), a.model.id());
     }
 
     #[test]
     fn a_scale_that_is_not_positive_is_refused() {
-        let e = fit(&study(), &Scale { pdo: 0.0, ..Scale::default() }, "x").unwrap_err();
+        let options = FitOptions { scale: Scale { pdo: 0.0, ..Scale::default() }, ..FitOptions::default() };
+        let e = fit(&study(), &options, "x", &mut |_| {}).unwrap_err();
         assert_eq!(e.to_string(), "pdo: 0 is not a positive number");
     }
 

@@ -5,9 +5,10 @@
 //!   each column to the party that holds it ([`PartySplit`]) and splits the
 //!   rows into stratified training and test sets.
 //! - [`fit()`] fits a scorecard on the training rows through the vertical
-//!   binning protocol (`jointscore-binning`): bins, weight-of-evidence
-//!   points, selection by information value, a base score, cutoffs and
-//!   bands. It returns a validated [`jointscore_circuits::Model`], ready to
+//!   binning protocol (`jointscore-binning`): bins, weight-of-evidence,
+//!   selection by information value, logistic-regression weights fitted
+//!   jointly from the Gram matrix round ([`fit_weights`]), points, a base
+//!   score, cutoffs and bands. It returns a validated [`jointscore_circuits::Model`], ready to
 //!   be written ([`Model::to_toml`](jointscore_circuits::Model::to_toml)),
 //!   approved and evaluated.
 //! - [`reference_lr`] is the plaintext logistic regression the scorecard is
@@ -22,10 +23,19 @@ mod fit;
 mod lr;
 mod metrics;
 mod plot;
+#[cfg(test)]
+mod quality;
+mod remote;
+mod weights;
 
 pub use data::{Column, Feature, LENDER, LoadOptions, MISSING, OTHER, PartySplit, Study};
 pub use error::{Error, Result};
-pub use fit::{FeatureFit, Fit, MIN_IV, Scale, fit};
+pub use fit::{Bytes, Cost, FeatureFit, Fit, FitOptions, MIN_IV, Scale, Weighting, fit};
 pub use lr::{LogisticRegression, reference_lr};
 pub use metrics::{auc, ks};
 pub use plot::{Curve, distribution_svg, roc_svg};
+pub use remote::{
+    BinKind, CutoffSpec, FeatureBins, FeatureKind, FeatureSpec, FeatureValues, FitSpec, LENDER_NAME, MIN_ROWS,
+    PartyBinning, PartySpec, ScaleSpec, Selection, WoeTable, party_bins, read_labels, woe_column,
+};
+pub use weights::{Iteration, Weights, fit_weights};

@@ -127,7 +127,7 @@ pub fn reference_lr(study: &Study) -> Vec<f64> {
 }
 
 /// Solves `a x = b` for symmetric positive definite `a` (Cholesky).
-fn solve(mut a: Vec<Vec<f64>>, b: Vec<f64>) -> Option<Vec<f64>> {
+pub(crate) fn solve(mut a: Vec<Vec<f64>>, b: Vec<f64>) -> Option<Vec<f64>> {
     let n = b.len();
     for j in 0..n {
         let s = a[j][j] - a[j][..j].iter().map(|v| v * v).sum::<f64>();

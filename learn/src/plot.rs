@@ -52,19 +52,27 @@ pub fn roc_svg(curves: &[Curve<'_>], bad: &[bool]) -> String {
     svg
 }
 
-/// Score histograms of good and bad rows, side by side in 20 buckets.
-pub fn distribution_svg(scores: &[i64], bad: &[bool]) -> String {
-    let (lo, hi) = (scores.iter().min().copied().unwrap_or(0), scores.iter().max().copied().unwrap_or(1));
+/// Score histograms of good and bad rows, side by side in 20 buckets; the
+/// `reference` model's scores of the same rows (on the same points scale;
+/// empty for none) drawn over them as dashed outlines.
+pub fn distribution_svg(scores: &[i64], reference: &[i64], bad: &[bool]) -> String {
+    let all = scores.iter().chain(reference);
+    let (lo, hi) = (all.clone().min().copied().unwrap_or(0), all.max().copied().unwrap_or(1));
     let buckets = 20usize;
     let width = ((hi - lo) as f64 / buckets as f64).max(1.0);
-    let mut counts = vec![[0u32; 2]; buckets];
-    for (&s, &b) in scores.iter().zip(bad) {
-        let k = (((s - lo) as f64 / width) as usize).min(buckets - 1);
-        counts[k][usize::from(b)] += 1;
-    }
-    let top = counts.iter().flat_map(|c| c.iter()).copied().max().unwrap_or(1).max(1) as f64;
-    let mut svg = String::from(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"520\" height=\"320\" font-family=\"sans-serif\" font-size=\"12\">\n<text x=\"20\" y=\"16\">test scores: good (blue), bad (red)</text>\n",
+    let histogram = |values: &[i64]| {
+        let mut counts = vec![[0u32; 2]; buckets];
+        for (&s, &b) in values.iter().zip(bad) {
+            let k = (((s - lo) as f64 / width) as usize).min(buckets - 1);
+            counts[k][usize::from(b)] += 1;
+        }
+        counts
+    };
+    let (counts, theirs) = (histogram(scores), histogram(reference));
+    let top = counts.iter().chain(&theirs).flat_map(|c| c.iter()).copied().max().unwrap_or(1).max(1) as f64;
+    let legend = if reference.is_empty() { "" } else { "; reference LR dashed" };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"520\" height=\"320\" font-family=\"sans-serif\" font-size=\"12\">\n<text x=\"20\" y=\"16\">test scores: good (blue), bad (red){legend}</text>\n",
     );
     for (k, c) in counts.iter().enumerate() {
         for (side, colour) in [(0usize, "#3366cc"), (1, "#cc3333")] {
@@ -74,6 +82,21 @@ pub fn distribution_svg(scores: &[i64], bad: &[bool]) -> String {
                 svg,
                 "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"10\" height=\"{h:.1}\" fill=\"{colour}\"/>",
                 290.0 - h
+            );
+        }
+    }
+    if !reference.is_empty() {
+        for (side, colour) in [(0usize, "#1a3366"), (1, "#661a1a")] {
+            let mut points = String::new();
+            for (k, c) in theirs.iter().enumerate() {
+                let y = 290.0 - f64::from(c[side]) / top * 250.0;
+                let x = 20.0 + k as f64 * 24.0;
+                let _ = write!(points, "{x:.1},{y:.1} {:.1},{y:.1} ", x + 22.0);
+            }
+            let _ = writeln!(
+                svg,
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-dasharray=\"4\" stroke-width=\"1.5\"/>",
+                points.trim_end()
             );
         }
     }
@@ -97,8 +120,13 @@ mod tests {
 
     #[test]
     fn histogram_counts_each_class() {
-        let svg = distribution_svg(&[500, 500, 600], &[false, true, true]);
+        let svg = distribution_svg(&[500, 500, 600], &[], &[false, true, true]);
         assert_eq!(svg.matches("<rect").count(), 40);
+        assert_eq!(svg.matches("<polyline").count(), 0);
         assert!(svg.contains(">500</text>") && svg.contains(">600</text>"), "{svg}");
+        // The reference's outlines, over the range of both.
+        let svg = distribution_svg(&[500, 500, 600], &[450, 520, 610], &[false, true, true]);
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains(">450</text>") && svg.contains(">610</text>") && svg.contains("reference LR"), "{svg}");
     }
 }

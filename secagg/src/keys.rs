@@ -22,28 +22,47 @@ pub(crate) const ENCRYPT_LABEL: &[u8] = b"jointscore.secagg.v1.encrypt";
 
 /// A secret scalar and its public point; the secret is wiped on drop.
 #[derive(Zeroize, ZeroizeOnDrop)]
-pub(crate) struct KeyPair {
+pub struct KeyPair {
     pub(crate) secret: Scalar,
     #[zeroize(skip)]
     pub(crate) public: [u8; 32],
 }
 
 impl KeyPair {
-    pub(crate) fn generate(rng: &mut impl CryptoRngCore) -> KeyPair {
+    /// A fresh key pair from `rng`.
+    pub fn generate(rng: &mut impl CryptoRngCore) -> KeyPair {
         let secret = Scalar::random(rng);
         KeyPair { public: RistrettoPoint::mul_base(&secret).compress().to_bytes(), secret }
+    }
+
+    /// The public point's canonical encoding.
+    pub fn public(&self) -> [u8; 32] {
+        self.public
+    }
+
+    /// The key this pair shares with `peer` for `label` in `session`
+    /// ([`agree`] with this pair's secret).
+    pub fn shared_key(
+        &self,
+        peer: &RistrettoPoint,
+        label: &[u8],
+        session: &SessionId,
+        a: PartyId,
+        b: PartyId,
+    ) -> [u8; 32] {
+        agree(&self.secret, peer, label, session, a, b)
     }
 }
 
 /// A public key from the wire: canonical encoding, not the identity.
-pub(crate) fn decode_public(bytes: &[u8; 32]) -> Option<RistrettoPoint> {
+pub fn decode_public(bytes: &[u8; 32]) -> Option<RistrettoPoint> {
     CompressedRistretto(*bytes).decompress().filter(|p| !p.is_identity())
 }
 
 /// The key two parties share: HKDF-SHA-256 over their Diffie–Hellman point,
 /// salted with the session, labelled with the purpose and both ids (in
 /// order, so both ends derive the same key).
-pub(crate) fn agree(
+pub fn agree(
     secret: &Scalar,
     public: &RistrettoPoint,
     label: &[u8],
@@ -74,8 +93,11 @@ fn nonce_and_aad(session: &SessionId, from: PartyId, to: PartyId) -> ([u8; 12], 
     (nonce, aad)
 }
 
-/// Encrypts a pair of shares from `from` to `to`.
-pub(crate) fn seal(key: &[u8; 32], session: &SessionId, from: PartyId, to: PartyId, plain: &[u8]) -> Vec<u8> {
+/// Encrypts `plain` from `from` to `to` under their shared `key`
+/// (ChaCha20-Poly1305; the nonce and associated data name the session and
+/// the direction, so a message cannot be replayed the other way or into
+/// another session).
+pub fn seal(key: &[u8; 32], session: &SessionId, from: PartyId, to: PartyId, plain: &[u8]) -> Vec<u8> {
     let (nonce, aad) = nonce_and_aad(session, from, to);
     ChaCha20Poly1305::new(Key::from_slice(key))
         .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad: &aad })
@@ -83,8 +105,8 @@ pub(crate) fn seal(key: &[u8; 32], session: &SessionId, from: PartyId, to: Party
         .unwrap_or_default()
 }
 
-/// Decrypts a pair of shares; `None` when authentication fails.
-pub(crate) fn open(key: &[u8; 32], session: &SessionId, from: PartyId, to: PartyId, sealed: &[u8]) -> Option<Vec<u8>> {
+/// Decrypts what [`seal`] sealed; `None` when authentication fails.
+pub fn open(key: &[u8; 32], session: &SessionId, from: PartyId, to: PartyId, sealed: &[u8]) -> Option<Vec<u8>> {
     let (nonce, aad) = nonce_and_aad(session, from, to);
     ChaCha20Poly1305::new(Key::from_slice(key))
         .decrypt(Nonce::from_slice(&nonce), Payload { msg: sealed, aad: &aad })

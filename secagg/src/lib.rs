@@ -100,7 +100,7 @@ mod tests;
 pub use client::Client;
 pub use error::{Error, Result};
 pub use graph::{Graph, harary_parameters};
-pub use keys::SessionId;
+pub use keys::{KeyPair, SessionId, agree, decode_public, open, seal};
 pub use server::{Server, ServerView};
 pub use simulate::{Dropouts, Outcome, simulate};
 
