@@ -60,8 +60,13 @@ pub const VALUE_LIMIT: f64 = 16.0;
 /// Most rows of one round: `MAX_ROWS × (VALUE_LIMIT × 2¹⁶)²` stays below
 /// `2⁶³`, so no entry of the Gram matrix wraps.
 pub const MAX_ROWS: usize = 1 << 23;
-/// HKDF label of the keys that seal this protocol's messages.
-const SEAL_LABEL: &[u8] = b"jointscore.gram.v1.seal";
+/// HKDF label of the keys that seal masked columns.
+const MASKED_LABEL: &[u8] = b"jointscore.gram.v1.masked";
+/// HKDF label of the keys that seal contributions to the lender. A key per
+/// kind of message: a participant sends the lender both kinds under the
+/// same pair of ids, and one key with one nonce for both would leak their
+/// XOR.
+const CONTRIBUTION_LABEL: &[u8] = b"jointscore.gram.v1.contribution";
 
 /// The shape of a round, which every role agrees on before it starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -283,10 +288,10 @@ impl Participant {
         Ok(())
     }
 
-    fn key_with(&self, peer: PartyId) -> Result<[u8; 32]> {
+    fn key_with(&self, peer: PartyId, label: &[u8]) -> Result<[u8; 32]> {
         let public = self.peers.get(&peer).ok_or_else(|| Error::Shape(format!("no key for participant {peer}")))?;
         let point = decode_public(public).ok_or(Error::InvalidEncoding("participant key"))?;
-        Ok(self.keys.shared_key(&point, SEAL_LABEL, &self.session, self.id, peer))
+        Ok(self.keys.shared_key(&point, label, &self.session, self.id, peer))
     }
 
     fn check_deal(&self, deal: &Deal) -> Result<()> {
@@ -320,7 +325,7 @@ impl Participant {
                     words.extend_from_slice(&m.wrapping_add(*x).to_le_bytes());
                 }
                 r.zeroize();
-                let mut key = self.key_with(pair.peer)?;
+                let mut key = self.key_with(pair.peer, MASKED_LABEL)?;
                 let bytes = seal(&key, &self.session, self.id, pair.peer, &words);
                 key.zeroize();
                 Ok(Sealed { from: self.id, to: pair.peer, bytes })
@@ -348,7 +353,7 @@ impl Participant {
                 .iter()
                 .find(|m| m.from == pair.peer && m.to == self.id)
                 .ok_or_else(|| Error::Shape(format!("no masked columns from participant {}", pair.peer)))?;
-            let mut key = self.key_with(pair.peer)?;
+            let mut key = self.key_with(pair.peer, MASKED_LABEL)?;
             let opened = open(&key, &self.session, pair.peer, self.id, &message.bytes);
             key.zeroize();
             let opened = opened.ok_or(Error::InvalidEncoding("sealed masked columns"))?;
@@ -378,7 +383,7 @@ impl Participant {
         }
         let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         words.zeroize();
-        let mut key = self.key_with(lender)?;
+        let mut key = self.key_with(lender, CONTRIBUTION_LABEL)?;
         let sealed = seal(&key, &self.session, self.id, lender, &bytes);
         key.zeroize();
         bytes.zeroize();
@@ -396,9 +401,10 @@ impl Participant {
                 .iter()
                 .find(|m| m.from == i && m.to == self.id)
                 .ok_or_else(|| Error::Shape(format!("no contribution from participant {i}")))?;
-            let key = self.key_with(i)?;
-            let opened = open(&key, &self.session, i, self.id, &message.bytes)
-                .ok_or(Error::InvalidEncoding("sealed contribution"))?;
+            let mut key = self.key_with(i, CONTRIBUTION_LABEL)?;
+            let opened = open(&key, &self.session, i, self.id, &message.bytes);
+            key.zeroize();
+            let opened = opened.ok_or(Error::InvalidEncoding("sealed contribution"))?;
             let want = layout.contribution_words(i as usize) * 8;
             if opened.len() != want {
                 return Err(Error::Shape(format!("participant {i} contributed {} bytes, not {want}", opened.len())));
@@ -661,6 +667,11 @@ mod tests {
             .unwrap();
         foreign[0].to = 2;
         assert_eq!(people[2].assemble(&foreign).err(), Some(Error::InvalidEncoding("sealed contribution")));
+        // Masked columns sent to the lender do not pass as a contribution:
+        // each kind of message has its own key.
+        let mut replayed = contributions.clone();
+        replayed[0] = mail.iter().find(|m| m.from == 0 && m.to == 2).cloned().unwrap();
+        assert_eq!(people[2].assemble(&replayed).err(), Some(Error::InvalidEncoding("sealed contribution")));
         // A key list that swaps the lender's own key is refused.
         let mut swapped = keys.clone();
         swapped.insert(2, keys[&0]);
