@@ -4,6 +4,7 @@
 mod audit_cmd;
 mod bench;
 mod e2e;
+mod fit_cmd;
 mod nodes;
 mod party_log;
 mod proofs_bench;
