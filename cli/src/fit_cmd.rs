@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use clap::Args;
 use jointscore_identity::NodeKey;
-use jointscore_lender::{FitEvent, FitIdentity};
 use jointscore_learn::{FitSpec, read_labels};
+use jointscore_lender::{FitEvent, FitIdentity};
 
 use crate::CliError;
 use crate::nodes::{Connection, runtime};
@@ -55,7 +55,8 @@ pub(crate) fn fit(args: FitArgs) -> Result<(), CliError> {
     let Some(labels_path) = args.labels else {
         return Err(CliError::Usage("--labels is required to fit".into()));
     };
-    let file = std::fs::File::open(&labels_path).map_err(|source| CliError::Read { path: labels_path.clone(), source })?;
+    let file =
+        std::fs::File::open(&labels_path).map_err(|source| CliError::Read { path: labels_path.clone(), source })?;
     let labels = read_labels(file).map_err(|e| CliError::Usage(format!("{}: {e}", labels_path.display())))?;
     let identity = match (&args.connection.identity, args.connection.consortium()?) {
         (Some(key), Some(consortium)) => Some(FitIdentity {
@@ -66,9 +67,19 @@ pub(crate) fn fit(args: FitArgs) -> Result<(), CliError> {
         _ => None,
     };
     let target = args.connection.target()?;
-    println!("fit spec {} ({}): {} training rows, {} bad", spec.id(), spec.name, labels.len(), labels.iter().filter(|l| l.1).count());
-    let outcome = runtime()?.block_on(jointscore_lender::fit(target, &text, &labels, identity.as_ref(), &mut |event| {
-        match event {
+    println!(
+        "fit spec {} ({}): {} training rows, {} bad",
+        spec.id(),
+        spec.name,
+        labels.len(),
+        labels.iter().filter(|l| l.1).count()
+    );
+    let outcome = runtime()?.block_on(jointscore_lender::fit(
+        target,
+        &text,
+        &labels,
+        identity.as_ref(),
+        &mut |event| match event {
             FitEvent::Opened { rows, parties } => {
                 println!("binning: {rows} encrypted labels sent to {parties} parties");
             }
@@ -86,8 +97,8 @@ pub(crate) fn fit(args: FitArgs) -> Result<(), CliError> {
                 i.loss,
                 i.dropped.map_or(String::new(), |d| format!(", dropping feature {d} (weight not positive)"))
             ),
-        }
-    }))?;
+        },
+    ))?;
     let toml = outcome.model.to_toml();
     let tmp = args.out.with_extension("partial");
     std::fs::write(&tmp, &toml)

@@ -87,7 +87,12 @@ impl Link {
     /// The party's answer to `step`, within `deadline`.
     async fn receive(&mut self, step: &str, deadline: Duration) -> Result<(Part, Vec<u8>), CoordinatorError> {
         match tokio::time::timeout(deadline, next_fit(&mut self.rx, STEP_LIMIT)).await {
-            Err(_) => Err(dropped(&self.name, step, Code::Unavailable, &format!("no answer within {} ms", deadline.as_millis()))),
+            Err(_) => Err(dropped(
+                &self.name,
+                step,
+                Code::Unavailable,
+                &format!("no answer within {} ms", deadline.as_millis()),
+            )),
             Ok(Err(status)) => {
                 // A broken connection reads as a transport error; a
                 // refusal keeps the party's own code.
@@ -115,7 +120,10 @@ async fn from_lender(lender: &mut Streaming<FitFrame>, step: &str) -> Result<(Pa
     match next_fit(lender, STEP_LIMIT).await {
         Ok(Some(answer)) => Ok(answer),
         Ok(None) => Err(crate::engine::failed(Code::Cancelled, format!("the lender left the fit at step {step}"))),
-        Err(status) => Err(crate::engine::failed(status.code(), format!("the lender's stream at step {step}: {}", status.message()))),
+        Err(status) => Err(crate::engine::failed(
+            status.code(),
+            format!("the lender's stream at step {step}: {}", status.message()),
+        )),
     }
 }
 
@@ -156,9 +164,8 @@ impl Engine {
         let channel = self
             .party_channel(name, address, deadline)
             .map_err(|e| dropped(name, "open", Code::Unavailable, &format!("cannot dial {address}: {e}")))?;
-        let mut client = PartyClient::new(channel)
-            .max_decoding_message_size(MESSAGE_LIMIT)
-            .max_encoding_message_size(MESSAGE_LIMIT);
+        let mut client =
+            PartyClient::new(channel).max_decoding_message_size(MESSAGE_LIMIT).max_encoding_message_size(MESSAGE_LIMIT);
         let (tx, rx) = mpsc::channel(64);
         let rx = match tokio::time::timeout(deadline, client.fit(ReceiverStream::new(rx))).await {
             Ok(Ok(response)) => response.into_inner(),
@@ -188,14 +195,21 @@ impl Engine {
         self.same_member(caller, "lender", &open.lender)?;
         let spec = FitSpec::from_toml(&open.spec_toml).map_err(|e| invalid(e.to_string()))?;
         if spec.id() != open.spec_id {
-            return Err(invalid(format!("spec id {} does not match the spec sent, whose id is {}", open.spec_id, spec.id())));
+            return Err(invalid(format!(
+                "spec id {} does not match the spec sent, whose id is {}",
+                open.spec_id,
+                spec.id()
+            )));
         }
         let deadline = Duration::from_millis(spec.deadline_ms);
         let registered = self.store.parties()?;
         let mut links = Vec::new();
         for p in &spec.parties {
             let (_, address) = registered.iter().find(|(name, _)| *name == p.name).ok_or_else(|| {
-                CoordinatorError::Precondition(format!("party `{}` of the spec is not registered with the coordinator", p.name))
+                CoordinatorError::Precondition(format!(
+                    "party `{}` of the spec is not registered with the coordinator",
+                    p.name
+                ))
             })?;
             links.push(self.open_link(&p.name, address, deadline).await?);
         }
@@ -224,7 +238,10 @@ impl Engine {
             return Err(invalid("expected `select` after the bins"));
         };
         if !(1..=LENDER_COLUMNS_LIMIT).contains(&select.lender_columns) {
-            return Err(invalid(format!("the lender holds {} columns; 1 to {LENDER_COLUMNS_LIMIT}", select.lender_columns)));
+            return Err(invalid(format!(
+                "the lender holds {} columns; 1 to {LENDER_COLUMNS_LIMIT}",
+                select.lender_columns
+            )));
         }
         let mut participants: Vec<(usize, Vec<FitWoe>)> = Vec::new();
         for (i, p) in spec.parties.iter().enumerate() {
@@ -334,7 +351,12 @@ impl Engine {
         let mut contributions = Vec::with_capacity(n - 1);
         for (id, link) in taking.iter_mut().enumerate() {
             let (Part::Contribution(sealed), bytes) = link.receive("gram contribution", deadline).await? else {
-                return Err(dropped(&link.name, "gram contribution", Code::InvalidArgument, "answered with another step"));
+                return Err(dropped(
+                    &link.name,
+                    "gram contribution",
+                    Code::InvalidArgument,
+                    "answered with another step",
+                ));
             };
             let list = sealed_from_wire(&sealed, &bytes, n as u32)
                 .map_err(|e| dropped(&link.name, "gram contribution", Code::InvalidArgument, &e))?;

@@ -207,10 +207,7 @@ impl Coordinator for CoordinatorService {
     type PsiQueryStream = ChunkStream;
     type FitStream = FitStream;
 
-    async fn fit(
-        &self,
-        request: Request<Streaming<pb::FitFrame>>,
-    ) -> std::result::Result<Response<FitStream>, Status> {
+    async fn fit(&self, request: Request<Streaming<pb::FitFrame>>) -> std::result::Result<Response<FitStream>, Status> {
         let caller = self.admit(&request, &[Role::Lender])?;
         let (out, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(self.engine.clone().run_fit(request.into_inner(), out, caller));

@@ -36,7 +36,7 @@ pub use metrics::{auc, ks};
 pub use plot::{Curve, distribution_svg, roc_svg};
 pub use remote::{
     BinKind, CutoffSpec, FeatureBins, FeatureKind, FeatureSpec, FeatureValues, FitSpec, LENDER_NAME, MAX_ROWS,
-    MIN_ROWS,
-    PartyBinning, PartySpec, ScaleSpec, Selection, WoeTable, party_bins, read_labels, woe_column,
+    MIN_ROWS, PartyAnswer, PartyBinning, PartySpec, ScaleSpec, Selection, WoeTable, party_bins, read_labels,
+    woe_column,
 };
 pub use weights::{Iteration, Weights, fit_weights};

@@ -210,7 +210,9 @@ pub async fn fit(
     if gram.participant as usize != me || gram.names[me] != lender_name || gram.rows != rows as u64 {
         return Err(fit_error("the Gram round does not name this lender last, over its rows"));
     }
-    if gram.columns.len() != n || gram.columns[me] != 1 || gram.columns[..me].iter().sum::<u32>() as usize != tables.len()
+    if gram.columns.len() != n
+        || gram.columns[me] != 1
+        || gram.columns[..me].iter().sum::<u32>() as usize != tables.len()
     {
         return Err(fit_error("the Gram round's columns are not the selected features and the label"));
     }
@@ -231,8 +233,12 @@ pub async fn fit(
         key: hex::encode(key),
     };
     let signature = identity.map_or_else(Vec::new, |i| statement(me as u32, &lender_name, &key).sign(&i.key).to_vec());
-    send(&tx, Part::Key(FitKey { participant: me as u32, name: lender_name.clone(), key: key.to_vec(), signature }), &[])
-        .await?;
+    send(
+        &tx,
+        Part::Key(FitKey { participant: me as u32, name: lender_name.clone(), key: key.to_vec(), signature }),
+        &[],
+    )
+    .await?;
     let (Part::Keys(keys), _) = next(&mut rx, "the round's keys").await? else {
         return Err(fit_error("the coordinator sent another step where the round's keys were due"));
     };

@@ -75,7 +75,8 @@ pub fn deal_from_wire(participant: u32, pairs: &[FitPair]) -> Result<Deal, Strin
     let pairs = pairs
         .iter()
         .map(|p| {
-            let seed: [u8; 32] = p.seed.as_slice().try_into().map_err(|_| format!("a seed of {} bytes", p.seed.len()))?;
+            let seed: [u8; 32] =
+                p.seed.as_slice().try_into().map_err(|_| format!("a seed of {} bytes", p.seed.len()))?;
             if p.correction.len() % 8 != 0 {
                 return Err(format!("a correction of {} bytes", p.correction.len()));
             }
@@ -92,7 +93,8 @@ pub fn deal_from_wire(participant: u32, pairs: &[FitPair]) -> Result<Deal, Strin
 
 /// A feature's bins on the wire.
 pub fn bins_to_wire(b: &FeatureBins) -> FitFeatureBins {
-    let mut out = FitFeatureBins { name: b.name.clone(), missing_joined: b.missing_joined, ..FitFeatureBins::default() };
+    let mut out =
+        FitFeatureBins { name: b.name.clone(), missing_joined: b.missing_joined, ..FitFeatureBins::default() };
     match &b.kind {
         BinKind::Numeric { edges, range } => {
             out.edges = edges.clone();
@@ -101,10 +103,8 @@ pub fn bins_to_wire(b: &FeatureBins) -> FitFeatureBins {
         BinKind::Categorical { categories, bins } => {
             out.categorical = true;
             out.categories = categories.clone();
-            out.bins = bins
-                .iter()
-                .map(|b| FitCategoryBin { categories: b.iter().map(|&c| c as u32).collect() })
-                .collect();
+            out.bins =
+                bins.iter().map(|b| FitCategoryBin { categories: b.iter().map(|&c| c as u32).collect() }).collect();
         }
     }
     out

@@ -110,9 +110,7 @@ pub enum PartyError {
         spec_id: String,
     },
     /// The operator has not approved the fit spec.
-    #[error(
-        "party `{party}` has not approved fit spec {spec_id}; its operator adds the id to `approved_fits`"
-    )]
+    #[error("party `{party}` has not approved fit spec {spec_id}; its operator adds the id to `approved_fits`")]
     FitNotApproved {
         /// This party.
         party: String,

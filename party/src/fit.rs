@@ -213,11 +213,16 @@ impl Fits {
         if subjects.len() != rows {
             return Err(fit(format!("{} subjects for {rows} rows", subjects.len())));
         }
-        let key: &[u8; 32] = open.label_key.as_slice().try_into().map_err(|_| fit("a label key that is not 32 bytes"))?;
+        let key: &[u8; 32] =
+            open.label_key.as_slice().try_into().map_err(|_| fit("a label key that is not 32 bytes"))?;
         let public = PublicKey::from_bytes(key).map_err(|e| fit(e.to_string()))?;
         let cts = labels
             .chunks_exact(CIPHERTEXT_BYTES)
-            .map(|c| c.try_into().map_err(|_| fit("a label ciphertext")).and_then(|c| Ciphertext::from_bytes(c).map_err(|e| fit(e.to_string()))))
+            .map(|c| {
+                c.try_into()
+                    .map_err(|_| fit("a label ciphertext"))
+                    .and_then(|c| Ciphertext::from_bytes(c).map_err(|e| fit(e.to_string())))
+            })
             .collect::<Result<Vec<_>>>()?;
         let own = spec
             .party(&self.party)
@@ -361,7 +366,10 @@ impl Fits {
             return Err(fit("a Gram round whose participants do not add up"));
         }
         if gram.names[gram.participant as usize] != self.party {
-            return Err(fit(format!("the Gram round names `{}` where this party is", gram.names[gram.participant as usize])));
+            return Err(fit(format!(
+                "the Gram round names `{}` where this party is",
+                gram.names[gram.participant as usize]
+            )));
         }
         if gram.rows != session.rows as u64 {
             return Err(fit(format!("a Gram round of {} rows for a fit of {}", gram.rows, session.rows)));
@@ -376,8 +384,7 @@ impl Fits {
                 .ok_or_else(|| fit(format!("a WoE table for `{}` of `{}`", table.feature, table.party)))?;
             columns.push(woe_column(&session.assignments[k], &table.woe).map_err(|e| fit(e.to_string()))?);
         }
-        let layout =
-            Layout { rows: session.rows, columns: gram.columns.iter().map(|&c| c as usize).collect() };
+        let layout = Layout { rows: session.rows, columns: gram.columns.iter().map(|&c| c as usize).collect() };
         let id: [u8; 16] = gram.session.as_slice().try_into().map_err(|_| fit("a session that is not 16 bytes"))?;
         let own = Columns::encode(session.rows, &columns).map_err(|e| fit(e.to_string()))?;
         let participant = Participant::new(SessionId(id), &layout, gram.participant, own, &mut OsRng)

@@ -16,10 +16,10 @@ use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::party_server::Party;
 use jointscore_proto::v1::{
-    ContributeChunk, ContributeRequest, FitFrame, GetPublicKeyRequest, PsiAnswer, PsiCloseReply, PsiCloseRequest, PsiOpenChunk,
-    PsiOpenRequest, PsiQueryRequest, SecAggAdvertiseReply, SecAggAdvertiseRequest, SecAggConsistencyReply,
-    SecAggConsistencyRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggShareKeysReply,
-    SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
+    ContributeChunk, ContributeRequest, FitFrame, GetPublicKeyRequest, PsiAnswer, PsiCloseReply, PsiCloseRequest,
+    PsiOpenChunk, PsiOpenRequest, PsiQueryRequest, SecAggAdvertiseReply, SecAggAdvertiseRequest,
+    SecAggConsistencyReply, SecAggConsistencyRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest,
+    SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
 };
 use jointscore_proto::{MESSAGE_LIMIT, chunks, collect, psi_open_messages};
 use jointscore_psi::points_to_bytes;

@@ -110,7 +110,16 @@ fn a_label_that_is_not_0_or_1_is_refused_with_its_line_and_nothing_is_written() 
     let spec = write(dir.path(), "fit.toml", FIT_SPEC);
     let mut labels = String::from("subject,label\n");
     for i in 0..60 {
-        labels.push_str(&format!("s{i},{}\n", if i == 4 { "2" } else if i % 3 == 0 { "1" } else { "0" }));
+        labels.push_str(&format!(
+            "s{i},{}\n",
+            if i == 4 {
+                "2"
+            } else if i % 3 == 0 {
+                "1"
+            } else {
+                "0"
+            }
+        ));
     }
     let labels = write(dir.path(), "labels.csv", &labels);
     let out_path = dir.path().join("model.toml");
@@ -199,7 +208,13 @@ fn a_fit_over_processes_matches_the_in_process_fit_and_a_party_dropping_out_writ
     }
     let out = fitted.unwrap_or_else(|e| panic!("no fit with both parties: {e}"));
     let said = text(&out);
-    for phase in ["binning: platform: 2 features binned", "binning: bank: 2 features binned", "gram: matrix assembled from", "weights: iteration 1:", "written to"] {
+    for phase in [
+        "binning: platform: 2 features binned",
+        "binning: bank: 2 features binned",
+        "gram: matrix assembled from",
+        "weights: iteration 1:",
+        "written to",
+    ] {
         assert!(said.contains(phase), "{phase} missing from: {said}");
     }
     let written = std::fs::read_to_string(path("model.toml")).expect("model written");
@@ -212,7 +227,11 @@ fn a_fit_over_processes_matches_the_in_process_fit_and_a_party_dropping_out_writ
     assert_eq!(scorecard(&written), scorecard(&local.model.to_toml()), "the fits differ:\n{written}");
 
     // A subject no party holds is named, and nothing is written.
-    let unknown = write(dir.path(), "unknown.csv", &std::fs::read_to_string(&labels).expect("labels").replace("s0001,", "nobody,"));
+    let unknown = write(
+        dir.path(),
+        "unknown.csv",
+        &std::fs::read_to_string(&labels).expect("labels").replace("s0001,", "nobody,"),
+    );
     let mut args = fit_args(&path("unknown-model.toml"));
     args[5] = unknown;
     let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -266,4 +285,90 @@ fn a_fit_over_processes_matches_the_in_process_fit_and_a_party_dropping_out_writ
     assert!(text(&out).contains("party `bank` dropped out of the fit at step gram key"), "{}", text(&out));
     assert!(!Path::new(&dropped).exists() && !Path::new(&dropped).with_extension("partial").exists());
     drop(processes);
+}
+
+/// The generated book as each party holds it: (platform CSV, bank CSV).
+fn books() -> (String, String) {
+    let mut platform = String::from("subject,risk,region\n");
+    let mut bank = String::from("subject,safety,noise\n");
+    for (subject, risk, region, safety, noise, _) in &generated() {
+        platform.push_str(&format!("{subject},{risk},{region}\n"));
+        bank.push_str(&format!("{subject},{},{noise}\n", safety.map_or(String::new(), |s| s.to_string())));
+    }
+    (platform, bank)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_fit_needs_the_lenders_signature_and_is_in_the_ledger() {
+    use jointscore_testkit::cluster::{Membership, init_consortium};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let identities = dir.path().join("identities");
+    let membership = Membership {
+        name: "local".into(),
+        parties: vec!["platform".into(), "bank".into()],
+        lenders: vec![LENDER.into()],
+        ..Membership::default()
+    };
+    let consortium = Arc::new(init_consortium(&identities, &membership).expect("consortium"));
+    let config = jointscore_coordinator::CoordinatorConfig {
+        listen: "127.0.0.1:0".into(),
+        consortium: Some(identities.join("consortium.toml")),
+        identity: Some(identities.join("coordinator.key")),
+        ..jointscore_coordinator::CoordinatorConfig::with_store(dir.path().join("coordinator.sqlite"))
+    };
+    let store = Arc::new(jointscore_coordinator::SqliteStore::open(&config.store).expect("store"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let coordinator = jointscore_coordinator::CoordinatorNode::start(config, store, listener).await.expect("coordinator");
+    let url = coordinator.url();
+    let id = jointscore_learn::FitSpec::from_toml(FIT_SPEC).expect("spec").id();
+    let (platform, bank) = books();
+    let mut nodes = Vec::new();
+    for (name, book) in [("platform", platform), ("bank", bank)] {
+        let config = jointscore_party::PartyConfig {
+            approved_fits: vec![id.clone()],
+            identity: Some(identities.join(format!("{name}.key"))),
+            consortium: Some(identities.join("consortium.toml")),
+            ..jointscore_party::PartyConfig::new(name, &url, dir.path().join(format!("{name}.sqlite")))
+        };
+        let records = Arc::new(jointscore_party::RecordStore::open(&config.store).expect("party store"));
+        records.import_csv(book.as_bytes()).expect("book");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let node =
+            jointscore_party::PartyNode::start(&config, records, listener, Duration::from_secs(10)).await.expect("party");
+        nodes.push(node);
+    }
+    let study = study();
+    let rows = generated();
+    let labels: Vec<(String, bool)> = study.train().iter().map(|&i| (rows[i].0.clone(), study.labels()[i])).collect();
+
+    // Unsigned: every party refuses before binning anything.
+    let e = jointscore_lender::fit(url.clone(), FIT_SPEC, &labels, None, &mut |_| {}).await.expect_err("unsigned");
+    assert!(e.to_string().contains("refused the fit at step binning"), "{e}");
+    assert!(e.to_string().contains("not signed by a current lender"), "{e}");
+
+    let identity = jointscore_lender::FitIdentity {
+        name: LENDER.into(),
+        key: Arc::new(jointscore_identity::NodeKey::read(&identities.join(format!("{LENDER}.key"))).expect("key")),
+        consortium,
+    };
+    let mut iterations = 0;
+    let outcome = jointscore_lender::fit(url.clone(), FIT_SPEC, &labels, Some(&identity), &mut |event| {
+        if matches!(event, jointscore_lender::FitEvent::Iteration(_)) {
+            iterations += 1;
+        }
+    })
+    .await
+    .expect("a signed fit");
+    assert!(iterations >= 1);
+    let local = jointscore_learn::fit(&study, &FitOptions::default(), "generated-card", &mut |_| {}).expect("fit");
+    assert_eq!(scorecard(&outcome.model.to_toml()), scorecard(&local.model.to_toml()));
+
+    let (entries, _) = jointscore_lender::fetch_ledger(url.clone()).await.expect("ledger");
+    let fits: Vec<&jointscore_audit::Event> =
+        entries.iter().map(|e| &e.record).filter(|r| r.kind == jointscore_audit::EntryKind::Fit).collect();
+    assert_eq!(fits.len(), 2, "{fits:?}");
+    assert!(fits[0].detail.contains("failed") && fits[1].detail.ends_with("done"), "{fits:?}");
+    assert_eq!(fits[1].model_id.as_deref(), Some(outcome.model.id()));
+    assert_eq!(fits[1].parties, ["platform", "bank"]);
 }

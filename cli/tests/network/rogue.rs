@@ -26,7 +26,6 @@ impl Party for Rogue {
         Err(Status::unimplemented("no fits"))
     }
 
-
     async fn psi_open(&self, _: Request<PsiOpenRequest>) -> Result<Response<PsiStream>, Status> {
         Err(Status::unimplemented("no PSI"))
     }

@@ -78,7 +78,6 @@ impl Party for Forger {
         Err(Status::unimplemented("no fits"))
     }
 
-
     async fn contribute(&self, request: Request<ContributeRequest>) -> Result<Response<ChunkStream>, Status> {
         let asked = request.get_ref().clone();
         let (mut header, mut bytes) = self.honest(request).await?;

@@ -70,7 +70,6 @@ impl Party for StatsRogue {
         Err(Status::unimplemented("no fits"))
     }
 
-
     async fn psi_open(&self, _: Request<PsiOpenRequest>) -> Result<Response<PsiStream>, Status> {
         Err(Status::unimplemented("no PSI"))
     }
