@@ -116,8 +116,24 @@ async fn to_lender(out: &Outbox, part: Part, data: &[u8]) -> Result<(), Coordina
     Ok(())
 }
 
-async fn from_lender(lender: &mut Streaming<FitFrame>, step: &str) -> Result<(Part, Vec<u8>), CoordinatorError> {
-    match next_fit(lender, STEP_LIMIT).await {
+/// The lender's next step; within `deadline` once the spec is known (the
+/// parties hold their sessions open meanwhile).
+async fn from_lender(
+    lender: &mut Streaming<FitFrame>,
+    step: &str,
+    deadline: Option<Duration>,
+) -> Result<(Part, Vec<u8>), CoordinatorError> {
+    let next = next_fit(lender, STEP_LIMIT);
+    let answer = match deadline {
+        Some(deadline) => tokio::time::timeout(deadline, next).await.map_err(|_| {
+            crate::engine::failed(
+                Code::DeadlineExceeded,
+                format!("the lender sent no step {step} within {} ms", deadline.as_millis()),
+            )
+        })?,
+        None => next.await,
+    };
+    match answer {
         Ok(Some(answer)) => Ok(answer),
         Ok(None) => Err(crate::engine::failed(Code::Cancelled, format!("the lender left the fit at step {step}"))),
         Err(status) => Err(crate::engine::failed(
@@ -185,7 +201,7 @@ impl Engine {
         caller: Option<&str>,
         record: &mut Record,
     ) -> Result<(), CoordinatorError> {
-        let (Part::Open(open), data) = from_lender(lender, "open").await? else {
+        let (Part::Open(open), data) = from_lender(lender, "open", None).await? else {
             return Err(invalid("a fit session starts with `open`"));
         };
         record.fit_id = open.fit_id.chars().take(64).collect();
@@ -234,7 +250,7 @@ impl Engine {
         }
 
         // Selection: who takes part in the Gram round.
-        let (Part::Select(select), _) = from_lender(lender, "select").await? else {
+        let (Part::Select(select), _) = from_lender(lender, "select", Some(deadline)).await? else {
             return Err(invalid("expected `select` after the bins"));
         };
         if !(1..=LENDER_COLUMNS_LIMIT).contains(&select.lender_columns) {
@@ -301,7 +317,7 @@ impl Engine {
             }
             keys.push(key);
         }
-        let (Part::Key(key), _) = from_lender(lender, "gram key").await? else {
+        let (Part::Key(key), _) = from_lender(lender, "gram key", Some(deadline)).await? else {
             return Err(invalid("expected the lender's key"));
         };
         if key.participant as usize != n - 1 || key.name != lender_name {
@@ -331,7 +347,7 @@ impl Engine {
                 .map_err(|e| dropped(&link.name, "gram masked", Code::InvalidArgument, &e))?;
             mail.extend(list);
         }
-        let (Part::Masked(sealed), bytes) = from_lender(lender, "gram masked").await? else {
+        let (Part::Masked(sealed), bytes) = from_lender(lender, "gram masked", Some(deadline)).await? else {
             return Err(invalid("expected the lender's masked columns"));
         };
         mail.extend(sealed_from_wire(&sealed, &bytes, n as u32).and_then(|l| check(n - 1, l)).map_err(invalid)?);
@@ -376,7 +392,7 @@ impl Engine {
         to_lender(out, Part::Contribution(header), &bytes).await?;
 
         // The lender's model.
-        let (Part::Done(done), _) = from_lender(lender, "done").await? else {
+        let (Part::Done(done), _) = from_lender(lender, "done", Some(deadline)).await? else {
             return Err(invalid("expected `done` after the contributions"));
         };
         record.model_id = done.model_id.chars().take(64).collect();

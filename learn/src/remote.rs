@@ -731,3 +731,96 @@ fn feature_file(feature: &LenderFeature, scale: f64) -> file::Feature {
         bins,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+name = "card"
+[[party]]
+name = "platform"
+features = [{ name = "gmv", kind = "numeric" }, { name = "region", kind = "categorical" }]
+"#;
+
+    #[test]
+    fn a_spec_parses_with_defaults_and_its_id_is_stable() {
+        let spec = FitSpec::from_toml(SPEC).unwrap();
+        assert_eq!((spec.deadline_ms, spec.l2), (60_000, 1.0));
+        let cutoffs = spec.cutoffs();
+        assert_eq!((cutoffs.approve, cutoffs.refer, cutoffs.bands), (600, 580, vec![620, 600, 580]));
+        assert_eq!(spec.id(), FitSpec::from_toml(&format!("{SPEC}\n# a comment\n")).unwrap().id());
+        assert_ne!(spec.id(), FitSpec::from_toml(&SPEC.replace("card", "other")).unwrap().id());
+    }
+
+    #[test]
+    fn bad_specs_are_refused_saying_why() {
+        for (text, says) in [
+            (SPEC.replace("platform", "lender"), "label holder"),
+            (SPEC.replace("\"region\"", "\"gmv\""), "feature `gmv` appears twice"),
+            (format!("{SPEC}[cutoffs]\napprove = 500\nrefer = 600\nbands = []\n"), "refer 600 is above approve 500"),
+            (format!("{SPEC}[cutoffs]\napprove = 600\nrefer = 500\nbands = [500, 600]\n"), "decrease strictly"),
+            ("name = \"x\"\nparty = []\n".to_string(), "no `[[party]]`"),
+            (SPEC.replace("numeric", "float"), "unknown variant"),
+        ] {
+            let e = FitSpec::from_toml(&text).unwrap_err().to_string();
+            assert!(e.contains(says), "{e} should say {says}");
+        }
+    }
+
+    fn labels(rows: usize, bad_cell: Option<(usize, &str)>) -> String {
+        let mut s = String::from("subject,label\n");
+        for i in 0..rows {
+            let label = match bad_cell {
+                Some((at, cell)) if at == i => cell.to_string(),
+                _ => u8::from(i % 4 == 0).to_string(),
+            };
+            s.push_str(&format!("s{i},{label}\n"));
+        }
+        s
+    }
+
+    #[test]
+    fn labels_are_0_or_1_and_a_bad_one_is_named_by_its_line() {
+        let read = read_labels(labels(50, None).as_bytes()).unwrap();
+        assert_eq!(read.len(), 50);
+        assert_eq!(read[0], ("s0".to_string(), true));
+        assert_eq!(read[1], ("s1".to_string(), false));
+        let e = read_labels(labels(50, Some((7, "bad"))).as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("line 9 holds `bad`"), "{e}");
+        let e = read_labels(labels(10, None).as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("10 rows"), "{e}");
+        let twice = labels(50, None).replace("s3,", "s2,");
+        let e = read_labels(twice.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("line 5") && e.contains("`s2` appears twice"), "{e}");
+        let e = read_labels("id,label\na,1\n".as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("`subject` and `label`"), "{e}");
+    }
+
+    #[test]
+    fn party_bins_describe_bounds_and_descriptions_from_the_wire_are_checked() {
+        let train: Vec<Option<i64>> = (0..100).map(|i| if i % 25 == 0 { None } else { Some(i) }).collect();
+        let regions: Vec<Option<String>> = (0..100).map(|i| Some(["n", "s", "e"][i % 3].to_string())).collect();
+        let binning = party_bins(&[
+            ("gmv".into(), FeatureValues::Numeric { book: vec![-5, 500], train }),
+            ("region".into(), FeatureValues::Categorical { book: vec!["w".into()], train: regions }),
+        ])
+        .unwrap();
+        let BinKind::Numeric { edges, range } = &binning.bins[0].kind else { panic!("numeric") };
+        assert_eq!(*range, [-5, 500]);
+        assert_eq!(edges.len() + 2, binning.assignments[0].count as usize);
+        // 4 missing of 100 rows: fewer than 5%, so they join bin 0.
+        assert!(binning.bins[0].missing_joined);
+        let BinKind::Categorical { categories, .. } = &binning.bins[1].kind else { panic!("categorical") };
+        assert_eq!(categories, &["e", "n", "s", "w"]);
+        for b in &binning.bins {
+            b.validate().unwrap();
+        }
+        let mut overlapping = binning.bins[1].clone();
+        overlapping.kind =
+            BinKind::Categorical { categories: vec!["a".into(), "b".into()], bins: vec![vec![0, 1], vec![1]] };
+        assert!(overlapping.validate().is_err());
+        assert!(woe_column(&binning.assignments[0], &[0.0; 2]).is_err());
+        assert!(woe_column(&binning.assignments[1], &vec![99.0; binning.bins[1].count()]).is_err());
+    }
+}

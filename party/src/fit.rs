@@ -36,6 +36,9 @@ use crate::store::RecordStore;
 
 /// Most bytes one step of a session may carry.
 const STEP_LIMIT: u64 = 1 << 30;
+/// Longest a session waits for the coordinator's next step before it is
+/// dropped (its state forgotten).
+const IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 /// Fit ids remembered against replays.
 const SEEN_LIMIT: usize = 100_000;
 
@@ -79,7 +82,10 @@ async fn send(out: &Outbox, part: Part, data: &[u8]) -> Result<()> {
 }
 
 async fn next(inbound: &mut Streaming<FitFrame>) -> Result<Option<(Part, Vec<u8>)>> {
-    next_fit(inbound, STEP_LIMIT).await.map_err(|s| fit(format!("the coordinator's stream: {}", s.message())))
+    match tokio::time::timeout(IDLE_LIMIT, next_fit(inbound, STEP_LIMIT)).await {
+        Ok(step) => step.map_err(|s| fit(format!("the coordinator's stream: {}", s.message()))),
+        Err(_) => Err(fit(format!("no next step within {} s; the session is dropped", IDLE_LIMIT.as_secs()))),
+    }
 }
 
 impl Fits {

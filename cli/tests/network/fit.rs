@@ -23,10 +23,13 @@ name = "bank"
 features = [{ name = "safety", kind = "numeric" }, { name = "noise", kind = "numeric" }]
 "#;
 
+/// One generated subject: (subject, risk, region, safety, noise, bad).
+type Row = (String, u32, &'static str, Option<u32>, u32, bool);
+
 /// `ROWS` generated subjects: `risk` raises the bad rate, `safety` lowers
 /// it, `noise` does nothing, `region` has a risky category; a few `safety`
-/// cells are missing. Returns (subject, risk, region, safety, noise, bad).
-fn generated() -> Vec<(String, u32, &'static str, Option<u32>, u32, bool)> {
+/// cells are missing.
+fn generated() -> Vec<Row> {
     let mut x: u64 = 7;
     let mut next = || {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -157,12 +160,7 @@ fn a_fit_over_processes_matches_the_in_process_fit_and_a_party_dropping_out_writ
 
     // Each party's book: every subject, training and test rows alike.
     let rows = generated();
-    let mut platform = String::from("subject,risk,region\n");
-    let mut bank = String::from("subject,safety,noise\n");
-    for (subject, risk, region, safety, noise, _) in &rows {
-        platform.push_str(&format!("{subject},{risk},{region}\n"));
-        bank.push_str(&format!("{subject},{},{noise}\n", safety.map_or(String::new(), |s| s.to_string())));
-    }
+    let (platform, bank) = books();
     for (name, book) in [("platform", &platform), ("bank", &bank)] {
         let config = write(
             dir.path(),
@@ -319,7 +317,8 @@ async fn a_signed_fit_needs_the_lenders_signature_and_is_in_the_ledger() {
     };
     let store = Arc::new(jointscore_coordinator::SqliteStore::open(&config.store).expect("store"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let coordinator = jointscore_coordinator::CoordinatorNode::start(config, store, listener).await.expect("coordinator");
+    let coordinator =
+        jointscore_coordinator::CoordinatorNode::start(config, store, listener).await.expect("coordinator");
     let url = coordinator.url();
     let id = jointscore_learn::FitSpec::from_toml(FIT_SPEC).expect("spec").id();
     let (platform, bank) = books();
@@ -334,8 +333,9 @@ async fn a_signed_fit_needs_the_lenders_signature_and_is_in_the_ledger() {
         let records = Arc::new(jointscore_party::RecordStore::open(&config.store).expect("party store"));
         records.import_csv(book.as_bytes()).expect("book");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let node =
-            jointscore_party::PartyNode::start(&config, records, listener, Duration::from_secs(10)).await.expect("party");
+        let node = jointscore_party::PartyNode::start(&config, records, listener, Duration::from_secs(10))
+            .await
+            .expect("party");
         nodes.push(node);
     }
     let study = study();
