@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jointscore_binning::gram::{self, Layout, Sealed};
+use jointscore_identity::FitRequest;
 use jointscore_learn::{FitSpec, LENDER_NAME};
-use jointscore_net::fit::{deal_to_wire, sealed_from_wire, sealed_to_wire};
+use jointscore_net::fit::{deal_to_wire, rows_sha256, sealed_from_wire, sealed_to_wire};
 use jointscore_proto::MESSAGE_LIMIT;
 use jointscore_proto::v1::fit_frame::Part;
 use jointscore_proto::v1::party_client::PartyClient;
@@ -216,6 +217,28 @@ impl Engine {
                 open.spec_id,
                 spec.id()
             )));
+        }
+        // With a consortium, only a current lender's own request reaches
+        // the parties: a forged one would show them a subject list.
+        if let Some(consortium) = &self.consortium {
+            let split = usize::try_from(open.subjects_len).ok().filter(|&n| n <= data.len());
+            let split = split.ok_or_else(|| invalid("the subjects overrun the rows sent"))?;
+            let (subjects, labels) = data.split_at(split);
+            if rows_sha256(subjects, labels) != open.rows_sha256 {
+                return Err(invalid("the training rows do not match their digest"));
+            }
+            let statement = FitRequest {
+                fit_id: open.fit_id.clone(),
+                lender: open.lender.clone(),
+                spec_id: open.spec_id.clone(),
+                rows: open.rows,
+                label_key: hex::encode(&open.label_key),
+                rows_sha256: open.rows_sha256.clone(),
+                time_ms: open.time_ms,
+            };
+            statement.verify(consortium, &open.signature, crate::now_s()).map_err(|e| {
+                CoordinatorError::Unauthenticated(format!("the fit is not signed by a current lender: {e}"))
+            })?;
         }
         let deadline = Duration::from_millis(spec.deadline_ms);
         let registered = self.store.parties()?;

@@ -252,16 +252,21 @@ impl Fits {
             });
         }
         let data_error = |message: String| PartyError::FitData { party: self.party.clone(), message };
+        // The whole book once: each feature's present values, for its range
+        // or categories.
+        let mut books: Vec<Vec<Value>> = vec![Vec::new(); own.features.len()];
+        self.store.scan(|r| {
+            for (f, book) in own.features.iter().zip(&mut books) {
+                book.extend(r.get(&f.name).filter(|v| !v.is_null()).cloned());
+            }
+            Ok(())
+        })?;
         let mut features = Vec::new();
-        for f in &own.features {
+        for (f, values) in own.features.iter().zip(&books) {
             let mut wrong = 0usize;
             let values = match f.kind {
                 FeatureKind::Numeric => {
-                    let mut book = Vec::new();
-                    self.store.scan(|r| {
-                        book.extend(r.get(&f.name).and_then(Value::as_i64));
-                        Ok(())
-                    })?;
+                    let book: Vec<i64> = values.iter().filter_map(Value::as_i64).collect();
                     let train: Vec<Option<i64>> = records
                         .iter()
                         .map(|r| match r.get(&f.name) {
@@ -290,11 +295,7 @@ impl Fits {
                         Value::Bool(b) => Some(b.to_string()),
                         _ => None,
                     };
-                    let mut book = Vec::new();
-                    self.store.scan(|r| {
-                        book.extend(r.get(&f.name).and_then(text));
-                        Ok(())
-                    })?;
+                    let book: Vec<String> = values.iter().filter_map(text).collect();
                     let train: Vec<Option<String>> = records.iter().map(|r| r.get(&f.name).and_then(text)).collect();
                     if book.is_empty() {
                         return Err(data_error(format!("no record holds feature `{}`", f.name)));

@@ -342,9 +342,9 @@ async fn a_signed_fit_needs_the_lenders_signature_and_is_in_the_ledger() {
     let rows = generated();
     let labels: Vec<(String, bool)> = study.train().iter().map(|&i| (rows[i].0.clone(), study.labels()[i])).collect();
 
-    // Unsigned: every party refuses before binning anything.
+    // Unsigned: refused before any party sees the subjects.
     let e = jointscore_lender::fit(url.clone(), FIT_SPEC, &labels, None, &mut |_| {}).await.expect_err("unsigned");
-    assert!(e.to_string().contains("refused the fit at step binning"), "{e}");
+    assert_eq!(e.code(), Some(jointscore_lender::Code::Unauthenticated), "{e}");
     assert!(e.to_string().contains("not signed by a current lender"), "{e}");
 
     let identity = jointscore_lender::FitIdentity {
