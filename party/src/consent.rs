@@ -338,12 +338,12 @@ fn check_row([subject, lender, purpose, from, until, revoked]: [&str; 6]) -> std
     })
 }
 
-const DAY_MS: i64 = 86_400_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
 
 /// Milliseconds since the unix epoch of a date `YYYY-MM-DD` (UTC; its
 /// start, or with `end_of_day` the start of the next day) or of an RFC 3339
 /// time. `Err` says what is wrong, for "`column` …".
-fn parse_time(text: &str, end_of_day: bool) -> std::result::Result<i64, String> {
+pub(crate) fn parse_time(text: &str, end_of_day: bool) -> std::result::Result<i64, String> {
     let bad = || format!("`{text}` is not a date (YYYY-MM-DD) or an RFC 3339 time (YYYY-MM-DDTHH:MM:SSZ)");
     let b = text.as_bytes();
     let num = |range: std::ops::Range<usize>| -> Option<i64> {

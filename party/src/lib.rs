@@ -29,6 +29,7 @@ mod consent;
 mod error;
 mod fault;
 mod fit;
+mod history;
 mod log;
 mod psi;
 mod server;
@@ -40,6 +41,7 @@ pub use consent::{Consent, ConsentReport, Purpose};
 pub use error::{PartyError, Result};
 #[cfg(feature = "fault-injection")]
 pub use fault::FAULT_ENV;
+pub use history::{Aggregate, Day, Snapshot, SnapshotReport, Window};
 pub use log::{Claim, ClaimLimits, ContributionRecord, GENESIS, LogBroken, LogEntry, LogKind, verify_entries};
 pub use psi::MAX_SESSIONS;
 pub use psi::store::date as utc_date;

@@ -77,6 +77,7 @@ impl RecordStore {
         conn.execute_batch(crate::log::SCHEMA)?;
         conn.execute_batch(crate::consent::SCHEMA)?;
         conn.execute_batch(crate::psi::SCHEMA)?;
+        conn.execute_batch(crate::history::SCHEMA)?;
         Ok(RecordStore { conn: Mutex::new(conn) })
     }
 
@@ -95,36 +96,7 @@ impl RecordStore {
     /// cell as missing, anything else as text (category names). The whole
     /// file is one transaction: a bad row stores nothing.
     pub fn import_csv(&self, reader: impl Read) -> Result<ImportReport> {
-        let mut csv = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(reader);
-        let headers = csv.headers().map_err(|e| PartyError::Import(e.to_string()))?.clone();
-        let subject_col = headers
-            .iter()
-            .position(|h| h == "subject")
-            .ok_or_else(|| PartyError::Import("the CSV has no `subject` column".into()))?;
-        let mut seen = HashSet::new();
-        let mut rows = Vec::new();
-        for (i, row) in csv.records().enumerate() {
-            let line = i + 2;
-            let row = row.map_err(|e| PartyError::Import(format!("line {line}: {e}")))?;
-            let subject = row.get(subject_col).unwrap_or_default().to_string();
-            check_subject(&subject).map_err(|m| PartyError::Import(format!("line {line}: {m}")))?;
-            if !seen.insert(subject.clone()) {
-                return Err(PartyError::Import(format!("line {line}: subject `{subject}` appears twice")));
-            }
-            let mut record = Map::new();
-            for (col, cell) in headers.iter().zip(row.iter()).filter(|(h, _)| *h != "subject") {
-                let value = if cell.is_empty() {
-                    Value::Null
-                } else if let Ok(n) = cell.parse::<i64>() {
-                    Value::from(n)
-                } else {
-                    Value::from(cell)
-                };
-                record.insert(col.to_string(), value);
-            }
-            rows.push((subject, Value::Object(record)));
-        }
-        self.put_all(&rows)
+        self.put_all(&read_csv(reader)?)
     }
 
     /// Stores (or replaces) records, all or none.
@@ -266,6 +238,43 @@ pub(crate) fn check_subject(subject: &str) -> std::result::Result<(), String> {
         return Err("subject id holds control characters".into());
     }
     Ok(())
+}
+
+/// Reads records from CSV: a `subject` column and one column per feature.
+/// A cell that parses as an integer is read as one, an empty cell as
+/// missing, anything else as text (category names). A subject twice, or a
+/// malformed row, is an error naming its line.
+pub(crate) fn read_csv(reader: impl Read) -> Result<Vec<(String, Value)>> {
+    let mut csv = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(reader);
+    let headers = csv.headers().map_err(|e| PartyError::Import(e.to_string()))?.clone();
+    let subject_col = headers
+        .iter()
+        .position(|h| h == "subject")
+        .ok_or_else(|| PartyError::Import("the CSV has no `subject` column".into()))?;
+    let mut seen = HashSet::new();
+    let mut rows = Vec::new();
+    for (i, row) in csv.records().enumerate() {
+        let line = i + 2;
+        let row = row.map_err(|e| PartyError::Import(format!("line {line}: {e}")))?;
+        let subject = row.get(subject_col).unwrap_or_default().to_string();
+        check_subject(&subject).map_err(|m| PartyError::Import(format!("line {line}: {m}")))?;
+        if !seen.insert(subject.clone()) {
+            return Err(PartyError::Import(format!("line {line}: subject `{subject}` appears twice")));
+        }
+        let mut record = Map::new();
+        for (col, cell) in headers.iter().zip(row.iter()).filter(|(h, _)| *h != "subject") {
+            let value = if cell.is_empty() {
+                Value::Null
+            } else if let Ok(n) = cell.parse::<i64>() {
+                Value::from(n)
+            } else {
+                Value::from(cell)
+            };
+            record.insert(col.to_string(), value);
+        }
+        rows.push((subject, Value::Object(record)));
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]
