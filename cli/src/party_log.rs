@@ -107,6 +107,16 @@ fn line(entry: &LogEntry) -> String {
             text(&body["subject"]),
             text(&body["reason"])
         ),
+        LogKind::Fit => format!(
+            "fit           fit {}  lender {}  spec {}  rows {}  features {}  gram {}  {}",
+            text(&body["fit_id"]),
+            text(&body["lender"]),
+            text(&body["spec_id"]).chars().take(16).collect::<String>(),
+            text(&body["rows"]),
+            text(&body["features"]),
+            text(&body["gram"]),
+            text(&body["outcome"])
+        ),
         LogKind::Psi => {
             // An alignment or asset-check session: its open, its queries,
             // their refusals (party/src/psi.rs writes these fields).

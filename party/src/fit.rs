@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use crate::error::{PartyError, Result};
+use crate::log::LogKind;
 use crate::store::RecordStore;
 
 /// Most bytes one step of a session may carry.
@@ -122,7 +123,16 @@ impl Fits {
     /// Runs one session to its end; a refusal goes to the coordinator as
     /// the stream's status.
     pub(crate) async fn serve(self: Arc<Self>, mut inbound: Streaming<FitFrame>, out: Outbox) {
-        match self.session(&mut inbound, &out).await {
+        let mut log = serde_json::Map::new();
+        let result = self.session(&mut inbound, &out, &mut log).await;
+        log.insert(
+            "outcome".into(),
+            Value::String(result.as_ref().err().map_or_else(|| "done".to_string(), ToString::to_string)),
+        );
+        if let Err(e) = self.store.log(LogKind::Fit, Value::Object(log)) {
+            tracing::error!(party = %self.party, error = %e, "cannot log the fit session");
+        }
+        match result {
             Ok(()) => tracing::info!(party = %self.party, "fit session done"),
             Err(e) => {
                 tracing::info!(party = %self.party, error = %e, "fit session refused or broken");
@@ -131,11 +141,28 @@ impl Fits {
         }
     }
 
-    async fn session(&self, inbound: &mut Streaming<FitFrame>, out: &Outbox) -> Result<()> {
+    async fn session(
+        &self,
+        inbound: &mut Streaming<FitFrame>,
+        out: &Outbox,
+        log: &mut serde_json::Map<String, Value>,
+    ) -> Result<()> {
         let Some((Part::Open(open), data)) = next(inbound).await? else {
             return Err(fit("a session starts with `open`"));
         };
+        for (key, value) in [
+            ("fit_id", Value::from(open.fit_id.chars().take(64).collect::<String>())),
+            ("lender", Value::from(open.lender.chars().take(128).collect::<String>())),
+            ("spec_id", Value::from(open.spec_id.chars().take(64).collect::<String>())),
+            ("rows", Value::from(open.rows)),
+            ("rows_sha256", Value::from(open.rows_sha256.chars().take(64).collect::<String>())),
+            ("time_ms", Value::from(open.time_ms)),
+            ("signature", Value::from(hex::encode(&open.signature))),
+        ] {
+            log.insert(key.into(), value);
+        }
         let (session, binned, sums) = self.bin(&open, &data)?;
+        log.insert("features".into(), Value::from(session.features.clone()));
         tracing::info!(party = %self.party, fit = %session.fit_id, rows = session.rows, "fit: bins sent");
         send(out, Part::Binned(binned), &sums).await?;
         let gram = match next(inbound).await? {
@@ -144,6 +171,7 @@ impl Fits {
             Some((Part::Gram(gram), _)) => gram,
             Some(_) => return Err(fit("expected `gram` after the bins")),
         };
+        log.insert("gram".into(), Value::from(gram.woe.iter().map(|t| t.feature.clone()).collect::<Vec<String>>()));
         let (mut participant, deal, names) = self.join(&session, &gram)?;
         if self.stall_gram {
             tracing::warn!(party = %self.party, "fault injection: stalling the fit's Gram step");

@@ -34,6 +34,10 @@ pub enum LogKind {
     /// each query answered or refused: the requester, the purpose, the size
     /// of the set sent, the ids queried and the requester's budget.
     Psi,
+    /// A fit session (`crate::fit`): the lender's signed request (fit id,
+    /// spec id, rows and their digest, signature), the features binned,
+    /// whether this party joined the Gram round, and how it ended.
+    Fit,
 }
 
 /// One entry of the party's log.

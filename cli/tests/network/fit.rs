@@ -333,10 +333,10 @@ async fn a_signed_fit_needs_the_lenders_signature_and_is_in_the_ledger() {
         let records = Arc::new(jointscore_party::RecordStore::open(&config.store).expect("party store"));
         records.import_csv(book.as_bytes()).expect("book");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let node = jointscore_party::PartyNode::start(&config, records, listener, Duration::from_secs(10))
+        let node = jointscore_party::PartyNode::start(&config, records.clone(), listener, Duration::from_secs(10))
             .await
             .expect("party");
-        nodes.push(node);
+        nodes.push((node, records));
     }
     let study = study();
     let rows = generated();
@@ -371,4 +371,13 @@ async fn a_signed_fit_needs_the_lenders_signature_and_is_in_the_ledger() {
     assert!(fits[0].detail.contains("failed") && fits[1].detail.ends_with("done"), "{fits:?}");
     assert_eq!(fits[1].model_id.as_deref(), Some(outcome.model.id()));
     assert_eq!(fits[1].parties, ["platform", "bank"]);
+
+    // Each party's own log has the session, with the lender's signature.
+    for (_, records) in &nodes {
+        let log = records.log_entries(0).expect("party log");
+        let fit = log.iter().find(|e| e.kind == jointscore_party::LogKind::Fit).expect("a fit entry");
+        assert_eq!(fit.body["outcome"], "done", "{:?}", fit.body);
+        assert_eq!(fit.body["lender"], LENDER);
+        assert!(!fit.body["signature"].as_str().unwrap_or_default().is_empty());
+    }
 }
