@@ -299,7 +299,12 @@ impl Engine {
         let mut columns: Vec<usize> = participants.iter().map(|(_, t)| t.len()).collect();
         columns.push(select.lender_columns as usize);
         let layout = Layout { rows, columns };
-        let deals = gram::deal(&layout, &mut OsRng).map_err(|e| invalid(e.to_string()))?;
+        // Masks over every row: off the async workers.
+        let dealt = layout.clone();
+        let deals = tokio::task::spawn_blocking(move || gram::deal(&dealt, &mut OsRng))
+            .await
+            .map_err(|e| CoordinatorError::Transport(format!("dealing task: {e}")))?
+            .map_err(|e| invalid(e.to_string()))?;
         let mut session = [0u8; 16];
         OsRng.fill_bytes(&mut session);
         let lender_name = if open.lender.is_empty() { LENDER_NAME.to_string() } else { open.lender.clone() };

@@ -82,6 +82,12 @@ async fn send(out: &Outbox, part: Part, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Runs CPU-heavy work (store reads, sums, products) off the async
+/// workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| PartyError::Transport(format!("fit task: {e}")))?
+}
+
 async fn next(inbound: &mut Streaming<FitFrame>) -> Result<Option<(Part, Vec<u8>)>> {
     match tokio::time::timeout(IDLE_LIMIT, next_fit(inbound, STEP_LIMIT)).await {
         Ok(step) => step.map_err(|s| fit(format!("the coordinator's stream: {}", s.message()))),
@@ -142,7 +148,7 @@ impl Fits {
     }
 
     async fn session(
-        &self,
+        self: &Arc<Self>,
         inbound: &mut Streaming<FitFrame>,
         out: &Outbox,
         log: &mut serde_json::Map<String, Value>,
@@ -161,7 +167,8 @@ impl Fits {
         ] {
             log.insert(key.into(), value);
         }
-        let (session, binned, sums) = self.bin(&open, &data)?;
+        let this = Arc::clone(self);
+        let (session, binned, sums) = blocking(move || this.bin(&open, &data)).await?;
         log.insert("features".into(), Value::from(session.features.clone()));
         tracing::info!(party = %self.party, fit = %session.fit_id, rows = session.rows, "fit: bins sent");
         send(out, Part::Binned(binned), &sums).await?;
@@ -198,7 +205,11 @@ impl Fits {
         };
         let keys = self.check_keys(&session, &gram, &names, &keys)?;
         participant.set_keys(&keys).map_err(|e| fit(e.to_string()))?;
-        let masked = participant.masked(&deal).map_err(|e| fit(e.to_string()))?;
+        let (participant, deal, masked) = blocking(move || {
+            let masked = participant.masked(&deal).map_err(|e| fit(e.to_string()))?;
+            Ok((participant, deal, masked))
+        })
+        .await?;
         let (header, bytes) = sealed_to_wire(&masked);
         send(out, Part::Masked(header), &bytes).await?;
 
@@ -207,7 +218,8 @@ impl Fits {
         };
         let n = names.len() as u32;
         let inbox = sealed_from_wire(&inbox, &bytes, n).map_err(fit)?;
-        let contribution = participant.contribution(&deal, &inbox, n - 1).map_err(|e| fit(e.to_string()))?;
+        let contribution =
+            blocking(move || participant.contribution(&deal, &inbox, n - 1).map_err(|e| fit(e.to_string()))).await?;
         let (header, bytes) = sealed_to_wire(&[contribution]);
         send(out, Part::Contribution(header), &bytes).await?;
         match next(inbound).await? {
