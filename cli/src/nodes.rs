@@ -32,6 +32,13 @@ pub(crate) enum PartyCommand {
         /// The party's configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// Keep the rows as every subject's snapshot on this day
+        /// (`YYYY-MM-DD`, UTC) as well: importing the same day again
+        /// replaces that day only, and the current record follows each
+        /// subject's newest snapshot. Without it, the rows replace the
+        /// current records only.
+        #[arg(long)]
+        as_of: Option<String>,
         /// The CSV file.
         file: PathBuf,
     },
@@ -306,7 +313,25 @@ fn shutdown_signals() -> Result<(impl Future<Output = ()> + Send, impl Future<Ou
 pub(crate) fn party(cmd: PartyCommand) -> Result<(), CliError> {
     match cmd {
         PartyCommand::Log(cmd) => crate::party_log::log(cmd),
-        PartyCommand::Import { config, file } => {
+        PartyCommand::Import { config, as_of: Some(day), file } => {
+            let day = jointscore_party::Day::parse(&day)?;
+            let config = PartyConfig::load(&config)?;
+            let reader = std::fs::File::open(&file).map_err(|source| CliError::Read { path: file.clone(), source })?;
+            let store = RecordStore::open(&config.store)?;
+            let report = store.import_snapshot_csv(reader, day)?;
+            println!(
+                "party {}: snapshots on {day}: {} added, {} replaced, {} unchanged; {} subjects' current record is now this day's; {} held in {}",
+                config.name,
+                report.added,
+                report.replaced,
+                report.unchanged,
+                report.current,
+                store.len()?,
+                config.store.display()
+            );
+            Ok(())
+        }
+        PartyCommand::Import { config, as_of: None, file } => {
             let config = PartyConfig::load(&config)?;
             let store = RecordStore::open(&config.store)?;
             let report = store.import_file(&file)?;

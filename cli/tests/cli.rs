@@ -364,6 +364,44 @@ fn party_consent_import_stores_good_files_and_names_the_line_of_a_bad_one() {
     assert!(table.contains("s2") && table.contains("monitoring") && !table.contains("s1"), "{table}");
 }
 
+#[test]
+fn party_import_as_of_keeps_dated_snapshots_idempotently_and_refuses_a_bad_day() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("party.toml");
+    std::fs::write(&config, "name = \"platform\"\ncoordinator = \"http://127.0.0.1:7100\"\nstore = \"p.sqlite\"\n")
+        .expect("config");
+    let config = config.to_str().expect("utf-8 path");
+    let write = |name: &str, rows: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("subject,gmv\n{rows}")).expect("csv");
+        path.to_str().expect("utf-8 path").to_string()
+    };
+    let day1 = write("d1.csv", "s1,100\ns2,40\n");
+    let import = |day: &str, file: &str| jointscore(&["party", "import", "--config", config, "--as-of", day, file]);
+    let out = import("2026-11-01", &day1);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("snapshots on 2026-11-01: 2 added, 0 replaced, 0 unchanged"), "{}", stdout(&out));
+    let out = import("2026-11-01", &day1);
+    assert!(stdout(&out).contains("0 added, 0 replaced, 2 unchanged"), "{}", stdout(&out));
+    let out = import("2026-11-02", &write("d2.csv", "s1,20\n"));
+    assert!(
+        stdout(&out).contains("1 added") && stdout(&out).contains("1 subjects' current record"),
+        "{}",
+        stdout(&out)
+    );
+
+    for bad_day in ["2026-02-30", "01/11/2026"] {
+        let out = import(bad_day, &day1);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(bad_day), "{}", stderr(&out));
+    }
+    let store = jointscore_party::RecordStore::open(&dir.path().join("p.sqlite")).expect("store");
+    let history = store.history("s1", None).expect("history");
+    assert_eq!(history.len(), 2);
+    assert_eq!(store.get("s1").expect("get"), Some(serde_json::json!({"gmv": 20})));
+    assert_eq!(store.get("s2").expect("get"), Some(serde_json::json!({"gmv": 40})));
+}
+
 /// The tfhe-free fuzz targets (`fuzz/`: cargo-fuzz, run with nightly) must
 /// keep compiling as the decoders they feed change: this type-checks the
 /// package on the toolchain running the tests, in a target directory of its
