@@ -209,8 +209,14 @@ impl Coordinator for CoordinatorService {
 
     async fn fit(&self, request: Request<Streaming<pb::FitFrame>>) -> std::result::Result<Response<FitStream>, Status> {
         let caller = self.admit(&request, &[Role::Lender])?;
+        // A session holds one place of the queue while it runs.
+        let permit = self.engine.reserve()?;
         let (out, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(self.engine.clone().run_fit(request.into_inner(), out, caller));
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            engine.run_fit(request.into_inner(), out, caller).await;
+            drop(permit);
+        });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
