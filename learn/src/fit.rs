@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use jointscore_binning::gram::{self, Columns, Layout, Participant, Sealed, VALUE_LIMIT};
+use jointscore_binning::gram::{self, Columns, Gram, Layout, Participant, Sealed, VALUE_LIMIT};
 use jointscore_binning::{
     BinAssignment, BinCounts, CIPHERTEXT_BYTES, LabelHolder, NumericBins, merge_monotone, party_sums, plain_counts,
     woe_iv,
@@ -375,38 +375,67 @@ fn joint_weights(
             .map(|(i, (_, fs))| fs.len() + usize::from(i + 1 == members.len()))
             .collect(),
     };
-    let mut session = [0u8; 16];
-    OsRng.fill_bytes(&mut session);
-    let session = SessionId(session);
-    let deals = gram::deal(&layout, &mut OsRng)?;
-    let mut people = Vec::with_capacity(members.len());
-    for (i, (_, fs)) in members.iter().enumerate() {
-        let mut cols: Vec<Vec<f64>> = fs.iter().map(|&f| column(f)).collect();
+    let own_columns = |i: usize| -> Vec<Vec<f64>> {
+        let mut cols: Vec<Vec<f64>> = members[i].1.iter().map(|&f| column(f)).collect();
         if i + 1 == members.len() {
             cols.push(label.clone());
         }
-        people.push(Participant::new(
-            session,
-            &layout,
-            i as PartyId,
-            Columns::encode(train.len(), &cols)?,
-            &mut OsRng,
-        )?);
+        cols
+    };
+    // The lender alone (every selected feature is its own) needs no round.
+    let g = if members.len() == 1 {
+        Gram::plain(&own_columns(0))?
+    } else {
+        gram_round(&layout, &members, &own_columns, cost)?
+    };
+    cost.phases.push(("gram", started.elapsed()));
+
+    let started = Instant::now();
+    // Gram columns of the selected features, in `selected` order.
+    let mut index = BTreeMap::new();
+    for (i, (_, fs)) in members.iter().enumerate() {
+        for (k, &f) in fs.iter().enumerate() {
+            index.insert(f, layout.offset(i) + k);
+        }
+    }
+    let columns: Vec<usize> = selected.iter().map(|f| index[f]).collect();
+    let label_column = layout.size() - 1;
+    let weights = fit_weights(&g, &columns, label_column, l2, progress)?;
+    cost.phases.push(("weights", started.elapsed()));
+    Ok(weights)
+}
+
+/// The Gram round between `members` (the lender last), in process, every
+/// message counted in `cost` as it would cross the coordinator.
+fn gram_round(
+    layout: &Layout,
+    members: &[(&str, Vec<usize>)],
+    own_columns: &dyn Fn(usize) -> Vec<Vec<f64>>,
+    cost: &mut Cost,
+) -> Result<Gram> {
+    let mut session = [0u8; 16];
+    OsRng.fill_bytes(&mut session);
+    let session = SessionId(session);
+    let deals = gram::deal(layout, &mut OsRng)?;
+    let mut people = Vec::with_capacity(members.len());
+    for i in 0..members.len() {
+        let cols = own_columns(i);
+        people.push(Participant::new(session, layout, i as PartyId, Columns::encode(layout.rows, &cols)?, &mut OsRng)?);
     }
     let keys: BTreeMap<PartyId, [u8; 32]> =
         people.iter().enumerate().map(|(i, p)| (i as PartyId, p.public_key())).collect();
     // Each key goes to the coordinator; the list goes out to everyone.
-    for (name, _) in &members {
+    for (name, _) in members {
         cost.role(name).sent += 32;
         cost.coordinator.received += 32;
     }
-    for (name, _) in &members {
+    for (name, _) in members {
         cost.dealt(name, 32 * members.len());
     }
     for p in &mut people {
         p.set_keys(&keys)?;
     }
-    for (deal, (name, _)) in deals.iter().zip(&members) {
+    for (deal, (name, _)) in deals.iter().zip(members) {
         cost.dealt(name, deal.pairs.iter().map(|p| 36 + 8 * p.correction.len()).sum());
     }
     let mut mail: Vec<Sealed> = Vec::new();
@@ -426,22 +455,7 @@ fn joint_weights(
         }
         contributions.push(c);
     }
-    let g = people[lender as usize].assemble(&contributions)?;
-    cost.phases.push(("gram", started.elapsed()));
-
-    let started = Instant::now();
-    // Gram columns of the selected features, in `selected` order.
-    let mut index = BTreeMap::new();
-    for (i, (_, fs)) in members.iter().enumerate() {
-        for (k, &f) in fs.iter().enumerate() {
-            index.insert(f, layout.offset(i) + k);
-        }
-    }
-    let columns: Vec<usize> = selected.iter().map(|f| index[f]).collect();
-    let label_column = layout.size() - 1;
-    let weights = fit_weights(&g, &columns, label_column, l2, progress)?;
-    cost.phases.push(("weights", started.elapsed()));
-    Ok(weights)
+    Ok(people[lender as usize].assemble(&contributions)?)
 }
 
 /// Fits the scorecard named `name` on the study's training rows: bins and

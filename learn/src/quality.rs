@@ -108,6 +108,22 @@ fn correlated_features_across_parties_fail_naive_weights_and_pass_joint_ones() {
     assert!(joint >= reference - 0.01, "joint {joint:.3} vs reference {reference:.3} (naive {naive:.3})");
 }
 
+#[test]
+fn a_lender_holding_every_feature_fits_joint_weights_without_a_round() {
+    let options = LoadOptions {
+        label: "label".into(),
+        bad: "bad".into(),
+        good: Some("good".into()),
+        parties: "".parse::<PartySplit>().unwrap(),
+        test_fraction: 0.3,
+        seed: 7,
+    };
+    let study = Study::read(correlated(3000, 5).as_bytes(), &options).unwrap();
+    let joint = fit_with(&study, Weighting::Joint);
+    assert!(joint.cost.parties.is_empty() && joint.cost.coordinator.sent == 0, "{:?}", joint.cost);
+    assert!(test_auc(&study, &joint) >= reference_auc(&study) - 0.01);
+}
+
 /// Runs the Gram round over `parts` (the last is the lender's, label last).
 fn joint_gram(parts: &[Vec<Vec<f64>>]) -> Gram {
     let rows = parts[0][0].len();
