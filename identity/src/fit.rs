@@ -95,3 +95,51 @@ impl FitKey {
         consortium.verify(&self.name, role, now, FIT_KEY_DOMAIN, &self.to_bytes(), signature)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consortium(members: &[(&str, &str, &NodeKey)]) -> Consortium {
+        let mut text = String::from("name = \"test\"\n");
+        for (name, role, key) in members {
+            text.push_str(&format!(
+                "[[member]]\nname = \"{name}\"\nrole = \"{role}\"\npublic_key = \"{}\"\n",
+                key.public_hex()
+            ));
+        }
+        Consortium::from_toml(&text).expect("consortium")
+    }
+
+    #[test]
+    fn fit_requests_and_round_keys_verify_only_as_signed_by_their_member() {
+        let (lender, bank) = (NodeKey::generate(), NodeKey::generate());
+        let c = consortium(&[
+            ("coordinator", "coordinator", &NodeKey::generate()),
+            ("lender", "lender", &lender),
+            ("bank", "party", &bank),
+        ]);
+        let request = FitRequest {
+            fit_id: "f1".into(),
+            lender: "lender".into(),
+            spec_id: "s".into(),
+            rows: 300,
+            label_key: "ab".into(),
+            rows_sha256: "cd".into(),
+            time_ms: 7,
+        };
+        let signature = request.sign(&lender);
+        request.verify(&c, &signature, 1).expect("the lender's request");
+        assert!(FitRequest { rows: 301, ..request.clone() }.verify(&c, &signature, 1).is_err());
+        assert!(FitRequest { lender: "bank".into(), ..request.clone() }.verify(&c, &request.sign(&bank), 1).is_err());
+
+        let key =
+            FitKey { fit_id: "f1".into(), session: "00".into(), participant: 0, name: "bank".into(), key: "ef".into() };
+        let signature = key.sign(&bank);
+        key.verify(&c, Role::Party, &signature, 1).expect("the bank's key");
+        assert!(key.verify(&c, Role::Lender, &signature, 1).is_err(), "another role");
+        assert!(FitKey { participant: 1, ..key.clone() }.verify(&c, Role::Party, &signature, 1).is_err());
+        let forged = FitKey { name: "bank".into(), ..key.clone() }.sign(&lender);
+        assert!(key.verify(&c, Role::Party, &forged, 1).is_err(), "signed by another member");
+    }
+}
