@@ -5,6 +5,7 @@ mod audit_cmd;
 mod bench;
 mod e2e;
 mod fit_cmd;
+mod monitor_cmd;
 mod nodes;
 mod party_log;
 mod proofs_bench;
@@ -73,6 +74,9 @@ enum Command {
     /// aggregation, no party's own numbers seen by anyone.
     #[command(subcommand)]
     Stats(stats_cmd::StatsCommand),
+    /// Post-loan monitor specs: validate them, lint what their alerts reveal.
+    #[command(subcommand)]
+    Monitor(monitor_cmd::MonitorCommand),
 }
 
 #[derive(Subcommand)]
@@ -155,6 +159,8 @@ enum CliError {
     Circuits(#[from] jointscore_circuits::Error),
     #[error(transparent)]
     Learn(#[from] jointscore_learn::Error),
+    #[error(transparent)]
+    Monitor(#[from] jointscore_monitor::Error),
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("inputs are not valid JSON: {0}")]
@@ -175,6 +181,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Model(cmd) => model(cmd),
+        Command::Monitor(cmd) => monitor_cmd::monitor(cmd),
         Command::Bench(BenchCommand::Decision(args)) => bench::decision(args),
         Command::Bench(BenchCommand::Psi(args)) => bench::psi(args),
         Command::Bench(BenchCommand::Params(args)) => bench::params(args),

@@ -314,7 +314,7 @@ pub(crate) fn party(cmd: PartyCommand) -> Result<(), CliError> {
     match cmd {
         PartyCommand::Log(cmd) => crate::party_log::log(cmd),
         PartyCommand::Import { config, as_of: Some(day), file } => {
-            let day = jointscore_party::Day::parse(&day)?;
+            let day = jointscore_party::Day::parse(&day).map_err(|e| CliError::Usage(format!("--as-of: {e}")))?;
             let config = PartyConfig::load(&config)?;
             let reader = std::fs::File::open(&file).map_err(|source| CliError::Read { path: file.clone(), source })?;
             let store = RecordStore::open(&config.store)?;

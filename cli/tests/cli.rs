@@ -402,6 +402,42 @@ fn party_import_as_of_keeps_dated_snapshots_idempotently_and_refuses_a_bad_day()
     assert_eq!(store.get("s2").expect("get"), Some(serde_json::json!({"gmv": 40})));
 }
 
+#[test]
+fn monitor_check_and_lint_name_bad_fields_and_probing_thresholds() {
+    let out = jointscore(&["monitor", "check", "seller_watch"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("alert flows_disagree (critical): joint, reads bank, logistics, platform"), "{text}");
+    assert!(text.contains("alert gmv_collapse (high): one party's, reads platform"), "{text}");
+    assert!(jointscore(&["monitor", "lint", "seller_watch"]).status.success());
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let example = jointscore_monitor::SELLER_WATCH;
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("spec");
+        path.to_str().expect("utf-8 path").to_string()
+    };
+    let bad = write("bad.toml", &example.replacen("party = \"bank\"", "party = \"insurer\"", 1));
+    let out = jointscore(&["monitor", "check", &bad]);
+    assert!(!out.status.success());
+    let line = example.lines().position(|l| l.contains("party = \"bank\"")).expect("line") + 1;
+    assert!(stderr(&out).contains(&format!("(line {line})")) && stderr(&out).contains("insurer"), "{}", stderr(&out));
+
+    let mut probing = example.to_string();
+    for (k, t) in [1000, 2000, 4000].iter().enumerate() {
+        probing.push_str(&format!(
+            "\n[[alerts]]\nname = \"probe{k}\"\nseverity = \"info\"\nconditions = [{{ left = \"gmv_30d\", op = \"<\", value = {t} }}]\n"
+        ));
+    }
+    let out = jointscore(&["monitor", "lint", &write("probing.toml", &probing), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(report["passes"], false);
+    assert_eq!(report["findings"][0]["window"], "gmv_30d");
+    assert_eq!(report["findings"][0]["party"], "platform");
+}
+
 /// The tfhe-free fuzz targets (`fuzz/`: cargo-fuzz, run with nightly) must
 /// keep compiling as the decoders they feed change: this type-checks the
 /// package on the toolchain running the tests, in a target directory of its

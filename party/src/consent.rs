@@ -41,6 +41,8 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use jointscore_monitor::{days_from_civil, days_in_month};
+
 use crate::error::{PartyError, Result};
 use crate::store::{RecordStore, check_subject};
 
@@ -338,12 +340,12 @@ fn check_row([subject, lender, purpose, from, until, revoked]: [&str; 6]) -> std
     })
 }
 
-pub(crate) const DAY_MS: i64 = 86_400_000;
+const DAY_MS: i64 = 86_400_000;
 
 /// Milliseconds since the unix epoch of a date `YYYY-MM-DD` (UTC; its
 /// start, or with `end_of_day` the start of the next day) or of an RFC 3339
 /// time. `Err` says what is wrong, for "`column` …".
-pub(crate) fn parse_time(text: &str, end_of_day: bool) -> std::result::Result<i64, String> {
+fn parse_time(text: &str, end_of_day: bool) -> std::result::Result<i64, String> {
     let bad = || format!("`{text}` is not a date (YYYY-MM-DD) or an RFC 3339 time (YYYY-MM-DDTHH:MM:SSZ)");
     let b = text.as_bytes();
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
@@ -397,27 +399,6 @@ pub(crate) fn parse_time(text: &str, end_of_day: bool) -> std::result::Result<i6
         _ => return Err(bad()),
     };
     Ok(midnight + ((hour * 60 + minute - offset_minutes) * 60 + second) * 1000 + millis)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

@@ -41,7 +41,8 @@ pub use consent::{Consent, ConsentReport, Purpose};
 pub use error::{PartyError, Result};
 #[cfg(feature = "fault-injection")]
 pub use fault::FAULT_ENV;
-pub use history::{Aggregate, Day, Snapshot, SnapshotReport, Window};
+pub use history::SnapshotReport;
+pub use jointscore_monitor::{Aggregate, Day, Snapshot, Window};
 pub use log::{Claim, ClaimLimits, ContributionRecord, GENESIS, LogBroken, LogEntry, LogKind, verify_entries};
 pub use psi::MAX_SESSIONS;
 pub use psi::store::date as utc_date;
