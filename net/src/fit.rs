@@ -164,3 +164,49 @@ pub fn sums_from_bytes(bytes: &[u8], counts: &[usize]) -> Result<Vec<FeatureSums
 pub fn woe_to_wire(t: &WoeTable) -> FitWoe {
     FitWoe { party: t.party.clone(), feature: t.feature.clone(), woe: t.woe.clone() }
 }
+
+#[cfg(test)]
+mod tests {
+    use jointscore_binning::LabelHolder;
+    use jointscore_learn::{FeatureValues, party_bins};
+
+    use super::*;
+
+    #[test]
+    fn sealed_messages_round_trip_and_overruns_are_refused() {
+        let list = vec![
+            Sealed { from: 0, to: 1, bytes: vec![1, 2, 3] },
+            Sealed { from: 0, to: 2, bytes: Vec::new() },
+            Sealed { from: 2, to: 0, bytes: vec![9; 40] },
+        ];
+        let (header, bytes) = sealed_to_wire(&list);
+        assert_eq!(sealed_from_wire(&header, &bytes, 3).unwrap(), list);
+        assert!(sealed_from_wire(&header, &bytes, 2).unwrap_err().contains("participant"));
+        assert!(sealed_from_wire(&header, &bytes[1..], 3).unwrap_err().contains("overrun"));
+        assert!(
+            sealed_from_wire(&header, &[bytes.as_slice(), &[0]].concat(), 3).unwrap_err().contains("1 bytes follow")
+        );
+    }
+
+    #[test]
+    fn bins_and_sums_round_trip_and_are_checked() {
+        let train: Vec<Option<i64>> = (0..60).map(Some).collect();
+        let binning = party_bins(&[("x".into(), FeatureValues::Numeric { book: Vec::new(), train })]).unwrap();
+        let wire = bins_to_wire(&binning.bins[0]);
+        assert_eq!(bins_from_wire(&wire).unwrap(), binning.bins[0]);
+        let mut bad = wire.clone();
+        bad.edges.reverse();
+        assert!(bins_from_wire(&bad).is_err());
+
+        let labels: Vec<bool> = (0..60).map(|i| i % 3 == 0).collect();
+        let (holder, public, cts) = LabelHolder::encrypt(&labels);
+        let sums = jointscore_binning::party_sums(&public, &cts, &binning.assignments).unwrap();
+        let bytes = sums_to_bytes(&sums);
+        let counts = [binning.bins[0].count()];
+        let back = sums_from_bytes(&bytes, &counts).unwrap();
+        assert_eq!(back, sums);
+        assert_eq!(holder.decrypt(&back).unwrap()[0].iter().map(|c| c.bad).sum::<u64>(), 20);
+        assert!(sums_from_bytes(&bytes[..bytes.len() - 1], &counts).is_err());
+        assert!(sums_from_bytes(&bytes, &[counts[0] + 1]).is_err());
+    }
+}
