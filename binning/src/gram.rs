@@ -459,6 +459,67 @@ impl Participant {
     }
 }
 
+/// The sizes of one round's messages, as [`simulate`] ran it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Transcript {
+    /// Bytes of each participant's deal (seeds and corrections), by
+    /// participant.
+    pub deals: Vec<usize>,
+    /// Masked columns: sender, receiver, bytes.
+    pub masked: Vec<(PartyId, PartyId, usize)>,
+    /// Contributions to the lender: sender, bytes.
+    pub contributions: Vec<(PartyId, usize)>,
+}
+
+/// Runs a whole round in one process — the dealer, every participant
+/// (`columns[i]` is participant `i`'s) and the `lender` — as studies,
+/// benchmarks and tests do; returns the lender's matrix and the sizes of
+/// the messages that would have crossed the network.
+pub fn simulate(
+    layout: &Layout,
+    columns: Vec<Columns>,
+    lender: PartyId,
+    rng: &mut impl CryptoRngCore,
+) -> Result<(Gram, Transcript)> {
+    layout.validate()?;
+    if columns.len() != layout.columns.len() || lender as usize >= columns.len() {
+        return Err(Error::Shape(format!(
+            "{} participants' columns and lender {lender} for a round of {}",
+            columns.len(),
+            layout.columns.len()
+        )));
+    }
+    let mut session = [0u8; 16];
+    rng.fill_bytes(&mut session);
+    let session = SessionId(session);
+    let deals = deal(layout, rng)?;
+    let mut people = Vec::with_capacity(columns.len());
+    for (i, own) in columns.into_iter().enumerate() {
+        people.push(Participant::new(session, layout, i as PartyId, own, rng)?);
+    }
+    let keys: BTreeMap<PartyId, [u8; 32]> =
+        people.iter().enumerate().map(|(i, p)| (i as PartyId, p.public_key())).collect();
+    for p in &mut people {
+        p.set_keys(&keys)?;
+    }
+    let mut transcript = Transcript {
+        deals: deals.iter().map(|d| d.pairs.iter().map(|p| 36 + 8 * p.correction.len()).sum()).collect(),
+        ..Transcript::default()
+    };
+    let mut mail = Vec::new();
+    for (p, d) in people.iter().zip(&deals) {
+        mail.extend(p.masked(d)?);
+    }
+    transcript.masked = mail.iter().map(|m| (m.from, m.to, m.bytes.len())).collect();
+    let mut contributions = Vec::with_capacity(people.len());
+    for (p, d) in people.iter().zip(&deals) {
+        let inbox: Vec<Sealed> = mail.iter().filter(|m| m.to == p.id).cloned().collect();
+        contributions.push(p.contribution(d, &inbox, lender)?);
+    }
+    transcript.contributions = contributions.iter().map(|c| (c.from, c.bytes.len())).collect();
+    Ok((people[lender as usize].assemble(&contributions)?, transcript))
+}
+
 /// The assembled Gram matrix `[1 X]ᵀ[1 X]` over the round's columns (the
 /// intercept first, then each participant's columns in order).
 #[derive(Clone, Debug, PartialEq)]
@@ -505,29 +566,12 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let rows = columns[0][0].len();
         let layout = Layout { rows, columns: columns.iter().map(Vec::len).collect() };
-        let session = SessionId([7; 16]);
-        let deals = deal(&layout, &mut rng)?;
-        let mut people = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Participant::new(session, &layout, i as PartyId, Columns::encode(rows, c)?, &mut rng))
-            .collect::<Result<Vec<_>>>()?;
-        let keys: BTreeMap<PartyId, [u8; 32]> =
-            people.iter().enumerate().map(|(i, p)| (i as PartyId, p.public_key())).collect();
-        for p in &mut people {
-            p.set_keys(&keys)?;
-        }
-        let lender = (people.len() - 1) as PartyId;
-        let mut mail = Vec::new();
-        for (p, d) in people.iter().zip(&deals) {
-            mail.extend(p.masked(d)?);
-        }
-        let mut contributions = Vec::new();
-        for (p, d) in people.iter().zip(&deals) {
-            let inbox: Vec<Sealed> = mail.iter().filter(|m| m.to == p.id).cloned().collect();
-            contributions.push(p.contribution(d, &inbox, lender)?);
-        }
-        people[lender as usize].assemble(&contributions)
+        let own = columns.iter().map(|c| Columns::encode(rows, c)).collect::<Result<Vec<_>>>()?;
+        let (gram, transcript) = simulate(&layout, own, (columns.len() - 1) as PartyId, &mut rng)?;
+        // Every ordered pair exchanged masked columns; everyone contributed.
+        assert_eq!(transcript.masked.len(), columns.len() * (columns.len() - 1));
+        assert_eq!(transcript.contributions.len(), columns.len());
+        Ok(gram)
     }
 
     fn columns_strategy() -> impl Strategy<Value = Vec<Vec<Vec<f64>>>> {

@@ -22,14 +22,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use jointscore_binning::gram::{self, Columns, Gram, Layout, Participant, Sealed, VALUE_LIMIT};
+use jointscore_binning::gram::{self, Columns, Gram, Layout, VALUE_LIMIT};
 use jointscore_binning::{
     BinAssignment, BinCounts, CIPHERTEXT_BYTES, LabelHolder, NumericBins, merge_monotone, party_sums, plain_counts,
     woe_iv,
 };
 use jointscore_circuits::{Model, Output, file, reference};
-use jointscore_secagg::{PartyId, SessionId};
-use rand_core::{OsRng, RngCore};
+use jointscore_secagg::PartyId;
+use rand_core::OsRng;
 
 use crate::data::{Column, LENDER, Study};
 use crate::error::{Error, Result};
@@ -413,49 +413,109 @@ fn gram_round(
     own_columns: &dyn Fn(usize) -> Vec<Vec<f64>>,
     cost: &mut Cost,
 ) -> Result<Gram> {
-    let mut session = [0u8; 16];
-    OsRng.fill_bytes(&mut session);
-    let session = SessionId(session);
-    let deals = gram::deal(layout, &mut OsRng)?;
-    let mut people = Vec::with_capacity(members.len());
-    for i in 0..members.len() {
-        let cols = own_columns(i);
-        people.push(Participant::new(session, layout, i as PartyId, Columns::encode(layout.rows, &cols)?, &mut OsRng)?);
-    }
-    let keys: BTreeMap<PartyId, [u8; 32]> =
-        people.iter().enumerate().map(|(i, p)| (i as PartyId, p.public_key())).collect();
+    let own =
+        (0..members.len()).map(|i| Columns::encode(layout.rows, &own_columns(i))).collect::<Result<Vec<_>, _>>()?;
+    let lender = (members.len() - 1) as PartyId;
+    let (gram, transcript) = gram::simulate(layout, own, lender, &mut OsRng)?;
     // Each key goes to the coordinator; the list goes out to everyone.
     for (name, _) in members {
         cost.role(name).sent += 32;
         cost.coordinator.received += 32;
-    }
-    for (name, _) in members {
         cost.dealt(name, 32 * members.len());
     }
-    for p in &mut people {
-        p.set_keys(&keys)?;
+    for (bytes, (name, _)) in transcript.deals.iter().zip(members) {
+        cost.dealt(name, *bytes);
     }
-    for (deal, (name, _)) in deals.iter().zip(members) {
-        cost.dealt(name, deal.pairs.iter().map(|p| 36 + 8 * p.correction.len()).sum());
+    for (from, to, bytes) in &transcript.masked {
+        cost.relay(members[*from as usize].0, members[*to as usize].0, *bytes);
     }
-    let mut mail: Vec<Sealed> = Vec::new();
-    for (p, d) in people.iter().zip(&deals) {
-        mail.extend(p.masked(d)?);
+    for (from, bytes) in transcript.contributions.iter().filter(|(from, _)| *from != lender) {
+        cost.relay(members[*from as usize].0, LENDER, *bytes);
     }
-    for m in &mail {
-        cost.relay(members[m.from as usize].0, members[m.to as usize].0, m.bytes.len());
-    }
-    let lender = (members.len() - 1) as PartyId;
-    let mut contributions = Vec::with_capacity(people.len());
-    for (i, (p, d)) in people.iter().zip(&deals).enumerate() {
-        let inbox: Vec<Sealed> = mail.iter().filter(|m| m.to == i as PartyId).cloned().collect();
-        let c = p.contribution(d, &inbox, lender)?;
-        if c.from != lender {
-            cost.relay(members[i].0, LENDER, c.bytes.len());
+    Ok(gram)
+}
+
+/// What a feature's model-file entry needs besides its bins.
+pub(crate) enum FileValues<'a> {
+    /// A numeric feature: its unit and its values' range.
+    Numeric {
+        /// The unit, for people.
+        unit: String,
+        /// Smallest and largest value seen.
+        range: [i64; 2],
+    },
+    /// A categorical feature: its category names.
+    Categorical(&'a [String]),
+}
+
+/// A selected feature's model-file entry: its final bins with points
+/// `round(scale × WoE)` (`scale` = factor × weight). Missing values score as
+/// their own bin, as the bin they joined, or (never seen in training) as
+/// the worst bin. The in-process fit and the fit over the services both
+/// write features through here.
+pub(crate) fn feature_file(
+    name: &str,
+    party: &str,
+    init: &Initial,
+    b: &Binned,
+    values: FileValues<'_>,
+    scale: f64,
+) -> file::Feature {
+    let points: Vec<i64> = b.woe.iter().map(|w| (scale * w).round() as i64).collect();
+    let (groups, order) = (&b.groups, &b.order);
+    let n_ordered_groups = groups.iter().filter(|g| g.start < init.ordered).count();
+    let group_of = |bin: usize| {
+        let pos = order.iter().position(|&b| b == bin).unwrap_or(0);
+        groups.iter().position(|g| g.contains(&pos)).unwrap_or(0)
+    };
+    let missing_points = if b.has_missing {
+        points[n_ordered_groups]
+    } else if init.missing_joined {
+        points[group_of(0)]
+    } else {
+        *points[..n_ordered_groups].iter().min().unwrap_or(&0)
+    };
+    let ordered_groups = groups.iter().zip(&points).take(n_ordered_groups);
+    let (unit, range, categories, bins) = match values {
+        FileValues::Numeric { unit, range } => {
+            let bins = ordered_groups
+                .enumerate()
+                .map(|(g, (group, &points))| file::Bin {
+                    min: None,
+                    max: (g + 1 < n_ordered_groups).then(|| (init.edges[group.end - 1] as i64).max(range[0])),
+                    categories: None,
+                    points,
+                })
+                .collect();
+            (unit, Some(range), None, bins)
         }
-        contributions.push(c);
+        FileValues::Categorical(categories) => {
+            let bins = ordered_groups
+                .map(|(group, &points)| file::Bin {
+                    min: None,
+                    max: None,
+                    categories: Some(
+                        group
+                            .clone()
+                            .flat_map(|k| init.categories[order[k]].iter().map(|&c| categories[c].clone()))
+                            .collect(),
+                    ),
+                    points,
+                })
+                .collect();
+            ("category".to_string(), None, Some(categories.to_vec()), bins)
+        }
+    };
+    file::Feature {
+        name: name.to_string(),
+        party: party.to_string(),
+        unit,
+        reason: None,
+        range,
+        categories,
+        missing: file::Missing::Points(missing_points),
+        bins,
     }
-    Ok(people[lender as usize].assemble(&contributions)?)
 }
 
 /// Fits the scorecard named `name` on the study's training rows: bins and
@@ -521,68 +581,17 @@ pub fn fit(study: &Study, options: &FitOptions, name: &str, progress: &mut dyn F
 
     let mut used = Vec::new();
     for (f, feature) in study.features().iter().enumerate().filter(|(f, _)| fits[*f].selected) {
-        let (init, b) = (&initial[f], &binned[f]);
-        let points: Vec<i64> = b.woe.iter().map(|w| (factor * fits[f].weight * w).round() as i64).collect();
-        let groups = &b.groups;
-        let order = &b.order;
-        let n_ordered_groups = groups.iter().filter(|g| g.start < init.ordered).count();
-        // Missing values score as their own bin, as the bin they joined, or
-        // (never seen in training) as the worst bin.
-        let group_of = |bin: usize| {
-            let pos = order.iter().position(|&b| b == bin).unwrap_or(0);
-            groups.iter().position(|g| g.contains(&pos)).unwrap_or(0)
-        };
-        let missing_points = if b.has_missing {
-            points[n_ordered_groups]
-        } else if init.missing_joined {
-            points[group_of(0)]
-        } else {
-            *points[..n_ordered_groups].iter().min().unwrap_or(&0)
-        };
-        let ordered_groups = groups.iter().zip(&points).take(n_ordered_groups);
-        let (unit, range, categories, bins) = match &feature.column {
+        let values = match &feature.column {
             Column::Numeric { values, decimals } => {
                 let present = values.iter().flatten();
                 let (min, max) = (present.clone().min().copied().unwrap_or(0), present.max().copied().unwrap_or(0));
                 let unit = if *decimals == 0 { "value".to_string() } else { format!("value x 10^{decimals}") };
-                let bins = ordered_groups
-                    .enumerate()
-                    .map(|(g, (group, &points))| file::Bin {
-                        min: None,
-                        max: (g + 1 < n_ordered_groups).then(|| (init.edges[group.end - 1] as i64).max(min)),
-                        categories: None,
-                        points,
-                    })
-                    .collect();
-                (unit, Some([min, max]), None, bins)
+                FileValues::Numeric { unit, range: [min, max] }
             }
-            Column::Categorical { categories, .. } => {
-                let bins = ordered_groups
-                    .map(|(group, &points)| file::Bin {
-                        min: None,
-                        max: None,
-                        categories: Some(
-                            group
-                                .clone()
-                                .flat_map(|k| init.categories[order[k]].iter().map(|&c| categories[c].clone()))
-                                .collect(),
-                        ),
-                        points,
-                    })
-                    .collect();
-                ("category".to_string(), None, Some(categories.clone()), bins)
-            }
+            Column::Categorical { categories, .. } => FileValues::Categorical(categories),
         };
-        used.push(file::Feature {
-            name: feature.name.clone(),
-            party: feature.party.clone(),
-            unit,
-            reason: None,
-            range,
-            categories,
-            missing: file::Missing::Points(missing_points),
-            bins,
-        });
+        let scale = factor * fits[f].weight;
+        used.push(feature_file(&feature.name, &feature.party, &initial[f], &binned[f], values, scale));
     }
     let parties: Vec<String> =
         study.parties().iter().filter(|p| used.iter().any(|f| &f.party == *p)).cloned().collect();

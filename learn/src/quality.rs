@@ -3,11 +3,9 @@
 //! parties, and joint weights equal to the plaintext fit of the same
 //! binned data.
 
-use std::collections::BTreeMap;
-
-use jointscore_binning::gram::{self, Columns, Gram, Layout, Participant, Sealed};
+use jointscore_binning::gram::{self, Columns, Gram, Layout};
 use jointscore_circuits::reference;
-use jointscore_secagg::{PartyId, SessionId};
+use jointscore_secagg::PartyId;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -128,32 +126,8 @@ fn a_lender_holding_every_feature_fits_joint_weights_without_a_round() {
 fn joint_gram(parts: &[Vec<Vec<f64>>]) -> Gram {
     let rows = parts[0][0].len();
     let layout = Layout { rows, columns: parts.iter().map(Vec::len).collect() };
-    let deals = gram::deal(&layout, &mut OsRng).unwrap();
-    let session = SessionId([9; 16]);
-    let mut people: Vec<Participant> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            Participant::new(session, &layout, i as PartyId, Columns::encode(rows, c).unwrap(), &mut OsRng).unwrap()
-        })
-        .collect();
-    let keys: BTreeMap<PartyId, [u8; 32]> =
-        people.iter().enumerate().map(|(i, p)| (i as PartyId, p.public_key())).collect();
-    for p in &mut people {
-        p.set_keys(&keys).unwrap();
-    }
-    let mail: Vec<Sealed> = people.iter().zip(&deals).flat_map(|(p, d)| p.masked(d).unwrap()).collect();
-    let lender = (parts.len() - 1) as PartyId;
-    let contributions: Vec<Sealed> = people
-        .iter()
-        .zip(&deals)
-        .enumerate()
-        .map(|(i, (p, d))| {
-            let inbox: Vec<Sealed> = mail.iter().filter(|m| m.to == i as PartyId).cloned().collect();
-            p.contribution(d, &inbox, lender).unwrap()
-        })
-        .collect();
-    people[lender as usize].assemble(&contributions).unwrap()
+    let own = parts.iter().map(|c| Columns::encode(rows, c).unwrap()).collect();
+    gram::simulate(&layout, own, (parts.len() - 1) as PartyId, &mut OsRng).unwrap().0
 }
 
 proptest! {

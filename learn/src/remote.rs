@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::data::{Column, categorical_column};
 use crate::error::{Error, Result};
-use crate::fit::{Binned, FeatureFit, Initial, MIN_IV, MIN_SHARE, Scale, initial_bins, merge};
+use crate::fit::{Binned, FeatureFit, FileValues, Initial, MIN_IV, MIN_SHARE, Scale, initial_bins, merge};
 use crate::weights::Weights;
 
 /// Fewest training rows a fit takes: below it a 5% bin is a handful of
@@ -673,63 +673,11 @@ impl Selection {
 /// A selected feature in the model file, with `scale` = factor × weight:
 /// the same bins, points and missing treatment as [`crate::fit()`] writes.
 fn feature_file(feature: &LenderFeature, scale: f64) -> file::Feature {
-    let (init, b) = (&feature.init, &feature.binned);
-    let points: Vec<i64> = b.woe.iter().map(|w| (scale * w).round() as i64).collect();
-    let (groups, order) = (&b.groups, &b.order);
-    let n_ordered_groups = groups.iter().filter(|g| g.start < init.ordered).count();
-    let group_of = |bin: usize| {
-        let pos = order.iter().position(|&b| b == bin).unwrap_or(0);
-        groups.iter().position(|g| g.contains(&pos)).unwrap_or(0)
+    let values = match &feature.bins.kind {
+        BinKind::Numeric { range, .. } => FileValues::Numeric { unit: "value".to_string(), range: *range },
+        BinKind::Categorical { categories, .. } => FileValues::Categorical(categories),
     };
-    let missing_points = if b.has_missing {
-        points[n_ordered_groups]
-    } else if init.missing_joined {
-        points[group_of(0)]
-    } else {
-        *points[..n_ordered_groups].iter().min().unwrap_or(&0)
-    };
-    let ordered_groups = groups.iter().zip(&points).take(n_ordered_groups);
-    let (unit, range, categories, bins) = match &feature.bins.kind {
-        BinKind::Numeric { range, .. } => {
-            let min = range[0];
-            let bins = ordered_groups
-                .enumerate()
-                .map(|(g, (group, &points))| file::Bin {
-                    min: None,
-                    max: (g + 1 < n_ordered_groups).then(|| (init.edges[group.end - 1] as i64).max(min)),
-                    categories: None,
-                    points,
-                })
-                .collect();
-            ("value".to_string(), Some(*range), None, bins)
-        }
-        BinKind::Categorical { categories, .. } => {
-            let bins = ordered_groups
-                .map(|(group, &points)| file::Bin {
-                    min: None,
-                    max: None,
-                    categories: Some(
-                        group
-                            .clone()
-                            .flat_map(|k| init.categories[order[k]].iter().map(|&c| categories[c].clone()))
-                            .collect(),
-                    ),
-                    points,
-                })
-                .collect();
-            ("category".to_string(), None, Some(categories.clone()), bins)
-        }
-    };
-    file::Feature {
-        name: feature.bins.name.clone(),
-        party: feature.party.clone(),
-        unit,
-        reason: None,
-        range,
-        categories,
-        missing: file::Missing::Points(missing_points),
-        bins,
-    }
+    crate::fit::feature_file(&feature.bins.name, &feature.party, &feature.init, &feature.binned, values, scale)
 }
 
 #[cfg(test)]

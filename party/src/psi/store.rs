@@ -45,17 +45,7 @@ pub(crate) fn utc_day(ms: u64) -> u64 {
 
 /// A day since the epoch as `YYYY-MM-DD` (proleptic Gregorian, UTC).
 pub fn date(day: u64) -> String {
-    // Howard Hinnant's civil_from_days.
-    let z = day as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    jointscore_monitor::Day::from_number(i64::try_from(day).unwrap_or(i64::MAX)).to_string()
 }
 
 impl RecordStore {
