@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jointscore_binning::gram::{self, Layout, Sealed};
-use jointscore_identity::FitRequest;
+
 use jointscore_learn::{FitSpec, LENDER_NAME};
 use jointscore_net::fit::{deal_to_wire, rows_sha256, sealed_from_wire, sealed_to_wire};
 use jointscore_proto::MESSAGE_LIMIT;
@@ -227,15 +227,7 @@ impl Engine {
             if rows_sha256(subjects, labels) != open.rows_sha256 {
                 return Err(invalid("the training rows do not match their digest"));
             }
-            let statement = FitRequest {
-                fit_id: open.fit_id.clone(),
-                lender: open.lender.clone(),
-                spec_id: open.spec_id.clone(),
-                rows: open.rows,
-                label_key: hex::encode(&open.label_key),
-                rows_sha256: open.rows_sha256.clone(),
-                time_ms: open.time_ms,
-            };
+            let statement = jointscore_net::fit::fit_statement(&open);
             statement.verify(consortium, &open.signature, crate::now_s()).map_err(|e| {
                 CoordinatorError::Unauthenticated(format!("the fit is not signed by a current lender: {e}"))
             })?;

@@ -646,6 +646,12 @@ fn decision(train_scores: &[i64]) -> (file::Cutoffs, Vec<file::Band>) {
     let (approve, refer) = (q(0.5), q(0.3));
     let mut mins: Vec<i64> = [q(0.75), q(0.5), q(0.25)].to_vec();
     mins.dedup();
+    (file::Cutoffs { approve, refer: refer.min(approve) }, bands(&mins))
+}
+
+/// Bands `A`, `B`, … from their minimum scores (best first), rate tiers
+/// `T1`, `T2`, …, and a last band `none` below them all.
+pub(crate) fn bands(mins: &[i64]) -> Vec<file::Band> {
     let letter = |i: usize| char::from(b'A' + i as u8).to_string();
     let mut bands: Vec<file::Band> = mins
         .iter()
@@ -658,7 +664,7 @@ fn decision(train_scores: &[i64]) -> (file::Cutoffs, Vec<file::Band>) {
         })
         .collect();
     bands.push(file::Band { name: letter(mins.len()), min_score: None, rate_tier: "none".into(), line_multiplier: 0 });
-    (file::Cutoffs { approve, refer: refer.min(approve) }, bands)
+    bands
 }
 
 #[cfg(test)]

@@ -629,24 +629,7 @@ impl Selection {
         let offset = scale.base_score - factor * scale.base_odds.ln();
         let base = (offset + factor * weights.intercept).round() as i64;
         let cutoffs = self.spec.cutoffs();
-        let letter = |i: usize| char::from(b'A' + i as u8).to_string();
-        let mut bands: Vec<file::Band> = cutoffs
-            .bands
-            .iter()
-            .enumerate()
-            .map(|(i, &m)| file::Band {
-                name: letter(i),
-                min_score: Some(m),
-                rate_tier: format!("T{}", i + 1),
-                line_multiplier: 0,
-            })
-            .collect();
-        bands.push(file::Band {
-            name: letter(cutoffs.bands.len()),
-            min_score: None,
-            rate_tier: "none".into(),
-            line_multiplier: 0,
-        });
+        let bands = crate::fit::bands(&cutoffs.bands);
         let file = file::Model {
             name: self.spec.name.clone(),
             version: "fit".into(),

@@ -6,8 +6,9 @@
 
 use jointscore_binning::gram::{Deal, PairSeed, Sealed};
 use jointscore_binning::{CIPHERTEXT_BYTES, Ciphertext, FeatureSums};
+use jointscore_identity::FitRequest;
 use jointscore_learn::{BinKind, FeatureBins, WoeTable};
-use jointscore_proto::v1::{FitCategoryBin, FitFeatureBins, FitPair, FitSealed, FitSealedHeader, FitWoe};
+use jointscore_proto::v1::{FitCategoryBin, FitFeatureBins, FitOpen, FitPair, FitSealed, FitSealedHeader, FitWoe};
 use sha2::{Digest, Sha256};
 
 /// Bytes of one bin's sum on the wire: its rows (8 bytes) and its
@@ -22,6 +23,20 @@ pub fn rows_sha256(subjects: &[u8], labels: &[u8]) -> String {
     h.update(subjects);
     h.update(labels);
     hex::encode(h.finalize())
+}
+
+/// The statement the lender signed for the fit `open` starts: what the
+/// coordinator and every party verify its signature against.
+pub fn fit_statement(open: &FitOpen) -> FitRequest {
+    FitRequest {
+        fit_id: open.fit_id.clone(),
+        lender: open.lender.clone(),
+        spec_id: open.spec_id.clone(),
+        rows: open.rows,
+        label_key: hex::encode(&open.label_key),
+        rows_sha256: open.rows_sha256.clone(),
+        time_ms: open.time_ms,
+    }
 }
 
 /// Sealed messages as one header list and their bytes.

@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jointscore_binning::gram::{Columns, Deal, Layout, Participant};
 use jointscore_binning::{BinAssignment, CIPHERTEXT_BYTES, Ciphertext, PublicKey, party_sums};
-use jointscore_identity::{Consortium, FitKey as SignedKey, FitRequest, NodeKey, Role};
+use jointscore_identity::{Consortium, FitKey as SignedKey, NodeKey, Role};
 use jointscore_learn::{FeatureKind, FeatureValues, FitSpec, MAX_ROWS, MIN_ROWS, party_bins, woe_column};
 use jointscore_net::fit::{bins_to_wire, deal_from_wire, rows_sha256, sealed_from_wire, sealed_to_wire, sums_to_bytes};
 use jointscore_proto::v1::fit_frame::Part;
@@ -372,15 +372,7 @@ impl Fits {
             request_id: open.fit_id.clone(),
             reason,
         };
-        let statement = FitRequest {
-            fit_id: open.fit_id.clone(),
-            lender: open.lender.clone(),
-            spec_id: open.spec_id.clone(),
-            rows: open.rows,
-            label_key: hex::encode(&open.label_key),
-            rows_sha256: open.rows_sha256.clone(),
-            time_ms: open.time_ms,
-        };
+        let statement = jointscore_net::fit::fit_statement(&open);
         let now = now_ms();
         statement
             .verify(consortium, &open.signature, now / 1000)
