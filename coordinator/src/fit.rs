@@ -10,10 +10,13 @@
 //! the step (a fit needs every party's columns: there is no threshold).
 //!
 //! What the coordinator sees: the spec, the training subjects, ciphertexts
-//! under the lender's key, bin bounds and row counts per bin, WoE tables,
-//! and sealed messages. As the Gram round's dealer it knows the masks and
-//! corrections it dealt, which are independent of the data; it must not
-//! collude with a participant (docs/learn.md).
+//! under the lender's key, and sealed messages with their sizes: each
+//! party's bins (sealed to the lender), each party's WoE tables (sealed to
+//! that party, with their count, the party's columns in the Gram round),
+//! and the round's messages. It parses none of them. As the Gram round's
+//! dealer it knows the masks and corrections it dealt, which are
+//! independent of the data; it must not collude with a participant
+//! (docs/learn.md).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,11 +24,11 @@ use std::time::{Duration, Instant};
 use jointscore_binning::gram::{self, Layout, Sealed};
 
 use jointscore_learn::{FitSpec, LENDER_NAME};
-use jointscore_net::fit::{deal_to_wire, rows_sha256, sealed_from_wire, sealed_to_wire};
+use jointscore_net::fit::{SEALED_WOE_LIMIT, deal_to_wire, rows_sha256, sealed_from_wire, sealed_to_wire};
 use jointscore_proto::MESSAGE_LIMIT;
 use jointscore_proto::v1::fit_frame::Part;
 use jointscore_proto::v1::party_client::PartyClient;
-use jointscore_proto::v1::{FitDone, FitFrame, FitGram, FitKeys, FitOpen, FitSealed, FitWoe};
+use jointscore_proto::v1::{FitDone, FitFrame, FitGram, FitKeys, FitOpen, FitSealed};
 use jointscore_proto::{fit_frames, next_fit};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::mpsc;
@@ -261,6 +264,9 @@ impl Engine {
             if binned.party != link.name {
                 return Err(dropped(&link.name, "binning", Code::InvalidArgument, "answered under another name"));
             }
+            if !binned.features.is_empty() || binned.sums_len != 0 || binned.sealed_len == 0 {
+                return Err(dropped(&link.name, "binning", Code::InvalidArgument, "sent its bins unsealed"));
+            }
             to_lender(out, Part::Binned(binned), &sums).await?;
         }
 
@@ -274,21 +280,39 @@ impl Engine {
                 select.lender_columns
             )));
         }
-        let mut participants: Vec<(usize, Vec<FitWoe>)> = Vec::new();
-        for (i, p) in spec.parties.iter().enumerate() {
-            let tables: Vec<FitWoe> = select.woe.iter().filter(|t| t.party == p.name).cloned().collect();
-            if tables.iter().any(|t| !p.features.iter().any(|f| f.name == t.feature)) {
-                return Err(invalid(format!("a WoE table names a feature party `{}` does not have", p.name)));
-            }
-            if !tables.is_empty() {
-                participants.push((i, tables));
-            }
+        // Each party's tables sealed to it: only their count and size show.
+        if !select.woe.is_empty() {
+            return Err(invalid("the selection sends WoE tables in the clear"));
         }
-        if participants.iter().map(|(_, t)| t.len()).sum::<usize>() != select.woe.len() || participants.is_empty() {
-            return Err(invalid("the selection names no feature, or one of a party outside the spec"));
+        let mut participants: Vec<(usize, u32, Vec<u8>)> = Vec::new();
+        for sealed in select.sealed {
+            let i = spec.parties.iter().position(|p| p.name == sealed.party).ok_or_else(|| {
+                invalid(format!("the selection names `{}`, not a party of the spec", sealed.party.escape_debug()))
+            })?;
+            if participants.last().is_some_and(|(last, _, _)| *last >= i) {
+                return Err(invalid("the selection's parties are not in spec order, once each"));
+            }
+            let features = spec.parties[i].features.len();
+            if !(1..=features).contains(&(sealed.tables as usize)) {
+                return Err(invalid(format!(
+                    "the selection gives party `{}` {} WoE tables; it has {features} features",
+                    sealed.party, sealed.tables
+                )));
+            }
+            if sealed.sealed.is_empty() || sealed.sealed.len() > SEALED_WOE_LIMIT {
+                return Err(invalid(format!(
+                    "party `{}`'s sealed WoE tables are {} bytes; 1 to {SEALED_WOE_LIMIT}",
+                    sealed.party,
+                    sealed.sealed.len()
+                )));
+            }
+            participants.push((i, sealed.tables, sealed.sealed));
+        }
+        if participants.is_empty() {
+            return Err(invalid("the selection names no feature"));
         }
         let rows = usize::try_from(open.rows).map_err(|_| invalid("too many rows"))?;
-        let mut columns: Vec<usize> = participants.iter().map(|(_, t)| t.len()).collect();
+        let mut columns: Vec<usize> = participants.iter().map(|(_, t, _)| *t as usize).collect();
         columns.push(select.lender_columns as usize);
         let layout = Layout { rows, columns };
         // Masks over every row: off the async workers.
@@ -300,29 +324,30 @@ impl Engine {
         let mut session = [0u8; 16];
         OsRng.fill_bytes(&mut session);
         let lender_name = if open.lender.is_empty() { LENDER_NAME.to_string() } else { open.lender.clone() };
-        let mut names: Vec<String> = participants.iter().map(|(i, _)| spec.parties[*i].name.clone()).collect();
+        let mut names: Vec<String> = participants.iter().map(|(i, _, _)| spec.parties[*i].name.clone()).collect();
         names.push(lender_name.clone());
         let n = names.len();
         // Parties with nothing selected are done.
         let mut taking: Vec<Link> = Vec::new();
         for (i, link) in links.into_iter().enumerate() {
-            if participants.iter().any(|(p, _)| *p == i) {
+            if participants.iter().any(|(p, _, _)| *p == i) {
                 taking.push(link);
             } else {
                 link.send(Part::Done(FitDone::default()), &[], "gram").await?;
             }
         }
-        let gram_for = |id: usize, woe: Vec<FitWoe>| FitGram {
+        let gram_for = |id: usize, sealed_woe: Vec<u8>| FitGram {
             session: session.to_vec(),
             rows: open.rows,
             columns: layout.columns.iter().map(|&c| c as u32).collect(),
             names: names.clone(),
             participant: id as u32,
             pairs: deal_to_wire(&deals[id]),
-            woe,
+            woe: Vec::new(),
+            sealed_woe,
         };
-        for (id, (link, (_, woe))) in taking.iter().zip(&participants).enumerate() {
-            link.send(Part::Gram(gram_for(id, woe.clone())), &[], "gram").await?;
+        for (id, (link, (_, _, sealed))) in taking.iter().zip(&participants).enumerate() {
+            link.send(Part::Gram(gram_for(id, sealed.clone())), &[], "gram").await?;
         }
         to_lender(out, Part::Gram(gram_for(n - 1, Vec::new())), &[]).await?;
 

@@ -5,6 +5,10 @@
 //! label column and fits the weights; it alone assembles the Gram matrix
 //! and writes the model.
 //!
+//! The bins travel sealed to a key the lender makes for the fit (and signs
+//! in its request), each party's WoE tables sealed back to that party: the
+//! coordinator relays only opaque bytes.
+//!
 //! Everything the lender learns is what the in-process fit gives it
 //! (`jointscore_learn::fit`): counts per initial bin, the bins' bounds and
 //! the Gram matrix of the selected WoE columns and the label. Nothing is
@@ -14,19 +18,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jointscore_binning::LabelHolder;
 use jointscore_binning::gram::{Columns, Layout, Participant};
+use jointscore_binning::{BinCounts, LabelHolder};
 use jointscore_circuits::Model;
-use jointscore_identity::{Consortium, FitKey as SignedKey, FitRequest, NodeKey, Role};
-use jointscore_learn::{FeatureFit, FitSpec, Iteration, LENDER_NAME, Selection, Weights, fit_weights};
+use jointscore_identity::{Consortium, FitKey as SignedKey, FitRequest, FitSealKey, NodeKey, Role};
+use jointscore_learn::{FeatureBins, FeatureFit, FitSpec, Iteration, LENDER_NAME, Selection, Weights, fit_weights};
 use jointscore_net::Target;
 use jointscore_net::fit::{
-    bins_from_wire, deal_from_wire, rows_sha256, sealed_from_wire, sealed_to_wire, sums_from_bytes, woe_to_wire,
+    SealChannel, bins_from_wire, deal_from_wire, rows_sha256, sealed_from_wire, sealed_to_wire, sums_from_bytes,
+    woe_to_wire,
 };
 use jointscore_proto::v1::fit_frame::Part;
-use jointscore_proto::v1::{FitDone, FitFrame, FitKey, FitOpen, FitSelect};
+use jointscore_proto::v1::{FitBinned, FitDone, FitFrame, FitKey, FitOpen, FitSealedWoe, FitSelect};
 use jointscore_proto::{fit_frames, next_fit};
-use jointscore_secagg::SessionId;
+use jointscore_secagg::{KeyPair, SessionId};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -114,6 +119,39 @@ async fn next(rx: &mut Streaming<FitFrame>, step: &str) -> Result<(Part, Vec<u8>
     next_fit(rx, STEP_LIMIT).await?.ok_or_else(|| fit_error(format!("the coordinator ended the fit before {step}")))
 }
 
+/// A party's opened binning: the sealed link to it, its bins and counts.
+type Opened = (SealChannel, Vec<FeatureBins>, Vec<Vec<BinCounts>>);
+
+/// Opens the binning the party at `index` of the spec sealed to `seal`:
+/// its sealing key (with a consortium: signed by the party), its bins and
+/// its decrypted counts. Clear bins are refused.
+fn open_binned(
+    fit_id: &str,
+    index: usize,
+    binned: &FitBinned,
+    sealed: &[u8],
+    seal: &KeyPair,
+    holder: &LabelHolder,
+    identity: Option<&FitIdentity>,
+) -> std::result::Result<Opened, String> {
+    if !binned.features.is_empty() || binned.sums_len != 0 {
+        return Err("it sent its bins in the clear".into());
+    }
+    if let Some(identity) = identity {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        FitSealKey { fit_id: fit_id.to_string(), name: binned.party.clone(), key: hex::encode(&binned.seal_key) }
+            .verify(&identity.consortium, &binned.seal_signature, now)
+            .map_err(|e| format!("its sealing key is not its own: {e}"))?;
+    }
+    let channel = SealChannel::new(seal, &binned.seal_key, fit_id, index)?;
+    let plain = channel.open_bins(sealed)?;
+    let bins = plain.features.iter().map(bins_from_wire).collect::<std::result::Result<Vec<_>, String>>()?;
+    let counts: Vec<usize> = bins.iter().map(|b| b.count()).collect();
+    let sums = sums_from_bytes(&plain.sums, &counts)?;
+    let counts = holder.decrypt(&sums).map_err(|e| e.to_string())?;
+    Ok((channel, bins, counts))
+}
+
 /// Runs one fit of `spec_toml` over the coordinator at `target`, with
 /// `labels` (subject, `true` = bad) as the training rows in order.
 /// `progress` sees each phase and weights iteration. The model is
@@ -141,6 +179,8 @@ pub async fn fit(
     let fit_id = hex::encode(id);
     let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let lender = identity.map_or(String::new(), |i| i.name.clone());
+    // This fit's sealing key: the parties seal their bins to it.
+    let seal = KeyPair::generate(&mut OsRng);
     let request = FitRequest {
         fit_id: fit_id.clone(),
         lender: lender.clone(),
@@ -149,6 +189,7 @@ pub async fn fit(
         label_key: hex::encode(public.to_bytes()),
         rows_sha256: rows_sha256(&subjects, &ciphertexts),
         time_ms,
+        seal_key: hex::encode(seal.public()),
     };
     let signature = identity.map_or_else(Vec::new, |i| request.sign(&i.key).to_vec());
     let open = FitOpen {
@@ -164,6 +205,7 @@ pub async fn fit(
         rows_sha256: request.rows_sha256.clone(),
         signature,
         party: String::new(),
+        seal_key: seal.public().to_vec(),
     };
     let mut client = coordinator_client(&target.into()).await?;
     let (tx, outbound) = mpsc::channel(64);
@@ -175,30 +217,40 @@ pub async fn fit(
 
     // Binning: one answer per party, in spec order.
     let mut answers = Vec::new();
-    for p in &spec.parties {
-        let (Part::Binned(binned), sums) = next(&mut rx, "the bins").await? else {
+    let mut channels = Vec::new();
+    for (index, p) in spec.parties.iter().enumerate() {
+        let (Part::Binned(binned), sealed) = next(&mut rx, "the bins").await? else {
             return Err(fit_error("the coordinator sent another step where bins were due"));
         };
         if binned.party != p.name {
             return Err(fit_error(format!("bins of `{}` arrived where `{}`'s were due", binned.party, p.name)));
         }
-        let bins = binned
-            .features
-            .iter()
-            .map(bins_from_wire)
-            .collect::<std::result::Result<Vec<_>, String>>()
+        let (channel, bins, counts) = open_binned(&fit_id, index, &binned, &sealed, &seal, &holder, identity)
             .map_err(|e| fit_error(format!("party `{}`: {e}", p.name)))?;
-        let counts: Vec<usize> = bins.iter().map(|b| b.count()).collect();
-        let sums = sums_from_bytes(&sums, &counts).map_err(|e| fit_error(format!("party `{}`: {e}", p.name)))?;
-        let counts = holder.decrypt(&sums).map_err(|e| fit_error(format!("party `{}`: {e}", p.name)))?;
         progress(&FitEvent::Binned { party: p.name.clone(), features: bins.len() });
         answers.push((p.name.clone(), bins, counts));
+        channels.push(channel);
     }
+    drop(seal);
     let selection = Selection::new(&spec, &bads, &answers).map_err(learn)?;
     progress(&FitEvent::Selected { features: selection.features().to_vec() });
     let tables = selection.woe_tables();
-    send(&tx, Part::Select(FitSelect { woe: tables.iter().map(woe_to_wire).collect(), lender_columns: 1 }), &[])
-        .await?;
+    // Each party's tables sealed to it, in spec order.
+    let sealed = spec
+        .parties
+        .iter()
+        .zip(&channels)
+        .filter_map(|(p, channel)| {
+            let own: Vec<_> = tables.iter().filter(|t| t.party == p.name).map(woe_to_wire).collect();
+            (!own.is_empty()).then(|| FitSealedWoe {
+                party: p.name.clone(),
+                tables: own.len() as u32,
+                sealed: channel.seal_woe(own),
+            })
+        })
+        .collect();
+    send(&tx, Part::Select(FitSelect { woe: Vec::new(), lender_columns: 1, sealed }), &[]).await?;
+    drop(channels);
 
     // The Gram round, as its last participant.
     let (Part::Gram(gram), _) = next(&mut rx, "the Gram round").await? else {
@@ -285,4 +337,46 @@ pub async fn fit(
     // The coordinator ends its stream once it has told the parties.
     while let Ok(Some(_)) = rx.message().await {}
     Ok(FitOutcome { model, features, weights, spec_id })
+}
+
+#[cfg(test)]
+mod tests {
+    use jointscore_learn::{FeatureValues, party_bins};
+    use jointscore_net::fit::{bins_to_wire, sums_to_bytes};
+
+    use super::*;
+
+    #[test]
+    fn bins_open_only_sealed_to_this_fit_and_a_bad_payload_is_refused() {
+        let fit_id = "0123456789abcdef0123456789abcdef";
+        let train: Vec<Option<i64>> = (0..60).map(Some).collect();
+        let binning = party_bins(&[("x".into(), FeatureValues::Numeric { book: Vec::new(), train })]).unwrap();
+        let labels: Vec<bool> = (0..60).map(|i| i % 3 == 0).collect();
+        let (holder, public, cts) = LabelHolder::encrypt(&labels);
+        let sums = jointscore_binning::party_sums(&public, &cts, &binning.assignments).unwrap();
+
+        let (lender, party) = (KeyPair::generate(&mut OsRng), KeyPair::generate(&mut OsRng));
+        let channel = SealChannel::new(&party, &lender.public(), fit_id, 1).unwrap();
+        let wire = bins_to_wire(&binning.bins[0]);
+        let sealed = channel.seal_bins(vec![wire.clone()], sums_to_bytes(&sums));
+        let binned = FitBinned {
+            party: "bank".into(),
+            sealed_len: sealed.len() as u64,
+            seal_key: party.public().to_vec(),
+            ..FitBinned::default()
+        };
+        let (_, bins, counts) = open_binned(fit_id, 1, &binned, &sealed, &lender, &holder, None).unwrap();
+        assert_eq!(bins, binning.bins);
+        assert_eq!(counts[0].iter().map(|c| c.bad).sum::<u64>(), 20);
+
+        let mut tampered = sealed.clone();
+        tampered[7] ^= 1;
+        let e = open_binned(fit_id, 1, &binned, &tampered, &lender, &holder, None).unwrap_err();
+        assert!(e.contains("do not open"), "{e}");
+        let e = open_binned(fit_id, 0, &binned, &sealed, &lender, &holder, None).unwrap_err();
+        assert!(e.contains("do not open"), "another party's slot: {e}");
+        let clear = FitBinned { features: vec![wire], ..binned.clone() };
+        let e = open_binned(fit_id, 1, &clear, &sealed, &lender, &holder, None).unwrap_err();
+        assert!(e.contains("in the clear"), "{e}");
+    }
 }

@@ -8,7 +8,11 @@ use jointscore_binning::gram::{Deal, PairSeed, Sealed};
 use jointscore_binning::{CIPHERTEXT_BYTES, Ciphertext, FeatureSums};
 use jointscore_identity::FitRequest;
 use jointscore_learn::{BinKind, FeatureBins, WoeTable};
-use jointscore_proto::v1::{FitCategoryBin, FitFeatureBins, FitOpen, FitPair, FitSealed, FitSealedHeader, FitWoe};
+use jointscore_proto::v1::{
+    FitBins, FitCategoryBin, FitFeatureBins, FitOpen, FitPair, FitSealed, FitSealedHeader, FitWoe, FitWoeTables,
+};
+use jointscore_secagg::{KeyPair, SessionId, decode_public};
+use prost::Message;
 use sha2::{Digest, Sha256};
 
 /// Bytes of one bin's sum on the wire: its rows (8 bytes) and its
@@ -36,6 +40,74 @@ pub fn fit_statement(open: &FitOpen) -> FitRequest {
         label_key: hex::encode(&open.label_key),
         rows_sha256: open.rows_sha256.clone(),
         time_ms: open.time_ms,
+        seal_key: hex::encode(&open.seal_key),
+    }
+}
+
+/// HKDF label of the keys a party and the lender seal a fit's bins and WoE
+/// tables under.
+pub const SEAL_LABEL: &[u8] = b"jointscore.fit.v1.bins";
+/// Most bytes of one party's sealed WoE tables.
+pub const SEALED_WOE_LIMIT: usize = 4 << 20;
+
+/// The sealed link between the lender and one party of a fit: the key
+/// their ephemeral keys share (ristretto255 Diffie–Hellman, HKDF-SHA-256
+/// salted with the fit id's first 16 bytes), bins sealed from the party
+/// (id `index + 1`) to the lender (id 0), WoE tables the other way, so
+/// the two directions never share a nonce.
+pub struct SealChannel {
+    key: [u8; 32],
+    session: SessionId,
+    party: u32,
+}
+
+impl std::fmt::Debug for SealChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("SealChannel").field("party", &self.party).finish_non_exhaustive()
+    }
+}
+
+impl SealChannel {
+    /// The channel of `own` (either end's ephemeral pair) with `peer`'s
+    /// public key, for the party at `index` in the spec, in fit `fit_id`
+    /// (32 hex digits).
+    pub fn new(own: &KeyPair, peer: &[u8], fit_id: &str, index: usize) -> Result<SealChannel, String> {
+        let bytes = hex::decode(fit_id).map_err(|_| "a fit id that is not hex".to_string())?;
+        let session: [u8; 16] =
+            bytes.get(..16).and_then(|b| b.try_into().ok()).ok_or("a fit id shorter than 16 bytes")?;
+        let peer: &[u8; 32] = peer.try_into().map_err(|_| format!("a sealing key of {} bytes", peer.len()))?;
+        let point = decode_public(peer).ok_or("a sealing key that is not a valid point")?;
+        let party = u32::try_from(index).ok().and_then(|i| i.checked_add(1)).ok_or("too many parties")?;
+        let session = SessionId(session);
+        Ok(SealChannel { key: own.shared_key(&point, SEAL_LABEL, &session, party, 0), session, party })
+    }
+
+    /// A party's bins and per-bin sums, sealed to the lender.
+    pub fn seal_bins(&self, features: Vec<FitFeatureBins>, sums: Vec<u8>) -> Vec<u8> {
+        let plain = FitBins { features, sums }.encode_to_vec();
+        jointscore_secagg::seal(&self.key, &self.session, self.party, 0, &plain)
+    }
+
+    /// What [`SealChannel::seal_bins`] sealed; an error when it does not
+    /// open (tampered, or sealed under another key) or does not parse.
+    pub fn open_bins(&self, sealed: &[u8]) -> Result<FitBins, String> {
+        let plain = jointscore_secagg::open(&self.key, &self.session, self.party, 0, sealed)
+            .ok_or("its sealed bins do not open under the key it shares with the lender")?;
+        FitBins::decode(plain.as_slice()).map_err(|e| format!("its sealed bins do not parse: {e}"))
+    }
+
+    /// The party's WoE tables, sealed to it.
+    pub fn seal_woe(&self, woe: Vec<FitWoe>) -> Vec<u8> {
+        let plain = FitWoeTables { woe }.encode_to_vec();
+        jointscore_secagg::seal(&self.key, &self.session, 0, self.party, &plain)
+    }
+
+    /// What [`SealChannel::seal_woe`] sealed.
+    pub fn open_woe(&self, sealed: &[u8]) -> Result<Vec<FitWoe>, String> {
+        let plain = jointscore_secagg::open(&self.key, &self.session, 0, self.party, sealed)
+            .ok_or("the WoE tables do not open under the key this party shares with the lender")?;
+        Ok(FitWoeTables::decode(plain.as_slice()).map_err(|e| format!("the WoE tables do not parse: {e}"))?.woe)
     }
 }
 
@@ -184,8 +256,69 @@ pub fn woe_to_wire(t: &WoeTable) -> FitWoe {
 mod tests {
     use jointscore_binning::LabelHolder;
     use jointscore_learn::{FeatureValues, party_bins};
+    use rand_core::OsRng;
 
     use super::*;
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn bins_and_woe_tables_travel_sealed_and_open_only_at_their_end() {
+        let fit_id = "00112233445566778899aabbccddeeff";
+        let (lender, party, other) =
+            (KeyPair::generate(&mut OsRng), KeyPair::generate(&mut OsRng), KeyPair::generate(&mut OsRng));
+        let at_party = SealChannel::new(&party, &lender.public(), fit_id, 1).unwrap();
+        let at_lender = SealChannel::new(&lender, &party.public(), fit_id, 1).unwrap();
+
+        let edge = 123_456.789_f64;
+        let bins = FitFeatureBins {
+            name: "gmv".into(),
+            edges: vec![edge, 987_654.25],
+            range_min: 1_000_003,
+            range_max: 2_000_029,
+            ..FitFeatureBins::default()
+        };
+        let sums: Vec<u8> = (0..SUM_BYTES as u8 * 3).collect();
+        let sealed = at_party.seal_bins(vec![bins.clone()], sums.clone());
+        // What the coordinator relays: no clear edge, range, name or sums.
+        for clear in [
+            edge.to_le_bytes().to_vec(),
+            1_000_003i64.to_le_bytes()[..3].to_vec(),
+            b"gmv".to_vec(),
+            bins.encode_to_vec(),
+            sums[..16].to_vec(),
+        ] {
+            assert!(!contains(&sealed, &clear), "clear bytes {clear:?} in the sealed bins");
+        }
+        let opened = at_lender.open_bins(&sealed).unwrap();
+        assert_eq!((opened.features, opened.sums), (vec![bins], sums));
+
+        let mut tampered = sealed.clone();
+        tampered[5] ^= 1;
+        assert!(at_lender.open_bins(&tampered).unwrap_err().contains("do not open"));
+        // Another key, another party's slot or the other direction: refused.
+        let stranger = SealChannel::new(&lender, &other.public(), fit_id, 1).unwrap();
+        assert!(stranger.open_bins(&sealed).is_err());
+        assert!(SealChannel::new(&lender, &party.public(), fit_id, 0).unwrap().open_bins(&sealed).is_err());
+        assert!(at_party.open_woe(&sealed).is_err());
+
+        let woe = 0.731_852_f64;
+        let tables = vec![FitWoe { party: "bank".into(), feature: "gmv".into(), woe: vec![woe, -1.25, 0.0] }];
+        let sealed = at_lender.seal_woe(tables.clone());
+        assert!(!contains(&sealed, &woe.to_le_bytes()) && !contains(&sealed, &(-1.25f64).to_le_bytes()));
+        assert!(!contains(&sealed, b"gmv"));
+        assert_eq!(at_party.open_woe(&sealed).unwrap(), tables);
+        let mut tampered = sealed.clone();
+        tampered[0] ^= 0x80;
+        assert!(at_party.open_woe(&tampered).unwrap_err().contains("do not open"));
+        assert!(at_lender.open_bins(&sealed).is_err());
+
+        assert!(SealChannel::new(&party, &[0; 32], fit_id, 1).is_err(), "the identity point");
+        assert!(SealChannel::new(&party, &lender.public(), "zz", 1).is_err());
+        assert!(SealChannel::new(&party, &lender.public()[..31], fit_id, 1).is_err());
+    }
 
     #[test]
     fn sealed_messages_round_trip_and_overruns_are_refused() {

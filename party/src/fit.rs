@@ -9,9 +9,11 @@
 //! fresh and never seen before; it checks that every key of the Gram round
 //! is signed by the member named for it (the lender last), so the
 //! coordinator cannot take a participant's place. What leaves the node:
-//! the bins' bounds (edges, category groups, its values' range), a row
-//! count and an encrypted sum per bin, its masked columns sealed to each
-//! peer, and its share of the Gram matrix sealed to the lender.
+//! sealed to the lender's key for the fit (signed in its request), the
+//! bins' bounds (edges, category groups, its values' range) and a row
+//! count and an encrypted sum per bin; its masked columns sealed to each
+//! peer, and its share of the Gram matrix sealed to the lender. Its WoE
+//! tables come back sealed to it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -19,13 +21,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jointscore_binning::gram::{Columns, Deal, Layout, Participant};
 use jointscore_binning::{BinAssignment, CIPHERTEXT_BYTES, Ciphertext, PublicKey, party_sums};
-use jointscore_identity::{Consortium, FitKey as SignedKey, NodeKey, Role};
+use jointscore_identity::{Consortium, FitKey as SignedKey, FitSealKey, NodeKey, Role};
 use jointscore_learn::{FeatureKind, FeatureValues, FitSpec, MAX_ROWS, MIN_ROWS, party_bins, woe_column};
-use jointscore_net::fit::{bins_to_wire, deal_from_wire, rows_sha256, sealed_from_wire, sealed_to_wire, sums_to_bytes};
+use jointscore_net::fit::{
+    SealChannel, bins_to_wire, deal_from_wire, rows_sha256, sealed_from_wire, sealed_to_wire, sums_to_bytes,
+};
 use jointscore_proto::v1::fit_frame::Part;
-use jointscore_proto::v1::{FitBinned, FitFrame, FitGram, FitKey, FitKeys, FitOpen};
+use jointscore_proto::v1::{FitBinned, FitFrame, FitGram, FitKey, FitKeys, FitOpen, FitWoe};
 use jointscore_proto::{fit_frames, next_fit};
-use jointscore_secagg::SessionId;
+use jointscore_secagg::{KeyPair, SessionId};
 use rand_core::OsRng;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -65,6 +69,8 @@ struct Session {
     rows: usize,
     features: Vec<String>,
     assignments: Vec<BinAssignment>,
+    /// The sealed link to the lender: the WoE tables come back over it.
+    channel: SealChannel,
 }
 
 fn fit(message: impl Into<String>) -> PartyError {
@@ -178,8 +184,9 @@ impl Fits {
             Some((Part::Gram(gram), _)) => gram,
             Some(_) => return Err(fit("expected `gram` after the bins")),
         };
-        log.insert("gram".into(), Value::from(gram.woe.iter().map(|t| t.feature.clone()).collect::<Vec<String>>()));
-        let (mut participant, deal, names) = self.join(&session, &gram)?;
+        let woe = session.channel.open_woe(&gram.sealed_woe).map_err(fit)?;
+        log.insert("gram".into(), Value::from(woe.iter().map(|t| t.feature.clone()).collect::<Vec<String>>()));
+        let (mut participant, deal, names) = self.join(&session, &gram, &woe)?;
         if self.stall_gram {
             tracing::warn!(party = %self.party, "fault injection: stalling the fit's Gram step");
             eprintln!("jointscore fault injection: party {} stalls the fit's gram step", self.party);
@@ -229,7 +236,8 @@ impl Fits {
     }
 
     /// The open step: checks the request, reads the training rows' values
-    /// and bins them; the bins and the encrypted sums to send.
+    /// and bins them; the bins and the encrypted sums, sealed to the
+    /// lender.
     fn bin(&self, open: &FitOpen, data: &[u8]) -> Result<(Session, FitBinned, Vec<u8>)> {
         if open.party != self.party {
             return Err(fit(format!("the open is addressed to `{}`, not to this party", open.party)));
@@ -273,6 +281,22 @@ impl Fits {
         let own = spec
             .party(&self.party)
             .ok_or_else(|| fit(format!("the spec names no features of party `{}`", self.party)))?;
+        let index = spec
+            .parties
+            .iter()
+            .position(|p| p.name == self.party)
+            .ok_or_else(|| fit(format!("the spec names no party `{}`", self.party)))?;
+        // This fit's sealing key: the bins go sealed to the lender's.
+        let seal = KeyPair::generate(&mut OsRng);
+        if open.seal_key.is_empty() {
+            return Err(fit("the lender sent no sealing key: its bins cannot travel sealed"));
+        }
+        let channel = SealChannel::new(&seal, &open.seal_key, &open.fit_id, index).map_err(fit)?;
+        let seal_signature = self.identity.as_ref().map_or_else(Vec::new, |k| {
+            FitSealKey { fit_id: open.fit_id.clone(), name: self.party.clone(), key: hex::encode(seal.public()) }
+                .sign(k)
+                .to_vec()
+        });
 
         let mut records = Vec::with_capacity(rows);
         let mut unknown = Vec::new();
@@ -347,11 +371,14 @@ impl Fits {
         }
         let binning = party_bins(&features).map_err(|e| data_error(e.to_string()))?;
         let sums = party_sums(&public, &cts, &binning.assignments).map_err(|e| fit(e.to_string()))?;
-        let sums = sums_to_bytes(&sums);
+        let sealed = channel.seal_bins(binning.bins.iter().map(bins_to_wire).collect(), sums_to_bytes(&sums));
         let binned = FitBinned {
             party: self.party.clone(),
-            features: binning.bins.iter().map(bins_to_wire).collect(),
-            sums_len: sums.len() as u64,
+            features: Vec::new(),
+            sums_len: 0,
+            sealed_len: sealed.len() as u64,
+            seal_key: seal.public().to_vec(),
+            seal_signature,
         };
         let session = Session {
             fit_id: open.fit_id.clone(),
@@ -359,8 +386,9 @@ impl Fits {
             rows,
             features: own.features.iter().map(|f| f.name.clone()).collect(),
             assignments: binning.assignments,
+            channel,
         };
-        Ok((session, binned, sums))
+        Ok((session, binned, sealed))
     }
 
     /// With a consortium file: the lender signed this request, recently,
@@ -372,7 +400,7 @@ impl Fits {
             request_id: open.fit_id.clone(),
             reason,
         };
-        let statement = jointscore_net::fit::fit_statement(&open);
+        let statement = jointscore_net::fit::fit_statement(open);
         let now = now_ms();
         statement
             .verify(consortium, &open.signature, now / 1000)
@@ -399,7 +427,7 @@ impl Fits {
     }
 
     /// The gram step: this party's WoE columns and its participant.
-    fn join(&self, session: &Session, gram: &FitGram) -> Result<(Participant, Deal, Vec<String>)> {
+    fn join(&self, session: &Session, gram: &FitGram, woe: &[FitWoe]) -> Result<(Participant, Deal, Vec<String>)> {
         let n = gram.names.len();
         if gram.columns.len() != n || n < 2 || gram.participant as usize >= n - 1 {
             return Err(fit("a Gram round whose participants do not add up"));
@@ -414,7 +442,14 @@ impl Fits {
             return Err(fit(format!("a Gram round of {} rows for a fit of {}", gram.rows, session.rows)));
         }
         let mut columns = Vec::new();
-        for table in &gram.woe {
+        if woe.is_empty() || woe.len() != gram.columns[gram.participant as usize] as usize {
+            return Err(fit(format!(
+                "{} WoE tables for {} columns of this party",
+                woe.len(),
+                gram.columns[gram.participant as usize]
+            )));
+        }
+        for table in woe {
             let k = session
                 .features
                 .iter()

@@ -12,7 +12,7 @@ use crate::v1::fit_frame::Part;
 pub fn fit_declared(part: &Part) -> Option<u64> {
     match part {
         Part::Open(o) => o.subjects_len.checked_add(o.labels_len),
-        Part::Binned(b) => Some(b.sums_len),
+        Part::Binned(b) => b.sums_len.checked_add(b.sealed_len),
         Part::Masked(s) | Part::Inbox(s) | Part::Contribution(s) => Some(s.total_len),
         _ => Some(0),
     }
