@@ -54,11 +54,17 @@ pub const SEALED_WOE_LIMIT: usize = 4 << 20;
 /// their ephemeral keys share (ristretto255 Diffie–Hellman, HKDF-SHA-256
 /// salted with the fit id's first 16 bytes), bins sealed from the party
 /// (id `index + 1`) to the lender (id 0), WoE tables the other way, so
-/// the two directions never share a nonce.
+/// the two directions never share a nonce. The key is wiped on drop.
 pub struct SealChannel {
     key: [u8; 32],
     session: SessionId,
     party: u32,
+}
+
+impl Drop for SealChannel {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
 }
 
 impl std::fmt::Debug for SealChannel {
