@@ -22,7 +22,7 @@ pub use error::{Error, Result};
 /// The built-in example spec, `seller_watch`: a sales collapse (one
 /// party), collections interrupted (one party), the three flows disagreeing
 /// and collections beyond sales (joint).
-pub const SELLER_WATCH: &str = include_str!("../../models/seller_watch.monitor.toml");
+pub const SELLER_WATCH: &str = include_str!("../../monitors/seller_watch.toml");
 pub use spec::{
     Alert, Condition, LIMIT, MAX_CONDITIONS, MAX_DAYS, MONITOR_FORMAT, Op, Right, Severity, Spec, WindowSpec,
 };
