@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use jointscore_circuits::{Bundle, CROSS_BORDER_SELLER, Model};
-use jointscore_coordinator::{CoordinatorConfig, CoordinatorNode, SqliteStore};
+use jointscore_coordinator::{CoordinatorConfig, CoordinatorNode, open_store};
 use jointscore_identity::{Consortium, NodeKey};
 use jointscore_lender::{AlignmentStore, JobStatus, KeyFiles, Lender, LenderKeys};
 use jointscore_net::{NodeTls, Target};
@@ -395,7 +395,7 @@ pub(crate) fn coordinator(cmd: CoordinatorCommand) -> Result<(), CliError> {
     let CoordinatorCommand::Serve { config } = cmd;
     init_logging();
     let config = CoordinatorConfig::load(&config)?;
-    let store = Arc::new(SqliteStore::open(&config.store)?);
+    let store = open_store(&config.store)?;
     serve_until_signalled(|shutdown| async move {
         let listener = TcpListener::bind(&config.listen)
             .await

@@ -189,23 +189,44 @@ fn write_loop(store: &dyn JobStore, chain: Option<&Chain>, pending: &mpsc::Recei
     }
 }
 
+/// How many times a transaction is resealed after another writer appended
+/// to the ledger first, before its callers are told.
+const LEDGER_RACES: usize = 16;
+
 /// Seals the groups' events after the last committed entry and writes
 /// everything in one transaction; moves the chain's head only once it has
-/// committed.
+/// committed. When the database refuses the entries because another
+/// writer on the same database appended first (several front ends on one
+/// PostgreSQL), the head is read back from the store and the groups are
+/// sealed again after it: the chain never forks, and no group is lost.
 fn commit_groups(store: &dyn JobStore, chain: Option<&Chain>, groups: &[&Group]) -> Result<()> {
     if groups.iter().all(|g| g.is_empty()) {
         return Ok(());
     }
-    let (entries, last) = match chain {
-        Some(chain) => chain.seal(groups.iter().flat_map(|g| &g.events))?,
-        None => (Vec::new(), None),
-    };
-    let writes: Vec<&Write> = groups.iter().flat_map(|g| &g.writes).chain(&entries).collect();
-    store.commit(&writes)?;
-    if let (Some(chain), Some(last)) = (chain, last) {
-        chain.advance(last);
+    let mut races = 0;
+    loop {
+        let (entries, last) = match chain {
+            Some(chain) => chain.seal(groups.iter().flat_map(|g| &g.events))?,
+            None => (Vec::new(), None),
+        };
+        let writes: Vec<&Write> = groups.iter().flat_map(|g| &g.writes).chain(&entries).collect();
+        match store.commit(&writes) {
+            Ok(()) => {
+                if let (Some(chain), Some(last)) = (chain, last) {
+                    chain.advance(last);
+                }
+                return Ok(());
+            }
+            Err(CoordinatorError::LedgerRace(why)) if races < LEDGER_RACES => {
+                races += 1;
+                tracing::debug!(%why, races, "another writer appended to the ledger first; resealing");
+                if let Some(chain) = chain {
+                    chain.reload(store)?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]

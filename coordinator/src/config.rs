@@ -27,7 +27,10 @@ pub struct CoordinatorConfig {
     /// Socket address to serve on; port 0 picks a free one.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// The SQLite file holding registrations, models and jobs.
+    /// Where registrations, models, jobs and the ledger are kept: a SQLite
+    /// file (one coordinator process), or a PostgreSQL database
+    /// (`postgres://user@host:5432/db`: several front ends and workers on
+    /// one database; docs/scale.md).
     pub store: PathBuf,
     /// Decisions accepted but not finished, at most; a new one beyond this
     /// is refused with RESOURCE_EXHAUSTED so the lender backs off.
@@ -115,9 +118,9 @@ impl CoordinatorConfig {
         let mut config = CoordinatorConfig::from_toml(&text)
             .map_err(|e| CoordinatorError::Config(format!("{}: {e}", path.display())))?;
         if let Some(dir) = path.parent() {
-            for file in
-                [Some(&mut config.store), config.consortium.as_mut(), config.identity.as_mut()].into_iter().flatten()
-            {
+            // A PostgreSQL URL is no file.
+            let store = (crate::store::postgres_url(&config.store).is_none()).then_some(&mut config.store);
+            for file in [store, config.consortium.as_mut(), config.identity.as_mut()].into_iter().flatten() {
                 if file.is_relative() {
                     *file = dir.join(&*file);
                 }

@@ -51,7 +51,9 @@ pub use job::{
 pub use keys::SignedRegistration;
 pub use server::CoordinatorNode;
 pub use service::CoordinatorService;
-pub use store::{Inserted, JobStore, KeptContribution, SqliteStore, Write};
+pub use store::{
+    Inserted, JobStore, KeptContribution, PgStore, SqliteStore, TestDatabase, Write, open_store, postgres_url,
+};
 
 /// The time in unix seconds (0 if the clock is before the epoch), for
 /// membership expiry checks.
