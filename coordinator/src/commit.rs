@@ -64,6 +64,13 @@ impl Group {
         self
     }
 
+    /// This group's writes and events, then `other`'s.
+    pub(crate) fn merge(mut self, other: Group) -> Group {
+        self.writes.extend(other.writes);
+        self.events.extend(other.events);
+        self
+    }
+
     fn is_empty(&self) -> bool {
         self.writes.is_empty() && self.events.is_empty()
     }
@@ -219,6 +226,9 @@ fn commit_groups(store: &dyn JobStore, chain: Option<&Chain>, groups: &[&Group])
             }
             Err(CoordinatorError::LedgerRace(why)) if races < LEDGER_RACES => {
                 races += 1;
+                // A moment's pause, growing, so the writers that collided
+                // do not collide again at once.
+                std::thread::sleep(std::time::Duration::from_micros(250 * races as u64));
                 tracing::debug!(%why, races, "another writer appended to the ledger first; resealing");
                 if let Some(chain) = chain {
                     chain.reload(store)?;
@@ -295,6 +305,8 @@ mod tests {
             kept_contributions(job_id: &str) -> Result<Vec<crate::store::KeptContribution>>;
             result(job_id: &str) -> Result<Option<Vec<u8>>>;
             unfinished() -> Result<Vec<crate::job::JobRecord>>;
+            claim_job(worker: &str, lease_ms: u64) -> Result<Option<crate::job::JobRecord>>;
+            renew_lease(job_id: &str, worker: &str, lease_ms: u64) -> Result<bool>;
             parties() -> Result<Vec<(String, String)>>;
             key_owner(key_id: &str) -> Result<Option<String>>;
             ledger(from_seq: u64, limit: usize) -> Result<Vec<String>>;
@@ -513,5 +525,108 @@ mod tests {
         assert_eq!(after.len(), entries.len() + 1);
         verify_chain(&after, &consortium).expect("the chain goes on unbroken");
         commits.close();
+    }
+
+    /// Front ends on one PostgreSQL database: each its own store, chain
+    /// (under the coordinators' one identity key) and writer. `None` when
+    /// no server answers (the test then skips, saying so).
+    fn front_ends(test: &str, n: usize) -> Option<(crate::store::TestDatabase, Vec<(Arc<dyn JobStore>, Committer, Ledger)>, Consortium)> {
+        let db = crate::store::TestDatabase::create(test)?;
+        let (key, consortium) = coordinator();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key_path = dir.path().join("coordinator.key");
+        key.write(&key_path, false).expect("key");
+        let nodes = (0..n)
+            .map(|_| {
+                let store: Arc<dyn JobStore> = Arc::new(db.open().expect("open"));
+                let (commits, ledger) = start(store.clone(), NodeKey::read(&key_path).expect("key"));
+                (store, commits, ledger)
+            })
+            .collect();
+        Some((db, nodes, consortium))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_front_ends_accepting_the_same_request_ids_at_once_make_one_job_each() {
+        let Some((_db, nodes, consortium)) = front_ends("same_request_id", 2) else { return };
+        // Both front ends accept the same 40 request ids at the same time,
+        // as two replicas behind a load balancer would when a lender
+        // retries through the other one.
+        let requests: Vec<String> = (0..40).map(|i| format!("r-{i}")).collect();
+        let mut tasks = Vec::new();
+        for (_, commits, _) in &nodes {
+            for r in &requests {
+                let (commits, r) = (commits.clone(), r.clone());
+                tasks.push(tokio::spawn(async move { (r.clone(), commits.commit(accepted(&r)).await.is_ok()) }));
+            }
+        }
+        let mut accepted_by = std::collections::HashMap::<String, usize>::new();
+        for task in tasks {
+            let (r, ok) = task.await.expect("task");
+            *accepted_by.entry(r).or_default() += usize::from(ok);
+        }
+        // The one that lost its insert finds the winner's job.
+        for r in &requests {
+            assert_eq!(accepted_by.get(r), Some(&1), "{r}: exactly one front end's insert won");
+            assert!(nodes[1].0.job_by_request(r).expect("read").is_some());
+        }
+        // Through the store's own insert too: eight callers on two front
+        // ends, one request id, one new job.
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = nodes[i % 2].0.clone();
+                std::thread::spawn(move || matches!(store.insert_job(&new_job("r-insert")), Ok(Inserted::New(_))))
+            })
+            .collect();
+        let new = racers.into_iter().map(|t| usize::from(t.join().expect("thread"))).sum::<usize>();
+        assert_eq!(new, 1, "one caller made the job, the others found it");
+        // One ledger entry per request, in one chain that verifies.
+        let entries = ledger_of(&*nodes[0].0);
+        assert_eq!(entries.len(), requests.len());
+        let mut recorded: Vec<String> = entries.iter().map(|e| e.record.detail.clone()).collect();
+        recorded.sort();
+        recorded.dedup();
+        assert_eq!(recorded.len(), requests.len(), "no request recorded twice");
+        verify_chain(&entries, &consortium).expect("audit verify accepts the chain");
+        for (_, commits, _) in &nodes {
+            commits.close();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn front_ends_on_one_database_append_to_one_ledger_that_never_forks() {
+        let Some((_db, nodes, consortium)) = front_ends("ledger_no_fork", 3) else { return };
+        // Three writers, each sealing after the head it last saw, append
+        // 3 x 60 entries at once; the database refuses every fork and the
+        // writer that lost reseals after the new head.
+        let mut tasks = Vec::new();
+        for (n, (_, commits, _)) in nodes.iter().enumerate() {
+            for i in 0..60 {
+                let commits = commits.clone();
+                tasks.push(tokio::spawn(async move {
+                    let event =
+                        Event { kind: EntryKind::Refusal, detail: format!("front end {n}, entry {i}"), ..Event::default() };
+                    commits.commit(Group::default().event(event)).await
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.expect("task").expect("every append is committed");
+        }
+        let entries = ledger_of(&*nodes[2].0);
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..180).collect::<Vec<u64>>());
+        let mut details: Vec<&str> = entries.iter().map(|e| e.record.detail.as_str()).collect();
+        details.sort_unstable();
+        details.dedup();
+        assert_eq!(details.len(), 180, "each entry once");
+        verify_chain(&entries, &consortium).expect("one chain that verifies");
+        // Every front end's head is the database's, and covers every entry.
+        for (_, _, ledger) in &nodes {
+            let head = ledger.read(0, |_| Ok(())).expect("head");
+            verify_with_head(&entries, &head, &consortium).expect("the head covers every entry");
+        }
+        for (_, commits, _) in &nodes {
+            commits.close();
+        }
     }
 }

@@ -70,6 +70,40 @@ pub struct CoordinatorConfig {
     /// under the supervisor's kill timeout (Kubernetes: 30 s by default).
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_ms: u64,
+    /// Who evaluates decision jobs: `local` (this process, the default),
+    /// or `workers`: this front end accepts and answers, and
+    /// `jointscore coordinator worker` processes on the same PostgreSQL
+    /// database claim the jobs ([docs/scale.md]).
+    #[serde(default)]
+    pub evaluation: Evaluation,
+    /// A worker's lease on a job it claimed: renewed every third of it
+    /// while the worker runs the job; a worker that stops (killed, cut
+    /// off) loses the job to another one once it runs out.
+    #[serde(default = "default_lease")]
+    pub lease_ms: u64,
+    /// Decompressed evaluation keys held in memory, at most (about 180 MB
+    /// each); the least recently used is dropped first.
+    #[serde(default = "default_key_cache")]
+    pub key_cache: usize,
+}
+
+/// Who evaluates a coordinator's decision jobs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Evaluation {
+    /// The process that accepted them.
+    #[default]
+    Local,
+    /// Worker processes claiming them from the database.
+    Workers,
+}
+
+fn default_lease() -> u64 {
+    30_000
+}
+
+fn default_key_cache() -> usize {
+    4
 }
 
 fn default_shutdown_grace() -> u64 {
@@ -107,6 +141,9 @@ impl CoordinatorConfig {
             identity: None,
             psi_open_deadline_ms: default_psi_open_deadline(),
             shutdown_grace_ms: default_shutdown_grace(),
+            evaluation: Evaluation::Local,
+            lease_ms: default_lease(),
+            key_cache: default_key_cache(),
         }
     }
 
@@ -140,13 +177,21 @@ impl CoordinatorConfig {
                 "`identity` (the audit ledger) needs `consortium`, to check what it records".into(),
             ));
         }
+        if config.evaluation == Evaluation::Workers && crate::store::postgres_url(&config.store).is_none() {
+            return Err(CoordinatorError::Config(
+                "`evaluation = \"workers\"` needs a PostgreSQL `store` (workers on other machines share it)".into(),
+            ));
+        }
         if config.queue_capacity == 0
             || config.eval_workers == 0
+            || config.lease_ms < 300
+            || config.key_cache == 0
             || config.party_deadline_ms == 0
             || config.psi_open_deadline_ms == 0
         {
             return Err(CoordinatorError::Config(
-                "`queue_capacity`, `eval_workers`, `party_deadline_ms` and `psi_open_deadline_ms` must be at least 1"
+                "`queue_capacity`, `eval_workers`, `key_cache`, `party_deadline_ms` and `psi_open_deadline_ms` must be \
+                 at least 1, and `lease_ms` at least 300"
                     .into(),
             ));
         }

@@ -81,6 +81,10 @@ pub enum CoordinatorError {
     /// appended after the same entry first. The writer reseals and retries.
     #[error("audit ledger: {0}")]
     LedgerRace(String),
+    /// A worker's lease on a job ran out and another worker claimed it:
+    /// this one's end of the job is not written.
+    #[error("job {0}: this worker's lease ran out and another worker took the job over")]
+    LeaseLost(String),
 }
 
 impl From<rusqlite::Error> for CoordinatorError {
@@ -106,7 +110,7 @@ impl CoordinatorError {
             CoordinatorError::Conflict(_) => Code::AlreadyExists,
             CoordinatorError::Busy(_) => Code::ResourceExhausted,
             CoordinatorError::ShuttingDown => Code::Unavailable,
-            CoordinatorError::LedgerRace(_) => Code::Aborted,
+            CoordinatorError::LedgerRace(_) | CoordinatorError::LeaseLost(_) => Code::Aborted,
             CoordinatorError::NotReady { .. } => Code::FailedPrecondition,
             CoordinatorError::Denied(_) => Code::PermissionDenied,
             CoordinatorError::Unauthenticated(_) => Code::Unauthenticated,

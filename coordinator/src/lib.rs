@@ -40,8 +40,9 @@ mod service;
 mod statistics;
 mod store;
 mod wire;
+mod worker;
 
-pub use config::CoordinatorConfig;
+pub use config::{CoordinatorConfig, Evaluation};
 pub use drain::Drained;
 pub use error::{CoordinatorError, Result};
 pub use job::{
@@ -51,6 +52,7 @@ pub use job::{
 pub use keys::SignedRegistration;
 pub use server::CoordinatorNode;
 pub use service::CoordinatorService;
+pub use worker::CoordinatorWorker;
 pub use store::{
     Inserted, JobStore, KeptContribution, PgStore, SqliteStore, TestDatabase, Write, open_store, postgres_url,
 };

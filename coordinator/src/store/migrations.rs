@@ -164,6 +164,25 @@ CREATE TRIGGER ledger_append_only BEFORE UPDATE OR DELETE ON ledger
     FOR EACH ROW EXECUTE FUNCTION ledger_append_only();
 ",
     },
+    Migration {
+        version: 4,
+        name: "evaluation leases: a job's lease holder, until when, and how many times it was claimed",
+        // `lease_until_ms` 0: nobody holds it. A worker claims the oldest
+        // unfinished job whose lease has run out, renews its lease while
+        // it works, and writes the job's end only while it still holds it
+        // (`Write::Fence`).
+        sqlite: "
+ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+ALTER TABLE jobs ADD COLUMN lease_until_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+",
+        postgres: "
+ALTER TABLE jobs
+    ADD COLUMN lease_owner TEXT,
+    ADD COLUMN lease_until_ms BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+",
+    },
 ];
 
 /// Refuses a store written by a newer build.

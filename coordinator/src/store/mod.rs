@@ -96,6 +96,17 @@ pub enum Write {
         /// Where its time went.
         timings: Timings,
     },
+    /// Fails the whole transaction ([`CoordinatorError::LeaseLost`])
+    /// unless `worker` still holds the lease on the unfinished job
+    /// `job_id`: a worker whose lease ran out, and whose job another
+    /// worker claimed, writes nothing (neither the job's end nor its
+    /// ledger entries), so a job's end is written exactly once.
+    Fence {
+        /// The job.
+        job_id: String,
+        /// The worker that claimed it.
+        worker: String,
+    },
     /// Appends a sealed audit ledger entry (JSON) at `seq`. The database
     /// refuses it unless it continues the chain: `seq` must be free, and
     /// entry `seq - 1` must exist with hash `prev` (for `seq` 0, `prev` is
@@ -210,6 +221,15 @@ pub trait JobStore: Send + Sync + 'static {
     fn result(&self, job_id: &str) -> Result<Option<Vec<u8>>>;
     /// Every job not in a terminal state, oldest first.
     fn unfinished(&self) -> Result<Vec<JobRecord>>;
+    /// Claims for `worker` the oldest unfinished job that no live lease
+    /// holds (never claimed, or its holder's lease ran out), leasing it for
+    /// `lease_ms`; `None` when there is none. Concurrent claimers never get
+    /// the same job (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    fn claim_job(&self, worker: &str, lease_ms: u64) -> Result<Option<JobRecord>>;
+    /// Extends `worker`'s lease on `job_id` by `lease_ms` from now; `false`
+    /// when it no longer holds it (the job ended, or its lease ran out and
+    /// another worker claimed it).
+    fn renew_lease(&self, job_id: &str, worker: &str, lease_ms: u64) -> Result<bool>;
     /// Every registered party, `(name, address)`, by name.
     fn parties(&self) -> Result<Vec<(String, String)>>;
     /// The lender that registered a key set.

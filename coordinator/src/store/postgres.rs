@@ -382,6 +382,20 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, write: &Write, now: i64)
             let stmt = tx.prepare_cached("DELETE FROM kept_contributions WHERE job_id = $1").await.map_err(pg)?;
             tx.execute(&stmt, &[job_id]).await.map_err(pg)?;
         }
+        Write::Fence { job_id, worker } => {
+            // FOR UPDATE: a claim by another worker waits for this
+            // transaction, and this one sees a claim committed before it.
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT 1 FROM jobs WHERE job_id = $1 AND lease_owner = $2 AND state NOT IN ('done', 'failed')
+                     FOR UPDATE",
+                )
+                .await
+                .map_err(pg)?;
+            if tx.query_opt(&stmt, &[job_id, worker]).await.map_err(pg)?.is_none() {
+                return Err(CoordinatorError::LeaseLost(job_id.clone()));
+            }
+        }
         Write::Ledger { seq, prev, hash, entry } => {
             let seq = seq_i64(*seq)?;
             let stmt = tx
@@ -631,6 +645,40 @@ impl JobStore for PgStore {
         .into_iter()
         .map(RawJob::checked)
         .collect()
+    }
+
+    fn claim_job(&self, worker: &str, lease_ms: u64) -> Result<Option<JobRecord>> {
+        let worker = worker.to_string();
+        let lease = i64::try_from(lease_ms).unwrap_or(i64::MAX);
+        let raw = self.run(|pool| async move {
+            let client = pool.get().await.map_err(pool_err)?;
+            let now = now_ms();
+            // One statement: the oldest claimable job, skipping rows other
+            // claimers hold locked, leased in the same statement.
+            let stmt = client
+                .prepare_cached(&format!(
+                    "UPDATE jobs SET lease_owner = $1, lease_until_ms = $2, attempts = attempts + 1
+                     WHERE seq = (
+                         SELECT seq FROM jobs WHERE state NOT IN ('done', 'failed') AND lease_until_ms < $3
+                         ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+                     RETURNING {JOB_COLUMNS}"
+                ))
+                .await
+                .map_err(pg)?;
+            let row = client.query_opt(&stmt, &[&worker, &now.saturating_add(lease), &now]).await.map_err(pg)?;
+            row.as_ref().map(row_to_job).transpose()
+        })?;
+        raw.map(RawJob::checked).transpose()
+    }
+
+    fn renew_lease(&self, job_id: &str, worker: &str, lease_ms: u64) -> Result<bool> {
+        let until = now_ms().saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
+        let n = self.execute(
+            "UPDATE jobs SET lease_until_ms = $3
+             WHERE job_id = $1 AND lease_owner = $2 AND state NOT IN ('done', 'failed')",
+            params![job_id.to_string(), worker.to_string(), until],
+        )?;
+        Ok(n == 1)
     }
 
     fn parties(&self) -> Result<Vec<(String, String)>> {

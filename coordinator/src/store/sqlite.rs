@@ -230,6 +230,16 @@ fn apply(tx: &rusqlite::Transaction<'_>, write: &Write, now: i64) -> Result<()> 
             .execute(params![job_id, code, reason, json(timings)?, now])?;
             tx.prepare_cached("DELETE FROM kept_contributions WHERE job_id = ?1")?.execute([job_id])?;
         }
+        Write::Fence { job_id, worker } => {
+            let held = tx
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM jobs WHERE job_id = ?1 AND lease_owner = ?2 AND state NOT IN ('done', 'failed')",
+                )?
+                .query_row(params![job_id, worker], |r| r.get::<_, i64>(0))?;
+            if held == 0 {
+                return Err(CoordinatorError::LeaseLost(job_id.clone()));
+            }
+        }
         Write::Ledger { seq, prev, hash, entry } => {
             let seq = i64::try_from(*seq).map_err(|_| CoordinatorError::Store("ledger sequence overflow".into()))?;
             tx.prepare_cached("INSERT INTO ledger (seq, hash, prev, entry) VALUES (?1, ?2, ?3, ?4)")?
@@ -389,6 +399,39 @@ impl JobStore for SqliteStore {
             .prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state NOT IN ('done', 'failed') ORDER BY seq"))?;
         let rows = stmt.query_map([], row_to_job)?.collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter().map(RawJob::checked).collect()
+    }
+
+    fn claim_job(&self, worker: &str, lease_ms: u64) -> Result<Option<JobRecord>> {
+        let mut conn = self.conn()?;
+        // SQLite has one writer at a time: the transaction is the lock.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        let job_id: Option<String> = tx
+            .query_row(
+                "SELECT job_id FROM jobs WHERE state NOT IN ('done', 'failed') AND lease_until_ms < ?1
+                 ORDER BY seq LIMIT 1",
+                [now],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(job_id) = job_id else { return Ok(None) };
+        tx.execute(
+            "UPDATE jobs SET lease_owner = ?2, lease_until_ms = ?3, attempts = attempts + 1 WHERE job_id = ?1",
+            params![job_id, worker, now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX))],
+        )?;
+        let job = SqliteStore::read_job(&tx, &job_id)?;
+        tx.commit()?;
+        Ok(job)
+    }
+
+    fn renew_lease(&self, job_id: &str, worker: &str, lease_ms: u64) -> Result<bool> {
+        let until = now_ms().saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX));
+        let n = self.conn()?.execute(
+            "UPDATE jobs SET lease_until_ms = ?3
+             WHERE job_id = ?1 AND lease_owner = ?2 AND state NOT IN ('done', 'failed')",
+            params![job_id, worker, until],
+        )?;
+        Ok(n == 1)
     }
 
     fn key_owner(&self, key_id: &str) -> Result<Option<String>> {

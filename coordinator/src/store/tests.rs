@@ -99,6 +99,8 @@ both! {
     migrations_are_recorded_and_reopening_is_a_no_op,
     a_store_from_a_newer_version_is_refused,
     the_database_refuses_a_ledger_entry_that_forks_or_rewrites_the_chain,
+    a_lease_that_runs_out_is_claimed_again_and_the_stale_worker_writes_nothing,
+    concurrent_claimers_never_get_the_same_job,
 }
 
 fn new_job(request_id: &str) -> NewJob {
@@ -444,4 +446,75 @@ fn a_version_2_sqlite_store_is_migrated_in_place_and_its_ledger_chained() {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
     let recorded: i64 = conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).expect("record");
     assert_eq!((version, recorded), (migrations::latest(), migrations::latest() - 1));
+}
+
+fn a_lease_that_runs_out_is_claimed_again_and_the_stale_worker_writes_nothing(h: &dyn Harness) {
+    let store = h.open();
+    let ids: Vec<String> = (1..=3)
+        .map(|i| match store.insert_job(&new_job(&format!("r{i}"))).expect("insert") {
+            Inserted::New(j) => j.job_id,
+            Inserted::Existing(_) => panic!("new"),
+        })
+        .collect();
+    // Oldest first, never one that a live lease holds.
+    let a = store.claim_job("worker-a", 60_000).expect("claim").expect("a job");
+    let b = store.claim_job("worker-b", 60_000).expect("claim").expect("a job");
+    assert_eq!((a.job_id.as_str(), b.job_id.as_str()), (ids[0].as_str(), ids[1].as_str()));
+    assert!(store.renew_lease(&a.job_id, "worker-a", 60_000).expect("renew"), "a holds its job");
+    assert!(!store.renew_lease(&a.job_id, "worker-b", 60_000).expect("renew"), "b does not hold a's job");
+    // Worker c stops heartbeating (it was killed): its lease runs out and
+    // worker d claims the job.
+    let c = store.claim_job("worker-c", 1).expect("claim").expect("a job");
+    assert_eq!(c.job_id, ids[2]);
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    let d = store.claim_job("worker-d", 60_000).expect("claim").expect("the job c let go");
+    assert_eq!(d.job_id, ids[2]);
+    assert!(store.claim_job("worker-e", 60_000).expect("claim").is_none(), "every job is leased");
+    assert!(!store.renew_lease(&c.job_id, "worker-c", 60_000).expect("renew"), "c has lost it");
+    // d writes the end, with its ledger entry; c, late, writes nothing.
+    let entry = sealed(None, 1).remove(0);
+    let end = |worker: &str, entry: &jointscore_audit::Entry| {
+        store.commit(&[
+            &Write::Fence { job_id: ids[2].clone(), worker: worker.into() },
+            &Write::Complete {
+                job_id: ids[2].clone(),
+                result: worker.as_bytes().to_vec(),
+                timings: Timings::default(),
+                contributions: Vec::new(),
+            },
+            &ledger_write(entry),
+        ])
+    };
+    let late = end("worker-c", &entry).expect_err("c is fenced off");
+    assert!(matches!(late, CoordinatorError::LeaseLost(_)), "{late}");
+    end("worker-d", &entry).expect("d ends the job");
+    let again = end("worker-d", &sealed(Some(&entry), 1).remove(0)).expect_err("ended once");
+    assert!(matches!(again, CoordinatorError::LeaseLost(_)), "{again}");
+    assert_eq!(store.result(&ids[2]).expect("read").as_deref(), Some(&b"worker-d"[..]));
+    assert_eq!(store.ledger(0, 10).expect("read").len(), 1, "one ledger entry");
+    assert!(!store.renew_lease(&ids[2], "worker-d", 60_000).expect("renew"), "an ended job holds no lease");
+}
+
+fn concurrent_claimers_never_get_the_same_job(h: &dyn Harness) {
+    let store = h.open();
+    for i in 0..40 {
+        store.insert_job(&new_job(&format!("r{i}"))).expect("insert");
+    }
+    let claimers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = h.open();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while let Some(job) = store.claim_job(&format!("worker-{w}"), 60_000).expect("claim") {
+                    got.push(job.job_id);
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all: Vec<String> = claimers.into_iter().flat_map(|t| t.join().expect("claimer")).collect();
+    assert_eq!(all.len(), 40, "every job claimed once");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 40, "no job claimed twice");
 }
