@@ -43,6 +43,8 @@ pub enum EntryKind {
     Aggregation,
     /// A private set intersection session ran.
     Psi,
+    /// A joint scorecard fit ran over the services (or failed).
+    Fit,
     /// The coordinator refused a request or a contribution.
     Refusal,
 }

@@ -605,3 +605,147 @@ pub(crate) fn params(args: ParamsArgs) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+/// Options of `bench fit`.
+#[derive(Args)]
+pub(crate) struct FitArgs {
+    /// Rows (subjects); 70% train the scorecard, 30% test it.
+    #[arg(long, default_value_t = 100_000)]
+    rows: usize,
+    /// Features, dealt round-robin to three parties.
+    #[arg(long, default_value_t = 20)]
+    features: usize,
+    /// Seed of the generated data.
+    #[arg(long, default_value_t = 5)]
+    seed: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Generated data for `bench fit`: two latent risk factors, each feature a
+/// noisy mix of them (so features are correlated within and across
+/// parties), every tenth cell of every fourth feature missing, labels from
+/// a logistic model of the factors (~30% bad).
+fn fit_data(rows: usize, features: usize, seed: u64) -> String {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+    // Box–Muller.
+    fn normal(rng: &mut StdRng) -> f64 {
+        let (u, v): (f64, f64) = (rng.random_range(1e-12..1.0), rng.random());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mix: Vec<(f64, f64)> = (0..features)
+        .map(|f| {
+            let a = ((f * 37 % 11) as f64 - 5.0) / 5.0;
+            (a, 1.0 - a.abs())
+        })
+        .collect();
+    let mut s = (0..features).map(|f| format!("f{f}")).collect::<Vec<_>>().join(",");
+    s.push_str(",label\n");
+    for r in 0..rows {
+        let (u, v) = (normal(&mut rng), normal(&mut rng));
+        for (f, (a, b)) in mix.iter().enumerate() {
+            let e = normal(&mut rng);
+            if !(f % 4 == 3 && r % 10 == 0) {
+                s.push_str(&format!("{}", ((a * u + b * v + 0.8 * e) * 100.0).round()));
+            }
+            s.push(',');
+        }
+        let z = 0.85 + 1.0 * u + 0.6 * v;
+        s.push_str(if rng.random::<f64>() < 1.0 / (1.0 + (-z).exp()) { "good\n" } else { "bad\n" });
+    }
+    s
+}
+
+/// One joint fit in process: the binning round, the Gram round and the
+/// weights, every message counted as it would cross the coordinator.
+pub(crate) fn fit(args: FitArgs) -> Result<(), CliError> {
+    if args.rows < 100 || args.features == 0 {
+        return Err(CliError::Usage("--rows must be at least 100 and --features at least 1".into()));
+    }
+    let parties = ["platform", "logistics", "bank"];
+    let split = parties
+        .iter()
+        .enumerate()
+        .filter_map(|(p, name)| {
+            let cols: Vec<String> = (p..args.features).step_by(parties.len()).map(|f| format!("f{f}")).collect();
+            (!cols.is_empty()).then(|| format!("{name}={}", cols.join(",")))
+        })
+        .collect::<Vec<_>>()
+        .join(";");
+    let options = jointscore_learn::LoadOptions {
+        label: "label".into(),
+        bad: "bad".into(),
+        good: Some("good".into()),
+        parties: split.parse()?,
+        test_fraction: 0.3,
+        seed: args.seed,
+    };
+    let study = jointscore_learn::Study::read(fit_data(args.rows, args.features, args.seed).as_bytes(), &options)?;
+    let bar =
+        ProgressBar::new_spinner().with_message(format!("joint fit: {} rows x {} features", args.rows, args.features));
+    if !args.json {
+        bar.enable_steady_tick(Duration::from_millis(120));
+    }
+    let started = std::time::Instant::now();
+    let fitted = jointscore_learn::fit(&study, &jointscore_learn::FitOptions::default(), "bench", &mut |i| {
+        bar.set_message(format!("weights iteration {}: {} features, loss {:.4}", i.round, i.features, i.loss));
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let iterations = fitted.weights.as_ref().map_or(0, |w| w.iterations.len());
+    let kept = fitted.features.iter().filter(|f| f.selected).count();
+    let phase = |name: &str| fitted.cost.phases.iter().find(|p| p.0 == name).map_or(0.0, |p| p.1.as_secs_f64());
+    // Test AUC of the fitted scorecard, in the clear (the circuits are not
+    // what this measures).
+    let m = &fitted.model;
+    let risk = study
+        .test()
+        .iter()
+        .map(|&i| Ok(-(jointscore_circuits::reference::evaluate(m, &study.record(m, i)?).score.unwrap_or(0) as f64)))
+        .collect::<Result<Vec<f64>, jointscore_learn::Error>>()?;
+    let bad: Vec<bool> = study.test().iter().map(|&i| study.labels()[i]).collect();
+    let test_auc = jointscore_learn::auc(&risk, &bad)?;
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let bytes = |b: &jointscore_learn::Bytes| json!({ "sent": b.sent, "received": b.received });
+    let party_bytes: serde_json::Map<String, serde_json::Value> =
+        fitted.cost.parties.iter().map(|(k, b)| (k.clone(), bytes(b))).collect();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "rows": args.rows, "features": args.features, "train_rows": study.train().len(),
+                "seconds": seconds, "binning_s": phase("binning"), "gram_s": phase("gram"), "weights_s": phase("weights"),
+                "iterations": iterations, "features_kept": kept, "test_auc": test_auc,
+                "lender_bytes": bytes(&fitted.cost.lender), "coordinator_bytes": bytes(&fitted.cost.coordinator),
+                "party_bytes": party_bytes, "threads": threads,
+            })
+        );
+    } else {
+        println!(
+            "joint fit: {} rows ({} train) x {} features over {} parties, {threads} threads",
+            args.rows,
+            study.train().len(),
+            args.features,
+            fitted.cost.parties.len()
+        );
+        println!("  total (incl. cutoffs)   {seconds:>9.3} s");
+        for (name, t) in &fitted.cost.phases {
+            println!("  {name:<22}  {:>9.3} s", t.as_secs_f64());
+        }
+        println!("  iterations              {iterations:>9}");
+        println!("  features kept           {kept:>9}");
+        println!("  test AUC                {test_auc:>9.3}");
+        let row = |name: &str, b: &jointscore_learn::Bytes| {
+            println!("  {name:<12} sent {:>12} B  received {:>12} B", b.sent, b.received)
+        };
+        row("lender", &fitted.cost.lender);
+        row("coordinator", &fitted.cost.coordinator);
+        for (name, b) in &fitted.cost.parties {
+            row(name, b);
+        }
+    }
+    Ok(())
+}

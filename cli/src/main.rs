@@ -4,6 +4,7 @@
 mod audit_cmd;
 mod bench;
 mod e2e;
+mod fit_cmd;
 mod nodes;
 mod party_log;
 mod proofs_bench;
@@ -134,6 +135,9 @@ enum BenchCommand {
     Params(bench::ParamsArgs),
     /// Vertical binning round (encrypted labels summed per bin), in process.
     Binning(bench::BinningArgs),
+    /// A joint scorecard fit (binning, Gram round, weights) with bytes per
+    /// role, in process.
+    Fit(bench::FitArgs),
     /// Secure aggregation round (Bonawitz et al.), every party in process.
     Secagg(bench::SecaggArgs),
     /// Strict mode's cost: proving at each party, verifying and casting at
@@ -175,6 +179,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Psi(args)) => bench::psi(args),
         Command::Bench(BenchCommand::Params(args)) => bench::params(args),
         Command::Bench(BenchCommand::Binning(args)) => bench::binning(args),
+        Command::Bench(BenchCommand::Fit(args)) => bench::fit(args),
         Command::Bench(BenchCommand::E2e(args)) => e2e::e2e(args),
         Command::Bench(BenchCommand::Secagg(args)) => bench::secagg(args),
         Command::Bench(BenchCommand::Proofs(args)) => proofs_bench::proofs(args),

@@ -223,6 +223,10 @@ pub(crate) enum LenderCommand {
     /// Record financed assets in this lender's registry (its party node's
     /// store), which other lenders' checks match against.
     RegisterAsset(crate::psi_cmd::RegisterAssetArgs),
+    /// Fit a scorecard jointly with the parties of a spec, over the
+    /// coordinator: binning round, Gram round, weights; prints progress and
+    /// writes the model only once the fit has ended.
+    Fit(crate::fit_cmd::FitArgs),
     /// Show a job; decrypt and print its decision if it is done.
     Show {
         #[command(flatten)]
@@ -529,6 +533,7 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
             println!("key set {} registered at {}", id?, lender.connection.coordinator);
             Ok(())
         }),
+        LenderCommand::Fit(args) => crate::fit_cmd::fit(args),
         LenderCommand::Align(args) => crate::psi_cmd::align(args),
         LenderCommand::CheckAsset(args) => crate::psi_cmd::check_asset(args),
         LenderCommand::RegisterAsset(args) => crate::psi_cmd::register_asset(args),

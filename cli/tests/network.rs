@@ -26,7 +26,7 @@ use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::key_upload::Part as KeyPart;
 use jointscore_proto::v1::party_server::{Party, PartyServer};
 use jointscore_proto::v1::{
-    ContributeChunk, ContributeRequest, ContributionHeader, KeyHeader, KeyUpload, PsiAnswer, PsiCloseReply,
+    ContributeChunk, ContributeRequest, ContributionHeader, FitFrame, KeyHeader, KeyUpload, PsiAnswer, PsiCloseReply,
     PsiCloseRequest, PsiOpenChunk, PsiOpenRequest, PsiQueryRequest, RegisterPartyRequest, SecAggAdvertiseReply,
     SecAggAdvertiseRequest, SecAggConsistencyReply, SecAggConsistencyRequest, SecAggMaskedInputReply,
     SecAggMaskedInputRequest, SecAggSealed, SecAggShare, SecAggShareKeysReply, SecAggShareKeysRequest,
@@ -47,6 +47,8 @@ mod commands;
 mod consent;
 #[path = "network/decisions.rs"]
 mod decisions;
+#[path = "network/fit.rs"]
+mod fit;
 #[path = "network/keys.rs"]
 mod keys;
 #[path = "network/lifecycle.rs"]
@@ -111,6 +113,7 @@ async fn failure(lender: &mut Lender, subject: &str, request_id: &str) -> (Code,
 /// The streams a party node answers with, for the misbehaving parties.
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ContributeChunk, Status>> + Send>>;
 type PsiStream = Pin<Box<dyn Stream<Item = Result<PsiOpenChunk, Status>> + Send>>;
+type FitStream = Pin<Box<dyn Stream<Item = Result<FitFrame, Status>> + Send>>;
 
 /// A statistics spec over the sample book, for the statistics and mutual
 /// TLS tests.

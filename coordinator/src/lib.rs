@@ -31,6 +31,7 @@ mod decisions;
 mod drain;
 mod engine;
 mod error;
+mod fit;
 mod job;
 mod keys;
 mod ledger;

@@ -39,6 +39,7 @@ type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<Chunk, Status>>
 type PsiStream = Pin<Box<dyn Stream<Item = std::result::Result<PsiOpenChunk, Status>> + Send>>;
 type AuditStream = Pin<Box<dyn Stream<Item = std::result::Result<AuditChunk, Status>> + Send>>;
 type ResultStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::JobResult, Status>> + Send>>;
+type FitStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::FitFrame, Status>> + Send>>;
 
 /// The coordinator's gRPC service.
 pub struct CoordinatorService {
@@ -212,6 +213,14 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
     type PsiQueryStream = ChunkStream;
+    type FitStream = FitStream;
+
+    async fn fit(&self, request: Request<Streaming<pb::FitFrame>>) -> std::result::Result<Response<FitStream>, Status> {
+        let caller = self.admit(&request, &[Role::Lender])?;
+        let (out, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(self.engine.clone().run_fit(request.into_inner(), out, caller));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
 
     async fn psi_open(&self, request: Request<PsiOpenRequest>) -> std::result::Result<Response<PsiStream>, Status> {
         // A consortium lender may run a party node too (its asset

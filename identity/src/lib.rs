@@ -36,6 +36,7 @@
 mod consortium;
 mod envelope;
 mod error;
+mod fit;
 mod key;
 mod psi;
 mod request;
@@ -45,6 +46,7 @@ mod tls;
 pub use consortium::{Consortium, Member, Proofs, Role};
 pub use envelope::{CONTRIBUTION_DOMAIN, ContributionBinding, ContributionEnvelope, PROOF_DOMAIN, ciphertext_sha256};
 pub use error::{IdentityError, Result};
+pub use fit::{FIT_KEY_DOMAIN, FIT_REQUEST_DOMAIN, FitKey, FitRequest};
 pub use key::{NodeKey, PUBLIC_KEY_HEX, SIGNATURE_BYTES, verify_with};
 pub use psi::{NONCE_BYTES, PSI_OPEN_DOMAIN, PSI_PURPOSES, PSI_QUERY_DOMAIN, PsiOpenStatement, PsiQueryStatement};
 pub use request::{KEY_REGISTRATION_DOMAIN, KeyRegistration, LenderRequest, REQUEST_DOMAIN, SALT_BYTES, opens_subject};

@@ -142,8 +142,9 @@ impl Cost {
         self.coordinator.sent += b;
     }
 
-    /// Records a message the coordinator itself sends (a deal).
-    fn from_coordinator(&mut self, to: &str, bytes: usize) {
+    /// Records a message the coordinator itself sends (the key list, a
+    /// deal).
+    fn dealt(&mut self, to: &str, bytes: usize) {
         self.coordinator.sent += bytes as u64;
         self.role(to).received += bytes as u64;
     }
@@ -400,13 +401,13 @@ fn joint_weights(
         cost.coordinator.received += 32;
     }
     for (name, _) in &members {
-        cost.from_coordinator(name, 32 * members.len());
+        cost.dealt(name, 32 * members.len());
     }
     for p in &mut people {
         p.set_keys(&keys)?;
     }
     for (deal, (name, _)) in deals.iter().zip(&members) {
-        cost.from_coordinator(name, deal.pairs.iter().map(|p| 36 + 8 * p.correction.len()).sum());
+        cost.dealt(name, deal.pairs.iter().map(|p| 36 + 8 * p.correction.len()).sum());
     }
     let mut mail: Vec<Sealed> = Vec::new();
     for (p, d) in people.iter().zip(&deals) {

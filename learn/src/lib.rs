@@ -35,7 +35,8 @@ pub use lr::{LogisticRegression, reference_lr};
 pub use metrics::{auc, ks};
 pub use plot::{Curve, distribution_svg, roc_svg};
 pub use remote::{
-    BinKind, CutoffSpec, FeatureBins, FeatureKind, FeatureSpec, FeatureValues, FitSpec, LENDER_NAME, MIN_ROWS,
-    PartyBinning, PartySpec, ScaleSpec, Selection, WoeTable, party_bins, read_labels, woe_column,
+    BinKind, CutoffSpec, FeatureBins, FeatureKind, FeatureSpec, FeatureValues, FitSpec, LENDER_NAME, MAX_ROWS,
+    MIN_ROWS, PartyAnswer, PartyBinning, PartySpec, ScaleSpec, Selection, WoeTable, party_bins, read_labels,
+    woe_column,
 };
 pub use weights::{Iteration, Weights, fit_weights};

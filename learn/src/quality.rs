@@ -164,7 +164,7 @@ proptest! {
             }
             label.push(f64::from(u8::from(rng.random::<f64>() < 1.0 / (1.0 + (-z).exp()))));
         }
-        prop_assume!(label.iter().any(|&y| y == 1.0) && label.iter().any(|&y| y == 0.0));
+        prop_assume!(label.contains(&1.0) && label.contains(&0.0));
         let parts = vec![vec![cols[0].clone(), cols[1].clone()], vec![cols[2].clone()], vec![label.clone()]];
         let joint = joint_gram(&parts);
         let plain = Gram::plain(&[cols[0].clone(), cols[1].clone(), cols[2].clone(), label]).unwrap();

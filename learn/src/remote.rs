@@ -509,6 +509,10 @@ pub struct Selection {
     total: BinCounts,
 }
 
+/// One party's answer to the binning round at the lender: its name, its
+/// features' bins and their decrypted counts.
+pub type PartyAnswer = (String, Vec<FeatureBins>, Vec<Vec<BinCounts>>);
+
 /// A selected feature's WoE table, for its party.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WoeTable {
@@ -527,11 +531,7 @@ impl Selection {
     /// IV (at least the best one). `labels` are the training labels
     /// (`true` = bad). Refuses descriptions or counts that do not fit the
     /// spec or the rows.
-    pub fn new(
-        spec: &FitSpec,
-        labels: &[bool],
-        answers: &[(String, Vec<FeatureBins>, Vec<Vec<BinCounts>>)],
-    ) -> Result<Selection> {
+    pub fn new(spec: &FitSpec, labels: &[bool], answers: &[PartyAnswer]) -> Result<Selection> {
         let total = BinCounts { rows: labels.len() as u64, bad: labels.iter().filter(|&&b| b).count() as u64 };
         let mut features = Vec::new();
         let mut fits = Vec::new();

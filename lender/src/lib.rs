@@ -9,6 +9,9 @@
 //! consortium lender also checks assets for duplicate financing
 //! ([`PsiRequester::check_assets`]).
 //!
+//! It also fits scorecards jointly with the parties over the services
+//! ([`fit()`]): its labels never leave it unencrypted.
+//!
 //! The secret key never leaves the lender: it is written owner-only
 //! (`0600`), held in memory that is wiped on drop, and nothing in this crate
 //! sends it anywhere.
@@ -17,6 +20,7 @@ mod alignment;
 mod audit;
 mod client;
 mod error;
+mod fit;
 mod keys;
 mod psi;
 mod state;
@@ -26,6 +30,7 @@ pub use alignment::AlignmentStore;
 pub use audit::{MAX_ENTRIES, fetch_ledger};
 pub use client::{DEFAULT_WAIT, Decision, Lender, Phases};
 pub use error::{LenderError, Result};
+pub use fit::{FitEvent, FitIdentity, FitOutcome, fit};
 pub use keys::{KeyFiles, LenderKeys};
 pub use psi::{Alignment, AssetCheck, MAX_LENDERS, PsiRequester};
 pub use state::JobStatus;

@@ -13,8 +13,11 @@
 //! - [`Health`], [`reflection`] and [`request_span`]: what every node
 //!   serves beside its own service (`grpc.health.v1`, server reflection)
 //!   and the tracing span each call runs in; [`incoming`]: connections a
-//!   graceful shutdown can cut when its grace period ends.
+//!   graceful shutdown can cut when its grace period ends;
+//! - [`fit`]: fit sessions' messages to and from the learn and binning
+//!   crates' types.
 
+pub mod fit;
 mod plan;
 mod serve;
 mod strict;

@@ -22,6 +22,7 @@ use crate::error::{PartyError, Result};
 /// lenders = ["lender"]
 /// plans = ["pushdown", "coordinator-side"]   # the second is an opt-in
 /// approved_stats = ["9a1e…"]           # stats spec ids this operator allows
+/// approved_fits = ["77c2…"]            # fit spec ids this operator allows
 /// asset_registry = true                # a consortium lender's node: answer
 ///                                      # duplicate-financing checks
 /// identity = "bank.key"                # signs every contribution
@@ -54,6 +55,11 @@ pub struct PartyConfig {
     /// its tally to. Empty means none, as for models.
     #[serde(default)]
     pub approved_stats: Vec<String>,
+    /// Fit spec ids (`jointscore lender fit --spec FILE --check`) this
+    /// node bins its features for and takes part in the Gram round of.
+    /// Empty means none, as for models.
+    #[serde(default)]
+    pub approved_fits: Vec<String>,
     /// Whether this node belongs to a consortium lender and answers
     /// duplicate-financing checks from the asset registry in its store
     /// (`jointscore lender register-asset`). Off by default: a data-only
@@ -225,6 +231,7 @@ impl PartyConfig {
             store,
             approved_models: Vec::new(),
             approved_stats: Vec::new(),
+            approved_fits: Vec::new(),
             asset_registry: false,
             psi_session_ttl_s: default_psi_ttl(),
             psi_daily_budget: default_psi_budget(),
@@ -312,7 +319,8 @@ impl PartyConfig {
             .chain(config.approvals.iter().map(|a| &a.model))
             .map(|id| (id, "model", "model"))
             .chain(config.lint_override.iter().map(|id| (id, "model", "model")))
-            .chain(config.approved_stats.iter().map(|id| (id, "stats spec", "stats")));
+            .chain(config.approved_stats.iter().map(|id| (id, "stats spec", "stats")))
+            .chain(config.approved_fits.iter().map(|id| (id, "fit spec", "lender fit --check")));
         for (id, what, command) in ids {
             if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(PartyError::Config(format!(

@@ -109,6 +109,38 @@ pub enum PartyError {
         /// The spec asked for.
         spec_id: String,
     },
+    /// The operator has not approved the fit spec.
+    #[error("party `{party}` has not approved fit spec {spec_id}; its operator adds the id to `approved_fits`")]
+    FitNotApproved {
+        /// This party.
+        party: String,
+        /// The spec asked for.
+        spec_id: String,
+    },
+    /// Training subjects of a fit this party holds no record of.
+    #[error("party `{party}` holds no record of {count} of the {rows} training subjects (first: {first})")]
+    FitUnknownSubjects {
+        /// This party.
+        party: String,
+        /// How many it lacks.
+        count: usize,
+        /// Training rows.
+        rows: usize,
+        /// The first few it lacks.
+        first: String,
+    },
+    /// This party's records cannot be binned as the fit spec asks (a value
+    /// of the wrong type, a feature no record holds).
+    #[error("party `{party}` cannot bin its records for the fit: {message}")]
+    FitData {
+        /// This party.
+        party: String,
+        /// What is wrong (feature names and counts, no values).
+        message: String,
+    },
+    /// A fit session step is malformed or out of order.
+    #[error("fit session: {0}")]
+    Fit(String),
     /// A secure-aggregation step names a round this node does not hold
     /// (never started, already finished, or lost in a restart).
     #[error("party `{party}` holds no aggregation round `{round}` at step {step}")]
@@ -295,6 +327,9 @@ impl From<PartyError> for Status {
             PartyError::BadRequest(_) => Code::InvalidArgument,
             PartyError::Key { .. } => Code::FailedPrecondition,
             PartyError::StatsNotApproved { .. } => Code::PermissionDenied,
+            PartyError::FitNotApproved { .. } => Code::PermissionDenied,
+            PartyError::FitUnknownSubjects { .. } | PartyError::FitData { .. } => Code::FailedPrecondition,
+            PartyError::Fit(_) => Code::InvalidArgument,
             PartyError::UnknownRound { .. } => Code::NotFound,
             PartyError::RoundRefused { .. } => Code::PermissionDenied,
             PartyError::Stats(jointscore_stats::StatsError::Spec(_)) => Code::InvalidArgument,

@@ -28,6 +28,7 @@ mod config;
 mod consent;
 mod error;
 mod fault;
+mod fit;
 mod log;
 mod psi;
 mod server;

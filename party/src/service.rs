@@ -16,10 +16,10 @@ use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
 use jointscore_proto::v1::party_server::Party;
 use jointscore_proto::v1::{
-    ContributeChunk, ContributeRequest, GetPublicKeyRequest, PsiAnswer, PsiCloseReply, PsiCloseRequest, PsiOpenChunk,
-    PsiOpenRequest, PsiQueryRequest, SecAggAdvertiseReply, SecAggAdvertiseRequest, SecAggConsistencyReply,
-    SecAggConsistencyRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest, SecAggShareKeysReply,
-    SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
+    ContributeChunk, ContributeRequest, FitFrame, GetPublicKeyRequest, PsiAnswer, PsiCloseReply, PsiCloseRequest,
+    PsiOpenChunk, PsiOpenRequest, PsiQueryRequest, SecAggAdvertiseReply, SecAggAdvertiseRequest,
+    SecAggConsistencyReply, SecAggConsistencyRequest, SecAggMaskedInputReply, SecAggMaskedInputRequest,
+    SecAggShareKeysReply, SecAggShareKeysRequest, SecAggUnmaskReply, SecAggUnmaskRequest,
 };
 use jointscore_proto::{MESSAGE_LIMIT, chunks, collect, psi_open_messages};
 use jointscore_psi::points_to_bytes;
@@ -29,6 +29,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::aggregate::Rounds;
 use crate::config::PartyConfig;
 use crate::error::{PartyError, Result};
+use crate::fit::Fits;
 use crate::psi::PsiSessions;
 use crate::store::RecordStore;
 
@@ -44,6 +45,7 @@ const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(30);
 
 type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<ContributeChunk, Status>> + Send>>;
 type PsiStream = Pin<Box<dyn Stream<Item = std::result::Result<PsiOpenChunk, Status>> + Send>>;
+type FitStream = Pin<Box<dyn Stream<Item = std::result::Result<FitFrame, Status>> + Send>>;
 
 /// The contribution service of one party node.
 pub struct PartyService {
@@ -62,6 +64,8 @@ pub struct PartyService {
     output_parties: Mutex<HashMap<String, Arc<Vec<String>>>>,
     rounds: Rounds,
     psi: PsiSessions,
+    /// Fit sessions (`crate::fit`).
+    fits: Arc<Fits>,
     /// Fault injection for tests of dropouts (`crate::fault`, test builds
     /// only): the node never answers step 2 of an aggregation
     /// round, so a test can kill it between sharing keys and masking.
@@ -95,6 +99,13 @@ impl PartyService {
             output_parties: Mutex::new(HashMap::new()),
             rounds: Rounds::new(&config.name, &config.approved_stats, store.clone()),
             psi: PsiSessions::new(config, store.clone()),
+            fits: Arc::new(Fits::new(
+                &config.name,
+                &config.approved_fits,
+                store.clone(),
+                config.request_max_age_s,
+                crate::fault::stall_fit_gram(),
+            )),
             stall_masked_input: crate::fault::stall_masked_input(),
             identity: None,
             min_present_parties: config.min_present_parties,
@@ -118,6 +129,9 @@ impl PartyService {
     pub fn with_consortium(mut self, consortium: Arc<Consortium>) -> PartyService {
         self.rounds.set_consortium(consortium.clone());
         self.psi.set_consortium(consortium.clone());
+        if let Some(fits) = Arc::get_mut(&mut self.fits) {
+            fits.set_consortium(consortium.clone());
+        }
         self.consortium = Some(consortium);
         self
     }
@@ -143,6 +157,9 @@ impl PartyService {
     /// survivor lists in aggregation rounds, with `key`.
     pub fn with_identity(mut self, key: Arc<NodeKey>) -> PartyService {
         self.rounds.set_identity(key.clone());
+        if let Some(fits) = Arc::get_mut(&mut self.fits) {
+            fits.set_identity(key.clone());
+        }
         self.identity = Some(key);
         self
     }
@@ -311,6 +328,18 @@ impl Party for PartyService {
         let SecAggConsistencyRequest { round_id, survivors } = request.into_inner();
         let signature = self.rounds.consistency(&round_id, &survivors).inspect_err(|e| self.refused(&round_id, e))?;
         Ok(Response::new(SecAggConsistencyReply { signature }))
+    }
+
+    type FitStream = FitStream;
+
+    async fn fit(
+        &self,
+        request: Request<tonic::Streaming<FitFrame>>,
+    ) -> std::result::Result<Response<FitStream>, Status> {
+        self.admit(&request)?;
+        let (out, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(self.fits.clone().serve(request.into_inner(), out));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     type PsiOpenStream = PsiStream;

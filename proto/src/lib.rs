@@ -15,10 +15,12 @@
 //! declared or fewer are refused before anything is decoded.
 
 mod chunk;
+mod fit;
 mod psi;
 mod result;
 
 pub use chunk::{Assembler, CHUNK_SIZE, ChunkError, MESSAGE_LIMIT, chunks, collect};
+pub use fit::{fit_declared, fit_frames, next_fit};
 pub use psi::{collect_psi_open, psi_open_messages};
 pub use result::{collect_result, job_result_messages, next_job};
 

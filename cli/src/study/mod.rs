@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use jointscore_circuits::fhe;
 use jointscore_circuits::{Plan, PlanKind, reference};
-use jointscore_learn::{Curve, LoadOptions, PartySplit, Scale, Study};
+use jointscore_learn::{Curve, FitOptions, LoadOptions, PartySplit, Scale, Study, Weighting};
 
 use crate::{CliError, generate_keys};
 
@@ -48,9 +48,26 @@ pub(crate) struct StudyArgs {
     /// Base odds (good : bad).
     #[arg(long, default_value_t = 50.0)]
     base_odds: f64,
+    /// How feature weights are fitted: `joint` (logistic-regression weights
+    /// fitted across the parties without revealing rows) or `woe-naive`
+    /// (every weight 1, the naive-Bayes WoE scorecard).
+    #[arg(long, value_enum, default_value_t = WeightsArg::Joint)]
+    weights: WeightsArg,
+    /// L2 strength of the joint weights.
+    #[arg(long, default_value_t = 1.0)]
+    l2: f64,
     /// Folder for the model file and the plots.
     #[arg(long, default_value = "study-out")]
     out: PathBuf,
+}
+
+/// `--weights`.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum WeightsArg {
+    /// Logistic-regression weights fitted jointly.
+    Joint,
+    /// Every weight 1.
+    WoeNaive,
 }
 
 /// Test decisions evaluated together in one batch.
@@ -83,14 +100,27 @@ pub(crate) fn study(args: StudyArgs) -> Result<(), CliError> {
         study.parties().len()
     );
     let scale = Scale { pdo: args.pdo, base_score: args.base_score, base_odds: args.base_odds };
-    let fitted = jointscore_learn::fit(&study, &scale, "study")?;
+    let weighting = match args.weights {
+        WeightsArg::Joint => Weighting::Joint,
+        WeightsArg::WoeNaive => Weighting::WoeNaive,
+    };
+    let fit_options = FitOptions { scale, weighting, l2: args.l2 };
+    let fitted = jointscore_learn::fit(&study, &fit_options, "study", &mut |i| {
+        let dropped = i.dropped.map_or(String::new(), |f| format!("; weight not positive, dropping feature {f}"));
+        println!("  weights iteration {}: {} features, surrogate loss {:.4}{dropped}", i.round, i.features, i.loss);
+    })?;
+    let how = match weighting {
+        Weighting::Joint => "joint logistic-regression weights",
+        Weighting::WoeNaive => "WoE weights fixed at 1",
+    };
     println!(
-        "fitted through the binning protocol; {} of {} features kept by IV:",
+        "fitted through the binning protocol with {how}; {} of {} features kept:",
         fitted.features.iter().filter(|f| f.selected).count(),
         fitted.features.len()
     );
     for f in &fitted.features {
-        println!("  {:<50} IV {:.3}{}", f.name, f.iv, if f.selected { "" } else { "  (dropped)" });
+        let weight = if f.selected { format!("  weight {:.3}", f.weight) } else { "  (dropped)".into() };
+        println!("  {:<50} IV {:.3}{weight}", f.name, f.iv);
     }
     let model = fitted.model;
 
@@ -128,11 +158,17 @@ pub(crate) fn study(args: StudyArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&args.out).map_err(|source| CliError::Read { path: args.out.clone(), source })?;
     write_atomic(&args.out.join("model.toml"), &model.to_toml())?;
     let curves = [
-        Curve { name: "encrypted scorecard", colour: "#3366cc", scores: &risk },
+        Curve { name: "encrypted scorecard (fitted)", colour: "#3366cc", scores: &risk },
         Curve { name: "reference LR", colour: "#cc3333", scores: &lr },
     ];
     write_atomic(&args.out.join("roc.svg"), &jointscore_learn::roc_svg(&curves, &bad))?;
-    write_atomic(&args.out.join("scores.svg"), &jointscore_learn::distribution_svg(&enc_scores, &bad))?;
+    // The reference's P(bad) on the scorecard's points scale.
+    let factor = scale.pdo / std::f64::consts::LN_2;
+    let offset = scale.base_score - factor * scale.base_odds.ln();
+    let ref_scores: Vec<i64> =
+        lr.iter().map(|p| (offset + factor * ((1.0 - p) / p.max(1e-12)).max(1e-12).ln()).round() as i64).collect();
+    let plot = jointscore_learn::distribution_svg(&enc_scores, &ref_scores, &bad);
+    write_atomic(&args.out.join("scores.svg"), &plot)?;
     println!("written: {} (model), roc.svg, scores.svg", args.out.join("model.toml").display());
     println!("test AUC: {test_auc:.3}");
     println!("reference AUC: {ref_auc:.3}");

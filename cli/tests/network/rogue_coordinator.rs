@@ -42,6 +42,12 @@ impl Coordinator for Rogue {
     type GetPublicKeyStream = Chunks;
     type FetchResultStream = Chunks;
     type PsiOpenStream = PsiStream;
+    type FitStream = FitStream;
+
+    async fn fit(&self, _: Request<tonic::Streaming<FitFrame>>) -> Result<Response<FitStream>, Status> {
+        Err(Status::unimplemented("no fits"))
+    }
+
     type PsiQueryStream = Chunks;
     type AuditLogStream = Audit;
     type AwaitResultStream = Pin<Box<dyn Stream<Item = Result<JobResult, Status>> + Send>>;

@@ -72,6 +72,11 @@ impl Forger {
 impl Party for Forger {
     type ContributeStream = ChunkStream;
     type PsiOpenStream = PsiStream;
+    type FitStream = FitStream;
+
+    async fn fit(&self, _: Request<tonic::Streaming<FitFrame>>) -> Result<Response<FitStream>, Status> {
+        Err(Status::unimplemented("no fits"))
+    }
 
     async fn contribute(&self, request: Request<ContributeRequest>) -> Result<Response<ChunkStream>, Status> {
         let asked = request.get_ref().clone();

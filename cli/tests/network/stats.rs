@@ -64,6 +64,11 @@ struct StatsRogue {
 impl Party for StatsRogue {
     type ContributeStream = ChunkStream;
     type PsiOpenStream = PsiStream;
+    type FitStream = FitStream;
+
+    async fn fit(&self, _: Request<tonic::Streaming<FitFrame>>) -> Result<Response<FitStream>, Status> {
+        Err(Status::unimplemented("no fits"))
+    }
 
     async fn psi_open(&self, _: Request<PsiOpenRequest>) -> Result<Response<PsiStream>, Status> {
         Err(Status::unimplemented("no PSI"))
