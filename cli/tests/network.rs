@@ -59,6 +59,8 @@ mod proofs;
 mod psi;
 #[path = "network/restart.rs"]
 mod restart;
+#[path = "network/scale.rs"]
+mod scale;
 #[path = "network/rogue.rs"]
 mod rogue;
 #[path = "network/rogue_coordinator.rs"]

@@ -865,6 +865,17 @@ impl TestDatabase {
         admin_sql(&self.url, sql.to_string())
     }
 
+    /// The one number a query on the schema answers (a test's checks),
+    /// e.g. `SELECT COUNT(*) FROM jobs`.
+    pub fn scalar(&self, sql: &str) -> Result<i64> {
+        let (url, sql) = (self.url.clone(), sql.to_string());
+        on_own_runtime(move || async move {
+            let client = connect(&url).await?;
+            let row = client.query_one(&sql, &[]).await.map_err(pg)?;
+            row.try_get::<_, i64>(0).map_err(pg)
+        })
+    }
+
     /// A store on the schema (migrated on first open).
     pub fn open(&self) -> Result<PgStore> {
         PgStore::open(&self.url)
@@ -883,22 +894,30 @@ impl Drop for TestDatabase {
 /// own (callable from any context, async or not).
 fn admin_sql(url: &str, sql: String) -> Result<()> {
     let url = url.to_string();
+    on_own_runtime(move || async move { connect(&url).await?.batch_execute(&sql).await.map_err(pg) })
+}
+
+/// A connection of its own, its driver task on the current runtime.
+async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| CoordinatorError::Config(e.to_string()))?;
+    config.connect_timeout(Duration::from_secs(3));
+    let (client, connection) = config.connect(NoTls).await.map_err(pg)?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Runs `work` to its end on a new thread with a current-thread runtime.
+fn on_own_runtime<T, F>(work: impl FnOnce() -> F + Send + 'static) -> Result<T>
+where
+    F: Future<Output = Result<T>>,
+    T: Send + 'static,
+{
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| CoordinatorError::Store(e.to_string()))?;
-        runtime.block_on(async move {
-            let mut config =
-                tokio_postgres::Config::from_str(&url).map_err(|e| CoordinatorError::Config(e.to_string()))?;
-            config.connect_timeout(Duration::from_secs(3));
-            let (client, connection) = config.connect(NoTls).await.map_err(pg)?;
-            let driver = tokio::spawn(connection);
-            let done = client.batch_execute(&sql).await.map_err(pg);
-            drop(client);
-            let _ = driver.await;
-            done
-        })
+        runtime.block_on(work())
     })
     .join()
     .map_err(|_| CoordinatorError::Store("the PostgreSQL admin thread panicked".into()))?
