@@ -231,7 +231,7 @@ fn commit_groups(store: &dyn JobStore, chain: Option<&Chain>, groups: &[&Group])
                 std::thread::sleep(std::time::Duration::from_micros(250 * races as u64));
                 tracing::debug!(%why, races, "another writer appended to the ledger first; resealing");
                 if let Some(chain) = chain {
-                    chain.reload(store)?;
+                    chain.catch_up(store)?;
                 }
             }
             Err(e) => return Err(e),

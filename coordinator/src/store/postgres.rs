@@ -814,9 +814,15 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// A new schema for the test `name`.
+    /// A new schema for the test `name`, on `JOINTSCORE_TEST_POSTGRES`.
     pub fn create(name: &str) -> Option<TestDatabase> {
         let admin = std::env::var("JOINTSCORE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_TEST_POSTGRES.into());
+        TestDatabase::create_at(&admin, name)
+    }
+
+    /// A new schema for `name` on the server `admin` names.
+    pub fn create_at(admin: &str, name: &str) -> Option<TestDatabase> {
+        let admin = admin.to_string();
         let tag: String =
             name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).take(24).collect();
         let nonce = u64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng));

@@ -134,7 +134,9 @@ fn create_private(path: &Path) -> std::io::Result<()> {
 /// transaction with its record; an existing version-2 store gets the
 /// record of version 2 first.
 fn migrate(conn: &mut Connection, from: i64) -> Result<()> {
-    let tx = conn.transaction()?;
+    // Immediate: the write lock is taken (waiting out other connections'
+    // writes) before the first read, never upgraded midway.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch(migrations::RECORD_TABLE_SQLITE)?;
     if from >= migrations::OLDEST {
         for m in migrations::MIGRATIONS.iter().filter(|m| m.version <= from) {
@@ -146,7 +148,7 @@ fn migrate(conn: &mut Connection, from: i64) -> Result<()> {
     }
     tx.commit()?;
     for m in migrations::MIGRATIONS.iter().filter(|m| m.version > from) {
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(m.sqlite)
             .map_err(|e| CoordinatorError::Store(format!("migration {} ({}): {e}", m.version, m.name)))?;
         tx.execute(
