@@ -59,12 +59,12 @@ mod proofs;
 mod psi;
 #[path = "network/restart.rs"]
 mod restart;
-#[path = "network/scale.rs"]
-mod scale;
 #[path = "network/rogue.rs"]
 mod rogue;
 #[path = "network/rogue_coordinator.rs"]
 mod rogue_coordinator;
+#[path = "network/scale.rs"]
+mod scale;
 #[path = "network/signed.rs"]
 mod signed;
 #[path = "network/stats.rs"]

@@ -527,10 +527,13 @@ mod tests {
         commits.close();
     }
 
+    /// One front end: its store, writer and ledger.
+    type FrontEnd = (Arc<dyn JobStore>, Committer, Ledger);
+
     /// Front ends on one PostgreSQL database: each its own store, chain
     /// (under the coordinators' one identity key) and writer. `None` when
     /// no server answers (the test then skips, saying so).
-    fn front_ends(test: &str, n: usize) -> Option<(crate::store::TestDatabase, Vec<(Arc<dyn JobStore>, Committer, Ledger)>, Consortium)> {
+    fn front_ends(test: &str, n: usize) -> Option<(crate::store::TestDatabase, Vec<FrontEnd>, Consortium)> {
         let db = crate::store::TestDatabase::create(test)?;
         let (key, consortium) = coordinator();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -604,8 +607,11 @@ mod tests {
             for i in 0..60 {
                 let commits = commits.clone();
                 tasks.push(tokio::spawn(async move {
-                    let event =
-                        Event { kind: EntryKind::Refusal, detail: format!("front end {n}, entry {i}"), ..Event::default() };
+                    let event = Event {
+                        kind: EntryKind::Refusal,
+                        detail: format!("front end {n}, entry {i}"),
+                        ..Event::default()
+                    };
                     commits.commit(Group::default().event(event)).await
                 }));
             }

@@ -68,7 +68,12 @@ impl Chain {
                     json.len()
                 )));
             }
-            writes.push(Write::Ledger { seq: entry.seq, prev: entry.prev.clone(), hash: entry.hash.clone(), entry: json });
+            writes.push(Write::Ledger {
+                seq: entry.seq,
+                prev: entry.prev.clone(),
+                hash: entry.hash.clone(),
+                entry: json,
+            });
             last = Some(entry);
             sealed = last.clone();
         }

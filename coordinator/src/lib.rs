@@ -53,10 +53,10 @@ pub use job::{
 pub use keys::SignedRegistration;
 pub use server::CoordinatorNode;
 pub use service::CoordinatorService;
-pub use worker::CoordinatorWorker;
 pub use store::{
     Inserted, JobStore, KeptContribution, PgStore, SqliteStore, TestDatabase, Write, open_store, postgres_url,
 };
+pub use worker::CoordinatorWorker;
 
 /// The time in unix seconds (0 if the clock is before the epoch), for
 /// membership expiry checks.

@@ -23,10 +23,13 @@ name = "bank"
 features = [{ name = "safety", kind = "numeric" }, { name = "noise", kind = "numeric" }]
 "#;
 
+/// One generated subject: (subject, risk, region, safety, noise, bad).
+type Row = (String, u32, &'static str, Option<u32>, u32, bool);
+
 /// `ROWS` generated subjects: `risk` raises the bad rate, `safety` lowers
 /// it, `noise` does nothing, `region` has a risky category; a few `safety`
-/// cells are missing. Returns (subject, risk, region, safety, noise, bad).
-fn generated() -> Vec<(String, u32, &'static str, Option<u32>, u32, bool)> {
+/// cells are missing.
+fn generated() -> Vec<Row> {
     let mut x: u64 = 7;
     let mut next = || {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -319,7 +322,8 @@ async fn a_signed_fit_needs_the_lenders_signature_and_is_in_the_ledger() {
     };
     let store = Arc::new(jointscore_coordinator::SqliteStore::open(&config.store).expect("store"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let coordinator = jointscore_coordinator::CoordinatorNode::start(config, store, listener).await.expect("coordinator");
+    let coordinator =
+        jointscore_coordinator::CoordinatorNode::start(config, store, listener).await.expect("coordinator");
     let url = coordinator.url();
     let id = jointscore_learn::FitSpec::from_toml(FIT_SPEC).expect("spec").id();
     let (platform, bank) = books();
@@ -334,8 +338,9 @@ async fn a_signed_fit_needs_the_lenders_signature_and_is_in_the_ledger() {
         let records = Arc::new(jointscore_party::RecordStore::open(&config.store).expect("party store"));
         records.import_csv(book.as_bytes()).expect("book");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let node =
-            jointscore_party::PartyNode::start(&config, records, listener, Duration::from_secs(10)).await.expect("party");
+        let node = jointscore_party::PartyNode::start(&config, records, listener, Duration::from_secs(10))
+            .await
+            .expect("party");
         nodes.push(node);
     }
     let study = study();

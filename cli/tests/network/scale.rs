@@ -36,10 +36,7 @@ async fn a_killed_worker_loses_its_jobs_to_another_that_finishes_each_once() {
     let config = dir.path().join("coordinator.toml");
     std::fs::write(
         &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nstore = \"{}\"\nevaluation = \"workers\"\nlease_ms = 1500\n",
-            db.url()
-        ),
+        format!("listen = \"127.0.0.1:{port}\"\nstore = \"{}\"\nevaluation = \"workers\"\nlease_ms = 1500\n", db.url()),
     )
     .expect("config");
     let front = Processes(vec![spawn(&["coordinator", "serve"], &config)]);

@@ -106,7 +106,8 @@ impl Engine {
         let job_id = job.job_id.clone();
         if let Some(worker) = &self.worker {
             // Written only while this worker holds the job's lease.
-            group = Group::default().write(Write::Fence { job_id: job_id.clone(), worker: worker.clone() }).merge(group);
+            group =
+                Group::default().write(Write::Fence { job_id: job_id.clone(), worker: worker.clone() }).merge(group);
         }
         let group = match outcome {
             Ok((result, contributions)) => {

@@ -89,6 +89,7 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
 }
 
 impl Engine {
+    #[expect(clippy::too_many_arguments, reason = "one constructor, called once, from `server::assemble`")]
     pub(crate) fn new(
         store: Arc<dyn JobStore>,
         commits: Committer,

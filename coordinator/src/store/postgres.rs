@@ -222,9 +222,9 @@ impl PgStore {
                 .map_err(pg)?;
             migrations::check_not_newer(found, "the database")?;
             for m in migrations::MIGRATIONS.iter().filter(|m| m.version > found) {
-                tx.batch_execute(m.postgres).await.map_err(|e| {
-                    CoordinatorError::Store(format!("migration {} ({}): {}", m.version, m.name, pg(e)))
-                })?;
+                tx.batch_execute(m.postgres)
+                    .await
+                    .map_err(|e| CoordinatorError::Store(format!("migration {} ({}): {}", m.version, m.name, pg(e))))?;
                 tx.execute(
                     "INSERT INTO schema_migrations (version, name, applied_ms) VALUES ($1, $2, $3)",
                     &[&m.version, &m.name, &now_ms()],
@@ -240,7 +240,12 @@ impl PgStore {
     pub fn version(&self) -> Result<i64> {
         self.run(|pool| async move {
             let client = pool.get().await.map_err(pool_err)?;
-            client.query_one("SELECT MAX(version) FROM schema_migrations", &[]).await.map_err(pg)?.try_get(0).map_err(pg)
+            client
+                .query_one("SELECT MAX(version) FROM schema_migrations", &[])
+                .await
+                .map_err(pg)?
+                .try_get(0)
+                .map_err(pg)
         })
     }
 
@@ -329,7 +334,17 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, write: &Write, now: i64)
             let (plan, absent, attestation) = (plan_name(job.plan), json(&job.absent)?, json(&job.attestation)?);
             tx.execute(
                 &stmt,
-                &[job_id, &job.request_id, &job.key_id, &job.model_id, &job.subject, &plan, &absent, &now, &attestation],
+                &[
+                    job_id,
+                    &job.request_id,
+                    &job.key_id,
+                    &job.model_id,
+                    &job.subject,
+                    &plan,
+                    &absent,
+                    &now,
+                    &attestation,
+                ],
             )
             .await
             .map_err(pg)?;
@@ -575,9 +590,13 @@ impl JobStore for PgStore {
     }
 
     fn job(&self, job_id: &str) -> Result<Option<JobRecord>> {
-        self.query_opt(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1"), params![job_id.to_string()], row_to_job)?
-            .map(RawJob::checked)
-            .transpose()
+        self.query_opt(
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1"),
+            params![job_id.to_string()],
+            row_to_job,
+        )?
+        .map(RawJob::checked)
+        .transpose()
     }
 
     fn job_by_request(&self, request_id: &str) -> Result<Option<JobRecord>> {
@@ -823,8 +842,11 @@ impl TestDatabase {
     /// A new schema for `name` on the server `admin` names.
     pub fn create_at(admin: &str, name: &str) -> Option<TestDatabase> {
         let admin = admin.to_string();
-        let tag: String =
-            name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).take(24).collect();
+        let tag: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .take(24)
+            .collect();
         let nonce = u64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng));
         let schema = format!("js_{tag}_{}_{nonce:x}", std::process::id());
         match admin_sql(&admin, format!("CREATE SCHEMA {schema}")) {

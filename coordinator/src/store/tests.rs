@@ -281,9 +281,7 @@ fn stats_jobs_are_idempotent_durable_and_end_once(h: &dyn Harness) {
     };
     let Inserted::New(a) = store.insert_stats_job(&new).expect("insert") else { panic!("expected new") };
     assert_eq!((a.state, a.outcome.clone()), (JobState::Accepted, StatsOutcome::default()));
-    let Inserted::Existing(again) = store.insert_stats_job(&new).expect("insert") else {
-        panic!("expected existing")
-    };
+    let Inserted::Existing(again) = store.insert_stats_job(&new).expect("insert") else { panic!("expected existing") };
     assert_eq!((again.job_id.as_str(), again.request.spec_toml.as_str()), (a.job_id.as_str(), "name = \"x\""));
     let Inserted::New(b) =
         store.insert_stats_job(&NewStatsJob { request_id: "q2".into(), ..new.clone() }).expect("insert")
@@ -294,11 +292,7 @@ fn stats_jobs_are_idempotent_durable_and_end_once(h: &dyn Harness) {
     let outcome = StatsOutcome {
         entries: vec![StatsEntry { label: "records".into(), value: 7 }],
         included: vec!["bank".into(), "platform".into()],
-        dropped: vec![DroppedParty {
-            party: "logistics".into(),
-            step: "masked_input".into(),
-            reason: "gone".into(),
-        }],
+        dropped: vec![DroppedParty { party: "logistics".into(), step: "masked_input".into(), reason: "gone".into() }],
         round_us: 12,
     };
     store.end_stats_job(&a.job_id, &outcome, None).expect("end");
@@ -338,10 +332,10 @@ fn migrations_are_recorded_and_reopening_is_a_no_op(h: &dyn Harness) {
          WHERE version IN ({listed})"
     ))
     .expect("check");
-    h.sql(&format!(
+    h.sql(
         "INSERT INTO parties (name, address, updated_ms) SELECT 'versions', CAST(n AS TEXT) || '/' || CAST(d AS TEXT), 0 \
-         FROM migration_check"
-    ))
+         FROM migration_check",
+    )
     .expect("count");
     let n = versions.len();
     assert_eq!(store.party_address("versions").expect("read"), Some(format!("{n}/{n}")));
@@ -431,8 +425,11 @@ fn a_version_2_sqlite_store_is_migrated_in_place_and_its_ledger_chained() {
         conn.execute_batch(migrations::MIGRATIONS[0].sqlite).expect("v2");
         conn.execute_batch("PRAGMA user_version = 2").expect("v2");
         for e in &entries {
-            conn.execute("INSERT INTO ledger (seq, entry) VALUES (?1, ?2)", rusqlite::params![e.seq as i64, e.to_json()])
-                .expect("entry");
+            conn.execute(
+                "INSERT INTO ledger (seq, entry) VALUES (?1, ?2)",
+                rusqlite::params![e.seq as i64, e.to_json()],
+            )
+            .expect("entry");
         }
     }
     let store = h.open();
