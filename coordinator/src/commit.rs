@@ -307,6 +307,7 @@ mod tests {
             unfinished() -> Result<Vec<crate::job::JobRecord>>;
             claim_job(worker: &str, lease_ms: u64) -> Result<Option<crate::job::JobRecord>>;
             renew_lease(job_id: &str, worker: &str, lease_ms: u64) -> Result<bool>;
+            unclaimable(limit: usize) -> Result<Vec<(String, String)>>;
             parties() -> Result<Vec<(String, String)>>;
             key_owner(key_id: &str) -> Result<Option<String>>;
             ledger(from_seq: u64, limit: usize) -> Result<Vec<String>>;

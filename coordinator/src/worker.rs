@@ -74,6 +74,7 @@ impl CoordinatorWorker {
         let slots = Arc::new(Semaphore::new(engine.config.eval_workers));
         tracing::info!(worker = %self.name, lease_ms = lease, slots = engine.config.eval_workers, "worker claiming jobs");
         let mut signal = std::pin::pin!(signal);
+        let mut refused = std::collections::HashSet::new();
         loop {
             let permit = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit
@@ -92,7 +93,10 @@ impl CoordinatorWorker {
                     self.run_leased(job, permit);
                     continue;
                 }
-                Ok(None) => IDLE_POLL,
+                Ok(None) => {
+                    self.refuse_foreign(&mut refused).await;
+                    IDLE_POLL
+                }
                 Err(e) => {
                     // The database is restarting or unreachable: nothing
                     // is lost (claims are in the database), try again.
@@ -115,6 +119,26 @@ impl CoordinatorWorker {
         engine.store.close()?;
         tracing::info!(worker = %self.name, jobs_finished, jobs_interrupted, "worker stopped");
         Ok(Drained { jobs_finished, jobs_interrupted, jobs_unfinished: jobs_interrupted, calls_cut: false })
+    }
+
+    /// Says, once per job, which unfinished jobs this worker leaves alone
+    /// because they were accepted under another tfhe release or parameter
+    /// set than the one it evaluates with (its keys would not load here, or
+    /// would compute garbage): a worker of that build has to take them.
+    async fn refuse_foreign(&self, refused: &mut std::collections::HashSet<String>) {
+        let store = self.engine.store.clone();
+        let Ok(Ok(foreign)) = tokio::task::spawn_blocking(move || store.unclaimable(16)).await else { return };
+        for (job_id, needs) in foreign {
+            if refused.insert(job_id.clone()) {
+                tracing::warn!(
+                    worker = %self.name,
+                    job = %job_id,
+                    "refusing job {job_id}: it was accepted under `{needs}`, and this worker evaluates with `{}`; \
+                     a worker of that build takes it",
+                    crate::store::evaluation()
+                );
+            }
+        }
     }
 
     /// Runs a claimed job while renewing its lease; abandons it when the

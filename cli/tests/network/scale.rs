@@ -101,3 +101,63 @@ async fn a_killed_worker_loses_its_jobs_to_another_that_finishes_each_once() {
         p.stop().await.expect("stop");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_of_another_tfhe_build_refuses_the_job_naming_why_and_leaves_it() {
+    let Some(db) = TestDatabase::create("foreign_worker") else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:{port}\"\nstore = \"{}\"\nevaluation = \"workers\"\n", db.url()),
+    )
+    .expect("config");
+    let _front = Processes(vec![spawn(&["coordinator", "serve"], &config)]);
+    let mut lender = connect_when_up(&url, keys()).await;
+    lender.register(LENDER).await.expect("register");
+    let job = lender.submit("seller-0001", "foreign-0").await.expect("accepted").job_id;
+    // As if a front end of another tfhe release or parameter set had
+    // accepted it.
+    db.sql("UPDATE jobs SET evaluation = 'tfhe 9.9.9; OTHER_PARAMS 0123'").expect("foreign");
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_jointscore"))
+        .args(["coordinator", "worker", "--name", "w", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("worker");
+    let stderr = worker.stderr.take().expect("stderr");
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(std::result::Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let refusal = tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match said.recv_timeout(left) {
+                Ok(line) if line.contains("refusing job") => return Some(line),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        None
+    });
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let refusal = refusal.expect("the worker said why it refused the job");
+    assert!(
+        refusal.contains(&job) && refusal.contains("tfhe 9.9.9; OTHER_PARAMS 0123") && refusal.contains("tfhe 1.8.2"),
+        "{refusal}"
+    );
+    use jointscore_proto::v1::JobState;
+    let state = JobState::try_from(lender.job(&job).await.expect("job").state).expect("state");
+    assert_eq!(state, JobState::Accepted, "left for a worker that can evaluate it");
+}

@@ -183,6 +183,13 @@ ALTER TABLE jobs
     ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
 ",
     },
+    Migration {
+        version: 5,
+        name: "what evaluating a job needs: the tfhe release and parameter set of the front end that accepted it",
+        // '' (jobs accepted before): any worker may take them.
+        sqlite: "ALTER TABLE jobs ADD COLUMN evaluation TEXT NOT NULL DEFAULT '';",
+        postgres: "ALTER TABLE jobs ADD COLUMN evaluation TEXT NOT NULL DEFAULT '';",
+    },
 ];
 
 /// Refuses a store written by a newer build.

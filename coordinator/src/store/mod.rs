@@ -222,14 +222,19 @@ pub trait JobStore: Send + Sync + 'static {
     /// Every job not in a terminal state, oldest first.
     fn unfinished(&self) -> Result<Vec<JobRecord>>;
     /// Claims for `worker` the oldest unfinished job that no live lease
-    /// holds (never claimed, or its holder's lease ran out), leasing it for
-    /// `lease_ms`; `None` when there is none. Concurrent claimers never get
-    /// the same job (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    /// holds (never claimed, or its holder's lease ran out) and that this
+    /// process can evaluate (accepted under its [`evaluation`] fingerprint,
+    /// or before fingerprints were kept), leasing it for `lease_ms`; `None`
+    /// when there is none. Concurrent claimers never get the same job
+    /// (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
     fn claim_job(&self, worker: &str, lease_ms: u64) -> Result<Option<JobRecord>>;
     /// Extends `worker`'s lease on `job_id` by `lease_ms` from now; `false`
     /// when it no longer holds it (the job ended, or its lease ran out and
     /// another worker claimed it).
     fn renew_lease(&self, job_id: &str, worker: &str, lease_ms: u64) -> Result<bool>;
+    /// Up to `limit` unfinished jobs this process cannot evaluate: `(job
+    /// id, the fingerprint it needs)`, oldest first.
+    fn unclaimable(&self, limit: usize) -> Result<Vec<(String, String)>>;
     /// Every registered party, `(name, address)`, by name.
     fn parties(&self) -> Result<Vec<(String, String)>>;
     /// The lender that registered a key set.
@@ -394,4 +399,11 @@ impl RawStatsJob {
             job_id: self.job_id,
         })
     }
+}
+
+/// What evaluating a job needs of this process ([`jointscore_circuits::params::evaluation_fingerprint`]):
+/// recorded with each job accepted here, compared by workers at each claim.
+pub(crate) fn evaluation() -> &'static str {
+    static FINGERPRINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    FINGERPRINT.get_or_init(jointscore_circuits::params::evaluation_fingerprint)
 }

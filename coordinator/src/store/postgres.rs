@@ -53,8 +53,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    Inserted, JobStore, KeptContribution, RawJob, RawStatsJob, Write, job_id_for, json, migrations, now_ms, plan_name,
-    stats_job_id_for,
+    Inserted, JobStore, KeptContribution, RawJob, RawStatsJob, Write, evaluation, job_id_for, json, migrations, now_ms,
+    plan_name, stats_job_id_for,
 };
 use crate::error::{CoordinatorError, Result};
 use crate::job::{JobRecord, JobState, NewJob, NewStatsJob, StatsJobRecord, StatsOutcome};
@@ -326,8 +326,8 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, write: &Write, now: i64)
             let stmt = tx
                 .prepare_cached(
                     "INSERT INTO jobs (job_id, request_id, key_id, model_id, subject, plan, absent, state, created_ms,
-                         updated_ms, attestation)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'accepted', $8, $8, $9)",
+                         updated_ms, attestation, evaluation)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'accepted', $8, $8, $9, $10)",
                 )
                 .await
                 .map_err(pg)?;
@@ -344,6 +344,7 @@ async fn apply(tx: &deadpool_postgres::Transaction<'_>, write: &Write, now: i64)
                     &absent,
                     &now,
                     &attestation,
+                    &evaluation(),
                 ],
             )
             .await
@@ -558,8 +559,8 @@ impl JobStore for PgStore {
             let new = tx
                 .execute(
                     "INSERT INTO jobs (job_id, request_id, key_id, model_id, subject, plan, absent, state,
-                         created_ms, updated_ms, attestation)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'accepted', $8, $8, $9)
+                         created_ms, updated_ms, attestation, evaluation)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'accepted', $8, $8, $9, $10)
                      ON CONFLICT (request_id) DO NOTHING",
                     &[
                         &job_id,
@@ -571,6 +572,7 @@ impl JobStore for PgStore {
                         &json(&job.absent)?,
                         &now_ms(),
                         &json(&job.attestation)?,
+                        &evaluation(),
                     ],
                 )
                 .await
@@ -679,12 +681,16 @@ impl JobStore for PgStore {
                     "UPDATE jobs SET lease_owner = $1, lease_until_ms = $2, attempts = attempts + 1
                      WHERE seq = (
                          SELECT seq FROM jobs WHERE state NOT IN ('done', 'failed') AND lease_until_ms < $3
+                             AND evaluation IN ('', $4)
                          ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
                      RETURNING {JOB_COLUMNS}"
                 ))
                 .await
                 .map_err(pg)?;
-            let row = client.query_opt(&stmt, &[&worker, &now.saturating_add(lease), &now]).await.map_err(pg)?;
+            let row = client
+                .query_opt(&stmt, &[&worker, &now.saturating_add(lease), &now, &evaluation()])
+                .await
+                .map_err(pg)?;
             row.as_ref().map(row_to_job).transpose()
         })?;
         raw.map(RawJob::checked).transpose()
@@ -698,6 +704,17 @@ impl JobStore for PgStore {
             params![job_id.to_string(), worker.to_string(), until],
         )?;
         Ok(n == 1)
+    }
+
+    fn unclaimable(&self, limit: usize) -> Result<Vec<(String, String)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query(
+            "SELECT job_id, evaluation FROM jobs WHERE state NOT IN ('done', 'failed') AND evaluation NOT IN ('', $1)
+             ORDER BY seq LIMIT $2"
+                .into(),
+            params![evaluation().to_string(), limit],
+            |r| Ok((r.try_get(0).map_err(pg)?, r.try_get(1).map_err(pg)?)),
+        )
     }
 
     fn parties(&self) -> Result<Vec<(String, String)>> {

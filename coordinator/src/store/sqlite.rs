@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    Inserted, JobStore, KeptContribution, RawJob, RawStatsJob, Write, job_id_for, json, migrations, now_ms, plan_name,
-    stats_job_id_for,
+    Inserted, JobStore, KeptContribution, RawJob, RawStatsJob, Write, evaluation, job_id_for, json, migrations, now_ms,
+    plan_name, stats_job_id_for,
 };
 use crate::error::{CoordinatorError, Result};
 use crate::job::{JobRecord, NewJob, NewStatsJob, StatsJobRecord, StatsOutcome};
@@ -184,8 +184,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, write: &Write, now: i64) -> Result<()> 
         Write::InsertJob { job_id, job } => {
             tx.prepare_cached(
                 "INSERT INTO jobs (job_id, request_id, key_id, model_id, subject, plan, absent, state, created_ms,
-                     updated_ms, attestation)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'accepted', ?8, ?8, ?9)",
+                     updated_ms, attestation, evaluation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'accepted', ?8, ?8, ?9, ?10)",
             )?
             .execute(params![
                 job_id,
@@ -197,6 +197,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, write: &Write, now: i64) -> Result<()> 
                 json(&job.absent)?,
                 now,
                 json(&job.attestation)?,
+                evaluation(),
             ])?;
         }
         Write::State { job_id, state } => {
@@ -411,8 +412,9 @@ impl JobStore for SqliteStore {
         let job_id: Option<String> = tx
             .query_row(
                 "SELECT job_id FROM jobs WHERE state NOT IN ('done', 'failed') AND lease_until_ms < ?1
+                     AND evaluation IN ('', ?2)
                  ORDER BY seq LIMIT 1",
-                [now],
+                params![now, evaluation()],
                 |r| r.get(0),
             )
             .optional()?;
@@ -434,6 +436,19 @@ impl JobStore for SqliteStore {
             params![job_id, worker, until],
         )?;
         Ok(n == 1)
+    }
+
+    fn unclaimable(&self, limit: usize) -> Result<Vec<(String, String)>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT job_id, evaluation FROM jobs WHERE state NOT IN ('done', 'failed') AND evaluation NOT IN ('', ?1)
+             ORDER BY seq LIMIT ?2",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![evaluation(), limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     fn key_owner(&self, key_id: &str) -> Result<Option<String>> {

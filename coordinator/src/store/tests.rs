@@ -101,6 +101,7 @@ both! {
     the_database_refuses_a_ledger_entry_that_forks_or_rewrites_the_chain,
     a_lease_that_runs_out_is_claimed_again_and_the_stale_worker_writes_nothing,
     concurrent_claimers_never_get_the_same_job,
+    a_worker_refuses_a_job_accepted_under_another_tfhe_build_naming_it,
 }
 
 fn new_job(request_id: &str) -> NewJob {
@@ -514,4 +515,27 @@ fn concurrent_claimers_never_get_the_same_job(h: &dyn Harness) {
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 40, "no job claimed twice");
+}
+
+fn a_worker_refuses_a_job_accepted_under_another_tfhe_build_naming_it(h: &dyn Harness) {
+    let store = h.open();
+    let Inserted::New(ours) = store.insert_job(&new_job("r-ours")).expect("insert") else { panic!("new") };
+    let Inserted::New(theirs) = store.insert_job(&new_job("r-theirs")).expect("insert") else { panic!("new") };
+    // Accepted by a front end of another build, and one from before
+    // builds were recorded (any worker takes it).
+    h.sql(&format!("UPDATE jobs SET evaluation = 'tfhe 9.9.9; OTHER_PARAMS 0123' WHERE job_id = '{}'", theirs.job_id))
+        .expect("foreign");
+    let Inserted::New(old) = store.insert_job(&new_job("r-old")).expect("insert") else { panic!("new") };
+    h.sql(&format!("UPDATE jobs SET evaluation = '' WHERE job_id = '{}'", old.job_id)).expect("old");
+    let mine = evaluation();
+    assert!(mine.starts_with("tfhe ") && mine.contains("PARAM_MESSAGE_2_CARRY_2_KS_PBS"), "{mine}");
+    let first = store.claim_job("w", 60_000).expect("claim").expect("ours");
+    let second = store.claim_job("w", 60_000).expect("claim").expect("the old one");
+    assert_eq!((first.job_id.as_str(), second.job_id.as_str()), (ours.job_id.as_str(), old.job_id.as_str()));
+    assert!(store.claim_job("w", 60_000).expect("claim").is_none(), "the foreign job is not claimed");
+    assert_eq!(
+        store.unclaimable(10).expect("read"),
+        [(theirs.job_id.clone(), "tfhe 9.9.9; OTHER_PARAMS 0123".to_string())],
+        "and it is named with what it needs"
+    );
 }
