@@ -636,4 +636,145 @@ mod tests {
             commits.close();
         }
     }
+
+    /// A PostgreSQL server of the test's own (initdb in a temporary
+    /// directory, on a free port), so that restarting it disturbs nobody
+    /// else. Needs the server's binaries and, as root, the `postgres` user
+    /// to run it; `None` (after one line saying so) otherwise.
+    struct PrivateServer {
+        dir: tempfile::TempDir,
+        port: u16,
+    }
+
+    impl PrivateServer {
+        fn run(args: &[&str]) -> std::io::Result<std::process::Output> {
+            let as_root = std::process::Command::new("id").arg("-u").output()?.stdout == b"0\n";
+            let mut command = if as_root {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", "postgres", "--"]);
+                c
+            } else {
+                std::process::Command::new(args[0])
+            };
+            if as_root {
+                command.arg(args[0]);
+            }
+            command.args(&args[1..]).output()
+        }
+
+        fn start() -> Option<PrivateServer> {
+            let skip = |why: String| {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "PostgreSQL restart test skipped: {why}");
+                None
+            };
+            let dir = tempfile::tempdir().ok()?;
+            let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+            let _ = std::process::Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).output();
+            let data = dir.path().join("data");
+            let data = data.to_str()?.to_string();
+            match Self::run(&["initdb", "-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]) {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => return skip(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim())),
+                Err(e) => return skip(format!("no initdb ({e})")),
+            }
+            let server = PrivateServer { dir, port };
+            if let Err(e) = server.ctl("start") {
+                return skip(e);
+            }
+            Some(server)
+        }
+
+        fn ctl(&self, what: &str) -> std::result::Result<(), String> {
+            let data = self.dir.path().join("data");
+            let log = self.dir.path().join("log");
+            let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
+            let (data, log) = (data.to_str().unwrap_or_default(), log.to_str().unwrap_or_default());
+            match Self::run(&["pg_ctl", "-D", data, "-l", log, "-o", &options, "-m", "fast", "-w", what]) {
+                Ok(out) if out.status.success() => Ok(()),
+                Ok(out) => Err(format!("pg_ctl {what}: {}", String::from_utf8_lossy(&out.stderr).trim())),
+                Err(e) => Err(format!("pg_ctl {what}: {e}")),
+            }
+        }
+
+        fn url(&self) -> String {
+            format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        }
+    }
+
+    impl Drop for PrivateServer {
+        fn drop(&mut self) {
+            let _ = self.ctl("stop");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_postgres_restart_mid_round_loses_nothing_acknowledged_and_records_each_request_once() {
+        let Some(server) = PrivateServer::start() else { return };
+        let store: Arc<dyn JobStore> = Arc::new(crate::store::PgStore::open(&server.url()).expect("open"));
+        let (key, consortium) = coordinator();
+        let (commits, _ledger) = start(store.clone(), key);
+        // Four lenders submit 40 requests each, one after another, retrying
+        // a failed one with the same request id (as a lender does) until it
+        // is stored; a front end that finds the job after a failed commit
+        // answers it (`decide`). The server restarts meanwhile.
+        let done = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let lenders: Vec<_> = (0..4)
+            .map(|l| {
+                let (commits, store, done, failures) = (commits.clone(), store.clone(), done.clone(), failures.clone());
+                tokio::spawn(async move {
+                    for i in 0..40 {
+                        let r = format!("r-{l}-{i}");
+                        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+                        loop {
+                            if commits.commit(accepted(&r)).await.is_ok() {
+                                break;
+                            }
+                            failures.fetch_add(1, Ordering::SeqCst);
+                            let found = {
+                                let (store, r) = (store.clone(), r.clone());
+                                tokio::task::spawn_blocking(move || store.job_by_request(&r)).await.expect("read")
+                            };
+                            if matches!(found, Ok(Some(_))) {
+                                break;
+                            }
+                            assert!(tokio::time::Instant::now() < deadline, "{r} never stored");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        while done.load(Ordering::SeqCst) < 40 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let restarted = tokio::task::spawn_blocking(move || {
+            let outcome = server.ctl("restart");
+            (server, outcome)
+        });
+        let (server, outcome) = restarted.await.expect("restart");
+        outcome.expect("the server restarted");
+        for lender in lenders {
+            lender.await.expect("every request stored");
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 160);
+        // One job and one ledger entry per request, one chain.
+        let entries = ledger_of(&*store);
+        let mut requests: Vec<&str> = entries.iter().map(|e| e.record.detail.as_str()).collect();
+        requests.sort_unstable();
+        requests.dedup();
+        assert_eq!((entries.len(), requests.len()), (160, 160), "each request recorded once");
+        verify_chain(&entries, &consortium).expect("one chain that verifies");
+        for l in 0..4 {
+            for i in 0..40 {
+                assert!(store.job_by_request(&format!("r-{l}-{i}")).expect("read").is_some());
+            }
+        }
+        assert_eq!(store.unfinished().expect("read").len(), 160, "every job accepted, none lost");
+        eprintln!("commits that failed while the server restarted: {}", failures.load(Ordering::SeqCst));
+        commits.close();
+        drop(server);
+    }
 }
