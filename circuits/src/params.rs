@@ -31,6 +31,20 @@ use crate::error::{Error, Result};
 /// chosen.
 pub(crate) const DECISION_PARAMS: ClassicPBSParameters = PARAM_MESSAGE_2_CARRY_2_KS_PBS;
 
+/// The tfhe release every key set and evaluation uses (the workspace pins
+/// it exactly; a test holds the two together).
+pub const TFHE_VERSION: &str = "1.8.2";
+
+/// What evaluating a decision needs of a process: the tfhe release and the
+/// parameter set (its name and a digest of every value in it). Two
+/// processes with the same fingerprint evaluate each other's jobs; a
+/// coordinator worker refuses jobs accepted under another one.
+pub fn evaluation_fingerprint() -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{DECISION_PARAMS:?}").as_bytes());
+    format!("tfhe {TFHE_VERSION}; PARAM_MESSAGE_2_CARRY_2_KS_PBS {}", &hex::encode(digest)[..16])
+}
+
 /// A parameter set `bench params` compares.
 #[derive(Clone, Copy, Debug)]
 pub struct Candidate {
@@ -147,4 +161,15 @@ pub fn measure(candidate: &Candidate, latency_runs: usize, throughput_lookups: u
         throughput_per_s,
         correct,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_tfhe_version_named_is_the_one_pinned() {
+        let manifest = include_str!("../../Cargo.toml");
+        let pin = format!("tfhe = {{ version = \"={}\"", super::TFHE_VERSION);
+        assert!(manifest.contains(&pin), "bump TFHE_VERSION with the workspace's tfhe pin");
+        assert!(super::evaluation_fingerprint().starts_with("tfhe 1.8.2; PARAM_MESSAGE_2_CARRY_2_KS_PBS "));
+    }
 }

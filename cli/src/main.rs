@@ -3,6 +3,7 @@
 
 mod audit_cmd;
 mod bench;
+mod claims_bench;
 mod e2e;
 mod fit_cmd;
 mod monitor_cmd;
@@ -150,6 +151,9 @@ enum BenchCommand {
     /// End-to-end decisions over loopback gRPC: latency percentiles by
     /// phase, and throughput with concurrent lenders.
     E2e(e2e::E2eArgs),
+    /// The PostgreSQL store's cost per decision and its claim rate, with
+    /// no-op jobs and 1, 4 and 16 claimers.
+    Claims(claims_bench::ClaimsArgs),
 }
 
 /// Errors of the command line; each names what to fix.
@@ -188,6 +192,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Binning(args)) => bench::binning(args),
         Command::Bench(BenchCommand::Fit(args)) => bench::fit(args),
         Command::Bench(BenchCommand::E2e(args)) => e2e::e2e(args),
+        Command::Bench(BenchCommand::Claims(args)) => claims_bench::claims(args),
         Command::Bench(BenchCommand::Secagg(args)) => bench::secagg(args),
         Command::Bench(BenchCommand::Proofs(args)) => proofs_bench::proofs(args),
         Command::Quickstart(args) => quickstart::quickstart(args),

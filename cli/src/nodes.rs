@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use jointscore_circuits::{Bundle, CROSS_BORDER_SELLER, Model};
-use jointscore_coordinator::{CoordinatorConfig, CoordinatorNode, SqliteStore};
+use jointscore_coordinator::{CoordinatorConfig, CoordinatorNode, CoordinatorWorker, open_store};
 use jointscore_identity::{Consortium, NodeKey};
 use jointscore_lender::{AlignmentStore, JobStatus, KeyFiles, Lender, LenderKeys};
 use jointscore_net::{NodeTls, Target};
@@ -98,6 +98,21 @@ pub(crate) enum CoordinatorCommand {
         /// The coordinator's configuration file.
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Run an evaluation worker: claim decision jobs from the
+    /// coordinator's PostgreSQL store under a lease, ask the parties,
+    /// evaluate, and write each job's end once (docs/scale.md). Front ends
+    /// on the same database run with `evaluation = "workers"`. SIGTERM or
+    /// Ctrl-C lets the jobs running finish (for `shutdown_grace_ms`).
+    Worker {
+        /// The coordinator's configuration file (the same as the front
+        /// ends': store, consortium, identity).
+        #[arg(long)]
+        config: PathBuf,
+        /// This worker's name among the workers on the database (default:
+        /// host name and process id).
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -421,10 +436,13 @@ fn consent(cmd: ConsentCommand) -> Result<(), CliError> {
 }
 
 pub(crate) fn coordinator(cmd: CoordinatorCommand) -> Result<(), CliError> {
-    let CoordinatorCommand::Serve { config } = cmd;
+    let config = match cmd {
+        CoordinatorCommand::Serve { config } => config,
+        CoordinatorCommand::Worker { config, name } => return coordinator_worker(&config, name),
+    };
     init_logging();
     let config = CoordinatorConfig::load(&config)?;
-    let store = Arc::new(SqliteStore::open(&config.store)?);
+    let store = open_store(&config.store)?;
     serve_until_signalled(|shutdown| async move {
         let listener = TcpListener::bind(&config.listen)
             .await
@@ -432,6 +450,21 @@ pub(crate) fn coordinator(cmd: CoordinatorCommand) -> Result<(), CliError> {
         let node = CoordinatorNode::start(config, store, listener).await?;
         // Logs what it drained; the store is closed when it returns.
         node.run_until(shutdown).await?;
+        Ok(())
+    })
+}
+
+fn coordinator_worker(config: &std::path::Path, name: Option<String>) -> Result<(), CliError> {
+    init_logging();
+    let config = CoordinatorConfig::load(config)?;
+    let store = open_store(&config.store)?;
+    let name = name.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        format!("{}-{}", if host.is_empty() { "worker" } else { &host }, std::process::id())
+    });
+    serve_until_signalled(|shutdown| async move {
+        let worker = CoordinatorWorker::new(config, store, name)?;
+        worker.run_until(shutdown).await?;
         Ok(())
     })
 }

@@ -63,6 +63,8 @@ mod restart;
 mod rogue;
 #[path = "network/rogue_coordinator.rs"]
 mod rogue_coordinator;
+#[path = "network/scale.rs"]
+mod scale;
 #[path = "network/signed.rs"]
 mod signed;
 #[path = "network/stats.rs"]

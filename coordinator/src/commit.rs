@@ -64,6 +64,13 @@ impl Group {
         self
     }
 
+    /// This group's writes and events, then `other`'s.
+    pub(crate) fn merge(mut self, other: Group) -> Group {
+        self.writes.extend(other.writes);
+        self.events.extend(other.events);
+        self
+    }
+
     fn is_empty(&self) -> bool {
         self.writes.is_empty() && self.events.is_empty()
     }
@@ -189,23 +196,47 @@ fn write_loop(store: &dyn JobStore, chain: Option<&Chain>, pending: &mpsc::Recei
     }
 }
 
+/// How many times a transaction is resealed after another writer appended
+/// to the ledger first, before its callers are told.
+const LEDGER_RACES: usize = 16;
+
 /// Seals the groups' events after the last committed entry and writes
 /// everything in one transaction; moves the chain's head only once it has
-/// committed.
+/// committed. When the database refuses the entries because another
+/// writer on the same database appended first (several front ends on one
+/// PostgreSQL), the head is read back from the store and the groups are
+/// sealed again after it: the chain never forks, and no group is lost.
 fn commit_groups(store: &dyn JobStore, chain: Option<&Chain>, groups: &[&Group]) -> Result<()> {
     if groups.iter().all(|g| g.is_empty()) {
         return Ok(());
     }
-    let (entries, last) = match chain {
-        Some(chain) => chain.seal(groups.iter().flat_map(|g| &g.events))?,
-        None => (Vec::new(), None),
-    };
-    let writes: Vec<&Write> = groups.iter().flat_map(|g| &g.writes).chain(&entries).collect();
-    store.commit(&writes)?;
-    if let (Some(chain), Some(last)) = (chain, last) {
-        chain.advance(last);
+    let mut races = 0;
+    loop {
+        let (entries, last) = match chain {
+            Some(chain) => chain.seal(groups.iter().flat_map(|g| &g.events))?,
+            None => (Vec::new(), None),
+        };
+        let writes: Vec<&Write> = groups.iter().flat_map(|g| &g.writes).chain(&entries).collect();
+        match store.commit(&writes) {
+            Ok(()) => {
+                if let (Some(chain), Some(last)) = (chain, last) {
+                    chain.advance(last);
+                }
+                return Ok(());
+            }
+            Err(CoordinatorError::LedgerRace(why)) if races < LEDGER_RACES => {
+                races += 1;
+                // A moment's pause, growing, so the writers that collided
+                // do not collide again at once.
+                std::thread::sleep(std::time::Duration::from_micros(250 * races as u64));
+                tracing::debug!(%why, races, "another writer appended to the ledger first; resealing");
+                if let Some(chain) = chain {
+                    chain.catch_up(store)?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -274,6 +305,9 @@ mod tests {
             kept_contributions(job_id: &str) -> Result<Vec<crate::store::KeptContribution>>;
             result(job_id: &str) -> Result<Option<Vec<u8>>>;
             unfinished() -> Result<Vec<crate::job::JobRecord>>;
+            claim_job(worker: &str, lease_ms: u64) -> Result<Option<crate::job::JobRecord>>;
+            renew_lease(job_id: &str, worker: &str, lease_ms: u64) -> Result<bool>;
+            unclaimable(limit: usize) -> Result<Vec<(String, String)>>;
             parties() -> Result<Vec<(String, String)>>;
             key_owner(key_id: &str) -> Result<Option<String>>;
             ledger(from_seq: u64, limit: usize) -> Result<Vec<String>>;
@@ -492,5 +526,255 @@ mod tests {
         assert_eq!(after.len(), entries.len() + 1);
         verify_chain(&after, &consortium).expect("the chain goes on unbroken");
         commits.close();
+    }
+
+    /// One front end: its store, writer and ledger.
+    type FrontEnd = (Arc<dyn JobStore>, Committer, Ledger);
+
+    /// Front ends on one PostgreSQL database: each its own store, chain
+    /// (under the coordinators' one identity key) and writer. `None` when
+    /// no server answers (the test then skips, saying so).
+    fn front_ends(test: &str, n: usize) -> Option<(crate::store::TestDatabase, Vec<FrontEnd>, Consortium)> {
+        let db = crate::store::TestDatabase::create(test)?;
+        let (key, consortium) = coordinator();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key_path = dir.path().join("coordinator.key");
+        key.write(&key_path, false).expect("key");
+        let nodes = (0..n)
+            .map(|_| {
+                let store: Arc<dyn JobStore> = Arc::new(db.open().expect("open"));
+                let (commits, ledger) = start(store.clone(), NodeKey::read(&key_path).expect("key"));
+                (store, commits, ledger)
+            })
+            .collect();
+        Some((db, nodes, consortium))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_front_ends_accepting_the_same_request_ids_at_once_make_one_job_each() {
+        let Some((_db, nodes, consortium)) = front_ends("same_request_id", 2) else { return };
+        // Both front ends accept the same 40 request ids at the same time,
+        // as two replicas behind a load balancer would when a lender
+        // retries through the other one.
+        let requests: Vec<String> = (0..40).map(|i| format!("r-{i}")).collect();
+        let mut tasks = Vec::new();
+        for (_, commits, _) in &nodes {
+            for r in &requests {
+                let (commits, r) = (commits.clone(), r.clone());
+                tasks.push(tokio::spawn(async move { (r.clone(), commits.commit(accepted(&r)).await.is_ok()) }));
+            }
+        }
+        let mut accepted_by = std::collections::HashMap::<String, usize>::new();
+        for task in tasks {
+            let (r, ok) = task.await.expect("task");
+            *accepted_by.entry(r).or_default() += usize::from(ok);
+        }
+        // The one that lost its insert finds the winner's job.
+        for r in &requests {
+            assert_eq!(accepted_by.get(r), Some(&1), "{r}: exactly one front end's insert won");
+            assert!(nodes[1].0.job_by_request(r).expect("read").is_some());
+        }
+        // Through the store's own insert too: eight callers on two front
+        // ends, one request id, one new job.
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = nodes[i % 2].0.clone();
+                std::thread::spawn(move || matches!(store.insert_job(&new_job("r-insert")), Ok(Inserted::New(_))))
+            })
+            .collect();
+        let new = racers.into_iter().map(|t| usize::from(t.join().expect("thread"))).sum::<usize>();
+        assert_eq!(new, 1, "one caller made the job, the others found it");
+        // One ledger entry per request, in one chain that verifies.
+        let entries = ledger_of(&*nodes[0].0);
+        assert_eq!(entries.len(), requests.len());
+        let mut recorded: Vec<String> = entries.iter().map(|e| e.record.detail.clone()).collect();
+        recorded.sort();
+        recorded.dedup();
+        assert_eq!(recorded.len(), requests.len(), "no request recorded twice");
+        verify_chain(&entries, &consortium).expect("audit verify accepts the chain");
+        for (_, commits, _) in &nodes {
+            commits.close();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn front_ends_on_one_database_append_to_one_ledger_that_never_forks() {
+        let Some((_db, nodes, consortium)) = front_ends("ledger_no_fork", 3) else { return };
+        // Three writers, each sealing after the head it last saw, append
+        // 3 x 60 entries at once; the database refuses every fork and the
+        // writer that lost reseals after the new head.
+        let mut tasks = Vec::new();
+        for (n, (_, commits, _)) in nodes.iter().enumerate() {
+            for i in 0..60 {
+                let commits = commits.clone();
+                tasks.push(tokio::spawn(async move {
+                    let event = Event {
+                        kind: EntryKind::Refusal,
+                        detail: format!("front end {n}, entry {i}"),
+                        ..Event::default()
+                    };
+                    commits.commit(Group::default().event(event)).await
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.expect("task").expect("every append is committed");
+        }
+        let entries = ledger_of(&*nodes[2].0);
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..180).collect::<Vec<u64>>());
+        let mut details: Vec<&str> = entries.iter().map(|e| e.record.detail.as_str()).collect();
+        details.sort_unstable();
+        details.dedup();
+        assert_eq!(details.len(), 180, "each entry once");
+        verify_chain(&entries, &consortium).expect("one chain that verifies");
+        // Every front end's head is the database's, and covers every entry.
+        for (_, _, ledger) in &nodes {
+            let head = ledger.read(0, |_| Ok(())).expect("head");
+            verify_with_head(&entries, &head, &consortium).expect("the head covers every entry");
+        }
+        for (_, commits, _) in &nodes {
+            commits.close();
+        }
+    }
+
+    /// A PostgreSQL server of the test's own (initdb in a temporary
+    /// directory, on a free port), so that restarting it disturbs nobody
+    /// else. Needs the server's binaries and, as root, the `postgres` user
+    /// to run it; `None` (after one line saying so) otherwise.
+    struct PrivateServer {
+        dir: tempfile::TempDir,
+        port: u16,
+    }
+
+    impl PrivateServer {
+        fn run(args: &[&str]) -> std::io::Result<std::process::Output> {
+            let as_root = std::process::Command::new("id").arg("-u").output()?.stdout == b"0\n";
+            let mut command = if as_root {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", "postgres", "--"]);
+                c
+            } else {
+                std::process::Command::new(args[0])
+            };
+            if as_root {
+                command.arg(args[0]);
+            }
+            command.args(&args[1..]).output()
+        }
+
+        fn start() -> Option<PrivateServer> {
+            let skip = |why: String| {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "PostgreSQL restart test skipped: {why}");
+                None
+            };
+            let dir = tempfile::tempdir().ok()?;
+            let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+            let _ = std::process::Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).output();
+            let data = dir.path().join("data");
+            let data = data.to_str()?.to_string();
+            match Self::run(&["initdb", "-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]) {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => return skip(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim())),
+                Err(e) => return skip(format!("no initdb ({e})")),
+            }
+            let server = PrivateServer { dir, port };
+            if let Err(e) = server.ctl("start") {
+                return skip(e);
+            }
+            Some(server)
+        }
+
+        fn ctl(&self, what: &str) -> std::result::Result<(), String> {
+            let data = self.dir.path().join("data");
+            let log = self.dir.path().join("log");
+            let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
+            let (data, log) = (data.to_str().unwrap_or_default(), log.to_str().unwrap_or_default());
+            match Self::run(&["pg_ctl", "-D", data, "-l", log, "-o", &options, "-m", "fast", "-w", what]) {
+                Ok(out) if out.status.success() => Ok(()),
+                Ok(out) => Err(format!("pg_ctl {what}: {}", String::from_utf8_lossy(&out.stderr).trim())),
+                Err(e) => Err(format!("pg_ctl {what}: {e}")),
+            }
+        }
+
+        fn url(&self) -> String {
+            format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        }
+    }
+
+    impl Drop for PrivateServer {
+        fn drop(&mut self) {
+            let _ = self.ctl("stop");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_postgres_restart_mid_round_loses_nothing_acknowledged_and_records_each_request_once() {
+        let Some(server) = PrivateServer::start() else { return };
+        let store: Arc<dyn JobStore> = Arc::new(crate::store::PgStore::open(&server.url()).expect("open"));
+        let (key, consortium) = coordinator();
+        let (commits, _ledger) = start(store.clone(), key);
+        // Four lenders submit 40 requests each, one after another, retrying
+        // a failed one with the same request id (as a lender does) until it
+        // is stored; a front end that finds the job after a failed commit
+        // answers it (`decide`). The server restarts meanwhile.
+        let done = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let lenders: Vec<_> = (0..4)
+            .map(|l| {
+                let (commits, store, done, failures) = (commits.clone(), store.clone(), done.clone(), failures.clone());
+                tokio::spawn(async move {
+                    for i in 0..40 {
+                        let r = format!("r-{l}-{i}");
+                        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+                        loop {
+                            if commits.commit(accepted(&r)).await.is_ok() {
+                                break;
+                            }
+                            failures.fetch_add(1, Ordering::SeqCst);
+                            let found = {
+                                let (store, r) = (store.clone(), r.clone());
+                                tokio::task::spawn_blocking(move || store.job_by_request(&r)).await.expect("read")
+                            };
+                            if matches!(found, Ok(Some(_))) {
+                                break;
+                            }
+                            assert!(tokio::time::Instant::now() < deadline, "{r} never stored");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        while done.load(Ordering::SeqCst) < 40 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let restarted = tokio::task::spawn_blocking(move || {
+            let outcome = server.ctl("restart");
+            (server, outcome)
+        });
+        let (server, outcome) = restarted.await.expect("restart");
+        outcome.expect("the server restarted");
+        for lender in lenders {
+            lender.await.expect("every request stored");
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 160);
+        // One job and one ledger entry per request, one chain.
+        let entries = ledger_of(&*store);
+        let mut requests: Vec<&str> = entries.iter().map(|e| e.record.detail.as_str()).collect();
+        requests.sort_unstable();
+        requests.dedup();
+        assert_eq!((entries.len(), requests.len()), (160, 160), "each request recorded once");
+        verify_chain(&entries, &consortium).expect("one chain that verifies");
+        for l in 0..4 {
+            for i in 0..40 {
+                assert!(store.job_by_request(&format!("r-{l}-{i}")).expect("read").is_some());
+            }
+        }
+        assert_eq!(store.unfinished().expect("read").len(), 160, "every job accepted, none lost");
+        eprintln!("commits that failed while the server restarted: {}", failures.load(Ordering::SeqCst));
+        commits.close();
+        drop(server);
     }
 }

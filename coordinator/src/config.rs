@@ -27,7 +27,10 @@ pub struct CoordinatorConfig {
     /// Socket address to serve on; port 0 picks a free one.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// The SQLite file holding registrations, models and jobs.
+    /// Where registrations, models, jobs and the ledger are kept: a SQLite
+    /// file (one coordinator process), or a PostgreSQL database
+    /// (`postgres://user@host:5432/db`: several front ends and workers on
+    /// one database; docs/scale.md).
     pub store: PathBuf,
     /// Decisions accepted but not finished, at most; a new one beyond this
     /// is refused with RESOURCE_EXHAUSTED so the lender backs off.
@@ -67,6 +70,40 @@ pub struct CoordinatorConfig {
     /// under the supervisor's kill timeout (Kubernetes: 30 s by default).
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_ms: u64,
+    /// Who evaluates decision jobs: `local` (this process, the default),
+    /// or `workers`: this front end accepts and answers, and
+    /// `jointscore coordinator worker` processes on the same PostgreSQL
+    /// database claim the jobs ([docs/scale.md]).
+    #[serde(default)]
+    pub evaluation: Evaluation,
+    /// A worker's lease on a job it claimed: renewed every third of it
+    /// while the worker runs the job; a worker that stops (killed, cut
+    /// off) loses the job to another one once it runs out.
+    #[serde(default = "default_lease")]
+    pub lease_ms: u64,
+    /// Decompressed evaluation keys held in memory, at most (about 180 MB
+    /// each); the least recently used is dropped first.
+    #[serde(default = "default_key_cache")]
+    pub key_cache: usize,
+}
+
+/// Who evaluates a coordinator's decision jobs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Evaluation {
+    /// The process that accepted them.
+    #[default]
+    Local,
+    /// Worker processes claiming them from the database.
+    Workers,
+}
+
+fn default_lease() -> u64 {
+    30_000
+}
+
+fn default_key_cache() -> usize {
+    4
 }
 
 fn default_shutdown_grace() -> u64 {
@@ -104,6 +141,9 @@ impl CoordinatorConfig {
             identity: None,
             psi_open_deadline_ms: default_psi_open_deadline(),
             shutdown_grace_ms: default_shutdown_grace(),
+            evaluation: Evaluation::Local,
+            lease_ms: default_lease(),
+            key_cache: default_key_cache(),
         }
     }
 
@@ -115,9 +155,9 @@ impl CoordinatorConfig {
         let mut config = CoordinatorConfig::from_toml(&text)
             .map_err(|e| CoordinatorError::Config(format!("{}: {e}", path.display())))?;
         if let Some(dir) = path.parent() {
-            for file in
-                [Some(&mut config.store), config.consortium.as_mut(), config.identity.as_mut()].into_iter().flatten()
-            {
+            // A PostgreSQL URL is no file.
+            let store = (crate::store::postgres_url(&config.store).is_none()).then_some(&mut config.store);
+            for file in [store, config.consortium.as_mut(), config.identity.as_mut()].into_iter().flatten() {
                 if file.is_relative() {
                     *file = dir.join(&*file);
                 }
@@ -137,13 +177,21 @@ impl CoordinatorConfig {
                 "`identity` (the audit ledger) needs `consortium`, to check what it records".into(),
             ));
         }
+        if config.evaluation == Evaluation::Workers && crate::store::postgres_url(&config.store).is_none() {
+            return Err(CoordinatorError::Config(
+                "`evaluation = \"workers\"` needs a PostgreSQL `store` (workers on other machines share it)".into(),
+            ));
+        }
         if config.queue_capacity == 0
             || config.eval_workers == 0
+            || config.lease_ms < 300
+            || config.key_cache == 0
             || config.party_deadline_ms == 0
             || config.psi_open_deadline_ms == 0
         {
             return Err(CoordinatorError::Config(
-                "`queue_capacity`, `eval_workers`, `party_deadline_ms` and `psi_open_deadline_ms` must be at least 1"
+                "`queue_capacity`, `eval_workers`, `key_cache`, `party_deadline_ms` and `psi_open_deadline_ms` must be \
+                 at least 1, and `lease_ms` at least 300"
                     .into(),
             ));
         }

@@ -76,6 +76,15 @@ pub enum CoordinatorError {
     /// The gRPC server failed.
     #[error("transport: {0}")]
     Transport(String),
+    /// The database refused a ledger entry that does not continue the
+    /// chain: another writer (another front end on the same database)
+    /// appended after the same entry first. The writer reseals and retries.
+    #[error("audit ledger: {0}")]
+    LedgerRace(String),
+    /// A worker's lease on a job ran out and another worker claimed it:
+    /// this one's end of the job is not written.
+    #[error("job {0}: this worker's lease ran out and another worker took the job over")]
+    LeaseLost(String),
 }
 
 impl From<rusqlite::Error> for CoordinatorError {
@@ -101,6 +110,7 @@ impl CoordinatorError {
             CoordinatorError::Conflict(_) => Code::AlreadyExists,
             CoordinatorError::Busy(_) => Code::ResourceExhausted,
             CoordinatorError::ShuttingDown => Code::Unavailable,
+            CoordinatorError::LedgerRace(_) | CoordinatorError::LeaseLost(_) => Code::Aborted,
             CoordinatorError::NotReady { .. } => Code::FailedPrecondition,
             CoordinatorError::Denied(_) => Code::PermissionDenied,
             CoordinatorError::Unauthenticated(_) => Code::Unauthenticated,

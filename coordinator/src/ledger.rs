@@ -68,11 +68,37 @@ impl Chain {
                     json.len()
                 )));
             }
-            writes.push(Write::Ledger { seq: entry.seq, entry: json });
+            writes.push(Write::Ledger {
+                seq: entry.seq,
+                prev: entry.prev.clone(),
+                hash: entry.hash.clone(),
+                entry: json,
+            });
             last = Some(entry);
             sealed = last.clone();
         }
         Ok((writes, sealed))
+    }
+
+    /// Catches up with the store: another writer on the same database
+    /// (another front end) appended after the entry this one last
+    /// committed. Only forward: an entry the store lacks below the head
+    /// held here was removed by someone, and the signed head keeps showing
+    /// it (`audit verify` reports the truncation).
+    pub(crate) fn catch_up(&self, store: &dyn JobStore) -> Result<()> {
+        let Some(last) = store
+            .last_ledger()?
+            .map(|json| Entry::from_json(&json))
+            .transpose()
+            .map_err(|e| CoordinatorError::Store(format!("the ledger's last entry: {e}")))?
+        else {
+            return Ok(());
+        };
+        let mut held = self.lock()?;
+        if held.as_ref().is_none_or(|h| h.seq < last.seq) {
+            *held = Some(last);
+        }
+        Ok(())
     }
 
     /// Moves the head to `last`, once its transaction has committed.
@@ -128,6 +154,9 @@ impl Ledger {
     /// entries below it are committed and never change, so a slow reader
     /// holds up no append.
     pub(crate) fn read(&self, from_seq: u64, mut page: impl FnMut(Vec<String>) -> Result<()>) -> Result<Head> {
+        // Other front ends on the same database append too: the head is
+        // the store's, not only what this process committed.
+        self.chain.catch_up(&*self.store)?;
         let head = self.chain.head()?;
         let mut next = from_seq;
         while next < head.len {

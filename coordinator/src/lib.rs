@@ -41,8 +41,9 @@ mod service;
 mod statistics;
 mod store;
 mod wire;
+mod worker;
 
-pub use config::CoordinatorConfig;
+pub use config::{CoordinatorConfig, Evaluation};
 pub use drain::Drained;
 pub use error::{CoordinatorError, Result};
 pub use job::{
@@ -52,7 +53,10 @@ pub use job::{
 pub use keys::SignedRegistration;
 pub use server::CoordinatorNode;
 pub use service::CoordinatorService;
-pub use store::{Inserted, JobStore, KeptContribution, SqliteStore, Write};
+pub use store::{
+    Inserted, JobStore, KeptContribution, PgStore, SqliteStore, TestDatabase, Write, open_store, postgres_url,
+};
+pub use worker::CoordinatorWorker;
 
 /// The time in unix seconds (0 if the clock is before the epoch), for
 /// membership expiry checks.

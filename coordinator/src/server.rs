@@ -54,33 +54,8 @@ impl CoordinatorNode {
         listener: TcpListener,
     ) -> Result<CoordinatorNode> {
         let address = listener.local_addr().map_err(|e| CoordinatorError::Transport(e.to_string()))?;
-        let consortium = config.consortium.as_deref().map(Consortium::load).transpose();
-        let consortium = consortium.map_err(|e| CoordinatorError::Config(e.to_string()))?;
-        let key = config.identity.as_deref().map(NodeKey::read).transpose();
-        let key = key.map_err(|e| CoordinatorError::Config(e.to_string()))?;
-        if let (Some(consortium), Some(key)) = (&consortium, &key) {
-            let listed = consortium.coordinator().map_err(|e| CoordinatorError::Config(e.to_string()))?;
-            if listed.public_key != key.public_hex() {
-                return Err(CoordinatorError::Config(format!(
-                    "the identity key is not the one the consortium file lists for coordinator `{}`",
-                    listed.name
-                )));
-            }
-        }
-        let consortium = consortium.map(Arc::new);
-        let tls = match (&consortium, &key) {
-            (Some(consortium), Some(key)) => {
-                let name = &consortium.coordinator().map_err(|e| CoordinatorError::Config(e.to_string()))?.name;
-                NodeTls::new(key, name, consortium.clone()).map_err(|e| CoordinatorError::Config(e.to_string()))?
-            }
-            (Some(consortium), None) if consortium.mtls => {
-                return Err(CoordinatorError::Config(
-                    "the consortium runs mutual TLS (`mtls = true`), so the coordinator needs its `identity` key"
-                        .into(),
-                ));
-            }
-            _ => None,
-        };
+        let grace = config.shutdown_grace();
+        let Assembled { engine, tls } = assemble(config, store, None)?;
         let mut server = Server::builder().trace_fn(request_span);
         match &tls {
             Some(tls) => {
@@ -90,19 +65,8 @@ impl CoordinatorNode {
             None => tracing::warn!("serving without TLS: callers are not authenticated"),
         }
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let chain = key.map(|k| Chain::open(k, &*store)).transpose()?.map(Arc::new);
-        let commits = Committer::start(store.clone(), chain.clone())?;
-        let ledger = chain.map(|chain| Ledger::new(chain, commits.clone(), store.clone()));
-        let crs = match (&consortium, &config.consortium) {
-            (Some(consortium), Some(path)) => {
-                strict_crs(consortium, path).map_err(|e| CoordinatorError::Config(e.to_string()))?.map(Arc::new)
-            }
-            _ => None,
-        };
-        let grace = config.shutdown_grace();
         let (reflection_v1, reflection_v1alpha) =
             reflection(SERVICE, tls.clone()).map_err(|e| CoordinatorError::Config(format!("reflection: {e}")))?;
-        let engine = Engine::new(store, commits, config, consortium, tls, ledger, crs);
         let resumed = engine.recover()?;
         let service = CoordinatorService::new(engine.clone());
         let (health, health_service) = Health::new(SERVICE).await;
@@ -217,6 +181,60 @@ impl CoordinatorNode {
         );
         served.map(|()| drained)
     }
+}
+
+/// A coordinator's engine as a front end or a worker runs it, and the TLS
+/// it serves and dials parties with.
+pub(crate) struct Assembled {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) tls: Option<NodeTls>,
+}
+
+/// Loads the consortium and identity key, checks them against each other,
+/// opens the ledger's chain and the store's writer, and builds the engine
+/// (`worker`: a worker process's name).
+pub(crate) fn assemble(
+    config: CoordinatorConfig,
+    store: Arc<dyn JobStore>,
+    worker: Option<String>,
+) -> Result<Assembled> {
+    let consortium = config.consortium.as_deref().map(Consortium::load).transpose();
+    let consortium = consortium.map_err(|e| CoordinatorError::Config(e.to_string()))?;
+    let key = config.identity.as_deref().map(NodeKey::read).transpose();
+    let key = key.map_err(|e| CoordinatorError::Config(e.to_string()))?;
+    if let (Some(consortium), Some(key)) = (&consortium, &key) {
+        let listed = consortium.coordinator().map_err(|e| CoordinatorError::Config(e.to_string()))?;
+        if listed.public_key != key.public_hex() {
+            return Err(CoordinatorError::Config(format!(
+                "the identity key is not the one the consortium file lists for coordinator `{}`",
+                listed.name
+            )));
+        }
+    }
+    let consortium = consortium.map(Arc::new);
+    let tls = match (&consortium, &key) {
+        (Some(consortium), Some(key)) => {
+            let name = &consortium.coordinator().map_err(|e| CoordinatorError::Config(e.to_string()))?.name;
+            NodeTls::new(key, name, consortium.clone()).map_err(|e| CoordinatorError::Config(e.to_string()))?
+        }
+        (Some(consortium), None) if consortium.mtls => {
+            return Err(CoordinatorError::Config(
+                "the consortium runs mutual TLS (`mtls = true`), so the coordinator needs its `identity` key".into(),
+            ));
+        }
+        _ => None,
+    };
+    let chain = key.map(|k| Chain::open(k, &*store)).transpose()?.map(Arc::new);
+    let commits = Committer::start(store.clone(), chain.clone())?;
+    let ledger = chain.map(|chain| Ledger::new(chain, commits.clone(), store.clone()));
+    let crs = match (&consortium, &config.consortium) {
+        (Some(consortium), Some(path)) => {
+            strict_crs(consortium, path).map_err(|e| CoordinatorError::Config(e.to_string()))?.map(Arc::new)
+        }
+        _ => None,
+    };
+    let engine = Engine::new(store, commits, config, consortium, tls.clone(), ledger, crs, worker);
+    Ok(Assembled { engine, tls })
 }
 
 /// What the server task ended with.

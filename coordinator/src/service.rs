@@ -109,8 +109,16 @@ impl CoordinatorService {
             if ended {
                 return Ok(job);
             }
-            match tokio::time::timeout_at(deadline, ends.changed()).await {
+            // Jobs that workers run end in another process: look again
+            // every so often.
+            let until = if self.engine.external() {
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(200))
+            } else {
+                deadline
+            };
+            match tokio::time::timeout_at(until, ends.changed()).await {
                 Ok(Ok(())) => continue,
+                Err(_) if until < deadline => continue,
                 // Time is up: the job as it is.
                 _ => return Ok(job),
             }

@@ -94,3 +94,37 @@ fn unknown_key(key_id: &str) -> CoordinatorError {
         "key set {key_id} is not registered; the lender registers it first (`jointscore lender register`)"
     ))
 }
+
+/// Decompressed evaluation keys (about 180 MB each), at most `capacity`;
+/// the least recently used is dropped first (a job holding it keeps its
+/// `Arc` until it ends).
+pub(crate) struct KeyCache {
+    capacity: usize,
+    /// Most recently used last.
+    keys: Vec<(String, Arc<EvaluationKey>)>,
+}
+
+impl KeyCache {
+    pub(crate) fn new(capacity: usize) -> KeyCache {
+        KeyCache { capacity: capacity.max(1), keys: Vec::new() }
+    }
+
+    /// The key, now the most recently used.
+    pub(crate) fn get(&mut self, key_id: &str) -> Option<Arc<EvaluationKey>> {
+        let at = self.keys.iter().position(|(id, _)| id == key_id)?;
+        let entry = self.keys.remove(at);
+        let key = entry.1.clone();
+        self.keys.push(entry);
+        Some(key)
+    }
+
+    /// Holds `key`, dropping the least recently used beyond the capacity.
+    pub(crate) fn insert(&mut self, key_id: String, key: Arc<EvaluationKey>) {
+        self.keys.retain(|(id, _)| *id != key_id);
+        self.keys.push((key_id, key));
+        while self.keys.len() > self.capacity {
+            let (dropped, _) = self.keys.remove(0);
+            tracing::debug!(key_id = %dropped, "evaluation key dropped from the cache (least recently used)");
+        }
+    }
+}

@@ -34,12 +34,22 @@ impl Engine {
         permit: OwnedSemaphorePermit,
         stored: Option<oneshot::Receiver<bool>>,
     ) -> bool {
+        if self.external() {
+            // A worker claims it from the store.
+            drop(permit);
+            return true;
+        }
         let (engine, id) = (self.clone(), job.job_id.clone());
         let started = self.tasks.spawn(async move { engine.run(job, permit, stored).await });
         if !started {
             tracing::info!(job = %id, "draining: job left for the next start");
         }
         started
+    }
+
+    /// Runs a job a worker claimed (its lease renewed by the caller).
+    pub(crate) async fn run_claimed(&self, job: JobRecord, permit: OwnedSemaphorePermit) {
+        self.run(job, permit, None).await;
     }
 
     /// A receiver that sees a change whenever a job ends.
@@ -51,7 +61,8 @@ impl Engine {
     /// the order they were accepted; each waits for a place in the queue,
     /// so recovery respects `queue_capacity` too.
     pub(crate) fn recover(self: &Arc<Self>) -> Result<usize> {
-        let jobs = self.store.unfinished()?;
+        // With workers, they claim the decision jobs.
+        let jobs = if self.external() { Vec::new() } else { self.store.unfinished()? };
         let stats = self.store.unfinished_stats()?;
         let n = jobs.len() + stats.len();
         let engine = self.clone();
@@ -91,8 +102,13 @@ impl Engine {
         // contribution, then the result or the refusal) are one
         // transaction: a lender who sees the job end finds its entries, and
         // a crash keeps both or neither.
-        let group = self.audit_end(&job, &outcome);
+        let mut group = self.audit_end(&job, &outcome);
         let job_id = job.job_id.clone();
+        if let Some(worker) = &self.worker {
+            // Written only while this worker holds the job's lease.
+            group =
+                Group::default().write(Write::Fence { job_id: job_id.clone(), worker: worker.clone() }).merge(group);
+        }
         let group = match outcome {
             Ok((result, contributions)) => {
                 tracing::debug!(job = %job_id, "job done");
@@ -188,6 +204,11 @@ impl Engine {
             if matches!(e, CoordinatorError::ShuttingDown) {
                 // The store closed under a job the drain stopped waiting
                 // for: it stays unfinished, for the next start.
+                return;
+            }
+            if matches!(e, CoordinatorError::LeaseLost(_)) {
+                // Another worker took the job over and writes its end.
+                tracing::warn!(job = %job_id, "lease lost before the job's end was written; the new holder writes it");
                 return;
             }
             tracing::error!(job = %job_id, error = %e, "cannot record the end of a job; retrying");

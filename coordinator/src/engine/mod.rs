@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use jointscore_circuits::fhe::{EvaluationKey, PublicKey};
+use jointscore_circuits::fhe::PublicKey;
 use jointscore_circuits::proof::Crs;
 use jointscore_circuits::{Plan, PlanKind};
 use jointscore_identity::Consortium;
@@ -46,7 +46,7 @@ pub(crate) struct Engine {
     eval: Arc<Semaphore>,
     /// Jobs whose contributions are in, waiting for an evaluation worker.
     waiting: evaluate::EvalQueue,
-    evaluation_keys: Mutex<HashMap<String, Arc<EvaluationKey>>>,
+    evaluation_keys: Mutex<caches::KeyCache>,
     public_keys: Mutex<HashMap<String, PublicKey>>,
     plans: Mutex<HashMap<(String, PlanKind), Arc<Plan>>>,
     /// Model files by id, as parties are sent them with every request.
@@ -74,6 +74,9 @@ pub(crate) struct Engine {
     crs: Option<Arc<Crs>>,
     /// The jobs running, drained at shutdown.
     pub(crate) tasks: JobTasks,
+    /// In a worker process, its name: it runs jobs it claimed under a
+    /// lease, and writes a job's end only while it holds the lease.
+    pub(crate) worker: Option<String>,
 }
 
 /// A job's failure with the status code it ends with.
@@ -86,6 +89,7 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
 }
 
 impl Engine {
+    #[expect(clippy::too_many_arguments, reason = "one constructor, called once, from `server::assemble`")]
     pub(crate) fn new(
         store: Arc<dyn JobStore>,
         commits: Committer,
@@ -94,15 +98,17 @@ impl Engine {
         tls: Option<NodeTls>,
         ledger: Option<Ledger>,
         crs: Option<Arc<Crs>>,
+        worker: Option<String>,
     ) -> Arc<Engine> {
         Arc::new(Engine {
+            worker,
+            evaluation_keys: Mutex::new(caches::KeyCache::new(config.key_cache)),
             queue: Arc::new(Semaphore::new(config.queue_capacity)),
             eval: Arc::new(Semaphore::new(config.eval_workers)),
             waiting: evaluate::EvalQueue::default(),
             store,
             commits,
             config,
-            evaluation_keys: Mutex::new(HashMap::new()),
             public_keys: Mutex::new(HashMap::new()),
             plans: Mutex::new(HashMap::new()),
             models: Mutex::new(HashMap::new()),
@@ -116,6 +122,12 @@ impl Engine {
             crs,
             tasks: JobTasks::default(),
         })
+    }
+
+    /// Whether decision jobs are left in the store for worker processes
+    /// (a front end with `evaluation = "workers"`).
+    pub(crate) fn external(&self) -> bool {
+        self.worker.is_none() && self.config.evaluation == crate::config::Evaluation::Workers
     }
 
     /// A place in the queue, or `Busy` when it is full.

@@ -1,0 +1,163 @@
+//! Scaled out on PostgreSQL: a front end with `evaluation = "workers"`
+//! and worker processes claiming its jobs under leases. Runs against the
+//! test PostgreSQL server (`JOINTSCORE_TEST_POSTGRES`), on a schema of its
+//! own; skipped, saying so, where there is none (failed under CI=true).
+
+use jointscore_coordinator::TestDatabase;
+
+use super::*;
+
+fn spawn(args: &[&str], config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_jointscore"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("process starts")
+}
+
+async fn connect_when_up(url: &str, keys: Arc<LenderKeys>) -> Lender {
+    for _ in 0..200 {
+        if let Ok(lender) = Lender::connect(url, keys.clone(), CROSS_BORDER_SELLER.into(), PlanKind::Pushdown).await {
+            return lender;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("coordinator at {url} did not come up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_loses_its_jobs_to_another_that_finishes_each_once() {
+    let Some(db) = TestDatabase::create("killed_worker") else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:{port}\"\nstore = \"{}\"\nevaluation = \"workers\"\nlease_ms = 1500\n", db.url()),
+    )
+    .expect("config");
+    let front = Processes(vec![spawn(&["coordinator", "serve"], &config)]);
+    let mut lender = connect_when_up(&url, keys()).await;
+    lender.register(LENDER).await.expect("register");
+    let model = Model::cross_border_seller();
+    let book = sample::subjects(&model, 3, 7);
+    let mut parties = start_parties(&model, &book, &url, dir.path(), &PartySetup::default()).await.expect("parties");
+
+    let mut first = spawn(&["coordinator", "worker", "--name", "first"], &config);
+    let mut jobs = Vec::new();
+    for (i, (subject, _)) in book.iter().enumerate() {
+        jobs.push((subject.clone(), lender.submit(subject, &format!("scale-{i}")).await.expect("accepted").job_id));
+    }
+    // Kill the first worker once it is working on a job (claimed it and
+    // asked the parties, or evaluating), before every job is done.
+    let mut claimed = false;
+    for _ in 0..600 {
+        use jointscore_proto::v1::JobState;
+        let mut states = Vec::new();
+        for (_, job) in &jobs {
+            states.push(JobState::try_from(lender.job(job).await.expect("job").state).expect("state"));
+        }
+        if states.iter().any(|s| matches!(s, JobState::Collecting | JobState::Evaluating)) {
+            claimed = !states.iter().all(|s| matches!(s, JobState::Done | JobState::Failed));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().expect("kill");
+    first.wait().expect("reaped");
+    assert!(claimed, "the first worker claimed no job, or finished them all, before the kill; the test proves nothing");
+
+    // A second worker takes the jobs over once the first one's leases run
+    // out, and every job completes with the right result.
+    let _second = Processes(vec![spawn(&["coordinator", "worker", "--name", "second"], &config)]);
+    for (subject, job) in &jobs {
+        lender.wait(job, WAIT).await.unwrap_or_else(|e| panic!("{subject}: {e}"));
+        let result = lender.fetch(job).await.expect("result");
+        let bundle = lender.decrypt(&result).expect("decrypt");
+        let record = jointscore_circuits::Record::from_json(
+            &model,
+            &book.iter().find(|(s, _)| s == subject).expect("subject").1,
+        )
+        .expect("record");
+        let want = jointscore_circuits::reference::evaluate(&model, &record).restricted(&model);
+        assert_eq!(bundle, want, "{subject}");
+    }
+    // One job per request, and the killed worker's job was claimed again.
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM jobs").expect("count"), 3);
+    let attempts = db.scalar("SELECT MAX(attempts)::BIGINT FROM jobs").expect("attempts");
+    assert!(attempts >= 2, "no job was taken over from the killed worker (attempts {attempts})");
+    let store = jointscore_coordinator::PgStore::open(db.url()).expect("store");
+    use jointscore_coordinator::JobStore;
+    assert!(store.unfinished().expect("read").is_empty());
+    for (i, (_, job)) in jobs.iter().enumerate() {
+        let held = store.job_by_request(&format!("scale-{i}")).expect("read").expect("job");
+        assert_eq!(&held.job_id, job);
+    }
+    drop(front);
+    for p in &mut parties {
+        p.stop().await.expect("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_of_another_tfhe_build_refuses_the_job_naming_why_and_leaves_it() {
+    let Some(db) = TestDatabase::create("foreign_worker") else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:{port}\"\nstore = \"{}\"\nevaluation = \"workers\"\n", db.url()),
+    )
+    .expect("config");
+    let _front = Processes(vec![spawn(&["coordinator", "serve"], &config)]);
+    let mut lender = connect_when_up(&url, keys()).await;
+    lender.register(LENDER).await.expect("register");
+    let job = lender.submit("seller-0001", "foreign-0").await.expect("accepted").job_id;
+    // As if a front end of another tfhe release or parameter set had
+    // accepted it.
+    db.sql("UPDATE jobs SET evaluation = 'tfhe 9.9.9; OTHER_PARAMS 0123'").expect("foreign");
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_jointscore"))
+        .args(["coordinator", "worker", "--name", "w", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("worker");
+    let stderr = worker.stderr.take().expect("stderr");
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(std::result::Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let refusal = tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match said.recv_timeout(left) {
+                Ok(line) if line.contains("refusing job") => return Some(line),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        None
+    });
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let refusal = refusal.expect("the worker said why it refused the job");
+    assert!(
+        refusal.contains(&job) && refusal.contains("tfhe 9.9.9; OTHER_PARAMS 0123") && refusal.contains("tfhe 1.8.2"),
+        "{refusal}"
+    );
+    use jointscore_proto::v1::JobState;
+    let state = JobState::try_from(lender.job(&job).await.expect("job").state).expect("state");
+    assert_eq!(state, JobState::Accepted, "left for a worker that can evaluate it");
+}
