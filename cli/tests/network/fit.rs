@@ -192,9 +192,11 @@ fn a_fit_over_processes_matches_the_in_process_fit_and_a_party_dropping_out_writ
     };
     let args = fit_args(&path("model.toml"));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    // Parties register as they come up: retry until both are in.
+    // Parties register as they come up: retry until both are in (a loaded
+    // machine may take a while to start two processes).
     let mut fitted = Err(String::new());
-    for _ in 0..80 {
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    while std::time::Instant::now() < until {
         let out = run(&args);
         if out.status.success() {
             fitted = Ok(out);
@@ -247,7 +249,8 @@ fn a_fit_over_processes_matches_the_in_process_fit_and_a_party_dropping_out_writ
     let mut bank = Processes(vec![stalling]);
     let dropped = path("dropped-model.toml");
     let mut failure = None;
-    for _ in 0..40 {
+    let until = std::time::Instant::now() + Duration::from_secs(180);
+    while failure.is_none() && std::time::Instant::now() < until {
         let args = fit_args(&dropped);
         let fit = std::process::Command::new(env!("CARGO_BIN_EXE_jointscore"))
             .args(&args)
