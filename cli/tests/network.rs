@@ -177,6 +177,29 @@ fn spawn(args: &[&str]) -> std::process::Child {
         .expect("jointscore starts")
 }
 
+/// `jointscore ARGS --config CONFIG` as a process of its own (a node that
+/// serves until killed).
+fn spawn_with_config(args: &[&str], config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_jointscore"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("process starts")
+}
+
+/// A lender connected to the coordinator at `url` once it answers.
+async fn connect_when_up(url: &str, keys: Arc<LenderKeys>) -> Lender {
+    for _ in 0..200 {
+        if let Ok(lender) = Lender::connect(url, keys.clone(), CROSS_BORDER_SELLER.into(), PlanKind::Pushdown).await {
+            return lender;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("coordinator at {url} did not come up");
+}
+
 fn text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }

@@ -4,25 +4,6 @@
 use super::stats_processes::{CONSORTIUM_SPEC, member_book, spawn_stalling_party, stats_requester_when_up};
 use super::*;
 
-fn spawn_coordinator(config: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_jointscore"))
-        .args(["coordinator", "serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("coordinator process starts")
-}
-
-async fn connect_when_up(url: &str, keys: Arc<LenderKeys>) -> Lender {
-    for _ in 0..200 {
-        if let Ok(lender) = Lender::connect(url, keys.clone(), CROSS_BORDER_SELLER.into(), PlanKind::Pushdown).await {
-            return lender;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("coordinator at {url} did not come up");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -31,7 +12,7 @@ async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
     let config = dir.path().join("coordinator.toml");
     std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n"))
         .expect("config");
-    let mut process = spawn_coordinator(&config);
+    let mut process = spawn_with_config(&["coordinator", "serve"], &config);
     let mut lender = connect_when_up(&url, keys()).await;
     lender.register(LENDER).await.expect("register");
 
@@ -53,7 +34,7 @@ async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
     process.wait().expect("reaped");
     assert!(in_flight > 0, "every job finished before the kill; the test proves nothing");
 
-    let mut process = spawn_coordinator(&config);
+    let mut process = spawn_with_config(&["coordinator", "serve"], &config);
     let mut lender = connect_when_up(&url, keys()).await;
     // Every party is up, so every job must complete, not merely end.
     for (subject, job) in &jobs {
@@ -91,7 +72,7 @@ async fn a_statistics_job_in_flight_when_the_coordinator_is_killed_reruns_after_
     let config = dir.path().join("coordinator.toml");
     std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n"))
         .expect("config");
-    let coordinator = Processes(vec![spawn_coordinator(&config)]);
+    let coordinator = Processes(vec![spawn_with_config(&["coordinator", "serve"], &config)]);
     let id = jointscore_stats::StatsSpec::from_toml(CONSORTIUM_SPEC).expect("spec").id();
     let party_config = |name: &str| {
         format!(
@@ -144,7 +125,7 @@ async fn a_statistics_job_in_flight_when_the_coordinator_is_killed_reruns_after_
     drop(coordinator);
     drop(gamma);
 
-    let _coordinator = Processes(vec![spawn_coordinator(&config)]);
+    let _coordinator = Processes(vec![spawn_with_config(&["coordinator", "serve"], &config)]);
     let mut requester = stats_requester_when_up(&url).await;
     // The job runs a fresh round: gamma is gone, so it drops at the first
     // step, and the sum is alpha's and beta's.

@@ -7,26 +7,6 @@ use jointscore_coordinator::TestDatabase;
 
 use super::*;
 
-fn spawn(args: &[&str], config: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_jointscore"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("process starts")
-}
-
-async fn connect_when_up(url: &str, keys: Arc<LenderKeys>) -> Lender {
-    for _ in 0..200 {
-        if let Ok(lender) = Lender::connect(url, keys.clone(), CROSS_BORDER_SELLER.into(), PlanKind::Pushdown).await {
-            return lender;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("coordinator at {url} did not come up");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_loses_its_jobs_to_another_that_finishes_each_once() {
     let Some(db) = TestDatabase::create("killed_worker") else { return };
@@ -39,14 +19,14 @@ async fn a_killed_worker_loses_its_jobs_to_another_that_finishes_each_once() {
         format!("listen = \"127.0.0.1:{port}\"\nstore = \"{}\"\nevaluation = \"workers\"\nlease_ms = 1500\n", db.url()),
     )
     .expect("config");
-    let front = Processes(vec![spawn(&["coordinator", "serve"], &config)]);
+    let front = Processes(vec![spawn_with_config(&["coordinator", "serve"], &config)]);
     let mut lender = connect_when_up(&url, keys()).await;
     lender.register(LENDER).await.expect("register");
     let model = Model::cross_border_seller();
     let book = sample::subjects(&model, 3, 7);
     let mut parties = start_parties(&model, &book, &url, dir.path(), &PartySetup::default()).await.expect("parties");
 
-    let mut first = spawn(&["coordinator", "worker", "--name", "first"], &config);
+    let mut first = spawn_with_config(&["coordinator", "worker", "--name", "first"], &config);
     let mut jobs = Vec::new();
     for (i, (subject, _)) in book.iter().enumerate() {
         jobs.push((subject.clone(), lender.submit(subject, &format!("scale-{i}")).await.expect("accepted").job_id));
@@ -72,7 +52,7 @@ async fn a_killed_worker_loses_its_jobs_to_another_that_finishes_each_once() {
 
     // A second worker takes the jobs over once the first one's leases run
     // out, and every job completes with the right result.
-    let _second = Processes(vec![spawn(&["coordinator", "worker", "--name", "second"], &config)]);
+    let _second = Processes(vec![spawn_with_config(&["coordinator", "worker", "--name", "second"], &config)]);
     for (subject, job) in &jobs {
         lender.wait(job, WAIT).await.unwrap_or_else(|e| panic!("{subject}: {e}"));
         let result = lender.fetch(job).await.expect("result");
@@ -114,7 +94,7 @@ async fn a_worker_of_another_tfhe_build_refuses_the_job_naming_why_and_leaves_it
         format!("listen = \"127.0.0.1:{port}\"\nstore = \"{}\"\nevaluation = \"workers\"\n", db.url()),
     )
     .expect("config");
-    let _front = Processes(vec![spawn(&["coordinator", "serve"], &config)]);
+    let _front = Processes(vec![spawn_with_config(&["coordinator", "serve"], &config)]);
     let mut lender = connect_when_up(&url, keys()).await;
     lender.register(LENDER).await.expect("register");
     let job = lender.submit("seller-0001", "foreign-0").await.expect("accepted").job_id;

@@ -267,6 +267,20 @@ pub trait JobStore: Send + Sync + 'static {
 /// its signed envelope.
 pub type KeptContribution = (String, Vec<u8>, Option<SignedContribution>);
 
+/// Kept contributions as both stores read them: (party, bytes, the signed
+/// envelope as JSON), the envelope parsed.
+pub(crate) fn parse_kept(job_id: &str, rows: Vec<(String, Vec<u8>, Option<String>)>) -> Result<Vec<KeptContribution>> {
+    rows.into_iter()
+        .map(|(party, bytes, signed)| {
+            let signed = signed
+                .map(|s| serde_json::from_str(&s))
+                .transpose()
+                .map_err(|e| CoordinatorError::Store(format!("job {job_id}: a kept contribution: {e}")))?;
+            Ok((party, bytes, signed))
+        })
+        .collect()
+}
+
 /// Opens the store a configuration names: `postgres://…` (or
 /// `postgresql://…`) is a PostgreSQL database, anything else a SQLite file.
 pub fn open_store(store: &std::path::Path) -> Result<std::sync::Arc<dyn JobStore>> {

@@ -636,15 +636,7 @@ impl JobStore for PgStore {
                 ))
             },
         )?;
-        rows.into_iter()
-            .map(|(party, bytes, signed)| {
-                let signed = signed
-                    .map(|s| serde_json::from_str(&s))
-                    .transpose()
-                    .map_err(|e| CoordinatorError::Store(format!("job {job_id}: a kept contribution: {e}")))?;
-                Ok((party, bytes, signed))
-            })
-            .collect()
+        super::parse_kept(job_id, rows)
     }
 
     fn result(&self, job_id: &str) -> Result<Option<Vec<u8>>> {

@@ -378,15 +378,7 @@ impl JobStore for SqliteStore {
                 Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Option<String>>(2)?))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter()
-            .map(|(party, bytes, signed)| {
-                let signed = signed
-                    .map(|s| serde_json::from_str(&s))
-                    .transpose()
-                    .map_err(|e| CoordinatorError::Store(format!("job {job_id}: a kept contribution: {e}")))?;
-                Ok((party, bytes, signed))
-            })
-            .collect()
+        super::parse_kept(job_id, rows)
     }
 
     fn result(&self, job_id: &str) -> Result<Option<Vec<u8>>> {
