@@ -141,6 +141,17 @@ impl Columns {
     }
 }
 
+impl Columns {
+    /// `[1 X]ᵀ[1 X]` over these columns, row-major, `(cols + 1)²` words.
+    fn own_block(&self) -> Vec<u64> {
+        let mut with_one = vec![1u64 << FRACTION_BITS; self.rows];
+        with_one.extend_from_slice(&self.data);
+        let block = cross(&with_one, self.cols + 1, &with_one, self.cols + 1, self.rows);
+        with_one.zeroize();
+        block
+    }
+}
+
 /// `v` in fixed point, two's complement in `Z/2⁶⁴`.
 fn fixed(v: f64) -> u64 {
     (v * f64::from(1u32 << FRACTION_BITS)).round() as i64 as u64
@@ -340,13 +351,7 @@ impl Participant {
         self.check_deal(deal)?;
         let rows = self.layout.rows;
         let mut words: Vec<u64> = Vec::with_capacity(self.layout.contribution_words(self.id as usize));
-        // Own block [1 X]ᵀ[1 X].
-        let one = 1u64 << FRACTION_BITS;
-        let ones = vec![one; rows];
-        let mut with_one = ones;
-        with_one.extend_from_slice(&self.own.data);
-        words.extend(cross(&with_one, self.own.cols + 1, &with_one, self.own.cols + 1, rows));
-        with_one.zeroize();
+        words.extend(self.own.own_block());
         for pair in &deal.pairs {
             let peer_cols = self.layout.columns[pair.peer as usize];
             let message = inbox
@@ -543,12 +548,8 @@ impl Gram {
     /// point.
     pub fn plain(columns: &[Vec<f64>]) -> Result<Gram> {
         let rows = columns.first().map_or(0, Vec::len);
-        let own = Columns::encode(rows, columns)?;
-        let one = 1u64 << FRACTION_BITS;
-        let mut with_one = vec![one; rows];
-        with_one.extend_from_slice(&own.data);
+        let words = Columns::encode(rows, columns)?.own_block();
         let size = columns.len() + 1;
-        let words = cross(&with_one, size, &with_one, size, rows);
         let scale = f64::from(1u32 << FRACTION_BITS).powi(2);
         Ok(Gram { rows, size, entries: words.iter().map(|&v| v as i64 as f64 / scale).collect() })
     }
