@@ -80,7 +80,7 @@ async fn main() -> Result<(), Error> {
         (Some(c), None) => lender.require_signatures(c),
         _ => {}
     }
-    let model = lender.plan().model().clone();
+    let model = lender.plan()?.model().clone();
     println!("model {} ({})", model.name(), &model.id()[..16]);
 
     // 4. Register: the compact public key and the compressed evaluation key

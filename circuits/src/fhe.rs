@@ -54,6 +54,7 @@ use zeroize::Zeroize;
 use crate::circuit::{BLOCK_MAX, Circuit, DIGIT_BASE, NOISE_MAX, Op, Val};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
+use crate::program::Program;
 use crate::reference::Bundle;
 use crate::wire::{Wire, WireRef};
 
@@ -246,7 +247,7 @@ pub struct Contribution {
 
 impl Contribution {
     /// Encrypts a party's contribution digits (from [`Plan::contribution`]).
-    pub fn encrypt(plan: &Plan, party: usize, digits: &[u8], key: &PublicKey) -> Result<Contribution> {
+    pub fn encrypt(plan: &dyn Program, party: usize, digits: &[u8], key: &PublicKey) -> Result<Contribution> {
         let values = checked_digits(plan, party, digits)?;
         Ok(Contribution {
             blocks: Blocks::Plain(key.key.encrypt_slice_with_modulus(&values, DIGIT_BASE)),
@@ -258,7 +259,7 @@ impl Contribution {
     /// with proofs bound to `metadata` (the request, see
     /// `jointscore_identity::ContributionBinding`). Costs seconds of CPU.
     pub fn encrypt_proven(
-        plan: &Plan,
+        plan: &dyn Program,
         party: usize,
         digits: &[u8],
         key: &PublicKey,
@@ -297,13 +298,13 @@ impl Contribution {
     /// fraction of a second per proof, on the rayon pool.
     pub fn from_proven_bytes(
         bytes: &[u8],
-        plan: &Plan,
+        plan: &dyn Program,
         party: usize,
         key: &PublicKey,
         crs: &crate::proof::Crs,
         metadata: &[u8],
     ) -> Result<Contribution> {
-        let name = plan.model().parties().get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.clone();
+        let name = plan.parties().get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.name.clone();
         check_size(bytes, &name)?;
         let params = key.proven.parameters();
         let conformance = ProvenCompactCiphertextListConformanceParams {
@@ -345,8 +346,8 @@ impl Contribution {
     /// to be exactly the list the plan expects from `party` under `key`'s
     /// parameters. The bytes do not name the key they were encrypted under;
     /// binding a contribution to a key id is the envelope's job.
-    pub fn from_bytes(bytes: &[u8], plan: &Plan, party: usize, key: &PublicKey) -> Result<Contribution> {
-        let name = plan.model().parties().get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.clone();
+    pub fn from_bytes(bytes: &[u8], plan: &dyn Program, party: usize, key: &PublicKey) -> Result<Contribution> {
+        let name = plan.parties().get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.name.clone();
         check_size(bytes, &name)?;
         let params = key.key.parameters();
         let conformance = CiphertextListConformanceParams {
@@ -386,9 +387,9 @@ impl Contribution {
 
 /// The digits as values to encrypt, if they are exactly what the plan
 /// expects from `party`.
-fn checked_digits(plan: &Plan, party: usize, digits: &[u8]) -> Result<Vec<u64>> {
-    let want = plan.parties().get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?.blocks();
-    let name = &plan.model().parties()[party];
+fn checked_digits(plan: &dyn Program, party: usize, digits: &[u8]) -> Result<Vec<u64>> {
+    let party = plan.parties().get(party).ok_or_else(|| Error::UnknownParty(format!("#{party}")))?;
+    let (want, name) = (party.blocks(), &party.name);
     if digits.len() != want {
         return Err(Error::Contribution {
             party: name.clone(),
@@ -456,7 +457,7 @@ pub struct EvalReport {
 
 /// One decision of a batch: the plan and the parties' contributions, in the
 /// plan's party order.
-pub type BatchItem<'a> = (&'a Plan, &'a [Contribution]);
+pub type BatchItem<'a> = (&'a dyn Program, &'a [Contribution]);
 
 /// One decision of a batch while it is being evaluated: its node values so
 /// far, and what it has cost.
@@ -476,7 +477,11 @@ impl EvaluationKey {
     /// Evaluates the plan's joint circuit on the parties' contributions (in
     /// party order). Runs on the calling thread and the rayon pool; the same
     /// as a batch of one.
-    pub fn evaluate(&self, plan: &Plan, contributions: &[Contribution]) -> Result<(EncryptedResult, EvalReport)> {
+    pub fn evaluate(
+        &self,
+        plan: &dyn Program,
+        contributions: &[Contribution],
+    ) -> Result<(EncryptedResult, EvalReport)> {
         self.evaluate_batch(&[(plan, contributions)])
             .pop()
             .unwrap_or_else(|| Err(Error::Internal("a batch of one returned nothing".into())))
@@ -567,7 +572,7 @@ impl EvaluationKey {
 
     /// Checks one item's contributions against its plan and key and expands
     /// them into its input blocks.
-    fn start<'a>(&self, plan: &'a Plan, contributions: &[Contribution]) -> Result<Running<'a>> {
+    fn start<'a>(&self, plan: &'a dyn Program, contributions: &[Contribution]) -> Result<Running<'a>> {
         let parties = plan.parties();
         if contributions.len() != parties.len() {
             return Err(Error::Contribution {
@@ -867,6 +872,18 @@ impl EvaluationKey {
 impl LenderKey {
     /// Decrypts an evaluation's outputs into the bundle the policy reveals.
     pub fn decrypt(&self, plan: &Plan, result: &EncryptedResult) -> Result<Bundle> {
+        plan.decode(&self.open(result)?)
+    }
+
+    /// Decrypts an alert plan's outputs: whether each alert is raised, in
+    /// the plan's alert order.
+    pub fn decrypt_alerts(&self, plan: &crate::alerts::AlertPlan, result: &EncryptedResult) -> Result<Vec<bool>> {
+        plan.decode(&self.open(result)?)
+    }
+
+    /// Every output block's parts, decrypted: per output, per block, the
+    /// parts' values.
+    fn open(&self, result: &EncryptedResult) -> Result<Vec<(String, Vec<Vec<u64>>)>> {
         if result.key_id != self.key_id {
             return Err(Error::Fhe(format!(
                 "the result was computed for key {}, this lender key is {}",
@@ -902,15 +919,14 @@ impl LenderKey {
                 }
             }
         };
-        let plain: Vec<(String, Vec<Vec<u64>>)> = result
+        result
             .outputs
             .iter()
             .map(|(n, blocks)| {
                 let blocks = blocks.iter().map(|parts| parts.iter().map(open).collect::<Result<Vec<u64>>>());
                 Ok((n.clone(), blocks.collect::<Result<Vec<_>>>()?))
             })
-            .collect::<Result<_>>()?;
-        plan.decode(&plain)
+            .collect()
     }
 }
 
@@ -987,7 +1003,7 @@ pub fn decide_batch_locally(plan: &Plan, keys: &KeySet, records: &[crate::refere
         })
         .collect::<Result<Vec<_>>>()?;
     let encrypt = start.elapsed();
-    let items: Vec<BatchItem<'_>> = contributions.iter().map(|c| (plan, c.as_slice())).collect();
+    let items: Vec<BatchItem<'_>> = contributions.iter().map(|c| (plan as &dyn Program, c.as_slice())).collect();
     let start = Instant::now();
     let results = keys.evaluation.evaluate_batch(&items);
     let eval = start.elapsed();
@@ -1141,7 +1157,7 @@ pub(crate) mod tests {
         let mut short = encrypt(plan, &records[0]);
         short.pop();
         inputs.insert(1, (plan, short));
-        let items: Vec<BatchItem<'_>> = inputs.iter().map(|(p, c)| (*p, c.as_slice())).collect();
+        let items: Vec<BatchItem<'_>> = inputs.iter().map(|(p, c)| (*p as &dyn Program, c.as_slice())).collect();
         let results = k.evaluation.evaluate_batch(&items);
         assert_eq!(results.len(), items.len());
         let mut results = results.into_iter();

@@ -7,8 +7,13 @@
 //! evaluates under TFHE ([`fhe`]); both plans reproduce the reference
 //! exactly.
 //!
+//! [`alerts`] compiles monitoring alerts (conditions decided by one party in
+//! the clear, comparisons across parties) into a circuit of the same kind,
+//! run by the same evaluator.
+//!
 //! This crate has no network dependency: services wrap it.
 
+pub mod alerts;
 mod circuit;
 mod error;
 pub mod fhe;
@@ -16,6 +21,7 @@ pub mod lint;
 mod model;
 pub mod params;
 mod plan;
+mod program;
 pub mod proof;
 mod received;
 pub mod reference;
@@ -28,5 +34,6 @@ pub use model::{
     MAX_CATEGORIES, MAX_REASONS, MODEL_FORMAT, Missing, Model, Output, file,
 };
 pub use plan::{PartyPlan, Plan, PlanKind, Slot};
+pub use program::Program;
 pub use received::{MODEL_FILE_LIMIT, model_for_id};
 pub use reference::{Bundle, Record, Verdict};

@@ -41,7 +41,7 @@ use crate::circuit::{DIGIT_BASE, NOISE_MAX};
 use crate::error::{Error, Result};
 use crate::fhe::{EncryptedResult, EvaluationKey, LenderKey, ProofSecret, PublicKey, Sealed, key_id_of};
 use crate::params::DECISION_PARAMS;
-use crate::plan::Plan;
+use crate::program::Program;
 use crate::proof::{CASTING_PARAMS, PROOF_PARAMS};
 
 /// Largest part of a public key accepted (each of the two real ones is
@@ -395,7 +395,7 @@ impl EncryptedResult {
     /// ciphertext; what they decrypt to is the coordinator's word (a
     /// deviating coordinator could send anything it can compute), checked
     /// for range when the lender decodes the bundle.
-    pub fn from_bytes(bytes: &[u8], plan: &Plan, key_id: &str) -> Result<EncryptedResult> {
+    pub fn from_bytes(bytes: &[u8], plan: &dyn Program, key_id: &str) -> Result<EncryptedResult> {
         let bad = |m: String| Error::Result(m);
         if bytes.len() as u64 > RESULT_LIMIT {
             return Err(bad(format!("{} bytes exceeds the {RESULT_LIMIT}-byte limit", bytes.len())));
@@ -457,7 +457,7 @@ mod tests {
     use crate::fhe::Contribution;
     use crate::fhe::tests::keys;
     use crate::model::Model;
-    use crate::plan::PlanKind;
+    use crate::plan::{Plan, PlanKind};
     use crate::reference::{self, Record};
 
     fn sample_record(model: &Model) -> Record {

@@ -6,6 +6,7 @@ mod bench;
 mod claims_bench;
 mod e2e;
 mod fit_cmd;
+mod lender_monitor;
 mod monitor_cmd;
 mod nodes;
 mod party_log;
@@ -179,6 +180,10 @@ enum CliError {
     Coordinator(#[from] jointscore_coordinator::CoordinatorError),
     #[error(transparent)]
     Lender(#[from] jointscore_lender::LenderError),
+    /// Not a failure: an outcome scripts read from the exit status (see
+    /// `lender monitor`).
+    #[error("{message}")]
+    Outcome { code: u8, message: String },
 }
 
 fn main() -> ExitCode {
@@ -206,6 +211,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Outcome { code, message }) => {
+            eprintln!("{message}");
+            ExitCode::from(code)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -29,13 +29,17 @@ pub(crate) enum MonitorCommand {
     },
 }
 
-fn load(file: &str) -> Result<Spec, CliError> {
-    let source = if file == "seller_watch" {
+pub(crate) fn load(file: &str) -> Result<Spec, CliError> {
+    Ok(Spec::from_toml(&source(file)?)?)
+}
+
+/// A spec file's text, or the built-in example's by name.
+pub(crate) fn source(file: &str) -> Result<String, CliError> {
+    Ok(if file == "seller_watch" {
         SELLER_WATCH.to_string()
     } else {
         std::fs::read_to_string(file).map_err(|source| CliError::Read { path: file.into(), source })?
-    };
-    Ok(Spec::from_toml(&source)?)
+    })
 }
 
 /// An enum as the spec file spells it.

@@ -230,6 +230,10 @@ pub(crate) enum LenderCommand {
     /// Record financed assets in this lender's registry (its party node's
     /// store), which other lenders' checks match against.
     RegisterAsset(crate::psi_cmd::RegisterAssetArgs),
+    /// Watch loans after disbursement: register portfolios under a monitor
+    /// spec, run monitoring rounds, read and acknowledge alerts.
+    #[command(subcommand)]
+    Monitor(crate::lender_monitor::MonitorCommand),
     /// Fit a scorecard jointly with the parties of a spec, over the
     /// coordinator: binning round, Gram round, weights; prints progress and
     /// writes the model only once the fit has ended.
@@ -477,11 +481,22 @@ pub(crate) fn model_source(model: &str) -> Result<String, CliError> {
 }
 
 async fn connect(args: &LenderArgs) -> Result<Lender, CliError> {
-    let keys = KeyFiles::new(&args.keys).read()?;
     let source = model_source(&args.model)?;
-    let target = args.connection.target()?;
-    let mut lender = Lender::connect(target, Arc::new(keys), source, plan_kind(args.coordinator_side)).await?;
-    match (args.connection.consortium()?, &args.connection.identity) {
+    connect_for(&args.connection, &args.keys, source, plan_kind(args.coordinator_side)).await
+}
+
+/// A lender client for `source` (a model, or a monitor spec with
+/// [`PlanKind::Monitor`]), signing as the member its identity key is.
+pub(crate) async fn connect_for(
+    connection: &Connection,
+    keys: &std::path::Path,
+    source: String,
+    kind: jointscore_circuits::PlanKind,
+) -> Result<Lender, CliError> {
+    let keys = KeyFiles::new(keys).read()?;
+    let target = connection.target()?;
+    let mut lender = Lender::connect(target, Arc::new(keys), source, kind).await?;
+    match (connection.consortium()?, &connection.identity) {
         (Some(consortium), Some(path)) => {
             // The member this identity key is: the name it signs as.
             let key = NodeKey::read(path).map_err(|e| CliError::Usage(e.to_string()))?;
@@ -559,6 +574,7 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
             Ok(())
         }),
         LenderCommand::Fit(args) => crate::fit_cmd::fit(args),
+        LenderCommand::Monitor(cmd) => crate::lender_monitor::monitor(cmd),
         LenderCommand::Align(args) => crate::psi_cmd::align(args),
         LenderCommand::CheckAsset(args) => crate::psi_cmd::check_asset(args),
         LenderCommand::RegisterAsset(args) => crate::psi_cmd::register_asset(args),
@@ -584,7 +600,7 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
                     }
                     (None, None) => return Err(CliError::Usage("give --subject or --subjects".into())),
                 };
-                let model = client.plan().model().clone();
+                let model = client.plan()?.model().clone();
                 let mut failures = 0;
                 // Every request first, then every answer: the coordinator
                 // evaluates the jobs that are ready together (one batch keeps
@@ -675,7 +691,7 @@ pub(crate) fn lender(cmd: LenderCommand) -> Result<(), CliError> {
                 client.check_signatures(&state)?;
                 if let Some(result) = &result {
                     let bundle = client.decrypt(result)?;
-                    out["decision"] = decision_json(client.plan().model(), &bundle);
+                    out["decision"] = decision_json(client.plan()?.model(), &bundle);
                 }
             }
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());

@@ -8,10 +8,14 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use jointscore_audit::EntryKind;
 use jointscore_circuits::{Plan, PlanKind};
-use jointscore_lender::{AlignmentStore, LenderKeys, StatsRequester};
+use jointscore_lender::{
+    AlignmentStore, DEFAULT_WINDOW, LenderKeys, LoanResult, MonitorBook, Schedule, StatsRequester, run_round,
+};
+use jointscore_monitor::{Day, MonitorPlan, SELLER_WATCH, Spec, outcome, reference};
 use jointscore_psi::AssetId;
 use jointscore_stats::StatsSpec;
 use jointscore_testkit::cluster::{Cluster, ClusterOptions, party_view};
+use jointscore_testkit::history::window_values;
 use serde_json::Value;
 
 use jointscore_lender::DEFAULT_WAIT;
@@ -53,10 +57,14 @@ const BOOK_HEALTH: &str = include_str!("../../examples/network/stats.toml");
 
 async fn run(args: QuickstartArgs) -> Result<(), CliError> {
     let spec = StatsSpec::from_toml(BOOK_HEALTH).map_err(|e| CliError::Usage(e.to_string()))?;
+    let watch = MonitorPlan::new(&Spec::from_toml(SELLER_WATCH)?)?;
+    let today = today();
     let options = ClusterOptions {
         sellers: args.sellers,
         seed: args.seed,
         approved_stats: vec![spec.id()],
+        approved_monitors: vec![watch.id().to_string()],
+        history_until: Some(today),
         lenders: vec!["bank".into(), LENDER.into()],
         registries: vec!["bank".into()],
         tls: true,
@@ -158,12 +166,17 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
         );
     }
 
+    let (watched, watched_agree) = monitoring(&cluster, keys.clone(), &watch, today, args.seed).await?;
+
     let same = statistics(&cluster, &spec, args.seed).await?;
     let assets_right = duplicate_financing(&mut cluster).await?;
-    let audited = audit(&cluster, rows.len()).await?;
+    let audited = audit(&cluster, rows.len() + watched).await?;
     cluster.stop().await?;
     if agree != rows.len() {
         return Err(CliError::Usage("some encrypted decisions differ from the reference".into()));
+    }
+    if watched_agree != watched {
+        return Err(CliError::Usage("some encrypted monitoring alerts differ from the reference".into()));
     }
     if same != spec.dim() {
         return Err(CliError::Usage("some secure sums differ from the plain sums".into()));
@@ -175,6 +188,68 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
         return Err(CliError::Usage("the audit ledger does not record every signed contribution".into()));
     }
     Ok(())
+}
+
+/// Today, UTC: the day the monitoring round's windows end.
+fn today() -> Day {
+    let s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Day::from_number((s / 86_400) as i64)
+}
+
+/// One monitoring round over every sample seller under the built-in spec:
+/// each party decides its own conditions on 60 days of its history, the
+/// coordinator runs the alert circuit, the lender decrypts one bit per
+/// alert. Returns the loans evaluated and how many equal the plaintext
+/// reference.
+async fn monitoring(
+    cluster: &Cluster,
+    keys: Arc<LenderKeys>,
+    watch: &MonitorPlan,
+    day: Day,
+    seed: u64,
+) -> Result<(usize, usize), CliError> {
+    let book = MonitorBook::open(&cluster.dir().join("lender-monitor.sqlite"))?;
+    let subjects: Vec<String> = cluster.book.iter().map(|(s, _)| s.clone()).collect();
+    let portfolio = book.add("quickstart", SELLER_WATCH, &subjects, Schedule::Daily)?;
+    let mut lender = cluster.lender_for(keys, SELLER_WATCH.to_string(), PlanKind::Monitor).await?;
+    let bar = ProgressBar::new(subjects.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} loans monitored {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = run_round(&mut lender, &book, &portfolio, day, DEFAULT_WINDOW, |_| bar.inc(1)).await;
+    bar.finish_and_clear();
+    let report = report?;
+    println!(
+        "
+monitoring   round {day} of spec `{}` ({}, {} PBS per loan): {} loans in {:.1} s; the lender decrypts          one bit per alert, never a party's sales, collections or shipments",
+        watch.spec().name,
+        &watch.id()[..16],
+        watch.stats().lookups,
+        report.loans.len(),
+        report.seconds
+    );
+    let mut agree = 0;
+    for (index, loan) in report.loans.iter().enumerate() {
+        let record = &cluster.book[index].1;
+        let want = reference(watch.spec(), &window_values(watch, index, record, seed, day));
+        let want = outcome(watch.spec(), &want);
+        match &loan.result {
+            LoanResult::Evaluated { raised, severity } => {
+                agree += usize::from(*raised == want.raised);
+                if let Some(severity) = severity {
+                    println!(
+                        "  {:<12} {:<9} {}",
+                        loan.subject,
+                        format!("{severity:?}").to_lowercase(),
+                        raised.join(", ")
+                    );
+                }
+            }
+            LoanResult::Failed(reason) => println!("  {:<12} not evaluated: {reason}", loan.subject),
+        }
+    }
+    println!("alerts: encrypted == reference: {agree}/{}", report.loans.len());
+    Ok((report.loans.len(), agree))
 }
 
 /// Fetches the coordinator's audit ledger and verifies it as any member

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use jointscore_audit::{EntryKind, Event};
-use jointscore_circuits::{Plan, model_for_id};
+use jointscore_monitor::Compiled;
 use tokio::sync::oneshot;
 
 use crate::commit::Group;
@@ -60,9 +60,8 @@ impl Engine {
             )));
         };
         self.check_attestation(&new, &owner)?;
-        let model = model_for_id(&model_toml, &new.model_id)?;
-        let plan = Plan::new(&model, new.plan)?;
-        let parties = model.parties();
+        let plan = Compiled::new(&model_toml, &new.model_id, new.plan)?;
+        let parties = plan.party_names().to_vec();
         if new.absent.len() == parties.len() && new.absent.iter().all(|p| parties.contains(p)) {
             return Err(CoordinatorError::Invalid(
                 "every party of the model is named absent: no party holds the subject, so there is nothing to decide on"

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jointscore_circuits::fhe::EncryptedResult;
 use jointscore_circuits::wire::RESULT_LIMIT;
-use jointscore_circuits::{Bundle, Model, Plan, PlanKind};
+use jointscore_circuits::{Bundle, Plan, PlanKind};
+use jointscore_monitor::Compiled;
 use jointscore_net::Target;
 use jointscore_net::plan_to_wire;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
@@ -25,12 +26,13 @@ use jointscore_identity::{Consortium, ContributionEnvelope, KeyRegistration, Len
 use crate::error::{LenderError, Result};
 use crate::keys::LenderKeys;
 
-/// A lender connected to a coordinator, for one model and plan.
+/// A lender connected to a coordinator, for one model and plan (or one
+/// monitor spec, [`PlanKind::Monitor`]).
 pub struct Lender {
     client: CoordinatorClient<Channel>,
     keys: Arc<LenderKeys>,
     model_toml: String,
-    plan: Arc<Plan>,
+    plan: Arc<Compiled>,
     /// When set, every decision must come with a valid signature by each
     /// party that was asked.
     consortium: Option<Arc<Consortium>>,
@@ -118,8 +120,7 @@ impl Lender {
         model_toml: String,
         kind: PlanKind,
     ) -> Result<Lender> {
-        let model = Model::from_toml(&model_toml)?;
-        let plan = Arc::new(Plan::new(&model, kind)?);
+        let plan = Arc::new(Compiled::from_file(&model_toml, kind)?);
         let client = coordinator_client(&target.into()).await?;
         Ok(Lender { client, keys, model_toml, plan, consortium: None, signer: None, name: String::new() })
     }
@@ -153,7 +154,7 @@ impl Lender {
             LenderRequest { subject: job.subject.clone(), salt: job.salt.clone(), ..LenderRequest::default() }
                 .subject_commitment();
         let lender = self.signer.as_ref().map_or_else(|| self.name.clone(), |s| s.name.clone());
-        for party in self.plan.model().parties().iter().filter(|p| !job.absent.contains(p)) {
+        for party in self.plan.party_names().iter().filter(|p| !job.absent.contains(p)) {
             let signed = job
                 .contributions
                 .iter()
@@ -165,7 +166,7 @@ impl Lender {
                 lender: lender.clone(),
                 job_id: job.job_id.clone(),
                 subject: commitment.clone(),
-                model_id: self.plan.model().id().to_string(),
+                model_id: self.plan.id().to_string(),
                 key_id: self.keys.id().to_string(),
                 party: party.clone(),
                 consent: signed.consent.clone(),
@@ -174,14 +175,22 @@ impl Lender {
             };
             envelope.verify(consortium, &signed.signature, now).map_err(|e| unverified(e.to_string()))?;
         }
-        if job.model_id != self.plan.model().id() || job.key_id != self.keys.id() {
+        if job.model_id != self.plan.id() || job.key_id != self.keys.id() {
             return Err(unverified("the job is for another model or key set".into()));
         }
         Ok(())
     }
 
-    /// The plan decisions are asked under.
-    pub fn plan(&self) -> &Plan {
+    /// The plan decisions are asked under; refused for a monitor spec.
+    pub fn plan(&self) -> Result<&Plan> {
+        match &*self.plan {
+            Compiled::Model(plan) => Ok(plan),
+            Compiled::Monitor(_) => Err(LenderError::Usage("this client asks for monitoring, not decisions".into())),
+        }
+    }
+
+    /// The model's or monitor spec's compiled plan.
+    pub fn compiled(&self) -> &Compiled {
         &self.plan
     }
 
@@ -238,7 +247,7 @@ impl Lender {
             request_id: request_id.into(),
             lender: self.signer.as_ref().map_or_else(|| self.name.clone(), |s| s.name.clone()),
             key_id: self.keys.id().into(),
-            model_id: self.plan.model().id().into(),
+            model_id: self.plan.id().into(),
             plan: self.plan.kind().name().into(),
             subject: subject.into(),
             absent: absent.to_vec(),
@@ -286,7 +295,7 @@ impl Lender {
     pub async fn fetch(&mut self, job_id: &str) -> Result<EncryptedResult> {
         let stream = self.client.fetch_result(FetchResultRequest { job_id: job_id.into() }).await?.into_inner();
         let bytes = collect(stream, "encrypted result", RESULT_LIMIT).await?;
-        Ok(EncryptedResult::from_bytes(&bytes, &self.plan, self.keys.id())?)
+        Ok(EncryptedResult::from_bytes(&bytes, &*self.plan, self.keys.id())?)
     }
 
     /// A job as it stands and, if it is done, its encrypted result, in one
@@ -326,7 +335,7 @@ impl Lender {
     /// stream, exactly the size the job declares, and checks its shape.
     async fn read_result(&self, rest: Streaming<JobResult>, job: &Job) -> Result<EncryptedResult> {
         let bytes = collect_result(rest, job.result_bytes, RESULT_LIMIT).await?;
-        Ok(EncryptedResult::from_bytes(&bytes, &self.plan, self.keys.id())?)
+        Ok(EncryptedResult::from_bytes(&bytes, &*self.plan, self.keys.id())?)
     }
 
     /// Waits for a job to end (long polls) and takes a done job's result on
@@ -357,7 +366,16 @@ impl Lender {
 
     /// Decrypts a result into the decision bundle.
     pub fn decrypt(&self, result: &EncryptedResult) -> Result<Bundle> {
-        Ok(self.keys.secret.decrypt(&self.plan, result)?)
+        Ok(self.keys.secret.decrypt(self.plan()?, result)?)
+    }
+
+    /// Decrypts a monitoring result: whether each alert of the spec is
+    /// raised, in spec order.
+    pub fn decrypt_alerts(&self, result: &EncryptedResult) -> Result<Vec<bool>> {
+        match &*self.plan {
+            Compiled::Monitor(plan) => Ok(self.keys.secret.decrypt_alerts(plan.alert_plan(), result)?),
+            Compiled::Model(_) => Err(LenderError::Usage("this client asks for decisions, not monitoring".into())),
+        }
     }
 
     /// A whole decision, every party asked: submit, wait, fetch, decrypt.
@@ -387,6 +405,37 @@ impl Lender {
         absent: &[String],
         submitted: Instant,
     ) -> Result<Decision> {
+        let (result, mut decision) = self.complete_result(accepted, subject, request_id, absent, submitted).await?;
+        let decrypt_start = Instant::now();
+        decision.bundle = self.decrypt(&result)?;
+        decision.phases.decrypt = decrypt_start.elapsed();
+        decision.phases.total = submitted.elapsed();
+        Ok(decision)
+    }
+
+    /// Like [`Lender::complete`] for a monitoring request: the alert bits,
+    /// in spec order, and the job's id.
+    pub async fn complete_alerts(
+        &mut self,
+        accepted: &DecideResponse,
+        subject: &str,
+        request_id: &str,
+        submitted: Instant,
+    ) -> Result<Vec<bool>> {
+        let (result, _) = self.complete_result(accepted, subject, request_id, &[], submitted).await?;
+        self.decrypt_alerts(&result)
+    }
+
+    /// Waits for the job, checks it is this request's and its envelopes,
+    /// and reads its encrypted result; the decision's bundle is left empty.
+    async fn complete_result(
+        &mut self,
+        accepted: &DecideResponse,
+        subject: &str,
+        request_id: &str,
+        absent: &[String],
+        submitted: Instant,
+    ) -> Result<(EncryptedResult, Decision)> {
         let start = submitted;
         let (job, rest) = self.wait_with_result(&accepted.job_id, DEFAULT_WAIT).await?;
         // The job must be the one this request made: an older job about the
@@ -424,13 +473,10 @@ impl Lender {
             None => self.fetch(&accepted.job_id).await?,
         };
         let fetch = fetch_start.elapsed();
-        let decrypt_start = Instant::now();
-        let bundle = self.decrypt(&result)?;
-        let decrypt = decrypt_start.elapsed();
         let t = job.timings.unwrap_or_default();
-        Ok(Decision {
+        let decision = Decision {
             job_id: accepted.job_id.clone(),
-            bundle,
+            bundle: Bundle::default(),
             phases: Phases {
                 remote,
                 party_encrypt: Duration::from_micros(t.party_encrypt_us),
@@ -438,12 +484,13 @@ impl Lender {
                 verify: Duration::from_micros(t.verify_us),
                 evaluate: Duration::from_micros(t.evaluate_us),
                 fetch,
-                decrypt,
+                decrypt: Duration::ZERO,
                 total: start.elapsed(),
             },
             pbs: t.pbs,
             result_bytes: job.result_bytes,
-        })
+        };
+        Ok((result, decision))
     }
 }
 

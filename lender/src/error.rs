@@ -69,6 +69,14 @@ pub enum LenderError {
     /// Keys, model or result refused by the circuits crate.
     #[error(transparent)]
     Circuits(#[from] jointscore_circuits::Error),
+    /// A client used for what it was not made for (a monitoring client
+    /// asked for a decision, or the reverse).
+    #[error("{0}")]
+    Usage(String),
+    /// The monitoring book (portfolios, rounds, alerts) could not be
+    /// opened, read or written, or refused an entry.
+    #[error("monitoring: {0}")]
+    Monitor(String),
     /// The coordinator's URL is invalid or the connection failed.
     #[error("cannot reach the coordinator at {address}: {message}")]
     Connect {

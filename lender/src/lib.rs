@@ -22,6 +22,7 @@ mod client;
 mod error;
 mod fit;
 mod keys;
+mod monitor;
 mod psi;
 mod state;
 mod stats;
@@ -32,6 +33,9 @@ pub use client::{DEFAULT_WAIT, Decision, Lender, Phases};
 pub use error::{LenderError, Result};
 pub use fit::{FitEvent, FitIdentity, FitOutcome, fit};
 pub use keys::{KeyFiles, LenderKeys};
+pub use monitor::{
+    DEFAULT_WINDOW, LoanOutcome, LoanResult, MonitorBook, Portfolio, RaisedAlert, RoundReport, Schedule, run_round,
+};
 pub use psi::{Alignment, AssetCheck, MAX_LENDERS, PsiRequester};
 pub use state::JobStatus;
 pub use stats::{StatsRequester, StatsResult};

@@ -28,6 +28,10 @@ pub enum Error {
         /// What is wrong, with the day where a value is at fault.
         message: String,
     },
+    /// A spec that cannot be compiled into an alert circuit, or inputs
+    /// that do not fit it.
+    #[error("monitor plan: {0}")]
+    Plan(String),
     /// Text that is not a calendar date `YYYY-MM-DD`.
     #[error("`{0}` is not a calendar date (YYYY-MM-DD)")]
     Date(String),

@@ -1,5 +1,6 @@
-//! Post-loan monitoring for jointscore: what a monitor spec says and how a
-//! party computes the windowed features it reads. No network, no TFHE.
+//! Post-loan monitoring for jointscore: what a monitor spec says, how a
+//! party computes the windowed features it reads, and how a spec becomes an
+//! alert circuit. No network.
 //!
 //! - [`Spec`] is a validated `jointscore.monitor.v1` file: windowed
 //!   features per party ([`WindowSpec`]) and alerts ([`Alert`]) whose
@@ -9,15 +10,22 @@
 //!   severity, never the values.
 //! - [`Window`] computes one integer from a subject's dated history
 //!   ([`Snapshot`]s), in the clear, at the party that holds it.
-//!
-//! The encrypted evaluation of joint alerts, portfolios and monitoring
-//! rounds are not built yet (docs/monitor.md).
+//! - [`MonitorPlan`] compiles a spec: each party decides its own
+//!   conditions in the clear and sends a verdict per alert, cross-party
+//!   comparisons travel as order-preserving [`codes`], and the alert circuit
+//!   (`jointscore_circuits::alerts`) runs under the lender's key.
+//!   [`reference`] is what every evaluation must equal.
 
+pub mod codes;
 mod error;
+mod plan;
+mod program;
 mod spec;
 mod window;
 
 pub use error::{Error, Result};
+pub use plan::{MonitorPlan, Outcome, Values, outcome, reference};
+pub use program::Compiled;
 
 /// The built-in example spec, `seller_watch`: a sales collapse (one
 /// party), collections interrupted (one party), the three flows disagreeing

@@ -84,6 +84,10 @@ pub enum Right {
         name: String,
         /// The scale, in percent.
         percent: u32,
+        /// Significant bits each side keeps when the two windows belong to
+        /// different parties (see [`crate::codes`]); a comparison of one
+        /// party's windows is exact and has none.
+        precision: Option<u32>,
     },
 }
 
@@ -168,6 +172,7 @@ struct RawCondition {
     value: Option<Spanned<i64>>,
     right: Option<Spanned<String>>,
     percent: Option<Spanned<u32>>,
+    precision: Option<Spanned<u32>>,
 }
 
 /// A name as specs write them: a letter, then letters, digits and `_`.
@@ -288,6 +293,9 @@ impl Validator<'_> {
                 };
                 let left = known(&c.left, "left")?;
                 let right = match (&c.value, &c.right, &c.percent) {
+                    (Some(_), None, None) if c.precision.is_some() => {
+                        return self.err(&at("precision"), span, "applies to a comparison of two windows");
+                    }
                     (Some(v), None, None) => {
                         if v.get_ref().abs() > LIMIT {
                             return self.err(&at("value"), v.span(), format!("beyond ±{LIMIT}"));
@@ -306,7 +314,33 @@ impl Validator<'_> {
                             Some(p) => *p.get_ref(),
                             None => 100,
                         };
-                        Right::Window { name, percent }
+                        let party = |n: &str| windows.iter().find(|w| w.name == n).map(|w| w.party.clone());
+                        let joint = party(&name) != party(&left);
+                        let precision = match (&c.precision, joint) {
+                            (None, true) => Some(crate::codes::DEFAULT_PRECISION),
+                            (None, false) => None,
+                            (Some(p), true) if crate::codes::PRECISION.contains(p.get_ref()) => Some(*p.get_ref()),
+                            (Some(p), true) => {
+                                return self.err(
+                                    &at("precision"),
+                                    p.span(),
+                                    format!(
+                                        "{}: significant bits are {} to {}",
+                                        p.get_ref(),
+                                        crate::codes::PRECISION.start(),
+                                        crate::codes::PRECISION.end()
+                                    ),
+                                );
+                            }
+                            (Some(p), false) => {
+                                return self.err(
+                                    &at("precision"),
+                                    p.span(),
+                                    "both windows are one party's: the party compares them exactly",
+                                );
+                            }
+                        };
+                        Right::Window { name, percent, precision }
                     }
                     _ => {
                         return self.err(

@@ -23,6 +23,10 @@ use crate::error::{PartyError, Result};
 /// plans = ["pushdown", "coordinator-side"]   # the second is an opt-in
 /// approved_stats = ["9a1e…"]           # stats spec ids this operator allows
 /// approved_fits = ["77c2…"]            # fit spec ids this operator allows
+/// approved_monitors = ["3b9d…"]        # monitor spec ids this operator
+///                                      # allows, for every current lender
+///                                      # (or per lender: an [[approval]]
+///                                      # with plans = ["monitor"])
 /// asset_registry = true                # a consortium lender's node: answer
 ///                                      # duplicate-financing checks
 /// identity = "bank.key"                # signs every contribution
@@ -60,6 +64,12 @@ pub struct PartyConfig {
     /// Empty means none, as for models.
     #[serde(default)]
     pub approved_fits: Vec<String>,
+    /// Monitor spec ids (`jointscore monitor check`) this node answers
+    /// monitoring requests for, from any current lender. Empty means none,
+    /// as for models; an `[[approval]]` with `plans = ["monitor"]` approves
+    /// one for named lenders only.
+    #[serde(default)]
+    pub approved_monitors: Vec<String>,
     /// Whether this node belongs to a consortium lender and answers
     /// duplicate-financing checks from the asset registry in its store
     /// (`jointscore lender register-asset`). Off by default: a data-only
@@ -188,16 +198,22 @@ impl PartyConfig {
     /// `Err` names what is missing (for the refusal's message).
     pub fn approves(&self, model_id: &str, lender: &str, plan: PlanKind) -> std::result::Result<(), String> {
         let listed = self.approvals.iter().filter(|a| a.model == model_id).collect::<Vec<_>>();
-        if listed.is_empty() && !self.approved_models.iter().any(|m| m == model_id) {
+        // The shorthand lists: models for the pushdown plan, monitor specs
+        // for monitoring; neither stands for the other.
+        let shorthand = match plan {
+            PlanKind::Monitor => self.approved_monitors.iter().any(|m| m == model_id),
+            PlanKind::Pushdown => self.approved_models.iter().any(|m| m == model_id),
+            PlanKind::CoordinatorSide => false,
+        };
+        let any_shorthand = self.approved_models.iter().chain(&self.approved_monitors).any(|m| m == model_id);
+        if listed.is_empty() && !any_shorthand {
             return Err(String::new());
         }
         let for_lender = listed.iter().filter(|a| a.lenders.iter().any(|l| l == lender)).collect::<Vec<_>>();
-        let shorthand = self.approved_models.iter().any(|m| m == model_id);
-        if for_lender.is_empty() && !shorthand {
+        if for_lender.is_empty() && !any_shorthand {
             return Err(format!(" for lender `{lender}`"));
         }
-        let planned = for_lender.iter().any(|a| a.plans.iter().any(|p| p == plan.name()))
-            || (shorthand && plan == PlanKind::Pushdown);
+        let planned = for_lender.iter().any(|a| a.plans.iter().any(|p| p == plan.name())) || shorthand;
         if !planned {
             return Err(format!(" for the {} plan", plan.name()));
         }
@@ -232,6 +248,7 @@ impl PartyConfig {
             approved_models: Vec::new(),
             approved_stats: Vec::new(),
             approved_fits: Vec::new(),
+            approved_monitors: Vec::new(),
             asset_registry: false,
             psi_session_ttl_s: default_psi_ttl(),
             psi_daily_budget: default_psi_budget(),
@@ -308,7 +325,7 @@ impl PartyConfig {
             }
             if let Some(plan) = approval.plans.iter().find(|p| PlanKind::parse(p).is_none()) {
                 return Err(PartyError::Config(format!(
-                    "the approval of model `{}` names plan `{plan}`; plans are `pushdown` and `coordinator-side`",
+                    "the approval of model `{}` names plan `{plan}`; plans are `pushdown`, `coordinator-side` and `monitor`",
                     approval.model
                 )));
             }
@@ -320,7 +337,8 @@ impl PartyConfig {
             .map(|id| (id, "model", "model"))
             .chain(config.lint_override.iter().map(|id| (id, "model", "model")))
             .chain(config.approved_stats.iter().map(|id| (id, "stats spec", "stats")))
-            .chain(config.approved_fits.iter().map(|id| (id, "fit spec", "lender fit --check")));
+            .chain(config.approved_fits.iter().map(|id| (id, "fit spec", "lender fit --check")))
+            .chain(config.approved_monitors.iter().map(|id| (id, "monitor spec", "monitor")));
         for (id, what, command) in ids {
             if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(PartyError::Config(format!(

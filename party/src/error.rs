@@ -41,8 +41,8 @@ pub enum PartyError {
     /// The operator has not approved the model, or not for this lender or
     /// this plan kind.
     #[error(
-        "party `{party}` has not approved model {model_id}{scope}; its operator adds it to `approved_models` or an \
-         `[[approval]]`"
+        "party `{party}` has not approved model {model_id}{scope}; its operator adds it to `approved_models` (a \
+         monitor spec to `approved_monitors`) or an `[[approval]]`"
     )]
     NotApproved {
         /// This party.

@@ -48,11 +48,19 @@ impl RecordStore {
     /// nothing. The current record of a subject becomes this snapshot when
     /// `day` is its newest.
     pub fn import_snapshot_csv(&self, reader: impl Read, day: Day) -> Result<SnapshotReport> {
-        let rows = crate::store::read_csv(reader)?;
+        self.import_snapshots(&crate::store::read_csv(reader)?, day)
+    }
+
+    /// Keeps `rows` (subject, record) as their snapshots on `day`, as
+    /// [`RecordStore::import_snapshot_csv`] does, in one transaction.
+    pub fn import_snapshots(&self, rows: &[(String, serde_json::Value)], day: Day) -> Result<SnapshotReport> {
+        for (subject, _) in rows {
+            crate::store::check_subject(subject).map_err(PartyError::BadRequest)?;
+        }
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let mut report = SnapshotReport::default();
-        for (subject, record) in &rows {
+        for (subject, record) in rows {
             let text = record.to_string();
             let before: Option<String> = tx
                 .query_row(

@@ -6,11 +6,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jointscore_circuits::PlanKind;
 use jointscore_circuits::fhe::PublicKey;
 use jointscore_circuits::proof::Crs;
 use jointscore_circuits::wire::PUBLIC_KEY_LIMIT;
-use jointscore_circuits::{Plan, PlanKind};
 use jointscore_identity::{Consortium, KeyRegistration, NodeKey, Role};
+use jointscore_monitor::Compiled;
 use jointscore_net::{NodeTls, Target};
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::coordinator_client::CoordinatorClient;
@@ -59,7 +60,7 @@ pub struct PartyService {
     /// Key sets checked once: the public key and the lender that signed
     /// its registration.
     keys: Mutex<HashMap<String, (PublicKey, String)>>,
-    plans: Mutex<HashMap<(String, PlanKind), Arc<Plan>>>,
+    plans: Mutex<HashMap<(String, PlanKind), Arc<Compiled>>>,
     /// Per model id, the parties its revealed outputs depend on.
     output_parties: Mutex<HashMap<String, Arc<Vec<String>>>>,
     rounds: Rounds,

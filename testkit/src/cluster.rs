@@ -15,6 +15,7 @@ use jointscore_circuits::{Bundle, CROSS_BORDER_SELLER, Model, PlanKind, Record, 
 use jointscore_coordinator::{CoordinatorConfig, CoordinatorError, CoordinatorNode, SqliteStore};
 use jointscore_identity::{Consortium, Member, NodeKey, Proofs, Role};
 use jointscore_lender::{Lender, LenderError, LenderKeys, PsiRequester};
+use jointscore_monitor::Day;
 use jointscore_net::{NodeTls, Target};
 use jointscore_party::{PartyConfig, PartyError, PartyNode, RecordStore};
 use serde_json::{Map, Value};
@@ -90,6 +91,12 @@ pub struct ClusterOptions {
     /// Parties that contribute only for a subject that consented to the
     /// lender (`require_consent`); their stores start without consents.
     pub consent_required: Vec<String>,
+    /// Monitor spec ids every party approves (`approved_monitors`).
+    pub approved_monitors: Vec<String>,
+    /// When set, every party also keeps [`crate::history::FLOW_DAYS`] days
+    /// of dated snapshots ending this day: its record with that day's flow
+    /// (see [`crate::history`]).
+    pub history_until: Option<Day>,
 }
 
 /// The lender member of a TLS cluster's consortium.
@@ -116,6 +123,8 @@ impl Default for ClusterOptions {
             tls: false,
             proof_blocks: None,
             consent_required: Vec::new(),
+            approved_monitors: Vec::new(),
+            history_until: None,
         }
     }
 }
@@ -268,6 +277,10 @@ pub struct PartySetup {
     /// Parties every node lets a lender name absent although the outputs
     /// depend on them (`allow_absent`): for decisions after an alignment.
     pub allow_absent: Vec<String>,
+    /// Monitor spec ids every party approves.
+    pub approved_monitors: Vec<String>,
+    /// Dated snapshots ending this day, with the sample flows (and `seed`).
+    pub history: Option<(Day, u64)>,
 }
 
 /// Starts one party node per party of `model`, each with a SQLite store in
@@ -280,12 +293,22 @@ pub async fn start_parties(
     dir: &Path,
     setup: &PartySetup,
 ) -> Result<Vec<ClusterParty>, ClusterError> {
-    let PartySetup { unapproved, approved_stats, registries, identities, consent_required, allow_absent } = setup;
+    let PartySetup {
+        unapproved,
+        approved_stats,
+        registries,
+        identities,
+        consent_required,
+        allow_absent,
+        approved_monitors,
+        history,
+    } = setup;
     let mut parties = Vec::new();
     for (index, name) in model.parties().iter().enumerate() {
         let config = PartyConfig {
             approved_models: if unapproved.contains(name) { Vec::new() } else { vec![model.id().into()] },
             approved_stats: approved_stats.to_vec(),
+            approved_monitors: approved_monitors.to_vec(),
             asset_registry: registries.contains(name),
             identity: identities.as_ref().map(|d| d.join(format!("{name}.key"))),
             consortium: identities.as_ref().map(|d| d.join("consortium.toml")),
@@ -303,6 +326,12 @@ pub async fn start_parties(
         let rows: Vec<(String, Value)> =
             book.iter().map(|(id, record)| (id.clone(), party_view(model, index, record))).collect();
         store.put_all(&rows)?;
+        if let Some((end, seed)) = history {
+            let views: Vec<Value> = rows.iter().map(|(_, v)| v.clone()).collect();
+            for (day, snapshot) in crate::history::snapshots(name, book, &views, *seed, *end) {
+                store.import_snapshots(&snapshot, day)?;
+            }
+        }
         let mut party = ClusterParty { name: name.clone(), store, config, node: None };
         party.start().await?;
         parties.push(party);
@@ -364,6 +393,8 @@ impl Cluster {
             identities: consortium.as_ref().map(|_| identities.clone()),
             consent_required: options.consent_required.clone(),
             allow_absent: Vec::new(),
+            approved_monitors: options.approved_monitors.clone(),
+            history: options.history_until.map(|day| (day, options.seed)),
         };
         let parties = start_parties(&model, &book, &coordinator.url(), dir.path(), &setup).await?;
         Ok(Cluster { dir, coordinator, parties, book, model, consortium })
@@ -397,8 +428,19 @@ impl Cluster {
     /// registrations and requests with its identity key and requires every
     /// decision's signatures.
     pub async fn lender(&self, keys: Arc<LenderKeys>, kind: PlanKind) -> Result<Lender, ClusterError> {
+        self.lender_for(keys, CROSS_BORDER_SELLER.to_string(), kind).await
+    }
+
+    /// [`Cluster::lender`] for another file: a model, or a monitor spec
+    /// with [`PlanKind::Monitor`].
+    pub async fn lender_for(
+        &self,
+        keys: Arc<LenderKeys>,
+        source: String,
+        kind: PlanKind,
+    ) -> Result<Lender, ClusterError> {
         let target = self.target(LENDER)?;
-        let mut lender = Lender::connect(target, keys, CROSS_BORDER_SELLER.to_string(), kind).await?;
+        let mut lender = Lender::connect(target, keys, source, kind).await?;
         if let Some(consortium) = &self.consortium {
             let key = NodeKey::read(&self.dir.path().join("identities").join(format!("{LENDER}.key")))?;
             lender.sign_as(LENDER, Arc::new(key), consortium.clone());

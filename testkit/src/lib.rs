@@ -9,4 +9,5 @@
 //! tests check is what a newcomer runs.
 
 pub mod cluster;
+pub mod history;
 pub mod sample;

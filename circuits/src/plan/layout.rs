@@ -72,6 +72,7 @@ impl Layout {
                 .map(|p| (0..m.features().len()).filter(|&f| m.features()[f].party == p).collect())
                 .collect(),
             PlanKind::CoordinatorSide => vec![(0..m.features().len()).collect()],
+            PlanKind::Monitor => return Err(super::monitor_kind()),
         };
         let mut cross_rules = vec![Vec::new(); m.parties().len()];
         let mut local_knock = vec![false; m.parties().len()];

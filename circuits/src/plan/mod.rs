@@ -46,6 +46,10 @@ pub enum PlanKind {
     Pushdown,
     /// Parties send raw features; everything runs under TFHE.
     CoordinatorSide,
+    /// Not a model's plan: a monitor spec's alert plan
+    /// ([`crate::alerts`]), asked for through the same requests. A model
+    /// refuses it.
+    Monitor,
 }
 
 impl PlanKind {
@@ -55,12 +59,13 @@ impl PlanKind {
         match self {
             PlanKind::Pushdown => "pushdown",
             PlanKind::CoordinatorSide => "coordinator-side",
+            PlanKind::Monitor => "monitor",
         }
     }
 
     /// The kind named `name` (as [`PlanKind::name`] spells it).
     pub fn parse(name: &str) -> Option<PlanKind> {
-        [PlanKind::Pushdown, PlanKind::CoordinatorSide].into_iter().find(|k| k.name() == name)
+        [PlanKind::Pushdown, PlanKind::CoordinatorSide, PlanKind::Monitor].into_iter().find(|k| k.name() == name)
     }
 }
 
@@ -104,12 +109,16 @@ pub struct Plan {
 impl Plan {
     /// Compiles a model.
     pub fn new(model: &Model, kind: PlanKind) -> Result<Plan> {
+        if kind == PlanKind::Monitor {
+            return Err(monitor_kind());
+        }
         let layout = Layout::new(model, kind)?;
         let mut b = Builder::new();
         let parties = party_plans(model, kind, &layout);
         match kind {
             PlanKind::Pushdown => pushdown::circuit(model, &layout, &mut b)?,
             PlanKind::CoordinatorSide => coordinator_side::circuit(model, &layout, &mut b)?,
+            PlanKind::Monitor => return Err(monitor_kind()),
         }
         let circuit = b.finish();
         let expected: usize = parties.iter().map(PartyPlan::blocks).sum();
@@ -166,6 +175,7 @@ impl Plan {
         match self.kind {
             PlanKind::Pushdown => pushdown::contribution(m, l, party, &own, record, &mut out),
             PlanKind::CoordinatorSide => coordinator_side::contribution(m, l, &own, record, &mut out),
+            PlanKind::Monitor => return Err(monitor_kind()),
         }
         Ok(out)
     }
@@ -270,13 +280,19 @@ impl Plan {
     }
 }
 
+/// A model asked to be planned as a monitor spec.
+fn monitor_kind() -> Error {
+    Error::Plan("a model is planned `pushdown` or `coordinator-side`; `monitor` plans a monitor spec".into())
+}
+
 /// Per party, in party order: its name and the slots it sends.
 fn party_plans(m: &Model, kind: PlanKind, l: &Layout) -> Vec<PartyPlan> {
     (0..m.parties().len())
         .map(|p| {
             let slots = match kind {
-                PlanKind::Pushdown => pushdown::slots(m, l, p),
                 PlanKind::CoordinatorSide => coordinator_side::slots(m, l, p),
+                // `Plan::new` refuses `Monitor` before any slot is laid out.
+                PlanKind::Pushdown | PlanKind::Monitor => pushdown::slots(m, l, p),
             };
             PartyPlan { name: m.parties()[p].clone(), slots }
         })

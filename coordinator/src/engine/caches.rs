@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
+use jointscore_circuits::PlanKind;
 use jointscore_circuits::fhe::{EvaluationKey, PublicKey};
-use jointscore_circuits::{Model, Plan, PlanKind};
+use jointscore_monitor::Compiled;
 
 use super::{Engine, lock};
 use crate::error::{CoordinatorError, Result};
@@ -21,19 +22,19 @@ impl Engine {
     /// Keeps a model file and its plan as checked when a request was
     /// accepted: its job starts before the store holds them (see
     /// [`Engine::spawn`]), and need not read them back.
-    pub(crate) fn remember_model(&self, model_id: &str, toml: &str, plan: Plan) -> Result<()> {
+    pub(crate) fn remember_model(&self, model_id: &str, toml: &str, plan: Compiled) -> Result<()> {
         lock(&self.models)?.entry(model_id.to_string()).or_insert_with(|| toml.into());
         lock(&self.plans)?.entry((model_id.to_string(), plan.kind())).or_insert_with(|| Arc::new(plan));
         Ok(())
     }
 
-    /// The plan for a stored model.
-    pub(crate) fn plan(&self, model_id: &str, kind: PlanKind) -> Result<Arc<Plan>> {
+    /// The plan for a stored model (or monitor spec).
+    pub(crate) fn plan(&self, model_id: &str, kind: PlanKind) -> Result<Arc<Compiled>> {
         let cache_key = (model_id.to_string(), kind);
         if let Some(plan) = lock(&self.plans)?.get(&cache_key) {
             return Ok(plan.clone());
         }
-        let plan = Arc::new(Plan::new(&Model::from_toml(&self.model_toml(model_id)?)?, kind)?);
+        let plan = Arc::new(Compiled::new(&self.model_toml(model_id)?, model_id, kind)?);
         lock(&self.plans)?.insert(cache_key, plan.clone());
         Ok(plan)
     }

@@ -12,8 +12,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jointscore_circuits::Plan;
-use jointscore_circuits::fhe::{Contribution, EncryptedResult, EvalReport, EvaluationKey};
+use jointscore_circuits::Program;
+use jointscore_circuits::fhe::{BatchItem, Contribution, EncryptedResult, EvalReport, EvaluationKey};
+use jointscore_monitor::Compiled;
 use tokio::sync::oneshot;
 
 use super::{Engine, lock};
@@ -32,7 +33,7 @@ type Evaluated = Result<(EncryptedResult, EvalReport, Duration)>;
 pub(crate) struct Waiting {
     key_id: String,
     key: Arc<EvaluationKey>,
-    plan: Arc<Plan>,
+    plan: Arc<Compiled>,
     contributions: Vec<Contribution>,
     answer: oneshot::Sender<Evaluated>,
 }
@@ -50,7 +51,7 @@ impl Engine {
         &self,
         key_id: &str,
         key: Arc<EvaluationKey>,
-        plan: Arc<Plan>,
+        plan: Arc<Compiled>,
         contributions: Vec<Contribution>,
     ) -> Evaluated {
         let (answer, mut answered) = oneshot::channel();
@@ -103,7 +104,8 @@ fn lost() -> CoordinatorError {
 /// Evaluates a batch (one key set) and answers each job.
 fn evaluate_batch(batch: Vec<Waiting>) {
     let Some(key) = batch.first().map(|w| w.key.clone()) else { return };
-    let items: Vec<(&Plan, &[Contribution])> = batch.iter().map(|w| (&*w.plan, w.contributions.as_slice())).collect();
+    let items: Vec<BatchItem<'_>> =
+        batch.iter().map(|w| (&*w.plan as &dyn Program, w.contributions.as_slice())).collect();
     let start = Instant::now();
     let outcomes = key.evaluate_batch(&items);
     let wall = start.elapsed();

@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jointscore_circuits::Plan;
-use jointscore_circuits::Record;
 use jointscore_circuits::fhe::{CONTRIBUTION_SIZE_LIMIT, Contribution, PublicKey};
 use jointscore_circuits::proof::Crs;
 use jointscore_identity::{Consortium, ContributionBinding, Role};
+use jointscore_monitor::Compiled;
 use jointscore_net::{NodeTls, plan_to_wire};
 use jointscore_proto::v1::contribute_chunk::Part;
 use jointscore_proto::v1::party_client::PartyClient;
@@ -70,7 +69,7 @@ impl Engine {
     pub(super) async fn collect(
         &self,
         job: &JobRecord,
-        plan: &Arc<Plan>,
+        plan: &Arc<Compiled>,
         public: &PublicKey,
         timings: &mut Timings,
     ) -> Result<Collected> {
@@ -84,7 +83,7 @@ impl Engine {
         // parties are not asked again (they answer each request once).
         let kept = self.store.kept_contributions(&job.job_id)?;
         let mut tasks = JoinSet::new();
-        for (index, name) in plan.model().parties().iter().enumerate() {
+        for (index, name) in plan.party_names().iter().enumerate() {
             if absent[index].is_some() {
                 continue;
             }
@@ -155,7 +154,7 @@ impl Engine {
                 (index, got)
             });
         }
-        let mut results: Vec<Option<Answer>> = (0..plan.model().parties().len()).map(|_| None).collect();
+        let mut results: Vec<Option<Answer>> = (0..plan.party_names().len()).map(|_| None).collect();
         while let Some(done) = tasks.join_next().await {
             let (index, got) =
                 done.map_err(|e| CoordinatorError::Transport(format!("contribution task failed: {e}")))?;
@@ -166,7 +165,7 @@ impl Engine {
         let mut keep = Vec::new();
         let mut channels = lock(&self.channels)?;
         let mut errors = Vec::new();
-        for ((got, absent), name) in results.into_iter().zip(absent).zip(plan.model().parties()) {
+        for ((got, absent), name) in results.into_iter().zip(absent).zip(plan.party_names()) {
             let Some(got) = got else {
                 contributions.extend(absent);
                 continue;
@@ -225,10 +224,10 @@ impl Engine {
     async fn absent_contributions(
         &self,
         job: &JobRecord,
-        plan: &Arc<Plan>,
+        plan: &Arc<Compiled>,
         public: &PublicKey,
     ) -> Result<Vec<Option<Contribution>>> {
-        let absent: Vec<bool> = plan.model().parties().iter().map(|p| job.request.absent.contains(p)).collect();
+        let absent: Vec<bool> = plan.party_names().iter().map(|p| job.request.absent.contains(p)).collect();
         if !absent.contains(&true) {
             return Ok(absent.iter().map(|_| None).collect());
         }
@@ -241,7 +240,9 @@ impl Engine {
                     if !is_absent {
                         return Ok(None);
                     }
-                    let name = &plan.model().parties()[index];
+                    let name = &plan.party_names()[index];
+                    // A model treats the party's features as missing; a
+                    // monitor spec fails the conditions on its windows.
                     let missing = |e: jointscore_circuits::Error| {
                         failed(
                             Code::FailedPrecondition,
@@ -251,9 +252,8 @@ impl Engine {
                             ),
                         )
                     };
-                    let record = Record::for_party(plan.model(), index, &serde_json::json!({})).map_err(missing)?;
-                    let digits = plan.contribution(index, &record).map_err(missing)?;
-                    Ok(Some(Contribution::encrypt(&plan, index, &digits, &public)?))
+                    let digits = plan.absent(index).map_err(missing)?;
+                    Ok(Some(Contribution::encrypt(&*plan, index, &digits, &public)?))
                 })
                 .collect()
         })
@@ -313,7 +313,7 @@ impl Call<'_> {
     async fn contribution(
         self,
         request: ContributeRequest,
-        plan: &Arc<Plan>,
+        plan: &Arc<Compiled>,
         index: usize,
         public: &PublicKey,
     ) -> Answer {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jointscore_audit::{Attestation, EntryKind, Event as AuditEvent};
-use jointscore_circuits::Plan;
 use jointscore_identity::{CONTRIBUTION_DOMAIN, ContributionEnvelope, Role};
+use jointscore_monitor::Compiled;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
@@ -290,7 +290,7 @@ impl Engine {
     async fn evaluate_collected(
         &self,
         job: &JobRecord,
-        plan: Arc<Plan>,
+        plan: Arc<Compiled>,
         collected: Result<Collected>,
         collect_time: Duration,
         timings: &mut Timings,

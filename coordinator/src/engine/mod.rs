@@ -12,10 +12,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use jointscore_circuits::PlanKind;
 use jointscore_circuits::fhe::PublicKey;
 use jointscore_circuits::proof::Crs;
-use jointscore_circuits::{Plan, PlanKind};
 use jointscore_identity::Consortium;
+use jointscore_monitor::Compiled;
 use jointscore_net::NodeTls;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Code;
@@ -48,7 +49,7 @@ pub(crate) struct Engine {
     waiting: evaluate::EvalQueue,
     evaluation_keys: Mutex<caches::KeyCache>,
     public_keys: Mutex<HashMap<String, PublicKey>>,
-    plans: Mutex<HashMap<(String, PlanKind), Arc<Plan>>>,
+    plans: Mutex<HashMap<(String, PlanKind), Arc<Compiled>>>,
     /// Model files by id, as parties are sent them with every request.
     models: Mutex<HashMap<String, Arc<str>>>,
     /// Decompressing an evaluation key takes seconds: one at a time, so two

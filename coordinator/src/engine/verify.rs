@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use jointscore_circuits::Plan;
 use jointscore_circuits::fhe::{Contribution, PublicKey};
 use jointscore_circuits::proof::Crs;
 use jointscore_identity::{Consortium, ContributionBinding, IdentityError, ciphertext_sha256};
+use jointscore_monitor::Compiled;
 use jointscore_proto::v1::ContributionHeader;
 use tonic::Code;
 
@@ -63,7 +63,7 @@ pub(super) async fn decode(
     name: &str,
     bytes: Vec<u8>,
     binding: ContributionBinding,
-    plan: &Arc<Plan>,
+    plan: &Arc<Compiled>,
     index: usize,
     public: &PublicKey,
 ) -> Result<(Contribution, u64)> {

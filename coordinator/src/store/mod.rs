@@ -303,6 +303,7 @@ pub(crate) fn plan_name(kind: PlanKind) -> &'static str {
     match kind {
         PlanKind::Pushdown => "pushdown",
         PlanKind::CoordinatorSide => "coordinator_side",
+        PlanKind::Monitor => "monitor",
     }
 }
 
@@ -349,6 +350,7 @@ impl RawJob {
         let plan = match self.plan.as_str() {
             "pushdown" => PlanKind::Pushdown,
             "coordinator_side" => PlanKind::CoordinatorSide,
+            "monitor" => PlanKind::Monitor,
             other => return Err(CoordinatorError::Store(format!("job {id} has unknown plan `{other}`"))),
         };
         // Unreadable, it must not read as "every party asked": that would

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use jointscore_circuits::fhe::{Contribution, PublicKey};
-use jointscore_circuits::{Plan, PlanKind, Record, model_for_id};
+use jointscore_circuits::{Plan, PlanKind, Record};
 use jointscore_identity::{ContributionBinding, LenderRequest, ciphertext_sha256};
+use jointscore_monitor::{Compiled, Day};
 
 use crate::consent::Purpose;
 use crate::log::{Claim, ClaimLimits, ContributionRecord, LogKind};
@@ -71,6 +72,29 @@ pub(crate) struct Contributed {
 /// being made, before telling the coordinator to ask again later.
 const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// What a party holds for one request: the current record (a decision) or
+/// the history up to the day asked (monitoring).
+enum Held {
+    Record(serde_json::Value),
+    History(Vec<jointscore_monitor::Snapshot>, Day),
+}
+
+/// A monitoring request's subject, `subject@YYYY-MM-DD`: the loan's
+/// subject and the day the spec's windows end (the last `@` splits them,
+/// so subject ids may hold `@`).
+pub(crate) fn monitored(subject: &str) -> Result<(&str, Day)> {
+    let bad = || {
+        PartyError::BadRequest(format!(
+            "a monitoring request names `subject@YYYY-MM-DD`, the day its windows end; got `{subject}`"
+        ))
+    };
+    let (id, day) = subject.rsplit_once('@').ok_or_else(bad)?;
+    if id.is_empty() {
+        return Err(bad());
+    }
+    Ok((id, Day::parse(day).map_err(|_| bad())?))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -78,7 +102,7 @@ fn now_ms() -> u64 {
 impl PartyService {
     /// The plan for a model approved for `lender` under `kind`, parsed
     /// once per model id and kind.
-    fn plan(&self, model_id: &str, toml: &str, kind: PlanKind, lender: &str) -> Result<Arc<Plan>> {
+    fn plan(&self, model_id: &str, toml: &str, kind: PlanKind, lender: &str) -> Result<Arc<Compiled>> {
         self.config.approves(model_id, lender, kind).map_err(|scope| PartyError::NotApproved {
             party: self.name.clone(),
             model_id: model_id.into(),
@@ -88,12 +112,16 @@ impl PartyService {
         if let Some(plan) = lock(&self.plans)?.get(&cache_key) {
             return Ok(plan.clone());
         }
-        let model = model_for_id(toml, model_id)?;
+        let compiled = Compiled::new(toml, model_id, kind)?;
         // A model whose revealed output is one party's feature in disguise
         // would hand that feature to the lender: refused unless the
-        // operator named it.
-        if !self.lint_override.contains(model_id) {
-            let lint = jointscore_circuits::lint::lint(&model);
+        // operator named it. (A monitor spec reveals one bit per alert; its
+        // thresholds are the operator's to read before approving the id,
+        // with `jointscore monitor lint`.)
+        if let Compiled::Model(plan) = &compiled
+            && !self.lint_override.contains(model_id)
+        {
+            let lint = jointscore_circuits::lint::lint(plan.model());
             if let Some((output, r)) = lint.outputs.iter().find_map(|o| o.revealing.as_ref().map(|r| (o.output, r))) {
                 return Err(PartyError::LintFailed {
                     party: self.name.clone(),
@@ -102,7 +130,7 @@ impl PartyService {
                 });
             }
         }
-        let plan = Arc::new(Plan::new(&model, kind)?);
+        let plan = Arc::new(compiled);
         lock(&self.plans)?.insert(cache_key, plan.clone());
         Ok(plan)
     }
@@ -114,16 +142,19 @@ impl PartyService {
     /// absent (the lender could difference out one party's contribution by
     /// asking with and without it), unless the operator allows that party
     /// in `allow_absent`.
-    fn check_present(&self, plan: &Plan, absent: &[String]) -> Result<()> {
+    fn check_present(&self, compiled: &Compiled, absent: &[String]) -> Result<()> {
         if absent.contains(&self.name) {
             return Err(PartyError::BadRequest(format!("party `{}` is asked while named absent", self.name)));
         }
-        let parties = plan.model().parties();
+        let parties = compiled.party_names();
         let present = parties.iter().filter(|p| !absent.contains(p)).count();
         let required = self.min_present_parties.min(parties.len());
         if present < required {
             return Err(PartyError::TooFewPresent { party: self.name.clone(), present, required });
         }
+        // A monitor spec's alerts fail where a party they read is absent:
+        // naming a party absent never raises an alert about the others.
+        let Compiled::Model(plan) = compiled else { return Ok(()) };
         if absent.is_empty() {
             return Ok(());
         }
@@ -271,19 +302,35 @@ impl PartyService {
         let signed = request.signed.clone();
         let kind = request.plan()?;
         let plan = self.plan(&signed.model_id, &request.model_toml, kind, &signed.lender)?;
-        let party = plan.model().party_index(&self.name).map_err(|_| {
+        let party = plan.party_names().iter().position(|p| *p == self.name).ok_or_else(|| {
             PartyError::BadRequest(format!("model {} has no party named `{}`", signed.model_id, self.name))
         })?;
+        // A monitoring request names the loan as of a day: `subject@day`.
+        let (subject, day) = match kind {
+            PlanKind::Monitor => {
+                let (subject, day) = monitored(&signed.subject)?;
+                (subject, Some(day))
+            }
+            PlanKind::Pushdown | PlanKind::CoordinatorSide => (signed.subject.as_str(), None),
+        };
         self.check_present(&plan, &signed.canonical_absent())?;
         let key: PublicKey = self.public_key(&signed.key_id, &signed.lender).await?;
         // Before the record is read: a lender without consent does not
         // learn whether this party holds the subject.
-        let consent = self.consent_for(&signed)?;
-        let Some(record) = self.store.get(&signed.subject)? else {
+        let consent = self.consent_for(&signed, subject, day.is_some())?;
+        let held = match day {
+            None => self.store.get(subject)?.map(Held::Record),
+            Some(day) => {
+                // The windows end on `day`: nothing imported later is read.
+                let history = self.store.history(subject, Some(day))?;
+                (!history.is_empty()).then_some(Held::History(history, day))
+            }
+        };
+        let Some(held) = held else {
             // Whether a subject is held is what alignment's budget guards:
             // asking decisions about ids a party does not hold spends it too.
             self.charge_unknown_subject(&signed)?;
-            return Err(PartyError::UnknownSubject { subject: signed.subject.clone(), party: self.name.clone() });
+            return Err(PartyError::UnknownSubject { subject: subject.to_string(), party: self.name.clone() });
         };
         // Last: a request refused above may be sent again once fixed.
         if let Some(again) = self.claim_or_wait(&signed, &request.job_id).await? {
@@ -298,13 +345,22 @@ impl PartyService {
         // Encryption is CPU work: keep it off the async workers.
         let made = tokio::task::spawn_blocking(move || {
             let start = Instant::now();
-            let record = Record::for_party(plan.model(), party, &record)?;
-            let digits = plan.contribution(party, &record)?;
-            let name = plan.model().parties()[party].clone();
+            let digits = match (&*plan, held) {
+                (Compiled::Model(plan), Held::Record(record)) => {
+                    plan.contribution(party, &Record::for_party(plan.model(), party, &record)?)?
+                }
+                (Compiled::Monitor(plan), Held::History(history, day)) => plan
+                    .contribution(party, &history, day)
+                    .map_err(|e| PartyError::BadRequest(format!("monitoring `{}`: {e}", signed.subject)))?,
+                _ => return Err(PartyError::BadRequest("a record where a history is needed, or the reverse".into())),
+            };
+            let name = plan.party_names()[party].clone();
             let binding = ContributionBinding::answering(&signed, &request.job_id, &name, &consent);
             let contribution = match &crs {
-                Some(crs) => Contribution::encrypt_proven(&plan, party, &digits, &key, crs, &binding.proof_metadata())?,
-                None => Contribution::encrypt(&plan, party, &digits, &key)?,
+                Some(crs) => {
+                    Contribution::encrypt_proven(&*plan, party, &digits, &key, crs, &binding.proof_metadata())?
+                }
+                None => Contribution::encrypt(&*plan, party, &digits, &key)?,
             };
             let bytes = contribution.to_bytes()?;
             let signed_ms = now_ms();
@@ -390,22 +446,22 @@ impl PartyService {
     /// `require_consent`, one of the subject to the requesting lender for
     /// `decision`, valid when the lender signed the request and not revoked,
     /// or `NoConsent`; without, none (empty).
-    fn consent_for(&self, signed: &LenderRequest) -> Result<String> {
+    fn consent_for(&self, signed: &LenderRequest, subject: &str, monitoring: bool) -> Result<String> {
         if !self.config.require_consent {
             return Ok(String::new());
         }
-        let purpose = Purpose::Decision;
+        let purpose = if monitoring { Purpose::Monitoring } else { Purpose::Decision };
         // Valid when the lender signed and now: the freshness window must
         // not stretch a consent's dates.
-        let at_now = self.store.consent(&signed.subject, &signed.lender, purpose, now_ms())?;
-        let at_signing = self.store.consent(&signed.subject, &signed.lender, purpose, signed.time_ms)?;
+        let at_now = self.store.consent(subject, &signed.lender, purpose, now_ms())?;
+        let at_signing = self.store.consent(subject, &signed.lender, purpose, signed.time_ms)?;
         at_now.filter(|_| at_signing.is_some()).ok_or_else(|| PartyError::NoConsent {
             party: self.name.clone(),
             detail: format!(
                 "no `{}` consent of subject `{}` for lender `{}` valid both at {} ms (the request's signed time) \
                      and now, and not revoked",
                 purpose.name(),
-                signed.subject,
+                subject,
                 signed.lender,
                 signed.time_ms
             ),
@@ -457,7 +513,7 @@ mod tests {
 
     #[test]
     fn a_lender_may_not_name_absent_a_party_the_outputs_depend_on_unless_the_operator_allows_it() {
-        let plan = Plan::new(&Model::cross_border_seller(), PlanKind::Pushdown).expect("plan");
+        let plan = Compiled::Model(Plan::new(&Model::cross_border_seller(), PlanKind::Pushdown).expect("plan"));
         let absent = vec!["bank".to_string()];
         let err = service("").check_present(&plan, &absent).expect_err("bank's features decide the outputs");
         let message = err.to_string();
@@ -520,13 +576,13 @@ mod consent_tests {
             "s1,lender,decision,2025-01-01,,\ns2,lender,monitoring,2025-01-01,,\ns3,lender,decision,2024-01-01,\
              2024-12-31,\ns4,lender,decision,2025-01-01,,\ns4,lender,decision,2025-01-01,,2025-03-01\n",
         );
-        let id = service.consent_for(&request("s1", "lender")).expect("consented");
+        let id = service.consent_for(&request("s1", "lender"), "s1", false).expect("consented");
         assert_eq!(id, service.store.consents(Some("s1")).expect("list")[0].id);
 
         for (subject, lender) in
             [("s1", "other"), ("s2", "lender"), ("s3", "lender"), ("s4", "lender"), ("s5", "lender")]
         {
-            let err = service.consent_for(&request(subject, lender)).expect_err(subject);
+            let err = service.consent_for(&request(subject, lender), subject, false).expect_err(subject);
             let PartyError::NoConsent { detail, .. } = &err else { panic!("{err}") };
             assert!(detail.contains(&format!("subject `{subject}`")) && detail.contains(lender), "{detail}");
             assert_eq!(err.to_string(), "party `bank`: no consent");
@@ -539,7 +595,7 @@ mod consent_tests {
     #[test]
     fn a_party_that_does_not_require_consent_relies_on_none() {
         let service = service(false, "s1,lender,decision,2025-01-01,,\n");
-        assert_eq!(service.consent_for(&request("s1", "lender")).expect("no check"), "");
-        assert_eq!(service.consent_for(&request("s9", "anyone")).expect("no check"), "");
+        assert_eq!(service.consent_for(&request("s1", "lender"), "s1", false).expect("no check"), "");
+        assert_eq!(service.consent_for(&request("s9", "anyone"), "s9", false).expect("no check"), "");
     }
 }
