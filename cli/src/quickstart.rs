@@ -92,7 +92,14 @@ async fn run(args: QuickstartArgs) -> Result<(), CliError> {
         );
     }
     for p in &cluster.parties {
-        println!("party        {:<10} {} sample sellers, approves model {}", p.name, p.store.len()?, &m.id()[..16]);
+        println!(
+            "party        {:<10} {} sample sellers ({} days of dated flows), approves model {} and monitor spec {}",
+            p.name,
+            p.store.len()?,
+            jointscore_testkit::history::FLOW_DAYS,
+            &m.id()[..16],
+            &watch.id()[..16]
+        );
     }
     let plan = Plan::new(&m, PlanKind::Pushdown)?;
     println!("model        {} ({} PBS per decision, pushdown plan)", m.name(), plan.stats().lookups);
@@ -221,7 +228,8 @@ async fn monitoring(
     let report = report?;
     println!(
         "
-monitoring   round {day} of spec `{}` ({}, {} PBS per loan): {} loans in {:.1} s; the lender decrypts          one bit per alert, never a party's sales, collections or shipments",
+monitoring   round {day} of spec `{}` ({}, {} PBS per loan): {} loans in {:.1} s; the lender decrypts \
+         one bit per alert, never a party's sales, collections or shipments",
         watch.spec().name,
         &watch.id()[..16],
         watch.stats().lookups,
