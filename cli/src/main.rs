@@ -7,6 +7,7 @@ mod claims_bench;
 mod e2e;
 mod fit_cmd;
 mod lender_monitor;
+mod monitor_bench;
 mod monitor_cmd;
 mod nodes;
 mod party_log;
@@ -155,6 +156,9 @@ enum BenchCommand {
     /// The PostgreSQL store's cost per decision and its claim rate, with
     /// no-op jobs and 1, 4 and 16 claimers.
     Claims(claims_bench::ClaimsArgs),
+    /// One monitoring round over a portfolio of sample loans, over loopback
+    /// gRPC with mutual TLS, every alert checked against the reference.
+    Monitor(monitor_bench::MonitorBenchArgs),
 }
 
 /// Errors of the command line; each names what to fix.
@@ -198,6 +202,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Fit(args)) => bench::fit(args),
         Command::Bench(BenchCommand::E2e(args)) => e2e::e2e(args),
         Command::Bench(BenchCommand::Claims(args)) => claims_bench::claims(args),
+        Command::Bench(BenchCommand::Monitor(args)) => monitor_bench::monitor(args),
         Command::Bench(BenchCommand::Secagg(args)) => bench::secagg(args),
         Command::Bench(BenchCommand::Proofs(args)) => proofs_bench::proofs(args),
         Command::Quickstart(args) => quickstart::quickstart(args),

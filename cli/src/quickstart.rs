@@ -11,11 +11,11 @@ use jointscore_circuits::{Plan, PlanKind};
 use jointscore_lender::{
     AlignmentStore, DEFAULT_WINDOW, LenderKeys, LoanResult, MonitorBook, Schedule, StatsRequester, run_round,
 };
-use jointscore_monitor::{Day, MonitorPlan, SELLER_WATCH, Spec, outcome, reference};
+use jointscore_monitor::{Day, MonitorPlan, SELLER_WATCH, Spec};
 use jointscore_psi::AssetId;
 use jointscore_stats::StatsSpec;
 use jointscore_testkit::cluster::{Cluster, ClusterOptions, party_view};
-use jointscore_testkit::history::window_values;
+use jointscore_testkit::history::expected_alerts;
 use serde_json::Value;
 
 use jointscore_lender::DEFAULT_WAIT;
@@ -237,13 +237,11 @@ monitoring   round {day} of spec `{}` ({}, {} PBS per loan): {} loans in {:.1} s
         report.seconds
     );
     let mut agree = 0;
-    for (index, loan) in report.loans.iter().enumerate() {
-        let record = &cluster.book[index].1;
-        let want = reference(watch.spec(), &window_values(watch, index, record, seed, day));
-        let want = outcome(watch.spec(), &want);
+    let expected = expected_alerts(watch, &cluster.book, seed, day);
+    for (loan, want) in report.loans.iter().zip(&expected) {
         match &loan.result {
             LoanResult::Evaluated { raised, severity } => {
-                agree += usize::from(*raised == want.raised);
+                agree += usize::from(raised == want);
                 if let Some(severity) = severity {
                     println!(
                         "  {:<12} {:<9} {}",

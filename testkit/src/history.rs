@@ -145,6 +145,18 @@ pub fn window_values(plan: &MonitorPlan, index: usize, record: &Value, seed: u64
     values
 }
 
+/// The alerts the plaintext reference raises for every seller of `book`
+/// on `end`, in book order: what a monitoring round must decrypt.
+pub fn expected_alerts(plan: &MonitorPlan, book: &[(String, Value)], seed: u64, end: Day) -> Vec<Vec<String>> {
+    book.iter()
+        .enumerate()
+        .map(|(i, (_, record))| {
+            let bits = jointscore_monitor::reference(plan.spec(), &window_values(plan, i, record, seed, end));
+            jointscore_monitor::outcome(plan.spec(), &bits).raised
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use jointscore_monitor::{Spec, reference};
