@@ -53,6 +53,8 @@ mod fit;
 mod keys;
 #[path = "network/lifecycle.rs"]
 mod lifecycle;
+#[path = "network/monitor.rs"]
+mod monitor;
 #[path = "network/proofs.rs"]
 mod proofs;
 #[path = "network/psi.rs"]

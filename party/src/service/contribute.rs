@@ -349,9 +349,16 @@ impl PartyService {
                 (Compiled::Model(plan), Held::Record(record)) => {
                     plan.contribution(party, &Record::for_party(plan.model(), party, &record)?)?
                 }
-                (Compiled::Monitor(plan), Held::History(history, day)) => plan
-                    .contribution(party, &history, day)
-                    .map_err(|e| PartyError::BadRequest(format!("monitoring `{}`: {e}", signed.subject)))?,
+                // A history the windows cannot read (text where a number
+                // belongs): the lender learns that much, the log the rest.
+                (Compiled::Monitor(plan), Held::History(history, day)) => {
+                    plan.contribution(party, &history, day).map_err(|e| {
+                        PartyError::Circuits(jointscore_circuits::Error::Input {
+                            feature: "a monitor window".into(),
+                            message: e.to_string(),
+                        })
+                    })?
+                }
                 _ => return Err(PartyError::BadRequest("a record where a history is needed, or the reverse".into())),
             };
             let name = plan.party_names()[party].clone();

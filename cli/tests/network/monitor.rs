@@ -1,0 +1,134 @@
+//! Monitoring rounds over the services: the lender's portfolio, rounds
+//! through the coordinator's job path, alerts equal to the plaintext
+//! reference, a party that is down named per loan and asked again, a round
+//! cut short resumed without losing a loan, and a spec a party has not
+//! approved refused.
+
+use jointscore_lender::{LoanResult, MonitorBook, RoundReport, Schedule, run_round};
+use jointscore_monitor::{Day, MonitorPlan, SELLER_WATCH, Spec};
+use jointscore_testkit::history::expected_alerts;
+
+use super::*;
+
+const SELLERS: usize = 8;
+
+fn day() -> Day {
+    Day::parse("2026-11-30").expect("day")
+}
+
+fn watch() -> MonitorPlan {
+    MonitorPlan::new(&Spec::from_toml(SELLER_WATCH).expect("spec")).expect("plan")
+}
+
+async fn monitored(options: ClusterOptions) -> (Cluster, Lender, MonitorBook, jointscore_lender::Portfolio) {
+    let options = ClusterOptions {
+        sellers: SELLERS,
+        approved_monitors: vec![watch().id().to_string()],
+        history_until: Some(day()),
+        ..options
+    };
+    let cluster = Cluster::start(&options).await.expect("cluster starts");
+    let mut lender =
+        cluster.lender_for(keys(), SELLER_WATCH.to_string(), PlanKind::Monitor).await.expect("lender connects");
+    lender.register(LENDER).await.expect("keys register");
+    let book = MonitorBook::open(&cluster.dir().join("monitor.sqlite")).expect("book");
+    let subjects: Vec<String> = cluster.book.iter().map(|(s, _)| s.clone()).collect();
+    let portfolio = book.add("watch", SELLER_WATCH, &subjects, Schedule::Daily).expect("portfolio");
+    (cluster, lender, book, portfolio)
+}
+
+/// Every evaluated loan's alerts equal the reference's; returns how many
+/// were evaluated.
+fn check(cluster: &Cluster, report: &RoundReport) -> usize {
+    let expected = expected_alerts(&watch(), &cluster.book, ClusterOptions::default().seed, day());
+    let mut evaluated = 0;
+    for (loan, want) in report.loans.iter().zip(&expected) {
+        if let LoanResult::Evaluated { raised, .. } = &loan.result {
+            assert_eq!(raised, want, "{}", loan.subject);
+            evaluated += 1;
+        }
+    }
+    evaluated
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_raises_the_reference_alerts_and_a_party_that_is_down_is_named_and_asked_again() {
+    let (mut cluster, mut lender, book, portfolio) = monitored(small()).await;
+    let report = run_round(&mut lender, &book, &portfolio, day(), 4, |_| {}).await.expect("round");
+    assert_eq!(check(&cluster, &report), SELLERS, "{report:?}");
+    // The sample's troubled sellers: each alert kind is raised at least once.
+    let raised: Vec<&String> = report
+        .loans
+        .iter()
+        .filter_map(|l| if let LoanResult::Evaluated { raised, .. } = &l.result { Some(raised) } else { None })
+        .flatten()
+        .collect();
+    for alert in ["gmv_collapse", "flows_disagree", "collections_exceed_sales", "collections_interrupted"] {
+        assert!(raised.iter().any(|r| *r == alert), "{alert} in {raised:?}");
+    }
+    assert_eq!(book.alerts(Some("watch"), false).expect("alerts").len(), raised.len());
+
+    // The next day, the logistics firm is down: every loan is named failed,
+    // with the party at fault, and nothing is recorded as evaluated.
+    let next = Day::from_number(day().number() + 1);
+    cluster.party("logistics").expect("logistics").stop().await.expect("stop");
+    let report = run_round(&mut lender, &book, &portfolio, next, 4, |_| {}).await.expect("round");
+    assert_eq!(report.failed(), SELLERS);
+    for loan in &report.loans {
+        let LoanResult::Failed(reason) = &loan.result else { panic!("{loan:?}") };
+        assert!(reason.contains("`logistics`"), "{reason}");
+    }
+    // The round stays due; run again once the party is back, it asks every
+    // loan again (new request ids) and all are evaluated.
+    assert_eq!(book.due(&portfolio, next).expect("due"), vec![next]);
+    cluster.party("logistics").expect("logistics").start().await.expect("restart");
+    let report = run_round(&mut lender, &book, &portfolio, next, 4, |_| {}).await.expect("again");
+    assert_eq!((report.asked, report.failed()), (SELLERS, 0), "{report:?}");
+    assert!(book.due(&portfolio, next).expect("due").is_empty());
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_cut_short_is_resumed_without_losing_or_repeating_a_loan() {
+    let (cluster, mut lender, book, portfolio) = monitored(small()).await;
+    // The lender stops mid-round (a crash, a deploy): whatever it learned
+    // is in the book.
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    let settled = |_: &jointscore_lender::LoanOutcome| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    };
+    let two_settled = async {
+        while seen.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        done = run_round(&mut lender, &book, &portfolio, day(), 2, settled) => {
+            panic!("the round finished before it could be cut short: {done:?}")
+        }
+        () = two_settled => {}
+    }
+    let seen = seen.load(std::sync::atomic::Ordering::SeqCst);
+    let report = run_round(&mut lender, &book, &portfolio, day(), 2, |_| {}).await.expect("resumed");
+    assert_eq!(check(&cluster, &report), SELLERS);
+    assert!(report.asked < SELLERS && report.asked >= SELLERS - seen, "asked {} after {seen}", report.asked);
+    cluster.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_a_party_has_not_approved_is_refused() {
+    let (cluster, mut approved, book, _) = monitored(small()).await;
+    let other = SELLER_WATCH.replacen("percent = 70", "percent = 60", 1);
+    let subjects: Vec<String> = cluster.book.iter().map(|(s, _)| s.clone()).collect();
+    let portfolio = book.add("other", &other, &subjects[..2], Schedule::Daily).expect("portfolio");
+    let mut lender = cluster.lender_for(keys(), other, PlanKind::Monitor).await.expect("lender");
+    let report = run_round(&mut lender, &book, &portfolio, day(), 2, |_| {}).await.expect("round");
+    for loan in &report.loans {
+        let LoanResult::Failed(reason) = &loan.result else { panic!("{loan:?}") };
+        assert!(reason.contains("PermissionDenied") && reason.contains("has not approved"), "{reason}");
+    }
+    // A monitoring request must name the day: a bare subject is refused.
+    let err = failure(&mut approved, "seller-0001", "no-day").await;
+    assert_eq!(err.0, Code::InvalidArgument, "{}", err.1);
+    cluster.stop().await.expect("stop");
+}
