@@ -47,14 +47,16 @@ fn the_command_line_runs_the_system_as_separate_processes() {
 
     let model = Model::cross_border_seller();
     let book = sample::subjects(&model, 3, 5);
+    let watch_id = jointscore_monitor::Spec::from_toml(jointscore_monitor::SELLER_WATCH).expect("spec").id();
     let registry = |name: &str| if name == "bank" { "asset_registry = true\n" } else { "" };
     for (index, name) in model.parties().iter().enumerate() {
         let config = path(&format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
-                "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{url}\"\nstore = \"{name}.sqlite\"\napproved_models = [\"{}\"]\nidentity = \"{name}.key\"\nconsortium = \"consortium.toml\"\n{}",
+                "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ncoordinator = \"{url}\"\nstore = \"{name}.sqlite\"\napproved_models = [\"{}\"]\napproved_monitors = [\"{}\"]\nidentity = \"{name}.key\"\nconsortium = \"consortium.toml\"\n{}",
                 model.id(),
+                watch_id,
                 registry(name)
             ),
         )
@@ -289,5 +291,94 @@ fn the_command_line_runs_the_system_as_separate_processes() {
         &format!("{other}/bank.key"),
     ]);
     assert!(!out.status.success() && text(&out).contains("certificate"), "{}", text(&out));
+
+    monitoring(&path, &model, &book, &lender);
     drop(processes);
+}
+
+/// After the loan: each party imports dated snapshots of its flows with
+/// `party import --as-of`, the lender registers a portfolio, runs a round
+/// over mutual TLS and reads and acknowledges its alerts, each command
+/// answering with the exit status scripts use.
+fn monitoring(path: &dyn Fn(&str) -> String, model: &Model, book: &[(String, serde_json::Value)], lender: &[&str]) {
+    use jointscore_monitor::Day;
+    use jointscore_testkit::history::{flow_field, flows};
+    let end = Day::parse("2026-11-30").expect("day");
+    // Snapshots every ten days, each holding the ten days' flow that ends
+    // on it: the windows' sums are those of the daily flows.
+    let daily: Vec<_> = book.iter().enumerate().map(|(i, (_, r))| flows(i, r, 5, end)).collect();
+    for name in model.parties() {
+        let field = flow_field(name).expect("a flow");
+        for k in 0..6 {
+            let day = Day::from_number(end.number() - 50 + 10 * k);
+            let mut csv = format!("subject,{field}\n");
+            for ((subject, _), f) in book.iter().zip(&daily) {
+                let total: i64 = f
+                    .iter()
+                    .filter(|(d, ..)| d.number() > day.number() - 10 && *d <= day)
+                    .map(|&(_, g, c, s)| match field {
+                        "gmv" => g,
+                        "collections" => c,
+                        _ => s,
+                    })
+                    .sum();
+                csv.push_str(&format!("{subject},{total}\n"));
+            }
+            let file = path(&format!("{name}-{day}.csv"));
+            std::fs::write(&file, csv).expect("csv");
+            let config = path(&format!("{name}.toml"));
+            let out = run(&["party", "import", "--config", &config, "--as-of", &day.to_string(), &file]);
+            assert!(out.status.success(), "{}", text(&out));
+        }
+    }
+    let book_file = path("monitor.sqlite");
+    let loans = path("loans.csv");
+    std::fs::write(&loans, "subject\nseller-0001\nseller-0002\nseller-0003\n").expect("loans");
+    let add = ["lender", "monitor", "add", "--book", &book_file, "--portfolio", "sellers", "--subjects", &loans];
+    let out = run(&add);
+    assert!(out.status.success() && text(&out).contains("3 loans under spec"), "{}", text(&out));
+    let bad = path("bad.toml");
+    std::fs::write(&bad, jointscore_monitor::SELLER_WATCH.replacen("days = 30", "days = 0", 1)).expect("bad");
+    let out = run(&[
+        "lender",
+        "monitor",
+        "add",
+        "--book",
+        &book_file,
+        "--portfolio",
+        "bad",
+        "--subjects",
+        &loans,
+        "--spec",
+        &bad,
+    ]);
+    assert!(!out.status.success() && text(&out).contains("windows[0].days` (line"), "{}", text(&out));
+
+    let keys = lender.to_vec();
+    let run_round = [
+        &["lender", "monitor", "run", "--book", &book_file, "--portfolio", "sellers", "--day", "2026-11-30"][..],
+        &keys,
+    ]
+    .concat();
+    let out = run(&run_round);
+    assert_eq!(out.status.code(), Some(2), "alerts raised: {}", text(&out));
+    let shown = text(&out);
+    for (seller, alert) in [
+        ("seller-0001", "gmv_collapse"),
+        ("seller-0002", "flows_disagree"),
+        ("seller-0003", "collections_exceed_sales"),
+    ] {
+        assert!(shown.lines().any(|l| l.contains(seller) && l.contains(alert)), "{seller} {alert}: {shown}");
+    }
+    // Run again: every loan is settled, nothing is asked, nothing new.
+    let out = run(&run_round);
+    assert!(text(&out).contains("(0 asked now)"), "{}", text(&out));
+    let alerts = ["lender", "monitor", "alerts", "--book", &book_file, "--json"];
+    let out = run(&alerts);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3, "{}", text(&out));
+    let out = run(&["lender", "monitor", "ack", "--book", &book_file, "--portfolio", "sellers"]);
+    assert!(out.status.success() && text(&out).contains("3 alerts acknowledged"), "{}", text(&out));
+    let out = run(&alerts);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
