@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 use jointscore_circuits::PlanKind;
 use jointscore_lender::{LoanResult, MonitorBook, Schedule, run_round};
 use jointscore_monitor::Day;
+use jointscore_stats::StatsSpec;
 
 use crate::CliError;
 use crate::nodes::{Connection, connect_for, runtime, subjects_from_csv};
@@ -88,6 +89,30 @@ pub(crate) enum MonitorCommand {
         #[arg(long)]
         all: bool,
         /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Portfolio drift by secure aggregation: one round of a statistics
+    /// spec with binned counters (e.g. `monitors/drift.toml`), compared
+    /// with a baseline as population stability indices. Exit 2 when a
+    /// counter shifted significantly (PSI ≥ 0.25).
+    Drift {
+        #[command(flatten)]
+        connection: Connection,
+        /// The statistics spec (TOML); parties approve its id in
+        /// `approved_stats`.
+        #[arg(long)]
+        stats: PathBuf,
+        /// A baseline an earlier `--save` wrote.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Write this round's counts as a baseline.
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// Longest to wait for the round, in seconds.
+        #[arg(long, default_value_t = 300)]
+        wait_s: u64,
+        /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -217,6 +242,9 @@ pub(crate) fn monitor(cmd: MonitorCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
+        MonitorCommand::Drift { connection, stats, baseline, save, wait_s, json } => {
+            drift(&connection, &stats, baseline.as_deref(), save.as_deref(), wait_s, json)
+        }
         MonitorCommand::Ack { book, portfolio, through } => {
             let book = MonitorBook::open(&book.book)?;
             let through = through.as_deref().map(day).transpose()?;
@@ -225,4 +253,83 @@ pub(crate) fn monitor(cmd: MonitorCommand) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// A baseline file: the spec it was counted under and its entries.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Baseline {
+    spec_id: String,
+    entries: Vec<(String, u64)>,
+}
+
+fn drift(
+    connection: &Connection,
+    stats: &std::path::Path,
+    baseline: Option<&std::path::Path>,
+    save: Option<&std::path::Path>,
+    wait_s: u64,
+    json: bool,
+) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(stats).map_err(|source| CliError::Read { path: stats.into(), source })?;
+    let spec = StatsSpec::from_toml(&text).map_err(|e| CliError::Usage(format!("{}: {e}", stats.display())))?;
+    let before: Option<Baseline> = baseline
+        .map(|path| {
+            let raw = std::fs::read_to_string(path).map_err(|source| CliError::Read { path: path.into(), source })?;
+            let b: Baseline = serde_json::from_str(&raw)
+                .map_err(|e| CliError::Usage(format!("{}: not a baseline file: {e}", path.display())))?;
+            if b.spec_id != spec.id() {
+                return Err(CliError::Usage(format!(
+                    "{} was counted under spec {}, not {} ({})",
+                    path.display(),
+                    b.spec_id,
+                    spec.id(),
+                    stats.display()
+                )));
+            }
+            Ok(b)
+        })
+        .transpose()?;
+    let target = connection.target()?;
+    let request_id = format!("drift-{}-{}", spec.name, crate::nodes::now_id());
+    let result = runtime()?.block_on(async {
+        let mut requester = jointscore_lender::StatsRequester::connect(target).await?;
+        requester.run(&text, &request_id, std::time::Duration::from_secs(wait_s)).await
+    })?;
+    if let Some(path) = save {
+        let b = Baseline { spec_id: spec.id(), entries: result.entries.clone() };
+        let body = serde_json::to_string_pretty(&b).map_err(|e| CliError::Json(e.to_string()))?;
+        std::fs::write(path, body).map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))?;
+    }
+    let Some(before) = before else {
+        println!(
+            "round of `{}` over {}: {} entries{}",
+            spec.name,
+            result.included.join(", "),
+            result.entries.len(),
+            save.map_or(String::new(), |p| format!("; baseline written to {}", p.display()))
+        );
+        return Ok(());
+    };
+    let drifts = jointscore_monitor::drift::drift(&before.entries, &result.entries)?;
+    if json {
+        println!("{}", serde_json::to_string(&drifts).map_err(|e| CliError::Json(e.to_string()))?);
+    } else {
+        println!(
+            "drift of `{}` against the baseline, secure aggregation over {}:",
+            spec.name,
+            result.included.join(", ")
+        );
+        for d in &drifts {
+            println!("  {:<32} PSI {:.3}  {}", d.counter, d.psi, d.reading);
+        }
+    }
+    let significant: Vec<&str> =
+        drifts.iter().filter(|d| d.psi >= jointscore_monitor::drift::SIGNIFICANT).map(|d| d.counter.as_str()).collect();
+    if !significant.is_empty() {
+        return Err(CliError::Outcome {
+            code: ALERTS,
+            message: format!("significant drift in {}", significant.join(", ")),
+        });
+    }
+    Ok(())
 }

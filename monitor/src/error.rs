@@ -32,6 +32,9 @@ pub enum Error {
     /// that do not fit it.
     #[error("monitor plan: {0}")]
     Plan(String),
+    /// Two statistics results that cannot be compared for drift.
+    #[error("drift: {0}")]
+    Drift(String),
     /// Text that is not a calendar date `YYYY-MM-DD`.
     #[error("`{0}` is not a calendar date (YYYY-MM-DD)")]
     Date(String),

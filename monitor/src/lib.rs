@@ -15,8 +15,11 @@
 //!   comparisons travel as order-preserving [`codes`], and the alert circuit
 //!   (`jointscore_circuits::alerts`) runs under the lender's key.
 //!   [`reference`] is what every evaluation must equal.
+//! - [`drift`] reads a portfolio's shift between two secure-aggregation
+//!   rounds as population stability indices.
 
 pub mod codes;
+pub mod drift;
 mod error;
 mod plan;
 mod program;

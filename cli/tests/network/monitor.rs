@@ -132,3 +132,48 @@ async fn a_spec_a_party_has_not_approved_is_refused() {
     assert_eq!(err.0, Code::InvalidArgument, "{}", err.1);
     cluster.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_read_from_two_secure_aggregation_rounds() {
+    const DRIFT: &str = include_str!("../../../monitors/drift.toml");
+    let spec = jointscore_stats::StatsSpec::from_toml(DRIFT).expect("drift spec");
+    let options = ClusterOptions { sellers: 24, approved_stats: vec![spec.id()], ..ClusterOptions::default() };
+    let mut cluster = Cluster::start(&options).await.expect("cluster");
+    let mut requester =
+        jointscore_lender::StatsRequester::connect(cluster.target(LENDER).expect("target")).await.expect("requester");
+    let before = requester.run(DRIFT, "drift-1", WAIT).await.expect("baseline round");
+    // The same books again: no drift.
+    let same = requester.run(DRIFT, "drift-2", WAIT).await.expect("second round");
+    let drifts = jointscore_monitor::drift::drift(&before.entries, &same.entries).expect("drift");
+    assert_eq!(drifts.len(), 3, "{drifts:?}");
+    assert!(drifts.iter().all(|d| d.psi.abs() < 1e-9 && d.reading == "stable"), "{drifts:?}");
+    // The platform's sellers all sell ten times more: only that counter
+    // shifts, significantly.
+    let platform = cluster.party("platform").expect("platform");
+    let index = cluster_model_index("platform");
+    let rows: Vec<(String, serde_json::Value)> = cluster_book(24)
+        .into_iter()
+        .map(|(id, r)| {
+            let mut view = party_view(&Model::cross_border_seller(), index, &r);
+            if let Some(g) = view["gmv_12m_k"].as_i64() {
+                view["gmv_12m_k"] = (g * 10).into();
+            }
+            (id, view)
+        })
+        .collect();
+    platform.store.put_all(&rows).expect("new books");
+    let after = requester.run(DRIFT, "drift-3", WAIT).await.expect("later round");
+    let drifts = jointscore_monitor::drift::drift(&before.entries, &after.entries).expect("drift");
+    let psi = |name: &str| drifts.iter().find(|d| d.counter == name).expect("counter").psi;
+    assert!(psi("sellers_by_gmv") >= jointscore_monitor::drift::SIGNIFICANT, "{drifts:?}");
+    assert!(psi("sellers_by_late_repayments").abs() < 1e-9 && psi("sellers_by_on_time").abs() < 1e-9);
+    cluster.stop().await.expect("stop");
+}
+
+fn cluster_model_index(party: &str) -> usize {
+    Model::cross_border_seller().parties().iter().position(|p| p == party).expect("party")
+}
+
+fn cluster_book(sellers: usize) -> Vec<(String, serde_json::Value)> {
+    sample::subjects(&Model::cross_border_seller(), sellers, ClusterOptions::default().seed)
+}
