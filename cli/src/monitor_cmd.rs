@@ -1,7 +1,7 @@
-//! `jointscore monitor check|lint`: monitor spec files.
+//! `jointscore monitor check|plan|lint`: monitor spec files.
 
 use clap::Subcommand;
-use jointscore_monitor::{Right, SELLER_WATCH, Spec};
+use jointscore_monitor::{MonitorPlan, Right, SELLER_WATCH, Spec};
 
 use crate::CliError;
 
@@ -13,6 +13,15 @@ pub(crate) enum MonitorCommand {
     Check {
         /// Spec file (TOML), or `seller_watch` for the built-in example.
         file: String,
+    },
+    /// Compile a spec: what each party computes in the clear and sends
+    /// (verdicts, comparison codes), and the alert circuit's bootstraps.
+    Plan {
+        /// Spec file (TOML), or `seller_watch`.
+        file: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Report what the alert bits tell the lender about a party's values:
     /// a window compared with `--limit` or more distinct constants is read
@@ -68,6 +77,32 @@ pub(crate) fn monitor(cmd: MonitorCommand) -> Result<(), CliError> {
                 let parties: Vec<&str> = parties.iter().map(String::as_str).collect();
                 println!("  alert {alert} ({severity}): {kind}, reads {}", parties.join(", "));
             }
+            Ok(())
+        }
+        MonitorCommand::Plan { file, json } => {
+            let plan = MonitorPlan::new(&load(&file)?)?;
+            let stats = plan.stats();
+            if json {
+                let out = serde_json::json!({
+                    "spec_id": plan.id(),
+                    "parties": plan.parties(),
+                    "alerts": plan.alert_plan().alerts(),
+                    "circuit": stats,
+                });
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                return Ok(());
+            }
+            println!("monitor spec {} ({})", plan.spec().name, plan.id());
+            for party in plan.parties() {
+                println!("  {} sends {} blocks:", party.name, party.blocks());
+                for slot in &party.slots {
+                    println!("    {:<48} {} digit(s)", slot.what, slot.digits);
+                }
+            }
+            println!(
+                "  alert circuit: {} PBS per loan (depth {}), {} output blocks; the lender decrypts one bit per alert",
+                stats.lookups, stats.depth, stats.output_blocks
+            );
             Ok(())
         }
         MonitorCommand::Lint { file, limit, json } => {

@@ -410,24 +410,29 @@ impl Spec {
     }
 
     /// What the spec's alert bits can tell the lender about one party's
-    /// values, per window compared with constants: the distinct thresholds.
-    /// Each round reveals, per loan, which side of each threshold the value
-    /// lies on; a window compared with many constants is read almost
-    /// exactly. Windows with at least `limit` thresholds are returned as
-    /// findings (party, window, thresholds).
+    /// values: per window compared with constants, the distinct thresholds;
+    /// per pair of windows compared with each other, the distinct
+    /// percentages (`left ÷ right`, the left window's party named). Each
+    /// round reveals, per loan, which side of each threshold the value (or
+    /// the ratio) lies on; one compared against many thresholds is read
+    /// almost exactly. Those with at least `limit` thresholds are returned
+    /// as findings (party, window or ratio, thresholds).
     pub fn lint(&self, limit: usize) -> Vec<(String, String, Vec<i64>)> {
-        let mut thresholds: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+        let mut thresholds: BTreeMap<String, (String, BTreeSet<i64>)> = BTreeMap::new();
         for a in &self.alerts {
             for c in &a.conditions {
-                if let Right::Value(v) = c.right {
-                    thresholds.entry(c.left.as_str()).or_default().insert(v);
-                }
+                let Some(party) = self.window(&c.left).map(|w| w.party.clone()) else { continue };
+                let (key, threshold) = match &c.right {
+                    Right::Value(v) => (c.left.clone(), *v),
+                    Right::Window { name, percent, .. } => (format!("{} ÷ {name}", c.left), i64::from(*percent)),
+                };
+                thresholds.entry(key).or_insert_with(|| (party, BTreeSet::new())).1.insert(threshold);
             }
         }
         thresholds
             .into_iter()
-            .filter(|(_, t)| t.len() >= limit)
-            .filter_map(|(w, t)| self.window(w).map(|s| (s.party.clone(), w.to_string(), t.into_iter().collect())))
+            .filter(|(_, (_, t))| t.len() >= limit)
+            .map(|(w, (party, t))| (party, w, t.into_iter().collect()))
             .collect()
     }
 }
@@ -498,5 +503,14 @@ mod tests {
         let spec = Spec::from_toml(&probing).expect("valid");
         let findings = spec.lint(3);
         assert_eq!(findings, [("platform".to_string(), "gmv_30d".to_string(), vec![1000, 2000, 4000])]);
+        // A ratio of two parties' windows probed at many percentages.
+        let mut ratio = EXAMPLE.to_string();
+        for (k, p) in [50, 100, 200].iter().enumerate() {
+            ratio.push_str(&format!(
+                "\n[[alerts]]\nname = \"ratio{k}\"\nseverity = \"info\"\nconditions = [{{ left = \"collections_30d\", op = \">\", right = \"gmv_30d\", percent = {p} }}]\n"
+            ));
+        }
+        let findings = Spec::from_toml(&ratio).expect("valid").lint(3);
+        assert_eq!(findings, [("bank".to_string(), "collections_30d ÷ gmv_30d".to_string(), vec![50, 100, 150, 200])]);
     }
 }

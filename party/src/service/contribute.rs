@@ -72,6 +72,10 @@ pub(crate) struct Contributed {
 /// being made, before telling the coordinator to ask again later.
 const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// Distinct thresholds on one window (or ratio) at which a party refuses a
+/// monitor spec, as `jointscore monitor lint` does by default.
+const MONITOR_LINT_LIMIT: usize = 3;
+
 /// What a party holds for one request: the current record (a decision) or
 /// the history up to the day asked (monitoring).
 enum Held {
@@ -129,6 +133,21 @@ impl PartyService {
                     detail: format!("its {} shows {}'s `{}` ({})", output.name(), r.party, r.feature, r.detail),
                 });
             }
+        }
+        // A monitor spec whose alerts would read one party's window (or a
+        // ratio) through many thresholds is refused likewise.
+        if let Compiled::Monitor(plan) = &compiled
+            && !self.lint_override.contains(model_id)
+            && let Some((party, window, thresholds)) = plan.spec().lint(MONITOR_LINT_LIMIT).into_iter().next()
+        {
+            return Err(PartyError::LintFailed {
+                party: self.name.clone(),
+                model_id: model_id.into(),
+                detail: format!(
+                    "its alerts compare {party}'s `{window}` with {} thresholds, reading it almost exactly",
+                    thresholds.len()
+                ),
+            });
         }
         let plan = Arc::new(compiled);
         lock(&self.plans)?.insert(cache_key, plan.clone());
@@ -502,6 +521,31 @@ mod tests {
         );
         let config = PartyConfig::from_toml(&text).expect("config");
         PartyService::new(&config, Arc::new(RecordStore::in_memory().expect("store")))
+    }
+
+    #[test]
+    fn a_monitor_spec_probing_a_window_is_refused_unless_overridden_and_needs_its_own_approval() {
+        let mut toml = jointscore_monitor::SELLER_WATCH.to_string();
+        for (k, t) in [1000, 2000, 4000].iter().enumerate() {
+            toml.push_str(&format!(
+                "\n[[alerts]]\nname = \"probe{k}\"\nseverity = \"info\"\nconditions = [{{ left = \"gmv_30d\", op = \"<\", value = {t} }}]\n"
+            ));
+        }
+        let id = jointscore_monitor::Spec::from_toml(&toml).expect("spec").id();
+        // Approved as a model, not as a monitor spec: not approved.
+        let err =
+            service(&format!("approved_models = [\"{id}\"]\n").replace("approved_models = [", "lint_override = ["))
+                .plan(&id, &toml, PlanKind::Monitor, "lender")
+                .expect_err("not approved");
+        assert!(matches!(err, PartyError::NotApproved { .. }), "{err}");
+        let approved = format!("approved_monitors = [\"{id}\"]\n");
+        let err = service(&approved).plan(&id, &toml, PlanKind::Monitor, "lender").expect_err("lint fails");
+        assert!(matches!(err, PartyError::LintFailed { .. }), "{err}");
+        assert!(err.to_string().contains("`gmv_30d` with 3 thresholds"), "{err}");
+        let overridden = format!("{approved}lint_override = [\"{id}\"]\n");
+        service(&overridden).plan(&id, &toml, PlanKind::Monitor, "lender").expect("the operator named it");
+        // A monitor approval does not approve a decision under the same id.
+        assert!(service(&approved).config.approves(&id, "lender", PlanKind::Pushdown).is_err());
     }
 
     #[test]
