@@ -47,6 +47,9 @@ pub enum EntryKind {
     Fit,
     /// The coordinator refused a request or a contribution.
     Refusal,
+    /// A lender reported the alerts a monitoring job's result raised
+    /// (signed by the lender: the coordinator cannot know them).
+    Alert,
 }
 
 /// A member's signature over a message it signed for its own purpose (a

@@ -270,11 +270,12 @@ async fn audit(cluster: &Cluster, decisions: usize) -> Result<bool, CliError> {
     let signed = count(EntryKind::Contribution);
     println!(
         "\naudit ledger: {} entries verified against the consortium file (hash chain, coordinator signatures); \
-         {} decision requests, {signed} contributions each signed by its party, {} results, {} PSI sessions, {} \
-         aggregation round",
+         {} decision and monitoring requests, {signed} contributions each signed by its party, {} results, {} \
+         alert reports signed by the lender, {} PSI sessions, {} aggregation round",
         entries.len(),
         count(EntryKind::DecisionRequest),
         count(EntryKind::Result),
+        count(EntryKind::Alert),
         count(EntryKind::Psi),
         count(EntryKind::Aggregation)
     );

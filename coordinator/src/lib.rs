@@ -25,6 +25,7 @@
 
 mod access;
 mod aggregate;
+mod alerts;
 mod commit;
 mod config;
 mod decisions;

@@ -215,6 +215,20 @@ impl Coordinator for CoordinatorService {
     type PsiQueryStream = ChunkStream;
     type FitStream = FitStream;
 
+    async fn record_alerts(
+        &self,
+        request: Request<pb::RecordAlertsRequest>,
+    ) -> std::result::Result<Response<pb::RecordAlertsReply>, Status> {
+        let caller = self.admit(&request, &[Role::Lender])?;
+        let pb::RecordAlertsRequest { job_id, alerts, lender, time_ms, signature } = request.into_inner();
+        if alerts.len() > 64 || alerts.iter().any(|a| a.len() > 64) {
+            return Err(Status::invalid_argument("an alert report names at most 64 alerts of at most 64 bytes"));
+        }
+        let report = jointscore_identity::AlertReport { job_id: job_id.clone(), lender, alerts, time_ms };
+        self.engine.record_alerts(caller.as_deref(), report, signature).await?;
+        Ok(Response::new(pb::RecordAlertsReply { job_id }))
+    }
+
     async fn fit(&self, request: Request<Streaming<pb::FitFrame>>) -> std::result::Result<Response<FitStream>, Status> {
         let caller = self.admit(&request, &[Role::Lender])?;
         // A session holds one place of the queue while it runs.

@@ -33,6 +33,7 @@
 //! agrees to unmask; every party checks the others' signatures before it
 //! shares or reveals anything.
 
+mod alerts;
 mod consortium;
 mod envelope;
 mod error;
@@ -43,6 +44,7 @@ mod request;
 mod roster;
 mod tls;
 
+pub use alerts::{ALERT_REPORT_DOMAIN, AlertReport};
 pub use consortium::{Consortium, Member, Proofs, Role};
 pub use envelope::{CONTRIBUTION_DOMAIN, ContributionBinding, ContributionEnvelope, PROOF_DOMAIN, ciphertext_sha256};
 pub use error::{IdentityError, Result};

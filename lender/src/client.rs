@@ -369,6 +369,28 @@ impl Lender {
         Ok(self.keys.secret.decrypt(self.plan()?, result)?)
     }
 
+    /// Records in the coordinator's ledger the alerts monitoring job
+    /// `job_id` raised, signed by this lender when it signs requests.
+    pub async fn report_alerts(&mut self, job_id: &str, alerts: &[String]) -> Result<()> {
+        let report = jointscore_identity::AlertReport {
+            job_id: job_id.into(),
+            lender: self.signer.as_ref().map_or_else(|| self.name.clone(), |s| s.name.clone()),
+            alerts: alerts.to_vec(),
+            time_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        };
+        let signature = self.signer.as_ref().map(|s| report.sign(&s.key).to_vec()).unwrap_or_default();
+        self.client
+            .record_alerts(jointscore_proto::v1::RecordAlertsRequest {
+                job_id: report.job_id,
+                alerts: report.alerts,
+                lender: report.lender,
+                time_ms: report.time_ms,
+                signature,
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Decrypts a monitoring result: whether each alert of the spec is
     /// raised, in spec order.
     pub fn decrypt_alerts(&self, result: &EncryptedResult) -> Result<Vec<bool>> {

@@ -111,6 +111,9 @@ pub struct RoundReport {
     pub loans: Vec<LoanOutcome>,
     /// Loans asked in this run.
     pub asked: usize,
+    /// Loans whose alerts could not be recorded in the coordinator's ledger
+    /// in this run (the next run records them).
+    pub unreported: usize,
     /// Wall time of this run, in seconds.
     pub seconds: f64,
 }
@@ -160,6 +163,7 @@ CREATE TABLE IF NOT EXISTS portfolios (
 CREATE TABLE IF NOT EXISTS loans (
     portfolio TEXT NOT NULL, day TEXT NOT NULL, subject TEXT NOT NULL, attempt INTEGER NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('evaluated', 'failed')), raised TEXT NOT NULL, reason TEXT NOT NULL,
+    job_id TEXT NOT NULL DEFAULT '', reported INTEGER NOT NULL DEFAULT 0,
     updated_ms INTEGER NOT NULL, PRIMARY KEY (portfolio, day, subject));
 CREATE TABLE IF NOT EXISTS alerts (
     portfolio TEXT NOT NULL, day TEXT NOT NULL, subject TEXT NOT NULL, alert TEXT NOT NULL,
@@ -343,7 +347,7 @@ impl MonitorBook {
     }
 
     /// Records one loan's outcome, and its alerts, in one transaction.
-    fn record(&self, portfolio: &Portfolio, day: Day, attempt: i64, outcome: &LoanOutcome) -> Result<()> {
+    fn record(&self, portfolio: &Portfolio, day: Day, attempt: i64, outcome: &LoanOutcome, job_id: &str) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(store_err)?;
         let (state, raised, reason) = match &outcome.result {
@@ -351,10 +355,11 @@ impl MonitorBook {
             LoanResult::Failed(reason) => ("failed", Vec::new(), reason.clone()),
         };
         tx.execute(
-            "INSERT INTO loans (portfolio, day, subject, attempt, state, raised, reason, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            "INSERT INTO loans (portfolio, day, subject, attempt, state, raised, reason, job_id, reported, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (portfolio, day, subject) DO UPDATE SET attempt = excluded.attempt, state = excluded.state,
-                 raised = excluded.raised, reason = excluded.reason, updated_ms = excluded.updated_ms",
+                 raised = excluded.raised, reason = excluded.reason, job_id = excluded.job_id,
+                 reported = excluded.reported, updated_ms = excluded.updated_ms",
             params![
                 portfolio.name,
                 day.to_string(),
@@ -363,6 +368,9 @@ impl MonitorBook {
                 state,
                 serde_json::to_string(&raised).map_err(store_err)?,
                 reason,
+                job_id,
+                // Nothing to report for a loan without alerts.
+                raised.is_empty(),
                 now_ms()
             ],
         )
@@ -384,6 +392,38 @@ impl MonitorBook {
             .map_err(store_err)?;
         }
         tx.commit().map_err(store_err)
+    }
+
+    /// Evaluated loans whose alerts are not yet in the coordinator's
+    /// ledger: (subject, job, alerts).
+    fn unreported(&self, portfolio: &str, day: Day) -> Result<Vec<(String, String, Vec<String>)>> {
+        let conn = self.conn()?;
+        let mut statement = conn
+            .prepare(
+                "SELECT subject, job_id, raised FROM loans
+                 WHERE portfolio = ?1 AND day = ?2 AND state = 'evaluated' AND reported = 0 ORDER BY subject",
+            )
+            .map_err(store_err)?;
+        let rows = statement
+            .query_map(params![portfolio, day.to_string()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
+            .map_err(store_err)?;
+        rows.map(|row| {
+            let (subject, job, raised) = row.map_err(store_err)?;
+            Ok((subject, job, serde_json::from_str(&raised).map_err(store_err)?))
+        })
+        .collect()
+    }
+
+    fn mark_reported(&self, portfolio: &str, day: Day, subject: &str) -> Result<()> {
+        self.conn()?
+            .execute(
+                "UPDATE loans SET reported = 1 WHERE portfolio = ?1 AND day = ?2 AND subject = ?3",
+                params![portfolio, day.to_string(), subject],
+            )
+            .map_err(store_err)?;
+        Ok(())
     }
 
     /// Alerts recorded, oldest round first; only those not acknowledged
@@ -487,20 +527,33 @@ pub async fn run_round(
             in_flight.push_back((subject.to_string(), asked, id, submitted, accepted));
         }
         let Some((subject, asked, id, submitted, accepted)) = in_flight.pop_front() else { break };
-        let result = match accepted {
+        let (result, job_id) = match accepted {
             Ok(accepted) => match lender.complete_alerts(&accepted, &asked, &id, submitted).await {
                 Ok(bits) => {
                     let o = jointscore_monitor::outcome(&spec, &bits);
-                    LoanResult::Evaluated { raised: o.raised, severity: o.severity }
+                    (LoanResult::Evaluated { raised: o.raised, severity: o.severity }, accepted.job_id)
                 }
-                Err(e) => LoanResult::Failed(e.to_string()),
+                Err(e) => (LoanResult::Failed(e.to_string()), accepted.job_id),
             },
-            Err(e) => LoanResult::Failed(e.to_string()),
+            Err(e) => (LoanResult::Failed(e.to_string()), String::new()),
         };
         let outcome = LoanOutcome { subject: subject.clone(), result };
-        book.record(portfolio, day, attempt, &outcome)?;
+        book.record(portfolio, day, attempt, &outcome, &job_id)?;
         progress(&outcome);
         outcomes.insert(subject, outcome.result);
+    }
+    // Every alert raised goes into the coordinator's ledger, signed by the
+    // lender; one not yet recorded (the coordinator was unreachable, the
+    // lender stopped) is recorded by the next run of the round.
+    let mut unreported = 0;
+    for (subject, job, alerts) in book.unreported(&portfolio.name, day)? {
+        match lender.report_alerts(&job, &alerts).await {
+            Ok(()) => book.mark_reported(&portfolio.name, day, &subject)?,
+            Err(e) => {
+                tracing::warn!(subject = %subject, job = %job, error = %e, "alerts not recorded in the ledger yet");
+                unreported += 1;
+            }
+        }
     }
     let loans = portfolio
         .subjects
@@ -515,6 +568,7 @@ pub async fn run_round(
         day: day.to_string(),
         loans,
         asked: todo.len(),
+        unreported,
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -558,21 +612,25 @@ mod tests {
             subject: s.into(),
             result: LoanResult::Evaluated { raised: vec!["gmv_collapse".into()], severity: Some(Severity::High) },
         };
-        book.record(&p, day("2026-12-01"), 1, &ok("S0")).expect("record");
+        book.record(&p, day("2026-12-01"), 1, &ok("S0"), "j0").expect("record");
         book.record(
             &p,
             day("2026-12-01"),
             1,
             &LoanOutcome { subject: "S1".into(), result: LoanResult::Failed("party `bank` is unreachable".into()) },
+            "j1",
         )
         .expect("record");
         // S1 failed: the round of the 1st is due again, then the 8th.
         assert_eq!(book.due(&p, day("2026-12-09")).expect("due"), vec![day("2026-12-01"), day("2026-12-08")]);
         assert_eq!(book.next_attempt("book", day("2026-12-01")).expect("attempt"), 2);
-        book.record(&p, day("2026-12-01"), 2, &ok("S1")).expect("record");
+        book.record(&p, day("2026-12-01"), 2, &ok("S1"), "j2").expect("record");
+        assert_eq!(book.unreported("book", day("2026-12-01")).expect("unreported").len(), 2);
+        book.mark_reported("book", day("2026-12-01"), "S0").expect("reported");
+        assert_eq!(book.unreported("book", day("2026-12-01")).expect("unreported")[0].0, "S1");
         assert_eq!(book.due(&p, day("2026-12-07")).expect("due"), Vec::<Day>::new());
         // New alerts until acknowledged; recording the same one twice keeps one.
-        book.record(&p, day("2026-12-01"), 2, &ok("S1")).expect("again");
+        book.record(&p, day("2026-12-01"), 2, &ok("S1"), "j2").expect("again");
         assert_eq!(book.alerts(Some("book"), false).expect("alerts").len(), 2);
         assert_eq!(book.acknowledge(Some("book"), None).expect("ack"), 2);
         assert!(book.alerts(None, false).expect("alerts").is_empty());

@@ -67,6 +67,27 @@ async fn a_round_raises_the_reference_alerts_and_a_party_that_is_down_is_named_a
         assert!(raised.iter().any(|r| *r == alert), "{alert} in {raised:?}");
     }
     assert_eq!(book.alerts(Some("watch"), false).expect("alerts").len(), raised.len());
+    assert_eq!(report.unreported, 0);
+
+    // Every loan's alerts are in the ledger, signed by the lender, under
+    // the subject's commitment; the ledger verifies as any member's would.
+    let (entries, head) =
+        jointscore_lender::fetch_ledger(cluster.target(LENDER).expect("target")).await.expect("ledger");
+    let consortium = cluster.consortium.clone().expect("signed cluster");
+    jointscore_audit::verify_with_head(&entries, &head, &consortium).expect("the ledger verifies");
+    let reported: Vec<_> = entries.iter().filter(|e| e.record.kind == jointscore_audit::EntryKind::Alert).collect();
+    let alerted = report.alerted();
+    assert_eq!(reported.len(), alerted, "{reported:?}");
+    assert!(reported.iter().all(|e| e.record.attestations.len() == 1 && e.record.subject.is_some()));
+    // Refused: alerts the spec does not have, and a job that is not a
+    // monitoring job's.
+    let job = reported[0].record.job_id.clone().expect("job");
+    let err = lender.report_alerts(&job, &["made_up".into()]).await.expect_err("unknown alert");
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    let mut decider = cluster.lender(keys(), PlanKind::Pushdown).await.expect("decision lender");
+    let decided = decider.decide("seller-0005", "decision-for-alerts").await.expect("decision");
+    let err = lender.report_alerts(&decided.job_id, &["gmv_collapse".into()]).await.expect_err("a decision");
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
 
     // The next day, the logistics firm is down: every loan is named failed,
     // with the party at fault, and nothing is recorded as evaluated.

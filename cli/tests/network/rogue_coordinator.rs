@@ -48,6 +48,13 @@ impl Coordinator for Rogue {
         Err(Status::unimplemented("no fits"))
     }
 
+    async fn record_alerts(
+        &self,
+        _: Request<jointscore_proto::v1::RecordAlertsRequest>,
+    ) -> Result<Response<jointscore_proto::v1::RecordAlertsReply>, Status> {
+        Err(Status::unimplemented("no monitoring"))
+    }
+
     type PsiQueryStream = Chunks;
     type AuditLogStream = Audit;
     type AwaitResultStream = Pin<Box<dyn Stream<Item = Result<JobResult, Status>> + Send>>;
