@@ -49,7 +49,9 @@ pub fn drift(baseline: &[(String, u64)], current: &[(String, u64)]) -> Result<Ve
             "the baseline and this period have different bins: not the same statistics spec".into(),
         ));
     }
-    let mut groups: Vec<(String, Vec<(String, u64, u64)>)> = Vec::new();
+    // Per counter: its bins' labels and both sides' counts.
+    type Bins = Vec<(String, u64, u64)>;
+    let mut groups: Vec<(String, Bins)> = Vec::new();
     for ((label, b), (_, c)) in baseline.iter().zip(current) {
         let name = counter(label);
         if !label.contains('[') {
