@@ -147,10 +147,17 @@ fn quickstart_decides_and_matches_the_reference() {
     assert!(text.contains("invoice:ACME Trading:INV-0001            already financed elsewhere"), "{text}");
     assert!(text.contains("order:Shenzhen Widgets:PO-7781           not financed elsewhere"), "{text}");
     assert!(text.contains("warehouse receipt:rotterdam depot:wr19   already financed elsewhere"), "{text}");
-    // The ledger: 1 key registration, 3 requests, 9 signed contributions,
-    // 3 results, 4 PSI sessions and 1 aggregation round, all verified.
-    assert!(text.contains("audit ledger: 21 entries verified against the consortium file"), "{text}");
-    assert!(text.contains("9 contributions each signed by its party"), "{text}");
+    // The monitoring round: each of the three sellers' troubles raises its
+    // alert, equal to the reference.
+    assert!(text.lines().any(|l| l.starts_with("  seller-0001") && l.ends_with("gmv_collapse")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("  seller-0002") && l.ends_with("flows_disagree")), "{text}");
+    assert!(text.lines().any(|l| l == "alerts: encrypted == reference: 3/3"), "{text}");
+    // The ledger: 1 key registration, 3 decision and 3 monitoring requests,
+    // 18 signed contributions, 6 results, 3 alert reports, 4 PSI sessions
+    // and 1 aggregation round, all verified.
+    assert!(text.contains("audit ledger: 39 entries verified against the consortium file"), "{text}");
+    assert!(text.contains("18 contributions each signed by its party"), "{text}");
+    assert!(text.contains("3 alert reports signed by the lender"), "{text}");
     let bad = jointscore(&["quickstart", "--sellers", "0"]);
     assert!(!bad.status.success());
 }
