@@ -15,7 +15,10 @@
 //!   code of its side as base-4 digits, and the circuit compares them with
 //!   one bootstrap per digit. A side with no value sends the code at which
 //!   the comparison fails (`0` on the greater side, the largest code on the
-//!   lesser), so a missing value never raises an alert.
+//!   lesser); codes of real values lie strictly between those ends, so a
+//!   missing value never raises an alert. (A party that sends an end code
+//!   for a value it has only forces its own side, as lying about its
+//!   value could.)
 //!
 //! The lender decrypts one block per alert; nothing else leaves the
 //! circuit. An alert made of one verdict costs no bootstrap, a single
@@ -467,7 +470,9 @@ pub(crate) mod tests {
     #[test]
     fn a_party_with_nothing_raises_nothing() {
         let plan = sample();
-        let holds = vec![vec![0, 0, 0], vec![0, 255, 63], vec![0, 0]];
+        // Real values' codes lie strictly between the two ends (as
+        // `jointscore_monitor::codes` makes them).
+        let holds = vec![vec![0, 0, 5], vec![0, 200, 40], vec![0, 7]];
         assert_eq!(plan.eval_plain(&digits_of(&plan, &holds)).unwrap(), vec![true, true, true, true]);
         for absent in 0..3 {
             let mut values = holds.clone();

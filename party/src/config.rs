@@ -403,7 +403,7 @@ mod tests {
             (&format!("[[approval]]\nmodel = \"{}\"\nlenders = []\n", "a".repeat(64)), "must name its lenders"),
             (
                 &format!("[[approval]]\nmodel = \"{}\"\nlenders = [\"l\"]\nplans = [\"raw\"]\n", "a".repeat(64)),
-                "plans are `pushdown` and `coordinator-side`",
+                "plans are `pushdown`, `coordinator-side` and `monitor`",
             ),
             ("request_max_age_s = 0\n", "`request_max_age_s` must be 1 to 86400"),
             ("psi_daily_budget = 0\n", "`psi_daily_budget` must be at least 1"),

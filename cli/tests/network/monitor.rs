@@ -198,3 +198,67 @@ fn cluster_model_index(party: &str) -> usize {
 fn cluster_book(sellers: usize) -> Vec<(String, serde_json::Value)> {
     sample::subjects(&Model::cross_border_seller(), sellers, ClusterOptions::default().seed)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_mid_round_loses_no_loan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("coordinator.toml");
+    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n"))
+        .expect("config");
+    let mut process = spawn_with_config(&["coordinator", "serve"], &config);
+    let connect = || async {
+        for _ in 0..200 {
+            if let Ok(l) = Lender::connect(url.as_str(), keys(), SELLER_WATCH.to_string(), PlanKind::Monitor).await {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("coordinator at {url} did not come up");
+    };
+    let mut lender = connect().await;
+    lender.register(LENDER).await.expect("register");
+    let model = Model::cross_border_seller();
+    let seed = 99;
+    let book_rows = sample::subjects(&model, SELLERS, seed);
+    let setup = PartySetup {
+        approved_monitors: vec![watch().id().to_string()],
+        history: Some((day(), seed)),
+        ..PartySetup::default()
+    };
+    let mut parties = start_parties(&model, &book_rows, &url, dir.path(), &setup).await.expect("parties");
+    let book = MonitorBook::open(&dir.path().join("monitor.sqlite")).expect("book");
+    let subjects: Vec<String> = book_rows.iter().map(|(s, _)| s.clone()).collect();
+    let portfolio = book.add("watch", SELLER_WATCH, &subjects, Schedule::Daily).expect("portfolio");
+
+    // The coordinator is killed once two loans are settled.
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    let first = run_round(&mut lender, &book, &portfolio, day(), 2, |_| {
+        if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            let _ = process.kill();
+        }
+    })
+    .await
+    .expect("the round ends, naming what failed");
+    let _ = process.wait();
+    assert!(first.failed() > 0, "every loan settled before the kill; the test proves nothing");
+
+    let mut process = spawn_with_config(&["coordinator", "serve"], &config);
+    let mut lender = connect().await;
+    // The same key set, registered again by the same lender: unchanged.
+    lender.register(LENDER).await.expect("register again");
+    let again = run_round(&mut lender, &book, &portfolio, day(), 2, |_| {}).await.expect("resumed");
+    assert_eq!(again.asked, first.failed(), "only the loans not settled are asked again");
+    assert_eq!(again.failed(), 0, "{again:?}");
+    let expected = expected_alerts(&watch(), &book_rows, seed, day());
+    for (loan, want) in again.loans.iter().zip(&expected) {
+        let LoanResult::Evaluated { raised, .. } = &loan.result else { panic!("{loan:?}") };
+        assert_eq!(raised, want, "{}", loan.subject);
+    }
+    process.kill().expect("kill");
+    process.wait().expect("reaped");
+    for p in &mut parties {
+        p.stop().await.expect("stop");
+    }
+}
