@@ -193,13 +193,29 @@ fn spawn_with_config(args: &[&str], config: &std::path::Path) -> std::process::C
 
 /// A lender connected to the coordinator at `url` once it answers.
 async fn connect_when_up(url: &str, keys: Arc<LenderKeys>) -> Lender {
+    connect_for_when_up(url, keys, CROSS_BORDER_SELLER, PlanKind::Pushdown).await
+}
+
+/// [`connect_when_up`] for another file and plan kind (a monitor spec).
+async fn connect_for_when_up(url: &str, keys: Arc<LenderKeys>, source: &str, kind: PlanKind) -> Lender {
     for _ in 0..200 {
-        if let Ok(lender) = Lender::connect(url, keys.clone(), CROSS_BORDER_SELLER.into(), PlanKind::Pushdown).await {
+        if let Ok(lender) = Lender::connect(url, keys.clone(), source.into(), kind).await {
             return lender;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("coordinator at {url} did not come up");
+}
+
+/// A coordinator process on a SQLite store in `dir`, unsigned, on a free
+/// port: the process, its URL and its configuration file (to start it
+/// again on the same store).
+fn sqlite_coordinator(dir: &std::path::Path) -> (std::process::Child, String, std::path::PathBuf) {
+    let port = free_port();
+    let config = dir.join("coordinator.toml");
+    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n"))
+        .expect("config");
+    (spawn_with_config(&["coordinator", "serve"], &config), format!("http://127.0.0.1:{port}"), config)
 }
 
 fn text(o: &std::process::Output) -> String {

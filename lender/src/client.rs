@@ -436,7 +436,7 @@ impl Lender {
     }
 
     /// Like [`Lender::complete`] for a monitoring request: the alert bits,
-    /// in spec order, and the job's id.
+    /// in spec order.
     pub async fn complete_alerts(
         &mut self,
         accepted: &DecideResponse,

@@ -202,21 +202,8 @@ fn cluster_book(sellers: usize) -> Vec<(String, serde_json::Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_killed_mid_round_loses_no_loan() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let config = dir.path().join("coordinator.toml");
-    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n"))
-        .expect("config");
-    let mut process = spawn_with_config(&["coordinator", "serve"], &config);
-    let connect = || async {
-        for _ in 0..200 {
-            if let Ok(l) = Lender::connect(url.as_str(), keys(), SELLER_WATCH.to_string(), PlanKind::Monitor).await {
-                return l;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("coordinator at {url} did not come up");
-    };
+    let (mut process, url, config) = sqlite_coordinator(dir.path());
+    let connect = || connect_for_when_up(&url, keys(), SELLER_WATCH, PlanKind::Monitor);
     let mut lender = connect().await;
     lender.register(LENDER).await.expect("register");
     let model = Model::cross_border_seller();

@@ -7,12 +7,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let config = dir.path().join("coordinator.toml");
-    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n"))
-        .expect("config");
-    let mut process = spawn_with_config(&["coordinator", "serve"], &config);
+    let (mut process, url, config) = sqlite_coordinator(dir.path());
     let mut lender = connect_when_up(&url, keys()).await;
     lender.register(LENDER).await.expect("register");
 
@@ -67,12 +62,8 @@ async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
 async fn a_statistics_job_in_flight_when_the_coordinator_is_killed_reruns_after_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let config = dir.path().join("coordinator.toml");
-    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n"))
-        .expect("config");
-    let coordinator = Processes(vec![spawn_with_config(&["coordinator", "serve"], &config)]);
+    let (process, url, config) = sqlite_coordinator(dir.path());
+    let coordinator = Processes(vec![process]);
     let id = jointscore_stats::StatsSpec::from_toml(CONSORTIUM_SPEC).expect("spec").id();
     let party_config = |name: &str| {
         format!(
