@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use jointscore_coordinator::{Evaluation, TestDatabase};
 use jointscore_lender::{Decision, LenderKeys};
 use jointscore_testkit::cluster::{Cluster, ClusterOptions, LENDER};
 use serde_json::{Map, Value, json};
@@ -39,9 +40,53 @@ pub(crate) struct E2eArgs {
     /// Blocks one proof covers, under `--security strict`.
     #[arg(long, default_value_t = jointscore_circuits::proof::DEFAULT_PROOF_BLOCKS)]
     proof_blocks: usize,
+    /// The coordinator's store: `sqlite` (a file in the cluster's
+    /// directory), `postgres` (a fresh schema on `JOINTSCORE_TEST_POSTGRES`,
+    /// default postgres://postgres@127.0.0.1:5432/test, dropped after) or a
+    /// `postgres://` URL to make that schema on.
+    #[arg(long, default_value = "sqlite")]
+    store: String,
+    /// Evaluation worker processes (`jointscore coordinator worker`, each
+    /// evaluating on one thread) on the PostgreSQL store; 0 evaluates in
+    /// the coordinator. A list (`1,2`) runs the benchmark once per count,
+    /// one after another in this process, and prints each count's
+    /// throughput against the first's.
+    #[arg(long, default_value = "0", value_delimiter = ',')]
+    workers: Vec<usize>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// Worker processes, killed when dropped.
+struct Workers(Vec<std::process::Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `count` worker processes of this binary on the cluster's configuration,
+/// each on one evaluation thread.
+fn spawn_workers(config: &std::path::Path, count: usize) -> Result<Workers, CliError> {
+    let exe = std::env::current_exe().map_err(|e| CliError::Usage(format!("cannot find this program: {e}")))?;
+    let mut workers = Workers(Vec::new());
+    for k in 0..count {
+        let child = std::process::Command::new(&exe)
+            .args(["coordinator", "worker", "--name", &format!("bench-{k}"), "--config"])
+            .arg(config)
+            .env("RAYON_NUM_THREADS", "1")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| CliError::Usage(format!("cannot start worker {k}: {e}")))?;
+        workers.0.push(child);
+    }
+    Ok(workers)
 }
 
 /// The protections a benchmark cluster runs, to measure what each costs.
@@ -67,6 +112,10 @@ impl Security {
         }
     }
 }
+
+/// The PostgreSQL server `--store postgres` uses without
+/// `JOINTSCORE_TEST_POSTGRES` (the project machines' own).
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// Nearest-rank percentile, in seconds.
 fn percentile(values: &[Duration], p: f64) -> f64 {
@@ -107,12 +156,53 @@ pub(crate) fn e2e(args: E2eArgs) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))?
-        .block_on(run(args))
+        .block_on(async {
+            let mut rates = Vec::new();
+            for &workers in &args.workers {
+                rates.push((workers, run(&args, workers).await?));
+            }
+            if let [(first, base), ..] = rates[..]
+                && rates.len() > 1
+            {
+                let ratios: Vec<f64> = rates.iter().map(|(_, r)| r / base).collect();
+                if args.json {
+                    let out = json!({
+                        "workers": rates.iter().map(|(w, _)| w).collect::<Vec<_>>(),
+                        "throughput_per_s": rates.iter().map(|(_, r)| r).collect::<Vec<_>>(),
+                        "ratio_to_first": ratios,
+                    });
+                    println!("{out}");
+                } else {
+                    for ((w, r), ratio) in rates.iter().zip(&ratios) {
+                        println!("{w} worker(s): {r:.3} decisions/s, {ratio:.2}× of {first}");
+                    }
+                }
+            }
+            Ok(())
+        })
 }
 
-async fn run(args: E2eArgs) -> Result<(), CliError> {
+async fn run(args: &E2eArgs, workers: usize) -> Result<f64, CliError> {
     let kind = plan_kind(args.coordinator_side);
+    let database = match args.store.as_str() {
+        "sqlite" => None,
+        "postgres" => Some(std::env::var("JOINTSCORE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.into())),
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => Some(url.to_string()),
+        other => return Err(CliError::Usage(format!("--store `{other}`: `sqlite`, `postgres` or a postgres:// URL"))),
+    };
+    if workers > 0 && database.is_none() {
+        return Err(CliError::Usage("--workers needs the PostgreSQL store (--store postgres)".into()));
+    }
+    let schema = database
+        .as_deref()
+        .map(|url| {
+            TestDatabase::create_at(url, "bench_e2e")
+                .ok_or_else(|| CliError::Usage(format!("no PostgreSQL server answers at {url}")))
+        })
+        .transpose()?;
     let options = ClusterOptions {
+        store: schema.as_ref().map(|db| db.url().to_string()),
+        evaluation: if workers > 0 { Evaluation::Workers } else { Evaluation::Local },
         sellers: args.decisions + 1,
         seed: args.seed,
         eval_workers: args.eval_workers,
@@ -123,6 +213,7 @@ async fn run(args: E2eArgs) -> Result<(), CliError> {
     };
     let bar = spinner("starting the cluster and generating the lender's keys");
     let cluster = Cluster::start(&options).await?;
+    let _workers = spawn_workers(cluster.config_file(), workers)?;
     let keys = tokio::task::spawn_blocking(LenderKeys::generate)
         .await
         .map_err(|e| CliError::Usage(format!("key generation task failed: {e}")))?;
@@ -207,6 +298,8 @@ async fn run(args: E2eArgs) -> Result<(), CliError> {
             "throughput_per_s": throughput,
             "concurrent_p50_s": percentile(&concurrent_totals, 50.0),
             "eval_workers": args.eval_workers,
+            "store": if schema.is_some() { "postgres" } else { "sqlite" },
+            "workers": workers,
             "pbs": pbs,
             "result_bytes": result_bytes,
             "correct": correct,
@@ -226,10 +319,14 @@ async fn run(args: E2eArgs) -> Result<(), CliError> {
         }
         let concurrent_totals: Vec<Duration> = concurrent.iter().map(|d| d.phases.total).collect();
         println!(
-            "\n{} decisions by {} concurrent lenders ({} evaluation worker(s)): {:.2} decisions/s, wall {:.2} s, p50 latency {:.3} s",
+            "\n{} decisions by {} concurrent lenders ({}): {:.2} decisions/s, wall {:.2} s, p50 latency {:.3} s",
             concurrent.len(),
             args.concurrency,
-            args.eval_workers,
+            if workers > 0 {
+                format!("{workers} worker process(es) on PostgreSQL, one thread each")
+            } else {
+                format!("{} evaluation worker(s) in the coordinator, {} store", args.eval_workers, args.store)
+            },
             throughput,
             wall.as_secs_f64(),
             percentile(&concurrent_totals, 50.0)
@@ -239,5 +336,5 @@ async fn run(args: E2eArgs) -> Result<(), CliError> {
     if correct != total {
         return Err(CliError::Usage("some encrypted decisions differ from the reference".into()));
     }
-    Ok(())
+    Ok(throughput)
 }

@@ -38,6 +38,10 @@ const WAIT_LIMIT_MS: u32 = 60_000;
 type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<Chunk, Status>> + Send>>;
 type PsiStream = Pin<Box<dyn Stream<Item = std::result::Result<PsiOpenChunk, Status>> + Send>>;
 type AuditStream = Pin<Box<dyn Stream<Item = std::result::Result<AuditChunk, Status>> + Send>>;
+/// How often a front end reads a waiting request's job from the database
+/// when workers run the jobs.
+const EXTERNAL_POLL: Duration = Duration::from_millis(100);
+
 type ResultStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::JobResult, Status>> + Send>>;
 type FitStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::FitFrame, Status>> + Send>>;
 
@@ -110,9 +114,9 @@ impl CoordinatorService {
                 return Ok(job);
             }
             // Jobs that workers run end in another process: look again
-            // every so often.
+            // every so often (one indexed read per waiting request).
             let until = if self.engine.external() {
-                deadline.min(tokio::time::Instant::now() + Duration::from_millis(200))
+                deadline.min(tokio::time::Instant::now() + EXTERNAL_POLL)
             } else {
                 deadline
             };

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use jointscore_circuits::proof::Crs;
 use jointscore_circuits::{Bundle, CROSS_BORDER_SELLER, Model, PlanKind, Record, reference};
-use jointscore_coordinator::{CoordinatorConfig, CoordinatorError, CoordinatorNode, SqliteStore};
+use jointscore_coordinator::{CoordinatorConfig, CoordinatorError, CoordinatorNode, Evaluation, open_store};
 use jointscore_identity::{Consortium, Member, NodeKey, Proofs, Role};
 use jointscore_lender::{Lender, LenderError, LenderKeys, PsiRequester};
 use jointscore_monitor::Day;
@@ -97,6 +97,13 @@ pub struct ClusterOptions {
     /// of dated snapshots ending this day: its record with that day's flow
     /// (see [`crate::history`]).
     pub history_until: Option<Day>,
+    /// The coordinator's store: a PostgreSQL URL (a fresh schema), or
+    /// `None` for a SQLite file in the cluster's directory.
+    pub store: Option<String>,
+    /// Where decisions are evaluated: in the coordinator, or (`Workers`)
+    /// by `jointscore coordinator worker` processes the caller starts with
+    /// [`Cluster::config_file`] (PostgreSQL only).
+    pub evaluation: Evaluation,
 }
 
 /// The lender member of a TLS cluster's consortium.
@@ -125,6 +132,8 @@ impl Default for ClusterOptions {
             consent_required: Vec::new(),
             approved_monitors: Vec::new(),
             history_until: None,
+            store: None,
+            evaluation: Evaluation::Local,
         }
     }
 }
@@ -153,6 +162,7 @@ pub struct Cluster {
     /// The consortium file the coordinator checks signatures against, when
     /// the cluster is signed.
     pub consortium: Option<Arc<Consortium>>,
+    config_file: PathBuf,
 }
 
 /// Who a new consortium has, for [`init_consortium`].
@@ -380,9 +390,16 @@ impl Cluster {
             psi_open_deadline_ms: u64::try_from(options.psi_open_deadline.as_millis()).unwrap_or(u64::MAX),
             consortium: consortium.as_ref().map(|_| identities.join("consortium.toml")),
             identity: consortium.as_ref().map(|_| identities.join("coordinator.key")),
-            ..CoordinatorConfig::with_store(dir.path().join("coordinator.sqlite"))
+            evaluation: options.evaluation,
+            ..CoordinatorConfig::with_store(
+                options.store.as_ref().map_or_else(|| dir.path().join("coordinator.sqlite"), PathBuf::from),
+            )
         };
-        let store = Arc::new(SqliteStore::open(&config.store)?);
+        // Workers read the same configuration.
+        let config_file = dir.path().join("coordinator.toml");
+        let text = toml::to_string(&config).map_err(|e| ClusterError::Unknown(format!("coordinator config: {e}")))?;
+        std::fs::write(&config_file, text)?;
+        let store = open_store(&config.store)?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let coordinator = CoordinatorNode::start(config, store, listener).await?;
 
@@ -397,7 +414,13 @@ impl Cluster {
             history: options.history_until.map(|day| (day, options.seed)),
         };
         let parties = start_parties(&model, &book, &coordinator.url(), dir.path(), &setup).await?;
-        Ok(Cluster { dir, coordinator, parties, book, model, consortium })
+        Ok(Cluster { dir, coordinator, parties, book, model, consortium, config_file })
+    }
+
+    /// The coordinator's configuration as a file, for worker processes
+    /// (`jointscore coordinator worker --config FILE`).
+    pub fn config_file(&self) -> &Path {
+        &self.config_file
     }
 
     /// The coordinator's URL.
