@@ -141,3 +141,78 @@ async fn a_worker_of_another_tfhe_build_refuses_the_job_naming_why_and_leaves_it
     let state = JobState::try_from(lender.job(&job).await.expect("job").state).expect("state");
     assert_eq!(state, JobState::Accepted, "left for a worker that can evaluate it");
 }
+
+/// The decision path, statistics and monitoring on PostgreSQL, evaluated
+/// in the front end and then by a worker process: the same checks the
+/// SQLite suite makes, on the other store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_statistics_monitoring_and_the_ledger_run_unchanged_on_postgres() {
+    for workers in [0, 1] {
+        let Some(db) = TestDatabase::create(&format!("unchanged_{workers}")) else { return };
+        let watch = jointscore_monitor::MonitorPlan::new(
+            &jointscore_monitor::Spec::from_toml(jointscore_monitor::SELLER_WATCH).expect("spec"),
+        )
+        .expect("plan");
+        let day = jointscore_monitor::Day::parse("2026-11-30").expect("day");
+        let options = ClusterOptions {
+            sellers: 4,
+            store: Some(db.url().to_string()),
+            evaluation: if workers > 0 {
+                jointscore_coordinator::Evaluation::Workers
+            } else {
+                jointscore_coordinator::Evaluation::Local
+            },
+            approved_stats: vec![stats_spec().id()],
+            approved_monitors: vec![watch.id().to_string()],
+            history_until: Some(day),
+            ..ClusterOptions::default()
+        };
+        let cluster = Cluster::start(&options).await.expect("cluster on PostgreSQL");
+        let _workers = Processes(
+            (0..workers)
+                .map(|k| {
+                    spawn_with_config(&["coordinator", "worker", "--name", &format!("w{k}")], cluster.config_file())
+                })
+                .collect(),
+        );
+        let mut lender = cluster.lender(keys(), PlanKind::Pushdown).await.expect("lender");
+        lender.register(LENDER).await.expect("register");
+        for (i, (subject, _)) in cluster.book.iter().enumerate() {
+            let d = lender.decide(subject, &format!("pg-{workers}-{i}")).await.expect("decision");
+            assert_eq!(d.bundle, cluster.reference(subject).expect("reference"), "{subject} ({workers} workers)");
+        }
+        // The same request id again: the same job.
+        let again = lender.submit(&cluster.book[0].0, &format!("pg-{workers}-0")).await.expect("retry");
+        assert!(again.existing, "a retried request names its job");
+
+        let mut monitor = cluster
+            .lender_for(keys(), jointscore_monitor::SELLER_WATCH.to_string(), PlanKind::Monitor)
+            .await
+            .expect("monitoring lender");
+        let book = jointscore_lender::MonitorBook::open(&cluster.dir().join("monitor.sqlite")).expect("book");
+        let subjects: Vec<String> = cluster.book.iter().map(|(s, _)| s.clone()).collect();
+        let portfolio = book
+            .add("pg", jointscore_monitor::SELLER_WATCH, &subjects, jointscore_lender::Schedule::Daily)
+            .expect("add");
+        let report =
+            jointscore_lender::run_round(&mut monitor, &book, &portfolio, day, 4, |_| {}).await.expect("round");
+        let expected = jointscore_testkit::history::expected_alerts(&watch, &cluster.book, options.seed, day);
+        for (loan, want) in report.loans.iter().zip(&expected) {
+            let jointscore_lender::LoanResult::Evaluated { raised, .. } = &loan.result else { panic!("{loan:?}") };
+            assert_eq!(raised, want, "{}", loan.subject);
+        }
+
+        let mut requester =
+            jointscore_lender::StatsRequester::connect(cluster.target(LENDER).expect("target")).await.expect("stats");
+        let result = requester.run(STATS_SPEC, &format!("pg-stats-{workers}"), WAIT).await.expect("round");
+        assert_eq!(result.included.len(), 3, "{result:?}");
+
+        let (entries, head) =
+            jointscore_lender::fetch_ledger(cluster.target(LENDER).expect("target")).await.expect("ledger");
+        let consortium = cluster.consortium.clone().expect("signed");
+        jointscore_audit::verify_with_head(&entries, &head, &consortium).expect("one chain, verified");
+        let results = entries.iter().filter(|e| e.record.kind == jointscore_audit::EntryKind::Result).count();
+        assert_eq!(results, 2 * subjects.len(), "one result entry per decision and per loan ({workers} workers)");
+        cluster.stop().await.expect("stop");
+    }
+}
