@@ -637,80 +637,9 @@ mod tests {
         }
     }
 
-    /// A PostgreSQL server of the test's own (initdb in a temporary
-    /// directory, on a free port), so that restarting it disturbs nobody
-    /// else. Needs the server's binaries and, as root, the `postgres` user
-    /// to run it; `None` (after one line saying so) otherwise.
-    struct PrivateServer {
-        dir: tempfile::TempDir,
-        port: u16,
-    }
-
-    impl PrivateServer {
-        fn run(args: &[&str]) -> std::io::Result<std::process::Output> {
-            let as_root = std::process::Command::new("id").arg("-u").output()?.stdout == b"0\n";
-            let mut command = if as_root {
-                let mut c = std::process::Command::new("runuser");
-                c.args(["-u", "postgres", "--"]);
-                c
-            } else {
-                std::process::Command::new(args[0])
-            };
-            if as_root {
-                command.arg(args[0]);
-            }
-            command.args(&args[1..]).output()
-        }
-
-        fn start() -> Option<PrivateServer> {
-            let skip = |why: String| {
-                use std::io::Write as _;
-                let _ = writeln!(std::io::stderr(), "PostgreSQL restart test skipped: {why}");
-                None
-            };
-            let dir = tempfile::tempdir().ok()?;
-            let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-            let _ = std::process::Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).output();
-            let data = dir.path().join("data");
-            let data = data.to_str()?.to_string();
-            match Self::run(&["initdb", "-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]) {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => return skip(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim())),
-                Err(e) => return skip(format!("no initdb ({e})")),
-            }
-            let server = PrivateServer { dir, port };
-            if let Err(e) = server.ctl("start") {
-                return skip(e);
-            }
-            Some(server)
-        }
-
-        fn ctl(&self, what: &str) -> std::result::Result<(), String> {
-            let data = self.dir.path().join("data");
-            let log = self.dir.path().join("log");
-            let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
-            let (data, log) = (data.to_str().unwrap_or_default(), log.to_str().unwrap_or_default());
-            match Self::run(&["pg_ctl", "-D", data, "-l", log, "-o", &options, "-m", "fast", "-w", what]) {
-                Ok(out) if out.status.success() => Ok(()),
-                Ok(out) => Err(format!("pg_ctl {what}: {}", String::from_utf8_lossy(&out.stderr).trim())),
-                Err(e) => Err(format!("pg_ctl {what}: {e}")),
-            }
-        }
-
-        fn url(&self) -> String {
-            format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-        }
-    }
-
-    impl Drop for PrivateServer {
-        fn drop(&mut self) {
-            let _ = self.ctl("stop");
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_postgres_restart_mid_round_loses_nothing_acknowledged_and_records_each_request_once() {
-        let Some(server) = PrivateServer::start() else { return };
+        let Some(server) = crate::store::PrivateServer::start() else { return };
         let store: Arc<dyn JobStore> = Arc::new(crate::store::PgStore::open(&server.url()).expect("open"));
         let (key, consortium) = coordinator();
         let (commits, _ledger) = start(store.clone(), key);

@@ -55,7 +55,8 @@ pub use keys::SignedRegistration;
 pub use server::CoordinatorNode;
 pub use service::CoordinatorService;
 pub use store::{
-    Inserted, JobStore, KeptContribution, PgStore, SqliteStore, TestDatabase, Write, open_store, postgres_url,
+    Inserted, JobStore, KeptContribution, PgStore, PrivateServer, SqliteStore, TestDatabase, Write, open_store,
+    postgres_url,
 };
 pub use worker::CoordinatorWorker;
 

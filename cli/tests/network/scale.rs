@@ -216,3 +216,83 @@ async fn decisions_statistics_monitoring_and_the_ledger_run_unchanged_on_postgre
         cluster.stop().await.expect("stop");
     }
 }
+
+/// PostgreSQL restarted while a worker evaluates: every accepted decision
+/// still ends once, with the right result and one result entry in one
+/// verified ledger chain. Runs on a private server (initdb, pg_ctl) so the
+/// restart disturbs nobody else; skipped, saying so, without the server's
+/// binaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_while_a_worker_evaluates_loses_no_decision_and_duplicates_no_entry() {
+    let Some(server) = jointscore_coordinator::PrivateServer::start() else { return };
+    let Some(db) = TestDatabase::create_at(&server.url(), "restart_workers") else { return };
+    let options = ClusterOptions {
+        sellers: 6,
+        store: Some(db.url().to_string()),
+        evaluation: jointscore_coordinator::Evaluation::Workers,
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start(&options).await.expect("cluster on PostgreSQL");
+    let _worker = Processes(vec![spawn_with_config(&["coordinator", "worker", "--name", "w"], cluster.config_file())]);
+    let mut lender = cluster.lender(keys(), PlanKind::Pushdown).await.expect("lender");
+    lender.register(LENDER).await.expect("register");
+    let mut jobs = Vec::new();
+    for (i, (subject, _)) in cluster.book.iter().enumerate() {
+        jobs.push((
+            subject.clone(),
+            lender.submit(subject, &format!("pg-restart-{i}")).await.expect("accepted").job_id,
+        ));
+    }
+    // Restart once the worker is evaluating: the first job has been
+    // claimed (its state moved on).
+    let mut claimed = false;
+    for _ in 0..200 {
+        use jointscore_proto::v1::JobState;
+        let state = JobState::try_from(lender.job(&jobs[0].1).await.expect("job").state).expect("state");
+        if state != JobState::Accepted {
+            claimed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(claimed, "the worker claimed nothing");
+    let restarted = tokio::task::spawn_blocking(move || {
+        let outcome = server.ctl("restart");
+        (server, outcome)
+    });
+    let (server, outcome) = restarted.await.expect("restart");
+    outcome.expect("the server restarted");
+
+    for (subject, job) in &jobs {
+        // The front end may answer UNAVAILABLE while the server comes back.
+        let mut done = None;
+        for _ in 0..100 {
+            match lender.wait(job, WAIT).await {
+                Ok(job) => {
+                    done = Some(job);
+                    break;
+                }
+                Err(LenderError::Refused { code: Code::Unavailable | Code::Internal, .. }) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("{subject}: {e}"),
+            }
+        }
+        done.expect("the job ended");
+        let result = lender.fetch(job).await.expect("result");
+        assert_eq!(
+            lender.decrypt(&result).expect("decrypt"),
+            cluster.reference(subject).expect("reference"),
+            "{subject}"
+        );
+    }
+    let (entries, head) =
+        jointscore_lender::fetch_ledger(cluster.target(LENDER).expect("target")).await.expect("ledger");
+    jointscore_audit::verify_with_head(&entries, &head, &cluster.consortium.clone().expect("signed"))
+        .expect("one chain");
+    let results = entries.iter().filter(|e| e.record.kind == jointscore_audit::EntryKind::Result).count();
+    assert_eq!(results, jobs.len(), "one result entry per decision");
+    cluster.stop().await.expect("stop");
+    drop(db);
+    drop(server);
+}

@@ -18,6 +18,10 @@ use crate::error::{CoordinatorError, Result};
 use crate::job::{JobRecord, JobState, SignedContribution, Timings};
 use crate::store::Write;
 
+/// How often a job is run again after the store failed under it (about a
+/// minute of back-off in all) before it fails.
+const STORE_RETRIES: u32 = 8;
+
 impl Engine {
     /// Runs a job to a terminal state in the background. `permit` is its
     /// place in the queue, released when it ends. While the node drains
@@ -91,7 +95,24 @@ impl Engine {
 
     async fn run(&self, job: JobRecord, permit: OwnedSemaphorePermit, stored: Option<oneshot::Receiver<bool>>) {
         let mut timings = Timings::default();
-        let Some(outcome) = self.execute(&job, &mut timings, stored).await else {
+        let mut stored = stored;
+        let mut attempt = 0;
+        let outcome = loop {
+            let outcome = self.execute(&job, &mut timings, stored.take()).await;
+            // A store that failed under the job (the database restarting,
+            // a connection cut) is not the job's fault: run it again from
+            // what the store kept, as after a restart, before giving up.
+            match &outcome {
+                Some(Err(CoordinatorError::Store(e))) if attempt < STORE_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(job = %job.job_id, error = %e, attempt, "the store failed under the job; running it again");
+                    tokio::time::sleep(Duration::from_millis(250 << attempt.min(5))).await;
+                    timings = Timings::default();
+                }
+                _ => break outcome,
+            }
+        };
+        let Some(outcome) = outcome else {
             // Its request was not stored (a store failure, or another call
             // with the same request id won): nothing to record.
             tracing::debug!(job = %job.job_id, "job not stored; dropped");

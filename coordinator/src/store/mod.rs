@@ -19,7 +19,7 @@ mod sqlite;
 #[cfg(test)]
 mod tests;
 
-pub use postgres::{PgStore, TestDatabase};
+pub use postgres::{PgStore, PrivateServer, TestDatabase};
 pub use sqlite::SqliteStore;
 
 /// What [`JobStore::insert_job`] (or [`JobStore::insert_stats_job`]) did.
