@@ -211,11 +211,38 @@ async fn connect_for_when_up(url: &str, keys: Arc<LenderKeys>, source: &str, kin
 /// port: the process, its URL and its configuration file (to start it
 /// again on the same store).
 fn sqlite_coordinator(dir: &std::path::Path) -> (std::process::Child, String, std::path::PathBuf) {
+    coordinator_process(dir, "coordinator.sqlite", "")
+}
+
+/// A coordinator process on `store`, unsigned, on a free port, with
+/// `extra` configuration lines: the process, its URL and its configuration
+/// file (for restarts and worker processes).
+fn coordinator_process(
+    dir: &std::path::Path,
+    store: &str,
+    extra: &str,
+) -> (std::process::Child, String, std::path::PathBuf) {
     let port = free_port();
     let config = dir.join("coordinator.toml");
-    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n"))
-        .expect("config");
+    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\nstore = \"{store}\"\n{extra}")).expect("config");
     (spawn_with_config(&["coordinator", "serve"], &config), format!("http://127.0.0.1:{port}"), config)
+}
+
+/// Fetches and decrypts `job`'s result and checks it is the plaintext
+/// reference decision for `subject` of `book`.
+async fn assert_reference_decision(
+    lender: &mut Lender,
+    model: &Model,
+    book: &[(String, serde_json::Value)],
+    subject: &str,
+    job: &str,
+) {
+    let result = lender.fetch(job).await.expect("result");
+    let bundle = lender.decrypt(&result).expect("decrypt");
+    let values = &book.iter().find(|(s, _)| s == subject).expect("subject").1;
+    let record = jointscore_circuits::Record::from_json(model, values).expect("record");
+    let want = jointscore_circuits::reference::evaluate(model, &record).restricted(model);
+    assert_eq!(bundle, want, "{subject}");
 }
 
 fn text(o: &std::process::Output) -> String {

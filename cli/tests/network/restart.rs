@@ -34,17 +34,7 @@ async fn a_killed_coordinator_finishes_every_accepted_job_after_restart() {
     // Every party is up, so every job must complete, not merely end.
     for (subject, job) in &jobs {
         match lender.wait(job, WAIT).await {
-            Ok(_) => {
-                let result = lender.fetch(job).await.expect("result");
-                let bundle = lender.decrypt(&result).expect("decrypt");
-                let record = jointscore_circuits::Record::from_json(
-                    &model,
-                    &book.iter().find(|(s, _)| s == subject).expect("subject").1,
-                )
-                .expect("record");
-                let want = jointscore_circuits::reference::evaluate(&model, &record).restricted(&model);
-                assert_eq!(bundle, want, "{subject}");
-            }
+            Ok(_) => assert_reference_decision(&mut lender, &model, &book, subject, job).await,
             Err(LenderError::JobFailed { reason, .. }) => {
                 assert!(!reason.is_empty(), "{subject} failed without a reason")
             }

@@ -11,15 +11,8 @@ use super::*;
 async fn a_killed_worker_loses_its_jobs_to_another_that_finishes_each_once() {
     let Some(db) = TestDatabase::create("killed_worker") else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let config = dir.path().join("coordinator.toml");
-    std::fs::write(
-        &config,
-        format!("listen = \"127.0.0.1:{port}\"\nstore = \"{}\"\nevaluation = \"workers\"\nlease_ms = 1500\n", db.url()),
-    )
-    .expect("config");
-    let front = Processes(vec![spawn_with_config(&["coordinator", "serve"], &config)]);
+    let (front, url, config) = coordinator_process(dir.path(), db.url(), "evaluation = \"workers\"\nlease_ms = 1500\n");
+    let front = Processes(vec![front]);
     let mut lender = connect_when_up(&url, keys()).await;
     lender.register(LENDER).await.expect("register");
     let model = Model::cross_border_seller();
@@ -55,15 +48,7 @@ async fn a_killed_worker_loses_its_jobs_to_another_that_finishes_each_once() {
     let _second = Processes(vec![spawn_with_config(&["coordinator", "worker", "--name", "second"], &config)]);
     for (subject, job) in &jobs {
         lender.wait(job, WAIT).await.unwrap_or_else(|e| panic!("{subject}: {e}"));
-        let result = lender.fetch(job).await.expect("result");
-        let bundle = lender.decrypt(&result).expect("decrypt");
-        let record = jointscore_circuits::Record::from_json(
-            &model,
-            &book.iter().find(|(s, _)| s == subject).expect("subject").1,
-        )
-        .expect("record");
-        let want = jointscore_circuits::reference::evaluate(&model, &record).restricted(&model);
-        assert_eq!(bundle, want, "{subject}");
+        assert_reference_decision(&mut lender, &model, &book, subject, job).await;
     }
     // One job per request, and the killed worker's job was claimed again.
     assert_eq!(db.scalar("SELECT COUNT(*) FROM jobs").expect("count"), 3);
@@ -86,15 +71,8 @@ async fn a_killed_worker_loses_its_jobs_to_another_that_finishes_each_once() {
 async fn a_worker_of_another_tfhe_build_refuses_the_job_naming_why_and_leaves_it() {
     let Some(db) = TestDatabase::create("foreign_worker") else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let config = dir.path().join("coordinator.toml");
-    std::fs::write(
-        &config,
-        format!("listen = \"127.0.0.1:{port}\"\nstore = \"{}\"\nevaluation = \"workers\"\n", db.url()),
-    )
-    .expect("config");
-    let _front = Processes(vec![spawn_with_config(&["coordinator", "serve"], &config)]);
+    let (front, url, config) = coordinator_process(dir.path(), db.url(), "evaluation = \"workers\"\n");
+    let _front = Processes(vec![front]);
     let mut lender = connect_when_up(&url, keys()).await;
     lender.register(LENDER).await.expect("register");
     let job = lender.submit("seller-0001", "foreign-0").await.expect("accepted").job_id;
