@@ -347,7 +347,15 @@ impl MonitorBook {
     }
 
     /// Records one loan's outcome, and its alerts, in one transaction.
-    fn record(&self, portfolio: &Portfolio, day: Day, attempt: i64, outcome: &LoanOutcome, job_id: &str) -> Result<()> {
+    fn record(
+        &self,
+        portfolio: &Portfolio,
+        spec: &Spec,
+        day: Day,
+        attempt: i64,
+        outcome: &LoanOutcome,
+        job_id: &str,
+    ) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(store_err)?;
         let (state, raised, reason) = match &outcome.result {
@@ -375,7 +383,6 @@ impl MonitorBook {
             ],
         )
         .map_err(store_err)?;
-        let spec = Spec::from_toml(&portfolio.spec_toml).map_err(|e| LenderError::Spec(e.to_string()))?;
         for alert in spec.alerts.iter().filter(|a| raised.contains(&a.name)) {
             tx.execute(
                 "INSERT INTO alerts (portfolio, day, subject, alert, severity, raised_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -538,7 +545,7 @@ pub async fn run_round(
             Err(e) => (LoanResult::Failed(e.to_string()), String::new()),
         };
         let outcome = LoanOutcome { subject: subject.clone(), result };
-        book.record(portfolio, day, attempt, &outcome, &job_id)?;
+        book.record(portfolio, &spec, day, attempt, &outcome, &job_id)?;
         progress(&outcome);
         outcomes.insert(subject, outcome.result);
     }
@@ -606,15 +613,17 @@ mod tests {
     fn rounds_are_due_per_schedule_and_failed_loans_keep_a_round_due() {
         let (_dir, book) = book();
         let p = book.add("book", jointscore_monitor::SELLER_WATCH, &subjects(2), Schedule::Weekly).expect("add");
+        let spec = Spec::from_toml(&p.spec_toml).expect("spec");
         let day = |s: &str| Day::parse(s).expect("day");
         assert_eq!(book.due(&p, day("2026-12-01")).expect("due"), vec![day("2026-12-01")]);
         let ok = |s: &str| LoanOutcome {
             subject: s.into(),
             result: LoanResult::Evaluated { raised: vec!["gmv_collapse".into()], severity: Some(Severity::High) },
         };
-        book.record(&p, day("2026-12-01"), 1, &ok("S0"), "j0").expect("record");
+        book.record(&p, &spec, day("2026-12-01"), 1, &ok("S0"), "j0").expect("record");
         book.record(
             &p,
+            &spec,
             day("2026-12-01"),
             1,
             &LoanOutcome { subject: "S1".into(), result: LoanResult::Failed("party `bank` is unreachable".into()) },
@@ -624,13 +633,13 @@ mod tests {
         // S1 failed: the round of the 1st is due again, then the 8th.
         assert_eq!(book.due(&p, day("2026-12-09")).expect("due"), vec![day("2026-12-01"), day("2026-12-08")]);
         assert_eq!(book.next_attempt("book", day("2026-12-01")).expect("attempt"), 2);
-        book.record(&p, day("2026-12-01"), 2, &ok("S1"), "j2").expect("record");
+        book.record(&p, &spec, day("2026-12-01"), 2, &ok("S1"), "j2").expect("record");
         assert_eq!(book.unreported("book", day("2026-12-01")).expect("unreported").len(), 2);
         book.mark_reported("book", day("2026-12-01"), "S0").expect("reported");
         assert_eq!(book.unreported("book", day("2026-12-01")).expect("unreported")[0].0, "S1");
         assert_eq!(book.due(&p, day("2026-12-07")).expect("due"), Vec::<Day>::new());
         // New alerts until acknowledged; recording the same one twice keeps one.
-        book.record(&p, day("2026-12-01"), 2, &ok("S1"), "j2").expect("again");
+        book.record(&p, &spec, day("2026-12-01"), 2, &ok("S1"), "j2").expect("again");
         assert_eq!(book.alerts(Some("book"), false).expect("alerts").len(), 2);
         assert_eq!(book.acknowledge(Some("book"), None).expect("ack"), 2);
         assert!(book.alerts(None, false).expect("alerts").is_empty());
